@@ -1,0 +1,142 @@
+//! Wiring shared by the binaries: from a config, a state spec and a mode to a ready [`Engine`].
+//! Clients, secrets and the store are built here once per process (once per cold start in Lambda),
+//! never inside a job.
+
+use crate::binance::{BinanceClient, BinanceConfig};
+use crate::config::Config;
+use crate::domain::Notional;
+use crate::engine::{AccountRuntime, Engine, EngineTiming};
+use crate::notify::{ConsoleNotifier, FanoutNotifier, TelegramNotifier};
+use crate::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
+use crate::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
+use crate::secrets::{ChainSecrets, EnvSecrets, TelegramSource};
+use crate::state::StateRepo;
+use crate::store::open_store;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Where orders go.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Mode {
+    /// Real orders with each account's keys (or whatever `ALBRA_BINANCE_URL` points at).
+    Live,
+    /// Live public market data, fills simulated in process.
+    Paper,
+}
+
+#[derive(thiserror::Error, Debug)]
+#[error("{0}")]
+pub struct AppError(pub String);
+
+/// A ready engine plus the exchange whose clock the jobs follow.
+pub struct App {
+    pub engine: Engine,
+    /// Public client for the exchange clock and market data.
+    pub clock_exchange: Arc<dyn Exchange>,
+}
+
+impl App {
+    /// The exchange's clock (ms), falling back to the local clock if the exchange cannot answer.
+    pub async fn exchange_now(&self) -> i64 {
+        match self.clock_exchange.server_time().await {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(error = %e, "exchange clock unavailable; using the local clock");
+                SystemClock.now_ms()
+            }
+        }
+    }
+}
+
+pub fn binance_config(cfg: &Config) -> BinanceConfig {
+    BinanceConfig {
+        base_url: BinanceConfig::resolve_url(cfg.binance.base_url.as_deref()),
+        recv_window_ms: cfg.binance.recv_window_ms,
+        timeout: Duration::from_millis(cfg.binance.timeout_ms),
+        ..BinanceConfig::default()
+    }
+}
+
+/// Build the notifier the config asks for (console and/or Telegram).
+pub async fn build_notifier(cfg: &Config, secrets: &dyn Secrets) -> Arc<dyn Notifier> {
+    let mut inner: Vec<Arc<dyn Notifier>> = Vec::new();
+    if cfg.notifier.console {
+        inner.push(Arc::new(ConsoleNotifier));
+    }
+    if cfg.notifier.telegram {
+        match secrets.telegram().await {
+            Ok(Some(creds)) => inner.push(Arc::new(TelegramNotifier::new(creds))),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "Telegram credentials unreadable; Telegram off"),
+        }
+    }
+    Arc::new(FanoutNotifier::new(inner, cfg.notifier.min_priority))
+}
+
+/// Secrets from the environment / `.env`, and SSM for accounts configured with `ssm`.
+pub fn default_secrets() -> Result<ChainSecrets, AppError> {
+    let env = EnvSecrets::load().map_err(|e| AppError(e.to_string()))?;
+    Ok(ChainSecrets::new(env, TelegramSource::Env))
+}
+
+/// Build the engine for a mode. Live mode refuses to start when an enabled account has no keys.
+pub async fn build(cfg: Config, state_spec: &str, mode: Mode) -> Result<App, AppError> {
+    let secrets = default_secrets()?;
+    let store = open_store(state_spec)
+        .await
+        .map_err(|e| AppError(e.to_string()))?;
+    let bcfg = binance_config(&cfg);
+    let public: Arc<dyn Exchange> =
+        Arc::new(BinanceClient::new(bcfg.clone(), None).map_err(|e| AppError(e.to_string()))?);
+    let mut accounts = Vec::new();
+    match mode {
+        Mode::Live => {
+            for a in cfg.accounts.iter().filter(|a| a.enabled) {
+                let source = a
+                    .key_source()
+                    .map_err(|m| AppError(format!("account {}: key_source: {m}", a.id)))?;
+                let keys = secrets
+                    .binance_keys(&a.id, &source)
+                    .await
+                    .map_err(|e| AppError(format!("account {}: {e}", a.id)))?;
+                let client = BinanceClient::new(bcfg.clone(), Some(keys))
+                    .map_err(|e| AppError(e.to_string()))?;
+                accounts.push(AccountRuntime {
+                    config: a.clone(),
+                    exchange: Arc::new(client),
+                });
+            }
+        }
+        Mode::Paper => {
+            let market: Arc<dyn MarketData> = Arc::new(LiveMarket::new(public.clone()));
+            for a in cfg.accounts.iter().filter(|a| a.enabled) {
+                let ex = PaperExchange::new(
+                    market.clone(),
+                    Arc::new(SystemClock) as Arc<dyn Clock>,
+                    PaperConfig {
+                        initial_balance: Notional(cfg.paper.initial_equity),
+                        commission_rate: cfg.paper.commission,
+                        slippage: cfg.paper.slippage,
+                        ..PaperConfig::default()
+                    },
+                );
+                accounts.push(AccountRuntime {
+                    config: a.clone(),
+                    exchange: Arc::new(ex),
+                });
+            }
+        }
+    }
+    let notifier = build_notifier(&cfg, &secrets).await;
+    let timing = EngineTiming::live(&cfg);
+    Ok(App {
+        engine: Engine {
+            config: Arc::new(cfg),
+            repo: StateRepo::new(store),
+            accounts,
+            notifier,
+            timing,
+        },
+        clock_exchange: public,
+    })
+}

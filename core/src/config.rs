@@ -1,0 +1,590 @@
+//! Configuration (`config/albra.toml`): accounts, strategies, risk, notifier, exchange and job
+//! settings. Loading is strict: unknown keys are errors, and every error names the file, the key
+//! path and what was expected, so a bad file stops the job before anything is sent.
+
+use crate::domain::{AccountId, Symbol, Timeframe};
+use crate::ports::{KeySource, MarginType, Priority};
+use crate::strategy;
+use rust_decimal::Decimal;
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+
+/// A configuration error: file, key path, and what was wrong or expected.
+#[derive(thiserror::Error, Debug)]
+#[error("{file}: {path}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub path: String,
+    pub message: String,
+}
+
+fn dec(s: &str) -> Decimal {
+    s.parse().expect("valid decimal literal")
+}
+
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub binance: BinanceSection,
+    #[serde(default)]
+    pub jobs: JobsSection,
+    #[serde(default)]
+    pub risk: RiskConfig,
+    #[serde(default)]
+    pub notifier: NotifierConfig,
+    #[serde(default)]
+    pub paper: PaperSection,
+    pub strategies: Vec<StrategyConfig>,
+    pub accounts: Vec<AccountConfig>,
+}
+
+/// `[binance]`: where the REST API is. `ALBRA_BINANCE_URL` in the environment wins over `base_url`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BinanceSection {
+    pub base_url: Option<String>,
+    pub recv_window_ms: u64,
+    pub timeout_ms: u64,
+}
+impl Default for BinanceSection {
+    fn default() -> Self {
+        BinanceSection {
+            base_url: None,
+            recv_window_ms: 5_000,
+            timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[jobs]`: timing of the scheduled jobs.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct JobsSection {
+    /// Seconds after a candle's close (exchange clock) before it is evaluated.
+    pub close_delay_secs: u64,
+    /// How long to keep asking for the newest closed candle before skipping it.
+    pub kline_wait_secs: u64,
+    /// Closed candles fetched per evaluation (at least the strategy's warm-up).
+    pub history: u32,
+    /// Seconds a pending entry may stay unconfirmed before sync gives up on it.
+    pub pending_timeout_secs: u64,
+}
+impl Default for JobsSection {
+    fn default() -> Self {
+        JobsSection {
+            close_delay_secs: 3,
+            kline_wait_secs: 20,
+            history: 1000,
+            pending_timeout_secs: 120,
+        }
+    }
+}
+
+/// `[risk]`: account-level limits.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RiskConfig {
+    pub max_positions_per_account: u32,
+    /// Largest margin one position may use, as a fraction of equity.
+    pub max_position_pct: Decimal,
+    /// Largest total initial margin in use, as a fraction of equity.
+    pub max_total_margin_pct: Decimal,
+    pub daily_loss_pct: Decimal,
+    pub max_leverage: u32,
+}
+impl Default for RiskConfig {
+    fn default() -> Self {
+        RiskConfig {
+            max_positions_per_account: 3,
+            max_position_pct: dec("0.5"),
+            max_total_margin_pct: dec("0.9"),
+            daily_loss_pct: dec("0.05"),
+            max_leverage: 20,
+        }
+    }
+}
+
+/// `[notifier]`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifierConfig {
+    /// Send to Telegram when `TELEGRAM_BOT_TOKEN` / `TELEGRAM_CHAT_ID` (or their SSM parameters) exist.
+    pub telegram: bool,
+    /// Print notifications on stdout.
+    pub console: bool,
+    /// Lowest priority delivered.
+    pub min_priority: Priority,
+}
+impl Default for NotifierConfig {
+    fn default() -> Self {
+        NotifierConfig {
+            telegram: true,
+            console: true,
+            min_priority: Priority::Low,
+        }
+    }
+}
+
+/// `[paper]`: the paper exchange used by replay and `albra run --paper`.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct PaperSection {
+    pub initial_equity: Decimal,
+    pub commission: Decimal,
+    pub slippage: Decimal,
+}
+impl Default for PaperSection {
+    fn default() -> Self {
+        PaperSection {
+            initial_equity: dec("10000"),
+            commission: dec("0.0004"),
+            slippage: dec("0.0001"),
+        }
+    }
+}
+
+/// `[[strategies]]`: one strategy and where it trades.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyConfig {
+    /// Registered strategy name (`EMA_CROSS`, …).
+    pub name: String,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    pub timeframe: Timeframe,
+    pub symbols: Vec<Symbol>,
+    pub leverage: u32,
+    /// Margin committed per entry as a fraction of equity (notional = equity × size_pct × leverage).
+    pub size_pct: Decimal,
+    #[serde(default = "isolated")]
+    pub margin_type: MarginType,
+    /// Strategy parameters; unknown keys are rejected by the strategy.
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+fn yes() -> bool {
+    true
+}
+fn isolated() -> MarginType {
+    MarginType::Isolated
+}
+
+/// `[[accounts]]`: main account or a sub-account.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct AccountConfig {
+    pub id: AccountId,
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// `env` (BINANCE_API_KEY / BINANCE_SECRET_KEY), `env:SUB1` (SUB1_API_KEY / SUB1_API_SECRET),
+    /// `ssm` (/albra/{id}/binance_api_key …) or `ssm:/custom/prefix`.
+    pub key_source: String,
+    /// Names of the strategies this account runs.
+    pub strategies: Vec<String>,
+    #[serde(default)]
+    pub risk: RiskOverrides,
+}
+
+/// `[accounts.risk]`: per-account overrides of `[risk]` and of strategy sizing.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RiskOverrides {
+    pub daily_loss_pct: Option<Decimal>,
+    pub max_leverage: Option<u32>,
+    pub size_pct: Option<Decimal>,
+}
+
+impl AccountConfig {
+    pub fn key_source(&self) -> Result<KeySource, String> {
+        parse_key_source(&self.key_source, &self.id)
+    }
+}
+
+pub fn parse_key_source(s: &str, account: &AccountId) -> Result<KeySource, String> {
+    let s = s.trim();
+    let (kind, arg) = match s.split_once(':') {
+        Some((k, a)) => (k, Some(a)),
+        None => (s, None),
+    };
+    match (kind, arg) {
+        ("env", None) => Ok(KeySource::Env {
+            prefix: "BINANCE".into(),
+        }),
+        ("env", Some(p))
+            if !p.is_empty() && p.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') =>
+        {
+            Ok(KeySource::Env {
+                prefix: p.to_ascii_uppercase(),
+            })
+        }
+        ("ssm", None) => Ok(KeySource::Ssm {
+            prefix: format!("/albra/{account}"),
+        }),
+        ("ssm", Some(p)) if p.starts_with('/') && !p.ends_with('/') => Ok(KeySource::Ssm {
+            prefix: p.to_string(),
+        }),
+        _ => Err(format!(
+            "expected `env`, `env:PREFIX` (e.g. env:SUB1), `ssm` or `ssm:/param/prefix`, got `{s}`"
+        )),
+    }
+}
+
+impl Config {
+    /// Read and validate a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: file.clone(),
+            path: "(file)".into(),
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &file)
+    }
+
+    /// Parse and validate config text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+        let de = toml::Deserializer::new(text);
+        let cfg: Config = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let at = inner
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(" (line {line})")
+                })
+                .unwrap_or_default();
+            ConfigError {
+                file: file.to_string(),
+                path: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
+                message: format!("{}{at}", inner.message().trim()),
+            }
+        })?;
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &str) -> Result<(), ConfigError> {
+        let err = |path: String, message: String| ConfigError {
+            file: file.to_string(),
+            path,
+            message,
+        };
+        let mut names = HashSet::new();
+        for (i, s) in self.strategies.iter().enumerate() {
+            let at = |k: &str| format!("strategies[{i}].{k}");
+            if !names.insert(s.name.as_str()) {
+                return Err(err(
+                    at("name"),
+                    format!("strategy `{}` is listed twice", s.name),
+                ));
+            }
+            strategy::build(&s.name, &s.params, &at("params")).map_err(|e| match e {
+                strategy::StrategyError::Unknown { .. } => err(at("name"), e.to_string()),
+                strategy::StrategyError::BadParams { path, message } => err(path, message),
+            })?;
+            if !Timeframe::SCHEDULED.contains(&s.timeframe) {
+                return Err(err(
+                    at("timeframe"),
+                    format!("expected 15m, 1h or 4h, got {}", s.timeframe),
+                ));
+            }
+            if s.symbols.is_empty() {
+                return Err(err(at("symbols"), "expected at least one symbol".into()));
+            }
+            for (j, sym) in s.symbols.iter().enumerate() {
+                if sym.0.is_empty()
+                    || !sym
+                        .0
+                        .chars()
+                        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+                {
+                    return Err(err(
+                        format!("strategies[{i}].symbols[{j}]"),
+                        format!(
+                            "expected an upper-case Binance symbol like BTCUSDT, got `{}`",
+                            sym.0
+                        ),
+                    ));
+                }
+            }
+            if s.leverage == 0 || s.leverage > 125 {
+                return Err(err(
+                    at("leverage"),
+                    format!("expected 1–125, got {}", s.leverage),
+                ));
+            }
+            if s.leverage > self.risk.max_leverage {
+                return Err(err(
+                    at("leverage"),
+                    format!(
+                        "{} exceeds risk.max_leverage = {}",
+                        s.leverage, self.risk.max_leverage
+                    ),
+                ));
+            }
+            if s.size_pct <= Decimal::ZERO || s.size_pct > Decimal::ONE {
+                return Err(err(
+                    at("size_pct"),
+                    format!("expected a fraction in (0, 1], got {}", s.size_pct),
+                ));
+            }
+            if s.size_pct > self.risk.max_position_pct {
+                return Err(err(
+                    at("size_pct"),
+                    format!(
+                        "{} exceeds risk.max_position_pct = {}",
+                        s.size_pct, self.risk.max_position_pct
+                    ),
+                ));
+            }
+        }
+        let fraction = |path: &str, v: Decimal| -> Result<(), ConfigError> {
+            if v <= Decimal::ZERO || v > Decimal::ONE {
+                return Err(err(
+                    path.into(),
+                    format!("expected a fraction in (0, 1], got {v}"),
+                ));
+            }
+            Ok(())
+        };
+        fraction("risk.max_position_pct", self.risk.max_position_pct)?;
+        fraction("risk.max_total_margin_pct", self.risk.max_total_margin_pct)?;
+        fraction("risk.daily_loss_pct", self.risk.daily_loss_pct)?;
+        if self.risk.max_positions_per_account == 0 {
+            return Err(err(
+                "risk.max_positions_per_account".into(),
+                "expected at least 1".into(),
+            ));
+        }
+        if self.paper.initial_equity <= Decimal::ZERO {
+            return Err(err(
+                "paper.initial_equity".into(),
+                "expected a positive amount".into(),
+            ));
+        }
+        if self.paper.commission < Decimal::ZERO || self.paper.slippage < Decimal::ZERO {
+            return Err(err(
+                "paper".into(),
+                "commission and slippage must be ≥ 0".into(),
+            ));
+        }
+        if self.binance.recv_window_ms == 0 || self.binance.recv_window_ms > 60_000 {
+            return Err(err(
+                "binance.recv_window_ms".into(),
+                format!(
+                    "expected 1–60000 (Binance's limit), got {}",
+                    self.binance.recv_window_ms
+                ),
+            ));
+        }
+        if self.accounts.is_empty() {
+            return Err(err(
+                "accounts".into(),
+                "expected at least one [[accounts]] entry".into(),
+            ));
+        }
+        let mut ids = HashSet::new();
+        for (i, a) in self.accounts.iter().enumerate() {
+            let at = |k: &str| format!("accounts[{i}].{k}");
+            if a.id.0.is_empty()
+                || !a
+                    .id
+                    .0
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+            {
+                return Err(err(
+                    at("id"),
+                    format!("expected letters, digits, `_` or `-`, got `{}`", a.id),
+                ));
+            }
+            if !ids.insert(a.id.0.as_str()) {
+                return Err(err(at("id"), format!("account `{}` is listed twice", a.id)));
+            }
+            a.key_source().map_err(|m| err(at("key_source"), m))?;
+            for (j, s) in a.strategies.iter().enumerate() {
+                if !names.contains(s.as_str()) {
+                    return Err(err(
+                        format!("accounts[{i}].strategies[{j}]"),
+                        format!(
+                            "no [[strategies]] entry named `{s}` (defined: {})",
+                            self.strategies
+                                .iter()
+                                .map(|s| s.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                    ));
+                }
+            }
+            if let Some(p) = a.risk.daily_loss_pct {
+                fraction(&at("risk.daily_loss_pct"), p)?;
+            }
+            if let Some(p) = a.risk.size_pct {
+                fraction(&at("risk.size_pct"), p)?;
+                if p > self.risk.max_position_pct {
+                    return Err(err(
+                        at("risk.size_pct"),
+                        format!(
+                            "{p} exceeds risk.max_position_pct = {}",
+                            self.risk.max_position_pct
+                        ),
+                    ));
+                }
+            }
+            if let Some(l) = a.risk.max_leverage {
+                if l == 0 || l > 125 {
+                    return Err(err(
+                        at("risk.max_leverage"),
+                        format!("expected 1–125, got {l}"),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn strategy(&self, name: &str) -> Option<&StrategyConfig> {
+        self.strategies.iter().find(|s| s.name == name)
+    }
+
+    /// Enabled strategies of an account, in config order.
+    pub fn account_strategies<'a>(
+        &'a self,
+        account: &'a AccountConfig,
+    ) -> impl Iterator<Item = &'a StrategyConfig> + 'a {
+        account
+            .strategies
+            .iter()
+            .filter_map(move |n| self.strategy(n))
+            .filter(|s| s.enabled)
+    }
+
+    /// The effective (strategy leverage capped by the account's max) leverage and size for an account.
+    pub fn effective_sizing(&self, account: &AccountConfig, s: &StrategyConfig) -> (u32, Decimal) {
+        let lev_cap = account.risk.max_leverage.unwrap_or(self.risk.max_leverage);
+        let size = account.risk.size_pct.unwrap_or(s.size_pct);
+        (s.leverage.min(lev_cap), size)
+    }
+
+    /// The Binance REST base URL: `ALBRA_BINANCE_URL` wins over `binance.base_url`.
+    pub fn binance_url(&self) -> String {
+        std::env::var("ALBRA_BINANCE_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.binance.base_url.clone())
+            .unwrap_or_else(|| "https://fapi.binance.com".to_string())
+    }
+}
+
+/// The default config path: `$ALBRA_CONFIG`, else `config/albra.toml`.
+pub fn default_path() -> PathBuf {
+    std::env::var("ALBRA_CONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| PathBuf::from("config/albra.toml"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+[risk]
+max_positions_per_account = 3
+
+[[strategies]]
+name = "EMA_CROSS"
+timeframe = "1h"
+symbols = ["BTCUSDT"]
+leverage = 3
+size_pct = 0.1
+[strategies.params]
+fast = 50
+slow = 200
+
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["EMA_CROSS"]
+
+[[accounts]]
+id = "sub1"
+key_source = "env:SUB1"
+strategies = ["EMA_CROSS"]
+[accounts.risk]
+max_leverage = 2
+"#;
+
+    #[test]
+    fn parses_the_good_file() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        assert_eq!(c.accounts.len(), 2);
+        assert_eq!(c.strategies[0].timeframe, Timeframe::H1);
+        assert_eq!(
+            c.accounts[1].key_source().unwrap(),
+            KeySource::Env {
+                prefix: "SUB1".into()
+            }
+        );
+        let (lev, size) = c.effective_sizing(&c.accounts[1], &c.strategies[0]);
+        assert_eq!((lev, size), (2, dec("0.1")));
+        assert_eq!(c.jobs.close_delay_secs, 3);
+    }
+
+    fn bad(text: &str) -> String {
+        Config::parse(text, "cfg.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_their_path() {
+        let e = bad(&GOOD.replace("max_positions_per_account", "max_positons"));
+        assert!(e.starts_with("cfg.toml: risk"), "{e}");
+        assert!(e.contains("max_positons"), "{e}");
+        let e = bad(&GOOD.replace("fast = 50", "fastt = 50"));
+        assert!(e.contains("strategies[0].params"), "{e}");
+        assert!(e.contains("fastt"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_name_the_key() {
+        let e = bad(&GOOD.replace("leverage = 3", "leverage = \"three\""));
+        assert!(e.contains("strategies[0].leverage"), "{e}");
+        assert!(e.contains("line"), "{e}");
+        let e = bad(&GOOD.replace("timeframe = \"1h\"", "timeframe = \"2h\""));
+        assert!(e.contains("strategies[0].timeframe"), "{e}");
+        let e = bad(&GOOD.replace("size_pct = 0.1", "size_pct = 1.5"));
+        assert!(e.contains("strategies[0].size_pct"), "{e}");
+        let e = bad(&GOOD.replace("key_source = \"env:SUB1\"", "key_source = \"vault\""));
+        assert!(e.contains("accounts[1].key_source"), "{e}");
+        let e = bad(&GOOD.replace(
+            "strategies = [\"EMA_CROSS\"]\n\n[[accounts]]",
+            "strategies = [\"TFPX\"]\n\n[[accounts]]",
+        ));
+        assert!(
+            e.contains("accounts[0].strategies[0]") && e.contains("TFPX"),
+            "{e}"
+        );
+        let e = bad(&GOOD.replace("name = \"EMA_CROSS\"", "name = \"NOPE\""));
+        assert!(
+            e.contains("strategies[0].name") && e.contains("EMA_CROSS"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_url_wins() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        // Only checks the fallback when the variable is unset in this test process.
+        if std::env::var("ALBRA_BINANCE_URL").is_err() {
+            assert_eq!(c.binance_url(), "https://fapi.binance.com");
+        }
+    }
+}

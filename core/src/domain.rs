@@ -1,0 +1,616 @@
+//! Domain vocabulary shared by every layer: money newtypes (Decimal, never f64), symbols, sides,
+//! timeframes, candles, positions, orders and trade records. Pure data, no I/O.
+
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::str::FromStr;
+
+macro_rules! decimal_newtype {
+    ($(#[$m:meta])* $name:ident) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(pub Decimal);
+
+        impl $name {
+            pub const ZERO: $name = $name(Decimal::ZERO);
+            pub fn new(d: Decimal) -> Self {
+                $name(d)
+            }
+            pub fn get(self) -> Decimal {
+                self.0
+            }
+            /// Lossy view for indicators and statistics only; never feed it back into an order.
+            pub fn to_f64(self) -> f64 {
+                self.0.to_f64().unwrap_or(f64::NAN)
+            }
+            pub fn is_zero(self) -> bool {
+                self.0.is_zero()
+            }
+        }
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "{}", self.0)
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Display::fmt(&self.0.normalize(), f)
+            }
+        }
+        impl FromStr for $name {
+            type Err = rust_decimal::Error;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Decimal::from_str_exact(s.trim()).or_else(|_| Decimal::from_scientific(s.trim())).map($name)
+            }
+        }
+        impl From<Decimal> for $name {
+            fn from(d: Decimal) -> Self {
+                $name(d)
+            }
+        }
+    };
+}
+
+decimal_newtype!(
+    /// A price in quote currency (USDT) per unit of base asset.
+    Price
+);
+decimal_newtype!(
+    /// A quantity of the base asset (contracts of a USDⓈ-M perpetual are base units).
+    Qty
+);
+decimal_newtype!(
+    /// An amount of quote currency (USDT): notional, equity, PnL, fees.
+    Notional
+);
+
+impl Qty {
+    /// Notional value of this quantity at `price`.
+    pub fn notional(self, price: Price) -> Notional {
+        Notional(self.0 * price.0)
+    }
+}
+
+/// A trading pair as Binance names it, e.g. `BTCUSDT`.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Symbol(pub String);
+
+impl Symbol {
+    pub fn new(s: impl Into<String>) -> Self {
+        Symbol(s.into().to_ascii_uppercase())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for Symbol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Account identifier from config (`main`, `sub1`, …).
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct AccountId(pub String);
+impl AccountId {
+    pub fn new(s: impl Into<String>) -> Self {
+        AccountId(s.into())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Strategy name as registered (`EMA_CROSS`, `TFPE`, …); `MANUAL` is reserved for hand-opened positions.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct StrategyId(pub String);
+impl StrategyId {
+    pub const MANUAL: &'static str = "MANUAL";
+    pub fn new(s: impl Into<String>) -> Self {
+        StrategyId(s.into())
+    }
+    pub fn manual() -> Self {
+        StrategyId(Self::MANUAL.to_string())
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    pub fn is_manual(&self) -> bool {
+        self.0 == Self::MANUAL
+    }
+}
+impl fmt::Debug for StrategyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for StrategyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Direction of a position.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Side {
+    Long,
+    Short,
+}
+
+impl Side {
+    pub fn opposite(self) -> Side {
+        match self {
+            Side::Long => Side::Short,
+            Side::Short => Side::Long,
+        }
+    }
+    /// +1 for long, −1 for short.
+    pub fn sign(self) -> Decimal {
+        match self {
+            Side::Long => Decimal::ONE,
+            Side::Short => Decimal::NEGATIVE_ONE,
+        }
+    }
+    /// The order side that opens a position of this direction.
+    pub fn entry_order_side(self) -> OrderSide {
+        match self {
+            Side::Long => OrderSide::Buy,
+            Side::Short => OrderSide::Sell,
+        }
+    }
+    /// The order side that reduces or closes a position of this direction.
+    pub fn exit_order_side(self) -> OrderSide {
+        self.entry_order_side().opposite()
+    }
+}
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::Long => "LONG",
+            Side::Short => "SHORT",
+        })
+    }
+}
+
+/// Order side as Binance spells it.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum OrderSide {
+    Buy,
+    Sell,
+}
+impl OrderSide {
+    pub fn opposite(self) -> OrderSide {
+        match self {
+            OrderSide::Buy => OrderSide::Sell,
+            OrderSide::Sell => OrderSide::Buy,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderSide::Buy => "BUY",
+            OrderSide::Sell => "SELL",
+        }
+    }
+}
+
+/// Candle interval. The jobs run on 15m, 1h and 4h; 1m and 5m exist for recorded data.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub enum Timeframe {
+    #[serde(rename = "1m")]
+    M1,
+    #[serde(rename = "5m")]
+    M5,
+    #[serde(rename = "15m")]
+    M15,
+    #[serde(rename = "1h")]
+    H1,
+    #[serde(rename = "4h")]
+    H4,
+}
+
+impl Timeframe {
+    pub const ALL: [Timeframe; 5] = [
+        Timeframe::M1,
+        Timeframe::M5,
+        Timeframe::M15,
+        Timeframe::H1,
+        Timeframe::H4,
+    ];
+    /// The timeframes the evaluator job runs on.
+    pub const SCHEDULED: [Timeframe; 3] = [Timeframe::M15, Timeframe::H1, Timeframe::H4];
+
+    pub fn millis(self) -> i64 {
+        match self {
+            Timeframe::M1 => 60_000,
+            Timeframe::M5 => 300_000,
+            Timeframe::M15 => 900_000,
+            Timeframe::H1 => 3_600_000,
+            Timeframe::H4 => 14_400_000,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Timeframe::M1 => "1m",
+            Timeframe::M5 => "5m",
+            Timeframe::M15 => "15m",
+            Timeframe::H1 => "1h",
+            Timeframe::H4 => "4h",
+        }
+    }
+    /// Open time of the candle that contains `t_ms` (aligned to UTC, like Binance).
+    pub fn open_of(self, t_ms: i64) -> i64 {
+        t_ms.div_euclid(self.millis()) * self.millis()
+    }
+    /// Open time of the newest candle that is closed at `now_ms` (its close ≤ now).
+    pub fn last_closed_open(self, now_ms: i64) -> i64 {
+        self.open_of(now_ms) - self.millis()
+    }
+    pub fn from_millis(ms: i64) -> Option<Timeframe> {
+        Self::ALL.into_iter().find(|t| t.millis() == ms)
+    }
+}
+
+impl fmt::Display for Timeframe {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Timeframe {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| format!("unknown timeframe `{s}` (expected one of 1m, 5m, 15m, 1h, 4h)"))
+    }
+}
+
+/// One closed OHLCV candle. `open_time` is milliseconds since the Unix epoch (UTC).
+#[derive(Clone, Copy, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Candle {
+    pub open_time: i64,
+    pub open: Price,
+    pub high: Price,
+    pub low: Price,
+    pub close: Price,
+    pub volume: Decimal,
+}
+
+impl Candle {
+    pub fn close_time(&self, tf: Timeframe) -> i64 {
+        self.open_time + tf.millis()
+    }
+}
+
+/// Lifecycle of a tracked position.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum PositionStatus {
+    /// Entry intent written ahead of the order; the order may or may not exist yet.
+    Pending,
+    Active,
+    /// Size changed outside the strategy (partial close by hand, etc.).
+    Modified,
+    Closed,
+    Paused,
+}
+
+/// Key of a position: account + strategy + symbol (`BTCUSDT_TFPE` in the original system, per account).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Debug, Serialize, Deserialize)]
+pub struct PositionKey {
+    pub account: AccountId,
+    pub strategy: StrategyId,
+    pub symbol: Symbol,
+}
+
+impl fmt::Display for PositionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}_{}", self.account, self.symbol, self.strategy)
+    }
+}
+
+/// A position the system tracks: a strategy's share of the exchange's net position, or a MANUAL one.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Position {
+    pub key: PositionKey,
+    pub side: Side,
+    pub qty: Qty,
+    pub entry_price: Price,
+    pub leverage: u32,
+    pub status: PositionStatus,
+    pub is_manual: bool,
+    /// Client id of the entry order (our deterministic id); empty for manual positions.
+    pub entry_client_id: String,
+    /// Open time of the candle whose close produced the entry (0 for manual/adopted-by-guess).
+    pub signal_open_time: i64,
+    pub opened_at: i64,
+    pub stop_loss: Option<Price>,
+    pub take_profit: Option<Price>,
+    /// `clientAlgoId` of the protective stop on the exchange, if placed.
+    pub stop_client_id: Option<String>,
+    /// How many times the stop was re-placed (part of the next stop's client id).
+    #[serde(default)]
+    pub stop_generation: u32,
+    #[serde(default)]
+    pub partial_exits_done: u8,
+    #[serde(default)]
+    pub pyramids_done: u8,
+    pub best_price: Option<Price>,
+    /// Fees paid on the entry (quote currency), from the fill.
+    #[serde(default)]
+    pub entry_fee: Notional,
+    pub updated_at: i64,
+}
+
+impl Position {
+    pub fn unrealized_pnl(&self, mark: Price) -> Notional {
+        Notional(self.side.sign() * self.qty.0 * (mark.0 - self.entry_price.0))
+    }
+    pub fn is_open(&self) -> bool {
+        matches!(
+            self.status,
+            PositionStatus::Active | PositionStatus::Modified | PositionStatus::Paused
+        )
+    }
+}
+
+/// Why an order is sent; part of its deterministic client id.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug, Serialize, Deserialize)]
+pub enum Intent {
+    Entry,
+    Exit,
+    StopLoss,
+    TakeProfit,
+    Pyramid,
+    PartialExit,
+}
+
+impl Intent {
+    pub fn code(self) -> &'static str {
+        match self {
+            Intent::Entry => "EN",
+            Intent::Exit => "EX",
+            Intent::StopLoss => "SL",
+            Intent::TakeProfit => "TP",
+            Intent::Pyramid => "PY",
+            Intent::PartialExit => "PX",
+        }
+    }
+    pub fn from_code(s: &str) -> Option<Intent> {
+        [
+            Intent::Entry,
+            Intent::Exit,
+            Intent::StopLoss,
+            Intent::TakeProfit,
+            Intent::Pyramid,
+            Intent::PartialExit,
+        ]
+        .into_iter()
+        .find(|i| i.code() == s)
+    }
+}
+
+/// Prefix of every client id Albra generates; lets sync tell our orders from hand-placed ones.
+pub const CLIENT_ID_PREFIX: &str = "alb";
+
+/// A deterministic client order id, `alb<intent>-<owner hash>-<candle minute base36>[-<n>]`.
+///
+/// It is derived from account, strategy, symbol, candle open time and intent, so a re-run of the same
+/// decision produces the same id and can look the order up instead of sending it twice. It matches
+/// Binance's `^[\.A-Z\:/a-z0-9_-]{1,36}$` and is at most 36 characters.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ClientId(pub String);
+
+impl ClientId {
+    pub fn derive(
+        account: &AccountId,
+        strategy: &StrategyId,
+        symbol: &Symbol,
+        candle_open_time: i64,
+        intent: Intent,
+        generation: u32,
+    ) -> ClientId {
+        let owner = owner_hash(account, strategy, symbol);
+        let minutes = candle_open_time.div_euclid(60_000).max(0) as u64;
+        let mut s = format!(
+            "{CLIENT_ID_PREFIX}{}-{owner}-{}",
+            intent.code(),
+            base36(minutes)
+        );
+        if generation > 0 {
+            s.push('-');
+            s.push_str(&base36(generation as u64));
+        }
+        debug_assert!(s.len() <= 36);
+        ClientId(s)
+    }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// True when the id has Albra's shape (prefix and intent code).
+    pub fn is_ours(id: &str) -> bool {
+        id.len() > 6
+            && id.starts_with(CLIENT_ID_PREFIX)
+            && Intent::from_code(&id[3..5]).is_some()
+            && id.as_bytes()[5] == b'-'
+    }
+    /// The intent encoded in one of our ids.
+    pub fn intent_of(id: &str) -> Option<Intent> {
+        if Self::is_ours(id) {
+            Intent::from_code(&id[3..5])
+        } else {
+            None
+        }
+    }
+    /// The owner hash encoded in one of our ids (compare with [`owner_hash`]).
+    pub fn owner_of(id: &str) -> Option<&str> {
+        if Self::is_ours(id) {
+            id[6..].split('-').next()
+        } else {
+            None
+        }
+    }
+}
+impl fmt::Debug for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl fmt::Display for ClientId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// 12 hex characters of SHA-256 over `account|strategy|symbol`: identifies the owner of an order.
+pub fn owner_hash(account: &AccountId, strategy: &StrategyId, symbol: &Symbol) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(account.0.as_bytes());
+    h.update(b"|");
+    h.update(strategy.0.as_bytes());
+    h.update(b"|");
+    h.update(symbol.0.as_bytes());
+    hex::encode(&h.finalize()[..6])
+}
+
+fn base36(mut n: u64) -> String {
+    const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+    if n == 0 {
+        return "0".into();
+    }
+    let mut out = Vec::new();
+    while n > 0 {
+        out.push(DIGITS[(n % 36) as usize]);
+        n /= 36;
+    }
+    out.reverse();
+    String::from_utf8(out).expect("ascii")
+}
+
+/// A closed trade, as recorded for statistics, Kelly sizing and reports.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct TradeRecord {
+    /// Deterministic: the entry client id plus a close sequence, so recording twice is a no-op.
+    pub id: String,
+    pub account: AccountId,
+    pub strategy: StrategyId,
+    pub symbol: Symbol,
+    pub side: Side,
+    pub qty: Qty,
+    pub entry_price: Price,
+    pub exit_price: Price,
+    pub entry_time: i64,
+    pub exit_time: i64,
+    /// Realised PnL net of fees (quote currency).
+    pub pnl: Notional,
+    pub fees: Notional,
+    /// Why it closed: `signal`, `stop`, `take_profit`, `manual`, `liquidation`, `exchange`.
+    pub reason: String,
+}
+
+/// Per-account state the risk layer and reports need: equity peak, current equity, day start.
+#[derive(Clone, PartialEq, Debug, Default, Serialize, Deserialize)]
+pub struct AccountState {
+    pub equity: Notional,
+    pub peak_equity: Notional,
+    pub day_start_equity: Notional,
+    /// UTC day (days since epoch) that `day_start_equity` belongs to.
+    pub day: i64,
+    pub paused: bool,
+    pub updated_at: i64,
+}
+
+impl AccountState {
+    /// Drawdown of equity from its peak, as a fraction (0.25 = 25 %).
+    pub fn drawdown(&self) -> Decimal {
+        if self.peak_equity.0 <= Decimal::ZERO {
+            return Decimal::ZERO;
+        }
+        ((self.peak_equity.0 - self.equity.0) / self.peak_equity.0).max(Decimal::ZERO)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_id_is_deterministic_short_and_binance_legal() {
+        let a = AccountId::new("main-account-with-a-long-name");
+        let s = StrategyId::new("ZLMACD_ICHIMOKU");
+        let sym = Symbol::new("1000SHIBUSDT");
+        let t = 1_751_629_500_000;
+        let id1 = ClientId::derive(&a, &s, &sym, t, Intent::StopLoss, 0);
+        let id2 = ClientId::derive(&a, &s, &sym, t, Intent::StopLoss, 0);
+        assert_eq!(id1, id2);
+        let id3 = ClientId::derive(&a, &s, &sym, t, Intent::StopLoss, 123_456);
+        for id in [&id1, &id3] {
+            assert!(id.0.len() <= 36, "{id} too long");
+            assert!(id
+                .0
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._:/-".contains(&b)));
+            assert!(ClientId::is_ours(&id.0));
+        }
+        assert_eq!(ClientId::intent_of(&id1.0), Some(Intent::StopLoss));
+        assert_eq!(
+            ClientId::owner_of(&id1.0),
+            Some(owner_hash(&a, &s, &sym).as_str())
+        );
+        // Any input change changes the id.
+        assert_ne!(
+            id1,
+            ClientId::derive(&a, &s, &sym, t + 900_000, Intent::StopLoss, 0)
+        );
+        assert_ne!(id1, ClientId::derive(&a, &s, &sym, t, Intent::Entry, 0));
+        assert_ne!(
+            id1,
+            ClientId::derive(&a, &StrategyId::new("TFPE"), &sym, t, Intent::StopLoss, 0)
+        );
+        assert!(!ClientId::is_ours("web_abc123"));
+    }
+
+    #[test]
+    fn timeframe_alignment() {
+        let tf = Timeframe::H1;
+        let now = 1_751_630_405_000; // 12:00:05 UTC
+        assert_eq!(tf.open_of(now), 1_751_630_400_000);
+        assert_eq!(tf.last_closed_open(now), 1_751_626_800_000);
+        assert_eq!("4h".parse::<Timeframe>().unwrap(), Timeframe::H4);
+        assert!("2h".parse::<Timeframe>().is_err());
+    }
+
+    #[test]
+    fn money_parses_exactly() {
+        let p: Price = "108994.30".parse().unwrap();
+        assert_eq!(p.to_string(), "108994.3");
+        let q: Qty = "0.001".parse().unwrap();
+        assert_eq!(q.notional(p).0.to_string(), "108.9943000");
+    }
+}

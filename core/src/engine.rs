@@ -1,0 +1,1569 @@
+//! The jobs as plain async functions over the ports: [`Engine::evaluate`] (candle-close evaluation)
+//! and [`Engine::sync_positions`] (the 60-second reconciliation). Lambda, cron, the CLI, replay and
+//! backtests all call these; `now` is always an argument.
+//!
+//! Crash safety of an entry: the position is written as PENDING (with its deterministic client id)
+//! before the order is sent, then ACTIVE after the fill and the protective stop. A process killed in
+//! between leaves a PENDING record that the next sync resolves by looking the order up (adopt it and
+//! place the stop, or drop the record when the exchange never saw the order). An exchange position
+//! that no record explains is matched against our deterministic entry ids of recent candles before
+//! it is declared MANUAL.
+
+use crate::config::{AccountConfig, Config, StrategyConfig};
+use crate::domain::{
+    AccountId, AccountState, ClientId, Intent, Notional, Position, PositionKey, PositionStatus,
+    Price, Qty, Side, StrategyId, Symbol, Timeframe, TradeRecord,
+};
+use crate::orders::{self, SubmitPolicy};
+use crate::ports::{
+    codes, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Exchange, ExchangeError, MarketOrder,
+    Notification, Notifier, OrderInfo, OrderStatus, Priority, StoreError, SymbolFilters,
+    WorkingType,
+};
+use crate::state::{RunKey, StateRepo, Versioned};
+use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
+use rust_decimal::prelude::Signed;
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Why a job failed.
+#[derive(thiserror::Error, Debug)]
+pub enum EngineError {
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Other(String),
+}
+
+/// One account the jobs run for, with the exchange connection that trades it.
+#[derive(Clone)]
+pub struct AccountRuntime {
+    pub config: AccountConfig,
+    pub exchange: Arc<dyn Exchange>,
+}
+
+/// What a job did: one line per item, and the failures (the job fails when there are any).
+#[derive(Debug, Default, Clone)]
+pub struct JobReport {
+    pub lines: Vec<String>,
+    pub errors: Vec<String>,
+    pub orders_placed: u32,
+    pub orders_rejected: u32,
+}
+
+impl JobReport {
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty()
+    }
+}
+
+/// Pauses the engine may take (zero in replay and backtests).
+#[derive(Clone, Copy, Debug)]
+pub struct EngineTiming {
+    pub submit: SubmitPolicy,
+    /// Pause between asks for a newest closed candle that the exchange does not serve yet.
+    pub kline_pause: Duration,
+    /// How many times to ask before skipping the candle.
+    pub kline_attempts: u32,
+}
+
+impl EngineTiming {
+    pub fn live(cfg: &Config) -> Self {
+        let attempts = (cfg.jobs.kline_wait_secs / 2).max(1) as u32;
+        EngineTiming {
+            submit: SubmitPolicy::default(),
+            kline_pause: Duration::from_secs(2),
+            kline_attempts: attempts,
+        }
+    }
+    pub fn instant() -> Self {
+        EngineTiming {
+            submit: SubmitPolicy::instant(),
+            kline_pause: Duration::ZERO,
+            kline_attempts: 1,
+        }
+    }
+}
+
+pub struct Engine {
+    pub config: Arc<Config>,
+    pub repo: StateRepo,
+    pub accounts: Vec<AccountRuntime>,
+    pub notifier: Arc<dyn Notifier>,
+    pub timing: EngineTiming,
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn signed(p: &Position) -> Decimal {
+    p.side.sign() * p.qty.0
+}
+
+fn view(p: &Position) -> PositionView {
+    PositionView {
+        side: p.side,
+        qty: p.qty,
+        entry_price: p.entry_price,
+        opened_at: p.opened_at,
+        best_price: p.best_price,
+        partial_exits_done: p.partial_exits_done,
+        pyramids_done: p.pyramids_done,
+    }
+}
+
+/// Outcome of fetching candles for one evaluation.
+enum Fetched {
+    Ready(Vec<crate::domain::Candle>),
+    /// The exchange has not served the newest closed candle: never evaluate a stale one.
+    NotYet {
+        newest: Option<i64>,
+    },
+}
+
+impl Engine {
+    async fn notify(
+        &self,
+        account: &AccountId,
+        priority: Priority,
+        kind: &str,
+        event_id: String,
+        text: String,
+        now: i64,
+    ) {
+        let n = Notification {
+            event_id,
+            account: account.clone(),
+            priority,
+            kind: kind.to_string(),
+            text,
+            time: now,
+        };
+        if let Err(e) = self.notifier.notify(&n).await {
+            tracing::warn!(error = %e, kind, "notification failed");
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // evaluate
+    // -----------------------------------------------------------------------------------------
+
+    /// Evaluate the candle of `tf` that closed last at `now`, for every enabled account and every
+    /// enabled strategy of that timeframe.
+    pub async fn evaluate(&self, tf: Timeframe, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        let open_time = tf.last_closed_open(now);
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            let id = &acct.config.id;
+            match self.repo.account_state(id).await {
+                Ok(Some(s)) if s.value.paused => {
+                    report
+                        .lines
+                        .push(format!("{id}: paused; nothing evaluated"));
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    report.errors.push(format!("{id}: {e}"));
+                    continue;
+                }
+            }
+            let strategies: Vec<&StrategyConfig> = self
+                .config
+                .account_strategies(&acct.config)
+                .filter(|s| s.timeframe == tf)
+                .collect();
+            for s in strategies {
+                for sym in &s.symbols {
+                    let tag = format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
+                    match self
+                        .evaluate_one(acct, s, sym, tf, open_time, now, &mut report)
+                        .await
+                    {
+                        Ok(line) => report.lines.push(format!("{tag}: {line}")),
+                        Err(e) => report.errors.push(format!("{tag}: {e}")),
+                    }
+                }
+            }
+        }
+        report
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_one(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        tf: Timeframe,
+        open_time: i64,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        let account = &acct.config.id;
+        let sid = StrategyId::new(&s.name);
+        let run = RunKey {
+            account: account.clone(),
+            strategy: sid.clone(),
+            symbol: sym.clone(),
+            tf,
+            open_time,
+        };
+        let Some(marker) = self.repo.claim_run(&run, now).await? else {
+            return Ok("already evaluated by an earlier run; nothing to do".into());
+        };
+        let finish = |outcome: String| {
+            let repo = self.repo.clone();
+            let run = run.clone();
+            async move {
+                if let Err(e) = repo.finish_run(&run, marker, now, &outcome).await {
+                    tracing::warn!(error = %e, "could not record the run outcome");
+                }
+                outcome
+            }
+        };
+        // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
+        let prepared = self.prepare(acct, s, sym, tf, open_time, now).await;
+        let (decision, position, ref_price) = match prepared {
+            Ok(Some(x)) => x,
+            Ok(None) => {
+                let why = format!(
+                    "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
+                    iso(open_time)
+                );
+                self.notify(
+                    account,
+                    Priority::Medium,
+                    "skipped",
+                    format!("skip:{account}:{}:{sym}:{open_time}", s.name),
+                    format!("{}/{sym}: {why}", s.name),
+                    now,
+                )
+                .await;
+                return Ok(finish(why).await);
+            }
+            Err(e) => {
+                if let Err(re) = self.repo.release_run(&run, marker).await {
+                    tracing::warn!(error = %re, "could not release the run marker");
+                }
+                return Err(e);
+            }
+        };
+        tracing::info!(account = %account, strategy = %s.name, symbol = %sym, action = ?decision.action, conditions = %decision.conditions_line(), "decision");
+        if let Some(p) = &position {
+            if p.value.status == PositionStatus::Pending {
+                return Ok(finish(
+                    "skipped: an entry is pending confirmation by the sync job".into(),
+                )
+                .await);
+            }
+        }
+        let open = position.filter(|p| p.value.is_open());
+        let outcome = match decision.action.clone() {
+            Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
+            Action::Close { reason } => match open {
+                Some(p) => {
+                    self.exit(acct, p, &reason, open_time, now, report).await?;
+                    format!("closed: {reason}")
+                }
+                None => "hold (close signal while flat)".into(),
+            },
+            Action::Open {
+                side,
+                stop,
+                take_profit,
+            } => {
+                if open.is_some() {
+                    "hold (open signal while already in a position)".into()
+                } else {
+                    self.enter(
+                        acct,
+                        s,
+                        sym,
+                        side,
+                        stop,
+                        take_profit,
+                        open_time,
+                        now,
+                        ref_price,
+                        &decision,
+                        report,
+                    )
+                    .await?
+                }
+            }
+            Action::Reverse {
+                side,
+                stop,
+                take_profit,
+            } => {
+                if let Some(p) = open {
+                    self.exit(
+                        acct,
+                        p,
+                        &format!("reverse to {side}"),
+                        open_time,
+                        now,
+                        report,
+                    )
+                    .await?;
+                }
+                self.enter(
+                    acct,
+                    s,
+                    sym,
+                    side,
+                    stop,
+                    take_profit,
+                    open_time,
+                    now,
+                    ref_price,
+                    &decision,
+                    report,
+                )
+                .await?
+            }
+        };
+        Ok(finish(outcome).await)
+    }
+
+    /// Fetch candles, build the strategy and decide. `Ok(None)` when the candle is not served yet.
+    async fn prepare(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        tf: Timeframe,
+        open_time: i64,
+        now: i64,
+    ) -> Result<Option<(Decision, Option<Versioned<Position>>, Price)>, EngineError> {
+        let mut strat =
+            strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                .map_err(|e| EngineError::Other(e.to_string()))?;
+        let limit = self.config.jobs.history.max(strat.warmup() as u32 + 2);
+        let candles = match self
+            .fetch_closed(acct.exchange.as_ref(), sym, tf, limit, open_time, now)
+            .await?
+        {
+            Fetched::Ready(c) => c,
+            Fetched::NotYet { newest } => {
+                tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
+                return Ok(None);
+            }
+        };
+        for c in &candles {
+            strat.update(c);
+        }
+        let last_close = candles.last().map(|c| c.close).unwrap_or_default();
+        let key = PositionKey {
+            account: acct.config.id.clone(),
+            strategy: StrategyId::new(&s.name),
+            symbol: sym.clone(),
+        };
+        let position = self.repo.position(&key).await?;
+        let v = position
+            .as_ref()
+            .filter(|p| p.value.is_open())
+            .map(|p| view(&p.value));
+        let decision = strat.decide(v.as_ref(), now);
+        Ok(Some((decision, position, last_close)))
+    }
+
+    async fn fetch_closed(
+        &self,
+        ex: &dyn Exchange,
+        sym: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        open_time: i64,
+        now: i64,
+    ) -> Result<Fetched, EngineError> {
+        let mut newest = None;
+        for attempt in 0..self.timing.kline_attempts.max(1) {
+            if attempt > 0 && !self.timing.kline_pause.is_zero() {
+                tokio::time::sleep(self.timing.kline_pause).await;
+            }
+            let mut candles = ex.closed_klines(sym, tf, limit, now).await?;
+            // Never look past the candle being evaluated, whatever the exchange served.
+            candles.retain(|c| c.open_time <= open_time);
+            newest = candles.last().map(|c| c.open_time);
+            if newest == Some(open_time) {
+                return Ok(Fetched::Ready(candles));
+            }
+        }
+        Ok(Fetched::NotYet { newest })
+    }
+
+    /// Open a position: size, write the pending record, send the entry exactly once, protect it.
+    #[allow(clippy::too_many_arguments)]
+    async fn enter(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        side: Side,
+        stop: Option<StopSpec>,
+        take_profit: Option<StopSpec>,
+        open_time: i64,
+        now: i64,
+        ref_price: Price,
+        decision: &Decision,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        let account = &acct.config.id;
+        let ex = acct.exchange.as_ref();
+        let sid = StrategyId::new(&s.name);
+
+        let stored = self.repo.positions(account).await?;
+        let open_count = stored
+            .iter()
+            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
+            .count();
+        if open_count as u32 >= self.config.risk.max_positions_per_account {
+            let why = format!(
+                "entry {side} blocked: {open_count} positions open, risk.max_positions_per_account = {}",
+                self.config.risk.max_positions_per_account
+            );
+            self.notify(
+                account,
+                Priority::Medium,
+                "blocked",
+                format!("blocked:{account}:{sid}:{sym}:{open_time}"),
+                format!("{sid}/{sym}: {why}"),
+                now,
+            )
+            .await;
+            return Ok(why);
+        }
+        let filters = match ex.symbol_filters(sym).await {
+            Ok(f) => f,
+            Err(ExchangeError::Fatal(m)) => {
+                let why = format!("entry blocked: no trading filters for {sym}: {m}");
+                self.notify(
+                    account,
+                    Priority::High,
+                    "blocked",
+                    format!("nofilter:{account}:{sid}:{sym}:{open_time}"),
+                    format!("{sid}/{sym}: {why}"),
+                    now,
+                )
+                .await;
+                return Ok(why);
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let snap = ex.account().await?;
+        let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
+        if ref_price.is_zero() {
+            return Err(EngineError::Other(format!("no reference price for {sym}")));
+        }
+        let notional = snap.equity.0 * size_pct * Decimal::from(lev);
+        let qty = match orders::market_qty(&filters, notional / ref_price.0, ref_price, false) {
+            Ok(q) => q,
+            Err(e) => {
+                let why = format!(
+                    "entry {side} skipped: {e} (equity {}, size {size_pct}, leverage {lev})",
+                    snap.equity
+                );
+                self.notify(
+                    account,
+                    Priority::Medium,
+                    "skipped",
+                    format!("size:{account}:{sid}:{sym}:{open_time}"),
+                    format!("{sid}/{sym}: {why}"),
+                    now,
+                )
+                .await;
+                return Ok(why);
+            }
+        };
+        self.ensure_symbol_setup(ex, sym, lev, s.margin_type)
+            .await?;
+
+        let entry_id = ClientId::derive(account, &sid, sym, open_time, Intent::Entry, 0);
+        let key = PositionKey {
+            account: account.clone(),
+            strategy: sid.clone(),
+            symbol: sym.clone(),
+        };
+        let mut pos = Position {
+            key: key.clone(),
+            side,
+            qty,
+            entry_price: ref_price,
+            leverage: lev,
+            status: PositionStatus::Pending,
+            is_manual: false,
+            entry_client_id: entry_id.0.clone(),
+            signal_open_time: open_time,
+            opened_at: now,
+            stop_loss: stop
+                .map(|sp| orders::stop_price(&filters, side, sp.stop_price(side, ref_price))),
+            take_profit: take_profit
+                .map(|sp| orders::target_price(&filters, side, sp.target_price(side, ref_price))),
+            stop_client_id: None,
+            stop_generation: 0,
+            partial_exits_done: 0,
+            pyramids_done: 0,
+            best_price: Some(ref_price),
+            entry_fee: Notional::ZERO,
+            updated_at: now,
+        };
+        // The reverse path deleted the old record; anything still here is a conflict to surface.
+        let existing = self.repo.position(&key).await?.map(|v| v.version);
+        let mut version = self.repo.save_position(&pos, existing).await?;
+
+        let order = MarketOrder {
+            symbol: sym.clone(),
+            side: side.entry_order_side(),
+            qty,
+            reduce_only: false,
+            client_id: entry_id.clone(),
+        };
+        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+            Ok(o) => o,
+            Err(e @ ExchangeError::UnknownOutcome { .. }) => {
+                // Keep the pending record: the sync job will find the order or drop the record.
+                self.notify(account, Priority::Critical, "order_unknown", format!("unknown:{entry_id}"), format!("{sid}/{sym}: entry {entry_id} outcome unknown; the sync job will resolve it ({e})"), now).await;
+                return Err(e.into());
+            }
+            Err(e) => {
+                // The exchange said no (or never executed it): nothing is open, drop the intent.
+                self.repo.delete_position(&key, version).await?;
+                if let ExchangeError::Rejected { code, msg, .. } = &e {
+                    report.orders_rejected += 1;
+                    self.notify(
+                        account,
+                        Priority::High,
+                        "order_rejected",
+                        format!("rejected:{entry_id}"),
+                        format!("{sid}/{sym}: entry {side} {qty} rejected: {code} {msg}"),
+                        now,
+                    )
+                    .await;
+                    return Ok(format!(
+                        "entry {side} {qty} rejected by the exchange: {code} {msg}"
+                    ));
+                }
+                return Err(e.into());
+            }
+        };
+        report.orders_placed += 1;
+        if fill.executed_qty.is_zero() {
+            self.repo.delete_position(&key, version).await?;
+            return Ok(format!(
+                "entry {entry_id} ended {:?} without a fill",
+                fill.status
+            ));
+        }
+        self.apply_fill(ex, &mut pos, &fill, &filters, stop, take_profit)
+            .await;
+        pos.status = PositionStatus::Active;
+        pos.updated_at = now;
+        let protected = self
+            .protect(ex, &mut pos, &filters, &stored, now, report)
+            .await;
+        version = self.repo.save_position(&pos, Some(version)).await?;
+        let _ = version;
+        let stop_txt = match (&pos.stop_loss, protected) {
+            (Some(p), true) => format!("stop {p}"),
+            (Some(p), false) => format!("STOP {p} NOT PLACED (sync will retry)"),
+            (None, _) => "no stop".to_string(),
+        };
+        let text = format!(
+            "ENTRY {side} {} {sym} @ {} ({} {}, lev {lev}x) {stop_txt}. {} | {}",
+            pos.qty,
+            pos.entry_price,
+            s.name,
+            s.timeframe,
+            decision.note,
+            decision.conditions_line()
+        );
+        self.notify(
+            account,
+            Priority::High,
+            "entry",
+            format!("entry:{entry_id}"),
+            text,
+            now,
+        )
+        .await;
+        Ok(format!(
+            "entered {side} {} @ {} ({stop_txt})",
+            pos.qty, pos.entry_price
+        ))
+    }
+
+    /// Take quantity, price and entry fee from the fill, and move planned stop / target by the
+    /// difference between the reference price and the actual fill.
+    async fn apply_fill(
+        &self,
+        ex: &dyn Exchange,
+        pos: &mut Position,
+        fill: &OrderInfo,
+        filters: &SymbolFilters,
+        stop: Option<StopSpec>,
+        take_profit: Option<StopSpec>,
+    ) {
+        pos.qty = fill.executed_qty;
+        pos.entry_price = fill.avg_price;
+        pos.best_price = Some(fill.avg_price);
+        pos.stop_loss = stop.map(|sp| {
+            orders::stop_price(filters, pos.side, sp.stop_price(pos.side, fill.avg_price))
+        });
+        pos.take_profit = take_profit.map(|sp| {
+            orders::target_price(filters, pos.side, sp.target_price(pos.side, fill.avg_price))
+        });
+        pos.entry_fee = match ex
+            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
+            .await
+        {
+            Ok(trades) => Notional(
+                trades
+                    .iter()
+                    .filter(|t| t.order_id == fill.order_id)
+                    .map(|t| t.commission.0)
+                    .sum(),
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "entry fee unknown (userTrades failed)");
+                Notional::ZERO
+            }
+        };
+    }
+
+    /// Set leverage and margin type for a symbol if they differ (idempotent).
+    async fn ensure_symbol_setup(
+        &self,
+        ex: &dyn Exchange,
+        sym: &Symbol,
+        lev: u32,
+        margin: crate::ports::MarginType,
+    ) -> Result<(), EngineError> {
+        let sc = ex.symbol_config(sym).await?;
+        if sc.margin_type != margin {
+            match ex.set_margin_type(sym, margin).await {
+                Ok(()) => {}
+                Err(e) if e.rejected_code() == Some(codes::NO_NEED_TO_CHANGE_MARGIN_TYPE) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if sc.leverage != lev {
+            ex.set_leverage(sym, lev).await?;
+        }
+        Ok(())
+    }
+
+    /// Place the protective stop (and take-profit) of a position; `false` if the stop is missing.
+    async fn protect(
+        &self,
+        ex: &dyn Exchange,
+        pos: &mut Position,
+        filters: &SymbolFilters,
+        others: &[Versioned<Position>],
+        now: i64,
+        report: &mut JobReport,
+    ) -> bool {
+        let Some(trigger) = pos.stop_loss else {
+            return true;
+        };
+        // closePosition closes the whole net position: only when no other strategy shares the symbol.
+        let shared = others.iter().any(|o| {
+            o.value.key.symbol == pos.key.symbol
+                && o.value.key.strategy != pos.key.strategy
+                && !o.value.is_manual
+                && o.value.is_open()
+        });
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            Intent::StopLoss,
+            pos.stop_generation,
+        );
+        let order = AlgoOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.exit_order_side(),
+            kind: AlgoKind::StopMarket,
+            trigger_price: Some(trigger),
+            qty: shared.then(|| orders::close_qty(filters, pos.qty)),
+            close_position: !shared,
+            reduce_only: shared,
+            working_type: WorkingType::MarkPrice,
+            client_algo_id: id.clone(),
+        };
+        let ok = match orders::submit_algo(ex, &order, self.timing.submit).await {
+            Ok(_) => {
+                pos.stop_client_id = Some(id.0.clone());
+                report.orders_placed += 1;
+                true
+            }
+            Err(e) => {
+                if e.rejected_code().is_some() {
+                    report.orders_rejected += 1;
+                }
+                self.notify(
+                    &pos.key.account,
+                    Priority::Critical,
+                    "stop_failed",
+                    format!("stopfail:{id}"),
+                    format!(
+                        "{}: protective stop {trigger} could not be placed: {e}",
+                        pos.key
+                    ),
+                    now,
+                )
+                .await;
+                false
+            }
+        };
+        if let Some(tp) = pos.take_profit {
+            let tp_id = ClientId::derive(
+                &pos.key.account,
+                &pos.key.strategy,
+                &pos.key.symbol,
+                pos.signal_open_time,
+                Intent::TakeProfit,
+                0,
+            );
+            let order = AlgoOrder {
+                symbol: pos.key.symbol.clone(),
+                side: pos.side.exit_order_side(),
+                kind: AlgoKind::TakeProfitMarket,
+                trigger_price: Some(tp),
+                qty: shared.then(|| orders::close_qty(filters, pos.qty)),
+                close_position: !shared,
+                reduce_only: shared,
+                working_type: WorkingType::MarkPrice,
+                client_algo_id: tp_id.clone(),
+            };
+            match orders::submit_algo(ex, &order, self.timing.submit).await {
+                Ok(_) => report.orders_placed += 1,
+                Err(e) => {
+                    self.notify(
+                        &pos.key.account,
+                        Priority::High,
+                        "tp_failed",
+                        format!("tpfail:{tp_id}"),
+                        format!("{}: take-profit {tp} could not be placed: {e}", pos.key),
+                        now,
+                    )
+                    .await;
+                }
+            }
+        }
+        ok
+    }
+
+    /// Close a position with a reduce-only market order, cancel its protective orders and record
+    /// the trade with the realised figures the exchange reports.
+    async fn exit(
+        &self,
+        acct: &AccountRuntime,
+        p: Versioned<Position>,
+        reason: &str,
+        open_time: i64,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let ex = acct.exchange.as_ref();
+        let pos = &p.value;
+        let filters = ex.symbol_filters(&pos.key.symbol).await?;
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            open_time,
+            Intent::Exit,
+            0,
+        );
+        let order = MarketOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.exit_order_side(),
+            qty: orders::close_qty(&filters, pos.qty),
+            reduce_only: true,
+            client_id: id.clone(),
+        };
+        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.rejected_code().is_some() {
+                    report.orders_rejected += 1;
+                }
+                self.notify(
+                    &pos.key.account,
+                    Priority::Critical,
+                    "exit_failed",
+                    format!("exitfail:{id}"),
+                    format!("{}: exit ({reason}) failed: {e}", pos.key),
+                    now,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        report.orders_placed += 1;
+        self.cancel_protection(ex, pos).await;
+        let trades = ex
+            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
+            .await
+            .unwrap_or_default();
+        let closing: Vec<_> = trades
+            .iter()
+            .filter(|t| t.order_id == fill.order_id)
+            .collect();
+        let (exit_price, gross, exit_fee) = if closing.is_empty() {
+            let gross =
+                pos.side.sign() * fill.executed_qty.0 * (fill.avg_price.0 - pos.entry_price.0);
+            (fill.avg_price, gross, Decimal::ZERO)
+        } else {
+            let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
+            let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+            (
+                Price(px),
+                closing.iter().map(|t| t.realized_pnl.0).sum(),
+                closing.iter().map(|t| t.commission.0).sum(),
+            )
+        };
+        let trade = TradeRecord {
+            id: format!("{}:close", pos.entry_client_id),
+            account: pos.key.account.clone(),
+            strategy: pos.key.strategy.clone(),
+            symbol: pos.key.symbol.clone(),
+            side: pos.side,
+            qty: fill.executed_qty,
+            entry_price: pos.entry_price,
+            exit_price,
+            entry_time: pos.opened_at,
+            exit_time: now,
+            pnl: Notional(gross - exit_fee - pos.entry_fee.0),
+            fees: Notional(exit_fee + pos.entry_fee.0),
+            reason: "signal".into(),
+        };
+        self.repo.record_trade(&trade).await?;
+        self.repo.delete_position(&pos.key, p.version).await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "exit",
+            format!("exit:{id}"),
+            format!(
+                "EXIT {} {} {} @ {} ({reason}); PnL {} after fees {}",
+                pos.side,
+                trade.qty,
+                pos.key.symbol,
+                exit_price,
+                trade.pnl.0.round_dp(2),
+                trade.fees.0.round_dp(2)
+            ),
+            now,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Cancel a position's protective orders that are still open (no piling up).
+    async fn cancel_protection(&self, ex: &dyn Exchange, pos: &Position) {
+        let mut ids: Vec<String> = pos.stop_client_id.iter().cloned().collect();
+        ids.push(
+            ClientId::derive(
+                &pos.key.account,
+                &pos.key.strategy,
+                &pos.key.symbol,
+                pos.signal_open_time,
+                Intent::TakeProfit,
+                0,
+            )
+            .0,
+        );
+        for id in ids {
+            match ex.algo_by_client_id(&id).await {
+                Ok(Some(a)) if a.status.is_open() => {
+                    if let Err(e) = ex.cancel_algo(&pos.key.symbol, &id).await {
+                        tracing::warn!(client_algo_id = %id, error = %e, "could not cancel a protective order");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(client_algo_id = %id, error = %e, "could not look up a protective order")
+                }
+            }
+        }
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // sync
+    // -----------------------------------------------------------------------------------------
+
+    /// Reconcile every enabled account's stored positions with the exchange.
+    pub async fn sync_positions(&self, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            if let Err(e) = self.sync_account(acct, now, &mut report).await {
+                report
+                    .errors
+                    .push(format!("{}: sync failed: {e}", acct.config.id));
+            }
+        }
+        report
+    }
+
+    async fn sync_account(
+        &self,
+        acct: &AccountRuntime,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let account = &acct.config.id;
+        let ex = acct.exchange.as_ref();
+        let snap = ex.account().await?;
+        let ex_positions = ex.positions().await?;
+        let open_algos = ex.open_algo_orders(None).await?;
+        let open_algo_ids: HashSet<&str> = open_algos
+            .iter()
+            .map(|a| a.client_algo_id.as_str())
+            .collect();
+        let mut net: BTreeMap<Symbol, (Decimal, Price)> = BTreeMap::new();
+        for p in &ex_positions {
+            if !p.amount.is_zero() {
+                net.insert(p.symbol.clone(), (p.amount, p.entry_price));
+            }
+        }
+
+        let mut stored = self.repo.positions(account).await?;
+
+        // 1. Entries written ahead of their order: adopt or drop.
+        for v in stored
+            .iter_mut()
+            .filter(|v| v.value.status == PositionStatus::Pending)
+        {
+            self.resolve_pending(ex, v, now, report).await?;
+        }
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+
+        // 2. Strategy positions: closed or resized on the exchange? stop still there?
+        let symbols: Vec<Symbol> = stored
+            .iter()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+            .map(|v| v.value.key.symbol.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for sym in &symbols {
+            let ex_amt = net.get(sym).map(|x| x.0).unwrap_or_default();
+            let ours: Decimal = stored
+                .iter()
+                .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+                .map(|v| signed(&v.value))
+                .sum();
+            let gone = ex_amt.is_zero() || ex_amt.signum() != ours.signum();
+            for v in stored
+                .iter_mut()
+                .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+            {
+                if gone {
+                    self.record_exchange_close(ex, v, now).await?;
+                    v.value.status = PositionStatus::Closed;
+                } else if ex_amt.abs() < ours.abs() && ours.abs() == v.value.qty.0 {
+                    // Sole strategy on the symbol and the exchange holds less: reduced outside us.
+                    let before = v.value.qty;
+                    v.value.qty = Qty(ex_amt.abs());
+                    v.value.status = PositionStatus::Modified;
+                    v.value.updated_at = now;
+                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                    self.notify(
+                        account,
+                        Priority::High,
+                        "size_changed",
+                        format!(
+                            "resize:{}:{}:{}",
+                            v.value.entry_client_id,
+                            before,
+                            ex_amt.abs()
+                        ),
+                        format!(
+                            "{}: size changed on the exchange {before} → {}",
+                            v.value.key,
+                            ex_amt.abs()
+                        ),
+                        now,
+                    )
+                    .await;
+                } else {
+                    self.check_stop(ex, v, &open_algo_ids, now, report).await?;
+                }
+            }
+        }
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+
+        // 3. Exchange amounts no strategy explains: adopt our own orders, otherwise MANUAL.
+        let all_symbols: std::collections::BTreeSet<Symbol> = net
+            .keys()
+            .cloned()
+            .chain(
+                stored
+                    .iter()
+                    .filter(|v| v.value.is_manual)
+                    .map(|v| v.value.key.symbol.clone()),
+            )
+            .collect();
+        for sym in all_symbols {
+            let (ex_amt, ex_entry) = net
+                .get(&sym)
+                .cloned()
+                .unwrap_or((Decimal::ZERO, Price::ZERO));
+            let ours: Decimal = stored
+                .iter()
+                .filter(|v| v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+                .map(|v| signed(&v.value))
+                .sum();
+            let mut residual = ex_amt - ours;
+            if !residual.is_zero() {
+                if let Some(adopted) = self
+                    .adopt_by_client_id(acct, &sym, residual, now, report)
+                    .await?
+                {
+                    residual -= signed(&adopted);
+                    stored.push(Versioned {
+                        value: adopted,
+                        version: 0,
+                    });
+                }
+            }
+            self.reconcile_manual(account, &sym, residual, ex_entry, &mut stored, now)
+                .await?;
+        }
+
+        // 4. Account state: equity, its peak, the day's starting equity.
+        self.update_account_state(account, snap.equity, now).await?;
+        let open = stored.iter().filter(|v| v.value.is_open()).count();
+        report.lines.push(format!(
+            "{account}: {open} open position(s), equity {} USDT",
+            snap.equity.0.round_dp(2)
+        ));
+        Ok(())
+    }
+
+    async fn resolve_pending(
+        &self,
+        ex: &dyn Exchange,
+        v: &mut Versioned<Position>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let pos = v.value.clone();
+        let account = &pos.key.account;
+        match ex
+            .order_by_client_id(&pos.key.symbol, &pos.entry_client_id)
+            .await?
+        {
+            Some(o) if o.status.is_final() && !o.executed_qty.is_zero() => {
+                let filters = ex.symbol_filters(&pos.key.symbol).await?;
+                // Keep the planned stop distance relative to the actual fill.
+                let shift = o.avg_price.0 - pos.entry_price.0;
+                let mut p = pos.clone();
+                p.qty = o.executed_qty;
+                p.entry_price = o.avg_price;
+                p.best_price = Some(o.avg_price);
+                p.stop_loss = pos
+                    .stop_loss
+                    .map(|s| orders::stop_price(&filters, p.side, Price(s.0 + shift)));
+                p.take_profit = pos
+                    .take_profit
+                    .map(|s| orders::target_price(&filters, p.side, Price(s.0 + shift)));
+                p.entry_fee = ex
+                    .user_trades(&p.key.symbol, p.opened_at - 60_000)
+                    .await
+                    .map(|ts| {
+                        Notional(
+                            ts.iter()
+                                .filter(|t| t.order_id == o.order_id)
+                                .map(|t| t.commission.0)
+                                .sum(),
+                        )
+                    })
+                    .unwrap_or_default();
+                p.status = PositionStatus::Active;
+                p.updated_at = now;
+                // The stop may already exist if the crash came after it was placed.
+                if let Some(stop_id) = self.existing_stop(ex, &p).await? {
+                    p.stop_client_id = Some(stop_id);
+                } else {
+                    let others = self.repo.positions(account).await?;
+                    self.protect(ex, &mut p, &filters, &others, now, report)
+                        .await;
+                }
+                v.version = self.repo.save_position(&p, Some(v.version)).await?;
+                v.value = p.clone();
+                self.notify(account, Priority::High, "adopted", format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into())), now).await;
+            }
+            Some(o) if o.status.is_final() => {
+                self.repo.delete_position(&pos.key, v.version).await?;
+                v.value.status = PositionStatus::Closed;
+                self.notify(
+                    account,
+                    Priority::Medium,
+                    "entry_dropped",
+                    format!("drop:{}", pos.entry_client_id),
+                    format!(
+                        "{}: entry {} ended {:?} without a fill",
+                        pos.key, pos.entry_client_id, o.status
+                    ),
+                    now,
+                )
+                .await;
+            }
+            Some(_) => {}
+            None => {
+                let age = now - pos.updated_at;
+                if age > self.config.jobs.pending_timeout_secs as i64 * 1000 {
+                    self.repo.delete_position(&pos.key, v.version).await?;
+                    v.value.status = PositionStatus::Closed;
+                    self.notify(
+                        account,
+                        Priority::Medium,
+                        "entry_dropped",
+                        format!("drop:{}", pos.entry_client_id),
+                        format!(
+                            "{}: entry {} never reached the exchange; intent dropped",
+                            pos.key, pos.entry_client_id
+                        ),
+                        now,
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn existing_stop(
+        &self,
+        ex: &dyn Exchange,
+        p: &Position,
+    ) -> Result<Option<String>, EngineError> {
+        let id = ClientId::derive(
+            &p.key.account,
+            &p.key.strategy,
+            &p.key.symbol,
+            p.signal_open_time,
+            Intent::StopLoss,
+            p.stop_generation,
+        );
+        Ok(match ex.algo_by_client_id(id.as_str()).await? {
+            Some(a) if a.status.is_open() => Some(a.client_algo_id),
+            _ => None,
+        })
+    }
+
+    /// A strategy position the exchange no longer holds: find out how it closed, record the trade
+    /// with the exchange's realised figures, clean up its protective orders.
+    async fn record_exchange_close(
+        &self,
+        ex: &dyn Exchange,
+        v: &Versioned<Position>,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let pos = &v.value;
+        let mut reason = "exchange".to_string();
+        let mut close_order: Option<i64> = None;
+        let mut stop_info: Option<AlgoOrderInfo> = None;
+        if let Some(id) = &pos.stop_client_id {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    reason = "stop".into();
+                    close_order = a.actual_order_id;
+                    stop_info = Some(a);
+                }
+            }
+        }
+        if close_order.is_none() {
+            let tp = ClientId::derive(
+                &pos.key.account,
+                &pos.key.strategy,
+                &pos.key.symbol,
+                pos.signal_open_time,
+                Intent::TakeProfit,
+                0,
+            );
+            if let Some(a) = ex.algo_by_client_id(tp.as_str()).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    reason = "take_profit".into();
+                    close_order = a.actual_order_id;
+                    stop_info = Some(a);
+                }
+            }
+        }
+        let trades = ex
+            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
+            .await?;
+        let exit_side = pos.side.exit_order_side();
+        let closing: Vec<_> = trades
+            .iter()
+            .filter(|t| match close_order {
+                Some(id) => t.order_id == id,
+                None => t.side == exit_side && t.time >= pos.opened_at && !t.realized_pnl.is_zero(),
+            })
+            .collect();
+        let (exit_price, gross, exit_fee) = if closing.is_empty() {
+            let px = stop_info
+                .as_ref()
+                .and_then(|a| a.actual_price.or(a.trigger_price))
+                .unwrap_or(pos.entry_price);
+            (
+                px,
+                pos.side.sign() * pos.qty.0 * (px.0 - pos.entry_price.0),
+                Decimal::ZERO,
+            )
+        } else {
+            let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
+            let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+            (
+                Price(px),
+                closing.iter().map(|t| t.realized_pnl.0).sum(),
+                closing.iter().map(|t| t.commission.0).sum(),
+            )
+        };
+        let exit_time = closing.iter().map(|t| t.time).max().unwrap_or(now);
+        let trade = TradeRecord {
+            id: format!("{}:close", pos.entry_client_id),
+            account: pos.key.account.clone(),
+            strategy: pos.key.strategy.clone(),
+            symbol: pos.key.symbol.clone(),
+            side: pos.side,
+            qty: pos.qty,
+            entry_price: pos.entry_price,
+            exit_price,
+            entry_time: pos.opened_at,
+            exit_time,
+            pnl: Notional(gross - exit_fee - pos.entry_fee.0),
+            fees: Notional(exit_fee + pos.entry_fee.0),
+            reason: reason.clone(),
+        };
+        self.repo.record_trade(&trade).await?;
+        self.cancel_protection(ex, pos).await;
+        self.repo.delete_position(&pos.key, v.version).await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "closed_on_exchange",
+            format!("xclose:{}", pos.entry_client_id),
+            format!(
+                "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {}",
+                pos.side,
+                pos.qty,
+                pos.key.symbol,
+                exit_price,
+                trade.pnl.0.round_dp(2),
+                trade.fees.0.round_dp(2)
+            ),
+            now,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Re-place a protective stop that is no longer on the exchange.
+    async fn check_stop(
+        &self,
+        ex: &dyn Exchange,
+        v: &mut Versioned<Position>,
+        open_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        if v.value.stop_loss.is_none() {
+            return Ok(());
+        }
+        if let Some(id) = &v.value.stop_client_id {
+            if open_ids.contains(id.as_str()) {
+                return Ok(());
+            }
+        }
+        // The snapshot of open orders was taken at the start of this sync; a stop placed since
+        // (adoption above) is not in it, so ask about this one order before replacing it.
+        let was = match &v.value.stop_client_id {
+            Some(id) => match ex.algo_by_client_id(id).await? {
+                Some(a) if a.status.is_open() => return Ok(()),
+                Some(a) => format!("{:?}", a.status).to_uppercase(),
+                None => "unknown to the exchange".into(),
+            },
+            None => "never placed".into(),
+        };
+        let filters = ex.symbol_filters(&v.value.key.symbol).await?;
+        let others = self.repo.positions(&v.value.key.account).await?;
+        let mut p = v.value.clone();
+        if p.stop_client_id.is_some() {
+            p.stop_generation += 1;
+        }
+        let ok = self
+            .protect(ex, &mut p, &filters, &others, now, report)
+            .await;
+        if ok {
+            p.updated_at = now;
+            v.version = self.repo.save_position(&p, Some(v.version)).await?;
+            v.value = p;
+            self.notify(
+                &v.value.key.account,
+                Priority::High,
+                "stop_replaced",
+                format!(
+                    "restop:{}:{}",
+                    v.value.entry_client_id, v.value.stop_generation
+                ),
+                format!(
+                    "{}: protective stop was missing ({was}); re-placed at {}",
+                    v.value.key,
+                    v.value.stop_loss.map(|s| s.to_string()).unwrap_or_default()
+                ),
+                now,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// Look for one of our entry orders (recent candles of every strategy that trades `sym` on this
+    /// account) that explains an exchange position no record covers, and adopt it.
+    async fn adopt_by_client_id(
+        &self,
+        acct: &AccountRuntime,
+        sym: &Symbol,
+        residual: Decimal,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<Option<Position>, EngineError> {
+        let ex = acct.exchange.as_ref();
+        let account = &acct.config.id;
+        for s in self
+            .config
+            .account_strategies(&acct.config)
+            .filter(|s| s.symbols.contains(sym))
+        {
+            let sid = StrategyId::new(&s.name);
+            let key = PositionKey {
+                account: account.clone(),
+                strategy: sid.clone(),
+                symbol: sym.clone(),
+            };
+            if self.repo.position(&key).await?.is_some() {
+                continue;
+            }
+            let last = s.timeframe.last_closed_open(now);
+            for k in 0..4 {
+                let open_time = last - k * s.timeframe.millis();
+                let id = ClientId::derive(account, &sid, sym, open_time, Intent::Entry, 0);
+                let Some(o) = ex.order_by_client_id(sym, id.as_str()).await? else {
+                    continue;
+                };
+                if o.status != OrderStatus::Filled || o.executed_qty.is_zero() {
+                    continue;
+                }
+                let side = if o.side == crate::domain::OrderSide::Buy {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                if side.sign() != residual.signum() || o.executed_qty.0 > residual.abs() {
+                    continue;
+                }
+                // Rebuild the stop the strategy attaches at entry from its current view of the market.
+                let mut strat =
+                    strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                let candles = ex
+                    .closed_klines(
+                        sym,
+                        s.timeframe,
+                        self.config.jobs.history.max(strat.warmup() as u32 + 2),
+                        now,
+                    )
+                    .await?;
+                for c in candles.iter().filter(|c| c.open_time <= open_time) {
+                    strat.update(c);
+                }
+                let stop = strat.protective_stop(side);
+                let filters = ex.symbol_filters(sym).await?;
+                let (lev, _) = self.config.effective_sizing(&acct.config, s);
+                let mut p = Position {
+                    key: key.clone(),
+                    side,
+                    qty: o.executed_qty,
+                    entry_price: o.avg_price,
+                    leverage: lev,
+                    status: PositionStatus::Active,
+                    is_manual: false,
+                    entry_client_id: id.0.clone(),
+                    signal_open_time: open_time,
+                    opened_at: o.update_time,
+                    stop_loss: stop.map(|sp| {
+                        orders::stop_price(&filters, side, sp.stop_price(side, o.avg_price))
+                    }),
+                    take_profit: None,
+                    stop_client_id: None,
+                    stop_generation: 0,
+                    partial_exits_done: 0,
+                    pyramids_done: 0,
+                    best_price: Some(o.avg_price),
+                    entry_fee: Notional::ZERO,
+                    updated_at: now,
+                };
+                if let Some(stop_id) = self.existing_stop(ex, &p).await? {
+                    p.stop_client_id = Some(stop_id);
+                } else {
+                    let others = self.repo.positions(account).await?;
+                    self.protect(ex, &mut p, &filters, &others, now, report)
+                        .await;
+                }
+                self.repo.save_position(&p, None).await?;
+                self.notify(account, Priority::High, "adopted", format!("adopt:{id}"), format!("{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)", p.key, p.side, p.qty, p.entry_price), now).await;
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reconcile_manual(
+        &self,
+        account: &AccountId,
+        sym: &Symbol,
+        residual: Decimal,
+        ex_entry: Price,
+        stored: &mut Vec<Versioned<Position>>,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let idx = stored
+            .iter()
+            .position(|v| v.value.is_manual && &v.value.key.symbol == sym);
+        match (idx, residual.is_zero()) {
+            (None, true) => {}
+            (Some(i), true) => {
+                let v = stored.remove(i);
+                self.repo.delete_position(&v.value.key, v.version).await?;
+                self.notify(
+                    account,
+                    Priority::Medium,
+                    "manual_closed",
+                    format!("mclose:{account}:{sym}:{}", v.value.opened_at),
+                    format!("MANUAL {} {} {sym} is closed", v.value.side, v.value.qty),
+                    now,
+                )
+                .await;
+            }
+            (None, false) => {
+                let side = if residual > Decimal::ZERO {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                let p = Position {
+                    key: PositionKey {
+                        account: account.clone(),
+                        strategy: StrategyId::manual(),
+                        symbol: sym.clone(),
+                    },
+                    side,
+                    qty: Qty(residual.abs()),
+                    entry_price: ex_entry,
+                    leverage: 0,
+                    status: PositionStatus::Active,
+                    is_manual: true,
+                    entry_client_id: String::new(),
+                    signal_open_time: 0,
+                    opened_at: now,
+                    stop_loss: None,
+                    take_profit: None,
+                    stop_client_id: None,
+                    stop_generation: 0,
+                    partial_exits_done: 0,
+                    pyramids_done: 0,
+                    best_price: None,
+                    entry_fee: Notional::ZERO,
+                    updated_at: now,
+                };
+                let version = self.repo.save_position(&p, None).await?;
+                self.notify(account, Priority::High, "manual_found", format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs()), now).await;
+                stored.push(Versioned { value: p, version });
+            }
+            (Some(i), false) => {
+                let v = &mut stored[i];
+                let side = if residual > Decimal::ZERO {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                if v.value.side != side || v.value.qty.0 != residual.abs() {
+                    let before = format!("{} {}", v.value.side, v.value.qty);
+                    v.value.side = side;
+                    v.value.qty = Qty(residual.abs());
+                    v.value.status = PositionStatus::Modified;
+                    v.value.updated_at = now;
+                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                    self.notify(
+                        account,
+                        Priority::Medium,
+                        "manual_changed",
+                        format!("mchange:{account}:{sym}:{now}"),
+                        format!("MANUAL {sym} changed: {before} → {side} {}", residual.abs()),
+                        now,
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn update_account_state(
+        &self,
+        account: &AccountId,
+        equity: Notional,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let day = now.div_euclid(86_400_000);
+        let current = self.repo.account_state(account).await?;
+        let (mut st, version) = match current {
+            Some(v) => (v.value, Some(v.version)),
+            None => (
+                AccountState {
+                    equity,
+                    peak_equity: equity,
+                    day_start_equity: equity,
+                    day,
+                    paused: false,
+                    updated_at: now,
+                },
+                None,
+            ),
+        };
+        let before = st.clone();
+        st.equity = equity;
+        if equity.0 > st.peak_equity.0 {
+            st.peak_equity = equity;
+        }
+        if st.day != day {
+            st.day = day;
+            st.day_start_equity = equity;
+        }
+        if version.is_none() || st != before {
+            st.updated_at = now;
+            match self.repo.save_account_state(account, &st, version).await {
+                Ok(_) => {}
+                // Another job wrote first; its figures are as fresh as ours.
+                Err(e) if e.is_conflict() => {
+                    tracing::info!(%account, "account state written concurrently; skipped")
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! True range and Wilder's average true range, as `TA_TRANGE` / `TA_ATR` compute them.
+//!
+//! The true range exists from the second bar on (it needs the previous close). The first ATR is
+//! the SMA of the first N true ranges (bars 1..=N), so it appears at index N; later values are
+//! `(prev·(N−1) + tr)/N`.
+
+use super::Bar;
+
+/// `max(high − low, |high − prev close|, |low − prev close|)`, in TA-Lib's evaluation order.
+#[inline]
+pub fn true_range(bar: Bar, prev_close: f64) -> f64 {
+    let mut greatest = bar.high - bar.low;
+    let up = (prev_close - bar.high).abs();
+    if up > greatest {
+        greatest = up;
+    }
+    let down = (prev_close - bar.low).abs();
+    if down > greatest {
+        greatest = down;
+    }
+    greatest
+}
+
+/// Average true range (Wilder). First output at index `period`.
+#[derive(Clone, Debug)]
+pub struct Atr {
+    period: usize,
+    /// Bars seen, capped at `period + 1`.
+    count: usize,
+    prev_close: f64,
+    sum: f64,
+    value: f64,
+}
+
+impl Atr {
+    pub fn new(period: usize) -> Self {
+        assert!(period >= 1, "ATR period must be ≥ 1");
+        Atr {
+            period,
+            count: 0,
+            prev_close: 0.0,
+            sum: 0.0,
+            value: f64::NAN,
+        }
+    }
+    pub fn period(&self) -> usize {
+        self.period
+    }
+    pub fn lookback(&self) -> usize {
+        self.period
+    }
+    #[inline]
+    pub fn update(&mut self, bar: Bar) -> Option<f64> {
+        let tr = true_range(bar, self.prev_close);
+        self.prev_close = bar.close;
+        if self.count > self.period {
+            self.value *= (self.period - 1) as f64;
+            self.value += tr;
+            self.value /= self.period as f64;
+            return Some(self.value);
+        }
+        self.count += 1;
+        if self.count == 1 {
+            return None;
+        }
+        self.sum += tr;
+        if self.count <= self.period {
+            return None;
+        }
+        self.value = self.sum / self.period as f64;
+        Some(self.value)
+    }
+    pub fn value(&self) -> Option<f64> {
+        self.is_ready().then_some(self.value)
+    }
+    pub fn is_ready(&self) -> bool {
+        self.count > self.period
+    }
+    pub fn reset(&mut self) {
+        *self = Atr::new(self.period);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn true_range_uses_previous_close() {
+        // Gap up: previous close 8, bar 10..12 → 12 − 8 = 4.
+        assert_eq!(true_range(Bar::new(12.0, 10.0, 11.0), 8.0), 4.0);
+        // Gap down: previous close 15 → 15 − 10 = 5.
+        assert_eq!(true_range(Bar::new(12.0, 10.0, 11.0), 15.0), 5.0);
+        // Inside: high − low.
+        assert_eq!(true_range(Bar::new(12.0, 10.0, 11.0), 11.0), 2.0);
+    }
+
+    #[test]
+    fn atr_by_hand() {
+        // N = 2. Bars (h, l, c): (10,8,9), (11,9,10), (13,10,12), (12,11,11.5), (14,11,13)
+        // TR from bar 1: 2, 3, 1, 3.
+        // i2: (2 + 3)/2 = 2.5; i3: (2.5·1 + 1)/2 = 1.75; i4: (1.75 + 3)/2 = 2.375.
+        let bars = [
+            Bar::new(10.0, 8.0, 9.0),
+            Bar::new(11.0, 9.0, 10.0),
+            Bar::new(13.0, 10.0, 12.0),
+            Bar::new(12.0, 11.0, 11.5),
+            Bar::new(14.0, 11.0, 13.0),
+        ];
+        let mut a = Atr::new(2);
+        let out: Vec<Option<f64>> = bars.iter().map(|&b| a.update(b)).collect();
+        assert_eq!(out, vec![None, None, Some(2.5), Some(1.75), Some(2.375)]);
+        assert_eq!(a.value(), Some(2.375));
+        a.reset();
+        assert!(!a.is_ready());
+    }
+
+    #[test]
+    fn atr_period_one_is_the_true_range() {
+        let mut a = Atr::new(1);
+        assert_eq!(a.update(Bar::new(10.0, 8.0, 9.0)), None);
+        assert_eq!(a.update(Bar::new(11.0, 9.5, 10.0)), Some(2.0));
+        assert_eq!(a.update(Bar::new(10.5, 10.0, 10.2)), Some(0.5));
+    }
+}

@@ -1,0 +1,24 @@
+//! Albra core: everything that decides (strategies, risk, sizing, the jobs) and the adapters behind
+//! the ports that let the same decisions run live, on paper, in replay and in backtests.
+//!
+//! Dependency direction is one way: `domain` ← `ports` ← decision code (`strategy`, `engine`) ←
+//! adapters (`binance`, `paper`, `store`, `secrets`, `notify`). Decision code never touches the
+//! network, the disk or a clock; it gets `now` and the ports as arguments.
+
+pub mod app;
+pub mod binance;
+pub mod config;
+pub mod data;
+pub mod domain;
+pub mod engine;
+pub mod indicators;
+pub mod logging;
+pub mod notify;
+pub mod orders;
+pub mod paper;
+pub mod ports;
+pub mod replay;
+pub mod secrets;
+pub mod state;
+pub mod store;
+pub mod strategy;

@@ -1,0 +1,190 @@
+//! Notifier adapters: console lines, Telegram (`sendMessage`, base URL overridable with
+//! `ALBRA_TELEGRAM_API_URL`), an in-memory collector for replay and tests, and a fan-out that
+//! filters by priority and drops duplicate event ids.
+
+use crate::ports::{Notification, Notifier, Priority, TelegramCreds};
+use async_trait::async_trait;
+use std::collections::HashSet;
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// One line per notification on stdout: `2025-07-05 12:00 UTC [HIGH] main entry: …`.
+pub struct ConsoleNotifier;
+
+pub fn format_line(n: &Notification) -> String {
+    let t = chrono::DateTime::from_timestamp_millis(n.time)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_default();
+    format!(
+        "{t} [{:?}] {} {}: {}",
+        n.priority, n.account, n.kind, n.text
+    )
+    .replace("[Low]", "[LOW]")
+    .replace("[Medium]", "[MEDIUM]")
+    .replace("[High]", "[HIGH]")
+    .replace("[Critical]", "[CRITICAL]")
+}
+
+#[async_trait]
+impl Notifier for ConsoleNotifier {
+    async fn notify(&self, n: &Notification) -> Result<(), String> {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{}", format_line(n)).map_err(|e| e.to_string())
+    }
+}
+
+/// Keeps every notification in memory (replay summaries, tests).
+#[derive(Default)]
+pub struct CollectingNotifier {
+    pub items: Mutex<Vec<Notification>>,
+}
+
+impl CollectingNotifier {
+    pub fn take(&self) -> Vec<Notification> {
+        std::mem::take(&mut *self.items.lock().expect("notifier lock"))
+    }
+}
+
+#[async_trait]
+impl Notifier for CollectingNotifier {
+    async fn notify(&self, n: &Notification) -> Result<(), String> {
+        self.items.lock().expect("notifier lock").push(n.clone());
+        Ok(())
+    }
+}
+
+/// Sends to every inner notifier the notifications at or above `min`, each event id once per process.
+pub struct FanoutNotifier {
+    inner: Vec<Arc<dyn Notifier>>,
+    min: Priority,
+    seen: Mutex<HashSet<String>>,
+}
+
+impl FanoutNotifier {
+    pub fn new(inner: Vec<Arc<dyn Notifier>>, min: Priority) -> Self {
+        FanoutNotifier {
+            inner,
+            min,
+            seen: Mutex::new(HashSet::new()),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for FanoutNotifier {
+    async fn notify(&self, n: &Notification) -> Result<(), String> {
+        if n.priority < self.min
+            || !self
+                .seen
+                .lock()
+                .expect("notifier lock")
+                .insert(n.event_id.clone())
+        {
+            return Ok(());
+        }
+        let mut errors = Vec::new();
+        for i in &self.inner {
+            if let Err(e) = i.notify(n).await {
+                errors.push(e);
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
+    }
+}
+
+/// Telegram Bot API `sendMessage`, retried with exponential backoff. Every message is tagged with
+/// its account.
+pub struct TelegramNotifier {
+    http: reqwest::Client,
+    base: String,
+    creds: TelegramCreds,
+    attempts: u32,
+    backoff: Duration,
+}
+
+impl TelegramNotifier {
+    pub const DEFAULT_URL: &'static str = "https://api.telegram.org";
+
+    pub fn new(creds: TelegramCreds) -> Self {
+        let base = std::env::var("ALBRA_TELEGRAM_API_URL")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| Self::DEFAULT_URL.to_string());
+        TelegramNotifier {
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("http client"),
+            base: base.trim_end_matches('/').to_string(),
+            creds,
+            attempts: 3,
+            backoff: Duration::from_millis(500),
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for TelegramNotifier {
+    async fn notify(&self, n: &Notification) -> Result<(), String> {
+        let url = format!(
+            "{}/bot{}/sendMessage",
+            self.base,
+            self.creds.bot_token.expose()
+        );
+        let body = serde_json::json!({
+            "chat_id": self.creds.chat_id,
+            "text": format!("[{}] {:?} {}: {}", n.account, n.priority, n.kind, n.text),
+            "disable_web_page_preview": true,
+        });
+        let mut wait = self.backoff;
+        let mut last = String::new();
+        for attempt in 0..self.attempts {
+            if attempt > 0 {
+                tokio::time::sleep(wait).await;
+                wait *= 2;
+            }
+            match self.http.post(&url).json(&body).send().await {
+                Ok(r) if r.status().is_success() => return Ok(()),
+                // The token is part of the URL: report the status only, never the URL.
+                Ok(r) => last = format!("telegram sendMessage answered HTTP {}", r.status()),
+                Err(e) => last = format!("telegram sendMessage failed: {}", e.without_url()),
+            }
+        }
+        Err(last)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::AccountId;
+
+    fn n(id: &str, p: Priority) -> Notification {
+        Notification {
+            event_id: id.into(),
+            account: AccountId::new("main"),
+            priority: p,
+            kind: "entry".into(),
+            text: "hello".into(),
+            time: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn fanout_filters_and_dedupes() {
+        let c = Arc::new(CollectingNotifier::default());
+        let f = FanoutNotifier::new(vec![c.clone()], Priority::Medium);
+        f.notify(&n("a", Priority::High)).await.unwrap();
+        f.notify(&n("a", Priority::High)).await.unwrap();
+        f.notify(&n("b", Priority::Low)).await.unwrap();
+        let got = c.take();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].event_id, "a");
+        assert!(format_line(&got[0]).contains("[HIGH] main entry: hello"));
+    }
+}

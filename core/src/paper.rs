@@ -1,0 +1,2256 @@
+//! The paper exchange: an in-process [`Exchange`] for replay, backtests and `albra run --paper`.
+//!
+//! It owns a simulated USDⓈ-M account (one-way mode, USDT-margined): wallet balance, netted
+//! positions per symbol, leverage and margin type per symbol, market orders, conditional (algo)
+//! orders, user trades and income rows. Prices come from a [`MarketData`] source: recorded candles
+//! ([`RecordedMarket`], replay and backtests) or a real exchange's public klines ([`LiveMarket`]).
+//!
+//! How it behaves, and where it deliberately copies Binance:
+//! - **Time** is the [`Clock`]'s (an adapter may read it). Every [`Exchange`] call first *advances*
+//!   the account to `clock.now_ms()`: each candle that closed since the previous advance is replayed
+//!   in time order against the open conditional orders (see below).
+//! - **Market orders** fill at once, whole, at `MarketData::price(now)` moved by the configured
+//!   slippage against the taker (buys higher, sells lower), and pay `commission_rate` on the fill's
+//!   notional. With [`RecordedMarket`] the price is the open of the candle containing `now`, so an
+//!   order sent a few seconds after a close fills at the next candle's open.
+//! - **Rejections** use Binance's codes and messages: -1111 quantity off the MARKET_LOT_SIZE step,
+//!   -4003/-4004/-4005 quantity bounds, -4164 notional below MIN_NOTIONAL (reduce-only exempt),
+//!   -2022 reduce-only that would increase or flip, -2019 insufficient margin, -4116 a client id
+//!   already used, -2021 a conditional order that would trigger immediately, -4014 a trigger off the
+//!   tick. A rejected order leaves no trace (looking it up finds nothing, as on Binance).
+//! - **Margin**: initial margin = |amount| × mark / leverage per position; equity = wallet +
+//!   unrealised PnL at the latest price; available = equity − initial margin. An order that adds
+//!   exposure needs the initial margin after the fill plus its commission and slippage within equity.
+//!   Liquidation and funding are not modelled.
+//! - **Conditional orders** (STOP_MARKET, TAKE_PROFIT_MARKET, TRAILING_STOP_MARKET) trigger from
+//!   each closed candle's high and low at the resolution `MarketData::candles_closed_between`
+//!   serves (the recorded timeframe in replay, 1m live). A sell stop fires when low ≤ trigger, a sell
+//!   take-profit when high ≥ trigger (mirrored for buys). When a stop and a take-profit could both
+//!   fire in one candle the stop fires first (the pessimistic reading of an OHLC bar). The fill is
+//!   at the trigger, or at the candle's open when the open already gapped through it, with slippage
+//!   against us. `closePosition` closes the whole position; a reduce-only quantity is capped at the
+//!   position. A fired order becomes FINISHED with `actual_order_id` (the market order it created,
+//!   findable in userTrades) and `actual_price`.
+//! - **Leftover orders**: Binance does not cancel a `closePosition` or reduce-only conditional order
+//!   when its position goes flat, and neither does this exchange: it stays NEW and open. While there
+//!   is nothing for it to reduce it does nothing when its trigger is reached (it stays NEW), so it
+//!   will act on a later position of the same direction — exactly the hazard the sync job must
+//!   clean up live, which is why it is kept here.
+
+use crate::data::{resample, CandleSeries};
+use crate::domain::{Candle, ClientId, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
+use crate::ports::{
+    codes, AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Clock, Exchange,
+    ExchangeError, ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, OrderStatus,
+    SymbolConfig, SymbolFilters, UserTrade,
+};
+use async_trait::async_trait;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
+// ---------------------------------------------------------------------------------------------
+// Market data
+// ---------------------------------------------------------------------------------------------
+
+/// Where the paper exchange gets its prices.
+#[async_trait]
+pub trait MarketData: Send + Sync {
+    /// Up to `limit` newest candles of `tf` closed at `now` (open + tf ≤ now), oldest first.
+    async fn closed_candles(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError>;
+    /// Price a market order fills at, at `now` (before slippage).
+    async fn price(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError>;
+    /// Candles at the finest resolution that CLOSED in (from, to], oldest first, for stop and
+    /// take-profit triggering.
+    async fn candles_closed_between(
+        &self,
+        symbol: &Symbol,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(Timeframe, Candle)>, ExchangeError>;
+}
+
+fn utc(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S UTC").to_string())
+        .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// Candles of one timeframe with an index of their contiguous runs, so "which candle holds time t"
+/// is index arithmetic inside a run and a binary search only across gaps.
+struct Indexed {
+    tf_ms: i64,
+    candles: Vec<Candle>,
+    /// (open time of the run's first candle, index of that candle); runs are separated by gaps.
+    runs: Vec<(i64, usize)>,
+}
+
+impl Indexed {
+    fn new(candles: Vec<Candle>, tf: Timeframe) -> Self {
+        let tf_ms = tf.millis();
+        let mut runs = Vec::new();
+        for (i, c) in candles.iter().enumerate() {
+            if i == 0 || c.open_time != candles[i - 1].open_time + tf_ms {
+                runs.push((c.open_time, i));
+            }
+        }
+        Indexed {
+            tf_ms,
+            candles,
+            runs,
+        }
+    }
+
+    /// Number of candles whose open time is ≤ `t`.
+    fn count_open_le(&self, t: i64) -> usize {
+        let k = self.runs.partition_point(|&(start, _)| start <= t);
+        if k == 0 {
+            return 0;
+        }
+        let (start, idx) = self.runs[k - 1];
+        let run_end = self.runs.get(k).map_or(self.candles.len(), |r| r.1);
+        let off = ((t - start) / self.tf_ms) as usize + 1;
+        (idx + off).min(run_end)
+    }
+}
+
+struct Recorded {
+    base_tf: Timeframe,
+    base: Indexed,
+    /// Coarser timeframes, aggregated on first use (complete buckets only).
+    coarser: [OnceLock<Indexed>; 5],
+}
+
+impl Recorded {
+    fn series(&self, symbol: &Symbol, tf: Timeframe) -> Result<&Indexed, ExchangeError> {
+        if tf == self.base_tf {
+            return Ok(&self.base);
+        }
+        if tf < self.base_tf {
+            return Err(ExchangeError::Fatal(format!(
+                "recorded candles for {symbol} are {}; {tf} candles cannot be derived from them",
+                self.base_tf
+            )));
+        }
+        let slot = Timeframe::ALL
+            .iter()
+            .position(|t| *t == tf)
+            .expect("every timeframe is in ALL");
+        Ok(self.coarser[slot]
+            .get_or_init(|| Indexed::new(resample(&self.base.candles, self.base_tf, tf, true), tf)))
+    }
+}
+
+/// Market data from recorded candles (replay and backtests). Serves any timeframe at or above the
+/// recorded one by aggregating it (cached per timeframe; only complete buckets count as closed).
+#[derive(Default)]
+pub struct RecordedMarket {
+    symbols: HashMap<Symbol, Recorded>,
+}
+
+impl RecordedMarket {
+    pub fn new(symbol: Symbol, series: CandleSeries) -> Self {
+        let mut m = RecordedMarket::default();
+        m.add(symbol, series);
+        m
+    }
+
+    /// Add (or replace) the candles of another symbol.
+    pub fn add(&mut self, symbol: Symbol, series: CandleSeries) -> &mut Self {
+        let rec = Recorded {
+            base_tf: series.timeframe,
+            base: Indexed::new(series.candles, series.timeframe),
+            coarser: Default::default(),
+        };
+        self.symbols.insert(symbol, rec);
+        self
+    }
+
+    /// Recorded timeframe, first open time and last close time of a symbol's candles.
+    pub fn span(&self, symbol: &Symbol) -> Option<(Timeframe, i64, i64)> {
+        let r = self.symbols.get(symbol)?;
+        let first = r.base.candles.first()?;
+        let last = r.base.candles.last()?;
+        Some((r.base_tf, first.open_time, last.open_time + r.base.tf_ms))
+    }
+
+    fn recorded(&self, symbol: &Symbol) -> Result<&Recorded, ExchangeError> {
+        self.symbols
+            .get(symbol)
+            .ok_or_else(|| ExchangeError::Fatal(format!("no recorded candles for {symbol}")))
+    }
+}
+
+#[async_trait]
+impl MarketData for RecordedMarket {
+    async fn closed_candles(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError> {
+        let s = self.recorded(symbol)?.series(symbol, tf)?;
+        let end = s.count_open_le(now - tf.millis());
+        let start = end.saturating_sub(limit as usize);
+        Ok(s.candles[start..end].to_vec())
+    }
+
+    /// The open of the recorded candle containing `now`.
+    async fn price(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError> {
+        let r = self.recorded(symbol)?;
+        let s = &r.base;
+        let n = s.count_open_le(now);
+        if n > 0 {
+            let c = &s.candles[n - 1];
+            if now < c.open_time + s.tf_ms {
+                return Ok(c.open);
+            }
+        }
+        let (Some(first), Some(last)) = (s.candles.first(), s.candles.last()) else {
+            return Err(ExchangeError::Fatal(format!(
+                "no recorded candles for {symbol}"
+            )));
+        };
+        let why = if n == 0 {
+            format!(
+                "before the recorded data, which starts at {}",
+                utc(first.open_time)
+            )
+        } else if n == s.candles.len() {
+            format!(
+                "after the end of the recorded data (the last candle closed at {})",
+                utc(last.open_time + s.tf_ms)
+            )
+        } else {
+            format!(
+                "inside a gap of the recorded data (exchange outage): no candles from {} to {}",
+                utc(s.candles[n - 1].open_time + s.tf_ms),
+                utc(s.candles[n].open_time)
+            )
+        };
+        Err(ExchangeError::Fatal(format!(
+            "{symbol}: no recorded price at {}: {why}",
+            utc(now)
+        )))
+    }
+
+    async fn candles_closed_between(
+        &self,
+        symbol: &Symbol,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(Timeframe, Candle)>, ExchangeError> {
+        let r = self.recorded(symbol)?;
+        let s = &r.base;
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        // close = open + tf: closed in (from, to] ⇔ open in (from − tf, to − tf].
+        let start = s.count_open_le(from - s.tf_ms);
+        let end = s.count_open_le(to - s.tf_ms);
+        Ok(s.candles[start..end.max(start)]
+            .iter()
+            .map(|c| (r.base_tf, *c))
+            .collect())
+    }
+}
+
+/// Market data from a real exchange's public endpoints (for `albra run --paper`): prices and
+/// triggers come from closed 1m klines.
+pub struct LiveMarket {
+    exchange: Arc<dyn Exchange>,
+}
+
+/// Binance serves at most this many klines per request.
+const MAX_KLINES: i64 = 1500;
+
+impl LiveMarket {
+    pub fn new(exchange: Arc<dyn Exchange>) -> Self {
+        LiveMarket { exchange }
+    }
+}
+
+#[async_trait]
+impl MarketData for LiveMarket {
+    async fn closed_candles(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError> {
+        self.exchange.closed_klines(symbol, tf, limit, now).await
+    }
+
+    /// The close of the newest closed 1m candle.
+    async fn price(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError> {
+        let k = self
+            .exchange
+            .closed_klines(symbol, Timeframe::M1, 1, now)
+            .await?;
+        k.last()
+            .map(|c| c.close)
+            .ok_or_else(|| ExchangeError::Retryable {
+                endpoint: "GET /fapi/v1/klines".into(),
+                detail: format!("no closed 1m candle of {symbol} at {}", utc(now)),
+                retry_after: None,
+            })
+    }
+
+    /// Closed 1m candles in (from, to]; at most the newest 1,500 minutes (one klines request).
+    async fn candles_closed_between(
+        &self,
+        symbol: &Symbol,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(Timeframe, Candle)>, ExchangeError> {
+        if to <= from {
+            return Ok(Vec::new());
+        }
+        let m1 = Timeframe::M1.millis();
+        let limit = ((to - from) / m1 + 1).clamp(1, MAX_KLINES) as u32;
+        let k = self
+            .exchange
+            .closed_klines(symbol, Timeframe::M1, limit, to)
+            .await?;
+        Ok(k.into_iter()
+            .filter(|c| {
+                let close = c.open_time + m1;
+                close > from && close <= to
+            })
+            .map(|c| (Timeframe::M1, c))
+            .collect())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Configuration
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of a paper account.
+#[derive(Clone, Debug)]
+pub struct PaperConfig {
+    /// Starting wallet balance (USDT).
+    pub initial_balance: Notional,
+    /// Fraction of the fill's notional paid on every fill (taker; 0.0004 = 0.04 %).
+    pub commission_rate: Decimal,
+    /// Fraction the fill moves against the taker (0.0001 = 0.01 %).
+    pub slippage: Decimal,
+    /// exchangeInfo filters per symbol.
+    pub filters: HashMap<Symbol, SymbolFilters>,
+    /// Filters for symbols missing from `filters` (its `symbol` is replaced); `None` makes an
+    /// unknown symbol a fatal error naming it.
+    pub fallback_filters: Option<SymbolFilters>,
+    /// Leverage of a symbol until `set_leverage` changes it (Binance's default is 20).
+    pub default_leverage: u32,
+}
+
+impl Default for PaperConfig {
+    fn default() -> Self {
+        PaperConfig {
+            initial_balance: Notional(Decimal::from(10_000)),
+            commission_rate: Decimal::new(4, 4),
+            slippage: Decimal::new(1, 4),
+            filters: realistic_filters(),
+            fallback_filters: Some(generous_filters(&Symbol::new("OTHER"))),
+            default_leverage: 20,
+        }
+    }
+}
+
+fn d(s: &str) -> Decimal {
+    Decimal::from_str(s).expect("literal decimal")
+}
+
+/// BTCUSDT and ETHUSDT perpetual filters as Binance's exchangeInfo reports them (2025).
+pub fn realistic_filters() -> HashMap<Symbol, SymbolFilters> {
+    let btc = SymbolFilters {
+        symbol: Symbol::new("BTCUSDT"),
+        tick_size: d("0.10"),
+        min_price: d("261.10"),
+        max_price: d("809484"),
+        step_size: d("0.001"),
+        min_qty: d("0.001"),
+        max_qty: d("1000"),
+        market_step_size: d("0.001"),
+        market_min_qty: d("0.001"),
+        market_max_qty: d("120"),
+        min_notional: d("100"),
+    };
+    let eth = SymbolFilters {
+        symbol: Symbol::new("ETHUSDT"),
+        tick_size: d("0.01"),
+        min_price: d("39.86"),
+        max_price: d("306177"),
+        step_size: d("0.001"),
+        min_qty: d("0.001"),
+        max_qty: d("10000"),
+        market_step_size: d("0.001"),
+        market_min_qty: d("0.001"),
+        market_max_qty: d("2000"),
+        min_notional: d("20"),
+    };
+    [btc, eth]
+        .into_iter()
+        .map(|f| (f.symbol.clone(), f))
+        .collect()
+}
+
+/// Permissive filters for any other symbol: 8-decimal ticks and steps, a 5 USDT minimum notional.
+pub fn generous_filters(symbol: &Symbol) -> SymbolFilters {
+    SymbolFilters {
+        symbol: symbol.clone(),
+        tick_size: d("0.00000001"),
+        min_price: d("0.00000001"),
+        max_price: d("100000000"),
+        step_size: d("0.00000001"),
+        min_qty: d("0.00000001"),
+        max_qty: d("100000000"),
+        market_step_size: d("0.00000001"),
+        market_min_qty: d("0.00000001"),
+        market_max_qty: d("100000000"),
+        min_notional: d("5"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Default)]
+struct PaperPosition {
+    /// Signed: > 0 long, < 0 short.
+    amount: Decimal,
+    entry: Decimal,
+    update_time: i64,
+}
+
+struct Trail {
+    /// Callback as a fraction (1 % → 0.01).
+    callback: Decimal,
+    activated: bool,
+    /// Best price since activation: highest for a sell trail, lowest for a buy trail.
+    best: Decimal,
+}
+
+struct AlgoEntry {
+    info: AlgoOrderInfo,
+    trail: Option<Trail>,
+}
+
+struct State {
+    /// Candles that closed at or before this time have been applied to the conditional orders.
+    advanced_to: i64,
+    wallet: Decimal,
+    positions: HashMap<Symbol, PaperPosition>,
+    configs: HashMap<Symbol, (u32, MarginType)>,
+    orders: Vec<OrderInfo>,
+    order_by_client: HashMap<String, usize>,
+    algos: Vec<AlgoEntry>,
+    algo_by_client: HashMap<String, usize>,
+    /// Indices into `algos` of the orders still NEW (small, so the per-call scan stays cheap).
+    open_algos: Vec<usize>,
+    trades: HashMap<Symbol, Vec<UserTrade>>,
+    income: Vec<Income>,
+    /// Latest price seen per symbol (market price, candle close or fill).
+    marks: HashMap<Symbol, Decimal>,
+    next_order_id: i64,
+    next_algo_id: i64,
+    next_trade_id: i64,
+    next_tran_id: i64,
+}
+
+const EP_ORDER: &str = "POST /fapi/v1/order";
+const EP_ALGO: &str = "POST /fapi/v1/algoOrder";
+
+fn rejected(endpoint: &str, code: i64, msg: impl Into<String>) -> ExchangeError {
+    ExchangeError::Rejected {
+        endpoint: endpoint.to_string(),
+        code,
+        msg: msg.into(),
+    }
+}
+
+fn sign(side: OrderSide) -> Decimal {
+    match side {
+        OrderSide::Buy => Decimal::ONE,
+        OrderSide::Sell => Decimal::NEGATIVE_ONE,
+    }
+}
+
+/// Does an order of `side` reduce a position of signed `amount`?
+fn reduces(side: OrderSide, amount: Decimal) -> bool {
+    match side {
+        OrderSide::Sell => amount > Decimal::ZERO,
+        OrderSide::Buy => amount < Decimal::ZERO,
+    }
+}
+
+fn on_step(x: Decimal, step: Decimal) -> bool {
+    step.is_zero() || (x % step).is_zero()
+}
+
+impl State {
+    fn leverage(&self, cfg: &PaperConfig, symbol: &Symbol) -> u32 {
+        self.configs
+            .get(symbol)
+            .map_or(cfg.default_leverage, |c| c.0)
+            .max(1)
+    }
+
+    fn amount(&self, symbol: &Symbol) -> Decimal {
+        self.positions
+            .get(symbol)
+            .map_or(Decimal::ZERO, |p| p.amount)
+    }
+
+    fn mark(&self, symbol: &Symbol, p: &PaperPosition) -> Decimal {
+        self.marks.get(symbol).copied().unwrap_or(p.entry)
+    }
+
+    /// (unrealised PnL, initial margin) over all positions at the latest prices, with `symbol`'s
+    /// position replaced by `(amount, mark)` when given (to test an order before filling it).
+    fn exposure(
+        &self,
+        cfg: &PaperConfig,
+        replace: Option<(&Symbol, Decimal, Decimal)>,
+    ) -> (Decimal, Decimal) {
+        let mut upnl = Decimal::ZERO;
+        let mut im = Decimal::ZERO;
+        for (s, p) in &self.positions {
+            let (amount, mark) = match replace {
+                Some((rs, a, m)) if rs == s => (a, m),
+                _ => (p.amount, self.mark(s, p)),
+            };
+            if amount.is_zero() {
+                continue;
+            }
+            upnl += amount * (mark - p.entry);
+            im += amount.abs() * mark / Decimal::from(self.leverage(cfg, s));
+        }
+        if let Some((rs, a, m)) = replace {
+            if !self.positions.contains_key(rs) && !a.is_zero() {
+                im += a.abs() * m / Decimal::from(self.leverage(cfg, rs));
+            }
+        }
+        (upnl, im)
+    }
+
+    /// Binance's margin check for an order that adds exposure: after the fill, the initial margin
+    /// must fit in equity less this order's commission and slippage cost.
+    fn margin_ok(
+        &self,
+        cfg: &PaperConfig,
+        symbol: &Symbol,
+        side: OrderSide,
+        qty: Decimal,
+        mark: Decimal,
+        fill: Decimal,
+    ) -> bool {
+        let old = self.amount(symbol);
+        let new = old + sign(side) * qty;
+        let adds = new.abs() > old.abs() || (old * new < Decimal::ZERO);
+        if !adds {
+            return true;
+        }
+        let (upnl, _) = self.exposure(cfg, None);
+        let (_, im_after) = self.exposure(cfg, Some((symbol, new, mark)));
+        let cost = fill * qty * cfg.commission_rate + qty * (fill - mark).abs();
+        im_after <= self.wallet + upnl - cost
+    }
+
+    /// Apply one fill to the position and wallet, record the order, trade and income rows.
+    #[allow(clippy::too_many_arguments)]
+    fn fill(
+        &mut self,
+        cfg: &PaperConfig,
+        symbol: &Symbol,
+        side: OrderSide,
+        qty: Decimal,
+        price: Decimal,
+        reduce_only: bool,
+        client_id: String,
+        time: i64,
+    ) -> OrderInfo {
+        let pos = self.positions.entry(symbol.clone()).or_default();
+        let signed = sign(side) * qty;
+        let mut realized = Decimal::ZERO;
+        let mut closed_some = false;
+        if pos.amount.is_zero() || (pos.amount > Decimal::ZERO) == (signed > Decimal::ZERO) {
+            let held = pos.amount.abs();
+            pos.entry = (held * pos.entry + qty * price) / (held + qty);
+            pos.amount += signed;
+        } else {
+            let closing = qty.min(pos.amount.abs());
+            let direction = if pos.amount > Decimal::ZERO {
+                Decimal::ONE
+            } else {
+                Decimal::NEGATIVE_ONE
+            };
+            realized = closing * (price - pos.entry) * direction;
+            closed_some = true;
+            let flips = qty > pos.amount.abs();
+            pos.amount += signed;
+            if pos.amount.is_zero() {
+                pos.entry = Decimal::ZERO;
+            } else if flips {
+                pos.entry = price;
+            }
+        }
+        pos.update_time = time;
+        let commission = price * qty * cfg.commission_rate;
+        self.wallet += realized - commission;
+        self.marks.insert(symbol.clone(), price);
+
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let trade_id = self.next_trade_id;
+        self.next_trade_id += 1;
+        self.trades
+            .entry(symbol.clone())
+            .or_default()
+            .push(UserTrade {
+                symbol: symbol.clone(),
+                id: trade_id,
+                order_id,
+                side,
+                price: Price(price),
+                qty: Qty(qty),
+                realized_pnl: Notional(realized),
+                commission: Notional(commission),
+                commission_asset: "USDT".into(),
+                time,
+            });
+        // Binance books a REALIZED_PNL row for fills that reduce a position and a COMMISSION row
+        // for every fill.
+        if closed_some {
+            self.push_income(symbol, "REALIZED_PNL", realized, time, trade_id);
+        }
+        if !commission.is_zero() {
+            self.push_income(symbol, "COMMISSION", -commission, time, trade_id);
+        }
+        let info = OrderInfo {
+            symbol: symbol.clone(),
+            order_id,
+            client_id: client_id.clone(),
+            side,
+            status: OrderStatus::Filled,
+            orig_qty: Qty(qty),
+            executed_qty: Qty(qty),
+            avg_price: Price(price),
+            reduce_only,
+            update_time: time,
+        };
+        self.order_by_client.insert(client_id, self.orders.len());
+        self.orders.push(info.clone());
+        info
+    }
+
+    fn push_income(&mut self, symbol: &Symbol, kind: &str, amount: Decimal, time: i64, trade: i64) {
+        let tran_id = self.next_tran_id;
+        self.next_tran_id += 1;
+        self.income.push(Income {
+            symbol: Some(symbol.clone()),
+            income_type: kind.into(),
+            income: Notional(amount),
+            asset: "USDT".into(),
+            time,
+            tran_id,
+            trade_id: Some(trade.to_string()),
+        });
+    }
+
+    /// Replay one closed candle of `symbol` against its open conditional orders.
+    fn on_candle(&mut self, cfg: &PaperConfig, symbol: &Symbol, tf: Timeframe, c: &Candle) {
+        // Fills inside the candle are stamped with its last millisecond (Binance's kline close time).
+        let time = c.open_time + tf.millis() - 1;
+        let mut ids: Vec<usize> = self
+            .open_algos
+            .iter()
+            .copied()
+            .filter(|&i| &self.algos[i].info.symbol == symbol)
+            .collect();
+        // Stops (and trailing stops) before take-profits: if both could fire in this candle we
+        // assume the adverse move came first.
+        ids.sort_by_key(|&i| {
+            let a = &self.algos[i].info;
+            (matches!(a.kind, AlgoKind::TakeProfitMarket), a.algo_id)
+        });
+        let slip = cfg.slippage;
+        for i in ids {
+            if self.algos[i].info.status != AlgoStatus::New {
+                continue;
+            }
+            let Some(base) = self.trigger(i, c) else {
+                continue;
+            };
+            let a = &self.algos[i].info;
+            let (side, algo_id) = (a.side, a.algo_id);
+            let amount = self.amount(symbol);
+            let qty = if a.close_position {
+                reduces(side, amount).then(|| amount.abs())
+            } else if a.reduce_only {
+                let q = a.qty.map_or(Decimal::ZERO, |q| q.0);
+                reduces(side, amount).then(|| q.min(amount.abs()))
+            } else {
+                a.qty.map(|q| q.0)
+            };
+            // Nothing to reduce: the order does nothing and stays NEW (see the module docs).
+            let Some(qty) = qty.filter(|q| *q > Decimal::ZERO) else {
+                continue;
+            };
+            let reduce = a.close_position || a.reduce_only;
+            let fill = match side {
+                OrderSide::Buy => base * (Decimal::ONE + slip),
+                OrderSide::Sell => base * (Decimal::ONE - slip),
+            };
+            if !reduce && !self.margin_ok(cfg, symbol, side, qty, base, fill) {
+                let a = &mut self.algos[i].info;
+                a.status = AlgoStatus::Rejected;
+                a.update_time = time;
+                continue;
+            }
+            let order = self.fill(
+                cfg,
+                symbol,
+                side,
+                qty,
+                fill,
+                reduce,
+                triggered_client_id(algo_id).0,
+                time,
+            );
+            let a = &mut self.algos[i].info;
+            a.status = AlgoStatus::Finished;
+            a.actual_order_id = Some(order.order_id);
+            a.actual_price = Some(Price(fill));
+            a.update_time = time;
+        }
+        self.marks.insert(symbol.clone(), c.close.0);
+        let algos = &self.algos;
+        self.open_algos
+            .retain(|&i| algos[i].info.status == AlgoStatus::New);
+    }
+
+    /// The price (before slippage) at which algo order `i` fires in candle `c`, if it does; updates
+    /// a trailing stop's state.
+    fn trigger(&mut self, i: usize, c: &Candle) -> Option<Decimal> {
+        let (o, h, l, cl) = (c.open.0, c.high.0, c.low.0, c.close.0);
+        let entry = &mut self.algos[i];
+        let side = entry.info.side;
+        let fires_down = |t: Decimal| (l <= t).then(|| if o <= t { o } else { t });
+        let fires_up = |t: Decimal| (h >= t).then(|| if o >= t { o } else { t });
+        match entry.info.kind {
+            AlgoKind::StopMarket | AlgoKind::TakeProfitMarket => {
+                let t = entry.info.trigger_price?.0;
+                let stop = matches!(entry.info.kind, AlgoKind::StopMarket);
+                match (side, stop) {
+                    (OrderSide::Sell, true) | (OrderSide::Buy, false) => fires_down(t),
+                    (OrderSide::Buy, true) | (OrderSide::Sell, false) => fires_up(t),
+                }
+            }
+            AlgoKind::TrailingStopMarket { .. } => {
+                let activation = entry.info.trigger_price.map(|p| p.0);
+                let tr = entry.trail.as_mut()?;
+                let sell = side == OrderSide::Sell;
+                let cb = tr.callback;
+                let level = |best: Decimal| {
+                    if sell {
+                        best * (Decimal::ONE - cb)
+                    } else {
+                        best * (Decimal::ONE + cb)
+                    }
+                };
+                if tr.activated {
+                    // First against the best price known before this candle…
+                    let stop = level(tr.best);
+                    let hit = if sell {
+                        fires_down(stop)
+                    } else {
+                        fires_up(stop)
+                    };
+                    if hit.is_some() {
+                        return hit;
+                    }
+                } else {
+                    let a = activation?;
+                    let reached = if sell { h >= a } else { l <= a };
+                    if !reached {
+                        return None;
+                    }
+                    tr.activated = true;
+                    tr.best = a;
+                }
+                // …then the extreme of this candle moves the stop; the close comes after the
+                // extreme, so a close beyond the moved stop means the price crossed it on the way.
+                tr.best = if sell { tr.best.max(h) } else { tr.best.min(l) };
+                let stop = level(tr.best);
+                let crossed = if sell { cl <= stop } else { cl >= stop };
+                crossed.then_some(stop)
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The exchange
+// ---------------------------------------------------------------------------------------------
+
+/// An in-process USDⓈ-M futures account (see the module docs for its rules).
+pub struct PaperExchange {
+    market: Arc<dyn MarketData>,
+    clock: Arc<dyn Clock>,
+    cfg: PaperConfig,
+    state: Mutex<State>,
+}
+
+impl PaperExchange {
+    pub fn new(market: Arc<dyn MarketData>, clock: Arc<dyn Clock>, cfg: PaperConfig) -> Self {
+        let now = clock.now_ms();
+        let state = State {
+            advanced_to: now,
+            wallet: cfg.initial_balance.0,
+            positions: HashMap::new(),
+            configs: HashMap::new(),
+            orders: Vec::new(),
+            order_by_client: HashMap::new(),
+            algos: Vec::new(),
+            algo_by_client: HashMap::new(),
+            open_algos: Vec::new(),
+            trades: HashMap::new(),
+            income: Vec::new(),
+            marks: HashMap::new(),
+            // Distinct ranges make an order id mistaken for an algo id (or a trade id) obvious.
+            next_order_id: 10_000_001,
+            next_algo_id: 20_000_001,
+            next_trade_id: 30_000_001,
+            next_tran_id: 40_000_001,
+        };
+        PaperExchange {
+            market,
+            clock,
+            cfg,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn config(&self) -> &PaperConfig {
+        &self.cfg
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic elsewhere while holding the lock leaves consistent data (every mutation is
+        // completed before anything can panic), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn filters(&self, symbol: &Symbol) -> Result<SymbolFilters, ExchangeError> {
+        if let Some(f) = self.cfg.filters.get(symbol) {
+            return Ok(f.clone());
+        }
+        match &self.cfg.fallback_filters {
+            Some(f) => Ok(SymbolFilters {
+                symbol: symbol.clone(),
+                ..f.clone()
+            }),
+            None => Err(ExchangeError::Fatal(format!(
+                "paper exchange: no exchange filters configured for {symbol}"
+            ))),
+        }
+    }
+
+    /// Bring the account up to `clock.now_ms()`: replay every candle that closed since the last
+    /// advance against the open conditional orders, oldest first. Returns `now`.
+    pub async fn advance(&self) -> Result<i64, ExchangeError> {
+        let now = self.clock.now_ms();
+        let (from, symbols) = {
+            let mut st = self.lock();
+            if now <= st.advanced_to {
+                return Ok(now);
+            }
+            let mut symbols: Vec<Symbol> = Vec::new();
+            for &i in &st.open_algos {
+                let s = &st.algos[i].info.symbol;
+                if !symbols.contains(s) {
+                    symbols.push(s.clone());
+                }
+            }
+            if symbols.is_empty() {
+                // Nothing can trigger: skip fetching candles altogether.
+                st.advanced_to = now;
+                return Ok(now);
+            }
+            (st.advanced_to, symbols)
+        };
+        let mut candles: Vec<(i64, Symbol, Timeframe, Candle)> = Vec::new();
+        for s in symbols {
+            for (tf, c) in self.market.candles_closed_between(&s, from, now).await? {
+                candles.push((c.open_time + tf.millis(), s.clone(), tf, c));
+            }
+        }
+        candles.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        let mut st = self.lock();
+        // A concurrent call may have advanced meanwhile: apply only what it has not.
+        let floor = st.advanced_to;
+        if now <= floor {
+            return Ok(now);
+        }
+        for (close, s, tf, c) in &candles {
+            if *close > floor {
+                st.on_candle(&self.cfg, s, *tf, c);
+            }
+        }
+        st.advanced_to = now;
+        Ok(now)
+    }
+
+    /// Refresh the latest price of every symbol with a position; a symbol whose price cannot be had
+    /// right now (outside recorded data, a network error live) keeps its last known price.
+    async fn refresh_marks(&self, now: i64) {
+        let symbols: Vec<Symbol> = {
+            let st = self.lock();
+            st.positions
+                .iter()
+                .filter(|(_, p)| !p.amount.is_zero())
+                .map(|(s, _)| s.clone())
+                .collect()
+        };
+        for s in symbols {
+            if let Ok(p) = self.market.price(&s, now).await {
+                self.lock().marks.insert(s, p.0);
+            }
+        }
+    }
+
+    fn check_market(
+        &self,
+        st: &State,
+        f: &SymbolFilters,
+        order: &MarketOrder,
+        price: Decimal,
+        fill: Decimal,
+    ) -> Result<(), ExchangeError> {
+        if st.order_by_client.contains_key(order.client_id.as_str()) {
+            return Err(rejected(
+                EP_ORDER,
+                codes::DUPLICATE_CLIENT_ID,
+                "ClientOrderId is duplicated.",
+            ));
+        }
+        let q = order.qty.0;
+        if q <= Decimal::ZERO {
+            return Err(rejected(
+                EP_ORDER,
+                -4003,
+                "Quantity less than or equal to zero.",
+            ));
+        }
+        if !on_step(q, f.market_step_size) {
+            return Err(rejected(
+                EP_ORDER,
+                codes::PRECISION,
+                "Precision is over the maximum defined for this asset.",
+            ));
+        }
+        if q < f.market_min_qty {
+            return Err(rejected(
+                EP_ORDER,
+                -4004,
+                "Quantity less than min quantity.",
+            ));
+        }
+        if q > f.market_max_qty {
+            return Err(rejected(
+                EP_ORDER,
+                -4005,
+                "Quantity greater than max quantity.",
+            ));
+        }
+        let amount = st.amount(&order.symbol);
+        if order.reduce_only && (!reduces(order.side, amount) || q > amount.abs()) {
+            return Err(rejected(
+                EP_ORDER,
+                codes::REDUCE_ONLY_REJECTED,
+                "ReduceOnly Order is rejected.",
+            ));
+        }
+        if !order.reduce_only && q * price < f.min_notional {
+            return Err(rejected(
+                EP_ORDER,
+                codes::MIN_NOTIONAL,
+                format!(
+                    "Order's notional must be no smaller than {} (unless you choose reduce only).",
+                    f.min_notional.normalize()
+                ),
+            ));
+        }
+        if !order.reduce_only && !st.margin_ok(&self.cfg, &order.symbol, order.side, q, price, fill)
+        {
+            return Err(rejected(
+                EP_ORDER,
+                codes::MARGIN_INSUFFICIENT,
+                "Margin is insufficient.",
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_algo(
+        &self,
+        st: &State,
+        f: &SymbolFilters,
+        order: &AlgoOrder,
+        price: Decimal,
+    ) -> Result<(), ExchangeError> {
+        if st
+            .algo_by_client
+            .contains_key(order.client_algo_id.as_str())
+        {
+            return Err(rejected(
+                EP_ALGO,
+                codes::DUPLICATE_CLIENT_ID,
+                "ClientOrderId is duplicated.",
+            ));
+        }
+        match (order.close_position, order.qty) {
+            (true, Some(_)) => {
+                return Err(rejected(
+                    EP_ALGO,
+                    -4137,
+                    "Quantity must be zero with closePosition equals true",
+                ))
+            }
+            (false, None) => {
+                return Err(rejected(
+                    EP_ALGO,
+                    -1102,
+                    "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
+                ))
+            }
+            (false, Some(q)) => {
+                let q = q.0;
+                if q <= Decimal::ZERO {
+                    return Err(rejected(
+                        EP_ALGO,
+                        -4003,
+                        "Quantity less than or equal to zero.",
+                    ));
+                }
+                if !on_step(q, f.step_size) {
+                    return Err(rejected(
+                        EP_ALGO,
+                        codes::PRECISION,
+                        "Precision is over the maximum defined for this asset.",
+                    ));
+                }
+                if q < f.min_qty {
+                    return Err(rejected(EP_ALGO, -4004, "Quantity less than min quantity."));
+                }
+                if q > f.max_qty {
+                    return Err(rejected(
+                        EP_ALGO,
+                        -4005,
+                        "Quantity greater than max quantity.",
+                    ));
+                }
+            }
+            (true, None) => {}
+        }
+        let check_price = |p: Decimal, name: &str| -> Result<(), ExchangeError> {
+            if p <= Decimal::ZERO || p < f.min_price {
+                return Err(rejected(
+                    EP_ALGO,
+                    -4013,
+                    format!("{name}: Price less than min price."),
+                ));
+            }
+            if p > f.max_price {
+                return Err(rejected(
+                    EP_ALGO,
+                    -4007,
+                    format!("{name}: Stop price greater than max price."),
+                ));
+            }
+            // Binance's PRICE_FILTER rule: (price − minPrice) % tickSize == 0.
+            if !on_step(p - f.min_price, f.tick_size) {
+                return Err(rejected(
+                    EP_ALGO,
+                    -4014,
+                    "Price not increased by tick size.",
+                ));
+            }
+            Ok(())
+        };
+        match order.kind {
+            AlgoKind::StopMarket | AlgoKind::TakeProfitMarket => {
+                let Some(t) = order.trigger_price else {
+                    return Err(rejected(
+                        EP_ALGO,
+                        -1102,
+                        "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.",
+                    ));
+                };
+                check_price(t.0, "triggerPrice")?;
+                let stop = matches!(order.kind, AlgoKind::StopMarket);
+                let immediate = match (order.side, stop) {
+                    (OrderSide::Sell, true) | (OrderSide::Buy, false) => t.0 >= price,
+                    (OrderSide::Buy, true) | (OrderSide::Sell, false) => t.0 <= price,
+                };
+                if immediate {
+                    return Err(rejected(EP_ALGO, -2021, "Order would immediately trigger."));
+                }
+            }
+            AlgoKind::TrailingStopMarket { callback_rate } => {
+                if callback_rate < Decimal::new(1, 1) || callback_rate > Decimal::from(10) {
+                    return Err(rejected(
+                        EP_ALGO,
+                        -1130,
+                        "Data sent for parameter 'callbackRate' is not valid.",
+                    ));
+                }
+                if let Some(a) = order.trigger_price {
+                    check_price(a.0, "activatePrice")?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Exchange for PaperExchange {
+    async fn server_time(&self) -> Result<i64, ExchangeError> {
+        self.advance().await
+    }
+
+    async fn closed_klines(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError> {
+        self.advance().await?;
+        self.market.closed_candles(symbol, tf, limit, now).await
+    }
+
+    async fn symbol_filters(&self, symbol: &Symbol) -> Result<SymbolFilters, ExchangeError> {
+        self.advance().await?;
+        self.filters(symbol)
+    }
+
+    async fn account(&self) -> Result<AccountSnapshot, ExchangeError> {
+        let now = self.advance().await?;
+        self.refresh_marks(now).await;
+        let st = self.lock();
+        let (upnl, im) = st.exposure(&self.cfg, None);
+        let equity = st.wallet + upnl;
+        Ok(AccountSnapshot {
+            equity: Notional(equity),
+            wallet_balance: Notional(st.wallet),
+            available_balance: Notional((equity - im).max(Decimal::ZERO)),
+            total_initial_margin: Notional(im),
+            unrealized_pnl: Notional(upnl),
+        })
+    }
+
+    async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError> {
+        let now = self.advance().await?;
+        self.refresh_marks(now).await;
+        let st = self.lock();
+        let mut out: Vec<ExchangePosition> = st
+            .positions
+            .iter()
+            .filter(|(_, p)| !p.amount.is_zero())
+            .map(|(s, p)| {
+                let mark = st.mark(s, p);
+                ExchangePosition {
+                    symbol: s.clone(),
+                    amount: p.amount,
+                    entry_price: Price(p.entry),
+                    mark_price: Price(mark),
+                    unrealized_pnl: Notional(p.amount * (mark - p.entry)),
+                    // Liquidation is not modelled.
+                    liquidation_price: Price::ZERO,
+                    leverage: Some(st.leverage(&self.cfg, s)),
+                    update_time: p.update_time,
+                }
+            })
+            .collect();
+        out.sort_by(|a, b| a.symbol.cmp(&b.symbol));
+        Ok(out)
+    }
+
+    async fn symbol_config(&self, symbol: &Symbol) -> Result<SymbolConfig, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        let (leverage, margin_type) = st
+            .configs
+            .get(symbol)
+            .copied()
+            .unwrap_or((self.cfg.default_leverage, MarginType::Crossed));
+        Ok(SymbolConfig {
+            symbol: symbol.clone(),
+            leverage,
+            margin_type,
+        })
+    }
+
+    async fn set_leverage(&self, symbol: &Symbol, leverage: u32) -> Result<(), ExchangeError> {
+        self.advance().await?;
+        if !(1..=125).contains(&leverage) {
+            return Err(rejected(
+                "POST /fapi/v1/leverage",
+                -4028,
+                format!("Leverage {leverage} is not valid"),
+            ));
+        }
+        let mut st = self.lock();
+        let default = (self.cfg.default_leverage, MarginType::Crossed);
+        st.configs.entry(symbol.clone()).or_insert(default).0 = leverage;
+        Ok(())
+    }
+
+    async fn set_margin_type(
+        &self,
+        symbol: &Symbol,
+        margin: MarginType,
+    ) -> Result<(), ExchangeError> {
+        self.advance().await?;
+        const EP: &str = "POST /fapi/v1/marginType";
+        let mut st = self.lock();
+        let default = (self.cfg.default_leverage, MarginType::Crossed);
+        let current = st.configs.get(symbol).copied().unwrap_or(default);
+        if current.1 == margin {
+            return Err(rejected(
+                EP,
+                codes::NO_NEED_TO_CHANGE_MARGIN_TYPE,
+                "No need to change margin type.",
+            ));
+        }
+        if !st.amount(symbol).is_zero() {
+            return Err(rejected(
+                EP,
+                -4048,
+                "Margin type cannot be changed if there exists position.",
+            ));
+        }
+        st.configs.insert(symbol.clone(), (current.0, margin));
+        Ok(())
+    }
+
+    async fn place_market(&self, order: &MarketOrder) -> Result<OrderInfo, ExchangeError> {
+        let now = self.advance().await?;
+        let f = self.filters(&order.symbol)?;
+        let price = self.market.price(&order.symbol, now).await?.0;
+        let fill = match order.side {
+            OrderSide::Buy => price * (Decimal::ONE + self.cfg.slippage),
+            OrderSide::Sell => price * (Decimal::ONE - self.cfg.slippage),
+        };
+        let mut st = self.lock();
+        st.marks.insert(order.symbol.clone(), price);
+        self.check_market(&st, &f, order, price, fill)?;
+        Ok(st.fill(
+            &self.cfg,
+            &order.symbol,
+            order.side,
+            order.qty.0,
+            fill,
+            order.reduce_only,
+            order.client_id.0.clone(),
+            now,
+        ))
+    }
+
+    async fn order_by_client_id(
+        &self,
+        symbol: &Symbol,
+        client_id: &str,
+    ) -> Result<Option<OrderInfo>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        Ok(st
+            .order_by_client
+            .get(client_id)
+            .map(|&i| &st.orders[i])
+            .filter(|o| &o.symbol == symbol)
+            .cloned())
+    }
+
+    async fn place_algo(&self, order: &AlgoOrder) -> Result<AlgoOrderInfo, ExchangeError> {
+        let now = self.advance().await?;
+        let f = self.filters(&order.symbol)?;
+        let price = self.market.price(&order.symbol, now).await?.0;
+        let mut st = self.lock();
+        st.marks.insert(order.symbol.clone(), price);
+        self.check_algo(&st, &f, order, price)?;
+        let algo_id = st.next_algo_id;
+        st.next_algo_id += 1;
+        let info = AlgoOrderInfo {
+            algo_id,
+            client_algo_id: order.client_algo_id.0.clone(),
+            symbol: order.symbol.clone(),
+            side: order.side,
+            kind: order.kind,
+            status: AlgoStatus::New,
+            trigger_price: order.trigger_price,
+            qty: order.qty,
+            close_position: order.close_position,
+            reduce_only: order.reduce_only,
+            actual_order_id: None,
+            actual_price: None,
+            update_time: now,
+        };
+        let trail = match order.kind {
+            AlgoKind::TrailingStopMarket { callback_rate } => {
+                // Without an activation price Binance activates at once, from the current price.
+                let activated = match order.trigger_price {
+                    None => true,
+                    Some(a) => match order.side {
+                        OrderSide::Sell => price >= a.0,
+                        OrderSide::Buy => price <= a.0,
+                    },
+                };
+                Some(Trail {
+                    callback: callback_rate / Decimal::from(100),
+                    activated,
+                    best: price,
+                })
+            }
+            _ => None,
+        };
+        let idx = st.algos.len();
+        st.algos.push(AlgoEntry {
+            info: info.clone(),
+            trail,
+        });
+        st.algo_by_client.insert(info.client_algo_id.clone(), idx);
+        st.open_algos.push(idx);
+        Ok(info)
+    }
+
+    async fn algo_by_client_id(
+        &self,
+        client_algo_id: &str,
+    ) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        Ok(st
+            .algo_by_client
+            .get(client_algo_id)
+            .map(|&i| st.algos[i].info.clone()))
+    }
+
+    async fn cancel_algo(
+        &self,
+        symbol: &Symbol,
+        client_algo_id: &str,
+    ) -> Result<(), ExchangeError> {
+        let now = self.advance().await?;
+        let mut st = self.lock();
+        let idx = st
+            .algo_by_client
+            .get(client_algo_id)
+            .copied()
+            .filter(|&i| {
+                let a = &st.algos[i].info;
+                &a.symbol == symbol && a.status == AlgoStatus::New
+            })
+            .ok_or_else(|| rejected("DELETE /fapi/v1/algoOrder", -2011, "Unknown order sent."))?;
+        let a = &mut st.algos[idx].info;
+        a.status = AlgoStatus::Canceled;
+        a.update_time = now;
+        st.open_algos.retain(|&i| i != idx);
+        Ok(())
+    }
+
+    async fn open_algo_orders(
+        &self,
+        symbol: Option<&Symbol>,
+    ) -> Result<Vec<AlgoOrderInfo>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        Ok(st
+            .open_algos
+            .iter()
+            .map(|&i| &st.algos[i].info)
+            .filter(|a| symbol.is_none_or(|s| &a.symbol == s))
+            .cloned()
+            .collect())
+    }
+
+    async fn user_trades(
+        &self,
+        symbol: &Symbol,
+        start_time: i64,
+    ) -> Result<Vec<UserTrade>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        Ok(st.trades.get(symbol).map_or_else(Vec::new, |t| {
+            let from = t.partition_point(|x| x.time < start_time);
+            t[from..].to_vec()
+        }))
+    }
+
+    async fn income(&self, start_time: i64) -> Result<Vec<Income>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        let from = st.income.partition_point(|x| x.time < start_time);
+        Ok(st.income[from..].to_vec())
+    }
+}
+
+/// The client id a fired conditional order's market order carries (`paper-algo-<algoId>`).
+pub fn triggered_client_id(algo_id: i64) -> ClientId {
+    ClientId(format!("paper-algo-{algo_id}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ports::SimClock;
+    use rust_decimal_macros::dec;
+
+    const T0: i64 = 1_751_630_400_000; // 2025-07-04 12:00 UTC
+    const M15: i64 = 900_000;
+
+    type Row = (Decimal, Decimal, Decimal, Decimal);
+
+    fn btc() -> Symbol {
+        Symbol::new("BTCUSDT")
+    }
+
+    /// A few seconds after candle `i` opened (= after candle `i − 1` closed).
+    fn at(i: i64) -> i64 {
+        T0 + i * M15 + 5_000
+    }
+
+    fn series(rows: &[Row], start: i64, tf: Timeframe) -> CandleSeries {
+        let candles = rows
+            .iter()
+            .enumerate()
+            .map(|(i, &(o, h, l, c))| Candle {
+                open_time: start + i as i64 * tf.millis(),
+                open: Price(o),
+                high: Price(h),
+                low: Price(l),
+                close: Price(c),
+                volume: dec!(1),
+            })
+            .collect();
+        CandleSeries::new(candles, tf)
+    }
+
+    const C0: Row = (dec!(50000), dec!(50100), dec!(49900), dec!(50050));
+    const C1: Row = (dec!(50060), dec!(50300), dec!(50000), dec!(50200));
+    const QUIET: Row = (dec!(50200), dec!(50250), dec!(50100), dec!(50200));
+
+    fn setup_with(rows: &[Row], cfg: PaperConfig) -> (Arc<SimClock>, PaperExchange) {
+        let clock = Arc::new(SimClock::new(T0));
+        let market = Arc::new(RecordedMarket::new(btc(), series(rows, T0, Timeframe::M15)));
+        let ex = PaperExchange::new(market, clock.clone(), cfg);
+        (clock, ex)
+    }
+
+    fn setup(rows: &[Row]) -> (Arc<SimClock>, PaperExchange) {
+        setup_with(rows, PaperConfig::default())
+    }
+
+    fn mkt(side: OrderSide, qty: Decimal, id: &str) -> MarketOrder {
+        MarketOrder {
+            symbol: btc(),
+            side,
+            qty: Qty(qty),
+            reduce_only: false,
+            client_id: ClientId(id.into()),
+        }
+    }
+
+    fn reduce(side: OrderSide, qty: Decimal, id: &str) -> MarketOrder {
+        MarketOrder {
+            reduce_only: true,
+            ..mkt(side, qty, id)
+        }
+    }
+
+    fn algo(side: OrderSide, kind: AlgoKind, trigger: Option<Decimal>, id: &str) -> AlgoOrder {
+        AlgoOrder {
+            symbol: btc(),
+            side,
+            kind,
+            trigger_price: trigger.map(Price),
+            qty: None,
+            close_position: true,
+            reduce_only: false,
+            working_type: crate::ports::WorkingType::MarkPrice,
+            client_algo_id: ClientId(id.into()),
+        }
+    }
+
+    fn code(r: Result<impl std::fmt::Debug, ExchangeError>) -> i64 {
+        r.expect_err("expected a rejection")
+            .rejected_code()
+            .expect("a Rejected error")
+    }
+
+    async fn long_01_at_c1(clock: &SimClock, ex: &PaperExchange) -> OrderInfo {
+        clock.set(at(1));
+        ex.place_market(&mkt(OrderSide::Buy, dec!(0.1), "entry"))
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn market_order_fills_at_next_open_with_slippage_and_commission() {
+        let (clock, ex) = setup(&[C0, C1, QUIET]);
+        let o = long_01_at_c1(&clock, &ex).await;
+        assert_eq!(o.status, OrderStatus::Filled);
+        assert_eq!(
+            o.avg_price,
+            Price(dec!(50065.006)),
+            "c1 open 50060 + 0.01 %"
+        );
+        assert_eq!(o.executed_qty, Qty(dec!(0.1)));
+        assert_eq!(o.orig_qty, Qty(dec!(0.1)));
+        assert_eq!(o.update_time, at(1));
+
+        let acct = ex.account().await.unwrap();
+        assert_eq!(acct.wallet_balance, Notional(dec!(9997.99739976)));
+
+        let trades = ex.user_trades(&btc(), 0).await.unwrap();
+        assert_eq!(trades.len(), 1);
+        assert_eq!(trades[0].order_id, o.order_id);
+        assert_eq!(trades[0].price, Price(dec!(50065.006)));
+        assert_eq!(trades[0].commission, Notional(dec!(2.00260024)));
+        assert_eq!(trades[0].realized_pnl, Notional::ZERO);
+        assert_eq!(trades[0].time, at(1));
+        assert!(ex.user_trades(&btc(), at(1) + 1).await.unwrap().is_empty());
+
+        let income = ex.income(0).await.unwrap();
+        assert_eq!(income.len(), 1, "an opening fill books no REALIZED_PNL");
+        assert_eq!(income[0].income_type, "COMMISSION");
+        assert_eq!(income[0].income, Notional(dec!(-2.00260024)));
+
+        assert_eq!(
+            ex.order_by_client_id(&btc(), "entry").await.unwrap(),
+            Some(o)
+        );
+        assert_eq!(ex.order_by_client_id(&btc(), "nope").await.unwrap(), None);
+        assert_eq!(
+            ex.order_by_client_id(&Symbol::new("ETHUSDT"), "entry")
+                .await
+                .unwrap(),
+            None
+        );
+        assert_eq!(ex.server_time().await.unwrap(), at(1));
+    }
+
+    #[tokio::test]
+    async fn netting_realises_pnl_on_reductions_and_flips() {
+        let rows = [
+            C0,
+            C1,
+            QUIET,
+            (dec!(50500), dec!(50600), dec!(50400), dec!(50500)),
+            (dec!(50300), dec!(50400), dec!(50200), dec!(50300)),
+        ];
+        let cfg = PaperConfig {
+            slippage: Decimal::ZERO,
+            ..PaperConfig::default()
+        };
+        let (clock, ex) = setup_with(&rows, cfg);
+        clock.set(at(1));
+        ex.place_market(&mkt(OrderSide::Buy, dec!(0.1), "a"))
+            .await
+            .unwrap();
+        clock.set(at(2));
+        ex.place_market(&mkt(OrderSide::Buy, dec!(0.1), "b"))
+            .await
+            .unwrap();
+        let p = ex.positions().await.unwrap();
+        assert_eq!(p[0].amount, dec!(0.2));
+        assert_eq!(
+            p[0].entry_price,
+            Price(dec!(50130)),
+            "average of 50060 and 50200"
+        );
+
+        // Sell 0.3 at 50500: closes 0.2 (+74) and opens a 0.1 short at 50500.
+        clock.set(at(3));
+        let flip = ex
+            .place_market(&mkt(OrderSide::Sell, dec!(0.3), "c"))
+            .await
+            .unwrap();
+        let p = ex.positions().await.unwrap();
+        assert_eq!(p[0].amount, dec!(-0.1));
+        assert_eq!(p[0].entry_price, Price(dec!(50500)));
+        let t = ex.user_trades(&btc(), at(3)).await.unwrap();
+        assert_eq!(t[0].order_id, flip.order_id);
+        assert_eq!(t[0].realized_pnl, Notional(dec!(74)));
+
+        // Buy back half the short at 50300: +10, entry unchanged.
+        clock.set(at(4));
+        ex.place_market(&reduce(OrderSide::Buy, dec!(0.05), "d"))
+            .await
+            .unwrap();
+        let p = ex.positions().await.unwrap();
+        assert_eq!(p[0].amount, dec!(-0.05));
+        assert_eq!(p[0].entry_price, Price(dec!(50500)));
+
+        let realized: Vec<Decimal> = ex
+            .income(0)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|i| i.income_type == "REALIZED_PNL")
+            .map(|i| i.income.0)
+            .collect();
+        assert_eq!(realized, vec![dec!(74), dec!(10)]);
+        // 0.04 % of 5006 + 5020 + 15150 + 2515 = 11.0764 in fees.
+        let acct = ex.account().await.unwrap();
+        assert_eq!(acct.wallet_balance, Notional(dec!(10072.9236)));
+        assert_eq!(
+            acct.unrealized_pnl,
+            Notional(dec!(10)),
+            "short 0.05 from 50500, marked at 50300"
+        );
+    }
+
+    #[tokio::test]
+    async fn every_market_rejection_uses_binances_code() {
+        let (clock, ex) = setup(&[C0, C1, QUIET]);
+        clock.set(at(1)); // price 50060
+        let buy = |q: Decimal, id: &str| mkt(OrderSide::Buy, q, id);
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0.0015), "x1")).await),
+            codes::PRECISION
+        );
+        assert_eq!(code(ex.place_market(&buy(dec!(0), "x2")).await), -4003);
+        assert_eq!(code(ex.place_market(&buy(dec!(121), "x3")).await), -4005);
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0.001), "x4")).await),
+            codes::MIN_NOTIONAL,
+            "50.06 USDT < 100"
+        );
+        assert_eq!(
+            code(
+                ex.place_market(&reduce(OrderSide::Sell, dec!(0.01), "x5"))
+                    .await
+            ),
+            codes::REDUCE_ONLY_REJECTED,
+            "nothing to reduce"
+        );
+        ex.place_market(&buy(dec!(0.01), "ok1")).await.unwrap();
+        assert_eq!(
+            code(
+                ex.place_market(&reduce(OrderSide::Buy, dec!(0.01), "x6"))
+                    .await
+            ),
+            codes::REDUCE_ONLY_REJECTED,
+            "would increase"
+        );
+        assert_eq!(
+            code(
+                ex.place_market(&reduce(OrderSide::Sell, dec!(0.02), "x7"))
+                    .await
+            ),
+            codes::REDUCE_ONLY_REJECTED,
+            "would flip"
+        );
+        // Reduce-only is exempt from MIN_NOTIONAL.
+        ex.place_market(&reduce(OrderSide::Sell, dec!(0.001), "ok2"))
+            .await
+            .unwrap();
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0.01), "ok1")).await),
+            codes::DUPLICATE_CLIENT_ID
+        );
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0.01), "ok2")).await),
+            codes::DUPLICATE_CLIENT_ID
+        );
+        // Leverage 20 on ~10,000 USDT: 4.5 BTC needs 11,263 of margin, 3.9 BTC fits.
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(4.5), "x8")).await),
+            codes::MARGIN_INSUFFICIENT
+        );
+        ex.place_market(&buy(dec!(3.9), "ok3")).await.unwrap();
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0.5), "x9")).await),
+            codes::MARGIN_INSUFFICIENT,
+            "margin already in use counts"
+        );
+        // Rejected orders leave no trace.
+        for id in ["x1", "x4", "x5", "x8", "x9"] {
+            assert_eq!(
+                ex.order_by_client_id(&btc(), id).await.unwrap(),
+                None,
+                "{id}"
+            );
+        }
+        assert_eq!(ex.positions().await.unwrap()[0].amount, dec!(3.909));
+        assert_eq!(ex.user_trades(&btc(), 0).await.unwrap().len(), 3);
+
+        let none = PaperConfig {
+            fallback_filters: None,
+            ..PaperConfig::default()
+        };
+        let (_c, strict) = setup_with(&[C0], none);
+        let err = strict
+            .symbol_filters(&Symbol::new("DOGEUSDT"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ExchangeError::Fatal(ref m) if m.contains("DOGEUSDT")),
+            "{err}"
+        );
+        let generous = ex.symbol_filters(&Symbol::new("DOGEUSDT")).await.unwrap();
+        assert_eq!(generous.symbol, Symbol::new("DOGEUSDT"));
+        assert_eq!(generous.min_notional, dec!(5));
+    }
+
+    #[tokio::test]
+    async fn stop_fires_inside_a_candle_from_its_low() {
+        let c2 = (dec!(50200), dec!(50250), dec!(49400), dec!(49700));
+        let (clock, ex) = setup(&[C0, C1, c2, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        let placed = ex
+            .place_algo(&algo(
+                OrderSide::Sell,
+                AlgoKind::StopMarket,
+                Some(dec!(49500)),
+                "sl",
+            ))
+            .await
+            .unwrap();
+        assert_eq!(placed.status, AlgoStatus::New);
+
+        // c1 closed (low 50000): nothing.
+        clock.set(at(2));
+        assert_eq!(ex.open_algo_orders(None).await.unwrap().len(), 1);
+        assert_eq!(ex.positions().await.unwrap()[0].amount, dec!(0.1));
+
+        // c2 closed with low 49400 ≤ 49500: filled at the trigger less slippage.
+        clock.set(at(3));
+        assert!(ex.positions().await.unwrap().is_empty());
+        let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
+        assert_eq!(sl.status, AlgoStatus::Finished);
+        assert_eq!(sl.actual_price, Some(Price(dec!(49495.05))));
+        let trades = ex.user_trades(&btc(), 0).await.unwrap();
+        assert_eq!(trades.len(), 2);
+        let exit = &trades[1];
+        assert_eq!(Some(exit.order_id), sl.actual_order_id);
+        assert_eq!(exit.side, OrderSide::Sell);
+        assert_eq!(exit.price, Price(dec!(49495.05)));
+        assert_eq!(exit.qty, Qty(dec!(0.1)));
+        assert_eq!(exit.realized_pnl, Notional(dec!(-56.9956)));
+        assert_eq!(exit.commission, Notional(dec!(1.979802)));
+        assert_eq!(exit.time, T0 + 3 * M15 - 1, "stamped with c2's close time");
+        let fired = ex
+            .order_by_client_id(&btc(), triggered_client_id(sl.algo_id).as_str())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fired.order_id, exit.order_id);
+        assert!(fired.reduce_only);
+        assert_eq!(
+            ex.account().await.unwrap().wallet_balance,
+            Notional(dec!(9939.02199776))
+        );
+        assert!(ex.open_algo_orders(Some(&btc())).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn stop_fires_before_take_profit_when_both_could() {
+        let both = (dec!(50200), dec!(50900), dec!(49400), dec!(50000));
+        let later = (dec!(50500), dec!(50950), dec!(50400), dec!(50600));
+        let (clock, ex) = setup(&[C0, C1, both, later, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        // Take-profit placed first, so the order is not simply by id.
+        ex.place_algo(&algo(
+            OrderSide::Sell,
+            AlgoKind::TakeProfitMarket,
+            Some(dec!(50800)),
+            "tp",
+        ))
+        .await
+        .unwrap();
+        ex.place_algo(&algo(
+            OrderSide::Sell,
+            AlgoKind::StopMarket,
+            Some(dec!(49500)),
+            "sl",
+        ))
+        .await
+        .unwrap();
+        clock.set(at(3));
+        let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
+        let tp = ex.algo_by_client_id("tp").await.unwrap().unwrap();
+        assert_eq!(sl.status, AlgoStatus::Finished);
+        assert_eq!(sl.actual_price, Some(Price(dec!(49495.05))));
+        assert_eq!(
+            tp.status,
+            AlgoStatus::New,
+            "left open, as Binance leaves it"
+        );
+        assert!(ex.positions().await.unwrap().is_empty());
+
+        // The leftover take-profit is touched again while flat: it does nothing and stays NEW.
+        clock.set(at(4));
+        let open = ex.open_algo_orders(None).await.unwrap();
+        assert_eq!(open.len(), 1);
+        assert_eq!(open[0].client_algo_id, "tp");
+        assert_eq!(ex.user_trades(&btc(), 0).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_gap_through_the_trigger_fills_at_the_open() {
+        let gap = (dec!(49300), dec!(49350), dec!(49200), dec!(49250));
+        let (clock, ex) = setup(&[C0, C1, gap, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        ex.place_algo(&algo(
+            OrderSide::Sell,
+            AlgoKind::StopMarket,
+            Some(dec!(49500)),
+            "sl",
+        ))
+        .await
+        .unwrap();
+        clock.set(at(3));
+        let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
+        assert_eq!(
+            sl.actual_price,
+            Some(Price(dec!(49295.07))),
+            "open 49300 less slippage"
+        );
+        let t = ex.user_trades(&btc(), 0).await.unwrap();
+        assert_eq!(t[1].realized_pnl, Notional(dec!(-76.9936)));
+
+        // Mirror: a short's take-profit (BUY) fires from the low, at the open when it gapped.
+        let down = (dec!(49700), dec!(49750), dec!(49600), dec!(49650));
+        let (clock, ex) = setup(&[C0, C1, down, QUIET]);
+        clock.set(at(1));
+        ex.place_market(&mkt(OrderSide::Sell, dec!(0.1), "short"))
+            .await
+            .unwrap();
+        ex.place_algo(&algo(
+            OrderSide::Buy,
+            AlgoKind::TakeProfitMarket,
+            Some(dec!(49800)),
+            "tp",
+        ))
+        .await
+        .unwrap();
+        ex.place_algo(&algo(
+            OrderSide::Buy,
+            AlgoKind::StopMarket,
+            Some(dec!(50600)),
+            "sl",
+        ))
+        .await
+        .unwrap();
+        clock.set(at(3));
+        let tp = ex.algo_by_client_id("tp").await.unwrap().unwrap();
+        assert_eq!(tp.status, AlgoStatus::Finished);
+        assert_eq!(tp.actual_price, Some(Price(dec!(49704.97))));
+        let t = ex.user_trades(&btc(), 0).await.unwrap();
+        assert_eq!(t[0].price, Price(dec!(50054.994)));
+        assert_eq!(t[1].realized_pnl, Notional(dec!(35.0024)));
+        assert!(ex.positions().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn close_position_when_flat_does_nothing_and_reduce_only_is_capped() {
+        let dip = (dec!(50200), dec!(50250), dec!(49400), dec!(49700));
+        let (clock, ex) = setup(&[C0, C1, dip, QUIET]);
+        clock.set(at(1));
+        ex.place_algo(&algo(
+            OrderSide::Sell,
+            AlgoKind::StopMarket,
+            Some(dec!(49500)),
+            "flat",
+        ))
+        .await
+        .unwrap();
+        clock.set(at(3));
+        let flat = ex.algo_by_client_id("flat").await.unwrap().unwrap();
+        assert_eq!(flat.status, AlgoStatus::New);
+        assert_eq!(flat.actual_order_id, None);
+        assert!(ex.user_trades(&btc(), 0).await.unwrap().is_empty());
+        assert_eq!(
+            ex.account().await.unwrap().wallet_balance,
+            Notional(dec!(10000))
+        );
+
+        // A reduce-only quantity larger than the position closes just the position.
+        let (clock, ex) = setup(&[C0, C1, dip, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        let mut capped = algo(
+            OrderSide::Sell,
+            AlgoKind::StopMarket,
+            Some(dec!(49500)),
+            "cap",
+        );
+        capped.close_position = false;
+        capped.reduce_only = true;
+        capped.qty = Some(Qty(dec!(0.5)));
+        ex.place_algo(&capped).await.unwrap();
+        clock.set(at(3));
+        let t = ex.user_trades(&btc(), 0).await.unwrap();
+        assert_eq!(t[1].qty, Qty(dec!(0.1)));
+        assert!(ex.positions().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn equity_margin_and_symbol_settings() {
+        let (clock, ex) = setup(&[C0, C1, QUIET]);
+        assert_eq!(ex.symbol_config(&btc()).await.unwrap().leverage, 20);
+        assert_eq!(code(ex.set_leverage(&btc(), 0).await), -4028);
+        ex.set_leverage(&btc(), 10).await.unwrap();
+        long_01_at_c1(&clock, &ex).await;
+        clock.set(at(2)); // price = c2 open 50200
+        let a = ex.account().await.unwrap();
+        assert_eq!(a.wallet_balance, Notional(dec!(9997.99739976)));
+        assert_eq!(a.unrealized_pnl, Notional(dec!(13.4994)));
+        assert_eq!(a.equity, Notional(dec!(10011.49679976)));
+        assert_eq!(
+            a.total_initial_margin,
+            Notional(dec!(502)),
+            "0.1 × 50200 / 10"
+        );
+        assert_eq!(a.available_balance, Notional(dec!(9509.49679976)));
+        let p = &ex.positions().await.unwrap()[0];
+        assert_eq!(p.mark_price, Price(dec!(50200)));
+        assert_eq!(p.entry_price, Price(dec!(50065.006)));
+        assert_eq!(p.unrealized_pnl, Notional(dec!(13.4994)));
+        assert_eq!(p.leverage, Some(10));
+        assert_eq!(p.update_time, at(1));
+
+        assert_eq!(
+            code(ex.set_margin_type(&btc(), MarginType::Crossed).await),
+            codes::NO_NEED_TO_CHANGE_MARGIN_TYPE
+        );
+        assert_eq!(
+            code(ex.set_margin_type(&btc(), MarginType::Isolated).await),
+            -4048
+        );
+        let eth = Symbol::new("ETHUSDT");
+        ex.set_margin_type(&eth, MarginType::Isolated)
+            .await
+            .unwrap();
+        let sc = ex.symbol_config(&eth).await.unwrap();
+        assert_eq!((sc.leverage, sc.margin_type), (20, MarginType::Isolated));
+
+        // Past the recorded data the last known price is kept for the account view.
+        clock.set(at(10));
+        let a = ex.account().await.unwrap();
+        assert_eq!(a.unrealized_pnl, Notional(dec!(13.4994)));
+        assert!(ex
+            .place_market(&mkt(OrderSide::Buy, dec!(0.1), "late"))
+            .await
+            .is_err());
+    }
+
+    #[tokio::test]
+    async fn trailing_stop_tracks_the_best_price() {
+        let quiet = (dec!(50060), dec!(50800), dec!(50000), dec!(50500));
+        let activate = (dec!(50500), dec!(51500), dec!(50400), dec!(51200));
+        let pullback = (dec!(51200), dec!(51400), dec!(50900), dec!(51000));
+        let run_then_drop = (dec!(51200), dec!(52000), dec!(51300), dec!(51400));
+        let trail = |id: &str| AlgoOrder {
+            close_position: false,
+            reduce_only: true,
+            qty: Some(Qty(dec!(0.1))),
+            ..algo(
+                OrderSide::Sell,
+                AlgoKind::TrailingStopMarket {
+                    callback_rate: dec!(1),
+                },
+                Some(dec!(51000)),
+                id,
+            )
+        };
+
+        // Activated at 51000 by a 51500 high (stop 50985); the next candle's low 50900 hits it.
+        let (clock, ex) = setup(&[C0, quiet, activate, pullback, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        ex.place_algo(&trail("tr")).await.unwrap();
+        clock.set(at(3));
+        assert_eq!(
+            ex.algo_by_client_id("tr").await.unwrap().unwrap().status,
+            AlgoStatus::New,
+            "close 51200 stays above 50985"
+        );
+        clock.set(at(4));
+        let tr = ex.algo_by_client_id("tr").await.unwrap().unwrap();
+        assert_eq!(tr.status, AlgoStatus::Finished);
+        assert_eq!(
+            tr.actual_price,
+            Some(Price(dec!(50979.9015))),
+            "50985 less slippage"
+        );
+        assert!(ex.positions().await.unwrap().is_empty());
+
+        // A new high in the candle moves the stop to 51480; the later close 51400 crosses it.
+        let (clock, ex) = setup(&[C0, quiet, activate, run_then_drop, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        ex.place_algo(&trail("tr")).await.unwrap();
+        clock.set(at(4));
+        let tr = ex.algo_by_client_id("tr").await.unwrap().unwrap();
+        assert_eq!(tr.status, AlgoStatus::Finished);
+        assert_eq!(tr.actual_price, Some(Price(dec!(51474.852))));
+
+        // Never activated: never fires.
+        let (clock, ex) = setup(&[C0, quiet, quiet, quiet]);
+        long_01_at_c1(&clock, &ex).await;
+        ex.place_algo(&trail("tr")).await.unwrap();
+        clock.set(at(4));
+        assert_eq!(
+            ex.algo_by_client_id("tr").await.unwrap().unwrap().status,
+            AlgoStatus::New
+        );
+    }
+
+    #[tokio::test]
+    async fn algo_validation_cancel_and_listing() {
+        let (clock, ex) = setup(&[C0, C1, QUIET]);
+        clock.set(at(1)); // price 50060
+        let sl = |t: Decimal, id: &str| algo(OrderSide::Sell, AlgoKind::StopMarket, Some(t), id);
+        assert_eq!(code(ex.place_algo(&sl(dec!(50100), "a1")).await), -2021);
+        assert_eq!(
+            code(
+                ex.place_algo(&algo(
+                    OrderSide::Buy,
+                    AlgoKind::StopMarket,
+                    Some(dec!(50000)),
+                    "a2"
+                ))
+                .await
+            ),
+            -2021
+        );
+        assert_eq!(
+            code(
+                ex.place_algo(&algo(
+                    OrderSide::Sell,
+                    AlgoKind::TakeProfitMarket,
+                    Some(dec!(50000)),
+                    "a3"
+                ))
+                .await
+            ),
+            -2021
+        );
+        assert_eq!(code(ex.place_algo(&sl(dec!(49500.05), "a4")).await), -4014);
+        assert_eq!(
+            code(
+                ex.place_algo(&algo(OrderSide::Sell, AlgoKind::StopMarket, None, "a5"))
+                    .await
+            ),
+            -1102
+        );
+        let mut with_qty = sl(dec!(49500), "a6");
+        with_qty.qty = Some(Qty(dec!(0.1)));
+        assert_eq!(code(ex.place_algo(&with_qty).await), -4137);
+        with_qty.close_position = false;
+        with_qty.qty = Some(Qty(dec!(0.0015)));
+        assert_eq!(code(ex.place_algo(&with_qty).await), codes::PRECISION);
+        let bad_rate = algo(
+            OrderSide::Sell,
+            AlgoKind::TrailingStopMarket {
+                callback_rate: dec!(20),
+            },
+            None,
+            "a7",
+        );
+        assert_eq!(code(ex.place_algo(&bad_rate).await), -1130);
+
+        ex.place_algo(&sl(dec!(49500), "ok")).await.unwrap();
+        assert_eq!(
+            code(ex.place_algo(&sl(dec!(49400), "ok")).await),
+            codes::DUPLICATE_CLIENT_ID
+        );
+        assert_eq!(ex.algo_by_client_id("a1").await.unwrap(), None);
+        assert_eq!(ex.open_algo_orders(Some(&btc())).await.unwrap().len(), 1);
+        assert!(ex
+            .open_algo_orders(Some(&Symbol::new("ETHUSDT")))
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            code(ex.cancel_algo(&Symbol::new("ETHUSDT"), "ok").await),
+            -2011
+        );
+        ex.cancel_algo(&btc(), "ok").await.unwrap();
+        assert_eq!(
+            ex.algo_by_client_id("ok").await.unwrap().unwrap().status,
+            AlgoStatus::Canceled
+        );
+        assert!(ex.open_algo_orders(None).await.unwrap().is_empty());
+        assert_eq!(code(ex.cancel_algo(&btc(), "ok").await), -2011);
+        assert_eq!(code(ex.cancel_algo(&btc(), "unknown").await), -2011);
+    }
+
+    #[tokio::test]
+    async fn recorded_market_serves_coarser_closed_candles_and_says_why_it_has_no_price() {
+        // 15m from 11:45: hour 11 is partial; hours 12 and 13 complete; then a gap; hour 16 complete.
+        let start = T0 - M15;
+        let mut rows: Vec<Row> = (0..9)
+            .map(|i| {
+                let p = Decimal::from(100 + i);
+                (p, p + dec!(5), p - dec!(5), p + dec!(1))
+            })
+            .collect();
+        let mut s = series(&rows, start, Timeframe::M15);
+        rows.truncate(4);
+        let after_gap = series(&rows, T0 + 4 * 3_600_000, Timeframe::M15);
+        s.candles.extend(after_gap.candles);
+        let s = CandleSeries::new(s.candles, Timeframe::M15);
+        assert_eq!(s.gaps.len(), 1);
+        let m = RecordedMarket::new(btc(), s);
+        assert_eq!(
+            m.span(&btc()),
+            Some((Timeframe::M15, start, T0 + 5 * 3_600_000))
+        );
+
+        let h1 = m
+            .closed_candles(&btc(), Timeframe::H1, 10, T0 + 2 * 3_600_000 + 5_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            h1.len(),
+            2,
+            "the partial 11:00 hour is not a closed 1h candle"
+        );
+        assert_eq!(h1[0].open_time, T0);
+        assert_eq!(h1[0].open, Price(dec!(101)));
+        assert_eq!(h1[0].close, Price(dec!(105)));
+        assert_eq!(h1[1].open_time, T0 + 3_600_000);
+        // At 13:59 the 13:00 hour is still open.
+        let h1 = m
+            .closed_candles(&btc(), Timeframe::H1, 10, T0 + 2 * 3_600_000 - 1)
+            .await
+            .unwrap();
+        assert_eq!(h1.len(), 1);
+        let all = m
+            .closed_candles(&btc(), Timeframe::H1, 10, T0 + 10 * 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(
+            all.iter().map(|c| c.open_time).collect::<Vec<_>>(),
+            vec![T0, T0 + 3_600_000, T0 + 4 * 3_600_000],
+            "the gap stays a gap"
+        );
+        let last2 = m
+            .closed_candles(&btc(), Timeframe::M15, 2, T0 + 2 * 3_600_000)
+            .await
+            .unwrap();
+        assert_eq!(last2.len(), 2);
+        assert_eq!(last2[1].open_time, T0 + 2 * 3_600_000 - M15);
+        assert!(matches!(
+            m.closed_candles(&btc(), Timeframe::M5, 1, T0).await,
+            Err(ExchangeError::Fatal(ref e)) if e.contains("15m")
+        ));
+
+        // Price: the open of the base candle containing now, on both sides of the gap.
+        assert_eq!(m.price(&btc(), T0 + 5_000).await.unwrap(), Price(dec!(101)));
+        assert_eq!(
+            m.price(&btc(), T0 + 4 * 3_600_000 + M15 + 1).await.unwrap(),
+            Price(dec!(101))
+        );
+        let err = |r: Result<Price, ExchangeError>| r.unwrap_err().to_string();
+        assert!(err(m.price(&btc(), T0 + 2 * 3_600_000 + 5_000).await).contains("inside a gap"));
+        assert!(err(m.price(&btc(), T0 + 5 * 3_600_000).await).contains("after the end"));
+        assert!(err(m.price(&btc(), start - 1).await).contains("before the recorded data"));
+        assert!(err(m.price(&Symbol::new("ETHUSDT"), T0).await).contains("ETHUSDT"));
+
+        // Closed in (from, to]: the 12:00 and 12:15 candles close at 12:15 and 12:30.
+        let c = m
+            .candles_closed_between(&btc(), T0, T0 + 2 * M15)
+            .await
+            .unwrap();
+        assert_eq!(
+            c.iter()
+                .map(|(tf, c)| (*tf, c.open_time))
+                .collect::<Vec<_>>(),
+            vec![(Timeframe::M15, T0), (Timeframe::M15, T0 + M15)]
+        );
+        assert!(m
+            .candles_closed_between(&btc(), T0 + 1, T0 + M15 - 1)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+
+    #[tokio::test]
+    async fn live_market_reads_closed_one_minute_klines() {
+        // The "real exchange" here is another paper exchange over recorded 1m candles.
+        let m1 = Timeframe::M1.millis();
+        let rows: Vec<Row> = (0..30)
+            .map(|i| {
+                let p = Decimal::from(50_000 + i * 10);
+                (p, p + dec!(20), p - dec!(20), p + dec!(5))
+            })
+            .collect();
+        let clock = Arc::new(SimClock::new(T0 + 10 * m1 + 3_000));
+        let recorded = Arc::new(RecordedMarket::new(btc(), series(&rows, T0, Timeframe::M1)));
+        let upstream: Arc<dyn Exchange> = Arc::new(PaperExchange::new(
+            recorded,
+            clock.clone(),
+            PaperConfig::default(),
+        ));
+        let live = LiveMarket::new(upstream);
+        let now = T0 + 10 * m1 + 3_000;
+        assert_eq!(
+            live.price(&btc(), now).await.unwrap(),
+            Price(dec!(50095)),
+            "close of the 12:09 candle"
+        );
+        let between = live
+            .candles_closed_between(&btc(), T0 + 2 * m1, now)
+            .await
+            .unwrap();
+        assert_eq!(between.len(), 8, "candles closing 12:03 … 12:10");
+        assert!(between.iter().all(|(tf, _)| *tf == Timeframe::M1));
+        assert_eq!(between[0].1.open_time, T0 + 2 * m1);
+        let m15 = live
+            .closed_candles(&btc(), Timeframe::M15, 5, T0 + 31 * m1)
+            .await
+            .unwrap();
+        assert_eq!(m15.len(), 2);
+        assert_eq!(m15[1].close, Price(dec!(50295)));
+
+        // Paper fills on live prices: a stop triggered by a 1m low.
+        let paper = PaperExchange::new(Arc::new(live), clock.clone(), PaperConfig::default());
+        paper
+            .place_market(&mkt(OrderSide::Buy, dec!(0.01), "e"))
+            .await
+            .unwrap();
+        let fill = paper.user_trades(&btc(), 0).await.unwrap()[0].price;
+        assert_eq!(fill, Price(dec!(50095) * dec!(1.0001)));
+        paper
+            .place_algo(&algo(
+                OrderSide::Sell,
+                AlgoKind::TakeProfitMarket,
+                Some(dec!(50150)),
+                "tp",
+            ))
+            .await
+            .unwrap();
+        // The 12:12 candle (high 50140) does not reach it; the 12:13 one (high 50150) does.
+        clock.set(T0 + 13 * m1 + 1_000);
+        assert_eq!(paper.positions().await.unwrap().len(), 1);
+        clock.set(T0 + 14 * m1 + 1_000);
+        assert!(paper.positions().await.unwrap().is_empty());
+        let tp = paper.algo_by_client_id("tp").await.unwrap().unwrap();
+        assert_eq!(tp.actual_price, Some(Price(dec!(50150) * dec!(0.9999))));
+    }
+}

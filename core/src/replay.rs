@@ -1,0 +1,317 @@
+//! Replay: the live jobs over recorded candles. A simulated clock walks the data minute by minute;
+//! `evaluate` runs a few seconds after every candle close of each configured timeframe and
+//! `sync_positions` every simulated 60 s, against the paper exchange and a fresh embedded store.
+//! Nothing here decides anything: it only drives the same [`Engine`] the scheduled jobs run.
+
+use crate::config::Config;
+use crate::data::{self, CandleSeries};
+use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
+use crate::engine::{AccountRuntime, Engine, EngineTiming, JobReport};
+use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use crate::ports::{Clock, Exchange, Notifier, SimClock};
+use crate::state::StateRepo;
+use crate::store::sqlite::SqliteStore;
+use rust_decimal::Decimal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(thiserror::Error, Debug)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+pub struct ReplayOptions {
+    pub data: PathBuf,
+    /// Symbol of the data; by default from the file name (`BTCUSDT-perp-15m.csv`).
+    pub symbol: Option<Symbol>,
+    pub config: Config,
+    /// Where the fresh embedded store lives (a temporary directory by default).
+    pub state_dir: Option<PathBuf>,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub struct ReplaySummary {
+    pub symbol: Symbol,
+    pub timeframe: Timeframe,
+    pub candles: usize,
+    pub gaps: usize,
+    pub evaluations: usize,
+    pub syncs: usize,
+    pub orders_placed: u32,
+    pub errors: Vec<String>,
+    pub trades: Vec<TradeRecord>,
+    pub open_positions: usize,
+    pub initial_equity: Notional,
+    pub final_equity: Notional,
+    /// Largest fall of equity from its running peak, as a fraction.
+    pub max_drawdown: f64,
+    pub fees: Notional,
+}
+
+impl ReplaySummary {
+    pub fn win_rate(&self) -> f64 {
+        if self.trades.is_empty() {
+            return 0.0;
+        }
+        self.trades
+            .iter()
+            .filter(|t| t.pnl.0 > Decimal::ZERO)
+            .count() as f64
+            / self.trades.len() as f64
+    }
+    pub fn total_return(&self) -> f64 {
+        if self.initial_equity.is_zero() {
+            return 0.0;
+        }
+        (self.final_equity.to_f64() / self.initial_equity.to_f64()) - 1.0
+    }
+    /// The closing summary, one item per line.
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        s.push_str(&format!(
+            "replay {} {}: {} candles ({} gaps), {} evaluations, {} syncs, {} orders\n",
+            self.symbol,
+            self.timeframe,
+            self.candles,
+            self.gaps,
+            self.evaluations,
+            self.syncs,
+            self.orders_placed
+        ));
+        s.push_str(&format!(
+            "trades {}  win rate {:.1}%  return {:+.2}%  max drawdown {:.2}%  fees {} USDT\n",
+            self.trades.len(),
+            self.win_rate() * 100.0,
+            self.total_return() * 100.0,
+            self.max_drawdown * 100.0,
+            self.fees.0.round_dp(2)
+        ));
+        s.push_str(&format!(
+            "equity {} → {} USDT; {} position(s) still open",
+            self.initial_equity.0.round_dp(2),
+            self.final_equity.0.round_dp(2),
+            self.open_positions
+        ));
+        if !self.errors.is_empty() {
+            s.push_str(&format!(
+                "\n{} job error(s); first: {}",
+                self.errors.len(),
+                self.errors[0]
+            ));
+        }
+        s
+    }
+}
+
+/// Seconds after a close at which the evaluator runs (as the scheduled job does).
+const EVAL_DELAY_MS: i64 = 3_000;
+/// Offset of the sync within each simulated minute.
+const SYNC_OFFSET_MS: i64 = 30_000;
+
+/// Run a replay; `notifier` receives every notification as it happens.
+pub async fn run(
+    opts: ReplayOptions,
+    notifier: Arc<dyn Notifier>,
+) -> Result<ReplaySummary, ReplayError> {
+    let series: CandleSeries = data::load_csv(&opts.data)?;
+    let symbol = match opts.symbol.clone() {
+        Some(s) => s,
+        None => data::symbol_from_filename(&opts.data).ok_or_else(|| {
+            ReplayError::Setup(format!(
+                "cannot tell the symbol from the file name {}; pass --symbol",
+                opts.data.display()
+            ))
+        })?,
+    };
+    let base = series.timeframe;
+    let first = series
+        .candles
+        .first()
+        .map(|c| c.open_time)
+        .ok_or_else(|| ReplayError::Setup("no candles".into()))?;
+    let end = series
+        .candles
+        .last()
+        .map(|c| c.open_time + base.millis())
+        .unwrap_or(first);
+    let gaps: Vec<(i64, i64)> = series
+        .gaps
+        .iter()
+        .map(|g| {
+            (
+                g.after_open_time + base.millis(),
+                g.after_open_time + base.millis() * (g.missing_candles as i64 + 1),
+            )
+        })
+        .collect();
+    let (n_candles, n_gaps) = (series.candles.len(), series.gaps.len());
+
+    // Only the strategies that trade this symbol at a timeframe the data can serve.
+    let mut config = opts.config.clone();
+    for s in config.strategies.iter_mut() {
+        if s.symbols.contains(&symbol) && s.timeframe >= base {
+            s.symbols = vec![symbol.clone()];
+        } else {
+            s.enabled = false;
+        }
+    }
+    let mut tfs: Vec<Timeframe> = config
+        .accounts
+        .iter()
+        .filter(|a| a.enabled)
+        .flat_map(|a| {
+            config
+                .account_strategies(a)
+                .map(|s| s.timeframe)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    tfs.sort();
+    tfs.dedup();
+    if tfs.is_empty() {
+        return Err(ReplayError::Setup(format!(
+            "no enabled strategy of an enabled account trades {symbol} at {base} or coarser; check config strategies' symbols and timeframe"
+        )));
+    }
+
+    let clock = Arc::new(SimClock::new(first));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(symbol.clone(), series));
+    let paper_cfg = PaperConfig {
+        initial_balance: Notional(config.paper.initial_equity),
+        commission_rate: config.paper.commission,
+        slippage: config.paper.slippage,
+        ..PaperConfig::default()
+    };
+    let mut accounts = Vec::new();
+    let mut exchanges: Vec<(AccountId, Arc<PaperExchange>)> = Vec::new();
+    for a in config.accounts.iter().filter(|a| a.enabled) {
+        let ex = Arc::new(PaperExchange::new(
+            market.clone(),
+            clock.clone() as Arc<dyn Clock>,
+            paper_cfg.clone(),
+        ));
+        exchanges.push((a.id.clone(), ex.clone()));
+        accounts.push(AccountRuntime {
+            config: a.clone(),
+            exchange: ex as Arc<dyn Exchange>,
+        });
+    }
+    let tmp;
+    let dir = match &opts.state_dir {
+        Some(d) => d.clone(),
+        None => {
+            tmp = tempfile_dir()?;
+            tmp.clone()
+        }
+    };
+    let store = SqliteStore::open_fast(dir.join("replay.db"))
+        .map_err(|e| ReplayError::Setup(e.to_string()))?;
+    let engine = Engine {
+        config: Arc::new(config),
+        repo: StateRepo::new(Arc::new(store)),
+        accounts,
+        notifier,
+        timing: EngineTiming::instant(),
+    };
+
+    let in_gap = |t: i64| gaps.iter().any(|(a, b)| t >= *a && t < *b);
+    let mut summary_errors = Vec::new();
+    let (mut evaluations, mut syncs, mut orders) = (0usize, 0usize, 0u32);
+    let initial: Decimal = Decimal::from(exchanges.len()) * engine.config.paper.initial_equity;
+    let mut peak = initial.to_string().parse::<f64>().unwrap_or(0.0);
+    let mut max_dd = 0.0f64;
+    let mut absorb = |r: JobReport, errors: &mut Vec<String>| {
+        orders += r.orders_placed;
+        errors.extend(r.errors);
+    };
+    let mut m = first + 60_000;
+    while m <= end {
+        if !in_gap(m - 1) {
+            for tf in &tfs {
+                if m % tf.millis() == 0 {
+                    let now = m + EVAL_DELAY_MS;
+                    clock.set(now);
+                    absorb(engine.evaluate(*tf, now).await, &mut summary_errors);
+                    evaluations += 1;
+                }
+            }
+            if m < end {
+                let now = m + SYNC_OFFSET_MS;
+                clock.set(now);
+                absorb(engine.sync_positions(now).await, &mut summary_errors);
+                syncs += 1;
+            }
+            if m % base.millis() == 0 && m < end {
+                let mut eq = 0.0;
+                for (_, ex) in &exchanges {
+                    if let Ok(a) = ex.account().await {
+                        eq += a.equity.to_f64();
+                    }
+                }
+                peak = peak.max(eq);
+                if peak > 0.0 {
+                    max_dd = max_dd.max((peak - eq) / peak);
+                }
+            }
+        }
+        m += 60_000;
+    }
+
+    let mut trades = Vec::new();
+    let mut open_positions = 0;
+    let mut final_equity = Decimal::ZERO;
+    for (id, ex) in &exchanges {
+        trades.extend(
+            engine
+                .repo
+                .trades(id)
+                .await
+                .map_err(|e| ReplayError::Setup(e.to_string()))?,
+        );
+        open_positions += engine
+            .repo
+            .positions(id)
+            .await
+            .map_err(|e| ReplayError::Setup(e.to_string()))?
+            .iter()
+            .filter(|p| p.value.is_open())
+            .count();
+        final_equity += ex.account().await.map(|a| a.equity.0).unwrap_or_default();
+    }
+    trades.sort_by_key(|t| (t.exit_time, t.id.clone()));
+    let fees = Notional(trades.iter().map(|t| t.fees.0).sum());
+    Ok(ReplaySummary {
+        symbol,
+        timeframe: base,
+        candles: n_candles,
+        gaps: n_gaps,
+        evaluations,
+        syncs,
+        orders_placed: orders,
+        errors: summary_errors,
+        trades,
+        open_positions,
+        initial_equity: Notional(initial),
+        final_equity: Notional(final_equity),
+        max_drawdown: max_dd,
+        fees,
+    })
+}
+
+fn tempfile_dir() -> Result<PathBuf, ReplayError> {
+    let base = std::env::temp_dir().join(format!(
+        "albra-replay-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    ));
+    std::fs::create_dir_all(&base)
+        .map_err(|e| ReplayError::Setup(format!("cannot create {}: {e}", base.display())))?;
+    Ok(base)
+}

@@ -1,0 +1,192 @@
+//! Strategies: one trait, a registry by name, and the decision record every evaluation produces.
+//!
+//! A strategy is pure: it is fed closed candles one at a time (`update`) and asked for a decision
+//! given the position it holds (`decide`). The live evaluator feeds a fresh instance the fetched
+//! history; replay and backtests stream candles into one instance. Both run this same code.
+//!
+//! Adding a strategy: write one file in this folder implementing [`Strategy`], then add one line to
+//! [`REGISTRY`].
+
+use crate::domain::{Candle, Price, Qty, Side};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+pub mod ema_cross;
+
+/// One named condition checked by a decision, with the value that decided it.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Condition {
+    pub name: String,
+    pub held: bool,
+    /// Human-readable value(s), e.g. `ema50=101234.5 ema200=100998.1`.
+    pub value: String,
+}
+
+impl Condition {
+    pub fn new(name: impl Into<String>, held: bool, value: impl Into<String>) -> Self {
+        Condition {
+            name: name.into(),
+            held,
+            value: value.into(),
+        }
+    }
+}
+
+/// Where the protective stop goes, relative to the actual fill (the strategy does not know it).
+#[derive(Clone, Copy, PartialEq, Debug, Serialize, Deserialize)]
+pub enum StopSpec {
+    /// A fraction of the fill price (0.02 = 2 % away).
+    Percent(Decimal),
+    /// An absolute price distance from the fill (e.g. ATR × 1.5).
+    Distance(Decimal),
+}
+
+impl StopSpec {
+    /// Trigger price of a stop for a position of `side` filled at `fill`.
+    pub fn stop_price(self, side: Side, fill: Price) -> Price {
+        let d = match self {
+            StopSpec::Percent(p) => fill.0 * p,
+            StopSpec::Distance(d) => d,
+        };
+        match side {
+            Side::Long => Price(fill.0 - d),
+            Side::Short => Price(fill.0 + d),
+        }
+    }
+    /// Take-profit price at the same distance on the profitable side.
+    pub fn target_price(self, side: Side, fill: Price) -> Price {
+        self.stop_price(side.opposite(), fill)
+    }
+}
+
+/// What the strategy wants done at the open of the next candle.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub enum Action {
+    /// Nothing to do.
+    Hold,
+    /// Open a position (only when flat).
+    Open {
+        side: Side,
+        stop: Option<StopSpec>,
+        take_profit: Option<StopSpec>,
+    },
+    /// Close the whole position.
+    Close { reason: String },
+    /// Close the current position and open the opposite one.
+    Reverse {
+        side: Side,
+        stop: Option<StopSpec>,
+        take_profit: Option<StopSpec>,
+    },
+}
+
+/// The result of one evaluation: the action, and every condition that was checked with its value.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct Decision {
+    pub action: Action,
+    pub conditions: Vec<Condition>,
+    /// One-line summary for notifications and audit logs.
+    pub note: String,
+}
+
+impl Decision {
+    pub fn hold(note: impl Into<String>, conditions: Vec<Condition>) -> Self {
+        Decision {
+            action: Action::Hold,
+            conditions,
+            note: note.into(),
+        }
+    }
+    /// `name=value✓ name=value✗ …` for logs.
+    pub fn conditions_line(&self) -> String {
+        self.conditions
+            .iter()
+            .map(|c| format!("{}{}[{}]", c.name, if c.held { "✓" } else { "✗" }, c.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+}
+
+/// What a strategy knows of the position it holds.
+#[derive(Clone, PartialEq, Debug)]
+pub struct PositionView {
+    pub side: Side,
+    pub qty: Qty,
+    pub entry_price: Price,
+    pub opened_at: i64,
+    pub best_price: Option<Price>,
+    pub partial_exits_done: u8,
+    pub pyramids_done: u8,
+}
+
+/// A trading strategy. Implementations hold only indicator state derived from the candles fed.
+pub trait Strategy: Send {
+    /// Registered name (`EMA_CROSS`).
+    fn name(&self) -> &'static str;
+    /// Number of closed candles needed before `decide` can return anything but `Hold`.
+    fn warmup(&self) -> usize;
+    /// Feed the next closed candle (strictly increasing open times).
+    fn update(&mut self, candle: &Candle);
+    /// Decide after the latest candle fed, given the position this strategy holds (if any).
+    fn decide(&self, position: Option<&PositionView>, now: i64) -> Decision;
+    /// The protective stop this strategy attaches to a new position of `side`, given the candles fed
+    /// so far. Used when the sync job adopts one of our entries whose decision was lost in a crash.
+    fn protective_stop(&self, side: Side) -> Option<StopSpec>;
+}
+
+/// Errors building a strategy from config.
+#[derive(thiserror::Error, Debug, PartialEq)]
+pub enum StrategyError {
+    #[error("unknown strategy `{name}` (valid: {valid})")]
+    Unknown { name: String, valid: String },
+    #[error("{path}: {message}")]
+    BadParams { path: String, message: String },
+}
+
+/// Constructor: parameters table from config and its key path (for error messages).
+pub type Builder = fn(&toml::Table, &str) -> Result<Box<dyn Strategy>, StrategyError>;
+
+/// Every strategy by name. Adding a strategy = one file + one line here.
+pub const REGISTRY: &[(&str, Builder)] = &[("EMA_CROSS", ema_cross::build)];
+
+/// Registered names, for help texts and error messages.
+pub fn names() -> Vec<&'static str> {
+    REGISTRY.iter().map(|(n, _)| *n).collect()
+}
+
+/// Build a strategy by name with its parameters (`path` names the config table for errors).
+pub fn build(
+    name: &str,
+    params: &toml::Table,
+    path: &str,
+) -> Result<Box<dyn Strategy>, StrategyError> {
+    match REGISTRY.iter().find(|(n, _)| *n == name) {
+        Some((_, b)) => b(params, path),
+        None => Err(StrategyError::Unknown {
+            name: name.to_string(),
+            valid: names().join(", "),
+        }),
+    }
+}
+
+/// Deserialize a strategy's parameter table into its typed params, rejecting unknown keys, with the
+/// key path in the error (`strategies[0].params.fast: invalid type …`).
+pub fn parse_params<T: serde::de::DeserializeOwned>(
+    params: &toml::Table,
+    path: &str,
+) -> Result<T, StrategyError> {
+    let value = toml::Value::Table(params.clone());
+    let mut track = serde_path_to_error::Track::new();
+    let de = serde_path_to_error::Deserializer::new(value, &mut track);
+    T::deserialize(de).map_err(|e| StrategyError::BadParams {
+        path: {
+            let p = track.path().to_string();
+            if p == "." || p.is_empty() {
+                path.to_string()
+            } else {
+                format!("{path}.{p}")
+            }
+        },
+        message: e.to_string(),
+    })
+}

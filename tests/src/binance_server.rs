@@ -1,0 +1,381 @@
+//! A Binance-USDⓈ-M-speaking HTTP server on loopback: the stand-in for `fapi.binance.com` in every
+//! integration test. The real reqwest client and the real `evaluator` / `position-sync` binaries talk
+//! to it through `ALBRA_BINANCE_URL`.
+//!
+//! It owns a small simulated exchange: recorded candles served as klines (the still-open row
+//! included, like Binance), real filters in `exchangeInfo`, accounts with one-way netting
+//! positions, MARKET fills at the mark price with 0.04 % taker commission, conditional orders on the
+//! Algo Order API, margin, user trades and income. Every signed request is verified (API key,
+//! HMAC-SHA256 over the exact query + body, `timestamp` within `recvWindow` of the server clock).
+//! Tests steer it by hand (server clock, mark price, manual orders, triggering stops) and inject
+//! one-shot faults (timeout, 503 unknown outcome, 429, -1021, apply-then-hang).
+//!
+//! The server clock runs at wall-clock speed from the last [`BinanceTestServer::set_time`], so a
+//! client that syncs its offset from `/fapi/v1/time` stays inside `recvWindow` while it works.
+
+mod exchange;
+mod http;
+mod market;
+mod render;
+mod signing;
+
+pub use market::load_candles_csv;
+pub use signing::{sign, signed_query};
+
+use albra_core::domain::{Candle, OrderSide};
+use exchange::{Account, Exchange};
+use rust_decimal::Decimal;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// What the server starts with.
+#[derive(Clone, Debug, Default)]
+pub struct ServerOptions {
+    /// Recorded candles per symbol at the base timeframe.
+    pub candles: HashMap<String, Vec<Candle>>,
+    /// Base timeframe of `candles` in ms (900 000 for 15m); klines of coarser multiples are built
+    /// from it.
+    pub base_tf_ms: i64,
+    pub accounts: Vec<TestAccount>,
+    /// Initial server clock (ms since the epoch).
+    pub start_time_ms: i64,
+}
+
+/// One futures account: its API credentials and its starting USDT wallet balance.
+#[derive(Clone, Debug)]
+pub struct TestAccount {
+    pub api_key: String,
+    pub api_secret: String,
+    pub wallet_balance: Decimal,
+}
+
+/// A one-shot fault, consumed by the next request to `path` (whatever its method).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// Never answer within any sane client timeout (60 s). With `apply`, the request takes effect
+    /// first (the order is placed) and only the answer is lost.
+    Timeout { path: String, apply: bool },
+    /// HTTP 503 `{"code":-1000,"msg":"Unknown error, please check your request or try again later."}`,
+    /// the request applied or not per `apply`.
+    Unknown503 { path: String, apply: bool },
+    /// HTTP 429 with `Retry-After: retry_after_s` and code -1003; nothing applied.
+    RateLimit429 { path: String, retry_after_s: u64 },
+    /// HTTP 400 code -1021 once, as if the client clock had drifted; nothing applied.
+    Timestamp1021 { path: String },
+    /// Apply the request, then never answer until the server is dropped (kill tests).
+    HoldAfterApply { path: String },
+}
+
+impl Fault {
+    fn path(&self) -> &str {
+        match self {
+            Fault::Timeout { path, .. }
+            | Fault::Unknown503 { path, .. }
+            | Fault::RateLimit429 { path, .. }
+            | Fault::Timestamp1021 { path }
+            | Fault::HoldAfterApply { path } => path,
+        }
+    }
+}
+
+/// One request as the server received it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoggedRequest {
+    pub method: String,
+    pub path: String,
+    /// Decoded query and form-body parameters (the query wins on a clash, as on Binance).
+    pub params: BTreeMap<String, String>,
+    /// The `X-MBX-APIKEY` header, if sent.
+    pub api_key: Option<String>,
+    /// Server time when it arrived.
+    pub time: i64,
+    /// HTTP status of the answer; `None` while unanswered (timeouts, holds).
+    pub status: Option<u16>,
+}
+
+/// Mutable state behind one lock; handlers never hold it across an await.
+pub(crate) struct Inner {
+    pub x: Exchange,
+    clock_base: i64,
+    clock_at: Instant,
+    faults: Vec<Fault>,
+    pub log: Vec<LoggedRequest>,
+    weight_minute: i64,
+    weight: u64,
+}
+
+impl Inner {
+    pub fn now(&self) -> i64 {
+        self.clock_base + self.clock_at.elapsed().as_millis() as i64
+    }
+
+    /// Adds `w` to the running weight of the current server-time minute and returns the total.
+    pub fn add_weight(&mut self, w: u64, now: i64) -> u64 {
+        let minute = now.div_euclid(60_000);
+        if minute != self.weight_minute {
+            self.weight_minute = minute;
+            self.weight = 0;
+        }
+        self.weight += w;
+        self.weight
+    }
+
+    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
+        let i = self.faults.iter().position(|f| f.path() == path)?;
+        Some(self.faults.remove(i))
+    }
+}
+
+pub(crate) struct Shared {
+    inner: Mutex<Inner>,
+    /// Count of POST /fapi/v1/order requests that took effect.
+    pub applied_orders: watch::Sender<u64>,
+    pub shutdown: watch::Sender<bool>,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panicking test thread must not wedge the server for the others.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Resolves when the server is being dropped.
+    pub async fn closed(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+}
+
+/// The running server. Dropping it stops it (hanging answers are released).
+pub struct BinanceTestServer {
+    /// `http://127.0.0.1:PORT`, the value for `ALBRA_BINANCE_URL`.
+    pub url: String,
+    shared: Arc<Shared>,
+    orders_seen: Mutex<u64>,
+}
+
+impl BinanceTestServer {
+    /// Binds `127.0.0.1:0` and serves until dropped.
+    pub async fn start(opts: ServerOptions) -> BinanceTestServer {
+        Self::start_on(opts, 0)
+            .await
+            .expect("bind the Binance test server on 127.0.0.1")
+    }
+
+    /// Like [`start`](Self::start) on a chosen port (the manual-run binary).
+    pub async fn start_on(opts: ServerOptions, port: u16) -> std::io::Result<BinanceTestServer> {
+        let market = market::Market::new(opts.candles, opts.base_tf_ms);
+        let accounts = opts
+            .accounts
+            .into_iter()
+            .map(|a| (a.api_key, Account::new(a.api_secret, a.wallet_balance)))
+            .collect();
+        let shared = Arc::new(Shared {
+            inner: Mutex::new(Inner {
+                x: Exchange::new(market, accounts),
+                clock_base: opts.start_time_ms,
+                clock_at: Instant::now(),
+                faults: Vec::new(),
+                log: Vec::new(),
+                weight_minute: i64::MIN,
+                weight: 0,
+            }),
+            applied_orders: watch::channel(0).0,
+            shutdown: watch::channel(false).0,
+        });
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+        let url = format!("http://{}", listener.local_addr()?);
+        let app = axum::Router::new()
+            .fallback(http::handle)
+            .with_state(shared.clone());
+        let stop = shared.clone();
+        tokio::spawn(async move {
+            let served = axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.closed().await })
+                .await;
+            if let Err(e) = served {
+                eprintln!("binance test server stopped: {e}");
+            }
+        });
+        Ok(BinanceTestServer {
+            url,
+            shared,
+            orders_seen: Mutex::new(0),
+        })
+    }
+
+    /// Sets the exchange clock (it keeps running from there at wall-clock speed).
+    pub fn set_time(&self, ms: i64) {
+        let mut g = self.shared.lock();
+        g.clock_base = ms;
+        g.clock_at = Instant::now();
+    }
+
+    pub fn time(&self) -> i64 {
+        self.shared.lock().now()
+    }
+
+    /// Overrides the mark price (default: open of the candle containing the server time). Does not
+    /// fire conditional orders; see [`trigger_algo_orders`](Self::trigger_algo_orders).
+    pub fn set_mark_price(&self, symbol: &str, p: Decimal) {
+        self.shared.lock().x.market.set_mark(symbol, p);
+    }
+
+    pub fn inject(&self, fault: Fault) {
+        self.shared.lock().faults.push(fault);
+    }
+
+    pub fn requests(&self) -> Vec<LoggedRequest> {
+        self.shared.lock().log.clone()
+    }
+
+    pub fn count(&self, method: &str, path: &str) -> usize {
+        self.shared
+            .lock()
+            .log
+            .iter()
+            .filter(|r| r.method.eq_ignore_ascii_case(method) && r.path == path)
+            .count()
+    }
+
+    /// Signed net position amount (0 when flat).
+    pub fn position(&self, api_key: &str, symbol: &str) -> Decimal {
+        let g = self.shared.lock();
+        g.x.accounts
+            .get(api_key)
+            .unwrap_or_else(|| panic!("unknown test account `{api_key}`"))
+            .amount(symbol)
+    }
+
+    /// USDT wallet balance (realised PnL and commissions included).
+    pub fn wallet_balance(&self, api_key: &str) -> Decimal {
+        let g = self.shared.lock();
+        g.x.accounts
+            .get(api_key)
+            .unwrap_or_else(|| panic!("unknown test account `{api_key}`"))
+            .wallet
+    }
+
+    /// Conditional orders waiting for their trigger, in `openAlgoOrders` shape.
+    pub fn open_algo_orders(&self, api_key: &str) -> Vec<serde_json::Value> {
+        self.algo_orders(api_key)
+            .into_iter()
+            .filter(|a| a["algoStatus"] == "NEW")
+            .collect()
+    }
+
+    /// Every conditional order ever placed (any status), in `GET /fapi/v1/algoOrder` shape.
+    pub fn algo_orders(&self, api_key: &str) -> Vec<serde_json::Value> {
+        let g = self.shared.lock();
+        let acct =
+            g.x.accounts
+                .get(api_key)
+                .unwrap_or_else(|| panic!("unknown test account `{api_key}`"));
+        acct.algos
+            .iter()
+            .map(|a| render::algo(a, &g.x.market.rules[&a.symbol]))
+            .collect()
+    }
+
+    /// Every order (API, manual and triggered), in `GET /fapi/v1/order` shape.
+    pub fn orders(&self, api_key: &str) -> Vec<serde_json::Value> {
+        let g = self.shared.lock();
+        let acct =
+            g.x.accounts
+                .get(api_key)
+                .unwrap_or_else(|| panic!("unknown test account `{api_key}`"));
+        acct.orders
+            .iter()
+            .map(|o| render::order(o, &g.x.market.rules[&o.symbol]))
+            .collect()
+    }
+
+    /// Every fill, in `/fapi/v1/userTrades` shape.
+    pub fn user_trades(&self, api_key: &str) -> Vec<serde_json::Value> {
+        let g = self.shared.lock();
+        let acct =
+            g.x.accounts
+                .get(api_key)
+                .unwrap_or_else(|| panic!("unknown test account `{api_key}`"));
+        acct.trades
+            .iter()
+            .map(|t| render::trade(t, &g.x.market.rules[&t.symbol]))
+            .collect()
+    }
+
+    /// A MARKET order placed by hand on the website (client id `web_…`), filled at the mark price
+    /// without the API's filters. `side` is `BUY` or `SELL`.
+    pub fn manual_market_order(&self, api_key: &str, symbol: &str, side: &str, qty: Decimal) {
+        let side = match side.to_ascii_uppercase().as_str() {
+            "BUY" => OrderSide::Buy,
+            "SELL" => OrderSide::Sell,
+            other => panic!("side must be BUY or SELL, got `{other}`"),
+        };
+        let mut g = self.shared.lock();
+        let now = g.now();
+        g.x.mark(symbol, now)
+            .unwrap_or_else(|e| panic!("manual order on {symbol}: {}", e.msg));
+        assert!(
+            g.x.accounts.contains_key(api_key),
+            "unknown test account `{api_key}`"
+        );
+        let client_id = g.x.generated_client_id("web_");
+        let req = exchange::MarketRequest {
+            symbol: symbol.to_string(),
+            side,
+            qty,
+            reduce_only: false,
+        };
+        g.x.execute_market(api_key, &req, client_id, now);
+    }
+
+    /// Cancels an open conditional order by hand (as on the website).
+    pub fn cancel_algo_by_hand(&self, api_key: &str, client_algo_id: &str) {
+        let mut g = self.shared.lock();
+        let now = g.now();
+        let acct =
+            g.x.accounts
+                .get_mut(api_key)
+                .unwrap_or_else(|| panic!("unknown test account `{api_key}`"));
+        let a = acct
+            .algos
+            .iter_mut()
+            .find(|a| a.client_algo_id == client_algo_id && a.is_open())
+            .unwrap_or_else(|| panic!("no open algo order `{client_algo_id}`"));
+        a.status = "CANCELED";
+        a.update_time = now;
+    }
+
+    /// Sets the mark of `symbol` to `price` and fires every open conditional order that price
+    /// crosses (a SELL stop at or below its trigger, a BUY stop at or above, take-profits the other
+    /// way), filling each as a MARKET order at `price`. Returns how many fired.
+    pub fn trigger_algo_orders(&self, symbol: &str, price: Decimal) -> usize {
+        let mut g = self.shared.lock();
+        let now = g.now();
+        g.x.trigger(symbol, price, now)
+    }
+
+    /// Resolves `true` once a `POST /fapi/v1/order` has taken effect beyond those already reported
+    /// by earlier calls (the first call: any order since start); `false` on timeout.
+    pub async fn wait_for_order(&self, timeout: Duration) -> bool {
+        let target = *self.orders_seen.lock().unwrap_or_else(|e| e.into_inner()) + 1;
+        let mut rx = self.shared.applied_orders.subscribe();
+        let reached = tokio::time::timeout(timeout, rx.wait_for(|n| *n >= target)).await;
+        if matches!(reached, Ok(Ok(_))) {
+            let mut seen = self.orders_seen.lock().unwrap_or_else(|e| e.into_inner());
+            *seen = (*seen).max(target);
+            true
+        } else {
+            false
+        }
+    }
+}
+
+impl Drop for BinanceTestServer {
+    fn drop(&mut self) {
+        // Releases held answers and stops accepting connections.
+        let _ = self.shared.shutdown.send(true);
+    }
+}

@@ -1,0 +1,183 @@
+//! The `albra` operator CLI as a process: replay over real candles, validate, live refusing to
+//! start without keys, status and positions on a fresh store, clear errors for bad input.
+
+use albra_tests::harness::{self, bin};
+use std::path::Path;
+use std::process::Command;
+
+fn albra(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
+    let mut c = Command::new(bin("albra"));
+    c.current_dir(dir)
+        .args(args)
+        .env_remove("BINANCE_API_KEY")
+        .env_remove("BINANCE_SECRET_KEY")
+        .env_remove("TELEGRAM_BOT_TOKEN")
+        .env_remove("TELEGRAM_CHAT_ID")
+        .env_remove("ALBRA_CONFIG")
+        .env_remove("ALBRA_STATE")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        // Nothing here may reach the internet: point Binance at a closed loopback port.
+        .env("ALBRA_BINANCE_URL", "http://127.0.0.1:9");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let out = c.output().expect("run albra");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn setup() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    harness::write_config(dir.path(), &harness::TestConfig::default());
+    dir
+}
+
+/// The first `rows` candles of the repository's sample as a CSV in `dir`.
+fn sample(dir: &Path, rows: usize) -> std::path::PathBuf {
+    let src = std::fs::read_to_string(
+        albra_tests::moto::workspace_root().join("data/BTCUSDT-perp-15m.csv"),
+    )
+    .unwrap();
+    let text: Vec<&str> = src.lines().take(rows + 1).collect();
+    let path = dir.join("BTCUSDT-perp-15m.csv");
+    std::fs::write(&path, text.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn replay_runs_the_jobs_over_recorded_candles_and_summarises() {
+    let dir = setup();
+    let data = sample(dir.path(), 3000);
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "albra.toml",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    // Notifications as they happen, then the summary.
+    assert!(out.contains("[HIGH] main entry: ENTRY"), "{out}");
+    assert!(out.contains("replay BTCUSDT 15m: 3000 candles"), "{out}");
+    assert!(out.contains("trades "), "{out}");
+    assert!(out.contains("win rate"), "{out}");
+    assert!(out.contains("max drawdown"), "{out}");
+    let entries = out.matches("main entry: ENTRY").count();
+    assert!(entries >= 2, "several signals in 3000 candles: {entries}");
+}
+
+#[test]
+fn replay_rejects_a_bad_data_file_with_its_line() {
+    let dir = setup();
+    let data = sample(dir.path(), 50);
+    let mut text = std::fs::read_to_string(&data).unwrap();
+    text = text.replacen("108842.3", "abc", 1);
+    std::fs::write(&data, text).unwrap();
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "albra.toml",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(
+        err.contains("BTCUSDT-perp-15m.csv") && err.contains("line 2"),
+        "{err}"
+    );
+    let (code, _, err) = albra(
+        dir.path(),
+        &["replay", "--config", "albra.toml", "--data", "missing.csv"],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("missing.csv"), "{err}");
+}
+
+#[test]
+fn live_refuses_to_start_without_keys() {
+    let dir = setup();
+    let (code, out, err) = albra(
+        dir.path(),
+        &["run", "--live", "--config", "albra.toml"],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("BINANCE_API_KEY"), "{err}");
+}
+
+#[test]
+fn validate_reports_config_and_keys() {
+    let dir = setup();
+    let (code, out, err) = albra(dir.path(), &["validate", "--config", "albra.toml"], &[]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("OK (1 strategies, 1 accounts)"), "{out}");
+    assert!(out.contains("KEYS MISSING"), "{out}");
+    let (code, out, err) = albra(
+        dir.path(),
+        &["validate", "--config", "albra.toml"],
+        &[
+            ("BINANCE_API_KEY", "k-123456"),
+            ("BINANCE_SECRET_KEY", "s-very-secret"),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("keys found"), "{out}");
+    assert!(
+        !out.contains("s-very-secret") && !err.contains("s-very-secret"),
+        "secret printed"
+    );
+}
+
+#[test]
+fn status_and_positions_on_a_fresh_store() {
+    let dir = setup();
+    let (code, out, err) = albra(
+        dir.path(),
+        &["status", "--config", "albra.toml", "--state", "state"],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("main: no state yet"), "{out}");
+    let (code, out, _) = albra(
+        dir.path(),
+        &["positions", "--config", "albra.toml", "--state", "state"],
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("(no positions)"), "{out}");
+    let (code, _, err) = albra(
+        dir.path(),
+        &["positions", "--config", "albra.toml", "--account", "nope"],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no account `nope`"), "{err}");
+}
+
+#[test]
+fn unknown_config_keys_exit_2() {
+    let dir = setup();
+    let path = dir.path().join("albra.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("[jobs]", "[jobs]\nclose_delay = 3");
+    std::fs::write(&path, text).unwrap();
+    let (code, _, err) = albra(dir.path(), &["status", "--config", "albra.toml"], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        err.contains("albra.toml: jobs") && err.contains("close_delay"),
+        "{err}"
+    );
+}
