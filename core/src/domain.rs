@@ -611,6 +611,6 @@ mod tests {
         let p: Price = "108994.30".parse().unwrap();
         assert_eq!(p.to_string(), "108994.3");
         let q: Qty = "0.001".parse().unwrap();
-        assert_eq!(q.notional(p).0.to_string(), "108.9943000");
+        assert_eq!(q.notional(p).0.normalize().to_string(), "108.9943");
     }
 }

@@ -53,6 +53,9 @@ pub struct JobReport {
     pub errors: Vec<String>,
     pub orders_placed: u32,
     pub orders_rejected: u32,
+    /// Orders handed to the exchange (whatever came of them): a failure before any was sent
+    /// gives the candle back for a retry.
+    pub orders_attempted: u32,
 }
 
 impl JobReport {
@@ -266,23 +269,57 @@ impl Engine {
             }
         }
         let open = position.filter(|p| p.value.is_open());
-        let outcome = match decision.action.clone() {
-            Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
-            Action::Close { reason } => match open {
-                Some(p) => {
-                    self.exit(acct, p, &reason, open_time, now, report).await?;
-                    format!("closed: {reason}")
+        let attempted_before = report.orders_attempted;
+        let result: Result<String, EngineError> = async {
+            Ok(match decision.action.clone() {
+                Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
+                Action::Close { reason } => match open {
+                    Some(p) => {
+                        self.exit(acct, p, &reason, open_time, now, report).await?;
+                        format!("closed: {reason}")
+                    }
+                    None => "hold (close signal while flat)".into(),
+                },
+                Action::Open {
+                    side,
+                    stop,
+                    take_profit,
+                } => {
+                    if open.is_some() {
+                        "hold (open signal while already in a position)".into()
+                    } else {
+                        self.enter(
+                            acct,
+                            s,
+                            sym,
+                            side,
+                            stop,
+                            take_profit,
+                            open_time,
+                            now,
+                            ref_price,
+                            &decision,
+                            report,
+                        )
+                        .await?
+                    }
                 }
-                None => "hold (close signal while flat)".into(),
-            },
-            Action::Open {
-                side,
-                stop,
-                take_profit,
-            } => {
-                if open.is_some() {
-                    "hold (open signal while already in a position)".into()
-                } else {
+                Action::Reverse {
+                    side,
+                    stop,
+                    take_profit,
+                } => {
+                    if let Some(p) = open {
+                        self.exit(
+                            acct,
+                            p,
+                            &format!("reverse to {side}"),
+                            open_time,
+                            now,
+                            report,
+                        )
+                        .await?;
+                    }
                     self.enter(
                         acct,
                         s,
@@ -298,37 +335,18 @@ impl Engine {
                     )
                     .await?
                 }
-            }
-            Action::Reverse {
-                side,
-                stop,
-                take_profit,
-            } => {
-                if let Some(p) = open {
-                    self.exit(
-                        acct,
-                        p,
-                        &format!("reverse to {side}"),
-                        open_time,
-                        now,
-                        report,
-                    )
-                    .await?;
+            })
+        }
+        .await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                if report.orders_attempted == attempted_before {
+                    if let Err(re) = self.repo.release_run(&run, marker).await {
+                        tracing::warn!(error = %re, "could not release the run marker");
+                    }
                 }
-                self.enter(
-                    acct,
-                    s,
-                    sym,
-                    side,
-                    stop,
-                    take_profit,
-                    open_time,
-                    now,
-                    ref_price,
-                    &decision,
-                    report,
-                )
-                .await?
+                return Err(e);
             }
         };
         Ok(finish(outcome).await)
@@ -527,6 +545,7 @@ impl Engine {
             reduce_only: false,
             client_id: entry_id.clone(),
         };
+        report.orders_attempted += 1;
         let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
@@ -792,6 +811,7 @@ impl Engine {
             reduce_only: true,
             client_id: id.clone(),
         };
+        report.orders_attempted += 1;
         let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
             Ok(f) => f,
             Err(e) => {

@@ -149,6 +149,22 @@ impl SubmitPolicy {
     }
 }
 
+/// An order answer that does not parse may still describe an executed order: treat it as an
+/// unknown outcome (look it up) rather than as a failure.
+fn unparsed_is_unknown(e: ExchangeError) -> ExchangeError {
+    match e {
+        ExchangeError::Decode {
+            endpoint,
+            error,
+            excerpt,
+        } => ExchangeError::UnknownOutcome {
+            endpoint,
+            detail: format!("answer did not parse ({error}): {excerpt}"),
+        },
+        e => e,
+    }
+}
+
 async fn pause(d: Duration) {
     if !d.is_zero() {
         tokio::time::sleep(d).await;
@@ -166,7 +182,7 @@ pub async fn submit_market(
     let mut sends = 0;
     loop {
         sends += 1;
-        match ex.place_market(order).await {
+        match ex.place_market(order).await.map_err(unparsed_is_unknown) {
             Ok(o) if o.status.is_final() => return Ok(o),
             Ok(_) => return poll_until_final(ex, order, policy).await,
             Err(ExchangeError::UnknownOutcome { endpoint, detail }) => {
@@ -263,7 +279,7 @@ pub async fn submit_algo(
     let mut sends = 0;
     loop {
         sends += 1;
-        match ex.place_algo(order).await {
+        match ex.place_algo(order).await.map_err(unparsed_is_unknown) {
             Ok(o) => return Ok(o),
             Err(ExchangeError::UnknownOutcome { endpoint, detail }) => {
                 for _ in 0..policy.lookups {

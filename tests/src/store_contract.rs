@@ -42,6 +42,19 @@ pub struct ContractReport {
 
 /// Every check below, in sequence.
 pub async fn run_contract(store: Arc<dyn StateStore>) -> ContractReport {
+    let pages_pk = run_semantics(store.clone()).await;
+    let conflicts = concurrent_increments(vec![store.clone()], 20).await;
+    ContractReport {
+        pages_pk,
+        conflicts,
+    }
+}
+
+/// Every check except racing writers. Used alone against moto, whose server does not serialise
+/// a condition check with its write (two racing writers can both pass); the conditional
+/// expressions themselves are checked here deterministically, and the atomicity under races is
+/// DynamoDB's own documented guarantee. Returns the partition used for the paging check.
+pub async fn run_semantics(store: Arc<dyn StateStore>) -> String {
     missing_and_create(store.as_ref()).await;
     versioned_updates(store.as_ref()).await;
     conditional_deletes(store.as_ref()).await;
@@ -49,15 +62,11 @@ pub async fn run_contract(store: Arc<dyn StateStore>) -> ContractReport {
     let pages_pk = query_many_pages(store.clone(), 1_200, 1_024).await;
     ttl_round_trip(store.as_ref()).await;
     large_bodies(store.as_ref()).await;
-    let conflicts = concurrent_increments(vec![store.clone()], 20).await;
     assert!(
         !store.describe().is_empty(),
         "describe() must say something"
     );
-    ContractReport {
-        pages_pk,
-        conflicts,
-    }
+    pages_pk
 }
 
 /// A missing item reads as `None`; an `Absent` put creates version 1; a second `Absent` put is a

@@ -93,8 +93,12 @@ fn replay_rejects_a_bad_data_file_with_its_line() {
     );
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(
-        err.contains("BTCUSDT-perp-15m.csv") && err.contains("line 2"),
-        "{err}"
+        err.contains("BTCUSDT-perp-15m.csv:2:"),
+        "file and line named: {err}"
+    );
+    assert!(
+        err.contains("close") && err.contains("abc"),
+        "column and value named: {err}"
     );
     let (code, _, err) = albra(
         dir.path(),

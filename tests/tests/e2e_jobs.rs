@@ -429,3 +429,40 @@ async fn the_evaluator_runs_on_dynamodb_state() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].value.status, PositionStatus::Active);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn albra_run_paper_starts_the_scheduler_without_keys() {
+    use std::io::{BufRead, BufReader};
+    let env = env_at_signal(TestConfig::default()).await;
+    let mut child = harness::command("albra", env.dir(), &env.server.url, &[])
+        .env_remove("BINANCE_API_KEY")
+        .env_remove("BINANCE_SECRET_KEY")
+        .args([
+            "run",
+            "--paper",
+            "--config",
+            "albra.toml",
+            "--state",
+            "state",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let first = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).map(|_| line)
+    });
+    let line = tokio::time::timeout(Duration::from_secs(20), first)
+        .await
+        .expect("albra run printed nothing within 20 s")
+        .unwrap()
+        .unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(line.contains("albra run (paper) started"), "{line}");
+    assert!(line.contains("evaluating 15m"), "{line}");
+    // Paper mode never sends a signed request to the exchange.
+    assert!(env.server.requests().iter().all(|r| r.api_key.is_none()));
+}

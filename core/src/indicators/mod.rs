@@ -8,11 +8,14 @@
 //! live in fixed ring buffers allocated once by `new`.
 //!
 //! Where TA-Lib has the indicator (SMA, EMA, WMA, RSI, ATR, ADX, ±DI, MACD, BBANDS, MAX, MIN,
-//! MOM, ROC) the implementation repeats TA-Lib's arithmetic in TA-Lib's order with its default
-//! settings (compatibility "default", unstable period 0), so outputs and first-ready indices
-//! agree with it; `core/tests/talib_golden.rs` checks that on real candles. The others (HMA,
-//! DEMA/ZLEMA, ZL-HMA, ZL-MACD, Donchian, Ichimoku, volume MA) are defined in their modules and
-//! tested against their definitions. Inputs are expected to be finite numbers.
+//! MOM, ROC) the implementation follows TA-Lib's definition, seeding and warm-up with its default
+//! settings (compatibility "default", unstable period 0), so first-ready indices agree and values
+//! agree to ≤ 1e-9 relative error; `core/tests/talib_golden.rs` checks that against the TA-Lib 0.8
+//! C library on real candles. Most repeat TA-Lib's arithmetic in TA-Lib's order and are
+//! bit-identical (EMA, SMA, RSI, ADX, ±DI, the MACD line, MAX, MIN, MOM, ROC, the Bollinger
+//! middle); the module docs say where and why the others differ by rounding. The indicators
+//! TA-Lib lacks (HMA, DEMA/ZLEMA, ZL-HMA, ZL-MACD, Donchian, Ichimoku, volume MA) are defined in
+//! their modules and tested against those definitions. Inputs are expected to be finite numbers.
 //!
 //! Candle-based indicators take a [`Bar`] (high, low, close). The [`Indicator`] trait gives all
 //! of them one generic interface, for code that drives indicators by name.

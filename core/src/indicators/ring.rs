@@ -29,6 +29,12 @@ impl Ring {
         old
     }
 
+    /// All stored values, in storage (not arrival) order.
+    #[inline]
+    pub(crate) fn values(&self) -> &[f64] {
+        &self.buf
+    }
+
     /// The oldest stored value: the next one `push` will replace.
     #[inline]
     pub(crate) fn oldest(&self) -> f64 {

@@ -1,14 +1,23 @@
-//! Relative strength index, Wilder's smoothing, exactly as `TA_RSI` computes it (classic mode,
-//! unstable period 0): the first average gain/loss is the plain mean of the first N changes
-//! (inputs 1..=N against their predecessors), later ones are `(prev·(N−1) + today)/N`, and
+//! Relative strength index, Wilder's smoothing, as TA-Lib's `TA_RSI` computes it (classic mode,
+//! unstable period 0): the first average gain/loss is the mean of the first N changes (inputs
+//! 1..=N against their predecessors), later ones are `(prev·(N−1) + today)/N`, and
 //! `RSI = 100·gain/(gain + loss)` (0 when gain + loss is zero within TA-Lib's epsilon). First
 //! output at index N.
+//!
+//! The division by N is a multiplication by the precomputed 1/N, which is what the TA-Lib 0.8 C
+//! library the golden fixtures come from does: its outputs are bit-identical to this form (checked
+//! for N = 2..39), not to a true division. It also keeps the division out of the recurrence's
+//! dependency chain. Gains and losses are selected without a branch (a price change's sign is
+//! unpredictable); the arithmetic is unchanged by that.
 
 use super::ta_is_zero;
 
 #[derive(Clone, Debug)]
 pub struct Rsi {
     period: usize,
+    /// N − 1 and 1/N as f64.
+    keep: f64,
+    inv: f64,
     /// Inputs seen, capped at `period + 1`.
     count: usize,
     prev: f64,
@@ -22,6 +31,8 @@ impl Rsi {
         assert!(period >= 2, "RSI period must be ≥ 2 (TA-Lib's range)");
         Rsi {
             period,
+            keep: (period - 1) as f64,
+            inv: 1.0 / period as f64,
             count: 0,
             prev: 0.0,
             gain: 0.0,
@@ -39,32 +50,24 @@ impl Rsi {
     pub fn update(&mut self, x: f64) -> Option<f64> {
         let change = x - self.prev;
         self.prev = x;
-        let n = self.period as f64;
+        // `loss += −change` equals TA-Lib's `loss −= change` exactly; adding 0.0 is a no-op.
+        let up = if change > 0.0 { change } else { 0.0 };
+        let down = if change < 0.0 { -change } else { 0.0 };
         if self.count > self.period {
-            self.loss *= (self.period - 1) as f64;
-            self.gain *= (self.period - 1) as f64;
-            if change < 0.0 {
-                self.loss -= change;
-            } else {
-                self.gain += change;
-            }
-            self.loss /= n;
-            self.gain /= n;
+            self.gain = (self.gain * self.keep + up) * self.inv;
+            self.loss = (self.loss * self.keep + down) * self.inv;
         } else {
             self.count += 1;
             if self.count == 1 {
                 return None;
             }
-            if change < 0.0 {
-                self.loss -= change;
-            } else {
-                self.gain += change;
-            }
+            self.gain += up;
+            self.loss += down;
             if self.count <= self.period {
                 return None;
             }
-            self.loss /= n;
-            self.gain /= n;
+            self.gain *= self.inv;
+            self.loss *= self.inv;
         }
         let total = self.gain + self.loss;
         self.value = if ta_is_zero(total) {
