@@ -117,6 +117,7 @@ fn view(p: &Position) -> PositionView {
         entry_price: p.entry_price,
         opened_at: p.opened_at,
         best_price: p.best_price,
+        stop_loss: p.stop_loss,
         partial_exits_done: p.partial_exits_done,
         pyramids_done: p.pyramids_done,
     }
@@ -273,6 +274,28 @@ impl Engine {
         let result: Result<String, EngineError> = async {
             Ok(match decision.action.clone() {
                 Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
+                Action::PartialClose {
+                    fraction,
+                    stage,
+                    reason,
+                } => match open {
+                    Some(p) => {
+                        self.partial_close(acct, p, fraction, stage, &reason, now, report)
+                            .await?
+                    }
+                    None => "hold (partial close while flat)".into(),
+                },
+                Action::Pyramid { fraction, stage } => match open {
+                    Some(p) => {
+                        self.pyramid(acct, s, p, fraction, stage, ref_price, now, report)
+                            .await?
+                    }
+                    None => "hold (pyramid while flat)".into(),
+                },
+                Action::MoveStop { price, reason } => match open {
+                    Some(p) => self.move_stop(acct, p, price, &reason, now, report).await?,
+                    None => "hold (stop move while flat)".into(),
+                },
                 Action::Close { reason } => match open {
                     Some(p) => {
                         self.exit(acct, p, &reason, open_time, now, report).await?;
@@ -385,12 +408,56 @@ impl Engine {
             strategy: StrategyId::new(&s.name),
             symbol: sym.clone(),
         };
-        let position = self.repo.position(&key).await?;
+        let all = self.repo.positions(&acct.config.id).await?;
+        let mut position = all.iter().find(|p| p.value.key == key).cloned();
+        // Best price since entry, from the closed candles (trailing stops and give-back exits).
+        if let Some(p) = position.as_mut().filter(|p| p.value.is_open()) {
+            let since = p.value.opened_at;
+            let seen = candles.iter().filter(|c| c.open_time + tf.millis() > since);
+            let best = match p.value.side {
+                Side::Long => seen.map(|c| c.high).max(),
+                Side::Short => seen.map(|c| c.low).min(),
+            };
+            p.value.best_price = match (p.value.best_price, best) {
+                (Some(a), Some(b)) => Some(if p.value.side == Side::Long {
+                    a.max(b)
+                } else {
+                    a.min(b)
+                }),
+                (a, b) => a.or(b),
+            };
+        }
+        let sid = StrategyId::new(&s.name);
+        let mine = all
+            .iter()
+            .filter(|p| p.value.key.strategy == sid && !p.value.is_manual);
+        let open_positions = mine
+            .clone()
+            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
+            .count();
+        let mut last_entry_time = mine.map(|p| p.value.opened_at).max();
+        if let Some(t) = self
+            .repo
+            .trades(&acct.config.id)
+            .await?
+            .iter()
+            .filter(|t| t.strategy == sid)
+            .map(|t| t.entry_time)
+            .max()
+        {
+            last_entry_time = Some(last_entry_time.map_or(t, |x| x.max(t)));
+        }
         let v = position
             .as_ref()
             .filter(|p| p.value.is_open())
             .map(|p| view(&p.value));
-        let decision = strat.decide(v.as_ref(), now);
+        let ctx = strategy::Context {
+            position: v.as_ref(),
+            now,
+            last_entry_time,
+            open_positions,
+        };
+        let decision = strat.decide(&ctx);
         Ok(Some((decision, position, last_close)))
     }
 
@@ -887,6 +954,331 @@ impl Engine {
             now,
         )
         .await;
+        Ok(())
+    }
+
+    /// Realised figures of one closing order from the exchange's fills: (avg price, gross PnL, fees).
+    async fn closing_figures(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        fill: &OrderInfo,
+    ) -> (Price, Decimal, Decimal) {
+        let trades = ex
+            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
+            .await
+            .unwrap_or_default();
+        let closing: Vec<_> = trades
+            .iter()
+            .filter(|t| t.order_id == fill.order_id)
+            .collect();
+        if closing.is_empty() {
+            let gross =
+                pos.side.sign() * fill.executed_qty.0 * (fill.avg_price.0 - pos.entry_price.0);
+            return (fill.avg_price, gross, Decimal::ZERO);
+        }
+        let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
+        let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+        (
+            Price(px),
+            closing.iter().map(|t| t.realized_pnl.0).sum(),
+            closing.iter().map(|t| t.commission.0).sum(),
+        )
+    }
+
+    /// Close part of a position (a take-profit step) and record it as a trade of its own.
+    #[allow(clippy::too_many_arguments)]
+    async fn partial_close(
+        &self,
+        acct: &AccountRuntime,
+        mut p: Versioned<Position>,
+        fraction: Decimal,
+        stage: u8,
+        reason: &str,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        if stage <= p.value.partial_exits_done {
+            return Ok(format!("hold (take-profit step {stage} already done)"));
+        }
+        let ex = acct.exchange.as_ref();
+        let filters = ex.symbol_filters(&p.value.key.symbol).await?;
+        let qty = orders::close_qty(&filters, Qty(p.value.qty.0 * fraction.min(Decimal::ONE)));
+        if qty.is_zero() {
+            return Ok(format!(
+                "take-profit step {stage} skipped: {} × {fraction} is below one lot",
+                p.value.qty
+            ));
+        }
+        if qty.0 >= p.value.qty.0 {
+            let line = format!("closed: {reason}");
+            self.exit(
+                acct,
+                p,
+                reason,
+                Timeframe::M1.last_closed_open(now),
+                now,
+                report,
+            )
+            .await?;
+            return Ok(line);
+        }
+        let pos = p.value.clone();
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            Intent::PartialExit,
+            stage as u32,
+        );
+        let order = MarketOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.exit_order_side(),
+            qty,
+            reduce_only: true,
+            client_id: id.clone(),
+        };
+        report.orders_attempted += 1;
+        let fill = orders::submit_market(ex, &order, self.timing.submit).await?;
+        report.orders_placed += 1;
+        let (exit_price, gross, exit_fee) = self.closing_figures(ex, &pos, &fill).await;
+        // The entry fee is shared pro rata between the part closed now and the rest.
+        let fee_share = pos.entry_fee.0 * fill.executed_qty.0 / pos.qty.0;
+        let trade = TradeRecord {
+            id: format!("{}:tp{stage}", pos.entry_client_id),
+            account: pos.key.account.clone(),
+            strategy: pos.key.strategy.clone(),
+            symbol: pos.key.symbol.clone(),
+            side: pos.side,
+            qty: fill.executed_qty,
+            entry_price: pos.entry_price,
+            exit_price,
+            entry_time: pos.opened_at,
+            exit_time: now,
+            pnl: Notional(gross - exit_fee - fee_share),
+            fees: Notional(exit_fee + fee_share),
+            reason: format!("partial_take_profit_{stage}"),
+        };
+        self.repo.record_trade(&trade).await?;
+        p.value.qty = Qty(pos.qty.0 - fill.executed_qty.0);
+        p.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+        p.value.partial_exits_done = stage;
+        p.value.updated_at = now;
+        p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+        self.resize_protection(ex, &mut p, &filters, now, report)
+            .await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "partial_exit",
+            format!("partial:{id}"),
+            format!(
+                "PARTIAL EXIT {stage}: {} {} of {} {} @ {exit_price} ({reason}); PnL {}",
+                pos.side,
+                fill.executed_qty,
+                pos.qty,
+                pos.key.symbol,
+                trade.pnl.0.round_dp(2)
+            ),
+            now,
+        )
+        .await;
+        Ok(format!(
+            "take-profit step {stage}: closed {} @ {exit_price}",
+            fill.executed_qty
+        ))
+    }
+
+    /// Add to a position (a pyramiding step): `fraction` of the strategy's base entry size.
+    #[allow(clippy::too_many_arguments)]
+    async fn pyramid(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        mut p: Versioned<Position>,
+        fraction: Decimal,
+        stage: u8,
+        ref_price: Price,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        if stage <= p.value.pyramids_done {
+            return Ok(format!("hold (pyramid step {stage} already done)"));
+        }
+        let ex = acct.exchange.as_ref();
+        let filters = ex.symbol_filters(&p.value.key.symbol).await?;
+        let snap = ex.account().await?;
+        let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
+        let raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
+        let qty = match orders::market_qty(&filters, raw, ref_price, false) {
+            Ok(q) => q,
+            Err(e) => return Ok(format!("pyramid step {stage} skipped: {e}")),
+        };
+        let pos = p.value.clone();
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            Intent::Pyramid,
+            stage as u32,
+        );
+        let order = MarketOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.entry_order_side(),
+            qty,
+            reduce_only: false,
+            client_id: id.clone(),
+        };
+        report.orders_attempted += 1;
+        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+            Ok(f) => f,
+            Err(ExchangeError::Rejected { code, msg, .. }) => {
+                report.orders_rejected += 1;
+                return Ok(format!("pyramid step {stage} rejected: {code} {msg}"));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        report.orders_placed += 1;
+        let add_fee: Decimal = ex
+            .user_trades(&pos.key.symbol, now - 60_000)
+            .await
+            .map(|ts| {
+                ts.iter()
+                    .filter(|t| t.order_id == fill.order_id)
+                    .map(|t| t.commission.0)
+                    .sum()
+            })
+            .unwrap_or_default();
+        let total = pos.qty.0 + fill.executed_qty.0;
+        p.value.entry_price =
+            Price((pos.qty.0 * pos.entry_price.0 + fill.executed_qty.0 * fill.avg_price.0) / total);
+        p.value.qty = Qty(total);
+        p.value.entry_fee = Notional(pos.entry_fee.0 + add_fee);
+        p.value.pyramids_done = stage;
+        p.value.updated_at = now;
+        p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+        self.resize_protection(ex, &mut p, &filters, now, report)
+            .await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "pyramid",
+            format!("pyramid:{id}"),
+            format!(
+                "PYRAMID {stage}: added {} {} @ {} → {} @ avg {}",
+                fill.executed_qty,
+                pos.key.symbol,
+                fill.avg_price,
+                p.value.qty,
+                p.value.entry_price.0.round_dp(2)
+            ),
+            now,
+        )
+        .await;
+        Ok(format!(
+            "pyramid step {stage}: added {} @ {}",
+            fill.executed_qty, fill.avg_price
+        ))
+    }
+
+    /// Move the protective stop to `price` if that tightens it: the new stop is placed before the
+    /// old one is cancelled, so the position is never unprotected.
+    async fn move_stop(
+        &self,
+        acct: &AccountRuntime,
+        mut p: Versioned<Position>,
+        price: Price,
+        reason: &str,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        let ex = acct.exchange.as_ref();
+        let filters = ex.symbol_filters(&p.value.key.symbol).await?;
+        let side = p.value.side;
+        let new = orders::stop_price(&filters, side, price);
+        let tightens = match (p.value.stop_loss, side) {
+            (None, _) => true,
+            (Some(old), Side::Long) => new.0 > old.0,
+            (Some(old), Side::Short) => new.0 < old.0,
+        };
+        if !tightens {
+            return Ok(format!(
+                "hold (stop {new} would not tighten {:?})",
+                p.value.stop_loss
+            ));
+        }
+        let old_id = p.value.stop_client_id.clone();
+        let old_stop = p.value.stop_loss;
+        p.value.stop_loss = Some(new);
+        p.value.stop_generation += 1;
+        let others = self.repo.positions(&p.value.key.account).await?;
+        if !self
+            .protect(ex, &mut p.value, &filters, &others, now, report)
+            .await
+        {
+            return Err(EngineError::Other(format!(
+                "{}: could not place the moved stop at {new}; the old stop stays",
+                p.value.key
+            )));
+        }
+        if let Some(id) = old_id {
+            if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
+                tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
+            }
+        }
+        p.value.updated_at = now;
+        self.repo.save_position(&p.value, Some(p.version)).await?;
+        self.notify(
+            &p.value.key.account,
+            Priority::Medium,
+            "stop_moved",
+            format!(
+                "move:{}:{}",
+                p.value.entry_client_id, p.value.stop_generation
+            ),
+            format!(
+                "{}: stop moved {} → {new} ({reason})",
+                p.value.key,
+                old_stop
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "none".into())
+            ),
+            now,
+        )
+        .await;
+        Ok(format!("stop moved to {new} ({reason})"))
+    }
+
+    /// After a size change: a quantity-based (shared-symbol) stop must match the new size, so it
+    /// is replaced; a closePosition stop covers any size and stays.
+    async fn resize_protection(
+        &self,
+        ex: &dyn Exchange,
+        p: &mut Versioned<Position>,
+        filters: &SymbolFilters,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let Some(id) = p.value.stop_client_id.clone() else {
+            return Ok(());
+        };
+        match ex.algo_by_client_id(&id).await? {
+            Some(a) if a.status.is_open() && a.close_position => return Ok(()),
+            _ => {}
+        }
+        p.value.stop_generation += 1;
+        let others = self.repo.positions(&p.value.key.account).await?;
+        if self
+            .protect(ex, &mut p.value, filters, &others, now, report)
+            .await
+        {
+            if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
+                tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
+            }
+            p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+        }
         Ok(())
     }
 

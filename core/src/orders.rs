@@ -387,4 +387,56 @@ mod tests {
         );
         assert_eq!(close_qty(&f, Qty(dec!(0.0125))), Qty(dec!(0.012)));
     }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn filters(tick_exp: u32, step_exp: u32) -> SymbolFilters {
+            SymbolFilters {
+                symbol: Symbol::new("XUSDT"),
+                tick_size: Decimal::new(1, tick_exp),
+                min_price: Decimal::ZERO,
+                max_price: Decimal::from(10_000_000),
+                step_size: Decimal::new(1, step_exp),
+                min_qty: Decimal::new(1, step_exp),
+                max_qty: Decimal::from(1_000_000),
+                market_step_size: Decimal::new(1, step_exp),
+                market_min_qty: Decimal::new(1, step_exp),
+                market_max_qty: Decimal::from(1_000_000),
+                min_notional: Decimal::from(5),
+            }
+        }
+
+        proptest! {
+            /// A sized quantity sits on the step grid and never exceeds what was sized.
+            #[test]
+            fn market_qty_on_grid_and_never_above_raw(raw_units in 1u64..10_000_000_000, scale in 0u32..8, step_exp in 0u32..6, px in 1u64..200_000) {
+                let f = filters(2, step_exp);
+                let raw = Decimal::new(raw_units as i64, scale);
+                let price = Price(Decimal::from(px));
+                if let Ok(q) = market_qty(&f, raw, price, false) {
+                    prop_assert!(q.0 <= raw);
+                    prop_assert_eq!((q.0 / f.market_step_size).fract(), Decimal::ZERO);
+                    prop_assert!(q.0 * price.0 >= f.min_notional);
+                    prop_assert!(raw - q.0 < f.market_step_size);
+                }
+            }
+
+            /// A stop sits on the tick grid and rounding never moves it toward the position.
+            #[test]
+            fn stops_on_tick_grid_never_tighter(raw_units in 1u64..10_000_000_000, scale in 0u32..8, tick_exp in 0u32..5, long in any::<bool>()) {
+                let f = filters(tick_exp, 3);
+                let raw = Price(Decimal::new(raw_units as i64, scale));
+                let side = if long { Side::Long } else { Side::Short };
+                let p = stop_price(&f, side, raw);
+                prop_assert_eq!((p.0 / f.tick_size).fract(), Decimal::ZERO);
+                match side {
+                    Side::Long => prop_assert!(p.0 <= raw.0 || raw.0 < f.tick_size),
+                    Side::Short => prop_assert!(p.0 >= raw.0),
+                }
+                prop_assert!((p.0 - raw.0).abs() < f.tick_size || raw.0 < f.tick_size);
+            }
+        }
+    }
 }

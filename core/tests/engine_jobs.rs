@@ -144,7 +144,7 @@ fn first_signal(candles: &[Candle]) -> (i64, Side) {
     let mut s = strategy::build("EMA_CROSS", &toml::Table::new(), "t").unwrap();
     for c in candles {
         s.update(c);
-        if let Action::Open { side, .. } = s.decide(None, 0).action {
+        if let Action::Open { side, .. } = s.decide(&strategy::Context::flat(0)).action {
             return (c.open_time, side);
         }
     }

@@ -209,7 +209,7 @@ pub fn signals(candles: &[Candle], history: usize, from: usize, n: usize) -> Vec
         for c in &candles[start..=i] {
             s.update(c);
         }
-        if let Action::Open { side, .. } = s.decide(None, 0).action {
+        if let Action::Open { side, .. } = s.decide(&strategy::Context::flat(0)).action {
             // Only a real cross (not a re-entry) opens from flat with default params.
             out.push(Signal {
                 index: i,

@@ -8,7 +8,7 @@
 //! reversed at the next evaluation.
 
 use super::{
-    parse_params, Action, Condition, Decision, PositionView, StopSpec, Strategy, StrategyError,
+    parse_params, Action, Condition, Context, Decision, StopSpec, Strategy, StrategyError,
 };
 use crate::domain::{Candle, Side};
 use crate::indicators::Ema;
@@ -108,7 +108,8 @@ impl Strategy for EmaCross {
         self.stop()
     }
 
-    fn decide(&self, position: Option<&PositionView>, _now: i64) -> Decision {
+    fn decide(&self, ctx: &Context<'_>) -> Decision {
+        let position = ctx.position;
         let (Some(prev), Some(diff)) = (self.prev_diff, self.diff) else {
             return Decision::hold(
                 format!("warming up ({}/{} candles)", self.candles, self.warmup()),
@@ -191,7 +192,7 @@ impl Strategy for EmaCross {
                     self.p.fast, self.p.slow
                 )
             }
-            Action::Close { reason } => reason.clone(),
+            other => format!("{other:?}"),
         };
         Decision {
             action,
@@ -205,6 +206,7 @@ impl Strategy for EmaCross {
 mod tests {
     use super::*;
     use crate::domain::{Price, Qty};
+    use crate::strategy::PositionView;
 
     fn candle(i: i64, close: f64) -> Candle {
         let p = Price(Decimal::try_from(close).unwrap());
@@ -233,6 +235,7 @@ mod tests {
             entry_price: Price(Decimal::ONE),
             opened_at: 0,
             best_price: None,
+            stop_loss: None,
             partial_exits_done: 0,
             pyramids_done: 0,
         }
@@ -244,7 +247,7 @@ mod tests {
         s.update(&candle(0, 10.0));
         s.update(&candle(1, 10.0));
         s.update(&candle(2, 10.0));
-        let d = s.decide(None, 0);
+        let d = s.decide(&Context::flat(0));
         assert_eq!(d.action, Action::Hold);
         assert!(!d.conditions[0].held);
     }
@@ -256,9 +259,9 @@ mod tests {
         for (i, c) in [10.0, 9.0, 8.0, 7.0].iter().enumerate() {
             s.update(&candle(i as i64, *c));
         }
-        assert_eq!(s.decide(None, 0).action, Action::Hold);
+        assert_eq!(s.decide(&Context::flat(0)).action, Action::Hold);
         s.update(&candle(4, 20.0));
-        let d = s.decide(None, 0);
+        let d = s.decide(&Context::flat(0));
         assert!(
             matches!(
                 d.action,
@@ -271,7 +274,7 @@ mod tests {
             "{d:?}"
         );
         assert!(d.conditions.iter().any(|c| c.name == "cross_up" && c.held));
-        let d = s.decide(Some(&view(Side::Short)), 0);
+        let d = s.decide(&Context::holding(&view(Side::Short), 0));
         assert!(matches!(
             d.action,
             Action::Reverse {
@@ -279,7 +282,7 @@ mod tests {
                 ..
             }
         ));
-        let d = s.decide(Some(&view(Side::Long)), 0);
+        let d = s.decide(&Context::holding(&view(Side::Long), 0));
         assert_eq!(d.action, Action::Hold);
     }
 
@@ -289,7 +292,7 @@ mod tests {
         for (i, c) in [10.0, 9.0, 8.0, 7.0, 20.0, 21.0].iter().enumerate() {
             s.update(&candle(i as i64, *c));
         }
-        assert_eq!(s.decide(None, 0).action, Action::Hold);
+        assert_eq!(s.decide(&Context::flat(0)).action, Action::Hold);
         let mut r = EmaCross::new(Params {
             fast: 2,
             slow: 3,
@@ -300,7 +303,7 @@ mod tests {
             r.update(&candle(i as i64, *c));
         }
         assert!(matches!(
-            r.decide(None, 0).action,
+            r.decide(&Context::flat(0)).action,
             Action::Open {
                 side: Side::Long,
                 ..

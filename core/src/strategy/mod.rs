@@ -78,6 +78,18 @@ pub enum Action {
         stop: Option<StopSpec>,
         take_profit: Option<StopSpec>,
     },
+    /// Close `fraction` (0–1] of the current quantity (a partial take-profit step); `stage` is the
+    /// 1-based step number, recorded so the same step never fires twice.
+    PartialClose {
+        fraction: Decimal,
+        stage: u8,
+        reason: String,
+    },
+    /// Add to the position: `fraction` of the strategy's base entry size (a pyramiding step);
+    /// `stage` is the 1-based step number.
+    Pyramid { fraction: Decimal, stage: u8 },
+    /// Move the protective stop (a trailing stop managed by the jobs); only ever tightens.
+    MoveStop { price: Price, reason: String },
 }
 
 /// The result of one evaluation: the action, and every condition that was checked with its value.
@@ -112,11 +124,50 @@ impl Decision {
 pub struct PositionView {
     pub side: Side,
     pub qty: Qty,
+    /// Average entry price (moves with pyramid adds).
     pub entry_price: Price,
     pub opened_at: i64,
+    /// Best price seen since entry (highest high for a long, lowest low for a short), kept by
+    /// the jobs from closed candles.
     pub best_price: Option<Price>,
+    /// The protective stop currently on the exchange.
+    pub stop_loss: Option<Price>,
     pub partial_exits_done: u8,
     pub pyramids_done: u8,
+}
+
+/// Everything a decision may depend on besides the candles fed: the position, the time, and
+/// what the jobs know across positions. Built by the engine (live, replay, backtest alike).
+#[derive(Clone, Debug)]
+pub struct Context<'a> {
+    pub position: Option<&'a PositionView>,
+    pub now: i64,
+    /// When this strategy last opened a position on this account (any symbol), for minimum
+    /// intervals between signals.
+    pub last_entry_time: Option<i64>,
+    /// Open positions this strategy holds on this account (all symbols), for concurrency limits.
+    pub open_positions: usize,
+}
+
+impl<'a> Context<'a> {
+    /// Flat, nothing else known: for tests and tools.
+    pub fn flat(now: i64) -> Context<'static> {
+        Context {
+            position: None,
+            now,
+            last_entry_time: None,
+            open_positions: 0,
+        }
+    }
+    /// Holding `position`, nothing else known.
+    pub fn holding(position: &'a PositionView, now: i64) -> Context<'a> {
+        Context {
+            position: Some(position),
+            now,
+            last_entry_time: None,
+            open_positions: 1,
+        }
+    }
 }
 
 /// A trading strategy. Implementations hold only indicator state derived from the candles fed.
@@ -127,8 +178,9 @@ pub trait Strategy: Send {
     fn warmup(&self) -> usize;
     /// Feed the next closed candle (strictly increasing open times).
     fn update(&mut self, candle: &Candle);
-    /// Decide after the latest candle fed, given the position this strategy holds (if any).
-    fn decide(&self, position: Option<&PositionView>, now: i64) -> Decision;
+    /// Decide after the latest candle fed, given the position this strategy holds (if any) and
+    /// the rest of the context.
+    fn decide(&self, ctx: &Context<'_>) -> Decision;
     /// The protective stop this strategy attaches to a new position of `side`, given the candles fed
     /// so far. Used when the sync job adopts one of our entries whose decision was lost in a crash.
     fn protective_stop(&self, side: Side) -> Option<StopSpec>;
