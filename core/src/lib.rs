@@ -19,6 +19,7 @@ pub mod paper;
 pub mod ports;
 pub mod replay;
 pub mod secrets;
+pub mod signals;
 pub mod state;
 pub mod store;
 pub mod strategy;

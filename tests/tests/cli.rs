@@ -185,3 +185,108 @@ fn unknown_config_keys_exit_2() {
         "{err}"
     );
 }
+
+#[test]
+fn indicators_print_named_columns_with_empty_warm_up_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 300);
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "indicators",
+            "--data",
+            data.to_str().unwrap(),
+            "--indicator",
+            "ema:20",
+            "--indicator",
+            "macd:12,26,9",
+            "--indicator",
+            "adx:14",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "open_time,ema_20,macd_12_26_9,macd_signal_12_26_9,macd_hist_12_26_9,adx_14,plus_di_14,minus_di_14"
+    );
+    assert_eq!(lines.len(), 301, "one row per candle");
+    assert!(
+        lines[1].starts_with("1751629500000,,"),
+        "empty during warm-up: {}",
+        lines[1]
+    );
+    let row20: Vec<&str> = lines[20].split(',').collect();
+    assert!(
+        !row20[1].is_empty() && row20[2].is_empty(),
+        "EMA(20) ready at row 20, MACD not: {}",
+        lines[20]
+    );
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "indicators",
+            "--data",
+            data.to_str().unwrap(),
+            "--indicator",
+            "emx:3",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown indicator `emx`") && err.contains("ema"),
+        "{err}"
+    );
+}
+
+#[test]
+fn signals_print_every_candle_with_decision_and_conditions() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 2000);
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "signals",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(
+        lines[0],
+        "open_time,close,action,note,conditions_held,conditions"
+    );
+    assert_eq!(
+        lines.len(),
+        2001,
+        "one row per closed candle (no config: the data's 15m)"
+    );
+    let actions: Vec<&&str> = lines
+        .iter()
+        .filter(|l| l.contains(",OPEN ") || l.contains(",REVERSE "))
+        .collect();
+    assert!(!actions.is_empty(), "signals found");
+    assert!(actions[0].contains("cross_"), "{}", actions[0]);
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "signals",
+            "--strategy",
+            "NOPE",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("valid: EMA_CROSS, TFPE, ZLMACD_ICHIMOKU, ZLHMA_EMA_CROSS"),
+        "{err}"
+    );
+}

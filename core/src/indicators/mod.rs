@@ -28,6 +28,7 @@ mod ema;
 mod ichimoku;
 mod macd;
 mod momentum;
+pub mod named;
 mod ring;
 mod rsi;
 mod volume;

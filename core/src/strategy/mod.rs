@@ -12,6 +12,9 @@ use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
 pub mod ema_cross;
+pub mod tfpe;
+pub mod zlhma_ema_cross;
+pub mod zlmacd_ichimoku;
 
 /// One named condition checked by a decision, with the value that decided it.
 #[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
@@ -199,7 +202,12 @@ pub enum StrategyError {
 pub type Builder = fn(&toml::Table, &str) -> Result<Box<dyn Strategy>, StrategyError>;
 
 /// Every strategy by name. Adding a strategy = one file + one line here.
-pub const REGISTRY: &[(&str, Builder)] = &[("EMA_CROSS", ema_cross::build)];
+pub const REGISTRY: &[(&str, Builder)] = &[
+    ("EMA_CROSS", ema_cross::build),
+    ("TFPE", tfpe::build),
+    ("ZLMACD_ICHIMOKU", zlmacd_ichimoku::build),
+    ("ZLHMA_EMA_CROSS", zlhma_ema_cross::build),
+];
 
 /// Registered names, for help texts and error messages.
 pub fn names() -> Vec<&'static str> {

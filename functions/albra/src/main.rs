@@ -74,18 +74,92 @@ enum Command {
     },
     /// Check the config and that every enabled account's keys can be read.
     Validate,
+    /// Compute indicators over a candle CSV and print CSV: `open_time` then one column per
+    /// output (`ema_20`, `macd_signal_12_26_9`, …), empty during warm-up.
+    #[command(after_help = indicators_help())]
+    Indicators {
+        /// Candle CSV (`open_time,open,high,low,close,volume`).
+        #[arg(long)]
+        data: PathBuf,
+        /// `NAME[:P1,P2,…]`, repeatable (e.g. --indicator ema:20 --indicator macd:12,26,9).
+        #[arg(long = "indicator", required = true)]
+        indicators: Vec<String>,
+        /// Resample the data to this timeframe first (e.g. 1h from 15m candles).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+    },
+    /// Print one CSV row per closed candle with a strategy's decision and every condition it
+    /// checked (the same decision code the jobs run).
+    Signals {
+        /// Registered strategy name (see `albra signals --help`).
+        #[arg(long)]
+        strategy: String,
+        /// Candle CSV.
+        #[arg(long)]
+        data: PathBuf,
+        /// Resample to this timeframe first (default: the config's timeframe for the strategy,
+        /// else the data's own).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        /// Print only candles where the decision is not HOLD.
+        #[arg(long)]
+        actions_only: bool,
+    },
+}
+
+fn indicators_help() -> String {
+    format!(
+        "Indicators (NAME:PARAMS, defaults in parentheses):\n{}",
+        albra_core::indicators::named::catalog_help()
+    )
+}
+
+/// Load candles, warn about gaps, resample when asked.
+fn load_candles(
+    data: &std::path::Path,
+    tf: Option<Timeframe>,
+) -> Result<(Vec<albra_core::domain::Candle>, Timeframe)> {
+    let series = albra_core::data::load_csv(data)?;
+    if !series.gaps.is_empty() {
+        eprintln!(
+            "warning: {}: {} gap(s) in the exchange's history (first: {}); candles stay a sequence, nothing is filled in",
+            data.display(),
+            series.gaps.len(),
+            series.gaps[0]
+        );
+    }
+    match tf {
+        Some(t) if t < series.timeframe => {
+            bail!("cannot resample {} candles down to {t}", series.timeframe)
+        }
+        Some(t) if t != series.timeframe => Ok((
+            albra_core::data::resample(&series.candles, series.timeframe, t, true),
+            t,
+        )),
+        _ => Ok((series.candles, series.timeframe)),
+    }
 }
 
 fn main() -> ExitCode {
     albra_core::logging::init();
     let cli = Cli::parse();
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    let cfg = match Config::load(&cli.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+    // Tools over candle files need no config; `signals` uses it only when it exists.
+    let needs_config = match &cli.cmd {
+        Command::Indicators { .. } => false,
+        Command::Signals { .. } => cli.config.exists(),
+        _ => true,
+    };
+    let cfg = if needs_config {
+        match Config::load(&cli.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
         }
+    } else {
+        None
     };
     match rt.block_on(dispatch(cli, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -96,18 +170,64 @@ fn main() -> ExitCode {
     }
 }
 
-async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
+async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
     let state = cli.state.clone().unwrap_or_else(|| "./state".to_string());
+    // Commands that need a config got one loaded (and validated) in main.
+    let config = || cfg.clone().ok_or_else(|| anyhow!("no config loaded"));
     match cli.cmd {
         Command::Replay {
             data,
             symbol,
             quiet,
-        } => cmd_replay(cfg, cli.state, data, symbol, quiet).await,
-        Command::Run { paper: _, live } => cmd_run(cfg, &state, live).await,
-        Command::Status => cmd_status(cfg, &state).await,
-        Command::Positions { account } => cmd_positions(cfg, &state, account).await,
-        Command::Validate => cmd_validate(cfg, &cli.config).await,
+        } => cmd_replay(config()?, cli.state, data, symbol, quiet).await,
+        Command::Run { paper: _, live } => cmd_run(config()?, &state, live).await,
+        Command::Status => cmd_status(config()?, &state).await,
+        Command::Positions { account } => cmd_positions(config()?, &state, account).await,
+        Command::Validate => cmd_validate(config()?, &cli.config).await,
+        Command::Indicators {
+            data,
+            indicators,
+            timeframe,
+        } => {
+            let specs = indicators
+                .iter()
+                .map(|s| {
+                    albra_core::indicators::named::parse(s)
+                        .map_err(|e| anyhow!("--indicator {s}: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (candles, _) = load_candles(&data, timeframe)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            albra_core::indicators::named::write_csv(&candles, &specs, &mut out)?;
+            Ok(())
+        }
+        Command::Signals {
+            strategy,
+            data,
+            timeframe,
+            actions_only,
+        } => {
+            let sc = cfg.as_ref().and_then(|c| c.strategy(&strategy));
+            let params = sc.map(|s| s.params.clone()).unwrap_or_default();
+            let mut strat = albra_core::strategy::build(
+                &strategy,
+                &params,
+                &format!("strategies.{strategy}.params"),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let (candles, tf) = load_candles(&data, timeframe.or(sc.map(|s| s.timeframe)))?;
+            let rows = albra_core::signals::run(strat.as_mut(), &candles, tf);
+            let rows: Vec<_> = if actions_only {
+                rows.into_iter()
+                    .filter(|r| r.decision.action != albra_core::strategy::Action::Hold)
+                    .collect()
+            } else {
+                rows
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            albra_core::signals::write_csv(&rows, &mut out)?;
+            Ok(())
+        }
     }
 }
 
