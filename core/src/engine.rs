@@ -269,7 +269,24 @@ impl Engine {
                 .await);
             }
         }
-        let open = position.filter(|p| p.value.is_open());
+        let mut open = position.filter(|p| p.value.is_open());
+        // The exchange may have closed it since the last sync (its stop fired at this close):
+        // record that close instead of sending an exit the exchange would reject.
+        if decision.action != Action::Hold {
+            if let Some(p) = &open {
+                let ex = acct.exchange.as_ref();
+                if self.protection_fired(ex, &p.value, &HashSet::new()).await? {
+                    self.record_exchange_close(ex, p, now).await?;
+                    open = None;
+                } else if !self.shares_match(ex, &p.value).await? {
+                    let why = format!(
+                        "skipped {}: the exchange's {sym} position differs from the stored shares; the sync job reconciles it first",
+                        crate::signals::action_label(&decision.action)
+                    );
+                    return Ok(finish(why).await);
+                }
+            }
+        }
         let attempted_before = report.orders_attempted;
         let result: Result<String, EngineError> = async {
             Ok(match decision.action.clone() {
@@ -298,7 +315,8 @@ impl Engine {
                 },
                 Action::Close { reason } => match open {
                     Some(p) => {
-                        self.exit(acct, p, &reason, open_time, now, report).await?;
+                        self.exit(acct.exchange.as_ref(), p, &reason, open_time, now, report)
+                            .await?;
                         format!("closed: {reason}")
                     }
                     None => "hold (close signal while flat)".into(),
@@ -334,7 +352,7 @@ impl Engine {
                 } => {
                     if let Some(p) = open {
                         self.exit(
-                            acct,
+                            acct.exchange.as_ref(),
                             p,
                             &format!("reverse to {side}"),
                             open_time,
@@ -853,14 +871,14 @@ impl Engine {
     /// the trade with the realised figures the exchange reports.
     async fn exit(
         &self,
-        acct: &AccountRuntime,
+        ex: &dyn Exchange,
         p: Versioned<Position>,
         reason: &str,
         open_time: i64,
         now: i64,
         report: &mut JobReport,
     ) -> Result<(), EngineError> {
-        let ex = acct.exchange.as_ref();
+        // `ex` trades this position's account.
         let pos = &p.value;
         let filters = ex.symbol_filters(&pos.key.symbol).await?;
         let id = ClientId::derive(
@@ -875,7 +893,9 @@ impl Engine {
             symbol: pos.key.symbol.clone(),
             side: pos.side.exit_order_side(),
             qty: orders::close_qty(&filters, pos.qty),
-            reduce_only: true,
+            reduce_only: self
+                .reduces_net(ex, &pos.key.symbol, pos.side, pos.qty)
+                .await?,
             client_id: id.clone(),
         };
         report.orders_attempted += 1;
@@ -1013,7 +1033,7 @@ impl Engine {
         if qty.0 >= p.value.qty.0 {
             let line = format!("closed: {reason}");
             self.exit(
-                acct,
+                acct.exchange.as_ref(),
                 p,
                 reason,
                 Timeframe::M1.last_closed_open(now),
@@ -1036,7 +1056,7 @@ impl Engine {
             symbol: pos.key.symbol.clone(),
             side: pos.side.exit_order_side(),
             qty,
-            reduce_only: true,
+            reduce_only: self.reduces_net(ex, &pos.key.symbol, pos.side, qty).await?,
             client_id: id.clone(),
         };
         report.orders_attempted += 1;
@@ -1361,7 +1381,20 @@ impl Engine {
         }
         stored.retain(|v| v.value.status != PositionStatus::Closed);
 
-        // 2. Strategy positions: closed or resized on the exchange? stop still there?
+        // 2a. A protective order of ours that fired closed exactly that strategy's share, even
+        // when other strategies hold the same symbol: record those closes first.
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+        {
+            if self.protection_fired(ex, &v.value, &open_algo_ids).await? {
+                self.record_exchange_close(ex, v, now).await?;
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+
+        // 2b. Strategy positions: closed or resized on the exchange? stop still there?
         let symbols: Vec<Symbol> = stored
             .iter()
             .filter(|v| !v.value.is_manual && v.value.is_open())
@@ -1557,6 +1590,80 @@ impl Engine {
         Ok(())
     }
 
+    /// Whether the position's stop or take-profit has fired on the exchange (only orders no longer
+    /// open are looked up).
+    async fn protection_fired(
+        &self,
+        ex: &dyn Exchange,
+        p: &Position,
+        open_ids: &HashSet<&str>,
+    ) -> Result<bool, EngineError> {
+        let mut ids: Vec<String> = p.stop_client_id.iter().cloned().collect();
+        if p.take_profit.is_some() {
+            ids.push(
+                ClientId::derive(
+                    &p.key.account,
+                    &p.key.strategy,
+                    &p.key.symbol,
+                    p.signal_open_time,
+                    Intent::TakeProfit,
+                    0,
+                )
+                .0,
+            );
+        }
+        for id in ids.iter().filter(|id| !open_ids.contains(id.as_str())) {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Whether closing `qty` of a `side` share reduces the exchange's net position. In one-way
+    /// mode with two strategies holding opposite shares, closing one share can grow the net the
+    /// other way; such an order cannot be reduce-only (Binance rejects it with -2022).
+    async fn reduces_net(
+        &self,
+        ex: &dyn Exchange,
+        sym: &Symbol,
+        side: Side,
+        qty: Qty,
+    ) -> Result<bool, EngineError> {
+        let net: Decimal = ex
+            .positions()
+            .await?
+            .iter()
+            .filter(|x| &x.symbol == sym)
+            .map(|x| x.amount)
+            .sum();
+        Ok(net.signum() == side.sign() && net.abs() >= qty.0)
+    }
+
+    /// Whether the exchange's net position on the symbol is exactly what the stored shares (every
+    /// strategy's and MANUAL) add up to. When it is not, something happened on the exchange that
+    /// the sync job must reconcile before anyone trades that symbol.
+    async fn shares_match(&self, ex: &dyn Exchange, p: &Position) -> Result<bool, EngineError> {
+        let net: Decimal = ex
+            .positions()
+            .await?
+            .iter()
+            .filter(|x| x.symbol == p.key.symbol)
+            .map(|x| x.amount)
+            .sum();
+        let stored: Decimal = self
+            .repo
+            .positions(&p.key.account)
+            .await?
+            .iter()
+            .filter(|v| v.value.key.symbol == p.key.symbol && v.value.is_open())
+            .map(|v| signed(&v.value))
+            .sum();
+        Ok(net == stored)
+    }
+
     async fn existing_stop(
         &self,
         ex: &dyn Exchange,
@@ -1710,6 +1817,37 @@ impl Engine {
             },
             None => "never placed".into(),
         };
+        // A stop level the market has already passed cannot be placed (-2021 "would immediately
+        // trigger"): the position should have been stopped out, so close it now.
+        let mark = ex
+            .positions()
+            .await?
+            .into_iter()
+            .find(|x| x.symbol == v.value.key.symbol)
+            .map(|x| x.mark_price);
+        if let (Some(stop), Some(mark)) = (v.value.stop_loss, mark) {
+            let breached = match v.value.side {
+                Side::Long => mark.0 <= stop.0,
+                Side::Short => mark.0 >= stop.0,
+            };
+            if breached {
+                let reason = format!(
+                    "stop level {stop} already passed (mark {}) while the stop was {was}",
+                    mark.0.round_dp(2)
+                );
+                self.exit(
+                    ex,
+                    v.clone(),
+                    &reason,
+                    Timeframe::M1.last_closed_open(now),
+                    now,
+                    report,
+                )
+                .await?;
+                v.value.status = PositionStatus::Closed;
+                return Ok(());
+            }
+        }
         let filters = ex.symbol_filters(&v.value.key.symbol).await?;
         let others = self.repo.positions(&v.value.key.account).await?;
         let mut p = v.value.clone();

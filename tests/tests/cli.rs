@@ -290,3 +290,78 @@ fn signals_print_every_candle_with_decision_and_conditions() {
         "{err}"
     );
 }
+
+/// All three seed strategies on two accounts, two of them sharing BTCUSDT on one account (in
+/// one-way mode, with opposite shares at times): the replay runs without a job error and never
+/// mistakes one strategy's stop fill or exit for a manual position.
+#[test]
+fn replay_of_the_seed_strategies_on_shared_symbols_is_clean() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 6000);
+    std::fs::write(
+        dir.path().join("seed.toml"),
+        r#"
+[notifier]
+telegram = false
+[[strategies]]
+name = "ZLMACD_ICHIMOKU"
+timeframe = "1h"
+symbols = ["BTCUSDT"]
+leverage = 10
+size_pct = 0.1
+[[strategies]]
+name = "ZLHMA_EMA_CROSS"
+timeframe = "1h"
+symbols = ["BTCUSDT"]
+leverage = 10
+size_pct = 0.1
+[[strategies]]
+name = "TFPE"
+timeframe = "4h"
+symbols = ["BTCUSDT"]
+leverage = 10
+size_pct = 0.2
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["ZLMACD_ICHIMOKU"]
+[[accounts]]
+id = "sub1"
+key_source = "env:SUB1"
+strategies = ["ZLHMA_EMA_CROSS", "TFPE"]
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "seed.toml",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "{}\n{err}",
+        out.lines().rev().take(5).collect::<Vec<_>>().join("\n")
+    );
+    for s in ["ZLMACD_ICHIMOKU 1h", "ZLHMA_EMA_CROSS 1h", "TFPE 4h"] {
+        assert!(out.contains(s), "no {s} entry");
+    }
+    assert!(
+        !out.contains("MANUAL"),
+        "a strategy's own fill was taken for a manual position"
+    );
+    assert!(
+        !out.contains("size_changed"),
+        "a share was resized by another strategy's order"
+    );
+    assert!(
+        out.contains("closed_on_exchange"),
+        "stops filled on the paper exchange are recorded"
+    );
+}
