@@ -564,6 +564,7 @@ impl Engine {
         };
         let snap = ex.account().await?;
         let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
+        let ref_price = self.sizing_price(ex, sym, ref_price).await;
         if ref_price.is_zero() {
             return Err(EngineError::Other(format!("no reference price for {sym}")));
         }
@@ -741,6 +742,19 @@ impl Engine {
                 Notional::ZERO
             }
         };
+    }
+
+    /// The price an order sent now will fill near: the exchange's last trade, or the decision
+    /// candle's close when the exchange cannot say.
+    async fn sizing_price(&self, ex: &dyn Exchange, sym: &Symbol, candle_close: Price) -> Price {
+        match ex.last_price(sym).await {
+            Ok(p) if !p.is_zero() => p,
+            Ok(_) => candle_close,
+            Err(e) => {
+                tracing::warn!(symbol = %sym, error = %e, "last price unavailable; sizing from the candle close");
+                candle_close
+            }
+        }
     }
 
     /// Set leverage and margin type for a symbol if they differ (idempotent).
@@ -1130,6 +1144,7 @@ impl Engine {
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
         let snap = ex.account().await?;
         let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
+        let ref_price = self.sizing_price(ex, &p.value.key.symbol, ref_price).await;
         let raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
         let qty = match orders::market_qty(&filters, raw, ref_price, false) {
             Ok(q) => q,

@@ -1131,6 +1131,11 @@ impl Exchange for PaperExchange {
         self.advance().await
     }
 
+    async fn last_price(&self, symbol: &Symbol) -> Result<Price, ExchangeError> {
+        let now = self.advance().await?;
+        self.market.price(symbol, now).await
+    }
+
     async fn closed_klines(
         &self,
         symbol: &Symbol,

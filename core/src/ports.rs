@@ -301,6 +301,9 @@ pub trait Exchange: Send + Sync {
         now: i64,
     ) -> Result<Vec<Candle>, ExchangeError>;
     async fn symbol_filters(&self, symbol: &Symbol) -> Result<SymbolFilters, ExchangeError>;
+    /// The latest traded price (`GET /fapi/v1/ticker/price`): the reference for sizing an order
+    /// that is about to be sent.
+    async fn last_price(&self, symbol: &Symbol) -> Result<Price, ExchangeError>;
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError>;
     /// Non-zero positions only.
     async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError>;

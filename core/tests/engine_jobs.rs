@@ -5,7 +5,7 @@
 
 use albra_core::config::Config;
 use albra_core::data;
-use albra_core::domain::{AccountId, Candle, Notional, Side, StrategyId, Symbol, Timeframe};
+use albra_core::domain::{AccountId, Candle, Notional, Price, Side, StrategyId, Symbol, Timeframe};
 use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
@@ -71,6 +71,9 @@ impl Exchange for Faulty {
     }
     async fn symbol_filters(&self, s: &Symbol) -> Result<SymbolFilters, ExchangeError> {
         self.inner.symbol_filters(s).await
+    }
+    async fn last_price(&self, s: &Symbol) -> Result<Price, ExchangeError> {
+        self.inner.last_price(s).await
     }
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError> {
         if self.garble_account.load(Ordering::SeqCst) {

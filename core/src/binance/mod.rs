@@ -20,7 +20,7 @@ mod classify;
 mod loopback_tests;
 mod parse;
 
-use crate::domain::{Candle, Symbol, Timeframe};
+use crate::domain::{Candle, Price, Symbol, Timeframe};
 use crate::ports::{
     codes, AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, ApiKeys, Exchange, ExchangeError,
     ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, SymbolConfig, SymbolFilters,
@@ -667,6 +667,18 @@ impl Exchange for BinanceClient {
             ))
         })?;
         parse::symbol_filters(symbol, entry)
+    }
+
+    async fn last_price(&self, symbol: &Symbol) -> Result<Price, ExchangeError> {
+        let v = self
+            .call(
+                Method::GET,
+                "/fapi/v1/ticker/price",
+                vec![("symbol", symbol.as_str().to_string())],
+                Auth::Public,
+            )
+            .await?;
+        decode("GET /fapi/v1/ticker/price", &v, parse::ticker_price)
     }
 
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError> {

@@ -257,6 +257,12 @@ pub(crate) fn symbol_filters(sym: &Symbol, v: &Value) -> Result<SymbolFilters, E
 }
 
 /// `GET /fapi/v3/account` (single-asset mode figures are USDT).
+/// `GET /fapi/v1/ticker/price`: `{"symbol":"BTCUSDT","price":"6000.01","time":1589437530011}`.
+pub(crate) fn ticker_price(v: &Value) -> Result<Price, String> {
+    let o = as_obj(v, "ticker price")?;
+    Ok(Price(dec(o, "price")?))
+}
+
 pub(crate) fn account(v: &Value) -> Result<AccountSnapshot, String> {
     let o = as_obj(v, "account")?;
     Ok(AccountSnapshot {
@@ -897,5 +903,13 @@ pub(super) mod tests {
         assert!(server_time(&json(r#"{"time": 1}"#))
             .unwrap_err()
             .contains("serverTime"));
+    }
+
+    #[test]
+    fn ticker_price_from_documented_shape() {
+        let v =
+            serde_json::json!({"symbol": "BTCUSDT", "price": "6000.01", "time": 1589437530011i64});
+        assert_eq!(ticker_price(&v).unwrap(), Price("6000.01".parse().unwrap()));
+        assert!(ticker_price(&serde_json::json!({"symbol": "BTCUSDT"})).is_err());
     }
 }

@@ -127,6 +127,7 @@ enum Endpoint {
     Time,
     Klines,
     ExchangeInfo,
+    TickerPrice,
     Account,
     PositionRisk,
     SymbolConfig,
@@ -153,6 +154,7 @@ impl Endpoint {
             ("GET", "/fapi/v1/time") => Time,
             ("GET", "/fapi/v1/klines") => Klines,
             ("GET", "/fapi/v1/exchangeInfo") => ExchangeInfo,
+            ("GET", "/fapi/v1/ticker/price") => TickerPrice,
             ("GET", "/fapi/v3/account") => Account,
             ("GET", "/fapi/v3/positionRisk") => PositionRisk,
             ("GET", "/fapi/v1/symbolConfig") => SymbolConfig,
@@ -175,7 +177,11 @@ impl Endpoint {
     fn signed(self) -> bool {
         !matches!(
             self,
-            Endpoint::Ping | Endpoint::Time | Endpoint::Klines | Endpoint::ExchangeInfo
+            Endpoint::Ping
+                | Endpoint::Time
+                | Endpoint::Klines
+                | Endpoint::ExchangeInfo
+                | Endpoint::TickerPrice
         )
     }
 
@@ -183,8 +189,8 @@ impl Endpoint {
     fn weight(self, req: &Req) -> u64 {
         use Endpoint::*;
         match self {
-            Ping | Time | ExchangeInfo | Leverage | MarginType | QueryOrder | QueryAlgo
-            | CancelAlgo | CancelAllAlgos => 1,
+            Ping | Time | ExchangeInfo | TickerPrice | Leverage | MarginType | QueryOrder
+            | QueryAlgo | CancelAlgo | CancelAllAlgos => 1,
             NewOrder | NewAlgo => 0,
             Klines => match req
                 .get("limit")
@@ -383,6 +389,14 @@ fn dispatch(
         Ping => Ok(json!({})),
         Time => Ok(json!({ "serverTime": now })),
         ExchangeInfo => Ok(render::exchange_info(&g.x, now)),
+        TickerPrice => {
+            let symbol = req
+                .get("symbol")
+                .ok_or_else(|| ApiError::mandatory("symbol"))?
+                .to_string();
+            let price = g.x.mark(&symbol, now)?;
+            Ok(json!({ "symbol": symbol, "price": price.normalize().to_string(), "time": now }))
+        }
         Klines => klines(g, req, now),
         Account => Ok(render::account(&g.x, key, now)),
         PositionRisk => {
