@@ -136,6 +136,8 @@ pub async fn build(cfg: Config, state_spec: &str, mode: Mode) -> Result<App, App
             accounts,
             notifier,
             timing,
+            cache: Default::default(),
+            risk_off: false,
         },
         clock_exchange: public,
     })

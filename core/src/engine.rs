@@ -98,6 +98,29 @@ pub struct Engine {
     pub accounts: Vec<AccountRuntime>,
     pub notifier: Arc<dyn Notifier>,
     pub timing: EngineTiming,
+    /// Strategies already fed, for processes that evaluate again and again (scheduler, replay,
+    /// backtest): the next evaluation feeds only the candles that closed since.
+    pub cache: StrategyCache,
+    /// Backtest policy `--risk off`: every entry uses all equity (quantity = equity / price), no
+    /// position limit, no protective stop orders. Never set by the jobs.
+    pub risk_off: bool,
+}
+
+type CacheKey = (AccountId, String, Symbol, Timeframe);
+/// A fed strategy and the open time of the last candle it was fed.
+type Fed = (Box<dyn strategy::Strategy>, i64);
+
+/// Fed strategy instances with the open time of the last candle each was fed.
+#[derive(Default)]
+pub struct StrategyCache(std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>);
+
+impl StrategyCache {
+    fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
+        self.0.lock().expect("strategy cache").remove(k)
+    }
+    fn put(&self, k: CacheKey, s: Box<dyn strategy::Strategy>, last: i64) {
+        self.0.lock().expect("strategy cache").insert(k, (s, last));
+    }
 }
 
 fn iso(ms: i64) -> String {
@@ -403,18 +426,46 @@ impl Engine {
         open_time: i64,
         now: i64,
     ) -> Result<Option<(Decision, Option<Versioned<Position>>, Price)>, EngineError> {
-        let mut strat =
-            strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
-                .map_err(|e| EngineError::Other(e.to_string()))?;
-        let limit = self.config.jobs.history.max(strat.warmup() as u32 + 2);
-        let candles = match self
-            .fetch_closed(acct.exchange.as_ref(), sym, tf, limit, open_time, now)
-            .await?
-        {
-            Fetched::Ready(c) => c,
-            Fetched::NotYet { newest } => {
-                tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
-                return Ok(None);
+        let ex = acct.exchange.as_ref();
+        let cache_key = (acct.config.id.clone(), s.name.clone(), sym.clone(), tf);
+        // A strategy fed up to an earlier candle only needs the candles closed since.
+        let mut fed = None;
+        if let Some((st, last)) = self.cache.take(&cache_key) {
+            if last < open_time {
+                let need = ((open_time - last) / tf.millis()) as u32 + 1;
+                match self
+                    .fetch_closed(ex, sym, tf, need.max(2), open_time, now)
+                    .await?
+                {
+                    Fetched::Ready(c) if c.first().is_some_and(|f| f.open_time <= last) => {
+                        let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
+                        fed = Some((st, fresh));
+                    }
+                    Fetched::Ready(_) => {}
+                    Fetched::NotYet { .. } => {
+                        self.cache.put(cache_key, st, last);
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        let (mut strat, candles) = match fed {
+            Some((st, fresh)) => (st, fresh),
+            None => {
+                let st =
+                    strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                let limit = self.config.jobs.history.max(st.warmup() as u32 + 2);
+                match self
+                    .fetch_closed(ex, sym, tf, limit, open_time, now)
+                    .await?
+                {
+                    Fetched::Ready(c) => (st, c),
+                    Fetched::NotYet { newest } => {
+                        tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
+                        return Ok(None);
+                    }
+                }
             }
         };
         for c in &candles {
@@ -445,6 +496,17 @@ impl Engine {
                 (a, b) => a.or(b),
             };
         }
+        // Keep the best price stored: a strategy fed only fresh candles relies on it.
+        if let Some(p) = position.as_mut().filter(|p| p.value.is_open()) {
+            let stored = all
+                .iter()
+                .find(|x| x.value.key == key)
+                .and_then(|x| x.value.best_price);
+            if p.value.best_price != stored {
+                p.value.updated_at = now;
+                p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+            }
+        }
         let sid = StrategyId::new(&s.name);
         let mine = all
             .iter()
@@ -454,15 +516,7 @@ impl Engine {
             .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
             .count();
         let mut last_entry_time = mine.map(|p| p.value.opened_at).max();
-        if let Some(t) = self
-            .repo
-            .trades(&acct.config.id)
-            .await?
-            .iter()
-            .filter(|t| t.strategy == sid)
-            .map(|t| t.entry_time)
-            .max()
-        {
+        if let Some(t) = self.repo.last_entry(&acct.config.id, &sid).await? {
             last_entry_time = Some(last_entry_time.map_or(t, |x| x.max(t)));
         }
         let v = position
@@ -476,6 +530,7 @@ impl Engine {
             open_positions,
         };
         let decision = strat.decide(&ctx);
+        self.cache.put(cache_key, strat, open_time);
         Ok(Some((decision, position, last_close)))
     }
 
@@ -525,11 +580,13 @@ impl Engine {
         let sid = StrategyId::new(&s.name);
 
         let stored = self.repo.positions(account).await?;
+        // Risk off (backtests only): no protective stop, no position limit, all equity.
+        let stop = if self.risk_off { None } else { stop };
         let open_count = stored
             .iter()
             .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
             .count();
-        if open_count as u32 >= self.config.risk.max_positions_per_account {
+        if !self.risk_off && open_count as u32 >= self.config.risk.max_positions_per_account {
             let why = format!(
                 "entry {side} blocked: {open_count} positions open, risk.max_positions_per_account = {}",
                 self.config.risk.max_positions_per_account
@@ -568,7 +625,11 @@ impl Engine {
         if ref_price.is_zero() {
             return Err(EngineError::Other(format!("no reference price for {sym}")));
         }
-        let notional = snap.equity.0 * size_pct * Decimal::from(lev);
+        let notional = if self.risk_off {
+            snap.equity.0
+        } else {
+            snap.equity.0 * size_pct * Decimal::from(lev)
+        };
         let qty = match orders::market_qty(&filters, notional / ref_price.0, ref_price, false) {
             Ok(q) => q,
             Err(e) => {
@@ -676,6 +737,7 @@ impl Engine {
             .protect(ex, &mut pos, &filters, &stored, now, report)
             .await;
         version = self.repo.save_position(&pos, Some(version)).await?;
+        self.repo.record_entry(account, &sid, now).await?;
         let _ = version;
         let stop_txt = match (&pos.stop_loss, protected) {
             (Some(p), true) => format!("stop {p}"),
@@ -1346,6 +1408,52 @@ impl Engine {
         }
     }
 
+    /// Close every open strategy position of the enabled accounts (or of one account) at market,
+    /// cancelling their protective orders and recording the trades. MANUAL positions are never
+    /// touched. Used at the end of a backtest and by an emergency stop.
+    pub async fn close_positions(
+        &self,
+        account: Option<&AccountId>,
+        reason: &str,
+        now: i64,
+    ) -> JobReport {
+        let mut report = JobReport::default();
+        for acct in self
+            .accounts
+            .iter()
+            .filter(|a| a.config.enabled && account.is_none_or(|x| x == &a.config.id))
+        {
+            let positions = match self.repo.positions(&acct.config.id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", acct.config.id));
+                    continue;
+                }
+            };
+            for p in positions
+                .into_iter()
+                .filter(|p| p.value.is_open() && !p.value.is_manual)
+            {
+                let key = p.value.key.clone();
+                match self
+                    .exit(
+                        acct.exchange.as_ref(),
+                        p,
+                        reason,
+                        Timeframe::M1.last_closed_open(now),
+                        now,
+                        &mut report,
+                    )
+                    .await
+                {
+                    Ok(()) => report.lines.push(format!("{key}: closed ({reason})")),
+                    Err(e) => report.errors.push(format!("{key}: {e}")),
+                }
+            }
+        }
+        report
+    }
+
     // -----------------------------------------------------------------------------------------
     // sync
     // -----------------------------------------------------------------------------------------
@@ -1562,6 +1670,9 @@ impl Engine {
                         .await;
                 }
                 v.version = self.repo.save_position(&p, Some(v.version)).await?;
+                self.repo
+                    .record_entry(account, &p.key.strategy, p.opened_at)
+                    .await?;
                 v.value = p.clone();
                 self.notify(account, Priority::High, "adopted", format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into())), now).await;
             }

@@ -6,6 +6,7 @@
 //! network, the disk or a clock; it gets `now` and the ports as arguments.
 
 pub mod app;
+pub mod backtest;
 pub mod binance;
 pub mod config;
 pub mod data;

@@ -219,6 +219,16 @@ impl MarketData for RecordedMarket {
                 "no recorded candles for {symbol}"
             )));
         };
+        // During an outage nothing trades: an order waits for the first price after it.
+        if n > 0 && n < s.candles.len() {
+            return Ok(s.candles[n].open);
+        }
+        // Right after the last recorded close (within one candle), the last close is the price:
+        // a backtest closes what is still open there.
+        let end = last.open_time + s.tf_ms;
+        if n == s.candles.len() && now >= end && now < end + s.tf_ms {
+            return Ok(last.close);
+        }
         let why = if n == 0 {
             format!(
                 "before the recorded data, which starts at {}",
@@ -2172,8 +2182,17 @@ mod tests {
             Price(dec!(101))
         );
         let err = |r: Result<Price, ExchangeError>| r.unwrap_err().to_string();
-        assert!(err(m.price(&btc(), T0 + 2 * 3_600_000 + 5_000).await).contains("inside a gap"));
-        assert!(err(m.price(&btc(), T0 + 5 * 3_600_000).await).contains("after the end"));
+        // Inside an outage an order waits for the first price after it: the next candle's open.
+        assert_eq!(
+            m.price(&btc(), T0 + 2 * 3_600_000 + 5_000).await.unwrap(),
+            Price(dec!(100))
+        );
+        // At the last close (within one candle after it) the price is that close; later, none.
+        assert_eq!(
+            m.price(&btc(), T0 + 5 * 3_600_000).await.unwrap(),
+            Price(dec!(104))
+        );
+        assert!(err(m.price(&btc(), T0 + 5 * 3_600_000 + M15).await).contains("after the end"));
         assert!(err(m.price(&btc(), start - 1).await).contains("before the recorded data"));
         assert!(err(m.price(&Symbol::new("ETHUSDT"), T0).await).contains("ETHUSDT"));
 

@@ -216,6 +216,8 @@ pub async fn run(
         accounts,
         notifier,
         timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: false,
     };
 
     let in_gap = |t: i64| gaps.iter().any(|(a, b)| t >= *a && t < *b);
@@ -300,6 +302,17 @@ pub async fn run(
         max_drawdown: max_dd,
         fees,
     })
+}
+
+/// A suffix unique to this call in this process (scratch directory names).
+pub fn unique_suffix() -> String {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("{t}-{n}")
 }
 
 fn tempfile_dir() -> Result<PathBuf, ReplayError> {

@@ -252,6 +252,40 @@ impl StateRepo {
             .collect()
     }
 
+    /// When this strategy last opened a position on this account (for signal intervals): one
+    /// small item, so no job ever reads the whole trade history for it.
+    pub async fn last_entry(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+    ) -> Result<Option<i64>, StoreError> {
+        let (p, s) = (pk(account), format!("ENTRY#{}", strategy.0));
+        match self.store.get(&p, &s).await? {
+            Some(r) => Ok(Some(decode::<i64>(&p, &s, &r.body)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Record an entry time (only ever moves forward; a concurrent writer with a later time wins).
+    pub async fn record_entry(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+        time: i64,
+    ) -> Result<(), StoreError> {
+        let (p, s) = (pk(account), format!("ENTRY#{}", strategy.0));
+        let expect = match self.store.get(&p, &s).await? {
+            Some(r) if decode::<i64>(&p, &s, &r.body)? >= time => return Ok(()),
+            Some(r) => Expect::Version(r.version),
+            None => Expect::Absent,
+        };
+        match self.store.put(&p, &s, &encode(&time), expect, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn account_state(
         &self,
         account: &AccountId,

@@ -190,6 +190,8 @@ fn setup() -> Setup {
         )),
         notifier: notes.clone(),
         timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: false,
     };
     Setup {
         engine,

@@ -88,6 +88,40 @@ enum Command {
         #[arg(long)]
         timeframe: Option<Timeframe>,
     },
+    /// Backtest strategies over candle files with the live jobs' code: evaluate after every
+    /// close, sync, paper fills (next candle's open, stops from highs/lows); metrics per run.
+    Backtest {
+        /// Strategy name(s), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        strategy: Vec<String>,
+        /// Candle CSV file(s), comma-separated; the symbol comes from each file name.
+        #[arg(long, value_delimiter = ',', required = true)]
+        data: Vec<PathBuf>,
+        /// Evaluate at this timeframe (resamples 5m/15m input); default: the strategy's
+        /// configured timeframe when the config lists it, else the data's own.
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        /// Commission per fill, as a fraction of notional.
+        #[arg(long, default_value = "0.0004")]
+        fee: rust_decimal::Decimal,
+        /// Slippage per market fill, as a fraction of price (against the taker).
+        #[arg(long, default_value = "0.0001")]
+        slippage: rust_decimal::Decimal,
+        /// Starting equity (USDT) of each (file, strategy) run.
+        #[arg(long, default_value = "10000")]
+        equity: rust_decimal::Decimal,
+        /// `off`: all equity per entry (quantity = equity / fill price), no position limit, no
+        /// protective stop orders.
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        risk: String,
+        /// Write every trade as CSV (strategy,symbol,side,entry_time,exit_time,entry_price,
+        /// exit_price,qty,pnl,fees).
+        #[arg(long)]
+        trades_out: Option<PathBuf>,
+        /// Write a self-contained HTML report with equity and drawdown charts.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Print one CSV row per closed candle with a strategy's decision and every condition it
     /// checked (the same decision code the jobs run).
     Signals {
@@ -147,7 +181,7 @@ fn main() -> ExitCode {
     // Tools over candle files need no config; `signals` uses it only when it exists.
     let needs_config = match &cli.cmd {
         Command::Indicators { .. } => false,
-        Command::Signals { .. } => cli.config.exists(),
+        Command::Signals { .. } | Command::Backtest { .. } => cli.config.exists(),
         _ => true,
     };
     let cfg = if needs_config {
@@ -184,6 +218,80 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
         Command::Status => cmd_status(config()?, &state).await,
         Command::Positions { account } => cmd_positions(config()?, &state, account).await,
         Command::Validate => cmd_validate(config()?, &cli.config).await,
+        Command::Backtest {
+            strategy,
+            data,
+            timeframe,
+            fee,
+            slippage,
+            equity,
+            risk,
+            trades_out,
+            report,
+        } => {
+            for s in &strategy {
+                if albra_core::strategy::build(s, &Default::default(), "--strategy").is_err()
+                    && cfg.as_ref().and_then(|c| c.strategy(s)).is_none()
+                {
+                    bail!(
+                        "unknown strategy `{s}` (valid: {})",
+                        albra_core::strategy::names().join(", ")
+                    );
+                }
+            }
+            let opts = albra_core::backtest::BacktestOptions {
+                strategies: strategy,
+                data,
+                timeframe,
+                fee,
+                slippage,
+                equity,
+                risk_off: risk == "off",
+                config: cfg.clone(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let started = std::time::Instant::now();
+            let runs = albra_core::backtest::run(&opts).await?;
+            println!(
+                "{:<16} {:<9} {:<4} {:>7} {:>6} {:>9} {:>8} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>8} {:>10}",
+                "strategy", "symbol", "tf", "candles", "trades", "return", "CAGR", "Sharpe", "Sortino", "max DD", "win", "PF", "avg win", "avg loss", "exposure", "fees"
+            );
+            let mut errors = Vec::new();
+            for r in &runs {
+                let m = &r.metrics;
+                println!(
+                    "{:<16} {:<9} {:<4} {:>7} {:>6} {:>8.2}% {:>7.2}% {:>7.2} {:>7.2} {:>7.2}% {:>6.1}% {:>6.2} {:>9.2} {:>9.2} {:>7.1}% {:>10.2}",
+                    r.strategy, r.symbol.0, r.timeframe.as_str(), r.candles, m.trades, m.total_return * 100.0, m.cagr * 100.0, m.sharpe, m.sortino, m.max_drawdown * 100.0, m.win_rate * 100.0, m.profit_factor, m.avg_win, m.avg_loss, m.exposure * 100.0, m.fees
+                );
+                if r.gaps > 0 {
+                    eprintln!(
+                        "warning: {}: {} gap(s) in the exchange's history; candles stay a sequence",
+                        r.data.display(),
+                        r.gaps
+                    );
+                }
+                errors.extend(r.job_errors.iter().cloned());
+            }
+            println!("backtested in {:.3} s", started.elapsed().as_secs_f64());
+            if let Some(p) = trades_out {
+                std::fs::write(&p, albra_core::backtest::trades_csv(&runs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("trades written to {}", p.display());
+            }
+            if let Some(p) = report {
+                std::fs::write(&p, albra_core::backtest::html_report(&runs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("report written to {}", p.display());
+            }
+            if !errors.is_empty() {
+                bail!(
+                    "{} job error(s) during the backtest; first: {}",
+                    errors.len(),
+                    errors[0]
+                );
+            }
+            Ok(())
+        }
         Command::Indicators {
             data,
             indicators,

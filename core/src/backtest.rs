@@ -1,0 +1,550 @@
+//! Backtests: the live jobs ([`Engine::evaluate`] a few seconds after every candle close, then
+//! [`Engine::sync_positions`]) over recorded candles, with the paper exchange and a simulated
+//! clock. No rule is implemented twice: decisions, sizing, orders, fills, stops and trade records
+//! are the same code the scheduled jobs run. Each (data file, strategy) pair is its own account
+//! with its own starting equity; positions still open after the last candle are closed at its
+//! close.
+//!
+//! `--risk off` ([`BacktestOptions::risk_off`]) switches sizing rules and risk limits off: every
+//! entry uses all equity (quantity = equity / fill price, fractional), there is no position
+//! limit and no protective stop order (a strategy's own exits and take-profits still apply).
+
+use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
+use crate::data::{self, CandleSeries};
+use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
+use crate::engine::{AccountRuntime, Engine, EngineTiming};
+use crate::notify::CollectingNotifier;
+use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
+use crate::state::StateRepo;
+use crate::store::sqlite::SqliteStore;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(thiserror::Error, Debug)]
+pub enum BacktestError {
+    #[error(transparent)]
+    Data(#[from] data::DataError),
+    #[error("{0}")]
+    Setup(String),
+}
+
+/// What to backtest and how.
+#[derive(Clone, Debug)]
+pub struct BacktestOptions {
+    pub strategies: Vec<String>,
+    pub data: Vec<PathBuf>,
+    /// Evaluate at this timeframe (resampling finer data); default: the strategy's configured
+    /// timeframe when a config is given, else the data's own.
+    pub timeframe: Option<Timeframe>,
+    pub fee: Decimal,
+    pub slippage: Decimal,
+    /// Starting equity of each (file, strategy) run.
+    pub equity: Decimal,
+    pub risk_off: bool,
+    /// Strategy parameters, leverage and size from this config when it lists the strategy.
+    pub config: Option<Config>,
+    /// Print a progress line on stderr.
+    pub progress: bool,
+}
+
+/// Performance figures of one equity curve and its trades.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Metrics {
+    pub initial_equity: f64,
+    pub final_equity: f64,
+    pub total_return: f64,
+    pub cagr: f64,
+    pub sharpe: f64,
+    pub sortino: f64,
+    pub max_drawdown: f64,
+    pub win_rate: f64,
+    pub profit_factor: f64,
+    pub avg_win: f64,
+    pub avg_loss: f64,
+    /// Fraction of evaluated candles with a position open.
+    pub exposure: f64,
+    pub trades: usize,
+    pub fees: f64,
+}
+
+/// One (file, strategy) run.
+#[derive(Clone, Debug)]
+pub struct RunResult {
+    pub strategy: String,
+    pub symbol: Symbol,
+    pub data: PathBuf,
+    pub timeframe: Timeframe,
+    pub candles: usize,
+    pub gaps: usize,
+    pub trades: Vec<TradeRecord>,
+    /// (time, equity) at every candle close, then the final equity.
+    pub equity: Vec<(i64, f64)>,
+    pub metrics: Metrics,
+    pub job_errors: Vec<String>,
+}
+
+const EVAL_DELAY_MS: i64 = 3_000;
+
+fn f(d: Decimal) -> f64 {
+    d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// Compute the metrics of an equity curve sampled once per `tf` and its trades.
+pub fn metrics(
+    equity: &[(i64, f64)],
+    trades: &[TradeRecord],
+    tf: Timeframe,
+    in_position: usize,
+    samples: usize,
+) -> Metrics {
+    let Some(&(t0, e0)) = equity.first() else {
+        return Metrics::default();
+    };
+    let &(t1, e1) = equity.last().expect("non-empty");
+    let years = ((t1 - t0) as f64 / (365.25 * 86_400_000.0)).max(1e-9);
+    let rets: Vec<f64> = equity
+        .windows(2)
+        .filter(|w| w[0].1 > 0.0)
+        .map(|w| w[1].1 / w[0].1 - 1.0)
+        .collect();
+    let n = rets.len().max(1) as f64;
+    let mean = rets.iter().sum::<f64>() / n;
+    let var = rets.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    let down = (rets.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    let per_year = 365.25 * 86_400_000.0 / tf.millis() as f64;
+    let (mut peak, mut mdd) = (e0, 0.0f64);
+    for &(_, e) in equity {
+        peak = peak.max(e);
+        if peak > 0.0 {
+            mdd = mdd.max((peak - e) / peak);
+        }
+    }
+    let pnls: Vec<f64> = trades.iter().map(|t| f(t.pnl.0)).collect();
+    let wins: Vec<f64> = pnls.iter().copied().filter(|p| *p > 0.0).collect();
+    let losses: Vec<f64> = pnls.iter().copied().filter(|p| *p <= 0.0).collect();
+    let gross_win: f64 = wins.iter().sum();
+    let gross_loss: f64 = -losses.iter().sum::<f64>();
+    Metrics {
+        initial_equity: e0,
+        final_equity: e1,
+        total_return: e1 / e0 - 1.0,
+        cagr: if e1 > 0.0 {
+            (e1 / e0).powf(1.0 / years) - 1.0
+        } else {
+            -1.0
+        },
+        sharpe: if var > 0.0 {
+            mean / var.sqrt() * per_year.sqrt()
+        } else {
+            0.0
+        },
+        sortino: if down > 0.0 {
+            mean / down * per_year.sqrt()
+        } else {
+            0.0
+        },
+        max_drawdown: mdd,
+        win_rate: if pnls.is_empty() {
+            0.0
+        } else {
+            wins.len() as f64 / pnls.len() as f64
+        },
+        profit_factor: if gross_loss > 0.0 {
+            gross_win / gross_loss
+        } else if gross_win > 0.0 {
+            f64::INFINITY
+        } else {
+            0.0
+        },
+        avg_win: if wins.is_empty() {
+            0.0
+        } else {
+            gross_win / wins.len() as f64
+        },
+        avg_loss: if losses.is_empty() {
+            0.0
+        } else {
+            -gross_loss / losses.len() as f64
+        },
+        exposure: if samples == 0 {
+            0.0
+        } else {
+            in_position as f64 / samples as f64
+        },
+        trades: trades.len(),
+        fees: trades.iter().map(|t| f(t.fees.0)).sum(),
+    }
+}
+
+/// Filters for `--risk off`: fractional quantities, no minimum notional.
+fn fractional_filters(symbol: &Symbol) -> SymbolFilters {
+    let tiny = Decimal::new(1, 12);
+    SymbolFilters {
+        symbol: symbol.clone(),
+        tick_size: tiny,
+        min_price: Decimal::ZERO,
+        max_price: Decimal::from(1_000_000_000i64),
+        step_size: tiny,
+        min_qty: tiny,
+        max_qty: Decimal::from(1_000_000_000i64),
+        market_step_size: tiny,
+        market_min_qty: tiny,
+        market_max_qty: Decimal::from(1_000_000_000i64),
+        min_notional: Decimal::ZERO,
+    }
+}
+
+/// Run every (file, strategy) pair.
+pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError> {
+    let mut out = Vec::new();
+    for path in &opts.data {
+        let series = data::load_csv(path)?;
+        let symbol = data::symbol_from_filename(path).ok_or_else(|| {
+            BacktestError::Setup(format!(
+                "cannot tell the symbol from the file name {}",
+                path.display()
+            ))
+        })?;
+        for name in &opts.strategies {
+            out.push(run_one(opts, path, &series, &symbol, name).await?);
+        }
+    }
+    Ok(out)
+}
+
+async fn run_one(
+    opts: &BacktestOptions,
+    path: &std::path::Path,
+    series: &CandleSeries,
+    symbol: &Symbol,
+    name: &str,
+) -> Result<RunResult, BacktestError> {
+    let configured = opts.config.as_ref().and_then(|c| c.strategy(name)).cloned();
+    let tf = opts
+        .timeframe
+        .or(configured.as_ref().map(|s| s.timeframe))
+        .unwrap_or(series.timeframe);
+    if tf < series.timeframe {
+        return Err(BacktestError::Setup(format!(
+            "{}: {} candles cannot be evaluated at the finer {tf}",
+            path.display(),
+            series.timeframe
+        )));
+    }
+    let params = configured
+        .as_ref()
+        .map(|s| s.params.clone())
+        .unwrap_or_default();
+    let warmup = crate::strategy::build(name, &params, &format!("strategies.{name}.params"))
+        .map_err(|e| BacktestError::Setup(e.to_string()))?
+        .warmup();
+    let mut config = opts
+        .config
+        .clone()
+        .unwrap_or_else(|| Config::parse(MINIMAL, "(built-in)").expect("built-in config"));
+    config.jobs.history = config.jobs.history.max(warmup as u32 + 2);
+    config.paper.initial_equity = opts.equity;
+    config.paper.commission = opts.fee;
+    config.paper.slippage = opts.slippage;
+    config.notifier.telegram = false;
+    config.strategies = vec![StrategyConfig {
+        name: name.to_string(),
+        enabled: true,
+        timeframe: tf,
+        symbols: vec![symbol.clone()],
+        leverage: configured.as_ref().map_or(10, |s| s.leverage),
+        size_pct: configured
+            .as_ref()
+            .map_or(Decimal::new(1, 1), |s| s.size_pct),
+        margin_type: configured
+            .as_ref()
+            .map_or(MarginType::Isolated, |s| s.margin_type),
+        params,
+    }];
+    let account = AccountConfig {
+        id: AccountId::new("backtest"),
+        enabled: true,
+        key_source: "env".into(),
+        strategies: vec![name.to_string()],
+        risk: RiskOverrides::default(),
+    };
+    config.accounts = vec![account.clone()];
+
+    let base = series.timeframe;
+    let eval: Vec<crate::domain::Candle> = if tf == base {
+        series.candles.clone()
+    } else {
+        data::resample(&series.candles, base, tf, true)
+    };
+    let first = series
+        .candles
+        .first()
+        .map(|c| c.open_time)
+        .ok_or_else(|| BacktestError::Setup(format!("{}: no candles", path.display())))?;
+    let clock = Arc::new(SimClock::new(first));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(symbol.clone(), series.clone()));
+    let mut paper = PaperConfig {
+        initial_balance: Notional(opts.equity),
+        commission_rate: opts.fee,
+        slippage: opts.slippage,
+        ..PaperConfig::default()
+    };
+    if opts.risk_off {
+        paper
+            .filters
+            .insert(symbol.clone(), fractional_filters(symbol));
+    }
+    let ex = Arc::new(PaperExchange::new(
+        market,
+        clock.clone() as Arc<dyn Clock>,
+        paper,
+    ));
+    let dir = std::env::temp_dir().join(format!(
+        "albra-backtest-{}-{}",
+        std::process::id(),
+        crate::replay::unique_suffix()
+    ));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| BacktestError::Setup(format!("cannot create {}: {e}", dir.display())))?;
+    let store = SqliteStore::open_fast(dir.join("backtest.db"))
+        .map_err(|e| BacktestError::Setup(e.to_string()))?;
+    let engine = Engine {
+        config: Arc::new(config),
+        repo: StateRepo::new(Arc::new(store)),
+        accounts: vec![AccountRuntime {
+            config: account,
+            exchange: ex.clone(),
+        }],
+        notifier: Arc::new(CollectingNotifier::default()),
+        timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: opts.risk_off,
+    };
+
+    let mut equity = Vec::with_capacity(eval.len() + 1);
+    let mut job_errors = Vec::new();
+    let (mut in_position, mut samples) = (0usize, 0usize);
+    let total = eval.len();
+    let mut shown = usize::MAX;
+    for (i, c) in eval.iter().enumerate() {
+        let close_time = c.open_time + tf.millis();
+        let now = close_time + EVAL_DELAY_MS;
+        clock.set(now);
+        let r = engine.evaluate(tf, now).await;
+        job_errors.extend(r.errors);
+        let r = engine.sync_positions(now).await;
+        job_errors.extend(r.errors);
+        // Equity marked at this candle's close.
+        let acct = ex
+            .account()
+            .await
+            .map_err(|e| BacktestError::Setup(e.to_string()))?;
+        let mut eq = f(acct.wallet_balance.0);
+        let positions = ex
+            .positions()
+            .await
+            .map_err(|e| BacktestError::Setup(e.to_string()))?;
+        for p in &positions {
+            eq += f(p.amount) * (c.close.to_f64() - p.entry_price.to_f64());
+        }
+        samples += 1;
+        in_position += usize::from(!positions.is_empty());
+        equity.push((close_time, eq));
+        if opts.progress {
+            let pct = (i + 1) * 100 / total.max(1);
+            if pct != shown {
+                shown = pct;
+                eprint!(
+                    "\r{name} {symbol} {tf}: [{:<50}] {pct:>3}%",
+                    "=".repeat(pct / 2)
+                );
+                if i + 1 == total {
+                    eprintln!();
+                }
+            }
+        }
+    }
+    let end = eval
+        .last()
+        .map(|c| c.open_time + tf.millis())
+        .unwrap_or(first);
+    clock.set(end);
+    let r = engine.close_positions(None, "end of data", end).await;
+    job_errors.extend(r.errors);
+    let final_eq = ex
+        .account()
+        .await
+        .map(|a| f(a.equity.0))
+        .unwrap_or(f64::NAN);
+    if let Some(last) = equity.last_mut() {
+        last.1 = final_eq;
+    }
+    let trades = engine
+        .repo
+        .trades(&AccountId::new("backtest"))
+        .await
+        .map_err(|e| BacktestError::Setup(e.to_string()))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut curve = vec![(first, f(opts.equity))];
+    curve.extend(equity);
+    let metrics = metrics(&curve, &trades, tf, in_position, samples);
+    Ok(RunResult {
+        strategy: name.to_string(),
+        symbol: symbol.clone(),
+        data: path.to_path_buf(),
+        timeframe: tf,
+        candles: total,
+        gaps: series.gaps.len(),
+        trades,
+        equity: curve,
+        metrics,
+        job_errors,
+    })
+}
+
+/// The config a backtest starts from when none is given.
+const MINIMAL: &str = r#"
+[notifier]
+telegram = false
+console = false
+[[strategies]]
+name = "EMA_CROSS"
+timeframe = "1h"
+symbols = ["BTCUSDT"]
+leverage = 10
+size_pct = 0.1
+[[accounts]]
+id = "backtest"
+key_source = "env"
+strategies = ["EMA_CROSS"]
+"#;
+
+/// The trades as CSV: `strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees`
+/// with times as the UTC open of the candle whose price filled (ISO 8601).
+pub fn trades_csv(runs: &[RunResult]) -> String {
+    let mut s = String::from(
+        "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees\n",
+    );
+    for r in runs {
+        for t in &r.trades {
+            s.push_str(&format!(
+                "{},{},{},{},{},{},{},{},{},{}\n",
+                t.strategy,
+                t.symbol,
+                t.side,
+                fill_time(t.entry_time, r.timeframe),
+                fill_time(t.exit_time, r.timeframe),
+                t.entry_price,
+                t.exit_price,
+                t.qty,
+                t.pnl.0.round_dp(8).normalize(),
+                t.fees.0.round_dp(8).normalize()
+            ));
+        }
+    }
+    s
+}
+
+/// The open time of the candle an order placed at `t` filled in (the evaluation runs a few
+/// seconds after a close, inside the next candle).
+pub fn fill_open_time(t: i64, tf: Timeframe) -> i64 {
+    tf.open_of(t)
+}
+
+fn fill_time(t: i64, tf: Timeframe) -> String {
+    chrono::DateTime::from_timestamp_millis(fill_open_time(t, tf))
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
+/// A self-contained HTML report: a metrics table per run and SVG charts of equity and drawdown.
+pub fn html_report(runs: &[RunResult]) -> String {
+    let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>Albra backtest</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}h2{margin-top:2em}</style></head><body><h1>Albra backtest</h1>");
+    h.push_str("<table><tr><th>strategy</th><th>symbol</th><th>tf</th><th>trades</th><th>return</th><th>CAGR</th><th>Sharpe</th><th>Sortino</th><th>max DD</th><th>win rate</th><th>profit factor</th><th>exposure</th><th>fees</th></tr>");
+    for r in runs {
+        let m = &r.metrics;
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.2}%</td><td>{:+.2}%</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.1}%</td><td>{:.2}</td><td>{:.1}%</td><td>{:.2}</td></tr>",
+            r.strategy, r.symbol, r.timeframe, m.trades, m.total_return * 100.0, m.cagr * 100.0, m.sharpe, m.sortino, m.max_drawdown * 100.0, m.win_rate * 100.0, m.profit_factor, m.exposure * 100.0, m.fees
+        ));
+    }
+    h.push_str("</table>");
+    for r in runs {
+        h.push_str(&format!(
+            "<h2>{} {} {}</h2>",
+            r.strategy, r.symbol, r.timeframe
+        ));
+        h.push_str(&svg_chart(&r.equity, "equity (USDT)", "#2563eb", false));
+        let mut peak = f64::MIN;
+        let dd: Vec<(i64, f64)> = r
+            .equity
+            .iter()
+            .map(|&(t, e)| {
+                peak = peak.max(e);
+                (
+                    t,
+                    if peak > 0.0 {
+                        -(peak - e) / peak * 100.0
+                    } else {
+                        0.0
+                    },
+                )
+            })
+            .collect();
+        h.push_str(&svg_chart(&dd, "drawdown (%)", "#dc2626", true));
+    }
+    h.push_str("</body></html>\n");
+    h
+}
+
+fn svg_chart(points: &[(i64, f64)], label: &str, color: &str, fill: bool) -> String {
+    let (w, hgt) = (900.0, 220.0);
+    if points.len() < 2 {
+        return format!("<p>{label}: not enough points</p>");
+    }
+    // At most ~2000 points keeps the file small; the shape is preserved by keeping extremes.
+    let step = (points.len() / 2000).max(1);
+    let pts: Vec<(i64, f64)> = points
+        .iter()
+        .step_by(step)
+        .copied()
+        .chain(points.last().copied())
+        .collect();
+    let (t0, t1) = (pts[0].0 as f64, pts[pts.len() - 1].0 as f64);
+    let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
+    let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
+    let span = if hi > lo { hi - lo } else { 1.0 };
+    let x = |t: i64| 50.0 + (t as f64 - t0) / (t1 - t0).max(1.0) * (w - 60.0);
+    let y = |v: f64| 10.0 + (hi - v) / span * (hgt - 30.0);
+    let mut path: Vec<String> = pts
+        .iter()
+        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
+        .collect();
+    let body = if fill {
+        path.push(format!(
+            "{:.1},{:.1}",
+            x(pts[pts.len() - 1].0),
+            y(hi.max(0.0))
+        ));
+        path.push(format!("{:.1},{:.1}", x(pts[0].0), y(hi.max(0.0))));
+        format!(
+            "<polygon points=\"{}\" fill=\"{color}\" fill-opacity=\"0.3\" stroke=\"{color}\"/>",
+            path.join(" ")
+        )
+    } else {
+        format!(
+            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.2\"/>",
+            path.join(" ")
+        )
+    };
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\" aria-label=\"{label}\"><text x=\"50\" y=\"{}\" font-size=\"12\">{label}: {lo:.2} … {hi:.2}</text><line x1=\"50\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>{body}</svg>",
+        hgt - 4.0,
+        hgt - 20.0,
+        w - 10.0,
+        hgt - 20.0
+    )
+}
