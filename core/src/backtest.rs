@@ -17,7 +17,6 @@ use crate::notify::CollectingNotifier;
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
 use crate::state::StateRepo;
-use crate::store::sqlite::SqliteStore;
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
@@ -302,15 +301,8 @@ async fn run_one(
         clock.clone() as Arc<dyn Clock>,
         paper,
     ));
-    let dir = std::env::temp_dir().join(format!(
-        "albra-backtest-{}-{}",
-        std::process::id(),
-        crate::replay::unique_suffix()
-    ));
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| BacktestError::Setup(format!("cannot create {}: {e}", dir.display())))?;
-    let store = SqliteStore::open_fast(dir.join("backtest.db"))
-        .map_err(|e| BacktestError::Setup(e.to_string()))?;
+    // A backtest's state lives and dies with the run.
+    let store = crate::store::memory::MemoryStore::new();
     let engine = Engine {
         config: Arc::new(config),
         repo: StateRepo::new(Arc::new(store)),
@@ -387,7 +379,6 @@ async fn run_one(
         .trades(&AccountId::new("backtest"))
         .await
         .map_err(|e| BacktestError::Setup(e.to_string()))?;
-    let _ = std::fs::remove_dir_all(&dir);
     let mut curve = vec![(first, f(opts.equity))];
     curve.extend(equity);
     let metrics = metrics(&curve, &trades, tf, in_position, samples);

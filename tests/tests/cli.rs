@@ -365,3 +365,75 @@ strategies = ["ZLHMA_EMA_CROSS", "TFPE"]
         "stops filled on the paper exchange are recorded"
     );
 }
+
+#[test]
+fn backtest_prints_metrics_and_writes_trades_and_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 4000);
+    let trades = dir.path().join("trades.csv");
+    let report = dir.path().join("report.html");
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "backtest",
+            "--strategy",
+            "EMA_CROSS,TFPE",
+            "--data",
+            data.to_str().unwrap(),
+            "--timeframe",
+            "1h",
+            "--trades-out",
+            trades.to_str().unwrap(),
+            "--report",
+            report.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("EMA_CROSS        BTCUSDT   1h"), "{out}");
+    assert!(out.contains("TFPE"), "{out}");
+    let csv = std::fs::read_to_string(&trades).unwrap();
+    assert!(csv.starts_with(
+        "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees\n"
+    ));
+    assert!(csv.lines().count() > 2, "{csv}");
+    let html = std::fs::read_to_string(&report).unwrap();
+    assert!(
+        html.contains("<svg") && html.contains("drawdown (%)") && html.contains("equity (USDT)")
+    );
+    assert!(
+        !html.contains("http://") || html.contains("xmlns=\"http://www.w3.org/2000/svg\""),
+        "self-contained"
+    );
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "backtest",
+            "--strategy",
+            "NOPE",
+            "--data",
+            data.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("unknown strategy `NOPE`") && err.contains("EMA_CROSS"),
+        "{err}"
+    );
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "backtest",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data.to_str().unwrap(),
+            "--timeframe",
+            "5m",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("finer 5m"), "{err}");
+}

@@ -13,6 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn memory_store_meets_the_contract() {
+    let store = albra_core::store::memory::MemoryStore::new();
+    contract::run_contract(Arc::new(store)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sqlite_durable_meets_the_contract() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path().join("state/albra.db")).unwrap();

@@ -3,6 +3,7 @@
 //! picks one from a configuration string.
 
 pub mod dynamo;
+pub mod memory;
 pub mod sqlite;
 
 pub use dynamo::DynamoStore;
