@@ -348,41 +348,23 @@ impl Engine {
                     side,
                     stop,
                     take_profit,
-                } => {
-                    if open.is_some() {
-                        "hold (open signal while already in a position)".into()
-                    } else {
-                        self.enter(
-                            acct,
-                            s,
-                            sym,
-                            side,
-                            stop,
-                            take_profit,
-                            open_time,
-                            now,
-                            ref_price,
-                            &decision,
-                            report,
-                        )
-                        .await?
-                    }
                 }
-                Action::Reverse {
+                | Action::Reverse {
                     side,
                     stop,
                     take_profit,
                 } => {
-                    if let Some(p) = open {
-                        self.exit(
-                            acct.exchange.as_ref(),
-                            p,
-                            &format!("reverse to {side}"),
-                            open_time,
-                            now,
-                            report,
-                        )
-                        .await?;
+                    let reverse = matches!(decision.action, Action::Reverse { .. });
+                    match open {
+                        Some(_) if !reverse => {
+                            return Ok("hold (open signal while already in a position)".into())
+                        }
+                        Some(p) => {
+                            let why = format!("reverse to {side}");
+                            self.exit(acct.exchange.as_ref(), p, &why, open_time, now, report)
+                                .await?
+                        }
+                        None => {}
                     }
                     self.enter(
                         acct,
