@@ -977,27 +977,7 @@ impl Engine {
         };
         report.orders_placed += 1;
         self.cancel_protection(ex, pos).await;
-        let trades = ex
-            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
-            .await
-            .unwrap_or_default();
-        let closing: Vec<_> = trades
-            .iter()
-            .filter(|t| t.order_id == fill.order_id)
-            .collect();
-        let (exit_price, gross, exit_fee) = if closing.is_empty() {
-            let gross =
-                pos.side.sign() * fill.executed_qty.0 * (fill.avg_price.0 - pos.entry_price.0);
-            (fill.avg_price, gross, Decimal::ZERO)
-        } else {
-            let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
-            let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
-            (
-                Price(px),
-                closing.iter().map(|t| t.realized_pnl.0).sum(),
-                closing.iter().map(|t| t.commission.0).sum(),
-            )
-        };
+        let (exit_price, gross, exit_fee) = self.closing_figures(ex, pos, &fill).await;
         let trade = TradeRecord {
             id: format!("{}:close", pos.entry_client_id),
             account: pos.key.account.clone(),
