@@ -81,6 +81,8 @@ pub struct RunResult {
     pub trades: Vec<TradeRecord>,
     /// (time, equity) at every candle close, then the final equity.
     pub equity: Vec<(i64, f64)>,
+    /// Whether a position was open at each candle close (aligned with `equity[1..]`).
+    pub exposed: Vec<bool>,
     pub metrics: Metrics,
     pub job_errors: Vec<String>,
 }
@@ -208,19 +210,48 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
             ))
         })?;
         for name in &opts.strategies {
-            out.push(run_one(opts, path, &series, &symbol, name).await?);
+            let bar = opts
+                .progress
+                .then(|| Progress::Bar(format!("{name} {symbol}")));
+            let spec = RunSpec {
+                progress: bar.as_ref(),
+                ..RunSpec::default()
+            };
+            out.push(run_series(opts, path, &series, &symbol, name, &spec).await?);
         }
     }
     Ok(out)
 }
 
-async fn run_one(
+/// How a run reports its progress.
+pub enum Progress {
+    /// A bar on stderr, labelled.
+    Bar(String),
+    /// Add every evaluated candle to a shared counter (parallel runs draw one bar).
+    Counter(Arc<std::sync::atomic::AtomicUsize>),
+}
+
+/// Variations of one run (a walk-forward's grid point and window).
+#[derive(Default)]
+pub struct RunSpec<'a> {
+    /// Replaces the strategy's configured parameters; unknown or invalid ones fail the run.
+    pub params: Option<&'a toml::Table>,
+    /// Evaluate only the candles opening in `[from, to)` (ms); earlier candles are still the
+    /// history the strategy warms up on, as live. Positions open at the end are closed.
+    pub window: Option<(i64, i64)>,
+    pub progress: Option<&'a Progress>,
+}
+
+/// One backtest of `name` over `series`.
+pub async fn run_series(
     opts: &BacktestOptions,
     path: &std::path::Path,
     series: &CandleSeries,
     symbol: &Symbol,
     name: &str,
+    spec: &RunSpec<'_>,
 ) -> Result<RunResult, BacktestError> {
+    let progress = spec.progress;
     let configured = opts.config.as_ref().and_then(|c| c.strategy(name)).cloned();
     let tf = opts
         .timeframe
@@ -233,10 +264,13 @@ async fn run_one(
             series.timeframe
         )));
     }
-    let params = configured
-        .as_ref()
-        .map(|s| s.params.clone())
-        .unwrap_or_default();
+    let params = match spec.params {
+        Some(p) => p.clone(),
+        None => configured
+            .as_ref()
+            .map(|s| s.params.clone())
+            .unwrap_or_default(),
+    };
     let warmup = crate::strategy::build(name, &params, &format!("strategies.{name}.params"))
         .map_err(|e| BacktestError::Setup(e.to_string()))?
         .warmup();
@@ -273,13 +307,15 @@ async fn run_one(
     config.accounts = vec![account.clone()];
 
     let base = series.timeframe;
-    let eval: Vec<crate::domain::Candle> = if tf == base {
+    let mut eval: Vec<crate::domain::Candle> = if tf == base {
         series.candles.clone()
     } else {
         data::resample(&series.candles, base, tf, true)
     };
-    let first = series
-        .candles
+    if let Some((from, to)) = spec.window {
+        eval.retain(|c| c.open_time >= from && c.open_time < to);
+    }
+    let first = eval
         .first()
         .map(|c| c.open_time)
         .ok_or_else(|| BacktestError::Setup(format!("{}: no candles", path.display())))?;
@@ -317,6 +353,7 @@ async fn run_one(
     };
 
     let mut equity = Vec::with_capacity(eval.len() + 1);
+    let mut exposed = Vec::with_capacity(eval.len());
     let mut job_errors = Vec::new();
     let (mut in_position, mut samples) = (0usize, 0usize);
     let total = eval.len();
@@ -344,19 +381,23 @@ async fn run_one(
         }
         samples += 1;
         in_position += usize::from(!positions.is_empty());
+        exposed.push(!positions.is_empty());
         equity.push((close_time, eq));
-        if opts.progress {
-            let pct = (i + 1) * 100 / total.max(1);
-            if pct != shown {
-                shown = pct;
-                eprint!(
-                    "\r{name} {symbol} {tf}: [{:<50}] {pct:>3}%",
-                    "=".repeat(pct / 2)
-                );
-                if i + 1 == total {
-                    eprintln!();
+        match progress {
+            Some(Progress::Bar(label)) => {
+                let pct = (i + 1) * 100 / total.max(1);
+                if pct != shown {
+                    shown = pct;
+                    eprint!("\r{label} {tf}: [{:<50}] {pct:>3}%", "=".repeat(pct / 2));
+                    if i + 1 == total {
+                        eprintln!();
+                    }
                 }
             }
+            Some(Progress::Counter(n)) => {
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            None => {}
         }
     }
     let end = eval
@@ -391,6 +432,7 @@ async fn run_one(
         gaps: series.gaps.len(),
         trades,
         equity: curve,
+        exposed,
         metrics,
         job_errors,
     })

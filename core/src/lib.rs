@@ -24,3 +24,4 @@ pub mod signals;
 pub mod state;
 pub mod store;
 pub mod strategy;
+pub mod walkforward;

@@ -122,6 +122,62 @@ enum Command {
         #[arg(long)]
         report: Option<PathBuf>,
     },
+    /// Walk-forward optimisation: pick the best grid point on each in-sample window (by
+    /// --objective), trade it blind on the next out-of-sample window, stitch the results.
+    ///
+    /// Windows roll by --step; each is --in-sample in-sample and one step out-of-sample
+    /// (0.7 and 30d: score 70 days, trade the next 30). Every grid point is backtested once over
+    /// the whole file with the live jobs' code and scored on each in-sample slice; each winner is
+    /// then run fresh (flat, warmed up on earlier candles) over its out-of-sample window.
+    #[command(
+        name = "walk-forward",
+        after_help = "Example:\n  albra walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \\\n    --in-sample 0.7 --step 30d --grid fast=8,12,20 --grid slow=26,50,100 --grid trend=150,200,300"
+    )]
+    WalkForward {
+        /// Registered strategy name.
+        #[arg(long)]
+        strategy: String,
+        /// Candle CSV; the symbol comes from the file name.
+        #[arg(long)]
+        data: PathBuf,
+        /// Fraction of each window that is in-sample (0 < x < 1).
+        #[arg(long, default_value = "0.7")]
+        in_sample: f64,
+        /// Out-of-sample length and roll step: a number and m, h, d or w (e.g. 30d, 2w).
+        #[arg(long, default_value = "30d")]
+        step: String,
+        /// `param=v1,v2,…`, repeatable; the grid is every combination. Parameters not listed
+        /// keep their configured (or default) values.
+        #[arg(long = "grid", required = true)]
+        grid: Vec<String>,
+        /// What in-sample windows are ranked by: sharpe, sortino, return, calmar, profit_factor.
+        #[arg(long, default_value = "sharpe")]
+        objective: String,
+        /// Evaluate at this timeframe (resamples finer input).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        /// Commission per fill, as a fraction of notional.
+        #[arg(long, default_value = "0.0004")]
+        fee: rust_decimal::Decimal,
+        /// Slippage per market fill, as a fraction of price.
+        #[arg(long, default_value = "0.0001")]
+        slippage: rust_decimal::Decimal,
+        /// Starting equity (USDT).
+        #[arg(long, default_value = "10000")]
+        equity: rust_decimal::Decimal,
+        /// `off`: all equity per entry, no limits, no protective stops (as `backtest --risk off`).
+        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+        risk: String,
+        /// Worker threads (0 = every core).
+        #[arg(long, default_value = "0")]
+        jobs: usize,
+        /// Write the windows as CSV (dates, winning parameters, in/out-of-sample figures).
+        #[arg(long)]
+        windows_out: Option<PathBuf>,
+        /// Write the stitched out-of-sample equity as CSV (time,equity).
+        #[arg(long)]
+        equity_out: Option<PathBuf>,
+    },
     /// Print one CSV row per closed candle with a strategy's decision and every condition it
     /// checked (the same decision code the jobs run).
     Signals {
@@ -139,6 +195,59 @@ enum Command {
         #[arg(long)]
         actions_only: bool,
     },
+}
+
+/// The per-window table and the stitched out-of-sample summary.
+fn print_walk_forward(
+    r: &albra_core::walkforward::WalkForwardResult,
+    axes: &[albra_core::walkforward::GridAxis],
+    objective: &str,
+) {
+    use albra_core::walkforward::{day, show_params};
+    println!(
+        "{:>3}  {:<16} {:<16} {:<16}  {:<28} {:>9} {:>9} {:>8} {:>8} {:>6}",
+        "win",
+        "in-sample from",
+        "out-of-sample",
+        "to",
+        "best",
+        format!("IS {}", &objective[..objective.len().min(6)]),
+        "OOS ret",
+        "OOS Shp",
+        "OOS DD",
+        "trades"
+    );
+    for w in &r.windows {
+        println!(
+            "{:>3}  {:<16} {:<16} {:<16}  {:<28} {:>9.2} {:>8.2}% {:>8.2} {:>7.2}% {:>6}",
+            w.index + 1,
+            day(w.is_start),
+            day(w.oos_start),
+            day(w.oos_end),
+            show_params(&r.points[w.best], axes),
+            w.is_score,
+            w.oos_metrics.total_return * 100.0,
+            w.oos_metrics.sharpe,
+            w.oos_metrics.max_drawdown * 100.0,
+            w.oos_metrics.trades
+        );
+    }
+    let m = &r.oos_metrics;
+    println!(
+        "out-of-sample, stitched: {} {} {}  return {:.2}%  CAGR {:.2}%  Sharpe {:.2}  Sortino {:.2}  max DD {:.2}%  trades {}  win {:.1}%  PF {:.2}  fees {:.2}",
+        r.strategy,
+        r.symbol.0,
+        r.timeframe.as_str(),
+        m.total_return * 100.0,
+        m.cagr * 100.0,
+        m.sharpe,
+        m.sortino,
+        m.max_drawdown * 100.0,
+        m.trades,
+        m.win_rate * 100.0,
+        m.profit_factor,
+        m.fees
+    );
 }
 
 fn indicators_help() -> String {
@@ -181,7 +290,9 @@ fn main() -> ExitCode {
     // Tools over candle files need no config; `signals` uses it only when it exists.
     let needs_config = match &cli.cmd {
         Command::Indicators { .. } => false,
-        Command::Signals { .. } | Command::Backtest { .. } => cli.config.exists(),
+        Command::Signals { .. } | Command::Backtest { .. } | Command::WalkForward { .. } => {
+            cli.config.exists()
+        }
         _ => true,
     };
     let cfg = if needs_config {
@@ -288,6 +399,98 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                     "{} job error(s) during the backtest; first: {}",
                     errors.len(),
                     errors[0]
+                );
+            }
+            Ok(())
+        }
+        Command::WalkForward {
+            strategy,
+            data,
+            in_sample,
+            step,
+            grid,
+            objective,
+            timeframe,
+            fee,
+            slippage,
+            equity,
+            risk,
+            jobs,
+            windows_out,
+            equity_out,
+        } => {
+            use albra_core::walkforward as wf;
+            if albra_core::strategy::build(&strategy, &Default::default(), "--strategy").is_err()
+                && cfg.as_ref().and_then(|c| c.strategy(&strategy)).is_none()
+            {
+                bail!(
+                    "unknown strategy `{strategy}` (valid: {})",
+                    albra_core::strategy::names().join(", ")
+                );
+            }
+            let axes = grid
+                .iter()
+                .map(|g| wf::GridAxis::parse(g).map_err(|e| anyhow!(e)))
+                .collect::<Result<Vec<_>>>()?;
+            let opts = wf::WalkForwardOptions {
+                backtest: albra_core::backtest::BacktestOptions {
+                    strategies: vec![strategy.clone()],
+                    data: vec![data.clone()],
+                    timeframe,
+                    fee,
+                    slippage,
+                    equity,
+                    risk_off: risk == "off",
+                    config: cfg.clone(),
+                    progress: false,
+                },
+                strategy,
+                data,
+                in_sample,
+                step_ms: wf::parse_span(&step).map_err(|e| anyhow!("--step {e}"))?,
+                grid: axes.clone(),
+                objective: wf::Objective::parse(&objective)
+                    .map_err(|e| anyhow!("--objective: {e}"))?,
+                jobs,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || wf::run(&opts))
+                .await
+                .context("walk-forward worker")??;
+            let elapsed = started.elapsed().as_secs_f64();
+            print_walk_forward(&r, &axes, &objective);
+            println!(
+                "walk-forward: {} parameter sets × {} windows over {} candles on {} thread(s) in {elapsed:.3} s",
+                r.points.len(),
+                r.windows.len(),
+                r.candles,
+                r.threads
+            );
+            if r.gaps > 0 {
+                eprintln!(
+                    "warning: {} gap(s) in the exchange's history; candles stay a sequence",
+                    r.gaps
+                );
+            }
+            if let Some(p) = windows_out {
+                std::fs::write(&p, wf::windows_csv(&r, &axes))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("windows written to {}", p.display());
+            }
+            if let Some(p) = equity_out {
+                let mut s = String::from("time,equity\n");
+                for (t, e) in &r.stitched {
+                    s.push_str(&format!("{},{e:.4}\n", wf::day(*t)));
+                }
+                std::fs::write(&p, s).with_context(|| format!("writing {}", p.display()))?;
+                println!("out-of-sample equity written to {}", p.display());
+            }
+            if !r.job_errors.is_empty() {
+                bail!(
+                    "{} job error(s) during the walk-forward; first: {}",
+                    r.job_errors.len(),
+                    r.job_errors[0]
                 );
             }
             Ok(())
