@@ -437,3 +437,92 @@ fn backtest_prints_metrics_and_writes_trades_and_report() {
     assert_eq!(code, Some(1));
     assert!(err.contains("finer 5m"), "{err}");
 }
+
+#[test]
+fn walk_forward_reports_every_window_and_writes_the_stitched_equity() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 17_280);
+    let windows = dir.path().join("windows.csv");
+    let equity = dir.path().join("oos.csv");
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "walk-forward",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data.to_str().unwrap(),
+            "--timeframe",
+            "1h",
+            "--in-sample",
+            "0.5",
+            "--step",
+            "30d",
+            "--grid",
+            "fast=8,12",
+            "--grid",
+            "slow=26,50",
+            "--windows-out",
+            windows.to_str().unwrap(),
+            "--equity-out",
+            equity.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("walk-forward: 4 parameter sets × 5 windows over 4319 candles"),
+        "{out}"
+    );
+    assert!(out.contains("out-of-sample, stitched: EMA_CROSS BTCUSDT 1h"), "{out}");
+    let csv = std::fs::read_to_string(&windows).unwrap();
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(
+        rows[0],
+        "window,is_start,is_end,oos_start,oos_end,fast,slow,is_score,is_return,is_sharpe,oos_return,oos_sharpe,oos_max_dd,oos_trades"
+    );
+    assert_eq!(rows.len(), 6, "{csv}");
+    // Each row's winner is one of the grid's values.
+    for r in &rows[1..] {
+        let f: Vec<&str> = r.split(',').collect();
+        assert!(["8", "12"].contains(&f[5]) && ["26", "50"].contains(&f[6]), "{r}");
+    }
+    let eq = std::fs::read_to_string(&equity).unwrap();
+    assert!(eq.starts_with("time,equity\n"));
+    // One point per out-of-sample hour plus the start: 4 windows of 30 days and a last one cut
+    // at the data's end.
+    assert!(eq.lines().count() > 4 * 30 * 24, "{}", eq.lines().count());
+
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "walk-forward",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data.to_str().unwrap(),
+            "--grid",
+            "fastt=8,12",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("fastt"), "{err}");
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "walk-forward",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data.to_str().unwrap(),
+            "--grid",
+            "fast=8,12",
+            "--step",
+            "30x",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1));
+    assert!(err.contains("--step") && err.contains("unknown unit `x`"), "{err}");
+}
