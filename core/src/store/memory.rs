@@ -1,15 +1,17 @@
 //! In-memory state store for scratch runs (backtests, replay, walk-forward): the same
 //! conditional-write semantics as the durable stores (it passes the same contract suite), kept in
-//! a `BTreeMap` behind a mutex, gone when the process ends.
+//! a map per partition (sort keys ordered for prefix queries) behind a mutex, gone when the
+//! process ends. Lookups borrow the caller's keys: a backtest reads state a few times per candle.
 
 use crate::ports::{Expect, Record, StateStore, StoreError};
 use async_trait::async_trait;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct MemoryStore {
-    items: Mutex<BTreeMap<(String, String), Record>>,
+    /// pk → (sk → record).
+    items: Mutex<HashMap<String, BTreeMap<String, Record>>>,
 }
 
 impl MemoryStore {
@@ -30,7 +32,7 @@ fn conflict(pk: &str, sk: &str, detail: &str) -> StoreError {
 impl StateStore for MemoryStore {
     async fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>, StoreError> {
         let items = self.items.lock().expect("memory store lock");
-        Ok(items.get(&(pk.to_string(), sk.to_string())).cloned())
+        Ok(items.get(pk).and_then(|p| p.get(sk)).cloned())
     }
 
     async fn put(
@@ -42,8 +44,11 @@ impl StateStore for MemoryStore {
         expires_at: Option<i64>,
     ) -> Result<u64, StoreError> {
         let mut items = self.items.lock().expect("memory store lock");
-        let key = (pk.to_string(), sk.to_string());
-        let version = match (expect, items.get(&key)) {
+        let part = match items.get_mut(pk) {
+            Some(p) => p,
+            None => items.entry(pk.to_string()).or_default(),
+        };
+        let version = match (expect, part.get(sk)) {
             (Expect::Absent, None) => 1,
             (Expect::Absent, Some(_)) => return Err(conflict(pk, sk, "item already exists")),
             (Expect::Version(v), Some(r)) if r.version == v => v + 1,
@@ -62,8 +67,8 @@ impl StateStore for MemoryStore {
                 ))
             }
         };
-        items.insert(
-            key,
+        part.insert(
+            sk.to_string(),
             Record {
                 pk: pk.to_string(),
                 sk: sk.to_string(),
@@ -82,10 +87,12 @@ impl StateStore for MemoryStore {
             )));
         };
         let mut items = self.items.lock().expect("memory store lock");
-        let key = (pk.to_string(), sk.to_string());
-        match items.get(&key) {
+        let part = items.get_mut(pk);
+        match part.as_ref().and_then(|p| p.get(sk)) {
             Some(r) if r.version == v => {
-                items.remove(&key);
+                if let Some(p) = part {
+                    p.remove(sk);
+                }
                 Ok(())
             }
             Some(r) => Err(conflict(
@@ -103,10 +110,12 @@ impl StateStore for MemoryStore {
 
     async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Record>, StoreError> {
         let items = self.items.lock().expect("memory store lock");
-        let start = (pk.to_string(), sk_prefix.to_string());
-        Ok(items
-            .range(start..)
-            .take_while(|((p, s), _)| p == pk && s.starts_with(sk_prefix))
+        let Some(part) = items.get(pk) else {
+            return Ok(Vec::new());
+        };
+        Ok(part
+            .range::<str, _>((std::ops::Bound::Included(sk_prefix), std::ops::Bound::Unbounded))
+            .take_while(|(s, _)| s.starts_with(sk_prefix))
             .map(|(_, r)| r.clone())
             .collect())
     }
