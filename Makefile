@@ -4,7 +4,7 @@ CARGO ?= cargo
 VENV := .venv
 PY ?= python3
 
-.PHONY: run test build venv lint fmt clippy bench clean-state
+.PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda
 
 run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
@@ -38,3 +38,51 @@ bench: build
 	$(CARGO) bench -p albra-core --benches
 	@echo "whole process: albra backtest EMA_CROSS over data/BTCUSDT-spot-1h.csv (51,224 candles), 5 runs:"
 	@for i in 1 2 3 4 5; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off > /dev/null; done
+	@echo "whole process: walk-forward of 27 EMA_CROSS parameter sets over the same file (70/30, 30-day step):"
+	@/usr/bin/time -f "  %e s wall, %U s user, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --in-sample 0.7 --step 30d --grid fast=20,50,80 --grid slow=100,200,300 --grid stop_loss_pct=0.02,0.03,0.05 | tail -2
+
+# AWS Lambda deployment (infra/README.md). `make lambda` builds the arm64 `bootstrap` of each
+# function with cargo-lambda (pip install cargo-lambda, which brings zig) or, without it, with
+# cargo for an installed aarch64-unknown-linux-gnu target and aarch64-linux-gnu-gcc, then stages infra/build/<fn>/ (bootstrap
+# + albra.toml, what the SAM template's CodeUri points at) and infra/build/<fn>.zip.
+LAMBDA_FUNCTIONS := evaluator position-sync
+# The packed config: config/albra.toml with every account's keys from SSM (infra/lambda-config.sh).
+LAMBDA_CONFIG ?= config/albra.toml
+STAGE ?= prod
+lambda:
+	@set -e; \
+	if command -v cargo-lambda >/dev/null 2>&1; then \
+	  $(CARGO) lambda build --profile lambda --arm64 $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
+	  out() { echo "$(CARGO_TARGET_DIR)/lambda/$$1/bootstrap"; }; \
+	elif rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
+	    && command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then \
+	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
+	    $(CARGO) build --profile lambda --target aarch64-unknown-linux-gnu $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
+	  out() { echo "$(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu/lambda/$$1"; }; \
+	else \
+	  echo "make lambda: needs cargo-lambda (pip install cargo-lambda) or the aarch64-unknown-linux-gnu"; \
+	  echo "target and cross gcc (rustup target add aarch64-unknown-linux-gnu;"; \
+	  echo "apt-get install gcc-aarch64-linux-gnu); see infra/README.md"; \
+	  exit 1; \
+	fi; \
+	for f in $(LAMBDA_FUNCTIONS); do \
+	  rm -rf infra/build/$$f infra/build/$$f.zip; mkdir -p infra/build/$$f; \
+	  cp "$$(out $$f)" infra/build/$$f/bootstrap; infra/lambda-config.sh $(LAMBDA_CONFIG) > infra/build/$$f/albra.toml; \
+	  (cd infra/build/$$f && zip -q ../$$f.zip bootstrap albra.toml); \
+	  ls -l infra/build/$$f.zip; \
+	done
+
+# Deploy with SAM (needs AWS credentials; never run in CI): make deploy STAGE=prod ALERT_EMAIL=you@example.com
+deploy: lambda
+	@test -n "$(ALERT_EMAIL)" || { echo "make deploy: set ALERT_EMAIL=you@example.com"; exit 1; }
+	cd infra && sam deploy --template-file template.yaml --stack-name albra-$(STAGE) \
+	  --capabilities CAPABILITY_IAM --resolve-s3 --no-fail-on-empty-changeset \
+	  --parameter-overrides Stage=$(STAGE) AlertEmail=$(ALERT_EMAIL)
+
+# Lambda-style figures (measured, never asserted): start-to-ready, invocation time and peak RSS of
+# the evaluator and position-sync under the loopback Lambda runtime API, bootstrap sizes, and a
+# monthly AWS cost estimate. Host-architecture build of the `lambda` profile.
+bench-lambda: venv
+	$(CARGO) build --profile lambda --bin evaluator --bin position-sync
+	$(CARGO) build --workspace --bins
+	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test -p albra-tests --test lambda -- --ignored --nocapture bench_

@@ -347,7 +347,10 @@ pub async fn run_series(
             exchange: ex.clone(),
         }],
         notifier: Arc::new(CollectingNotifier::default()),
-        timing: EngineTiming::instant(),
+        timing: EngineTiming {
+            record_holds: false,
+            ..EngineTiming::instant()
+        },
         cache: Default::default(),
         risk_off: opts.risk_off,
     };

@@ -7,7 +7,7 @@ use crate::ports::{KeySource, MarginType, Priority};
 use crate::strategy;
 use rust_decimal::Decimal;
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
 /// A configuration error: file, key path, and what was wrong or expected.
@@ -82,7 +82,7 @@ impl Default for JobsSection {
     }
 }
 
-/// `[risk]`: account-level limits.
+/// `[risk]`: account-level limits and the sizing chain (see `risk.rs` for the rules).
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RiskConfig {
@@ -91,8 +91,25 @@ pub struct RiskConfig {
     pub max_position_pct: Decimal,
     /// Largest total initial margin in use, as a fraction of equity.
     pub max_total_margin_pct: Decimal,
+    /// Loss since the day's starting equity (fraction) that halts new entries.
     pub daily_loss_pct: Decimal,
     pub max_leverage: u32,
+    /// Largest loss one entry may take at its stop, as a fraction of equity.
+    pub risk_per_trade_pct: Decimal,
+    /// Hour (UTC) at which the trading day, its starting equity and a daily halt reset.
+    pub day_start_hour_utc: u32,
+    /// `day`: a daily-loss halt lasts until the next day start; `24h`: 24 hours from the hit.
+    pub halt_reset: HaltReset,
+    /// Smallest spacing between two entries of one strategy on one account (seconds; 0 = none).
+    pub min_entry_interval_secs: u64,
+    pub mdd: MddConfig,
+    pub kelly: KellyConfig,
+    /// `[[risk.loss_streak]]`: size cuts after consecutive losses, e.g. 3 → ×0.7.
+    pub loss_streak: Vec<LossStreakCut>,
+    pub volatility: VolatilityConfig,
+    pub regime: RegimeConfig,
+    /// `[risk.strategies.NAME]`: one strategy's own risk settings (Kelly range, …).
+    pub strategies: BTreeMap<String, StrategyRisk>,
 }
 impl Default for RiskConfig {
     fn default() -> Self {
@@ -102,6 +119,141 @@ impl Default for RiskConfig {
             max_total_margin_pct: dec("0.9"),
             daily_loss_pct: dec("0.05"),
             max_leverage: 20,
+            risk_per_trade_pct: dec("0.015"),
+            day_start_hour_utc: 0,
+            halt_reset: HaltReset::Day,
+            min_entry_interval_secs: 0,
+            mdd: MddConfig::default(),
+            kelly: KellyConfig::default(),
+            loss_streak: vec![
+                LossStreakCut {
+                    losses: 3,
+                    factor: dec("0.7"),
+                },
+                LossStreakCut {
+                    losses: 5,
+                    factor: dec("0.5"),
+                },
+                LossStreakCut {
+                    losses: 7,
+                    factor: dec("0.3"),
+                },
+            ],
+            volatility: VolatilityConfig::default(),
+            regime: RegimeConfig::default(),
+            strategies: BTreeMap::new(),
+        }
+    }
+}
+
+/// How long a daily-loss halt lasts.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HaltReset {
+    /// Until the next trading-day start (`day_start_hour_utc`).
+    Day,
+    /// 24 hours from the moment the limit was hit.
+    #[serde(rename = "24h")]
+    Rolling24h,
+}
+
+/// `[risk.mdd]`: drawdown levels. Thresholds are fractions of the equity peak; level `i + 1`
+/// starts at `thresholds[i]` and multiplies sizes by `multipliers[i + 1]` (level 0: `multipliers[0]`).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MddConfig {
+    pub thresholds: Vec<Decimal>,
+    pub multipliers: Vec<Decimal>,
+    /// Allow new entries (at the emergency multiplier) in the deepest level.
+    pub allow_entries_in_emergency: bool,
+    /// Consecutive wins per recovery step, and the multiplier added per step (capped at 1).
+    pub recovery_wins: u32,
+    pub recovery_step: Decimal,
+}
+impl Default for MddConfig {
+    fn default() -> Self {
+        MddConfig {
+            thresholds: vec![dec("0.30"), dec("0.35"), dec("0.40"), dec("0.50")],
+            multipliers: vec![dec("1.0"), dec("0.7"), dec("0.5"), dec("0.3"), dec("0.1")],
+            allow_entries_in_emergency: false,
+            recovery_wins: 3,
+            recovery_step: dec("0.1"),
+        }
+    }
+}
+
+/// `[risk.kelly]`: how Kelly sizing reads a strategy's history (the range is per strategy).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct KellyConfig {
+    /// Closed trades looked at (the newest).
+    pub lookback: usize,
+    /// Below this many closed trades the strategy's base `size_pct` is used.
+    pub min_trades: usize,
+    /// Fraction of the full Kelly bet (0.5 = half-Kelly).
+    pub fraction: Decimal,
+}
+impl Default for KellyConfig {
+    fn default() -> Self {
+        KellyConfig {
+            lookback: 100,
+            min_trades: 20,
+            fraction: dec("0.5"),
+        }
+    }
+}
+
+/// One `[[risk.loss_streak]]` cut.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LossStreakCut {
+    pub losses: u32,
+    pub factor: Decimal,
+}
+
+/// `[risk.volatility]`: volatility targeting (size × target / realised, clamped).
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct VolatilityConfig {
+    pub enabled: bool,
+    /// Target annualised volatility (0.15 = 15 %).
+    pub target_annual: Decimal,
+    /// Candles of the strategy's timeframe the realised volatility is measured over.
+    pub lookback: usize,
+    pub min_multiplier: Decimal,
+    pub max_multiplier: Decimal,
+}
+impl Default for VolatilityConfig {
+    fn default() -> Self {
+        VolatilityConfig {
+            enabled: false,
+            target_annual: dec("0.15"),
+            lookback: 100,
+            min_multiplier: dec("0.5"),
+            max_multiplier: dec("1.0"),
+        }
+    }
+}
+
+/// `[risk.regime]`: market-regime multiplier from the efficiency ratio of recent closes.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegimeConfig {
+    pub enabled: bool,
+    pub lookback: usize,
+    /// Multiplier in a choppy market (efficiency ratio 0) and in a clean trend (ratio ≥ `trend_er`).
+    pub min_multiplier: Decimal,
+    pub max_multiplier: Decimal,
+    pub trend_er: Decimal,
+}
+impl Default for RegimeConfig {
+    fn default() -> Self {
+        RegimeConfig {
+            enabled: false,
+            lookback: 50,
+            min_multiplier: dec("0.6"),
+            max_multiplier: dec("1.2"),
+            trend_er: dec("0.5"),
         }
     }
 }
@@ -163,6 +315,26 @@ pub struct StrategyConfig {
     /// Strategy parameters; unknown keys are rejected by the strategy.
     #[serde(default)]
     pub params: toml::Table,
+}
+
+/// `[risk.strategies.NAME]`: Kelly range, the strategy's own daily loss limit and signal spacing.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StrategyRisk {
+    /// Kelly sizing within `[kelly_min_pct, kelly_max_pct]` of equity as margin (both or neither).
+    pub kelly_min_pct: Option<Decimal>,
+    pub kelly_max_pct: Option<Decimal>,
+    /// This strategy's realised loss today (fraction of the day's starting equity) that halts its entries.
+    pub daily_loss_pct: Option<Decimal>,
+    /// Smallest spacing between two entries of this strategy (seconds), over `risk.min_entry_interval_secs`.
+    pub min_entry_interval_secs: Option<u64>,
+}
+
+impl StrategyRisk {
+    /// The Kelly range, when Kelly sizing is configured.
+    pub fn kelly_range(&self) -> Option<(Decimal, Decimal)> {
+        self.kelly_min_pct.zip(self.kelly_max_pct)
+    }
 }
 
 fn yes() -> bool {
@@ -267,7 +439,12 @@ impl Config {
                 message: format!("{}{at}", inner.message().trim()),
             }
         })?;
-        cfg.validate(file)?;
+        cfg.validate(file).map_err(|mut e| {
+            if let Some(line) = locate_key(text, &e.path) {
+                e.message = format!("{} (line {line})", e.message);
+            }
+            e
+        })?;
         Ok(cfg)
     }
 
@@ -449,7 +626,227 @@ impl Config {
                 }
             }
         }
+        self.validate_risk(&names)
+            .map_err(|(path, message)| err(path, message))
+    }
+
+    /// Risk settings that are out of range or contradict each other; `(key path, message)`.
+    fn validate_risk(&self, names: &HashSet<&str>) -> Result<(), (String, String)> {
+        let r = &self.risk;
+        let fraction = |path: &str, v: Decimal| {
+            if v <= Decimal::ZERO || v > Decimal::ONE {
+                Err((
+                    path.to_string(),
+                    format!("expected a fraction in (0, 1], got {v}"),
+                ))
+            } else {
+                Ok(())
+            }
+        };
+        fraction("risk.risk_per_trade_pct", r.risk_per_trade_pct)?;
+        if r.max_position_pct > r.max_total_margin_pct {
+            return Err((
+                "risk.max_position_pct".into(),
+                format!(
+                    "{} exceeds risk.max_total_margin_pct = {}: one position could never be opened at full size",
+                    r.max_position_pct, r.max_total_margin_pct
+                ),
+            ));
+        }
+        if r.risk_per_trade_pct > r.daily_loss_pct {
+            return Err((
+                "risk.risk_per_trade_pct".into(),
+                format!(
+                    "{} exceeds risk.daily_loss_pct = {}: one stopped trade would break the daily limit",
+                    r.risk_per_trade_pct, r.daily_loss_pct
+                ),
+            ));
+        }
+        if r.day_start_hour_utc > 23 {
+            return Err((
+                "risk.day_start_hour_utc".into(),
+                format!("expected 0–23, got {}", r.day_start_hour_utc),
+            ));
+        }
+        let m = &r.mdd;
+        if m.thresholds.is_empty() || m.multipliers.len() != m.thresholds.len() + 1 {
+            return Err((
+                "risk.mdd.multipliers".into(),
+                format!(
+                    "expected one multiplier per level: {} thresholds need {} multipliers, got {}",
+                    m.thresholds.len(),
+                    m.thresholds.len() + 1,
+                    m.multipliers.len()
+                ),
+            ));
+        }
+        for (i, t) in m.thresholds.iter().enumerate() {
+            fraction(&format!("risk.mdd.thresholds[{i}]"), *t)?;
+            if i > 0 && *t <= m.thresholds[i - 1] {
+                return Err((
+                    format!("risk.mdd.thresholds[{i}]"),
+                    format!(
+                        "thresholds must increase: {t} after {}",
+                        m.thresholds[i - 1]
+                    ),
+                ));
+            }
+        }
+        for (i, x) in m.multipliers.iter().enumerate() {
+            fraction(&format!("risk.mdd.multipliers[{i}]"), *x)?;
+            if i > 0 && *x > m.multipliers[i - 1] {
+                return Err((
+                    format!("risk.mdd.multipliers[{i}]"),
+                    format!(
+                        "a deeper drawdown level cannot size larger: {x} after {}",
+                        m.multipliers[i - 1]
+                    ),
+                ));
+            }
+        }
+        if m.recovery_wins == 0 {
+            return Err((
+                "risk.mdd.recovery_wins".into(),
+                "expected at least 1".into(),
+            ));
+        }
+        if m.recovery_step < Decimal::ZERO || m.recovery_step > Decimal::ONE {
+            return Err((
+                "risk.mdd.recovery_step".into(),
+                format!("expected 0–1, got {}", m.recovery_step),
+            ));
+        }
+        let k = &r.kelly;
+        if k.lookback == 0 {
+            return Err(("risk.kelly.lookback".into(), "expected at least 1".into()));
+        }
+        if k.min_trades > k.lookback {
+            return Err((
+                "risk.kelly.min_trades".into(),
+                format!(
+                    "{} exceeds risk.kelly.lookback = {}: Kelly sizing could never start",
+                    k.min_trades, k.lookback
+                ),
+            ));
+        }
+        fraction("risk.kelly.fraction", k.fraction)?;
+        for (i, c) in r.loss_streak.iter().enumerate() {
+            fraction(&format!("risk.loss_streak[{i}].factor"), c.factor)?;
+            if c.losses == 0 {
+                return Err((
+                    format!("risk.loss_streak[{i}].losses"),
+                    "expected at least 1".into(),
+                ));
+            }
+            if i > 0 {
+                let prev = &r.loss_streak[i - 1];
+                if c.losses <= prev.losses || c.factor > prev.factor {
+                    return Err((
+                        format!("risk.loss_streak[{i}]"),
+                        format!(
+                            "cuts must grow with the streak: {} losses ×{} after {} losses ×{}",
+                            c.losses, c.factor, prev.losses, prev.factor
+                        ),
+                    ));
+                }
+            }
+        }
+        let range = |path: &str, lookback: usize, lo: Decimal, hi: Decimal| {
+            if lookback < 2 {
+                return Err((
+                    format!("{path}.lookback"),
+                    "expected at least 2".to_string(),
+                ));
+            }
+            if lo <= Decimal::ZERO || lo > hi {
+                return Err((
+                    format!("{path}.min_multiplier"),
+                    format!("expected 0 < min_multiplier ≤ max_multiplier ({hi}), got {lo}"),
+                ));
+            }
+            Ok(())
+        };
+        let v = &r.volatility;
+        range(
+            "risk.volatility",
+            v.lookback,
+            v.min_multiplier,
+            v.max_multiplier,
+        )?;
+        if v.target_annual <= Decimal::ZERO {
+            return Err((
+                "risk.volatility.target_annual".into(),
+                format!("expected a positive fraction, got {}", v.target_annual),
+            ));
+        }
+        let g = &r.regime;
+        range(
+            "risk.regime",
+            g.lookback,
+            g.min_multiplier,
+            g.max_multiplier,
+        )?;
+        fraction("risk.regime.trend_er", g.trend_er)?;
+        for (name, sr) in &r.strategies {
+            let at = |k: &str| format!("risk.strategies.{name}.{k}");
+            if !names.contains(name.as_str()) {
+                return Err((
+                    format!("risk.strategies.{name}"),
+                    format!("no [[strategies]] entry named `{name}`"),
+                ));
+            }
+            match (sr.kelly_min_pct, sr.kelly_max_pct) {
+                (None, None) => {}
+                (Some(lo), Some(hi)) => {
+                    fraction(&at("kelly_min_pct"), lo)?;
+                    fraction(&at("kelly_max_pct"), hi)?;
+                    if lo > hi {
+                        return Err((
+                            at("kelly_min_pct"),
+                            format!("{lo} exceeds {} = {hi}", at("kelly_max_pct")),
+                        ));
+                    }
+                    if hi > r.max_position_pct {
+                        return Err((
+                            at("kelly_max_pct"),
+                            format!(
+                                "{hi} exceeds risk.max_position_pct = {}: the Kelly range lies above the largest position allowed",
+                                r.max_position_pct
+                            ),
+                        ));
+                    }
+                }
+                (Some(_), None) => {
+                    return Err((
+                        at("kelly_max_pct"),
+                        "set both kelly_min_pct and kelly_max_pct, or neither".into(),
+                    ))
+                }
+                (None, Some(_)) => {
+                    return Err((
+                        at("kelly_min_pct"),
+                        "set both kelly_min_pct and kelly_max_pct, or neither".into(),
+                    ))
+                }
+            }
+            if let Some(d) = sr.daily_loss_pct {
+                fraction(&at("daily_loss_pct"), d)?;
+            }
+        }
         Ok(())
+    }
+
+    /// The strategy's own risk settings (defaults when it has no `[risk.strategies.NAME]`).
+    pub fn strategy_risk(&self, name: &str) -> StrategyRisk {
+        self.risk.strategies.get(name).cloned().unwrap_or_default()
+    }
+
+    /// The daily loss limit of an account: its override, else `risk.daily_loss_pct`.
+    pub fn daily_loss_pct(&self, account: &AccountConfig) -> Decimal {
+        account
+            .risk
+            .daily_loss_pct
+            .unwrap_or(self.risk.daily_loss_pct)
     }
 
     pub fn strategy(&self, name: &str) -> Option<&StrategyConfig> {
@@ -483,6 +880,60 @@ impl Config {
             .or_else(|| self.binance.base_url.clone())
             .unwrap_or_else(|| "https://fapi.binance.com".to_string())
     }
+}
+
+/// Best-effort line of a validated key path (`risk.strategies.X.kelly_max_pct`,
+/// `strategies[1].size_pct`) in the TOML text: the table header, then the key inside it.
+fn locate_key(text: &str, path: &str) -> Option<usize> {
+    let segments: Vec<&str> = path.split('.').collect();
+    let (key, tables) = segments.split_last()?;
+    let key = key.split('[').next()?;
+    let lines: Vec<&str> = text.lines().collect();
+    let mut start = 0usize;
+    let mut table = String::new();
+    for seg in tables {
+        let (name, index) = match seg.split_once('[') {
+            Some((n, i)) => (n, i.trim_end_matches(']').parse::<usize>().ok()),
+            None => (*seg, None),
+        };
+        if !table.is_empty() {
+            table.push('.');
+        }
+        table.push_str(name);
+        match index {
+            Some(n) => {
+                let header = format!("[[{table}]]");
+                start = lines
+                    .iter()
+                    .enumerate()
+                    .skip(start)
+                    .filter(|(_, l)| l.trim_start().starts_with(&header))
+                    .nth(n)?
+                    .0;
+            }
+            None => {
+                let header = format!("[{table}]");
+                if let Some((i, _)) = lines
+                    .iter()
+                    .enumerate()
+                    .skip(start)
+                    .find(|(_, l)| l.trim_start().starts_with(&header))
+                {
+                    start = i;
+                }
+            }
+        }
+    }
+    lines
+        .iter()
+        .enumerate()
+        .skip(start)
+        .find(|(_, l)| {
+            let t = l.trim_start();
+            t.strip_prefix(key)
+                .is_some_and(|rest| rest.trim_start().starts_with('='))
+        })
+        .map(|(i, _)| i + 1)
 }
 
 /// The default config path: `$ALBRA_CONFIG`, else `config/albra.toml`.
@@ -577,6 +1028,63 @@ max_leverage = 2
             e.contains("strategies[0].name") && e.contains("EMA_CROSS"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn contradicting_risk_limits_are_rejected_naming_both_keys() {
+        let kelly = GOOD.replace(
+            "[[accounts]]\nid = \"main\"",
+            "[risk.strategies.EMA_CROSS]\nkelly_min_pct = 0.05\nkelly_max_pct = 0.6\n\n[[accounts]]\nid = \"main\"",
+        );
+        let e = bad(&kelly);
+        assert!(e.contains("risk.strategies.EMA_CROSS.kelly_max_pct"), "{e}");
+        assert!(e.contains("risk.max_position_pct"), "{e}");
+        assert!(e.contains("(line 17)"), "{e}");
+        let ok = kelly.replace("kelly_max_pct = 0.6", "kelly_max_pct = 0.2");
+        let c = Config::parse(&ok, "t.toml").unwrap();
+        assert_eq!(
+            c.strategy_risk("EMA_CROSS").kelly_range(),
+            Some((dec("0.05"), dec("0.2")))
+        );
+        let e = bad(&GOOD.replace(
+            "max_positions_per_account = 3",
+            "max_positions_per_account = 3\nmax_position_pct = 0.95\nmax_total_margin_pct = 0.9",
+        ));
+        assert!(
+            e.contains("risk.max_position_pct") && e.contains("risk.max_total_margin_pct"),
+            "{e}"
+        );
+        let e = bad(&GOOD.replace(
+            "max_positions_per_account = 3",
+            "max_positions_per_account = 3\nrisk_per_trade_pct = 0.06",
+        ));
+        assert!(
+            e.contains("risk.risk_per_trade_pct") && e.contains("risk.daily_loss_pct"),
+            "{e}"
+        );
+        let e = bad(&GOOD.replace(
+            "max_positions_per_account = 3",
+            "max_positions_per_account = 3\n[risk.mdd]\nmultipliers = [1.0, 0.5, 0.7, 0.3, 0.1]",
+        ));
+        assert!(e.contains("risk.mdd.multipliers[2]"), "{e}");
+        let e = bad(&GOOD.replace(
+            "max_positions_per_account = 3",
+            "max_positions_per_account = 3\n[risk.kelly]\nmin_trades = 200",
+        ));
+        assert!(
+            e.contains("risk.kelly.min_trades") && e.contains("lookback"),
+            "{e}"
+        );
+        let e = bad(&GOOD.replace(
+            "[[accounts]]\nid = \"main\"",
+            "[risk.strategies.TFPE]\ndaily_loss_pct = 0.03\n\n[[accounts]]\nid = \"main\"",
+        ));
+        assert!(e.contains("risk.strategies.TFPE"), "{e}");
+        let e = bad(&GOOD.replace(
+            "max_positions_per_account = 3",
+            "max_positions_per_account = 3\nhalt_reset = \"weekly\"",
+        ));
+        assert!(e.contains("risk.halt_reset"), "{e}");
     }
 
     #[test]

@@ -527,9 +527,13 @@ pub struct TradeRecord {
     pub exit_price: Price,
     pub entry_time: i64,
     pub exit_time: i64,
-    /// Realised PnL net of fees (quote currency).
+    /// Realised PnL net of fees and funding (quote currency).
     pub pnl: Notional,
     pub fees: Notional,
+    /// Funding received (+) or paid (−) while the position was open, from the exchange's income
+    /// history (this position's share when several positions held the symbol); part of `pnl`.
+    #[serde(default)]
+    pub funding: Notional,
     /// Why it closed: `signal`, `stop`, `take_profit`, `manual`, `liquidation`, `exchange`.
     pub reason: String,
 }
@@ -544,6 +548,31 @@ pub struct AccountState {
     pub day: i64,
     pub paused: bool,
     pub updated_at: i64,
+    /// Drawdown level of equity vs its peak (0 normal … 4 emergency); see `risk::mdd_level`.
+    #[serde(default)]
+    pub mdd_level: u8,
+    /// Consecutive winning / losing closed trades of the account (MDD recovery, loss streaks).
+    #[serde(default)]
+    pub consecutive_wins: u32,
+    #[serde(default)]
+    pub consecutive_losses: u32,
+    /// No new entries before this time (ms) after the daily loss limit was hit.
+    #[serde(default)]
+    pub daily_halt_until: Option<i64>,
+    /// Realised PnL (net of fees) of trades closed during the current trading day.
+    #[serde(default)]
+    pub daily_realized_pnl: Notional,
+    /// Keys ([`trade_key`]) of the most recent trades already counted, so a replayed trade is
+    /// never counted twice. Hashes, not ids: this state is read and written on every job run.
+    #[serde(default)]
+    pub counted_trade_keys: Vec<u64>,
+}
+
+/// A stable 64-bit key of a trade id (FNV-1a; the same in every process and version).
+pub fn trade_key(id: &str) -> u64 {
+    id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    })
 }
 
 impl AccountState {

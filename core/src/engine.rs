@@ -20,6 +20,7 @@ use crate::ports::{
     Notification, Notifier, OrderInfo, OrderStatus, Priority, StoreError, SymbolFilters,
     WorkingType,
 };
+use crate::risk;
 use crate::state::{RunKey, StateRepo, Versioned};
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
 use rust_decimal::prelude::Signed;
@@ -56,6 +57,9 @@ pub struct JobReport {
     /// Orders handed to the exchange (whatever came of them): a failure before any was sent
     /// gives the candle back for a retry.
     pub orders_attempted: u32,
+    /// Symbols whose exchange position differed from the stored state when the sync started
+    /// (before it healed anything): the sync-drift metric.
+    pub sync_drift: u32,
 }
 
 impl JobReport {
@@ -72,6 +76,10 @@ pub struct EngineTiming {
     pub kline_pause: Duration,
     /// How many times to ask before skipping the candle.
     pub kline_attempts: u32,
+    /// Claim and record a run marker for every candle, HOLD decisions included (the jobs' audit
+    /// trail). Backtests switch it off: a HOLD changes nothing and leaves no marker, and only
+    /// candles that act claim theirs, after deciding.
+    pub record_holds: bool,
 }
 
 impl EngineTiming {
@@ -81,6 +89,7 @@ impl EngineTiming {
             submit: SubmitPolicy::default(),
             kline_pause: Duration::from_secs(2),
             kline_attempts: attempts,
+            record_holds: true,
         }
     }
     pub fn instant() -> Self {
@@ -88,6 +97,7 @@ impl EngineTiming {
             submit: SubmitPolicy::instant(),
             kline_pause: Duration::ZERO,
             kline_attempts: 1,
+            record_holds: true,
         }
     }
 }
@@ -209,13 +219,15 @@ impl Engine {
                 .collect();
             for s in strategies {
                 for sym in &s.symbols {
-                    let tag = format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
+                    let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
                     match self
                         .evaluate_one(acct, s, sym, tf, open_time, now, &mut report)
                         .await
                     {
-                        Ok(line) => report.lines.push(format!("{tag}: {line}")),
-                        Err(e) => report.errors.push(format!("{tag}: {e}")),
+                        // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
+                        Ok(line) if line.is_empty() => {}
+                        Ok(line) => report.lines.push(format!("{}: {line}", tag())),
+                        Err(e) => report.errors.push(format!("{}: {e}", tag())),
                     }
                 }
             }
@@ -243,10 +255,18 @@ impl Engine {
             tf,
             open_time,
         };
-        let Some(marker) = self.repo.claim_run(&run, now).await? else {
-            return Ok("already evaluated by an earlier run; nothing to do".into());
-        };
-        let finish = |outcome: String| {
+        const ALREADY: &str = "already evaluated by an earlier run; nothing to do";
+        // The jobs claim the candle before anything else; a backtest decides first and claims
+        // only candles that act (a HOLD changes nothing, so it needs no marker).
+        let early = self.timing.record_holds;
+        let mut claimed = None;
+        if early {
+            match self.repo.claim_run(&run, now).await? {
+                Some(m) => claimed = Some(m),
+                None => return Ok(ALREADY.into()),
+            }
+        }
+        let finish = |marker: u64, outcome: String| {
             let repo = self.repo.clone();
             let run = run.clone();
             async move {
@@ -258,6 +278,19 @@ impl Engine {
         };
         // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
         let prepared = self.prepare(acct, s, sym, tf, open_time, now).await;
+        if !early {
+            if let Ok(Some((d, _, _))) = &prepared {
+                if d.action == Action::Hold {
+                    return Ok(String::new());
+                }
+            }
+            if prepared.is_ok() {
+                match self.repo.claim_run(&run, now).await? {
+                    Some(m) => claimed = Some(m),
+                    None => return Ok(ALREADY.into()),
+                }
+            }
+        }
         let (decision, position, ref_price) = match prepared {
             Ok(Some(x)) => x,
             Ok(None) => {
@@ -274,19 +307,26 @@ impl Engine {
                     now,
                 )
                 .await;
-                return Ok(finish(why).await);
+                return Ok(match claimed {
+                    Some(m) => finish(m, why).await,
+                    None => why,
+                });
             }
             Err(e) => {
-                if let Err(re) = self.repo.release_run(&run, marker).await {
-                    tracing::warn!(error = %re, "could not release the run marker");
+                if let Some(m) = claimed {
+                    if let Err(re) = self.repo.release_run(&run, m).await {
+                        tracing::warn!(error = %re, "could not release the run marker");
+                    }
                 }
                 return Err(e);
             }
         };
+        let marker = claimed.expect("claimed before acting");
         tracing::info!(account = %account, strategy = %s.name, symbol = %sym, action = ?decision.action, conditions = %decision.conditions_line(), "decision");
         if let Some(p) = &position {
             if p.value.status == PositionStatus::Pending {
                 return Ok(finish(
+                    marker,
                     "skipped: an entry is pending confirmation by the sync job".into(),
                 )
                 .await);
@@ -306,7 +346,7 @@ impl Engine {
                         "skipped {}: the exchange's {sym} position differs from the stored shares; the sync job reconciles it first",
                         crate::signals::action_label(&decision.action)
                     );
-                    return Ok(finish(why).await);
+                    return Ok(finish(marker, why).await);
                 }
             }
         }
@@ -395,7 +435,7 @@ impl Engine {
                 return Err(e);
             }
         };
-        Ok(finish(outcome).await)
+        Ok(finish(marker, outcome).await)
     }
 
     /// Fetch candles, build the strategy and decide. `Ok(None)` when the candle is not served yet.
@@ -562,28 +602,8 @@ impl Engine {
         let sid = StrategyId::new(&s.name);
 
         let stored = self.repo.positions(account).await?;
-        // Risk off (backtests only): no protective stop, no position limit, all equity.
+        // Risk off (backtests only): no protective stop, no limits, all equity.
         let stop = if self.risk_off { None } else { stop };
-        let open_count = stored
-            .iter()
-            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
-            .count();
-        if !self.risk_off && open_count as u32 >= self.config.risk.max_positions_per_account {
-            let why = format!(
-                "entry {side} blocked: {open_count} positions open, risk.max_positions_per_account = {}",
-                self.config.risk.max_positions_per_account
-            );
-            self.notify(
-                account,
-                Priority::Medium,
-                "blocked",
-                format!("blocked:{account}:{sid}:{sym}:{open_time}"),
-                format!("{sid}/{sym}: {why}"),
-                now,
-            )
-            .await;
-            return Ok(why);
-        }
         let filters = match ex.symbol_filters(sym).await {
             Ok(f) => f,
             Err(ExchangeError::Fatal(m)) => {
@@ -607,17 +627,52 @@ impl Engine {
         if ref_price.is_zero() {
             return Err(EngineError::Other(format!("no reference price for {sym}")));
         }
-        let notional = if self.risk_off {
-            snap.equity.0
+        let mut risk_notes: Vec<String> = Vec::new();
+        let mut risk_reduced = false;
+        let raw_qty = if self.risk_off {
+            snap.equity.0 / ref_price.0
         } else {
-            snap.equity.0 * size_pct * Decimal::from(lev)
+            let state = self.observe_account(&acct.config, snap.equity, now).await?;
+            let stop_px =
+                stop.map(|sp| orders::stop_price(&filters, side, sp.stop_price(side, ref_price)).0);
+            let req = self
+                .entry_request(
+                    acct, s, sym, &stored, &snap, ref_price, stop_px, lev, size_pct, now,
+                )
+                .await?;
+            let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
+            match risk::size_entry(&state, &req, &limits) {
+                risk::EntryVerdict::Blocked(reason) => {
+                    let why = format!("entry {side} blocked by risk: {reason}");
+                    self.notify(
+                        account,
+                        Priority::Medium,
+                        "blocked",
+                        format!("blocked:{account}:{sid}:{sym}:{open_time}"),
+                        format!("{sid}/{sym}: {why}"),
+                        now,
+                    )
+                    .await;
+                    return Ok(why);
+                }
+                risk::EntryVerdict::Sized(sz) => {
+                    risk_reduced = sz.reduced;
+                    risk_notes = sz.notes;
+                    sz.qty
+                }
+            }
         };
-        let qty = match orders::market_qty(&filters, notional / ref_price.0, ref_price, false) {
+        let qty = match orders::market_qty(&filters, raw_qty, ref_price, false) {
             Ok(q) => q,
             Err(e) => {
                 let why = format!(
-                    "entry {side} skipped: {e} (equity {}, size {size_pct}, leverage {lev})",
-                    snap.equity
+                    "entry {side} skipped: {e} (equity {}, size {size_pct}, leverage {lev}{})",
+                    snap.equity,
+                    if risk_notes.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; {}", risk_notes.join("; "))
+                    }
                 );
                 self.notify(
                     account,
@@ -631,6 +686,20 @@ impl Engine {
                 return Ok(why);
             }
         };
+        if risk_reduced {
+            self.notify(
+                account,
+                Priority::Medium,
+                "risk_reduced",
+                format!("reduced:{account}:{sid}:{sym}:{open_time}"),
+                format!(
+                    "{sid}/{sym}: entry {side} sized {qty} by risk: {}",
+                    risk_notes.join("; ")
+                ),
+                now,
+            )
+            .await;
+        }
         self.ensure_symbol_setup(ex, sym, lev, s.margin_type)
             .await?;
 
@@ -720,6 +789,18 @@ impl Engine {
             .await;
         version = self.repo.save_position(&pos, Some(version)).await?;
         self.repo.record_entry(account, &sid, now).await?;
+        if !self.risk_off {
+            // Another share on this symbol may carry a closePosition stop that would now close
+            // this entry too: reshape the symbol's stops to the new sharing.
+            if let Err(e) = self
+                .reshape_stops(ex, account, sym, None, now, report)
+                .await
+            {
+                report.errors.push(format!(
+                    "{key}: stops of {sym} not reshaped after the entry: {e}"
+                ));
+            }
+        }
         let _ = version;
         let stop_txt = match (&pos.stop_loss, protected) {
             (Some(p), true) => format!("stop {p}"),
@@ -744,8 +825,13 @@ impl Engine {
             now,
         )
         .await;
+        let risk_txt = if risk_notes.is_empty() {
+            String::new()
+        } else {
+            format!(" [risk: {}]", risk_notes.join("; "))
+        };
         Ok(format!(
-            "entered {side} {} @ {} ({stop_txt})",
+            "entered {side} {} @ {} ({stop_txt}){risk_txt}",
             pos.qty, pos.entry_price
         ))
     }
@@ -836,13 +922,21 @@ impl Engine {
         let Some(trigger) = pos.stop_loss else {
             return true;
         };
-        // closePosition closes the whole net position: only when no other strategy shares the symbol.
-        let shared = others.iter().any(|o| {
-            o.value.key.symbol == pos.key.symbol
-                && o.value.key.strategy != pos.key.strategy
-                && !o.value.is_manual
-                && o.value.is_open()
-        });
+        // closePosition closes the whole net position: only when nothing else (another strategy
+        // or a MANUAL position) shares the symbol. A shared symbol gets a quantity stop of this
+        // share, reduce-only while every share is on the same side; with opposite shares in
+        // one-way mode a reduce-only order would be rejected (or cut short) when the net is on
+        // the other side, so the stop is a plain order of exactly this share.
+        let sharing: Vec<&Versioned<Position>> = others
+            .iter()
+            .filter(|o| {
+                o.value.key.symbol == pos.key.symbol
+                    && o.value.key.strategy != pos.key.strategy
+                    && o.value.is_open()
+            })
+            .collect();
+        let shared = !sharing.is_empty();
+        let reduce_only = shared && sharing.iter().all(|o| o.value.side == pos.side);
         let id = ClientId::derive(
             &pos.key.account,
             &pos.key.strategy,
@@ -858,7 +952,7 @@ impl Engine {
             trigger_price: Some(trigger),
             qty: shared.then(|| orders::close_qty(filters, pos.qty)),
             close_position: !shared,
-            reduce_only: shared,
+            reduce_only,
             working_type: WorkingType::MarkPrice,
             client_algo_id: id.clone(),
         };
@@ -903,7 +997,7 @@ impl Engine {
                 trigger_price: Some(tp),
                 qty: shared.then(|| orders::close_qty(filters, pos.qty)),
                 close_position: !shared,
-                reduce_only: shared,
+                reduce_only,
                 working_type: WorkingType::MarkPrice,
                 client_algo_id: tp_id.clone(),
             };
@@ -978,6 +1072,11 @@ impl Engine {
         report.orders_placed += 1;
         self.cancel_protection(ex, pos).await;
         let (exit_price, gross, exit_fee) = self.closing_figures(ex, pos, &fill).await;
+        // The order is done: missing income history must not fail the exit (logged, funding 0).
+        let (funding, _) = self.position_income(ex, pos, now).await.unwrap_or_else(|e| {
+            tracing::warn!(position = %pos.key, error = %e, "funding unknown (income history failed)");
+            (Decimal::ZERO, Decimal::ZERO)
+        });
         let trade = TradeRecord {
             id: format!("{}:close", pos.entry_client_id),
             account: pos.key.account.clone(),
@@ -989,11 +1088,12 @@ impl Engine {
             exit_price,
             entry_time: pos.opened_at,
             exit_time: now,
-            pnl: Notional(gross - exit_fee - pos.entry_fee.0),
+            pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
             fees: Notional(exit_fee + pos.entry_fee.0),
+            funding: Notional(funding),
             reason: "signal".into(),
         };
-        self.repo.record_trade(&trade).await?;
+        self.record_trade(&trade).await?;
         self.repo.delete_position(&pos.key, p.version).await?;
         self.notify(
             &pos.key.account,
@@ -1116,9 +1216,11 @@ impl Engine {
             exit_time: now,
             pnl: Notional(gross - exit_fee - fee_share),
             fees: Notional(exit_fee + fee_share),
+            // Funding is attributed once, to the close of what remains.
+            funding: Notional::ZERO,
             reason: format!("partial_take_profit_{stage}"),
         };
-        self.repo.record_trade(&trade).await?;
+        self.record_trade(&trade).await?;
         p.value.qty = Qty(pos.qty.0 - fill.executed_qty.0);
         p.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
         p.value.partial_exits_done = stage;
@@ -1169,7 +1271,38 @@ impl Engine {
         let snap = ex.account().await?;
         let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
         let ref_price = self.sizing_price(ex, &p.value.key.symbol, ref_price).await;
-        let raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
+        let mut raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
+        if !self.risk_off {
+            let state = self.observe_account(&acct.config, snap.equity, now).await?;
+            let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
+            let held_margin = p.value.qty.0 * ref_price.0 / Decimal::from(lev.max(1));
+            match risk::pyramid_room(
+                &state,
+                snap.equity.0,
+                snap.total_initial_margin.0,
+                held_margin,
+                raw,
+                ref_price.0,
+                lev,
+                &limits,
+                now,
+            ) {
+                Ok(room) => raw = room,
+                Err(reason) => {
+                    let why = format!("pyramid step {stage} blocked by risk: {reason}");
+                    self.notify(
+                        &acct.config.id,
+                        Priority::Medium,
+                        "blocked",
+                        format!("blocked:{}:{stage}", p.value.entry_client_id),
+                        format!("{}: {why}", p.value.key),
+                        now,
+                    )
+                    .await;
+                    return Ok(why);
+                }
+            }
+        }
         let qty = match orders::market_qty(&filters, raw, ref_price, false) {
             Ok(q) => q,
             Err(e) => return Ok(format!("pyramid step {stage} skipped: {e}")),
@@ -1341,6 +1474,93 @@ impl Engine {
         Ok(())
     }
 
+    /// Make every open strategy stop on `sym` match the symbol's sharing: closePosition when one
+    /// position holds the symbol, this share's quantity otherwise (reduce-only while all shares
+    /// are on one side). A stop of the wrong shape is replaced: the new one first, then the old
+    /// one cancelled, so the position is never unprotected.
+    async fn reshape_stops(
+        &self,
+        ex: &dyn Exchange,
+        account: &AccountId,
+        sym: &Symbol,
+        known: Option<&[AlgoOrderInfo]>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let all = self.repo.positions(account).await?;
+        let on_sym: Vec<&Versioned<Position>> = all
+            .iter()
+            .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
+            .collect();
+        let mut filters: Option<SymbolFilters> = None;
+        for v in on_sym.iter().filter(|v| !v.value.is_manual) {
+            let Some(id) = v.value.stop_client_id.clone() else {
+                continue;
+            };
+            // A missing stop is the sync's check_stop business; only open ones are reshaped.
+            let found = match known {
+                Some(list) => list.iter().find(|a| a.client_algo_id == id).cloned(),
+                None => ex.algo_by_client_id(&id).await?,
+            };
+            let Some(a) = found.filter(|a| a.status.is_open()) else {
+                continue;
+            };
+            let sharing: Vec<_> = on_sym
+                .iter()
+                .filter(|o| o.value.key != v.value.key)
+                .collect();
+            let shared = !sharing.is_empty();
+            let reduce_only = shared && sharing.iter().all(|o| o.value.side == v.value.side);
+            if filters.is_none() {
+                filters = Some(ex.symbol_filters(sym).await?);
+            }
+            let f = filters.as_ref().expect("filters just read");
+            let want_qty = orders::close_qty(f, v.value.qty);
+            let fits = if shared {
+                !a.close_position && a.reduce_only == reduce_only && a.qty == Some(want_qty)
+            } else {
+                a.close_position
+            };
+            if fits {
+                continue;
+            }
+            let mut p = (*v).clone();
+            p.value.stop_generation += 1;
+            if !self.protect(ex, &mut p.value, f, &all, now, report).await {
+                continue;
+            }
+            if let Err(e) = ex.cancel_algo(sym, &id).await {
+                tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
+            }
+            p.value.updated_at = now;
+            self.repo.save_position(&p.value, Some(p.version)).await?;
+            self.notify(
+                account,
+                Priority::Medium,
+                "stop_resized",
+                format!(
+                    "reshape:{}:{}",
+                    p.value.entry_client_id, p.value.stop_generation
+                ),
+                format!(
+                    "{}: stop re-placed as {} for the symbol's sharing",
+                    p.value.key,
+                    if shared {
+                        format!(
+                            "{}quantity {want_qty}",
+                            if reduce_only { "reduce-only " } else { "" }
+                        )
+                    } else {
+                        "closePosition".to_string()
+                    }
+                ),
+                now,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
     /// Cancel a position's protective orders that are still open (no piling up).
     async fn cancel_protection(&self, ex: &dyn Exchange, pos: &Position) {
         let mut ids: Vec<String> = pos.stop_client_id.iter().cloned().collect();
@@ -1430,7 +1650,32 @@ impl Engine {
                     .push(format!("{}: sync failed: {e}", acct.config.id));
             }
         }
+        self.portfolio_view(now, &mut report).await;
         report
+    }
+
+    /// The advisory portfolio view across accounts: warnings in the report and one notification
+    /// per warning and day. It never closes or blocks anything.
+    async fn portfolio_view(&self, now: i64, report: &mut JobReport) {
+        let mut states = Vec::new();
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            if let Ok(Some(v)) = self.repo.account_state(&acct.config.id).await {
+                states.push((acct.config.id.0.clone(), v.value));
+            }
+        }
+        let day = risk::trading_day(now, self.config.risk.day_start_hour_utc);
+        for w in risk::portfolio_warnings(&states, &self.config.risk) {
+            report.lines.push(format!("portfolio (advisory): {w}"));
+            self.notify(
+                &AccountId::new("portfolio"),
+                Priority::Low,
+                "portfolio_warning",
+                format!("portfolio:{day}:{w}"),
+                format!("portfolio (advisory, nothing is closed): {w}"),
+                now,
+            )
+            .await;
+        }
     }
 
     async fn sync_account(
@@ -1456,6 +1701,27 @@ impl Engine {
         }
 
         let mut stored = self.repo.positions(account).await?;
+        let drift = net
+            .keys()
+            .chain(
+                stored
+                    .iter()
+                    .filter(|v| v.value.is_open())
+                    .map(|v| &v.value.key.symbol),
+            )
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .filter(|sym| {
+                let ex_amt = net.get(*sym).map(|x| x.0).unwrap_or_default();
+                let state_amt: Decimal = stored
+                    .iter()
+                    .filter(|v| &v.value.key.symbol == *sym && v.value.is_open())
+                    .map(|v| signed(&v.value))
+                    .sum();
+                ex_amt != state_amt
+            })
+            .count();
+        report.sync_drift += drift as u32;
 
         // 1. Entries written ahead of their order: adopt or drop.
         for v in stored
@@ -1534,6 +1800,50 @@ impl Engine {
         }
         stored.retain(|v| v.value.status != PositionStatus::Closed);
 
+        // 2c. A position whose strategy no longer runs on this account is PAUSED: still tracked
+        // and protected, managed by nobody until the strategy is enabled again.
+        let running: HashSet<&str> = self
+            .config
+            .account_strategies(&acct.config)
+            .map(|s| s.name.as_str())
+            .collect();
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+        {
+            let runs = running.contains(v.value.key.strategy.as_str());
+            let next = match (v.value.status, runs) {
+                (PositionStatus::Paused, true) => PositionStatus::Active,
+                (PositionStatus::Active | PositionStatus::Modified, false) => {
+                    PositionStatus::Paused
+                }
+                _ => continue,
+            };
+            v.value.status = next;
+            v.value.updated_at = now;
+            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+            let text = if next == PositionStatus::Paused {
+                format!(
+                    "{}: PAUSED: strategy {} is not enabled on this account; the position stays tracked and its stop stays on the exchange",
+                    v.value.key, v.value.key.strategy
+                )
+            } else {
+                format!(
+                    "{}: resumed: strategy {} is enabled again",
+                    v.value.key, v.value.key.strategy
+                )
+            };
+            self.notify(
+                account,
+                Priority::High,
+                "position_paused",
+                format!("pause:{}:{now}", v.value.entry_client_id),
+                text,
+                now,
+            )
+            .await;
+        }
+
         // 3. Exchange amounts no strategy explains: adopt our own orders, otherwise MANUAL.
         let all_symbols: std::collections::BTreeSet<Symbol> = net
             .keys()
@@ -1572,8 +1882,19 @@ impl Engine {
                 .await?;
         }
 
-        // 4. Account state: equity, its peak, the day's starting equity.
-        self.update_account_state(account, snap.equity, now).await?;
+        // 4. Every strategy stop matches its symbol's sharing (closePosition vs quantity).
+        let shared_symbols: std::collections::BTreeSet<Symbol> = stored
+            .iter()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+            .map(|v| v.value.key.symbol.clone())
+            .collect();
+        for sym in &shared_symbols {
+            self.reshape_stops(ex, account, sym, Some(&open_algos), now, report)
+                .await?;
+        }
+
+        // 5. Account state: equity, its peak, the day's starting equity.
+        self.observe_account(&acct.config, snap.equity, now).await?;
         let open = stored.iter().filter(|v| v.value.is_open()).count();
         report.lines.push(format!(
             "{account}: {open} open position(s), equity {} USDT",
@@ -1840,6 +2161,12 @@ impl Engine {
             )
         };
         let exit_time = closing.iter().map(|t| t.time).max().unwrap_or(now);
+        let (funding, clearance) = self.position_income(ex, pos, now).await?;
+        // Not our stop or take-profit, and the exchange booked a liquidation clearance fee on the
+        // symbol while the position was open: it was liquidated.
+        if close_order.is_none() && !clearance.is_zero() {
+            reason = "liquidation".into();
+        }
         let trade = TradeRecord {
             id: format!("{}:close", pos.entry_client_id),
             account: pos.key.account.clone(),
@@ -1851,31 +2178,80 @@ impl Engine {
             exit_price,
             entry_time: pos.opened_at,
             exit_time,
-            pnl: Notional(gross - exit_fee - pos.entry_fee.0),
-            fees: Notional(exit_fee + pos.entry_fee.0),
+            pnl: Notional(gross - exit_fee - pos.entry_fee.0 - clearance + funding),
+            fees: Notional(exit_fee + pos.entry_fee.0 + clearance),
+            funding: Notional(funding),
             reason: reason.clone(),
         };
-        self.repo.record_trade(&trade).await?;
+        self.record_trade(&trade).await?;
         self.cancel_protection(ex, pos).await;
         self.repo.delete_position(&pos.key, v.version).await?;
+        let (priority, kind) = if reason == "liquidation" {
+            (Priority::Critical, "liquidation")
+        } else {
+            (Priority::High, "closed_on_exchange")
+        };
         self.notify(
             &pos.key.account,
-            Priority::High,
-            "closed_on_exchange",
+            priority,
+            kind,
             format!("xclose:{}", pos.entry_client_id),
             format!(
-                "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {}",
+                "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {} and funding {}",
                 pos.side,
                 pos.qty,
                 pos.key.symbol,
                 exit_price,
                 trade.pnl.0.round_dp(2),
-                trade.fees.0.round_dp(2)
+                trade.fees.0.round_dp(2),
+                trade.funding.0.round_dp(2)
             ),
             now,
         )
         .await;
         Ok(())
+    }
+
+    /// Funding (this position's share) and liquidation clearance fees the exchange booked on the
+    /// position's symbol between its opening and `until`, from the income history. The funding
+    /// share is the position's quantity over all tracked open quantity on the symbol.
+    async fn position_income(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        until: i64,
+    ) -> Result<(Decimal, Decimal), EngineError> {
+        let rows = ex.income(pos.opened_at).await?;
+        let on_symbol = |kind: &str| {
+            rows.iter()
+                .filter(|i| {
+                    i.symbol.as_ref() == Some(&pos.key.symbol)
+                        && i.time >= pos.opened_at
+                        && i.time <= until
+                        && i.income_type == kind
+                })
+                .map(|i| i.income.0)
+                .sum::<Decimal>()
+        };
+        let funding_total = on_symbol("FUNDING_FEE");
+        let clearance = -on_symbol("INSURANCE_CLEAR");
+        if funding_total.is_zero() {
+            return Ok((Decimal::ZERO, clearance));
+        }
+        let held: Decimal = self
+            .repo
+            .positions(&pos.key.account)
+            .await?
+            .iter()
+            .filter(|v| v.value.key.symbol == pos.key.symbol && v.value.is_open())
+            .map(|v| v.value.qty.0)
+            .sum();
+        let share = if held > pos.qty.0 {
+            pos.qty.0 / held
+        } else {
+            Decimal::ONE
+        };
+        Ok(((funding_total * share).round_dp(8), clearance))
     }
 
     /// Re-place a protective stop that is no longer on the exchange.
@@ -2160,48 +2536,172 @@ impl Engine {
         Ok(())
     }
 
-    async fn update_account_state(
+    /// Fold a fresh equity reading into the account's risk state (peak, day start, MDD level,
+    /// daily-loss halt), save it and notify what changed. Returns the state entries are sized from.
+    async fn observe_account(
         &self,
-        account: &AccountId,
+        acct: &AccountConfig,
         equity: Notional,
         now: i64,
-    ) -> Result<(), EngineError> {
-        let day = now.div_euclid(86_400_000);
-        let current = self.repo.account_state(account).await?;
-        let (mut st, version) = match current {
-            Some(v) => (v.value, Some(v.version)),
-            None => (
-                AccountState {
-                    equity,
-                    peak_equity: equity,
-                    day_start_equity: equity,
-                    day,
-                    paused: false,
-                    updated_at: now,
-                },
-                None,
-            ),
-        };
-        let before = st.clone();
-        st.equity = equity;
-        if equity.0 > st.peak_equity.0 {
-            st.peak_equity = equity;
-        }
-        if st.day != day {
-            st.day = day;
-            st.day_start_equity = equity;
-        }
-        if version.is_none() || st != before {
+    ) -> Result<AccountState, EngineError> {
+        let account = &acct.id;
+        let limit = self.config.daily_loss_pct(acct);
+        for _ in 0..3 {
+            let current = self.repo.account_state(account).await?;
+            let (prev, version) = match current {
+                Some(v) => (v.value, Some(v.version)),
+                None => (AccountState::default(), None),
+            };
+            let (mut st, events) =
+                risk::observe_equity(&prev, equity, now, &self.config.risk, limit);
+            if version.is_some() && st == prev {
+                return Ok(st);
+            }
             st.updated_at = now;
             match self.repo.save_account_state(account, &st, version).await {
                 Ok(_) => {}
-                // Another job wrote first; its figures are as fresh as ours.
-                Err(e) if e.is_conflict() => {
-                    tracing::info!(%account, "account state written concurrently; skipped")
-                }
+                // Another job wrote in between: read its state and fold our reading in again.
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+            for ev in events {
+                let (priority, kind, id) = match &ev {
+                    risk::RiskEvent::MddLevelChanged { to, .. } => (
+                        Priority::High,
+                        "mdd_level",
+                        format!("mdd:{account}:{}:{to}", st.day),
+                    ),
+                    risk::RiskEvent::DailyLossHalt { until, .. } => (
+                        Priority::Critical,
+                        "daily_loss_limit",
+                        format!("halt:{account}:{until}"),
+                    ),
+                    risk::RiskEvent::HaltLifted => (
+                        Priority::Medium,
+                        "daily_loss_reset",
+                        format!("unhalt:{account}:{}", st.day),
+                    ),
+                };
+                tracing::warn!(%account, event = %ev.describe(), "risk event");
+                self.notify(account, priority, kind, id, ev.describe(), now)
+                    .await;
+            }
+            return Ok(st);
+        }
+        Err(EngineError::Other(format!(
+            "{account}: account state kept changing under concurrent writers"
+        )))
+    }
+
+    /// Record a closed trade once and count it once in the account's risk state (consecutive
+    /// results, the day's realised PnL). A trade already recorded changes nothing.
+    async fn record_trade(&self, t: &TradeRecord) -> Result<bool, EngineError> {
+        if !self.repo.record_trade(t).await? {
+            return Ok(false);
+        }
+        let hour = self.config.risk.day_start_hour_utc;
+        for _ in 0..3 {
+            let current = self.repo.account_state(&t.account).await?;
+            let (prev, version) = match current {
+                Some(v) => (v.value, Some(v.version)),
+                None => (AccountState::default(), None),
+            };
+            let Some(st) = risk::apply_trade(&prev, &t.id, t.pnl, t.exit_time, hour) else {
+                return Ok(true);
+            };
+            match self.repo.save_account_state(&t.account, &st, version).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
         }
-        Ok(())
+        tracing::warn!(trade = %t.id, "trade recorded but not counted in the account state (concurrent writers)");
+        Ok(true)
+    }
+
+    /// Everything an entry is sized from, read from the store and (when enabled) the market.
+    #[allow(clippy::too_many_arguments)]
+    async fn entry_request(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        stored: &[Versioned<Position>],
+        snap: &crate::ports::AccountSnapshot,
+        price: Price,
+        stop: Option<Decimal>,
+        lev: u32,
+        size_pct: Decimal,
+        now: i64,
+    ) -> Result<risk::EntryRequest, EngineError> {
+        let account = &acct.config.id;
+        let sid = StrategyId::new(&s.name);
+        let open_positions = stored
+            .iter()
+            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
+            .count() as u32;
+        let trades: Vec<TradeRecord> = self
+            .repo
+            .trades(account)
+            .await?
+            .into_iter()
+            .filter(|t| t.strategy == sid)
+            .collect();
+        let today = risk::trading_day(now, self.config.risk.day_start_hour_utc);
+        let strategy_pnl_today = trades
+            .iter()
+            .filter(|t| {
+                risk::trading_day(t.exit_time, self.config.risk.day_start_hour_utc) == today
+            })
+            .map(|t| t.pnl.0)
+            .sum();
+        let mut last_entry = stored
+            .iter()
+            .filter(|p| p.value.key.strategy == sid && !p.value.is_manual)
+            .map(|p| p.value.opened_at)
+            .max();
+        if let Some(t) = self.repo.last_entry(account, &sid).await? {
+            last_entry = Some(last_entry.map_or(t, |x| x.max(t)));
+        }
+        let rc = &self.config.risk;
+        let (mut regime, mut volatility) = (None, None);
+        if rc.regime.enabled || rc.volatility.enabled {
+            let n = rc.regime.lookback.max(rc.volatility.lookback) as u32 + 1;
+            let closes: Vec<Decimal> = acct
+                .exchange
+                .closed_klines(sym, s.timeframe, n, now)
+                .await?
+                .iter()
+                .map(|c| c.close.0)
+                .collect();
+            let tail = |k: usize| &closes[closes.len().saturating_sub(k + 1)..];
+            if rc.regime.enabled {
+                regime = risk::regime_multiplier(tail(rc.regime.lookback), &rc.regime).map(|x| x.0);
+            }
+            if rc.volatility.enabled {
+                volatility = risk::volatility_multiplier(
+                    tail(rc.volatility.lookback),
+                    s.timeframe.millis(),
+                    &rc.volatility,
+                )
+                .map(|x| x.0);
+            }
+        }
+        Ok(risk::EntryRequest {
+            equity: snap.equity.0,
+            margin_in_use: snap.total_initial_margin.0,
+            open_positions,
+            price: price.0,
+            stop,
+            leverage: lev,
+            base_size_pct: size_pct,
+            kelly_range: self.config.strategy_risk(&s.name).kelly_range(),
+            strategy_pnls: trades.iter().map(|t| t.pnl.0).collect(),
+            strategy_pnl_today,
+            last_entry,
+            regime,
+            volatility,
+            now,
+        })
     }
 }

@@ -79,9 +79,46 @@ fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
     format!("POS#{}#{}", strategy.0, symbol.0)
 }
 
-fn decode<T: DeserializeOwned>(pk: &str, sk: &str, body: &str) -> Result<T, StoreError> {
-    serde_json::from_str(body)
-        .map_err(|e| StoreError::Other(format!("corrupt item {pk}/{sk}: {e}")))
+/// Decoded values by (type, item) hash, each with the body it was decoded from.
+type DecodedCache = std::collections::HashMap<u64, (String, Box<dyn std::any::Any>)>;
+
+thread_local! {
+    /// Last decoded value per (type, item), with the body it came from. Jobs that read the same
+    /// unchanged item again and again (a backtest reads positions and account state every
+    /// candle) reuse it; the body is compared in full, so a hit is exactly what decoding would
+    /// give, whatever the store.
+    static DECODED: std::cell::RefCell<DecodedCache> =
+        std::cell::RefCell::new(DecodedCache::new());
+}
+
+fn decode<T: DeserializeOwned + Clone + 'static>(
+    pk: &str,
+    sk: &str,
+    body: &str,
+) -> Result<T, StoreError> {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (std::any::TypeId::of::<T>(), pk, sk).hash(&mut h);
+    let key = h.finish();
+    let hit = DECODED.with(|c| {
+        c.borrow()
+            .get(&key)
+            .filter(|(b, _)| b == body)
+            .and_then(|(_, v)| v.downcast_ref::<T>().cloned())
+    });
+    if let Some(v) = hit {
+        return Ok(v);
+    }
+    let v: T = serde_json::from_str(body)
+        .map_err(|e| StoreError::Other(format!("corrupt item {pk}/{sk}: {e}")))?;
+    DECODED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(key, (body.to_string(), Box::new(v.clone())));
+    });
+    Ok(v)
 }
 
 fn encode<T: Serialize>(v: &T) -> String {

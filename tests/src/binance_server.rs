@@ -331,6 +331,38 @@ impl BinanceTestServer {
         g.x.execute_market(api_key, &req, client_id, now);
     }
 
+    /// Liquidates the account's whole position on `symbol` at `price` (mark set there first):
+    /// a LIQUIDATION order, its fills, and the clearance fee as `INSURANCE_CLEAR` income.
+    /// Returns the liquidation order's client id.
+    pub fn liquidate(&self, api_key: &str, symbol: &str, price: Decimal) -> Option<String> {
+        let mut g = self.shared.lock();
+        let now = g.now();
+        assert!(
+            g.x.accounts.contains_key(api_key),
+            "unknown test account `{api_key}`"
+        );
+        g.x.liquidate(api_key, symbol, price, now)
+            .map(|o| o.client_id)
+    }
+
+    /// Books a funding payment on `symbol` (positive received, negative paid) at the server time.
+    pub fn funding(&self, api_key: &str, symbol: &str, amount: Decimal) {
+        let mut g = self.shared.lock();
+        let now = g.now();
+        assert!(
+            g.x.accounts.contains_key(api_key),
+            "unknown test account `{api_key}`"
+        );
+        g.x.funding(api_key, symbol, amount, now);
+    }
+
+    /// Leaves the `filter_type` filter (e.g. `MIN_NOTIONAL`) of `symbol` out of exchangeInfo.
+    pub fn hide_filter(&self, symbol: &str, filter_type: &str) {
+        let mut g = self.shared.lock();
+        g.x.hidden_filters
+            .push((symbol.to_string(), filter_type.to_string()));
+    }
+
     /// Cancels an open conditional order by hand (as on the website).
     pub fn cancel_algo_by_hand(&self, api_key: &str, client_algo_id: &str) {
         let mut g = self.shared.lock();

@@ -474,7 +474,10 @@ fn walk_forward_reports_every_window_and_writes_the_stitched_equity() {
         out.contains("walk-forward: 4 parameter sets × 5 windows over 4319 candles"),
         "{out}"
     );
-    assert!(out.contains("out-of-sample, stitched: EMA_CROSS BTCUSDT 1h"), "{out}");
+    assert!(
+        out.contains("out-of-sample, stitched: EMA_CROSS BTCUSDT 1h"),
+        "{out}"
+    );
     let csv = std::fs::read_to_string(&windows).unwrap();
     let rows: Vec<&str> = csv.lines().collect();
     assert_eq!(
@@ -485,7 +488,10 @@ fn walk_forward_reports_every_window_and_writes_the_stitched_equity() {
     // Each row's winner is one of the grid's values.
     for r in &rows[1..] {
         let f: Vec<&str> = r.split(',').collect();
-        assert!(["8", "12"].contains(&f[5]) && ["26", "50"].contains(&f[6]), "{r}");
+        assert!(
+            ["8", "12"].contains(&f[5]) && ["26", "50"].contains(&f[6]),
+            "{r}"
+        );
     }
     let eq = std::fs::read_to_string(&equity).unwrap();
     assert!(eq.starts_with("time,equity\n"));
@@ -524,5 +530,8 @@ fn walk_forward_reports_every_window_and_writes_the_stitched_equity() {
         &[],
     );
     assert_eq!(code, Some(1));
-    assert!(err.contains("--step") && err.contains("unknown unit `x`"), "{err}");
+    assert!(
+        err.contains("--step") && err.contains("unknown unit `x`"),
+        "{err}"
+    );
 }

@@ -114,7 +114,10 @@ impl StateStore for MemoryStore {
             return Ok(Vec::new());
         };
         Ok(part
-            .range::<str, _>((std::ops::Bound::Included(sk_prefix), std::ops::Bound::Unbounded))
+            .range::<str, _>((
+                std::ops::Bound::Included(sk_prefix),
+                std::ops::Bound::Unbounded,
+            ))
             .take_while(|(s, _)| s.starts_with(sk_prefix))
             .map(|(_, r)| r.clone())
             .collect())

@@ -1,13 +1,29 @@
 //! `evaluator --timeframe 15m|1h|4h`: evaluate the candle that just closed, for every enabled
-//! account and strategy of that timeframe, then exit. Run by cron a few seconds after each close
-//! (or by EventBridge Scheduler); it waits on the exchange clock until close + `jobs.close_delay_secs`.
+//! account and strategy of that timeframe, then exit. Run by cron a few seconds after each close;
+//! it waits on the exchange clock until close + `jobs.close_delay_secs`.
+//!
+//! With `AWS_LAMBDA_RUNTIME_API` set it is a Lambda function instead: the app (clients, SSM keys,
+//! store) is built once per cold start and each EventBridge Scheduler event evaluates the candle
+//! of its scheduled `time` (see `lambda.rs` for the event contract). Both worlds call
+//! [`evaluate_at`].
 
-use albra_core::app::{self, Mode};
-use albra_core::config::{self, Config};
+mod lambda;
+
+use albra_core::config;
 use albra_core::domain::Timeframe;
+use albra_core::engine::JobReport;
 use clap::Parser;
+use lambda::{JobFailure, Runtime, ScheduleEvent};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+
+const JOB: &str = "evaluator";
+const EXPECTED_EVENT: &str =
+    "expected a JSON object {\"timeframe\": \"15m\"|\"1h\"|\"4h\", \"time\": \
+\"<RFC 3339 scheduled time>\"} (the schedule's Input), or an EventBridge Scheduled Event with \
+detail.timeframe";
 
 #[derive(Parser)]
 #[command(
@@ -17,13 +33,15 @@ use std::process::ExitCode;
     long_about = "Evaluates the newest CLOSED candle of --timeframe for every enabled account and every enabled \
 strategy of that timeframe. Each (account, strategy, symbol, candle) is claimed once in the state store: a second \
 run for the same candle does nothing and says so. Orders go to Binance (ALBRA_BINANCE_URL overrides the URL) with \
-each account's keys (env / .env or SSM, as config says).\n\nExit codes: 0 ok, 1 a job error (one-line reason on \
-stderr), 2 bad config or arguments."
+each account's keys (env / .env or SSM, as config says).\n\nWith AWS_LAMBDA_RUNTIME_API set it serves Lambda \
+events instead (EventBridge Scheduler: {\"timeframe\":\"1h\",\"time\":\"<aws.scheduler.scheduled-time>\"}); \
+--timeframe is then taken from each event.\n\nExit codes: 0 ok, 1 a job error (one-line reason on stderr), 2 bad \
+config or arguments."
 )]
 struct Args {
-    /// Candle interval to evaluate: 15m, 1h or 4h.
+    /// Candle interval to evaluate: 15m, 1h or 4h (required outside Lambda).
     #[arg(long)]
-    timeframe: Timeframe,
+    timeframe: Option<Timeframe>,
     /// Config file.
     #[arg(long, env = "ALBRA_CONFIG", default_value_os_t = config::default_path())]
     config: PathBuf,
@@ -35,46 +53,119 @@ struct Args {
     no_wait: bool,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    albra_core::logging::init();
-    let args = Args::parse();
-    if !Timeframe::SCHEDULED.contains(&args.timeframe) {
-        eprintln!(
-            "error: --timeframe must be 15m, 1h or 4h (got {})",
-            args.timeframe
-        );
-        return ExitCode::from(2);
+fn scheduled_timeframe(tf: Timeframe) -> Result<Timeframe, String> {
+    if Timeframe::SCHEDULED.contains(&tf) {
+        Ok(tf)
+    } else {
+        Err(format!("timeframe must be 15m, 1h or 4h (got {tf})"))
     }
-    let cfg = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
+}
+
+/// The one evaluation both worlds run: the candle that closed last at `at` (the scheduled time in
+/// Lambda, the exchange clock on the command line), after waiting on the exchange clock for
+/// close + `jobs.close_delay_secs` when `wait`. Prints the report and the run's metrics; returns
+/// the report and the `now` the candle was evaluated at.
+async fn evaluate_at(rt: &Runtime, tf: Timeframe, at: i64, wait: bool) -> (JobReport, i64) {
+    let started = Instant::now();
+    let delay = rt.app.engine.config.jobs.close_delay_secs as i64 * 1000;
+    let ready_at = tf.open_of(at) + delay;
+    let mut now = at;
+    if wait {
+        let ex_now = rt.app.exchange_now().await;
+        if ex_now < ready_at {
+            tokio::time::sleep(std::time::Duration::from_millis((ready_at - ex_now) as u64)).await;
         }
-    };
-    let delay = cfg.jobs.close_delay_secs as i64 * 1000;
-    let app = match app::build(cfg, &args.state, Mode::Live).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let mut now = app.exchange_now().await;
-    let ready_at = args.timeframe.open_of(now) + delay;
-    if !args.no_wait && now < ready_at {
-        tokio::time::sleep(std::time::Duration::from_millis((ready_at - now) as u64)).await;
-        now = app.exchange_now().await.max(ready_at);
+        now = at.max(ready_at);
     }
-    let report = app.engine.evaluate(args.timeframe, now).await;
+    let report = rt.app.engine.evaluate(tf, now).await;
     for l in &report.lines {
         println!("{l}");
     }
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    if report.ok() {
+    rt.emit_metrics(JOB, &report, started, now).await;
+    (report, now)
+}
+
+/// One Lambda invocation: validate the event fully before anything touches the exchange or state.
+async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
+    let ev = ScheduleEvent::parse(payload, EXPECTED_EVENT)?;
+    let (Some(tf), Some(at)) = (ev.timeframe(), ev.time_ms(EXPECTED_EVENT)?) else {
+        return Err(JobFailure::non_retryable(format!(
+            "rejected event: `time` and `timeframe` are both required; {EXPECTED_EVENT}"
+        )));
+    };
+    if let (Some(a), Some(b)) = (
+        ev.timeframe.as_deref(),
+        ev.detail.as_ref().and_then(|d| d.timeframe.as_deref()),
+    ) {
+        if a != b {
+            return Err(JobFailure::non_retryable(format!(
+                "rejected event: `timeframe` {a} and `detail.timeframe` {b} disagree"
+            )));
+        }
+    }
+    let tf = tf
+        .parse::<Timeframe>()
+        .and_then(scheduled_timeframe)
+        .map_err(|e| JobFailure::non_retryable(format!("rejected event: {e}; {EXPECTED_EVENT}")))?;
+    lambda::check_fresh(at, rt.app.exchange_now().await)?;
+    let (report, now) = evaluate_at(rt, tf, at, true).await;
+    if !report.ok() {
+        return Err(JobFailure::from_report(JOB, &report));
+    }
+    Ok(json!({
+        "job": JOB,
+        "timeframe": tf.as_str(),
+        "candle_open_time": tf.last_closed_open(now),
+        "orders_placed": report.orders_placed,
+        "orders_rejected": report.orders_rejected,
+        "lines": report.lines,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    albra_core::logging::init();
+    let args = Args::parse();
+    let in_lambda = lambda::in_lambda();
+    let tf = match args.timeframe.map(scheduled_timeframe).transpose() {
+        Ok(tf) => tf,
+        Err(e) => {
+            eprintln!("error: --{e}");
+            return ExitCode::from(2);
+        }
+    };
+    if tf.is_none() && !in_lambda {
+        eprintln!("error: --timeframe is required (15m, 1h or 4h)");
+        return ExitCode::from(2);
+    }
+    let rt = match Runtime::init(&args.config, &args.state).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if in_lambda {
+                lambda::report_init_error(&e).await;
+            }
+            return ExitCode::from(e.code);
+        }
+    };
+    if in_lambda {
+        let rt = &rt;
+        return match lambda::serve(|payload| handle(rt, payload)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: Lambda runtime: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    let Some(tf) = tf else {
+        return ExitCode::from(2);
+    };
+    let at = rt.app.exchange_now().await;
+    if evaluate_at(&rt, tf, at, !args.no_wait).await.0.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -1,12 +1,26 @@
 //! `position-sync`: reconcile every enabled account with the exchange once, then exit (run every
 //! 60 s). Adopts our own interrupted entries, tracks MANUAL positions, records closes done by the
 //! exchange with realised PnL, re-places missing protective stops, updates equity state.
+//!
+//! With `AWS_LAMBDA_RUNTIME_API` set it is a Lambda function instead: the app is built once per
+//! cold start and each scheduled event runs one reconciliation. Both worlds call [`sync_once`].
 
-use albra_core::app::{self, Mode};
-use albra_core::config::{self, Config};
+#[path = "../../evaluator/src/lambda.rs"]
+mod lambda;
+
+use albra_core::config;
+use albra_core::engine::JobReport;
 use clap::Parser;
+use lambda::{JobFailure, Runtime, ScheduleEvent};
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Instant;
+
+const JOB: &str = "position-sync";
+const EXPECTED_EVENT: &str =
+    "expected a JSON object {} or {\"time\": \"<RFC 3339 scheduled time>\"} \
+(the schedule's Input), or an EventBridge Scheduled Event";
 
 #[derive(Parser)]
 #[command(
@@ -16,8 +30,9 @@ use std::process::ExitCode;
     long_about = "Reads each enabled account's exchange positions, open algo orders and equity; adopts an exchange \
 position whose entry carries one of our client ids (a crash between the order and the state write is healed here); \
 tracks anything else as MANUAL and never touches it; records positions closed by the exchange (stop filled) with \
-the realised PnL from userTrades; re-places missing protective stops.\n\nExit codes: 0 ok, 1 a job error, 2 bad \
-config or arguments."
+the realised PnL from userTrades; re-places missing protective stops.\n\nWith AWS_LAMBDA_RUNTIME_API set it serves \
+Lambda events instead (one reconciliation per event).\n\nExit codes: 0 ok, 1 a job error, 2 bad config or \
+arguments."
 )]
 struct Args {
     /// Config file.
@@ -28,33 +43,77 @@ struct Args {
     state: String,
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    albra_core::logging::init();
-    let args = Args::parse();
-    let cfg = match Config::load(&args.config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let app = match app::build(cfg, &args.state, Mode::Live).await {
-        Ok(a) => a,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    let now = app.exchange_now().await;
-    let report = app.engine.sync_positions(now).await;
+/// The one reconciliation both worlds run, at the exchange clock's `now`. Prints the report and
+/// the run's metrics.
+async fn sync_once(rt: &Runtime) -> JobReport {
+    let started = Instant::now();
+    let now = rt.app.exchange_now().await;
+    let report = rt.app.engine.sync_positions(now).await;
     for l in &report.lines {
         println!("{l}");
     }
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    if report.ok() {
+    rt.emit_metrics(JOB, &report, started, now).await;
+    report
+}
+
+/// One Lambda invocation: the event is validated before anything touches the exchange or state.
+async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
+    let ev = ScheduleEvent::parse(payload, EXPECTED_EVENT)?;
+    if ev.timeframe().is_some() {
+        return Err(JobFailure::non_retryable(format!(
+            "rejected event: position-sync takes no timeframe (is this the evaluator's schedule?); \
+             {EXPECTED_EVENT}"
+        )));
+    }
+    if let Some(at) = ev.time_ms(EXPECTED_EVENT)? {
+        // A reconciliation delivered minutes late is superseded by the next minute's run.
+        lambda::check_fresh(at, rt.app.exchange_now().await)?;
+    }
+    let report = sync_once(rt).await;
+    if !report.ok() {
+        // The next minute's run repeats the reconciliation whatever the cause.
+        return Err(JobFailure::retryable(format!(
+            "{JOB} failed: {}",
+            report.errors.join("; ")
+        )));
+    }
+    Ok(json!({
+        "job": JOB,
+        "sync_drift": report.sync_drift,
+        "orders_placed": report.orders_placed,
+        "lines": report.lines,
+    }))
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    albra_core::logging::init();
+    let args = Args::parse();
+    let in_lambda = lambda::in_lambda();
+    let rt = match Runtime::init(&args.config, &args.state).await {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            if in_lambda {
+                lambda::report_init_error(&e).await;
+            }
+            return ExitCode::from(e.code);
+        }
+    };
+    if in_lambda {
+        let rt = &rt;
+        return match lambda::serve(|payload| handle(rt, payload)).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: Lambda runtime: {e}");
+                ExitCode::from(1)
+            }
+        };
+    }
+    if sync_once(&rt).await.ok() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

@@ -309,6 +309,8 @@ pub(crate) struct Fill {
 pub(crate) struct Exchange {
     pub market: Market,
     pub accounts: HashMap<String, Account>,
+    /// (symbol, filterType) pairs left out of exchangeInfo, as if Binance stopped serving them.
+    pub hidden_filters: Vec<(String, String)>,
     next_order_id: i64,
     next_algo_id: i64,
     next_trade_id: i64,
@@ -333,6 +335,7 @@ impl Exchange {
         Exchange {
             market,
             accounts,
+            hidden_filters: Vec::new(),
             next_order_id: 8_389_765_000,
             next_algo_id: 3_000_000_100,
             next_trade_id: 512_000_000,
@@ -560,6 +563,84 @@ impl Exchange {
         };
         self.account_mut(key).orders.push(order.clone());
         order
+    }
+
+    /// A forced liquidation: the whole position on `symbol` is closed at `price` by an order of
+    /// type LIQUIDATION (client id `autoclose-…`, as Binance names them), and the clearance fee
+    /// (0.5 % of the notional here) is booked as an `INSURANCE_CLEAR` income row.
+    pub fn liquidate(
+        &mut self,
+        key: &str,
+        symbol: &str,
+        price: Decimal,
+        now: i64,
+    ) -> Option<Order> {
+        let amt = self.account(key).amount(symbol);
+        if amt.is_zero() {
+            return None;
+        }
+        let req = MarketRequest {
+            symbol: symbol.to_string(),
+            side: if amt.is_sign_positive() {
+                OrderSide::Sell
+            } else {
+                OrderSide::Buy
+            },
+            qty: amt.abs(),
+            reduce_only: true,
+        };
+        let order_id = self.next_order_id;
+        self.next_order_id += 1;
+        let fill = self.fill(key, &req, price, order_id, now);
+        let client_id = self.generated_client_id("autoclose-");
+        let fee = (fill.qty * price * Decimal::new(5, 3)).round_dp(8);
+        let tran_id = self.next_tran_id;
+        self.next_tran_id += 1;
+        let acct = self.account_mut(key);
+        acct.wallet -= fee;
+        acct.income.push(IncomeRow {
+            symbol: symbol.to_string(),
+            income_type: "INSURANCE_CLEAR",
+            income: -fee,
+            time: now,
+            tran_id,
+            trade_id: String::new(),
+        });
+        let order = Order {
+            order_id,
+            client_id,
+            symbol: symbol.to_string(),
+            side: req.side,
+            orig_type: "LIQUIDATION".to_string(),
+            qty: req.qty,
+            executed: fill.qty,
+            avg_price: fill.price,
+            reduce_only: true,
+            close_position: false,
+            stop_price: Decimal::ZERO,
+            status: "FILLED",
+            time: now,
+            update_time: now,
+        };
+        acct.orders.push(order.clone());
+        Some(order)
+    }
+
+    /// A funding payment on `symbol` (positive: received, negative: paid), booked to the wallet
+    /// and as a `FUNDING_FEE` income row.
+    pub fn funding(&mut self, key: &str, symbol: &str, amount: Decimal, now: i64) {
+        let tran_id = self.next_tran_id;
+        self.next_tran_id += 1;
+        let acct = self.account_mut(key);
+        acct.wallet += amount;
+        acct.income.push(IncomeRow {
+            symbol: symbol.to_string(),
+            income_type: "FUNDING_FEE",
+            income: amount,
+            time: now,
+            tran_id,
+            trade_id: String::new(),
+        });
     }
 
     pub fn next_algo_id(&mut self) -> i64 {

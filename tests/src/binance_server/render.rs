@@ -334,6 +334,21 @@ pub(crate) fn account(x: &Exchange, key: &str, now: i64) -> Value {
 }
 
 /// `GET /fapi/v1/exchangeInfo`.
+/// The filters of `symbol` minus those the test hid (see `BinanceTestServer::hide_filter`).
+fn without_hidden(x: &Exchange, symbol: &str, filters: Value) -> Value {
+    match filters {
+        Value::Array(list) => Value::Array(
+            list.into_iter()
+                .filter(|f| {
+                    let ty = f["filterType"].as_str().unwrap_or_default();
+                    !x.hidden_filters.iter().any(|(s, t)| s == symbol && t == ty)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
+}
+
 pub(crate) fn exchange_info(x: &Exchange, now: i64) -> Value {
     let symbols: Vec<Value> = x
         .market
@@ -360,7 +375,7 @@ pub(crate) fn exchange_info(x: &Exchange, now: i64) -> Value {
                 "underlyingSubType": [],
                 "settlePlan": 0,
                 "triggerProtect": "0.0500",
-                "filters": [
+                "filters": without_hidden(x, &r.symbol, json!([
                     {"filterType": "PRICE_FILTER", "minPrice": r.min_price.to_string(),
                      "maxPrice": r.max_price.to_string(), "tickSize": r.tick_size.to_string()},
                     {"filterType": "LOT_SIZE", "minQty": r.min_qty.to_string(),
@@ -372,7 +387,7 @@ pub(crate) fn exchange_info(x: &Exchange, now: i64) -> Value {
                     {"filterType": "MIN_NOTIONAL", "notional": r.min_notional.to_string()},
                     {"filterType": "PERCENT_PRICE", "multiplierUp": "1.0500",
                      "multiplierDown": "0.9500", "multiplierDecimal": "4"}
-                ],
+                ])),
                 "orderTypes": ["LIMIT", "MARKET", "STOP", "STOP_MARKET", "TAKE_PROFIT",
                                "TAKE_PROFIT_MARKET", "TRAILING_STOP_MARKET"],
                 "timeInForce": ["GTC", "IOC", "FOK", "GTX", "GTD"],

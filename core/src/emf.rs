@@ -1,0 +1,488 @@
+//! CloudWatch Embedded Metric Format (EMF): one JSON object per line on stdout, which the Lambda
+//! log agent (or the CloudWatch agent on EC2) turns into metrics, so the jobs publish metrics with
+//! no CloudWatch API call and no extra latency. This module owns the line format and the Albra
+//! metric set: per job run ([`job_line`]) and per account ([`account_line`]).
+//!
+//! Dimension sets are chosen so that the alarms in `infra/template.yaml` can watch an aggregate
+//! over all accounts (`[Stage]` / `[Stage, Job]`) while dashboards can still split by account.
+
+use crate::domain::{AccountId, AccountState};
+use crate::engine::JobReport;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{json, Map, Value};
+
+/// The CloudWatch namespace of every Albra metric.
+pub const NAMESPACE: &str = "Albra";
+
+/// Metric names, shared with the alarms in `infra/template.yaml`.
+pub mod names {
+    pub const ORDERS_PLACED: &str = "OrdersPlaced";
+    pub const ORDERS_REJECTED: &str = "OrdersRejected";
+    pub const JOB_DURATION: &str = "JobDurationMs";
+    pub const JOB_ERRORS: &str = "JobErrors";
+    /// Always 1 per completed run: the position-sync heartbeat alarm fires when it goes missing.
+    pub const HEARTBEAT: &str = "Heartbeat";
+    pub const SYNC_DRIFT: &str = "SyncDrift";
+    pub const API_WEIGHT: &str = "ApiWeightUsed1m";
+    pub const POSITIONS_OPEN: &str = "PositionsOpen";
+    pub const EQUITY: &str = "EquityUsdt";
+    pub const DRAWDOWN: &str = "DrawdownPct";
+    pub const MDD_LEVEL: &str = "MddLevel";
+    pub const DAILY_LOSS_HALT: &str = "DailyLossHalt";
+}
+
+/// How much of a run becomes CloudWatch metrics. Every value is in the line either way (as a
+/// metric or as a plain property, searchable in Logs Insights); custom metrics cost $0.30 a month
+/// each beyond CloudWatch's 10 free ones, so the default keeps to the alarms' few.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Detail {
+    /// Only what the alarms watch ([`ALARM_METRICS`]) is a metric, under `[Stage, Job]` /
+    /// `[Stage]`.
+    Alarms,
+    /// Every value is a metric, and account values are also published per account.
+    Full,
+}
+
+/// The metrics `infra/template.yaml` alarms on.
+pub const ALARM_METRICS: [&str; 4] = [
+    names::HEARTBEAT,
+    names::ORDERS_REJECTED,
+    names::MDD_LEVEL,
+    names::DAILY_LOSS_HALT,
+];
+
+impl Detail {
+    /// From `ALBRA_METRICS`: `alarms` (also when unset), `full`, or `off` (`None`: no lines).
+    pub fn parse(value: Option<&str>) -> Result<Option<Detail>, String> {
+        match value.map(str::trim) {
+            None | Some("") | Some("alarms") => Ok(Some(Detail::Alarms)),
+            Some("full") => Ok(Some(Detail::Full)),
+            Some("off") => Ok(None),
+            Some(other) => Err(format!(
+                "ALBRA_METRICS must be alarms, full or off (got `{other}`)"
+            )),
+        }
+    }
+
+    fn is_metric(self, name: &str) -> bool {
+        self == Detail::Full || ALARM_METRICS.contains(&name)
+    }
+}
+
+/// CloudWatch units used here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    Count,
+    Milliseconds,
+    Percent,
+    None,
+}
+
+impl Unit {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+            Unit::Percent => "Percent",
+            Unit::None => "None",
+        }
+    }
+}
+
+/// One EMF log line: dimensions and properties as top-level members, metric values as numbers,
+/// and the `_aws` block that declares which members are metrics.
+#[derive(Clone, Debug)]
+pub struct MetricLine {
+    namespace: String,
+    timestamp_ms: i64,
+    dimension_sets: Vec<Vec<String>>,
+    members: Map<String, Value>,
+    metrics: Vec<(String, Unit)>,
+}
+
+impl MetricLine {
+    pub fn new(namespace: &str, timestamp_ms: i64) -> Self {
+        MetricLine {
+            namespace: namespace.to_string(),
+            timestamp_ms,
+            dimension_sets: Vec::new(),
+            members: Map::new(),
+            metrics: Vec::new(),
+        }
+    }
+
+    /// A dimension value (a string member). Declare it in a set with [`Self::dimension_set`].
+    pub fn dimension(mut self, name: &str, value: &str) -> Self {
+        self.members.insert(name.to_string(), Value::from(value));
+        self
+    }
+
+    /// One set of dimension names the metrics are published under (CloudWatch allows several).
+    pub fn dimension_set(mut self, names: &[&str]) -> Self {
+        self.dimension_sets
+            .push(names.iter().map(|s| s.to_string()).collect());
+        self
+    }
+
+    /// A metric value. A non-finite value is left out: CloudWatch rejects the whole line for it.
+    pub fn metric(mut self, name: &str, unit: Unit, value: f64) -> Self {
+        if value.is_finite() {
+            self.members.insert(name.to_string(), json!(value));
+            self.metrics.push((name.to_string(), unit));
+        }
+        self
+    }
+
+    /// A value that is a metric at this `detail`, otherwise a plain numeric property.
+    pub fn value(self, detail: Detail, name: &str, unit: Unit, value: f64) -> Self {
+        if detail.is_metric(name) {
+            self.metric(name, unit, value)
+        } else if value.is_finite() {
+            self.property(name, json!(value))
+        } else {
+            self
+        }
+    }
+
+    /// A property that is logged with the line but is not a metric (searchable in Logs Insights).
+    pub fn property(mut self, name: &str, value: Value) -> Self {
+        self.members.insert(name.to_string(), value);
+        self
+    }
+
+    /// The line as a JSON value.
+    pub fn to_value(&self) -> Value {
+        let metrics: Vec<Value> = self
+            .metrics
+            .iter()
+            .map(|(n, u)| json!({"Name": n, "Unit": u.as_str()}))
+            .collect();
+        let mut root = self.members.clone();
+        root.insert(
+            "_aws".into(),
+            json!({
+                "Timestamp": self.timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": self.namespace,
+                    "Dimensions": self.dimension_sets,
+                    "Metrics": metrics,
+                }],
+            }),
+        );
+        Value::Object(root)
+    }
+
+    /// The line as one line of JSON (no newline).
+    pub fn to_line(&self) -> String {
+        self.to_value().to_string()
+    }
+
+    /// Print the line on stdout, where the Lambda log agent picks EMF up.
+    pub fn emit(&self) {
+        println!("{}", self.to_line());
+    }
+}
+
+/// What a job run measured besides its [`JobReport`].
+#[derive(Clone, Debug, Default)]
+pub struct JobMeasures {
+    pub duration_ms: u64,
+    /// The exchange's `X-MBX-USED-WEIGHT-1M` after the job (IP weight used this minute).
+    pub api_weight_1m: Option<u32>,
+}
+
+/// The per-run line of a job (`evaluator` or `position-sync`), published under `[Stage, Job]`.
+pub fn job_line(
+    stage: &str,
+    job: &str,
+    timestamp_ms: i64,
+    report: &JobReport,
+    m: &JobMeasures,
+    detail: Detail,
+) -> MetricLine {
+    let mut line = MetricLine::new(NAMESPACE, timestamp_ms)
+        .dimension("Stage", stage)
+        .dimension("Job", job)
+        .dimension_set(&["Stage", "Job"])
+        .value(detail, names::HEARTBEAT, Unit::Count, 1.0)
+        .value(
+            detail,
+            names::ORDERS_PLACED,
+            Unit::Count,
+            f64::from(report.orders_placed),
+        )
+        .value(
+            detail,
+            names::ORDERS_REJECTED,
+            Unit::Count,
+            f64::from(report.orders_rejected),
+        )
+        .value(
+            detail,
+            names::JOB_ERRORS,
+            Unit::Count,
+            report.errors.len() as f64,
+        )
+        .value(
+            detail,
+            names::JOB_DURATION,
+            Unit::Milliseconds,
+            m.duration_ms as f64,
+        )
+        .value(
+            detail,
+            names::SYNC_DRIFT,
+            Unit::Count,
+            f64::from(report.sync_drift),
+        );
+    if let Some(w) = m.api_weight_1m {
+        line = line.value(detail, names::API_WEIGHT, Unit::Count, f64::from(w));
+    }
+    line
+}
+
+/// The per-account line, published under `[Stage]` (the alarms take the maximum over accounts)
+/// and, at [`Detail::Full`], also under `[Stage, Account]`.
+pub fn account_line(
+    stage: &str,
+    account: &AccountId,
+    timestamp_ms: i64,
+    state: &AccountState,
+    positions_open: usize,
+    detail: Detail,
+) -> MetricLine {
+    let halted = state.daily_halt_until.is_some_and(|t| t > timestamp_ms);
+    let drawdown_pct = (state.drawdown() * rust_decimal::Decimal::ONE_HUNDRED)
+        .to_f64()
+        .unwrap_or(f64::NAN);
+    let mut line = MetricLine::new(NAMESPACE, timestamp_ms)
+        .dimension("Stage", stage)
+        .dimension("Account", account.as_str())
+        .dimension_set(&["Stage"]);
+    if detail == Detail::Full {
+        line = line.dimension_set(&["Stage", "Account"]);
+    }
+    line.value(
+        detail,
+        names::POSITIONS_OPEN,
+        Unit::Count,
+        positions_open as f64,
+    )
+    .value(
+        detail,
+        names::EQUITY,
+        Unit::None,
+        state.equity.0.to_f64().unwrap_or(f64::NAN),
+    )
+    .value(detail, names::DRAWDOWN, Unit::Percent, drawdown_pct)
+    .value(
+        detail,
+        names::MDD_LEVEL,
+        Unit::None,
+        f64::from(state.mdd_level),
+    )
+    .value(
+        detail,
+        names::DAILY_LOSS_HALT,
+        Unit::Count,
+        if halted { 1.0 } else { 0.0 },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::Notional;
+    use rust_decimal_macros::dec;
+
+    #[test]
+    fn job_line_has_the_exact_emf_shape() {
+        let report = JobReport {
+            orders_placed: 2,
+            orders_rejected: 1,
+            errors: vec!["x".into()],
+            sync_drift: 3,
+            ..JobReport::default()
+        };
+        let m = JobMeasures {
+            duration_ms: 1234,
+            api_weight_1m: Some(17),
+        };
+        let v = job_line(
+            "prod",
+            "evaluator",
+            1_700_000_000_000,
+            &report,
+            &m,
+            Detail::Full,
+        )
+        .to_value();
+        let expected = json!({
+            "Stage": "prod",
+            "Job": "evaluator",
+            "Heartbeat": 1.0,
+            "OrdersPlaced": 2.0,
+            "OrdersRejected": 1.0,
+            "JobErrors": 1.0,
+            "JobDurationMs": 1234.0,
+            "SyncDrift": 3.0,
+            "ApiWeightUsed1m": 17.0,
+            "_aws": {
+                "Timestamp": 1_700_000_000_000i64,
+                "CloudWatchMetrics": [{
+                    "Namespace": "Albra",
+                    "Dimensions": [["Stage", "Job"]],
+                    "Metrics": [
+                        {"Name": "Heartbeat", "Unit": "Count"},
+                        {"Name": "OrdersPlaced", "Unit": "Count"},
+                        {"Name": "OrdersRejected", "Unit": "Count"},
+                        {"Name": "JobErrors", "Unit": "Count"},
+                        {"Name": "JobDurationMs", "Unit": "Milliseconds"},
+                        {"Name": "SyncDrift", "Unit": "Count"},
+                        {"Name": "ApiWeightUsed1m", "Unit": "Count"},
+                    ],
+                }],
+            },
+        });
+        assert_eq!(v, expected);
+        // One line, parseable back to the same value.
+        let line = job_line(
+            "prod",
+            "evaluator",
+            1_700_000_000_000,
+            &report,
+            &m,
+            Detail::Full,
+        )
+        .to_line();
+        assert!(!line.contains('\n'));
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap(), expected);
+    }
+
+    #[test]
+    fn unknown_weight_is_left_out_not_zero() {
+        let v = job_line(
+            "dev",
+            "position-sync",
+            0,
+            &JobReport::default(),
+            &JobMeasures::default(),
+            Detail::Full,
+        )
+        .to_value();
+        assert!(v.get("ApiWeightUsed1m").is_none());
+        let names: Vec<&str> = v["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["Name"].as_str().unwrap())
+            .collect();
+        assert!(!names.contains(&"ApiWeightUsed1m"), "{names:?}");
+        assert!(names.contains(&"Heartbeat"));
+    }
+
+    #[test]
+    fn account_line_reports_drawdown_level_and_halt() {
+        let now = 1_700_000_000_000;
+        let st = AccountState {
+            equity: Notional(dec!(900)),
+            peak_equity: Notional(dec!(1200)),
+            mdd_level: 2,
+            daily_halt_until: Some(now + 60_000),
+            ..AccountState::default()
+        };
+        let v = account_line("prod", &AccountId::new("main"), now, &st, 3, Detail::Full).to_value();
+        assert_eq!(v["Stage"], "prod");
+        assert_eq!(v["Account"], "main");
+        assert_eq!(v["PositionsOpen"], 3.0);
+        assert_eq!(v["EquityUsdt"], 900.0);
+        assert_eq!(v["DrawdownPct"], 25.0);
+        assert_eq!(v["MddLevel"], 2.0);
+        assert_eq!(v["DailyLossHalt"], 1.0);
+        let cw = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Namespace"], "Albra");
+        assert_eq!(cw["Dimensions"], json!([["Stage"], ["Stage", "Account"]]));
+        assert_eq!(
+            cw["Metrics"],
+            json!([
+                {"Name": "PositionsOpen", "Unit": "Count"},
+                {"Name": "EquityUsdt", "Unit": "None"},
+                {"Name": "DrawdownPct", "Unit": "Percent"},
+                {"Name": "MddLevel", "Unit": "None"},
+                {"Name": "DailyLossHalt", "Unit": "Count"},
+            ])
+        );
+        // A halt that has expired is not a halt.
+        let past = AccountState {
+            daily_halt_until: Some(now - 1),
+            ..st
+        };
+        let v =
+            account_line("prod", &AccountId::new("main"), now, &past, 0, Detail::Full).to_value();
+        assert_eq!(v["DailyLossHalt"], 0.0);
+    }
+
+    #[test]
+    fn alarms_detail_publishes_only_the_alarm_metrics_and_keeps_the_rest_as_properties() {
+        let report = JobReport {
+            orders_placed: 2,
+            orders_rejected: 1,
+            ..JobReport::default()
+        };
+        let m = JobMeasures {
+            duration_ms: 40,
+            api_weight_1m: Some(9),
+        };
+        let v = job_line("prod", "evaluator", 5, &report, &m, Detail::Alarms).to_value();
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([
+                {"Name": "Heartbeat", "Unit": "Count"},
+                {"Name": "OrdersRejected", "Unit": "Count"},
+            ])
+        );
+        assert_eq!(v["OrdersPlaced"], 2.0);
+        assert_eq!(v["JobDurationMs"], 40.0);
+        assert_eq!(v["ApiWeightUsed1m"], 9.0);
+        let st = AccountState {
+            equity: Notional(dec!(100)),
+            peak_equity: Notional(dec!(100)),
+            ..AccountState::default()
+        };
+        let v = account_line("prod", &AccountId::new("a"), 5, &st, 1, Detail::Alarms).to_value();
+        let cw = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(cw["Dimensions"], json!([["Stage"]]));
+        assert_eq!(
+            cw["Metrics"],
+            json!([
+                {"Name": "MddLevel", "Unit": "None"},
+                {"Name": "DailyLossHalt", "Unit": "Count"},
+            ])
+        );
+        assert_eq!(v["EquityUsdt"], 100.0);
+        assert_eq!(v["PositionsOpen"], 1.0);
+    }
+
+    #[test]
+    fn detail_from_the_environment_value() {
+        assert_eq!(Detail::parse(None), Ok(Some(Detail::Alarms)));
+        assert_eq!(Detail::parse(Some("full")), Ok(Some(Detail::Full)));
+        assert_eq!(Detail::parse(Some("off")), Ok(None));
+        assert!(Detail::parse(Some("all"))
+            .unwrap_err()
+            .contains("alarms, full or off"));
+    }
+
+    #[test]
+    fn non_finite_values_are_dropped() {
+        let v = MetricLine::new(NAMESPACE, 1)
+            .metric("A", Unit::None, f64::NAN)
+            .metric("B", Unit::Count, 2.0)
+            .to_value();
+        assert!(v.get("A").is_none());
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
+            json!([{"Name": "B", "Unit": "Count"}])
+        );
+    }
+}

@@ -1,0 +1,456 @@
+//! What the function binaries share between their two worlds (a one-shot CLI, or a Lambda
+//! function when `AWS_LAMBDA_RUNTIME_API` is set): the cold-start wiring, the scheduled-event
+//! contract, the retryable / non-retryable error type and the metrics of a run. `position-sync`
+//! compiles this same file (`#[path]`), so both functions follow one contract.
+//!
+//! Event contract (JSON object; any other member is rejected):
+//! - `time`: RFC 3339 scheduled time. In `infra/template.yaml` each schedule's Input passes
+//!   `<aws.scheduler.scheduled-time>`; an EventBridge rule's "Scheduled Event" envelope carries
+//!   the same member, so both shapes work.
+//! - `timeframe`: `15m`, `1h` or `4h` (evaluator only; also accepted as `detail.timeframe`).
+//! - accepted and ignored: the envelope members (`version`, `id`, `detail-type`, `source`,
+//!   `account`, `region`, `resources`, `detail`) and the Scheduler context members
+//!   `execution_id`, `attempt`, `schedule_arn`.
+//!
+//! Errors posted to the runtime's `/error` carry `errorType` `Albra.Retryable` (nothing was sent
+//! to the exchange and the candle was given back: a redelivery of the same event may succeed) or
+//! `Albra.NonRetryable` (a bad or stale event, a missing secret, or a failure after an order was
+//! sent: a redelivery would fail the same way or do nothing). Redeliveries are always safe: the
+//! run marker makes a second evaluation of the same candle a no-op.
+
+use albra_core::app::{self, App};
+use albra_core::binance::BinanceClient;
+use albra_core::config::Config;
+use albra_core::emf::{self, Detail, JobMeasures};
+use albra_core::engine::JobReport;
+use albra_core::ports::{Exchange, KeySource};
+use albra_core::store::StoreSpec;
+use aws_sdk_ssm::config::ProvideCredentials;
+use serde::Deserialize;
+use serde_json::Value;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub const RUNTIME_API_VAR: &str = "AWS_LAMBDA_RUNTIME_API";
+
+/// An event older than this (by the exchange clock) is stale: its candle is left alone.
+pub const MAX_EVENT_AGE_MS: i64 = 5 * 60_000;
+/// An event this far ahead of the exchange clock is refused (clock skew allowance).
+pub const MAX_EVENT_LEAD_MS: i64 = 60_000;
+/// How long the AWS preflight may take before it gives up.
+const PREFLIGHT_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// True when running under a Lambda runtime (real or emulated).
+pub fn in_lambda() -> bool {
+    std::env::var_os(RUNTIME_API_VAR).is_some_and(|v| !v.is_empty())
+}
+
+/// The deployment stage metrics are published under (`ALBRA_STAGE`, default `local`).
+pub fn stage() -> String {
+    std::env::var("ALBRA_STAGE")
+        .ok()
+        .filter(|s| !s.trim().is_empty())
+        .unwrap_or_else(|| "local".to_string())
+}
+
+/// Whether a redelivery of the same event may succeed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    Retryable,
+    NonRetryable,
+}
+
+/// A failed invocation: posted to the runtime's `/error` with `errorType` from [`Retry`].
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct JobFailure {
+    pub retry: Retry,
+    pub message: String,
+}
+
+impl JobFailure {
+    pub fn retryable(message: impl Into<String>) -> Self {
+        JobFailure {
+            retry: Retry::Retryable,
+            message: message.into(),
+        }
+    }
+
+    pub fn non_retryable(message: impl Into<String>) -> Self {
+        JobFailure {
+            retry: Retry::NonRetryable,
+            message: message.into(),
+        }
+    }
+
+    pub fn error_type(&self) -> &'static str {
+        match self.retry {
+            Retry::Retryable => "Albra.Retryable",
+            Retry::NonRetryable => "Albra.NonRetryable",
+        }
+    }
+
+    /// A job that reported errors: retryable only while nothing reached the exchange (the engine
+    /// then gave the candle back), otherwise a redelivery would find the candle already claimed.
+    pub fn from_report(job: &str, report: &JobReport) -> Self {
+        let message = format!("{job} failed: {}", report.errors.join("; "));
+        if report.orders_attempted == 0 {
+            Self::retryable(message)
+        } else {
+            Self::non_retryable(message)
+        }
+    }
+}
+
+impl From<JobFailure> for lambda_runtime::Diagnostic {
+    fn from(f: JobFailure) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: f.error_type().to_string(),
+            error_message: f.message,
+        }
+    }
+}
+
+/// A cold-start failure, with the CLI's exit code for it (2 config, 1 anything else).
+#[derive(Debug)]
+pub struct InitError {
+    pub code: u8,
+    pub message: String,
+}
+
+impl InitError {
+    fn new(code: u8, message: impl Into<String>) -> Self {
+        InitError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Everything built once per process (once per cold start in Lambda), never inside a handler.
+pub struct Runtime {
+    pub app: App,
+    /// A public client sampled after each job for the exchange's `X-MBX-USED-WEIGHT-1M` (the
+    /// weight is per IP, so any client of this host sees the total).
+    weight_probe: BinanceClient,
+    pub stage: String,
+    /// `ALBRA_METRICS`: how much becomes CloudWatch metrics; `None` prints no EMF lines.
+    pub metrics: Option<Detail>,
+}
+
+impl Runtime {
+    /// Load the config, check the AWS setup when the config needs AWS, and build the app.
+    pub async fn init(config: &Path, state: &str) -> Result<Runtime, InitError> {
+        let cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
+        let metrics = Detail::parse(std::env::var("ALBRA_METRICS").ok().as_deref())
+            .map_err(|e| InitError::new(2, e))?;
+        aws_preflight(&cfg, state)
+            .await
+            .map_err(|m| InitError::new(1, m))?;
+        let weight_probe = BinanceClient::new(app::binance_config(&cfg), None)
+            .map_err(|e| InitError::new(2, e.to_string()))?;
+        let app = app::build(cfg, state, app::Mode::Live)
+            .await
+            .map_err(|e| InitError::new(1, e.to_string()))?;
+        Ok(Runtime {
+            app,
+            weight_probe,
+            stage: stage(),
+            metrics,
+        })
+    }
+
+    /// Print the run's EMF lines: one for the job, one per enabled account with stored state.
+    pub async fn emit_metrics(&self, job: &str, report: &JobReport, started: Instant, now: i64) {
+        let Some(detail) = self.metrics else {
+            return;
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        // One weight-1 request after the job reads what the job (and this IP) used this minute.
+        let api_weight_1m = match self.weight_probe.server_time().await {
+            Ok(_) => self.weight_probe.used_weight_1m(),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not sample the API weight");
+                None
+            }
+        };
+        let m = JobMeasures {
+            duration_ms,
+            api_weight_1m,
+        };
+        emf::job_line(&self.stage, job, now, report, &m, detail).emit();
+        let repo = &self.app.engine.repo;
+        for acct in self.app.engine.accounts.iter().filter(|a| a.config.enabled) {
+            let id = &acct.config.id;
+            let state = match repo.account_state(id).await {
+                Ok(Some(s)) => s.value,
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(account = %id, error = %e, "no account metrics: state unreadable");
+                    continue;
+                }
+            };
+            let open = match repo.positions(id).await {
+                Ok(p) => p.iter().filter(|v| v.value.is_open()).count(),
+                Err(e) => {
+                    tracing::warn!(account = %id, error = %e, "no account metrics: positions unreadable");
+                    continue;
+                }
+            };
+            emf::account_line(&self.stage, id, now, &state, open, detail).emit();
+        }
+    }
+}
+
+/// Fail fast, with the fix, when the config needs AWS (DynamoDB state or SSM keys) and the
+/// region or credentials are missing, instead of letting the SDK time out on each request.
+pub async fn aws_preflight(cfg: &Config, state: &str) -> Result<(), String> {
+    let dynamo = matches!(StoreSpec::parse(state), Ok(StoreSpec::Dynamo { .. }));
+    let ssm = cfg
+        .accounts
+        .iter()
+        .filter(|a| a.enabled)
+        .any(|a| matches!(a.key_source(), Ok(KeySource::Ssm { .. })));
+    if !dynamo && !ssm {
+        return Ok(());
+    }
+    let needs = match (dynamo, ssm) {
+        (true, true) => "DynamoDB state and SSM keys",
+        (true, false) => "DynamoDB state",
+        _ => "SSM keys",
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    if sdk.region().is_none() {
+        return Err(format!(
+            "AWS region not set ({needs} need it): set AWS_REGION (Lambda sets it), or a region \
+             for AWS_PROFILE in ~/.aws/config"
+        ));
+    }
+    let Some(provider) = sdk.credentials_provider() else {
+        return Err(format!("no AWS credentials provider ({needs} need one)"));
+    };
+    match tokio::time::timeout(PREFLIGHT_TIMEOUT, provider.provide_credentials()).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(format!(
+            "no AWS credentials ({needs} need them): set AWS_ACCESS_KEY_ID and \
+             AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM role ({e})"
+        )),
+        Err(_) => Err(format!(
+            "no AWS credentials within {PREFLIGHT_TIMEOUT:?} ({needs} need them): set \
+             AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with an IAM \
+             role; off EC2 set AWS_EC2_METADATA_DISABLED=true"
+        )),
+    }
+}
+
+/// Report a cold-start failure to the runtime API (`/runtime/init/error`), as Lambda expects
+/// from a runtime that cannot start; the process exits after this.
+pub async fn report_init_error(err: &InitError) {
+    let Ok(api) = std::env::var(RUNTIME_API_VAR) else {
+        return;
+    };
+    let body = serde_json::json!({
+        "errorType": "Albra.InitError",
+        "errorMessage": err.message,
+    });
+    let client = match reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(2))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: cannot report the init error to the runtime API: {e}");
+            return;
+        }
+    };
+    let sent = client
+        .post(format!("http://{api}/2018-06-01/runtime/init/error"))
+        .header("Lambda-Runtime-Function-Error-Type", "Albra.InitError")
+        .json(&body)
+        .send()
+        .await;
+    if let Err(e) = sent {
+        eprintln!("error: cannot report the init error to the runtime API: {e}");
+    }
+}
+
+/// The scheduled-event contract (see the module docs). The envelope and context members are
+/// read only to be accepted: naming them keeps `deny_unknown_fields` strict for everything else.
+#[allow(dead_code)]
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleEvent {
+    pub time: Option<String>,
+    pub timeframe: Option<String>,
+    pub detail: Option<EventDetail>,
+    #[serde(rename = "detail-type")]
+    pub detail_type: Option<String>,
+    pub version: Option<Value>,
+    pub id: Option<Value>,
+    pub source: Option<Value>,
+    pub account: Option<Value>,
+    pub region: Option<Value>,
+    pub resources: Option<Value>,
+    pub execution_id: Option<Value>,
+    pub attempt: Option<Value>,
+    pub schedule_arn: Option<Value>,
+}
+
+#[derive(Deserialize, Debug, Default)]
+#[serde(deny_unknown_fields)]
+pub struct EventDetail {
+    pub timeframe: Option<String>,
+}
+
+impl ScheduleEvent {
+    /// Parse a payload strictly; the error says what was wrong and what is expected.
+    pub fn parse(payload: Value, expected: &str) -> Result<ScheduleEvent, JobFailure> {
+        let ev: ScheduleEvent = serde_json::from_value(payload)
+            .map_err(|e| JobFailure::non_retryable(format!("rejected event: {e}; {expected}")))?;
+        if let Some(dt) = &ev.detail_type {
+            if dt != "Scheduled Event" {
+                return Err(JobFailure::non_retryable(format!(
+                    "rejected event: detail-type `{dt}` is not a `Scheduled Event`; {expected}"
+                )));
+            }
+        }
+        Ok(ev)
+    }
+
+    /// The scheduled time in ms since the epoch, `None` when absent.
+    pub fn time_ms(&self, expected: &str) -> Result<Option<i64>, JobFailure> {
+        match &self.time {
+            None => Ok(None),
+            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
+                .map(|d| Some(d.timestamp_millis()))
+                .map_err(|e| {
+                    JobFailure::non_retryable(format!(
+                        "rejected event: `time` {t:?} is not an RFC 3339 time ({e}); {expected}"
+                    ))
+                }),
+        }
+    }
+
+    /// The timeframe named at the top level or in `detail` (both must agree).
+    pub fn timeframe(&self) -> Option<&str> {
+        self.timeframe
+            .as_deref()
+            .or(self.detail.as_ref().and_then(|d| d.timeframe.as_deref()))
+    }
+}
+
+/// Refuse an event whose scheduled time is too old or too far ahead of the exchange clock.
+pub fn check_fresh(scheduled: i64, exchange_now: i64) -> Result<(), JobFailure> {
+    let iso = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+            .unwrap_or_else(|| ms.to_string())
+    };
+    if exchange_now - scheduled > MAX_EVENT_AGE_MS {
+        return Err(JobFailure::non_retryable(format!(
+            "stale event: scheduled for {} but the exchange clock says {} (more than {} s late); \
+             its candle is not evaluated late",
+            iso(scheduled),
+            iso(exchange_now),
+            MAX_EVENT_AGE_MS / 1000
+        )));
+    }
+    if scheduled - exchange_now > MAX_EVENT_LEAD_MS {
+        return Err(JobFailure::non_retryable(format!(
+            "rejected event: scheduled for {} which is ahead of the exchange clock {}",
+            iso(scheduled),
+            iso(exchange_now)
+        )));
+    }
+    Ok(())
+}
+
+/// Serve Lambda events with `handler` until the runtime stops; the [`Runtime`] is built before
+/// (once per cold start) and shared by every invocation.
+pub async fn serve<F, Fut>(handler: F) -> Result<(), lambda_runtime::Error>
+where
+    F: Fn(Value) -> Fut,
+    Fut: std::future::Future<Output = Result<Value, JobFailure>>,
+{
+    let handler = &handler;
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |ev: lambda_runtime::LambdaEvent<Value>| async move {
+            tracing::info!(request_id = %ev.context.request_id, "invocation");
+            handler(ev.payload).await
+        },
+    ))
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const EXPECTED: &str = "expected {\"time\": ..., \"timeframe\": ...}";
+
+    #[test]
+    fn scheduler_input_and_rule_envelope_both_parse() {
+        let ev = ScheduleEvent::parse(
+            json!({"timeframe": "1h", "time": "2026-11-21T13:00:00Z", "execution_id": "x", "attempt": "1"}),
+            EXPECTED,
+        )
+        .unwrap();
+        assert_eq!(ev.timeframe(), Some("1h"));
+        assert_eq!(ev.time_ms(EXPECTED).unwrap(), Some(1_795_266_000_000));
+        let ev = ScheduleEvent::parse(
+            json!({
+                "version": "0", "id": "53dc4d37", "detail-type": "Scheduled Event",
+                "source": "aws.events", "account": "123456789012", "time": "2026-11-21T13:00:00Z",
+                "region": "eu-west-1", "resources": ["arn:aws:events:eu-west-1:123456789012:rule/x"],
+                "detail": {"timeframe": "4h"}
+            }),
+            EXPECTED,
+        )
+        .unwrap();
+        assert_eq!(ev.timeframe(), Some("4h"));
+    }
+
+    #[test]
+    fn unexpected_payloads_are_rejected_with_the_reason() {
+        let e = ScheduleEvent::parse(json!({"timeframe": "1h", "tf": "x"}), EXPECTED).unwrap_err();
+        assert_eq!(e.retry, Retry::NonRetryable);
+        assert!(e.message.contains("unknown field `tf`"), "{e}");
+        assert!(e.message.contains(EXPECTED), "{e}");
+        let e = ScheduleEvent::parse(json!([1, 2]), EXPECTED).unwrap_err();
+        assert!(e.message.starts_with("rejected event"), "{e}");
+        let e =
+            ScheduleEvent::parse(json!({"detail-type": "Object Created"}), EXPECTED).unwrap_err();
+        assert!(e.message.contains("Object Created"), "{e}");
+        let ev = ScheduleEvent::parse(json!({"time": "yesterday"}), EXPECTED).unwrap();
+        let e = ev.time_ms(EXPECTED).unwrap_err();
+        assert!(e.message.contains("RFC 3339"), "{e}");
+    }
+
+    #[test]
+    fn freshness_window() {
+        let t = 1_795_266_000_000;
+        assert!(check_fresh(t, t + 3_000).is_ok());
+        assert!(check_fresh(t, t + MAX_EVENT_AGE_MS).is_ok());
+        let e = check_fresh(t, t + MAX_EVENT_AGE_MS + 1).unwrap_err();
+        assert!(e.message.starts_with("stale event"), "{e}");
+        assert!(check_fresh(t + MAX_EVENT_LEAD_MS + 1, t).is_err());
+    }
+
+    #[test]
+    fn report_errors_are_retryable_only_before_any_order() {
+        let mut r = JobReport {
+            errors: vec!["main: exchange unreachable".into()],
+            ..JobReport::default()
+        };
+        let f = JobFailure::from_report("evaluator", &r);
+        assert_eq!(f.error_type(), "Albra.Retryable");
+        assert!(f.message.contains("exchange unreachable"));
+        r.orders_attempted = 1;
+        let d: lambda_runtime::Diagnostic = JobFailure::from_report("evaluator", &r).into();
+        assert_eq!(d.error_type, "Albra.NonRetryable");
+    }
+}

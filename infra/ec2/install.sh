@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Install Albra on an EC2 instance (any systemd Linux): the `albra` system user, /opt/albra/bin,
+# /etc/albra (config + env file, never overwritten once there), /var/lib/albra (state), and ONE
+# of the two ways to run the jobs:
+#   --mode systemd  the long-running scheduler `albra run --live` (infra/ec2/albra.service)
+#   --mode cron     the one-shot binaries from /etc/cron.d/albra (infra/ec2/albra.cron)
+# Installing one mode removes the other, so switching is just re-running with the other flag.
+# Idempotent: re-running replaces the binaries and the unit/crontab and changes nothing else.
+#
+#   cargo build --release --bins && sudo infra/ec2/install.sh --mode systemd
+#
+# --root DIR installs into DIR instead of / and skips everything that needs a real system
+# (user creation, chown, systemctl): for packaging and for the tests.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/../.." && pwd)"
+mode=""
+bin_dir="${CARGO_TARGET_DIR:-$repo/target}/release"
+config="$repo/config/albra.toml"
+root=""
+
+usage() {
+  sed -n '2,15p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+  echo
+  echo "usage: install.sh --mode systemd|cron [--bin-dir DIR] [--config FILE] [--root DIR]"
+}
+die() { echo "install.sh: $*" >&2; exit 2; }
+
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --mode) mode="${2:-}"; shift 2 ;;
+    --bin-dir) bin_dir="${2:-}"; shift 2 ;;
+    --config) config="${2:-}"; shift 2 ;;
+    --root) root="${2:-}"; shift 2 ;;
+    -h | --help) usage; exit 0 ;;
+    *) usage >&2; die "unknown option '$1'" ;;
+  esac
+done
+[[ "$mode" == systemd || "$mode" == cron ]] || { usage >&2; die "--mode must be systemd or cron"; }
+for b in albra evaluator position-sync; do
+  [[ -x "$bin_dir/$b" ]] || die "$bin_dir/$b is missing: build first (cargo build --release --bins) or pass --bin-dir"
+done
+[[ -r "$config" ]] || die "config $config is not readable (pass --config FILE)"
+
+system=1
+if [[ -n "$root" ]]; then
+  system=0
+  mkdir -p "$root"
+  root="$(cd "$root" && pwd)"
+elif [[ "$(id -u)" != 0 ]]; then
+  die "run as root (sudo), or pass --root DIR to stage the files"
+fi
+
+prefix="$root/opt/albra"
+etc="$root/etc/albra"
+var="$root/var/lib/albra"
+unit="$root/etc/systemd/system/albra.service"
+cronfile="$root/etc/cron.d/albra"
+
+if [[ $system == 1 ]] && ! id albra >/dev/null 2>&1; then
+  useradd --system --home-dir /var/lib/albra --no-create-home --shell /usr/sbin/nologin albra
+  echo "created user albra"
+fi
+
+install -d -m 0755 "$prefix/bin"
+for b in albra evaluator position-sync; do
+  install -m 0755 "$bin_dir/$b" "$prefix/bin/$b"
+done
+install -m 0755 "$here/albra-job" "$prefix/bin/albra-job"
+install -d -m 0750 "$etc" "$var"
+# The operator's config and keys are never overwritten by a re-install.
+[[ -e "$etc/albra.toml" ]] || install -m 0640 "$config" "$etc/albra.toml"
+[[ -e "$etc/albra.env" ]] || install -m 0600 "$here/albra.env.example" "$etc/albra.env"
+if [[ $system == 1 ]]; then
+  chown -R albra:albra "$var"
+  chown root:albra "$etc" "$etc/albra.toml" "$etc/albra.env"
+fi
+
+case "$mode" in
+  systemd)
+    rm -f "$cronfile"
+    install -d -m 0755 "$(dirname "$unit")"
+    install -m 0644 "$here/albra.service" "$unit"
+    if [[ $system == 1 ]]; then
+      systemctl daemon-reload
+      systemctl enable albra.service
+      systemctl restart albra.service
+    fi
+    echo "installed: systemd unit albra.service (logs: journalctl -u albra -f)"
+    ;;
+  cron)
+    if [[ $system == 1 ]] && systemctl list-unit-files albra.service >/dev/null 2>&1; then
+      systemctl disable --now albra.service 2>/dev/null || true
+    fi
+    rm -f "$unit"
+    [[ $system == 1 ]] && systemctl daemon-reload 2>/dev/null || true
+    install -d -m 0755 "$(dirname "$cronfile")"
+    install -m 0644 "$here/albra.cron" "$cronfile"
+    echo "installed: /etc/cron.d/albra (logs: journalctl -t albra-evaluator -t albra-position-sync)"
+    ;;
+esac
+echo "edit $etc/albra.toml and $etc/albra.env, then check: sudo -u albra $prefix/bin/albra --config /etc/albra/albra.toml validate"
