@@ -169,6 +169,10 @@ pub struct MddConfig {
     /// Consecutive wins per recovery step, and the multiplier added per step (capped at 1).
     pub recovery_wins: u32,
     pub recovery_step: Decimal,
+    /// A level is left downwards only once the drawdown is this far (as a fraction of the peak)
+    /// below the level's threshold, so equity hovering at a threshold does not flip the level
+    /// (and notify) on every run.
+    pub hysteresis: Decimal,
 }
 impl Default for MddConfig {
     fn default() -> Self {
@@ -178,6 +182,7 @@ impl Default for MddConfig {
             allow_entries_in_emergency: false,
             recovery_wins: 3,
             recovery_step: dec("0.1"),
+            hysteresis: dec("0.01"),
         }
     }
 }
@@ -708,6 +713,15 @@ impl Config {
             return Err((
                 "risk.mdd.recovery_wins".into(),
                 "expected at least 1".into(),
+            ));
+        }
+        if m.hysteresis < Decimal::ZERO || m.hysteresis > dec("0.1") {
+            return Err((
+                "risk.mdd.hysteresis".into(),
+                format!(
+                    "expected 0–0.1 (a fraction of the peak), got {}",
+                    m.hysteresis
+                ),
             ));
         }
         if m.recovery_step < Decimal::ZERO || m.recovery_step > Decimal::ONE {

@@ -2582,7 +2582,9 @@ impl Engine {
                         format!("unhalt:{account}:{}", st.day),
                     ),
                 };
-                tracing::warn!(%account, event = %ev.describe(), "risk event");
+                // Delivered to the trader by the notifier; the log keeps it at info (backtests
+                // would otherwise print every level change).
+                tracing::info!(%account, event = %ev.describe(), "risk event");
                 self.notify(account, priority, kind, id, ev.describe(), now)
                     .await;
             }

@@ -114,6 +114,18 @@ pub fn mdd_multiplier(cfg: &MddConfig, level: u8, consecutive_wins: u32) -> Deci
     (base + cfg.recovery_step * Decimal::from(steps)).min(Decimal::ONE)
 }
 
+/// The level for drawdown `dd` coming from level `prev`: deeper levels are entered at once, a
+/// level is left downwards only past the hysteresis margin (so equity hovering at a threshold
+/// neither flips the level nor the entry size on every run).
+pub fn mdd_level_from(cfg: &MddConfig, dd: Decimal, prev: u8) -> u8 {
+    let level = mdd_level(cfg, dd);
+    if level < prev {
+        mdd_level(cfg, dd + cfg.hysteresis).min(prev)
+    } else {
+        level
+    }
+}
+
 /// The deepest (emergency) level of a configuration.
 pub fn emergency_level(cfg: &MddConfig) -> u8 {
     cfg.thresholds.len() as u8
@@ -148,7 +160,7 @@ pub fn observe_equity(
         }
     }
     let dd = drawdown(st.peak_equity.0, equity.0);
-    let level = mdd_level(&cfg.mdd, dd);
+    let level = mdd_level_from(&cfg.mdd, dd, prev.mdd_level);
     if level != prev.mdd_level {
         events.push(RiskEvent::MddLevelChanged {
             from: prev.mdd_level,
@@ -487,7 +499,7 @@ pub fn size_entry(state: &AccountState, req: &EntryRequest, lim: &Limits) -> Ent
     }
     let peak = state.peak_equity.0.max(req.equity);
     let dd = drawdown(peak, req.equity);
-    let level = mdd_level(&lim.mdd, dd);
+    let level = mdd_level_from(&lim.mdd, dd, state.mdd_level);
     if level >= emergency_level(&lim.mdd) && !lim.mdd.allow_entries_in_emergency {
         return EntryVerdict::Blocked(format!(
             "MDD emergency level {level}: drawdown {}% from the peak {}; no new entries (risk.mdd.allow_entries_in_emergency = false)",
@@ -750,6 +762,43 @@ mod tests {
             assert_eq!(mdd_level(&m, dd), level, "dd {dd}");
             assert_eq!(mdd_multiplier(&m, level, 0), mult, "dd {dd}");
         }
+    }
+
+    #[test]
+    fn a_level_is_left_downwards_only_past_the_hysteresis_margin() {
+        let c = cfg();
+        let t0 = 1_700_000_000_000;
+        let obs = |st: &AccountState, eq: Decimal, k: i64| {
+            observe_equity(st, Notional(eq), t0 + k * 60_000, &c, dec!(0.99))
+        };
+        let (s, _) = obs(&AccountState::default(), dec!(10000), 0);
+        let (s, ev) = obs(&s, dec!(6990), 1); // 30.1 %: level 1
+        assert_eq!(s.mdd_level, 1);
+        assert_eq!(ev.len(), 1, "{ev:?}");
+        // Hovering just under 30 %: stays at level 1, nothing notified.
+        let (s, ev) = obs(&s, dec!(7010), 2); // 29.9 %
+        assert_eq!(s.mdd_level, 1);
+        assert!(ev.is_empty(), "{ev:?}");
+        let (s, ev) = obs(&s, dec!(6995), 3); // 30.05 %
+        assert!(ev.is_empty() && s.mdd_level == 1, "{ev:?}");
+        // 28.9 %: more than one point under the threshold, back to level 0.
+        let (s, ev) = obs(&s, dec!(7110), 4);
+        assert_eq!(s.mdd_level, 0);
+        assert!(
+            matches!(
+                ev.as_slice(),
+                [RiskEvent::MddLevelChanged { from: 1, to: 0, .. }]
+            ),
+            "{ev:?}"
+        );
+        // Sizing uses the same sticky level: at 29.9 % from level 1 the entry is still ×0.7.
+        assert_eq!(mdd_level_from(&c.mdd, dec!(0.299), 1), 1);
+        assert_eq!(mdd_level_from(&c.mdd, dec!(0.299), 0), 0);
+        // Going deeper is immediate, and a fall from level 3 to 31 % lands on level 1.
+        let (s, _) = obs(&s, dec!(5900), 5); // 41 %
+        assert_eq!(s.mdd_level, 3);
+        let (s, _) = obs(&s, dec!(6900), 6); // 31 %
+        assert_eq!(s.mdd_level, 1);
     }
 
     #[test]

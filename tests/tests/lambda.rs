@@ -744,11 +744,20 @@ async fn position_sync_serves_minute_events_and_emits_the_heartbeat() {
     assert!(o.ok, "{o:?}");
     drop(ev);
 
-    let mut f = w.spawn_with("position-sync", &[("ALBRA_METRICS", "full".into())]);
+    // Its own runtime API: the killed evaluator's unanswered long poll must not swallow the
+    // sync's events (the emulator cannot tell a dead poller from a live one).
+    let api = RuntimeApi::start().await;
+    let mut f = w.spawn_with(
+        "position-sync",
+        &[
+            ("ALBRA_METRICS", "full".into()),
+            ("AWS_LAMBDA_RUNTIME_API", api.addr.clone()),
+        ],
+    );
     let sync_event =
         fixture("scheduler-position-sync.json").replace("2026-11-21T13:01:00Z", &iso(close));
     for _ in 0..2 {
-        let o = w.api.invoke(&sync_event, &mut f).await;
+        let o = api.invoke(&sync_event, &mut f).await;
         assert!(o.ok, "{o:?}\n{}", f.output());
         assert_eq!(o.json()["sync_drift"], 0, "{}", o.body);
         assert!(o.body.contains("1 open position"), "{}", o.body);
@@ -767,14 +776,14 @@ async fn position_sync_serves_minute_events_and_emits_the_heartbeat() {
     };
     w.server
         .manual_market_order(MAIN_KEY, "BTCUSDT", side, rust_decimal::Decimal::new(5, 3));
-    let o = w.api.invoke(&sync_event, &mut f).await;
+    let o = api.invoke(&sync_event, &mut f).await;
     assert!(o.ok, "{o:?}");
     assert_eq!(o.json()["sync_drift"], 1, "{}", o.body);
-    let o = w.api.invoke(&sync_event, &mut f).await;
+    let o = api.invoke(&sync_event, &mut f).await;
     assert_eq!(o.json()["sync_drift"], 0, "{}", o.body);
 
     // The evaluator's 1h event is not a sync event.
-    let o = w.api.invoke(&scheduler_event(close), &mut f).await;
+    let o = api.invoke(&scheduler_event(close), &mut f).await;
     assert!(!o.ok);
     assert!(o.body.contains("takes no timeframe"), "{}", o.body);
     // Two cold starts (evaluator, then sync), one SSM request each.
