@@ -198,6 +198,30 @@ fn fractional_filters(symbol: &Symbol) -> SymbolFilters {
     }
 }
 
+/// What a sync would compare: wallet, positions, open protective orders.
+type Fingerprint = (Decimal, Vec<(Symbol, Decimal, Decimal)>, Vec<String>);
+
+async fn fingerprint(ex: &PaperExchange) -> Result<Fingerprint, BacktestError> {
+    let err = |e: crate::ports::ExchangeError| BacktestError::Setup(e.to_string());
+    let wallet = ex.account().await.map_err(err)?.wallet_balance.0;
+    let positions = ex
+        .positions()
+        .await
+        .map_err(err)?
+        .into_iter()
+        .map(|p| (p.symbol, p.amount, p.entry_price.0))
+        .collect();
+    let mut algos: Vec<String> = ex
+        .open_algo_orders(None)
+        .await
+        .map_err(err)?
+        .into_iter()
+        .map(|a| a.client_algo_id)
+        .collect();
+    algos.sort();
+    Ok((wallet, positions, algos))
+}
+
 /// Run every (file, strategy) pair.
 pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError> {
     let mut out = Vec::new();
@@ -357,6 +381,7 @@ pub async fn run_series(
 
     let mut equity = Vec::with_capacity(eval.len() + 1);
     let mut exposed = Vec::with_capacity(eval.len());
+    let mut synced: Option<Fingerprint> = None;
     let mut job_errors = Vec::new();
     let (mut in_position, mut samples) = (0usize, 0usize);
     let total = eval.len();
@@ -367,8 +392,21 @@ pub async fn run_series(
         clock.set(now);
         let r = engine.evaluate(tf, now).await;
         job_errors.extend(r.errors);
-        let r = engine.sync_positions(now).await;
-        job_errors.extend(r.errors);
+        // A full sync only when the exchange changed since the last one (a fill, an order
+        // placed, cancelled or triggered, funding); otherwise only equity moved.
+        let fp = fingerprint(ex.as_ref()).await?;
+        if synced.as_ref() != Some(&fp) {
+            let r = engine.sync_positions(now).await;
+            synced = if r.errors.is_empty() {
+                Some(fingerprint(ex.as_ref()).await?)
+            } else {
+                None
+            };
+            job_errors.extend(r.errors);
+        } else {
+            let r = engine.observe_equity(now).await;
+            job_errors.extend(r.errors);
+        }
         // Equity marked at this candle's close.
         let acct = ex
             .account()

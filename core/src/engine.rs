@@ -1903,6 +1903,30 @@ impl Engine {
         Ok(())
     }
 
+    /// Only the account-state part of a sync: fold each enabled account's equity into its risk
+    /// state (peak, MDD level, day start, daily-loss halt). Backtests call it instead of
+    /// [`Engine::sync_positions`] on candles where the paper exchange shows no change since the
+    /// last full sync (same wallet, positions and open protective orders): reconciliation would
+    /// find nothing, but equity still moves with the price.
+    pub async fn observe_equity(&self, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            let r = match acct.exchange.account().await {
+                Ok(snap) => self
+                    .observe_account(&acct.config, snap.equity, now)
+                    .await
+                    .map(|_| ()),
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = r {
+                report
+                    .errors
+                    .push(format!("{}: sync failed: {e}", acct.config.id));
+            }
+        }
+        report
+    }
+
     async fn resolve_pending(
         &self,
         ex: &dyn Exchange,

@@ -91,15 +91,31 @@ thread_local! {
         std::cell::RefCell::new(DecodedCache::new());
 }
 
+fn cache_key<T: 'static>(pk: &str, sk: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (std::any::TypeId::of::<T>(), pk, sk).hash(&mut h);
+    h.finish()
+}
+
+/// Record `value` as what `body` decodes to (after a write of exactly that body).
+fn remember<T: Clone + 'static>(pk: &str, sk: &str, body: String, value: &T) {
+    let key = cache_key::<T>(pk, sk);
+    DECODED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= 4096 {
+            c.clear();
+        }
+        c.insert(key, (body, Box::new(value.clone())));
+    });
+}
+
 fn decode<T: DeserializeOwned + Clone + 'static>(
     pk: &str,
     sk: &str,
     body: &str,
 ) -> Result<T, StoreError> {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (std::any::TypeId::of::<T>(), pk, sk).hash(&mut h);
-    let key = h.finish();
+    let key = cache_key::<T>(pk, sk);
     let hit = DECODED.with(|c| {
         c.borrow()
             .get(&key)
@@ -111,13 +127,7 @@ fn decode<T: DeserializeOwned + Clone + 'static>(
     }
     let v: T = serde_json::from_str(body)
         .map_err(|e| StoreError::Other(format!("corrupt item {pk}/{sk}: {e}")))?;
-    DECODED.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= 4096 {
-            c.clear();
-        }
-        c.insert(key, (body.to_string(), Box::new(v.clone())));
-    });
+    remember(pk, sk, body.to_string(), &v);
     Ok(v)
 }
 
@@ -347,8 +357,10 @@ impl StateRepo {
             None => Expect::Absent,
             Some(v) => Expect::Version(v),
         };
-        self.store
-            .put(&pk(account), "STATE", &encode(st), expect, None)
-            .await
+        let (p, body) = (pk(account), encode(st));
+        let v = self.store.put(&p, "STATE", &body, expect, None).await?;
+        // Written every run: the next read of this body need not decode it again.
+        remember(&p, "STATE", body, st);
+        Ok(v)
     }
 }
