@@ -223,3 +223,70 @@ pub fn signals(candles: &[Candle], history: usize, from: usize, n: usize) -> Vec
     }
     out
 }
+
+/// One scenario of the scheduled jobs: a Binance test server a few seconds after a signal
+/// candle closed, and a directory holding the config and the SQLite state the binaries use.
+pub struct JobEnv {
+    pub server: BinanceTestServer,
+    pub dir: tempfile::TempDir,
+    pub signal: Signal,
+}
+
+impl JobEnv {
+    /// At the `n`-th EMA_CROSS signal of the sample (0 = the first), with `cfg` written out.
+    pub async fn at_signal(cfg: &TestConfig, n: usize) -> JobEnv {
+        let candles = btc_15m();
+        let signal = signals(&candles, cfg.history as usize, 0, n + 1)[n];
+        let server = start_server(&candles, signal.eval_time()).await;
+        let dir = tempfile::tempdir().unwrap();
+        write_config(dir.path(), cfg);
+        JobEnv {
+            server,
+            dir,
+            signal,
+        }
+    }
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+    /// `evaluator --timeframe 15m` on this scenario's config and state.
+    pub async fn evaluator(&self) -> Run {
+        run(
+            "evaluator",
+            self.dir(),
+            &self.server.url,
+            &[
+                "--timeframe",
+                "15m",
+                "--config",
+                "albra.toml",
+                "--state",
+                "state",
+            ],
+            &[],
+        )
+        .await
+    }
+    /// `position-sync` on this scenario's config and state.
+    pub async fn sync(&self) -> Run {
+        run(
+            "position-sync",
+            self.dir(),
+            &self.server.url,
+            &["--config", "albra.toml", "--state", "state"],
+            &[],
+        )
+        .await
+    }
+    /// The state the binaries wrote.
+    pub fn repo(&self) -> albra_core::state::StateRepo {
+        albra_core::state::StateRepo::new(std::sync::Arc::new(
+            albra_core::store::sqlite::SqliteStore::open(self.dir().join("state/albra.db"))
+                .expect("open state"),
+        ))
+    }
+    /// Entry and exit orders the server received.
+    pub fn orders_posted(&self) -> usize {
+        self.server.count("POST", "/fapi/v1/order")
+    }
+}

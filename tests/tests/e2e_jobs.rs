@@ -5,74 +5,18 @@
 
 use albra_core::domain::{AccountId, PositionStatus, Side, Timeframe};
 use albra_core::state::StateRepo;
-use albra_core::store::sqlite::SqliteStore;
-use albra_tests::binance_server::{BinanceTestServer, Fault};
-use albra_tests::harness::{self, run, signals, write_config, Signal, TestConfig, MAIN_KEY};
+use albra_tests::binance_server::Fault;
+use albra_tests::harness::{self, run, TestConfig, MAIN_KEY};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-struct Env {
-    server: BinanceTestServer,
-    dir: tempfile::TempDir,
-    signal: Signal,
-}
-
-impl Env {
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    async fn evaluator(&self) -> harness::Run {
-        run(
-            "evaluator",
-            self.dir(),
-            &self.server.url,
-            &[
-                "--timeframe",
-                "15m",
-                "--config",
-                "albra.toml",
-                "--state",
-                "state",
-            ],
-            &[],
-        )
-        .await
-    }
-    async fn sync(&self) -> harness::Run {
-        run(
-            "position-sync",
-            self.dir(),
-            &self.server.url,
-            &["--config", "albra.toml", "--state", "state"],
-            &[],
-        )
-        .await
-    }
-    fn repo(&self) -> StateRepo {
-        StateRepo::new(Arc::new(
-            SqliteStore::open(self.dir().join("state/albra.db")).expect("open state"),
-        ))
-    }
-    fn orders_posted(&self) -> usize {
-        self.server.count("POST", "/fapi/v1/order")
-    }
-}
+type Env = harness::JobEnv;
 
 /// A server at a few seconds after the first EMA_CROSS signal candle closes.
 async fn env_at_signal(cfg: TestConfig) -> Env {
-    let candles = harness::btc_15m();
-    let signal = signals(&candles, cfg.history as usize, 0, 1)[0];
-    let server = harness::start_server(&candles, signal.eval_time()).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &cfg);
-    Env {
-        server,
-        dir,
-        signal,
-    }
+    Env::at_signal(&cfg, 0).await
 }
 
 fn expected_amount_sign(side: Side) -> Decimal {

@@ -11,59 +11,18 @@ use albra_core::domain::{
     Price, Qty, Side, StrategyId, Symbol, Timeframe,
 };
 use albra_core::risk;
-use albra_core::state::StateRepo;
-use albra_core::store::sqlite::SqliteStore;
-use albra_tests::binance_server::BinanceTestServer;
-use albra_tests::harness::{self, run, signals, write_config, Signal, TestConfig, MAIN_KEY};
+use albra_tests::harness::{self, signals, TestConfig, MAIN_KEY};
 use rust_decimal::Decimal;
-use std::path::Path;
-use std::sync::Arc;
 
-struct Env {
-    server: BinanceTestServer,
-    dir: tempfile::TempDir,
-    signal: Signal,
+type Env = harness::JobEnv;
+
+/// Risk scenarios also seed and read the account state.
+trait AccountStateAccess {
+    async fn seed(&self, st: AccountState);
+    async fn state(&self) -> AccountState;
 }
 
-impl Env {
-    fn dir(&self) -> &Path {
-        self.dir.path()
-    }
-    async fn evaluator(&self) -> harness::Run {
-        run(
-            "evaluator",
-            self.dir(),
-            &self.server.url,
-            &[
-                "--timeframe",
-                "15m",
-                "--config",
-                "albra.toml",
-                "--state",
-                "state",
-            ],
-            &[],
-        )
-        .await
-    }
-    async fn sync(&self) -> harness::Run {
-        run(
-            "position-sync",
-            self.dir(),
-            &self.server.url,
-            &["--config", "albra.toml", "--state", "state"],
-            &[],
-        )
-        .await
-    }
-    fn repo(&self) -> StateRepo {
-        StateRepo::new(Arc::new(
-            SqliteStore::open(self.dir().join("state/albra.db")).expect("open state"),
-        ))
-    }
-    fn orders_posted(&self) -> usize {
-        self.server.count("POST", "/fapi/v1/order")
-    }
+impl AccountStateAccess for Env {
     /// Store an account state for `main` before any job runs.
     async fn seed(&self, st: AccountState) {
         self.repo()
@@ -87,17 +46,7 @@ fn main_id() -> AccountId {
 
 /// A server a few seconds after the `n`-th EMA_CROSS signal candle closes (0 = the first).
 async fn env_at_signal(n: usize) -> Env {
-    let cfg = TestConfig::default();
-    let candles = harness::btc_15m();
-    let signal = signals(&candles, cfg.history as usize, 0, n + 1)[n];
-    let server = harness::start_server(&candles, signal.eval_time()).await;
-    let dir = tempfile::tempdir().unwrap();
-    write_config(dir.path(), &cfg);
-    Env {
-        server,
-        dir,
-        signal,
-    }
+    Env::at_signal(&TestConfig::default(), n).await
 }
 
 /// An account state of `equity` with its peak at `peak`, for the trading day of `now`.
