@@ -89,7 +89,8 @@ pub struct RunResult {
 
 const EVAL_DELAY_MS: i64 = 3_000;
 
-fn f(d: Decimal) -> f64 {
+/// A money figure as f64, for statistics only.
+pub(crate) fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
 }
 

@@ -447,7 +447,7 @@ pub fn run(opts: &WalkForwardOptions) -> Result<WalkForwardResult, WalkForwardEr
     let (windows, job_errors) = result?;
 
     // Chain the out-of-sample runs: each starts from where the last one ended.
-    let start_equity = backtest_f64(opts.backtest.equity);
+    let start_equity = backtest::f(opts.backtest.equity);
     let mut stitched = vec![(wins[0].1, start_equity)];
     let mut all_trades = Vec::new();
     for (w, curve) in &windows {
@@ -479,11 +479,6 @@ pub fn run(opts: &WalkForwardOptions) -> Result<WalkForwardResult, WalkForwardEr
         threads,
         job_errors,
     })
-}
-
-fn backtest_f64(d: rust_decimal::Decimal) -> f64 {
-    use rust_decimal::prelude::ToPrimitive;
-    d.to_f64().unwrap_or(f64::NAN)
 }
 
 type Scored = (Vec<(Window, Vec<(i64, f64)>)>, Vec<String>);

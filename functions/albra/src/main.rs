@@ -10,7 +10,7 @@ use albra_core::replay::{self, ReplayOptions};
 use albra_core::state::StateRepo;
 use albra_core::store::open_store;
 use anyhow::{anyhow, bail, Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -37,6 +37,24 @@ struct Cli {
     state: Option<String>,
     #[command(subcommand)]
     cmd: Command,
+}
+
+/// How simulated runs (backtest, walk-forward) fill and size.
+#[derive(Args)]
+struct SimArgs {
+    /// Commission per fill, as a fraction of notional.
+    #[arg(long, default_value = "0.0004")]
+    fee: rust_decimal::Decimal,
+    /// Slippage per market fill, as a fraction of price (against the taker).
+    #[arg(long, default_value = "0.0001")]
+    slippage: rust_decimal::Decimal,
+    /// Starting equity (USDT) of each run.
+    #[arg(long, default_value = "10000")]
+    equity: rust_decimal::Decimal,
+    /// `off`: all equity per entry (quantity = equity / fill price), no position limit, no
+    /// protective stop orders.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    risk: String,
 }
 
 #[derive(Subcommand)]
@@ -101,19 +119,8 @@ enum Command {
         /// configured timeframe when the config lists it, else the data's own.
         #[arg(long)]
         timeframe: Option<Timeframe>,
-        /// Commission per fill, as a fraction of notional.
-        #[arg(long, default_value = "0.0004")]
-        fee: rust_decimal::Decimal,
-        /// Slippage per market fill, as a fraction of price (against the taker).
-        #[arg(long, default_value = "0.0001")]
-        slippage: rust_decimal::Decimal,
-        /// Starting equity (USDT) of each (file, strategy) run.
-        #[arg(long, default_value = "10000")]
-        equity: rust_decimal::Decimal,
-        /// `off`: all equity per entry (quantity = equity / fill price), no position limit, no
-        /// protective stop orders.
-        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-        risk: String,
+        #[command(flatten)]
+        sim: SimArgs,
         /// Write every trade as CSV (strategy,symbol,side,entry_time,exit_time,entry_price,
         /// exit_price,qty,pnl,fees).
         #[arg(long)]
@@ -156,18 +163,8 @@ enum Command {
         /// Evaluate at this timeframe (resamples finer input).
         #[arg(long)]
         timeframe: Option<Timeframe>,
-        /// Commission per fill, as a fraction of notional.
-        #[arg(long, default_value = "0.0004")]
-        fee: rust_decimal::Decimal,
-        /// Slippage per market fill, as a fraction of price.
-        #[arg(long, default_value = "0.0001")]
-        slippage: rust_decimal::Decimal,
-        /// Starting equity (USDT).
-        #[arg(long, default_value = "10000")]
-        equity: rust_decimal::Decimal,
-        /// `off`: all equity per entry, no limits, no protective stops (as `backtest --risk off`).
-        #[arg(long, default_value = "on", value_parser = ["on", "off"])]
-        risk: String,
+        #[command(flatten)]
+        sim: SimArgs,
         /// Worker threads (0 = every core).
         #[arg(long, default_value = "0")]
         jobs: usize,
@@ -333,10 +330,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             strategy,
             data,
             timeframe,
-            fee,
-            slippage,
-            equity,
-            risk,
+            sim,
             trades_out,
             report,
         } => {
@@ -354,10 +348,10 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 strategies: strategy,
                 data,
                 timeframe,
-                fee,
-                slippage,
-                equity,
-                risk_off: risk == "off",
+                fee: sim.fee,
+                slippage: sim.slippage,
+                equity: sim.equity,
+                risk_off: sim.risk == "off",
                 config: cfg.clone(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
             };
@@ -411,10 +405,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             grid,
             objective,
             timeframe,
-            fee,
-            slippage,
-            equity,
-            risk,
+            sim,
             jobs,
             windows_out,
             equity_out,
@@ -437,10 +428,10 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                     strategies: vec![strategy.clone()],
                     data: vec![data.clone()],
                     timeframe,
-                    fee,
-                    slippage,
-                    equity,
-                    risk_off: risk == "off",
+                    fee: sim.fee,
+                    slippage: sim.slippage,
+                    equity: sim.equity,
+                    risk_off: sim.risk == "off",
                     config: cfg.clone(),
                     progress: false,
                 },
