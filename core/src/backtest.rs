@@ -1,20 +1,22 @@
-//! Backtests: the live jobs ([`Engine::evaluate`] a few seconds after every candle close, then
-//! [`Engine::sync_positions`]) over recorded candles, with the paper exchange and a simulated
-//! clock. No rule is implemented twice: decisions, sizing, orders, fills, stops and trade records
+//! Backtests: the live jobs over recorded candles, with the paper exchange and a simulated clock:
+//! a few seconds after every candle close, [`Engine::sync_positions`] records what the exchange
+//! did during the candle (as the minute-by-minute sync would have), then [`Engine::evaluate`]
+//! decides on the close. State is kept typed in process ([`StateRepo::typed`]). No rule is implemented twice: decisions, sizing, orders, fills, stops and trade records
 //! are the same code the scheduled jobs run. Each (data file, strategy) pair is its own account
 //! with its own starting equity; positions still open after the last candle are closed at its
 //! close.
 //!
 //! `--risk off` ([`BacktestOptions::risk_off`]) switches sizing rules and risk limits off: every
 //! entry uses all equity (quantity = equity / fill price, fractional), there is no position
-//! limit and no protective stop order (a strategy's own exits and take-profits still apply).
+//! limit and no protective stop order (a strategy's own exits and take-profits still apply), and
+//! the account's risk state (equity peak, MDD level, daily loss) is not kept between syncs.
 
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
 use crate::engine::{AccountRuntime, Engine, EngineTiming};
 use crate::notify::CollectingNotifier;
-use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket, SyncView};
 use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
 use crate::state::StateRepo;
 use rust_decimal::prelude::ToPrimitive;
@@ -199,30 +201,6 @@ fn fractional_filters(symbol: &Symbol) -> SymbolFilters {
     }
 }
 
-/// What a sync would compare: wallet, positions, open protective orders.
-type Fingerprint = (Decimal, Vec<(Symbol, Decimal, Decimal)>, Vec<String>);
-
-async fn fingerprint(ex: &PaperExchange) -> Result<Fingerprint, BacktestError> {
-    let err = |e: crate::ports::ExchangeError| BacktestError::Setup(e.to_string());
-    let wallet = ex.account().await.map_err(err)?.wallet_balance.0;
-    let positions = ex
-        .positions()
-        .await
-        .map_err(err)?
-        .into_iter()
-        .map(|p| (p.symbol, p.amount, p.entry_price.0))
-        .collect();
-    let mut algos: Vec<String> = ex
-        .open_algo_orders(None)
-        .await
-        .map_err(err)?
-        .into_iter()
-        .map(|a| a.client_algo_id)
-        .collect();
-    algos.sort();
-    Ok((wallet, positions, algos))
-}
-
 /// Run every (file, strategy) pair.
 pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError> {
     let mut out = Vec::new();
@@ -362,11 +340,10 @@ pub async fn run_series(
         clock.clone() as Arc<dyn Clock>,
         paper,
     ));
-    // A backtest's state lives and dies with the run.
-    let store = crate::store::memory::MemoryStore::new();
     let engine = Engine {
         config: Arc::new(config),
-        repo: StateRepo::new(Arc::new(store)),
+        // A backtest's state lives and dies with the run: kept decoded, never serialised.
+        repo: StateRepo::typed(),
         accounts: vec![AccountRuntime {
             config: account,
             exchange: ex.clone(),
@@ -382,45 +359,44 @@ pub async fn run_series(
 
     let mut equity = Vec::with_capacity(eval.len() + 1);
     let mut exposed = Vec::with_capacity(eval.len());
-    let mut synced: Option<Fingerprint> = None;
+    let mut synced: Option<SyncView> = None;
     let mut job_errors = Vec::new();
     let (mut in_position, mut samples) = (0usize, 0usize);
     let total = eval.len();
     let mut shown = usize::MAX;
+    let setup = |e: crate::ports::ExchangeError| BacktestError::Setup(e.to_string());
     for (i, c) in eval.iter().enumerate() {
         let close_time = c.open_time + tf.millis();
         let now = close_time + EVAL_DELAY_MS;
         clock.set(now);
-        let r = engine.evaluate(tf, now).await;
-        job_errors.extend(r.errors);
-        // A full sync only when the exchange changed since the last one (a fill, an order
-        // placed, cancelled or triggered, funding); otherwise only equity moved.
-        let fp = fingerprint(ex.as_ref()).await?;
-        if synced.as_ref() != Some(&fp) {
+        // As live, where the sync runs every minute: what the exchange did during the candle (a
+        // stop or a take-profit step filled, funding) is recorded before the close is
+        // evaluated. The full sync runs only when the exchange changed since the last one;
+        // otherwise only equity moved.
+        let view = ex.sync_view().await.map_err(setup)?;
+        if synced.as_ref() != Some(&view) {
             let r = engine.sync_positions(now).await;
             synced = if r.errors.is_empty() {
-                Some(fingerprint(ex.as_ref()).await?)
+                Some(ex.sync_view().await.map_err(setup)?)
             } else {
                 None
             };
             job_errors.extend(r.errors);
-        } else {
+        } else if !opts.risk_off {
+            // Fold equity into the risk state (peak, MDD level, daily loss), which `--risk off`
+            // does not use.
             let r = engine.observe_equity(now).await;
             job_errors.extend(r.errors);
         }
+        let r = engine.evaluate(tf, now).await;
+        job_errors.extend(r.errors);
+        let view = ex.sync_view().await.map_err(setup)?;
         // Equity marked at this candle's close.
-        let acct = ex
-            .account()
-            .await
-            .map_err(|e| BacktestError::Setup(e.to_string()))?;
-        let mut eq = f(acct.wallet_balance.0);
-        let positions = ex
-            .positions()
-            .await
-            .map_err(|e| BacktestError::Setup(e.to_string()))?;
-        for p in &positions {
-            eq += f(p.amount) * (c.close.to_f64() - p.entry_price.to_f64());
+        let mut eq = f(view.wallet);
+        for (_, amount, entry) in &view.positions {
+            eq += f(*amount) * (c.close.to_f64() - f(*entry));
         }
+        let positions = &view.positions;
         samples += 1;
         in_position += usize::from(!positions.is_empty());
         exposed.push(!positions.is_empty());
@@ -447,6 +423,11 @@ pub async fn run_series(
         .map(|c| c.open_time + tf.millis())
         .unwrap_or(first);
     clock.set(end);
+    // Record what the last evaluation did before closing what is still open.
+    if synced.as_ref() != Some(&ex.sync_view().await.map_err(setup)?) {
+        let r = engine.sync_positions(end).await;
+        job_errors.extend(r.errors);
+    }
     let r = engine.close_positions(None, "end of data", end).await;
     job_errors.extend(r.errors);
     let final_eq = ex

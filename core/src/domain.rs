@@ -364,6 +364,34 @@ pub struct Position {
     #[serde(default)]
     pub entry_fee: Notional,
     pub updated_at: i64,
+    /// Exchange-side exits besides the stop: the take-profit ladder steps not yet filled and the
+    /// trailing stop, as placed (see `Strategy::exchange_exits`).
+    #[serde(default)]
+    pub exit_orders: Vec<ExitOrder>,
+    /// How many times the exit orders were re-placed (part of their client ids).
+    #[serde(default)]
+    pub exit_generation: u32,
+}
+
+/// What an exchange-side exit order does.
+#[derive(Clone, Copy, PartialEq, Debug, Serialize, Deserialize)]
+pub enum ExitKind {
+    /// A TAKE_PROFIT_MARKET step of the ladder (1-based stage, as in `partial_exits_done`).
+    TakeProfit { stage: u8 },
+    /// A TRAILING_STOP_MARKET; `callback_rate` in percent as Binance takes it (1 = 1 %).
+    Trailing { callback_rate: Decimal },
+}
+
+/// One exchange-side exit order of a position, as placed.
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
+pub struct ExitOrder {
+    pub kind: ExitKind,
+    /// `clientAlgoId` on the exchange.
+    pub client_id: String,
+    /// Trigger price (the activation price of a trailing stop).
+    pub trigger_price: Price,
+    pub qty: Qty,
+    pub reduce_only: bool,
 }
 
 impl Position {
@@ -387,6 +415,10 @@ pub enum Intent {
     TakeProfit,
     Pyramid,
     PartialExit,
+    /// A take-profit ladder step (exchange-side, one per stage).
+    TakeProfitStep,
+    /// An exchange-side trailing stop.
+    TrailingStop,
 }
 
 impl Intent {
@@ -398,6 +430,8 @@ impl Intent {
             Intent::TakeProfit => "TP",
             Intent::Pyramid => "PY",
             Intent::PartialExit => "PX",
+            Intent::TakeProfitStep => "TL",
+            Intent::TrailingStop => "TS",
         }
     }
     pub fn from_code(s: &str) -> Option<Intent> {
@@ -408,6 +442,8 @@ impl Intent {
             Intent::TakeProfit,
             Intent::Pyramid,
             Intent::PartialExit,
+            Intent::TakeProfitStep,
+            Intent::TrailingStop,
         ]
         .into_iter()
         .find(|i| i.code() == s)
@@ -534,7 +570,8 @@ pub struct TradeRecord {
     /// history (this position's share when several positions held the symbol); part of `pnl`.
     #[serde(default)]
     pub funding: Notional,
-    /// Why it closed: `signal`, `stop`, `take_profit`, `manual`, `liquidation`, `exchange`.
+    /// Why it closed: `signal`, `stop`, `take_profit`, `trailing_stop`, `partial_take_profit_<n>`,
+    /// `manual`, `liquidation`, `exchange`.
     pub reason: String,
 }
 
@@ -623,6 +660,34 @@ mod tests {
             ClientId::derive(&a, &StrategyId::new("TFPE"), &sym, t, Intent::StopLoss, 0)
         );
         assert!(!ClientId::is_ours("web_abc123"));
+    }
+
+    #[test]
+    fn a_position_stored_before_exit_orders_existed_still_reads() {
+        let old = r#"{"key":{"account":"main","strategy":"ZLMACD_ICHIMOKU","symbol":"BTCUSDT"},
+            "side":"LONG","qty":"0.010","entry_price":"100000","leverage":10,"status":"ACTIVE",
+            "is_manual":false,"entry_client_id":"albEN-0a1b2c3d4e5f-1","signal_open_time":0,
+            "opened_at":0,"stop_loss":"98500","take_profit":null,"stop_client_id":null,
+            "best_price":null,"updated_at":0}"#;
+        let p: Position = serde_json::from_str(old).unwrap();
+        assert!(p.exit_orders.is_empty());
+        assert_eq!(p.exit_generation, 0);
+        let mut p2 = p.clone();
+        p2.exit_orders.push(ExitOrder {
+            kind: ExitKind::Trailing {
+                callback_rate: Decimal::new(2, 0),
+            },
+            client_id: "albTS-0a1b2c3d4e5f-1-1".into(),
+            trigger_price: Price(Decimal::from(105_000)),
+            qty: p.qty,
+            reduce_only: true,
+        });
+        let back: Position = serde_json::from_str(&serde_json::to_string(&p2).unwrap()).unwrap();
+        assert_eq!(back, p2);
+        assert_eq!(
+            ClientId::intent_of("albTS-0a1b2c3d4e5f-1-1"),
+            Some(Intent::TrailingStop)
+        );
     }
 
     #[test]

@@ -8,11 +8,17 @@
 //! place the stop, or drop the record when the exchange never saw the order). An exchange position
 //! that no record explains is matched against our deterministic entry ids of recent candles before
 //! it is declared MANUAL.
+//!
+//! Exchange-side exits: after every entry, pyramid add or partial close, the position's
+//! take-profit ladder and trailing stop (its strategy's `exchange_exits`, priced from the actual
+//! fill by `orders::plan_exits`) are placed or resized (`reconcile_exits`). The sync records their
+//! fills from userTrades before it compares sizes (`record_exit_fills`), re-places what went
+//! missing, and every close cancels what is left (`cancel_protection`).
 
 use crate::config::{AccountConfig, Config, StrategyConfig};
 use crate::domain::{
-    AccountId, AccountState, ClientId, Intent, Notional, Position, PositionKey, PositionStatus,
-    Price, Qty, Side, StrategyId, Symbol, Timeframe, TradeRecord,
+    AccountId, AccountState, ClientId, ExitKind, ExitOrder, Intent, Notional, Position,
+    PositionKey, PositionStatus, Price, Qty, Side, StrategyId, Symbol, Timeframe, TradeRecord,
 };
 use crate::orders::{self, SubmitPolicy};
 use crate::ports::{
@@ -551,7 +557,12 @@ impl Engine {
             last_entry_time,
             open_positions,
         };
-        let decision = strat.decide(&ctx);
+        // A backtest keeps no record of a HOLD (`record_holds`): skip building its explanation.
+        let decision = if !self.timing.record_holds && strat.decide_action(&ctx) == Action::Hold {
+            Decision::hold(String::new(), Vec::new())
+        } else {
+            strat.decide(&ctx)
+        };
         self.cache.put(cache_key, strat, open_time);
         Ok(Some((decision, position, last_close)))
     }
@@ -731,6 +742,8 @@ impl Engine {
             best_price: Some(ref_price),
             entry_fee: Notional::ZERO,
             updated_at: now,
+            exit_orders: Vec::new(),
+            exit_generation: 0,
         };
         // The reverse path deleted the old record; anything still here is a conflict to surface.
         let existing = self.repo.position(&key).await?.map(|v| v.version);
@@ -787,6 +800,16 @@ impl Engine {
         let protected = self
             .protect(ex, &mut pos, &filters, &stored, now, report)
             .await;
+        if let Some(plan) = self.exit_plan(&pos) {
+            if let Err(e) = self
+                .reconcile_exits(ex, &mut pos, &filters, &stored, &plan, None, now, report)
+                .await
+            {
+                report.errors.push(format!(
+                    "{key}: exit orders not placed after the entry: {e}"
+                ));
+            }
+        }
         version = self.repo.save_position(&pos, Some(version)).await?;
         self.repo.record_entry(account, &sid, now).await?;
         if !self.risk_off {
@@ -1453,6 +1476,18 @@ impl Engine {
         now: i64,
         report: &mut JobReport,
     ) -> Result<(), EngineError> {
+        // The ladder and the trailing stop follow the new size and average entry.
+        let plan = self.exit_plan(&p.value);
+        if let Some(plan) = plan.filter(|x| !x.is_empty() || !p.value.exit_orders.is_empty()) {
+            let others = self.repo.positions(&p.value.key.account).await?;
+            if self
+                .reconcile_exits(ex, &mut p.value, filters, &others, &plan, None, now, report)
+                .await?
+            {
+                p.value.updated_at = now;
+                p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+            }
+        }
         let Some(id) = p.value.stop_client_id.clone() else {
             return Ok(());
         };
@@ -1575,6 +1610,7 @@ impl Engine {
             )
             .0,
         );
+        ids.extend(pos.exit_orders.iter().map(|e| e.client_id.clone()));
         for id in ids {
             match ex.algo_by_client_id(&id).await {
                 Ok(Some(a)) if a.status.is_open() => {
@@ -1588,6 +1624,410 @@ impl Engine {
                 }
             }
         }
+    }
+
+    /// The exchange-side exits the position's strategy declares: none under `--risk off` (no
+    /// protective orders at all) and for MANUAL positions; `None` (leave what is on the exchange
+    /// as it is) for a strategy no longer configured or whose parameters no longer build.
+    fn exit_plan(&self, pos: &Position) -> Option<strategy::ExitPlan> {
+        if self.risk_off || pos.is_manual {
+            return Some(strategy::ExitPlan::default());
+        }
+        let s = self.config.strategy(pos.key.strategy.as_str())?;
+        match strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name)) {
+            Ok(st) => Some(st.exchange_exits()),
+            Err(e) => {
+                tracing::warn!(position = %pos.key, error = %e, "exit plan unavailable; exit orders left as they are");
+                None
+            }
+        }
+    }
+
+    /// Deterministic `clientAlgoId` of an exit order: one per ladder stage (or the trailing stop)
+    /// and re-placement generation, so a retry finds the order instead of sending a second one.
+    fn exit_client_id(pos: &Position, kind: ExitKind, generation: u32) -> ClientId {
+        let (intent, n) = match kind {
+            ExitKind::TakeProfit { stage } => (
+                Intent::TakeProfitStep,
+                generation
+                    .saturating_mul(100)
+                    .saturating_add(u32::from(stage)),
+            ),
+            ExitKind::Trailing { .. } => (Intent::TrailingStop, generation),
+        };
+        ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            intent,
+            n,
+        )
+    }
+
+    /// Make a position's exchange-side exits (take-profit ladder, trailing stop) match `plan` for
+    /// its current quantity, average entry and steps done (`orders::plan_exits`): orders that fit
+    /// stay, orders that no longer fit are cancelled after their replacements are placed, and
+    /// missing ones are placed with fresh deterministic ids. An order that had gone from the
+    /// exchange (cancelled by hand) and is re-placed is alerted. When one has fired and the sync
+    /// has not recorded it yet, nothing changes. Returns whether `pos.exit_orders` changed.
+    #[allow(clippy::too_many_arguments)]
+    async fn reconcile_exits(
+        &self,
+        ex: &dyn Exchange,
+        pos: &mut Position,
+        filters: &SymbolFilters,
+        others: &[Versioned<Position>],
+        plan: &strategy::ExitPlan,
+        open_ids: Option<&HashSet<&str>>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<bool, EngineError> {
+        if plan.is_empty() && pos.exit_orders.is_empty() {
+            return Ok(false);
+        }
+        let (want, notes) = orders::plan_exits(
+            filters,
+            plan,
+            pos.side,
+            pos.entry_price,
+            pos.qty,
+            pos.partial_exits_done,
+        );
+        // Same sharing rule as the stop (see `protect`): reduce-only unless opposite shares.
+        let sharing: Vec<&Versioned<Position>> = others
+            .iter()
+            .filter(|o| {
+                o.value.key.symbol == pos.key.symbol
+                    && o.value.key.strategy != pos.key.strategy
+                    && o.value.is_open()
+            })
+            .collect();
+        let shared = !sharing.is_empty();
+        let reduce_only = sharing.iter().all(|o| o.value.side == pos.side);
+        let mut live: Vec<ExitOrder> = Vec::new();
+        let mut gone: Vec<(ExitOrder, String)> = Vec::new();
+        for e in &pos.exit_orders {
+            if open_ids.is_some_and(|ids| ids.contains(e.client_id.as_str())) {
+                live.push(e.clone());
+                continue;
+            }
+            match ex.algo_by_client_id(&e.client_id).await? {
+                Some(a) if a.status.is_open() => live.push(e.clone()),
+                Some(a)
+                    if matches!(
+                        a.status,
+                        AlgoStatus::Triggering | AlgoStatus::Triggered | AlgoStatus::Finished
+                    ) =>
+                {
+                    // Fired: the sync records the fill first (`record_exit_fills`).
+                    return Ok(false);
+                }
+                Some(a) => gone.push((e.clone(), format!("{:?}", a.status).to_uppercase())),
+                None => gone.push((e.clone(), "unknown to the exchange".into())),
+            }
+        }
+        let fits = |e: &ExitOrder, w: &orders::PlannedExit| {
+            e.kind == w.kind
+                && e.trigger_price == w.trigger
+                && e.reduce_only == reduce_only
+                && match w.kind {
+                    ExitKind::TakeProfit { .. } => e.qty == w.qty,
+                    // Re-placing a trailing stop restarts its tracking of the best price. Held
+                    // alone, a larger reduce-only quantity is capped by the exchange at what is
+                    // left after a ladder step, so it stays; a shared symbol needs the exact share.
+                    ExitKind::Trailing { .. } => {
+                        e.qty == w.qty || (!shared && reduce_only && e.qty.0 > w.qty.0)
+                    }
+                }
+        };
+        let mut keep: Vec<ExitOrder> = Vec::new();
+        let mut todo: Vec<orders::PlannedExit> = Vec::new();
+        for w in &want {
+            match live.iter().position(|e| fits(e, w)) {
+                Some(i) => keep.push(live.remove(i)),
+                None => todo.push(*w),
+            }
+        }
+        let stale = live;
+        if todo.is_empty() && stale.is_empty() && gone.is_empty() {
+            return Ok(false);
+        }
+        let same_slot = |a: ExitKind, b: ExitKind| match (a, b) {
+            (ExitKind::TakeProfit { stage: x }, ExitKind::TakeProfit { stage: y }) => x == y,
+            (ExitKind::Trailing { .. }, ExitKind::Trailing { .. }) => true,
+            _ => false,
+        };
+        let describe = |k: ExitKind| match k {
+            ExitKind::TakeProfit { stage } => format!("take-profit step {stage}"),
+            ExitKind::Trailing { callback_rate } => {
+                format!("trailing stop (callback {callback_rate} %)")
+            }
+        };
+        if !todo.is_empty() {
+            pos.exit_generation += 1;
+            for n in &notes {
+                report.lines.push(format!("{}: {n}", pos.key));
+            }
+        }
+        let mut placed = Vec::new();
+        for w in todo {
+            let id = Self::exit_client_id(pos, w.kind, pos.exit_generation);
+            let order = AlgoOrder {
+                symbol: pos.key.symbol.clone(),
+                side: pos.side.exit_order_side(),
+                kind: match w.kind {
+                    ExitKind::TakeProfit { .. } => AlgoKind::TakeProfitMarket,
+                    ExitKind::Trailing { callback_rate } => {
+                        AlgoKind::TrailingStopMarket { callback_rate }
+                    }
+                },
+                trigger_price: Some(w.trigger),
+                qty: Some(w.qty),
+                close_position: false,
+                reduce_only,
+                working_type: WorkingType::MarkPrice,
+                client_algo_id: id.clone(),
+            };
+            match orders::submit_algo(ex, &order, self.timing.submit).await {
+                Ok(_) => {
+                    report.orders_placed += 1;
+                    placed.push(ExitOrder {
+                        kind: w.kind,
+                        client_id: id.0.clone(),
+                        trigger_price: w.trigger,
+                        qty: w.qty,
+                        reduce_only,
+                    });
+                    if let Some((_, was)) = gone.iter().find(|(g, _)| same_slot(g.kind, w.kind)) {
+                        self.notify(
+                            &pos.key.account,
+                            Priority::High,
+                            "exit_replaced",
+                            format!("reexit:{id}"),
+                            format!(
+                                "{}: {} was missing ({was}); re-placed at {} for {}",
+                                pos.key,
+                                describe(w.kind),
+                                w.trigger,
+                                w.qty
+                            ),
+                            now,
+                        )
+                        .await;
+                    }
+                }
+                Err(e) => {
+                    if e.rejected_code().is_some() {
+                        report.orders_rejected += 1;
+                    }
+                    let text = format!(
+                        "{}: {} at {} for {} could not be placed: {e}; the strategy's at-close rule stays in charge",
+                        pos.key,
+                        describe(w.kind),
+                        w.trigger,
+                        w.qty
+                    );
+                    report.lines.push(text.clone());
+                    self.notify(
+                        &pos.key.account,
+                        Priority::High,
+                        "exit_failed",
+                        format!(
+                            "exitfail:{}:{}:{}",
+                            pos.entry_client_id,
+                            describe(w.kind),
+                            w.trigger
+                        ),
+                        text,
+                        now,
+                    )
+                    .await;
+                }
+            }
+        }
+        for e in &stale {
+            if let Err(err) = ex.cancel_algo(&pos.key.symbol, &e.client_id).await {
+                tracing::warn!(client_algo_id = %e.client_id, error = %err, "stale exit order not cancelled");
+            }
+        }
+        keep.extend(placed);
+        keep.sort_by_key(|e| match e.kind {
+            ExitKind::TakeProfit { stage } => u16::from(stage),
+            ExitKind::Trailing { .. } => u16::MAX,
+        });
+        pos.exit_orders = keep;
+        Ok(true)
+    }
+
+    /// The sync's check of a position's exchange-side exits: re-place what is missing (alerted
+    /// when it was cancelled by hand), resize what no longer fits.
+    async fn check_exits(
+        &self,
+        ex: &dyn Exchange,
+        v: &mut Versioned<Position>,
+        open_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let Some(plan) = self.exit_plan(&v.value) else {
+            return Ok(());
+        };
+        if plan.is_empty() && v.value.exit_orders.is_empty() {
+            return Ok(());
+        }
+        let filters = ex.symbol_filters(&v.value.key.symbol).await?;
+        let others = self.repo.positions(&v.value.key.account).await?;
+        let mut p = v.value.clone();
+        if self
+            .reconcile_exits(
+                ex,
+                &mut p,
+                &filters,
+                &others,
+                &plan,
+                Some(open_ids),
+                now,
+                report,
+            )
+            .await?
+        {
+            p.updated_at = now;
+            v.version = self.repo.save_position(&p, Some(v.version)).await?;
+            v.value = p;
+        }
+        Ok(())
+    }
+
+    /// Record the exchange-side exits of a strategy position that fired since the last sync, in
+    /// the order they filled. A take-profit step that leaves part of the position is a partial
+    /// close: its own trade (`<entry id>:tp<stage>`, the same id the at-close fallback uses) with
+    /// the realised PnL and fees of its fills from userTrades, the quantity reduced and
+    /// `partial_exits_done` moved on so the step never fires twice; a quantity stop (shared
+    /// symbol) is resized to what is left and the rest of the ladder stays. A step that closes
+    /// what is left, or the trailing stop, closes the position. Returns true when it closed.
+    async fn record_exit_fills(
+        &self,
+        ex: &dyn Exchange,
+        v: &mut Versioned<Position>,
+        open_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<bool, EngineError> {
+        let mut fired: Vec<(ExitOrder, AlgoOrderInfo)> = Vec::new();
+        for e in v
+            .value
+            .exit_orders
+            .iter()
+            .filter(|e| !open_ids.contains(e.client_id.as_str()))
+        {
+            if let Some(a) = ex.algo_by_client_id(&e.client_id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    fired.push((e.clone(), a));
+                }
+            }
+        }
+        if fired.is_empty() {
+            return Ok(false);
+        }
+        fired.sort_by_key(|(e, a)| {
+            (
+                a.update_time,
+                match e.kind {
+                    ExitKind::TakeProfit { stage } => u16::from(stage),
+                    ExitKind::Trailing { .. } => u16::MAX,
+                },
+            )
+        });
+        let sym = v.value.key.symbol.clone();
+        let trades = ex.user_trades(&sym, v.value.opened_at - 60_000).await?;
+        let mut reduced = false;
+        for (e, a) in fired {
+            v.value.exit_orders.retain(|x| x.client_id != e.client_id);
+            let fills: Vec<_> = trades
+                .iter()
+                .filter(|t| Some(t.order_id) == a.actual_order_id)
+                .collect();
+            let executed: Decimal = fills.iter().map(|t| t.qty.0).sum();
+            if executed.is_zero() {
+                tracing::warn!(position = %v.value.key, client_algo_id = %e.client_id, "exit order fired without a fill");
+                continue;
+            }
+            if executed >= v.value.qty.0 {
+                let reason = match e.kind {
+                    ExitKind::TakeProfit { .. } => "take_profit",
+                    ExitKind::Trailing { .. } => "trailing_stop",
+                };
+                self.record_close(ex, v, Some((reason.to_string(), a)), now)
+                    .await?;
+                return Ok(true);
+            }
+            let pos = v.value.clone();
+            let exit_price = fills.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / executed;
+            let gross: Decimal = fills.iter().map(|t| t.realized_pnl.0).sum();
+            let exit_fee: Decimal = fills.iter().map(|t| t.commission.0).sum();
+            // The entry fee is shared pro rata between the part closed now and the rest.
+            let fee_share = pos.entry_fee.0 * executed / pos.qty.0;
+            let (id, reason, stage) = match e.kind {
+                ExitKind::TakeProfit { stage } => (
+                    format!("{}:tp{stage}", pos.entry_client_id),
+                    format!("partial_take_profit_{stage}"),
+                    stage,
+                ),
+                ExitKind::Trailing { .. } => (
+                    format!("{}:trail{}", pos.entry_client_id, a.algo_id),
+                    "partial_trailing_stop".to_string(),
+                    pos.partial_exits_done,
+                ),
+            };
+            let trade = TradeRecord {
+                id,
+                account: pos.key.account.clone(),
+                strategy: pos.key.strategy.clone(),
+                symbol: sym.clone(),
+                side: pos.side,
+                qty: Qty(executed),
+                entry_price: pos.entry_price,
+                exit_price: Price(exit_price),
+                entry_time: pos.opened_at,
+                exit_time: fills.iter().map(|t| t.time).max().unwrap_or(now),
+                pnl: Notional(gross - exit_fee - fee_share),
+                fees: Notional(exit_fee + fee_share),
+                // Funding is attributed once, to the close of what remains.
+                funding: Notional::ZERO,
+                reason: reason.clone(),
+            };
+            self.record_trade(&trade).await?;
+            v.value.qty = Qty(pos.qty.0 - executed);
+            v.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+            v.value.partial_exits_done = pos.partial_exits_done.max(stage);
+            v.value.updated_at = now;
+            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+            reduced = true;
+            let text = format!(
+                "PARTIAL EXIT {stage} on the exchange ({reason}): {} {executed} of {} {sym} @ {}; PnL {} after fees {}",
+                pos.side,
+                pos.qty,
+                exit_price.round_dp(8).normalize(),
+                trade.pnl.0.round_dp(2),
+                trade.fees.0.round_dp(2)
+            );
+            report.lines.push(format!("{}: {text}", pos.key));
+            self.notify(
+                &pos.key.account,
+                Priority::High,
+                "partial_exit",
+                format!("xpartial:{}", e.client_id),
+                text,
+                now,
+            )
+            .await;
+        }
+        if reduced {
+            let filters = ex.symbol_filters(&sym).await?;
+            self.resize_protection(ex, v, &filters, now, report).await?;
+        }
+        Ok(false)
     }
 
     /// Close every open strategy position of the enabled accounts (or of one account) at market,
@@ -1732,7 +2172,22 @@ impl Engine {
         }
         stored.retain(|v| v.value.status != PositionStatus::Closed);
 
-        // 2a. A protective order of ours that fired closed exactly that strategy's share, even
+        // 2a. Take-profit steps and trailing stops that fired on the exchange, in fill order:
+        // partial closes are recorded before anything compares sizes.
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open() && !v.value.exit_orders.is_empty())
+        {
+            if self
+                .record_exit_fills(ex, v, &open_algo_ids, now, report)
+                .await?
+            {
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+
+        // A protective order of ours that fired closed exactly that strategy's share, even
         // when other strategies hold the same symbol: record those closes first.
         for v in stored
             .iter_mut()
@@ -1795,6 +2250,9 @@ impl Engine {
                     .await;
                 } else {
                     self.check_stop(ex, v, &open_algo_ids, now, report).await?;
+                    if v.value.is_open() {
+                        self.check_exits(ex, v, &open_algo_ids, now, report).await?;
+                    }
                 }
             }
         }
@@ -1976,6 +2434,12 @@ impl Engine {
                     self.protect(ex, &mut p, &filters, &others, now, report)
                         .await;
                 }
+                // The same deterministic ids as the interrupted run: exits it placed are found.
+                if let Some(plan) = self.exit_plan(&p) {
+                    let others = self.repo.positions(account).await?;
+                    self.reconcile_exits(ex, &mut p, &filters, &others, &plan, None, now, report)
+                        .await?;
+                }
                 v.version = self.repo.save_position(&p, Some(v.version)).await?;
                 self.repo
                     .record_entry(account, &p.key.strategy, p.opened_at)
@@ -2124,16 +2588,61 @@ impl Engine {
         v: &Versioned<Position>,
         now: i64,
     ) -> Result<(), EngineError> {
+        self.record_close(ex, v, None, now).await
+    }
+
+    /// [`Engine::record_exchange_close`], with the order that closed it when already known
+    /// (`reason`, the fired algo order); otherwise it is looked for among the stop, the
+    /// take-profit and the exit orders.
+    async fn record_close(
+        &self,
+        ex: &dyn Exchange,
+        v: &Versioned<Position>,
+        known: Option<(String, AlgoOrderInfo)>,
+        now: i64,
+    ) -> Result<(), EngineError> {
         let pos = &v.value;
         let mut reason = "exchange".to_string();
         let mut close_order: Option<i64> = None;
         let mut stop_info: Option<AlgoOrderInfo> = None;
-        if let Some(id) = &pos.stop_client_id {
+        if let Some((r, a)) = known {
+            reason = r;
+            close_order = a.actual_order_id;
+            stop_info = Some(a);
+        }
+        if let Some(id) = pos
+            .stop_client_id
+            .as_ref()
+            .filter(|_| close_order.is_none())
+        {
             if let Some(a) = ex.algo_by_client_id(id).await? {
                 if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
                     reason = "stop".into();
                     close_order = a.actual_order_id;
                     stop_info = Some(a);
+                }
+            }
+        }
+        let exit_ids: Vec<(ExitKind, &str)> = if close_order.is_none() {
+            pos.exit_orders
+                .iter()
+                .map(|e| (e.kind, e.client_id.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (kind, id) in exit_ids {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered)
+                    && a.actual_order_id.is_some()
+                {
+                    reason = match kind {
+                        ExitKind::TakeProfit { .. } => "take_profit".into(),
+                        ExitKind::Trailing { .. } => "trailing_stop".into(),
+                    };
+                    close_order = a.actual_order_id;
+                    stop_info = Some(a);
+                    break;
                 }
             }
         }
@@ -2453,6 +2962,8 @@ impl Engine {
                     best_price: Some(o.avg_price),
                     entry_fee: Notional::ZERO,
                     updated_at: now,
+                    exit_orders: Vec::new(),
+                    exit_generation: 0,
                 };
                 if let Some(stop_id) = self.existing_stop(ex, &p).await? {
                     p.stop_client_id = Some(stop_id);
@@ -2460,6 +2971,11 @@ impl Engine {
                     let others = self.repo.positions(account).await?;
                     self.protect(ex, &mut p, &filters, &others, now, report)
                         .await;
+                }
+                if let Some(plan) = self.exit_plan(&p) {
+                    let others = self.repo.positions(account).await?;
+                    self.reconcile_exits(ex, &mut p, &filters, &others, &plan, None, now, report)
+                        .await?;
                 }
                 self.repo.save_position(&p, None).await?;
                 self.notify(account, Priority::High, "adopted", format!("adopt:{id}"), format!("{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)", p.key, p.side, p.qty, p.entry_price), now).await;
@@ -2526,6 +3042,8 @@ impl Engine {
                     best_price: None,
                     entry_fee: Notional::ZERO,
                     updated_at: now,
+                    exit_orders: Vec::new(),
+                    exit_generation: 0,
                 };
                 let version = self.repo.save_position(&p, None).await?;
                 self.notify(account, Priority::High, "manual_found", format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs()), now).await;
@@ -2625,6 +3143,7 @@ impl Engine {
         if !self.repo.record_trade(t).await? {
             return Ok(false);
         }
+        self.count_in_strategy_stats(t).await?;
         let hour = self.config.risk.day_start_hour_utc;
         for _ in 0..3 {
             let current = self.repo.account_state(&t.account).await?;
@@ -2643,6 +3162,86 @@ impl Engine {
         }
         tracing::warn!(trade = %t.id, "trade recorded but not counted in the account state (concurrent writers)");
         Ok(true)
+    }
+
+    /// Count a newly recorded trade in its strategy's stats item (what entries are sized from).
+    /// A missing or differently sized window is rebuilt from the trade records instead.
+    async fn count_in_strategy_stats(&self, t: &TradeRecord) -> Result<(), EngineError> {
+        let hour = self.config.risk.day_start_hour_utc;
+        for _ in 0..3 {
+            let current = self.repo.strategy_stats(&t.account, &t.strategy).await?;
+            let (st, version) = match current {
+                Some(v) if v.value.keep == self.stats_window() => {
+                    let mut st = v.value;
+                    if !st.apply(t.exit_time, &t.id, t.pnl.0, hour, st.keep) {
+                        return Ok(());
+                    }
+                    (st, Some(v.version))
+                }
+                other => (
+                    self.rebuild_strategy_stats(&t.account, &t.strategy).await?,
+                    other.map(|v| v.version),
+                ),
+            };
+            match self
+                .repo
+                .save_strategy_stats(&t.account, &t.strategy, &st, version)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        tracing::warn!(trade = %t.id, "trade recorded but not counted in the strategy stats (concurrent writers)");
+        Ok(())
+    }
+
+    fn stats_window(&self) -> usize {
+        self.config.risk.kelly.lookback.max(1)
+    }
+
+    async fn rebuild_strategy_stats(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+    ) -> Result<risk::StrategyStats, EngineError> {
+        let trades = self.repo.trades(account).await?;
+        Ok(risk::StrategyStats::from_trades(
+            trades
+                .iter()
+                .filter(|t| &t.strategy == strategy)
+                .map(|t| (t.exit_time, t.id.as_str(), t.pnl.0)),
+            self.config.risk.day_start_hour_utc,
+            self.stats_window(),
+        ))
+    }
+
+    /// The strategy's stats window, rebuilt (and saved) from the trade records when missing or
+    /// sized for another lookback.
+    async fn strategy_stats(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+    ) -> Result<risk::StrategyStats, EngineError> {
+        let current = self.repo.strategy_stats(account, strategy).await?;
+        if let Some(v) = &current {
+            if v.value.keep == self.stats_window() {
+                return Ok(v.value.clone());
+            }
+        }
+        let st = self.rebuild_strategy_stats(account, strategy).await?;
+        match self
+            .repo
+            .save_strategy_stats(account, strategy, &st, current.map(|v| v.version))
+            .await
+        {
+            // Somebody else saved it meanwhile: theirs is as good as ours.
+            Ok(_) => {}
+            Err(e) if e.is_conflict() => {}
+            Err(e) => return Err(e.into()),
+        }
+        Ok(st)
     }
 
     /// Everything an entry is sized from, read from the store and (when enabled) the market.
@@ -2666,21 +3265,9 @@ impl Engine {
             .iter()
             .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
             .count() as u32;
-        let trades: Vec<TradeRecord> = self
-            .repo
-            .trades(account)
-            .await?
-            .into_iter()
-            .filter(|t| t.strategy == sid)
-            .collect();
+        let stats = self.strategy_stats(account, &sid).await?;
         let today = risk::trading_day(now, self.config.risk.day_start_hour_utc);
-        let strategy_pnl_today = trades
-            .iter()
-            .filter(|t| {
-                risk::trading_day(t.exit_time, self.config.risk.day_start_hour_utc) == today
-            })
-            .map(|t| t.pnl.0)
-            .sum();
+        let strategy_pnl_today = stats.pnl_on(today);
         let mut last_entry = stored
             .iter()
             .filter(|p| p.value.key.strategy == sid && !p.value.is_manual)
@@ -2722,7 +3309,7 @@ impl Engine {
             leverage: lev,
             base_size_pct: size_pct,
             kelly_range: self.config.strategy_risk(&s.name).kelly_range(),
-            strategy_pnls: trades.iter().map(|t| t.pnl.0).collect(),
+            strategy_pnls: stats.pnls(),
             strategy_pnl_today,
             last_entry,
             regime,

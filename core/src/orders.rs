@@ -5,11 +5,15 @@
 //! unknown (timeout, 503) the order is looked up by that id before anything else happens; it is
 //! only sent again (with the same id) once the exchange has said, repeatedly, that it does not know
 //! it. A duplicate-id rejection also resolves to a lookup.
+//!
+//! Exchange-side exits: [`plan_exits`] turns a strategy's [`ExitPlan`] (take-profit ladder,
+//! trailing stop) into trigger prices and quantities on the symbol's grids, from the actual fill.
 
-use crate::domain::{Price, Qty, Side};
+use crate::domain::{ExitKind, Price, Qty, Side};
 use crate::ports::{
     codes, AlgoOrder, AlgoOrderInfo, Exchange, ExchangeError, MarketOrder, OrderInfo, SymbolFilters,
 };
+use crate::strategy::ExitPlan;
 use rust_decimal::{Decimal, RoundingStrategy};
 use std::time::Duration;
 
@@ -113,6 +117,125 @@ pub fn stop_price(f: &SymbolFilters, side: Side, raw: Price) -> Price {
 /// A take-profit trigger on the tick grid, rounded away from the entry (a long's up, a short's down).
 pub fn target_price(f: &SymbolFilters, side: Side, raw: Price) -> Price {
     stop_price(f, side.opposite(), raw)
+}
+
+/// Binance's `callbackRate` range for TRAILING_STOP_MARKET, in percent (1 = 1 %): "min 0.1, max
+/// 10 where 1 for 1%" (Binance derivatives API, New Order / New Algo Order, `callbackRate`; the
+/// coin-margined page gives the same range, an older revision of it had max 4 and the USDⓈ-M one
+/// max 5), in steps of 0.1.
+pub const CALLBACK_RATE_MIN: Decimal = Decimal::from_parts(1, 0, 0, false, 1);
+pub const CALLBACK_RATE_MAX: Decimal = Decimal::from_parts(10, 0, 0, false, 0);
+pub const CALLBACK_RATE_STEP: Decimal = Decimal::from_parts(1, 0, 0, false, 1);
+
+/// The `callbackRate` (percent) of a trailing stop that gives back `callback_pct` (a fraction,
+/// 0.02 = 2 %) of the best price, or `None` when Binance cannot express it.
+pub fn callback_rate(callback_pct: Decimal) -> Option<Decimal> {
+    let r = (callback_pct * Decimal::ONE_HUNDRED).normalize();
+    (r >= CALLBACK_RATE_MIN && r <= CALLBACK_RATE_MAX && (r % CALLBACK_RATE_STEP).is_zero())
+        .then_some(r)
+}
+
+/// One exchange-side exit order to place: what it is, its trigger (activation price for a
+/// trailing stop) on the tick grid and its quantity on the lot grid.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct PlannedExit {
+    pub kind: ExitKind,
+    pub trigger: Price,
+    pub qty: Qty,
+}
+
+/// A quantity for a conditional exit order: floored to both the LOT_SIZE step (which the Algo API
+/// checks) and the MARKET_LOT_SIZE step (the market order it triggers).
+fn exit_qty(f: &SymbolFilters, raw: Decimal) -> Decimal {
+    let q = floor_to(raw.max(Decimal::ZERO), f.market_step_size);
+    floor_to(q, f.step_size)
+}
+
+/// The exchange orders of `plan` for a position of `side` holding `qty` at the average entry
+/// `entry`, with `done` ladder steps already filled; and a note for every step not placed as is.
+///
+/// Ladder steps are computed in order like the strategy's at-close partial closes: step k closes
+/// `fraction_k` of what is held when it fires (floored to the lot grid), so its quantity is taken
+/// from what the earlier steps leave. A step that rounds below the minimum quantity is merged into
+/// the next one (which then closes the combined fraction `1 − (1 − f_k)(1 − f_{k+1})` of what is
+/// held at step k); the last one is skipped. Reduce-only exits are exempt from MIN_NOTIONAL, so
+/// only the quantity bounds apply. Triggers sit at `entry × (1 ± profit)`, rounded away from the
+/// entry. The trailing stop covers the whole quantity and activates at `entry × (1 ± activation)`.
+pub fn plan_exits(
+    f: &SymbolFilters,
+    plan: &ExitPlan,
+    side: Side,
+    entry: Price,
+    qty: Qty,
+    done: u8,
+) -> (Vec<PlannedExit>, Vec<String>) {
+    let mut out = Vec::new();
+    let mut notes = Vec::new();
+    if qty.0 <= Decimal::ZERO || entry.0 <= Decimal::ZERO {
+        return (out, notes);
+    }
+    let min = f.min_qty.max(f.market_min_qty).max(Decimal::ZERO);
+    let at =
+        |pct: Decimal| target_price(f, side, Price(entry.0 * (Decimal::ONE + side.sign() * pct)));
+    let steps: Vec<_> = plan
+        .take_profits
+        .iter()
+        .filter(|s| s.stage > done)
+        .collect();
+    let mut held = qty.0;
+    // Fraction of `held` carried over from steps merged into the next one.
+    let mut carried = Decimal::ZERO;
+    for (i, s) in steps.iter().enumerate() {
+        let frac = s.fraction.clamp(Decimal::ZERO, Decimal::ONE);
+        let combined = Decimal::ONE - (Decimal::ONE - carried) * (Decimal::ONE - frac);
+        let q = exit_qty(f, held * combined).min(held);
+        if q <= Decimal::ZERO || q < min {
+            if let Some(next) = steps.get(i + 1) {
+                notes.push(format!(
+                    "take-profit step {} ({held} × {}) rounds to {q}, below the minimum quantity {min}: merged into step {}",
+                    s.stage,
+                    combined.round_dp(4).normalize(),
+                    next.stage
+                ));
+                carried = combined;
+            } else {
+                notes.push(format!(
+                    "take-profit step {} skipped: {held} × {} rounds to {q}, below the minimum quantity {min}",
+                    s.stage,
+                    combined.round_dp(4).normalize()
+                ));
+            }
+            continue;
+        }
+        out.push(PlannedExit {
+            kind: ExitKind::TakeProfit { stage: s.stage },
+            trigger: at(s.profit_pct),
+            qty: Qty(q),
+        });
+        held -= q;
+        carried = Decimal::ZERO;
+    }
+    if let Some(t) = plan.trailing {
+        let q = exit_qty(f, qty.0);
+        match callback_rate(t.callback_pct) {
+            Some(rate) if q >= min && q > Decimal::ZERO => out.push(PlannedExit {
+                kind: ExitKind::Trailing {
+                    callback_rate: rate,
+                },
+                trigger: at(t.activation_pct),
+                qty: Qty(q),
+            }),
+            Some(_) => notes.push(format!(
+                "trailing stop skipped: {} rounds to {q}, below the minimum quantity {min}",
+                qty
+            )),
+            None => notes.push(format!(
+                "trailing stop skipped: a {} callback is outside Binance's callbackRate range {CALLBACK_RATE_MIN}–{CALLBACK_RATE_MAX} %",
+                t.callback_pct
+            )),
+        }
+    }
+    (out, notes)
 }
 
 /// Retry policy of [`submit_market`] and [`submit_algo`].
@@ -386,6 +509,174 @@ mod tests {
             Price(dec!(105000.1))
         );
         assert_eq!(close_qty(&f, Qty(dec!(0.0125))), Qty(dec!(0.012)));
+    }
+
+    fn ladder_plan(trailing: bool) -> ExitPlan {
+        use crate::strategy::{TpStep, Trailing};
+        let f = [dec!(0.25), dec!(0.35) / dec!(0.75), dec!(1)];
+        ExitPlan {
+            take_profits: [dec!(0.05), dec!(0.10), dec!(0.15)]
+                .iter()
+                .zip(f)
+                .enumerate()
+                .map(|(i, (l, f))| TpStep {
+                    profit_pct: *l,
+                    fraction: f,
+                    stage: i as u8 + 1,
+                })
+                .collect(),
+            trailing: trailing
+                .then(|| Trailing::expressible(dec!(0.05), dec!(0.02)))
+                .flatten(),
+        }
+    }
+
+    fn tp(stage: u8, trigger: Decimal, qty: Decimal) -> PlannedExit {
+        PlannedExit {
+            kind: ExitKind::TakeProfit { stage },
+            trigger: Price(trigger),
+            qty: Qty(qty),
+        }
+    }
+
+    #[test]
+    fn callback_rate_follows_binances_range_and_step() {
+        assert_eq!(callback_rate(dec!(0.02)), Some(dec!(2)));
+        assert_eq!(callback_rate(dec!(0.10)), Some(dec!(10)));
+        assert_eq!(callback_rate(dec!(0.001)), Some(dec!(0.1)));
+        assert_eq!(callback_rate(dec!(0.11)), None, "above 10 %");
+        assert_eq!(callback_rate(dec!(0.0005)), None, "below 0.1 %");
+        assert_eq!(
+            callback_rate(dec!(0.0125)),
+            None,
+            "1.25 is off the 0.1 step"
+        );
+    }
+
+    #[test]
+    fn a_long_ladder_takes_each_step_from_what_the_earlier_ones_leave() {
+        let f = btc();
+        let (orders, notes) = plan_exits(
+            &f,
+            &ladder_plan(true),
+            Side::Long,
+            Price(dec!(100000)),
+            Qty(dec!(0.1)),
+            0,
+        );
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(
+            orders,
+            vec![
+                tp(1, dec!(105000), dec!(0.025)),
+                // 0.075 × 7/15 = 0.035 (35 % of the original), the rest at the last step.
+                tp(2, dec!(110000), dec!(0.035)),
+                tp(3, dec!(115000), dec!(0.04)),
+                PlannedExit {
+                    kind: ExitKind::Trailing {
+                        callback_rate: dec!(2)
+                    },
+                    trigger: Price(dec!(105000)),
+                    qty: Qty(dec!(0.1)),
+                },
+            ]
+        );
+        // The same steps, from step 2 on, once step 1 is done (what the sync re-plans).
+        let (rest, _) = plan_exits(
+            &f,
+            &ladder_plan(false),
+            Side::Long,
+            Price(dec!(100000)),
+            Qty(dec!(0.075)),
+            1,
+        );
+        assert_eq!(rest, orders[1..3].to_vec());
+    }
+
+    #[test]
+    fn a_short_ladder_sits_below_the_entry_rounded_away_from_it() {
+        let f = btc();
+        let (orders, _) = plan_exits(
+            &f,
+            &ladder_plan(true),
+            Side::Short,
+            Price(dec!(100000.05)),
+            Qty(dec!(0.013)),
+            0,
+        );
+        // 0.013 × 0.25 = 0.00325 → 0.003; 0.010 × 7/15 = 0.00467 → 0.004; 0.006 left.
+        assert_eq!(
+            orders[..3].to_vec(),
+            vec![
+                tp(1, dec!(95000.0), dec!(0.003)),
+                tp(2, dec!(90000.0), dec!(0.004)),
+                tp(3, dec!(85000.0), dec!(0.006)),
+            ]
+        );
+        // 100000.05 × 0.95 = 95000.0475: a short's target rounds down (away from the entry).
+        assert_eq!(orders[3].trigger, Price(dec!(95000.0)));
+        let total: Decimal = orders[..3].iter().map(|o| o.qty.0).sum();
+        assert_eq!(total, dec!(0.013), "the ladder closes exactly the share");
+        for o in &orders {
+            assert_eq!((o.qty.0 / f.step_size).fract(), Decimal::ZERO);
+            assert_eq!((o.trigger.0 / f.tick_size).fract(), Decimal::ZERO);
+        }
+    }
+
+    #[test]
+    fn a_step_below_the_minimum_is_merged_into_the_next() {
+        let f = btc();
+        // 0.003 × 0.25 = 0.00075 < 0.001: step 1 merges into step 2, which closes
+        // 1 − 0.75 × 8/15 = 60 % of 0.003 → 0.001; step 3 closes the 0.002 left.
+        let (orders, notes) = plan_exits(
+            &f,
+            &ladder_plan(false),
+            Side::Long,
+            Price(dec!(100000)),
+            Qty(dec!(0.003)),
+            0,
+        );
+        assert_eq!(
+            orders,
+            vec![
+                tp(2, dec!(110000), dec!(0.001)),
+                tp(3, dec!(115000), dec!(0.002))
+            ]
+        );
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].contains("merged into step 2"), "{notes:?}");
+        // One lot: everything merges into the last step.
+        let (orders, notes) = plan_exits(
+            &f,
+            &ladder_plan(false),
+            Side::Long,
+            Price(dec!(100000)),
+            Qty(dec!(0.001)),
+            0,
+        );
+        assert_eq!(orders, vec![tp(3, dec!(115000), dec!(0.001))]);
+        assert_eq!(notes.len(), 2);
+        // Nothing placeable at all: the last step is skipped with its reason.
+        let mut coarse = btc();
+        coarse.min_qty = dec!(0.01);
+        coarse.market_min_qty = dec!(0.01);
+        let (orders, notes) = plan_exits(
+            &coarse,
+            &ladder_plan(true),
+            Side::Long,
+            Price(dec!(100000)),
+            Qty(dec!(0.005)),
+            0,
+        );
+        assert!(orders.is_empty(), "{orders:?}");
+        assert!(
+            notes.last().unwrap().contains("trailing stop skipped"),
+            "{notes:?}"
+        );
+        assert!(
+            notes.iter().any(|n| n.contains("step 3 skipped")),
+            "{notes:?}"
+        );
     }
 
     mod props {

@@ -26,7 +26,10 @@
 //!   each closed candle's high and low at the resolution `MarketData::candles_closed_between`
 //!   serves (the recorded timeframe in replay, 1m live). A sell stop fires when low ≤ trigger, a sell
 //!   take-profit when high ≥ trigger (mirrored for buys). When a stop and a take-profit could both
-//!   fire in one candle the stop fires first (the pessimistic reading of an OHLC bar). The fill is
+//!   fire in one candle the stop fires first (the pessimistic reading of an OHLC bar). A trailing
+//!   stop already active fires with the stops when the candle reaches its level from the best price
+//!   known before the candle; one that activates or moves in the candle can only fire on the way
+//!   back from the candle's extreme, so after the take-profits that extreme crossed. The fill is
 //!   at the trigger, or at the candle's open when the open already gapped through it, with slippage
 //!   against us. `closePosition` closes the whole position; a reduce-only quantity is capped at the
 //!   position. A fired order becomes FINISHED with `actual_order_id` (the market order it created,
@@ -435,12 +438,31 @@ pub fn generous_filters(symbol: &Symbol) -> SymbolFilters {
 // State
 // ---------------------------------------------------------------------------------------------
 
+/// Wallet, non-zero positions (symbol, signed amount, entry price) and open conditional order
+/// ids of a paper account: see [`PaperExchange::sync_view`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct SyncView {
+    pub wallet: Decimal,
+    pub positions: Vec<(Symbol, Decimal, Decimal)>,
+    pub open_algos: Vec<i64>,
+}
+
 #[derive(Clone, Copy, Default)]
 struct PaperPosition {
     /// Signed: > 0 long, < 0 short.
     amount: Decimal,
     entry: Decimal,
     update_time: i64,
+}
+
+/// The order in which conditional orders are tried against one candle.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Pass {
+    /// Stops, and trailing stops already active against the best price known before the candle.
+    Stops,
+    TakeProfits,
+    /// Trailing stops activated or moved by this candle's extreme, firing on the way back.
+    Trails,
 }
 
 struct Trail {
@@ -688,18 +710,21 @@ impl State {
             .copied()
             .filter(|&i| &self.algos[i].info.symbol == symbol)
             .collect();
-        // Stops (and trailing stops) before take-profits: if both could fire in this candle we
-        // assume the adverse move came first.
-        ids.sort_by_key(|&i| {
-            let a = &self.algos[i].info;
-            (matches!(a.kind, AlgoKind::TakeProfitMarket), a.algo_id)
-        });
+        // Stops (and trailing stops already active) before take-profits: if both could fire in
+        // this candle we assume the adverse move came first. A trailing stop that activates or
+        // moves in this candle can only fire on the way back from the candle's extreme, so after
+        // the take-profits that extreme crossed.
+        ids.sort_by_key(|&i| self.algos[i].info.algo_id);
         let slip = cfg.slippage;
-        for i in ids {
+        let passes = [Pass::Stops, Pass::TakeProfits, Pass::Trails];
+        for (pass, i) in passes
+            .into_iter()
+            .flat_map(|p| ids.iter().map(move |&i| (p, i)))
+        {
             if self.algos[i].info.status != AlgoStatus::New {
                 continue;
             }
-            let Some(base) = self.trigger(i, c) else {
+            let Some(base) = self.trigger(i, c, pass) else {
                 continue;
             };
             let a = &self.algos[i].info;
@@ -750,9 +775,9 @@ impl State {
             .retain(|&i| algos[i].info.status == AlgoStatus::New);
     }
 
-    /// The price (before slippage) at which algo order `i` fires in candle `c`, if it does; updates
-    /// a trailing stop's state.
-    fn trigger(&mut self, i: usize, c: &Candle) -> Option<Decimal> {
+    /// The price (before slippage) at which algo order `i` fires in candle `c` during `pass`, if it
+    /// does; updates a trailing stop's state (see [`Pass`]).
+    fn trigger(&mut self, i: usize, c: &Candle, pass: Pass) -> Option<Decimal> {
         let (o, h, l, cl) = (c.open.0, c.high.0, c.low.0, c.close.0);
         let entry = &mut self.algos[i];
         let side = entry.info.side;
@@ -760,8 +785,12 @@ impl State {
         let fires_up = |t: Decimal| (h >= t).then(|| if o >= t { o } else { t });
         match entry.info.kind {
             AlgoKind::StopMarket | AlgoKind::TakeProfitMarket => {
-                let t = entry.info.trigger_price?.0;
                 let stop = matches!(entry.info.kind, AlgoKind::StopMarket);
+                let due = if stop { Pass::Stops } else { Pass::TakeProfits };
+                if pass != due {
+                    return None;
+                }
+                let t = entry.info.trigger_price?.0;
                 match (side, stop) {
                     (OrderSide::Sell, true) | (OrderSide::Buy, false) => fires_down(t),
                     (OrderSide::Buy, true) | (OrderSide::Sell, false) => fires_up(t),
@@ -779,18 +808,23 @@ impl State {
                         best * (Decimal::ONE + cb)
                     }
                 };
-                if tr.activated {
+                match pass {
+                    Pass::TakeProfits => return None,
                     // First against the best price known before this candle…
-                    let stop = level(tr.best);
-                    let hit = if sell {
-                        fires_down(stop)
-                    } else {
-                        fires_up(stop)
-                    };
-                    if hit.is_some() {
-                        return hit;
+                    Pass::Stops => {
+                        if !tr.activated {
+                            return None;
+                        }
+                        let stop = level(tr.best);
+                        return if sell {
+                            fires_down(stop)
+                        } else {
+                            fires_up(stop)
+                        };
                     }
-                } else {
+                    Pass::Trails => {}
+                }
+                if !tr.activated {
                     let a = activation?;
                     let reached = if sell { h >= a } else { l <= a };
                     if !reached {
@@ -920,6 +954,32 @@ impl PaperExchange {
         }
         st.advanced_to = now;
         Ok(now)
+    }
+
+    /// What a position sync compares, read in one lock after advancing to the clock. Backtests
+    /// run the full sync only when it changed since the last one (a fill, an order placed,
+    /// cancelled or triggered, funding); it also gives them the positions to mark equity with.
+    pub async fn sync_view(&self) -> Result<SyncView, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        let mut positions: Vec<(Symbol, Decimal, Decimal)> = st
+            .positions
+            .iter()
+            .filter(|(_, p)| !p.amount.is_zero())
+            .map(|(s, p)| (s.clone(), p.amount, p.entry))
+            .collect();
+        positions.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut open_algos: Vec<i64> = st
+            .open_algos
+            .iter()
+            .map(|&i| st.algos[i].info.algo_id)
+            .collect();
+        open_algos.sort_unstable();
+        Ok(SyncView {
+            wallet: st.wallet,
+            positions,
+            open_algos,
+        })
     }
 
     /// Refresh the latest price of every symbol with a position; a symbol whose price cannot be had
@@ -2032,6 +2092,67 @@ mod tests {
             ex.algo_by_client_id("tr").await.unwrap().unwrap().status,
             AlgoStatus::New
         );
+    }
+
+    #[tokio::test]
+    async fn a_trail_moved_in_the_candle_fires_after_the_take_profits_its_extreme_crossed() {
+        let quiet = (dec!(50060), dec!(50800), dec!(50000), dec!(50500));
+        // Up through the 51300 take-profit and the 51000 activation to 52000 (trail 51480), then
+        // back to a 51400 close: the take-profit filled on the way up, the trail on the way down.
+        let spike = (dec!(50500), dec!(52000), dec!(50400), dec!(51400));
+        let (clock, ex) = setup(&[C0, quiet, spike, QUIET]);
+        long_01_at_c1(&clock, &ex).await;
+        let reduce = |kind, trigger, qty, id: &str| AlgoOrder {
+            close_position: false,
+            reduce_only: true,
+            qty: Some(Qty(qty)),
+            ..algo(OrderSide::Sell, kind, Some(trigger), id)
+        };
+        // The trail is placed first (a lower algo id) and still fires second.
+        let trailing = AlgoKind::TrailingStopMarket {
+            callback_rate: dec!(1),
+        };
+        ex.place_algo(&reduce(trailing, dec!(51000), dec!(0.1), "tr"))
+            .await
+            .unwrap();
+        ex.place_algo(&reduce(
+            AlgoKind::TakeProfitMarket,
+            dec!(51300),
+            dec!(0.04),
+            "tp",
+        ))
+        .await
+        .unwrap();
+        clock.set(at(3));
+        let tp = ex.algo_by_client_id("tp").await.unwrap().unwrap();
+        let tr = ex.algo_by_client_id("tr").await.unwrap().unwrap();
+        assert_eq!(tp.status, AlgoStatus::Finished);
+        assert_eq!(
+            tp.actual_price,
+            Some(Price(dec!(51294.87))),
+            "51300 less slippage"
+        );
+        assert_eq!(tr.status, AlgoStatus::Finished);
+        assert_eq!(
+            tr.actual_price,
+            Some(Price(dec!(51474.852))),
+            "51480 less slippage"
+        );
+        let fills = ex.user_trades(&btc(), 0).await.unwrap();
+        let qty_of = |id: Option<i64>| {
+            fills
+                .iter()
+                .filter(|f| Some(f.order_id) == id)
+                .map(|f| f.qty.0)
+                .sum::<Decimal>()
+        };
+        assert_eq!(qty_of(tp.actual_order_id), dec!(0.04));
+        assert_eq!(
+            qty_of(tr.actual_order_id),
+            dec!(0.06),
+            "capped at what was left"
+        );
+        assert!(ex.positions().await.unwrap().is_empty());
     }
 
     #[tokio::test]

@@ -226,6 +226,90 @@ pub fn apply_trade(
     Some(st)
 }
 
+/// The newest closed trades of one strategy on one account, kept beside the trade records
+/// (`STATS#{strategy}`) so an entry is sized from one small item, not the whole trade history.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct StrategyStats {
+    /// (exit time, trade id, PnL net of fees), in the trade records' order (exit time, then id),
+    /// at most the number kept.
+    pub recent: Vec<(i64, String, Decimal)>,
+    /// The newest trading day a trade closed on, and the strategy's realised PnL that day.
+    pub day: i64,
+    pub day_pnl: Decimal,
+    /// How many trades the window keeps (`risk.kelly.lookback` when built); a different
+    /// setting rebuilds it from the trade records.
+    #[serde(default)]
+    pub keep: usize,
+}
+
+impl StrategyStats {
+    /// Rebuild from the strategy's trades (any order).
+    pub fn from_trades<'a>(
+        trades: impl IntoIterator<Item = (i64, &'a str, Decimal)>,
+        day_start_hour_utc: u32,
+        keep: usize,
+    ) -> StrategyStats {
+        let mut all: Vec<(i64, &str, Decimal)> = trades.into_iter().collect();
+        all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        let mut st = StrategyStats {
+            keep,
+            ..StrategyStats::default()
+        };
+        for (t, id, pnl) in all {
+            st.apply(t, id, pnl, day_start_hour_utc, keep);
+        }
+        st
+    }
+
+    /// Count one closed trade. `false` (nothing changed) when it is already counted: among the
+    /// recent ones, or older than all of them with the window full (it either was counted and
+    /// has aged out, or it closed before everything the window holds).
+    pub fn apply(
+        &mut self,
+        exit_time: i64,
+        id: &str,
+        pnl: Decimal,
+        day_start_hour_utc: u32,
+        keep: usize,
+    ) -> bool {
+        if keep == 0 || self.recent.iter().any(|(_, i, _)| i == id) {
+            return false;
+        }
+        let at = self
+            .recent
+            .partition_point(|(t, i, _)| (*t, i.as_str()) < (exit_time, id));
+        if at == 0 && self.recent.len() >= keep {
+            return false;
+        }
+        self.recent.insert(at, (exit_time, id.to_string(), pnl));
+        if self.recent.len() > keep {
+            self.recent.remove(0);
+        }
+        let day = trading_day(exit_time, day_start_hour_utc);
+        if day == self.day {
+            self.day_pnl += pnl;
+        } else if day > self.day {
+            self.day = day;
+            self.day_pnl = pnl;
+        }
+        true
+    }
+
+    /// PnL of the recent trades, oldest first.
+    pub fn pnls(&self) -> Vec<Decimal> {
+        self.recent.iter().map(|(_, _, p)| *p).collect()
+    }
+
+    /// Realised PnL of trades that closed on trading day `day`.
+    pub fn pnl_on(&self, day: i64) -> Decimal {
+        if day == self.day {
+            self.day_pnl
+        } else {
+            Decimal::ZERO
+        }
+    }
+}
+
 /// Statistics of a strategy's closed trades (PnL net of fees, oldest first).
 #[derive(Clone, Debug, PartialEq)]
 pub struct TradeStats {
@@ -1312,5 +1396,40 @@ mod tests {
             }
             prop_assert_eq!(st, once);
         }
+    }
+
+    #[test]
+    fn strategy_stats_match_a_rebuild_and_count_each_trade_once() {
+        let day = DAY_MS;
+        let trades: Vec<(i64, String, Decimal)> = (0..12)
+            .map(|i| (i * day / 4 + 1, format!("t{i:02}"), Decimal::from(i - 5)))
+            .collect();
+        let keep = 5;
+        // Applied in a shuffled order, with a replay of each: same as the rebuild from all.
+        let mut st = StrategyStats::default();
+        let mut counted = 0;
+        for k in [3usize, 0, 7, 11, 1, 9, 2, 10, 4, 6, 8, 5] {
+            let (t, id, p) = &trades[k];
+            counted += usize::from(st.apply(*t, id, *p, 0, keep));
+            assert!(
+                !st.apply(*t, id, *p, 0, keep),
+                "replay of {id} counted twice"
+            );
+        }
+        let rebuilt = StrategyStats::from_trades(
+            trades.iter().map(|(t, i, p)| (*t, i.as_str(), *p)),
+            0,
+            keep,
+        );
+        let newest: Vec<Decimal> = trades[7..].iter().map(|t| t.2).collect();
+        assert_eq!(rebuilt.pnls(), newest);
+        assert_eq!(st.pnls(), newest);
+        // Trades 8..11 closed on day 2 (t = 2.0, 2.25, 2.5, 2.75 days): 3 + 4 + 5 + 6.
+        assert_eq!(rebuilt.day, 2);
+        assert_eq!(rebuilt.pnl_on(2), Decimal::from(18));
+        assert_eq!(rebuilt.pnl_on(1), Decimal::ZERO);
+        assert_eq!(st.day, rebuilt.day);
+        assert_eq!(st.day_pnl, rebuilt.day_pnl);
+        assert!(counted >= keep);
     }
 }

@@ -6,6 +6,8 @@
 //! | `ACCT#{acct}`  | `POS#{strategy}#{symbol}`                  | [`Position`]              |
 //! | `ACCT#{acct}`  | `TRADE#{exit_time:013}#{trade id}`         | [`TradeRecord`]           |
 //! | `ACCT#{acct}`  | `STATE`                                    | [`AccountState`]          |
+//! | `ACCT#{acct}`  | `STATS#{strategy}`                         | [`StrategyStats`]         |
+//! | `ACCT#{acct}`  | `ENTRY#{strategy}`                         | last entry time (ms)      |
 //! | `ACCT#{acct}`  | `RUN#{tf}#{strategy}#{symbol}#{open_time}` | run marker (TTL 14 days)  |
 //!
 //! Every write is conditional (create-if-absent or version match), so two jobs never overwrite
@@ -15,6 +17,8 @@ use crate::domain::{
     AccountId, AccountState, Position, PositionKey, StrategyId, Symbol, Timeframe, TradeRecord,
 };
 use crate::ports::{Expect, StateStore, StoreError};
+use crate::risk::StrategyStats;
+use crate::store::memory::Table;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::Arc;
 
@@ -66,17 +70,79 @@ impl RunKey {
     }
 }
 
+/// Where a [`StateRepo`] keeps its items.
+#[derive(Clone)]
+enum Backend {
+    /// JSON bodies in a key/value store (DynamoDB, SQLite, memory): what the jobs use.
+    Kv(Arc<dyn StateStore>),
+    /// Decoded items in process, under the same conditional-write rules: a backtest's state,
+    /// which lives and dies with the run and is read and written every candle.
+    Typed(Arc<Table<Item>>),
+}
+
+/// One stored item of the typed backend.
+#[derive(Clone)]
+enum Item {
+    Position(Position),
+    Trade(TradeRecord),
+    Account(AccountState),
+    Run(RunMarker),
+    Entry(i64),
+    Stats(StrategyStats),
+}
+
+/// A state type the repo stores: JSON for the key/value stores, an [`Item`] for the typed one.
+trait Stored: Serialize + DeserializeOwned + Clone + 'static {
+    fn wrap(self) -> Item;
+    fn unwrap(item: Item) -> Option<Self>;
+}
+
+macro_rules! stored {
+    ($t:ty, $variant:ident) => {
+        impl Stored for $t {
+            fn wrap(self) -> Item {
+                Item::$variant(self)
+            }
+            fn unwrap(item: Item) -> Option<Self> {
+                match item {
+                    Item::$variant(v) => Some(v),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+stored!(Position, Position);
+stored!(TradeRecord, Trade);
+stored!(AccountState, Account);
+stored!(RunMarker, Run);
+stored!(i64, Entry);
+stored!(StrategyStats, Stats);
+
+fn wrong_type(pk: &str, sk: &str) -> StoreError {
+    StoreError::Other(format!("corrupt item {pk}/{sk}: not the expected type"))
+}
+
 #[derive(Clone)]
 pub struct StateRepo {
-    store: Arc<dyn StateStore>,
+    backend: Backend,
+}
+
+/// Keys are built on every read: plain concatenation, not the formatting machinery.
+fn concat(parts: &[&str]) -> String {
+    let mut s = String::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        s.push_str(p);
+    }
+    s
 }
 
 fn pk(account: &AccountId) -> String {
-    format!("ACCT#{}", account.0)
+    concat(&["ACCT#", &account.0])
 }
 
 fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
-    format!("POS#{}#{}", strategy.0, symbol.0)
+    concat(&["POS#", &strategy.0, "#", &symbol.0])
 }
 
 /// Decoded values by (type, item) hash, each with the body it was decoded from.
@@ -137,33 +203,112 @@ fn encode<T: Serialize>(v: &T) -> String {
 
 impl StateRepo {
     pub fn new(store: Arc<dyn StateStore>) -> Self {
-        StateRepo { store }
+        StateRepo {
+            backend: Backend::Kv(store),
+        }
     }
 
-    pub fn store(&self) -> &Arc<dyn StateStore> {
-        &self.store
+    /// State kept decoded in this process (backtests): nothing is serialised, and every write is
+    /// conditional exactly as in the stores ([`Table`]).
+    pub fn typed() -> Self {
+        StateRepo {
+            backend: Backend::Typed(Arc::new(Table::default())),
+        }
     }
 
     pub fn describe(&self) -> String {
-        self.store.describe()
+        match &self.backend {
+            Backend::Kv(s) => s.describe(),
+            Backend::Typed(_) => "memory (typed)".to_string(),
+        }
+    }
+
+    async fn get<T: Stored>(&self, pk: &str, sk: &str) -> Result<Option<Versioned<T>>, StoreError> {
+        match &self.backend {
+            Backend::Kv(store) => match store.get(pk, sk).await? {
+                Some(r) => Ok(Some(Versioned {
+                    value: decode(pk, sk, &r.body)?,
+                    version: r.version,
+                })),
+                None => Ok(None),
+            },
+            Backend::Typed(t) => match t.get(pk, sk) {
+                Some((version, item)) => Ok(Some(Versioned {
+                    value: T::unwrap(item).ok_or_else(|| wrong_type(pk, sk))?,
+                    version,
+                })),
+                None => Ok(None),
+            },
+        }
+    }
+
+    async fn put<T: Stored>(
+        &self,
+        pk: &str,
+        sk: &str,
+        value: &T,
+        expect: Expect,
+        expires_at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        match &self.backend {
+            Backend::Kv(store) => {
+                let body = encode(value);
+                let v = store.put(pk, sk, &body, expect, expires_at).await?;
+                // The next read of this body need not decode it again.
+                remember(pk, sk, body, value);
+                Ok(v)
+            }
+            Backend::Typed(t) => t.put(pk, sk, value.clone().wrap(), expect),
+        }
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
+        match &self.backend {
+            Backend::Kv(store) => store.delete(pk, sk, expect).await,
+            Backend::Typed(t) => t.delete(pk, sk, expect),
+        }
+    }
+
+    async fn query<T: Stored>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        match &self.backend {
+            Backend::Kv(store) => store
+                .query(pk, prefix)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    Ok(Versioned {
+                        value: decode(pk, &r.sk, &r.body)?,
+                        version: r.version,
+                    })
+                })
+                .collect(),
+            Backend::Typed(t) => t
+                .query(pk, prefix)
+                .into_iter()
+                .map(|(sk, version, item)| {
+                    Ok(Versioned {
+                        value: T::unwrap(item).ok_or_else(|| wrong_type(pk, &sk))?,
+                        version,
+                    })
+                })
+                .collect(),
+        }
     }
 
     /// Claim the evaluation of one candle for (account, strategy, symbol, timeframe). `Ok(None)` when
     /// somebody already claimed it: the caller must do nothing for that candle.
     pub async fn claim_run(&self, run: &RunKey, now: i64) -> Result<Option<u64>, StoreError> {
-        let body = encode(&RunMarker {
+        let marker = RunMarker {
             claimed_at: now,
             outcome: "claimed".into(),
-        });
+        };
+        let (p, s) = (pk(&run.account), run.sk());
         match self
-            .store
-            .put(
-                &pk(&run.account),
-                &run.sk(),
-                &body,
-                Expect::Absent,
-                Some(marker_expiry(now)),
-            )
+            .put(&p, &s, &marker, Expect::Absent, Some(marker_expiry(now)))
             .await
         {
             Ok(v) => Ok(Some(v)),
@@ -174,8 +319,7 @@ impl StateRepo {
 
     /// Give a claimed candle back (nothing was sent), so a retry of the job can evaluate it.
     pub async fn release_run(&self, run: &RunKey, version: u64) -> Result<(), StoreError> {
-        self.store
-            .delete(&pk(&run.account), &run.sk(), Expect::Version(version))
+        self.delete(&pk(&run.account), &run.sk(), Expect::Version(version))
             .await
     }
 
@@ -187,43 +331,35 @@ impl StateRepo {
         claimed_at: i64,
         outcome: &str,
     ) -> Result<(), StoreError> {
-        let body = encode(&RunMarker {
+        let marker = RunMarker {
             claimed_at,
             outcome: outcome.to_string(),
-        });
-        self.store
-            .put(
-                &pk(&run.account),
-                &run.sk(),
-                &body,
-                Expect::Version(version),
-                Some(marker_expiry(claimed_at)),
-            )
-            .await
-            .map(|_| ())
+        };
+        self.put(
+            &pk(&run.account),
+            &run.sk(),
+            &marker,
+            Expect::Version(version),
+            Some(marker_expiry(claimed_at)),
+        )
+        .await
+        .map(|_| ())
     }
 
     /// The outcome recorded for a claimed candle, if any.
     pub async fn run_marker(&self, run: &RunKey) -> Result<Option<RunMarker>, StoreError> {
-        let (p, s) = (pk(&run.account), run.sk());
-        match self.store.get(&p, &s).await? {
-            Some(r) => Ok(Some(decode(&p, &s, &r.body)?)),
-            None => Ok(None),
-        }
+        Ok(self
+            .get(&pk(&run.account), &run.sk())
+            .await?
+            .map(|v| v.value))
     }
 
     pub async fn position(
         &self,
         key: &PositionKey,
     ) -> Result<Option<Versioned<Position>>, StoreError> {
-        let (p, s) = (pk(&key.account), pos_sk(&key.strategy, &key.symbol));
-        match self.store.get(&p, &s).await? {
-            Some(r) => Ok(Some(Versioned {
-                value: decode(&p, &s, &r.body)?,
-                version: r.version,
-            })),
-            None => Ok(None),
-        }
+        self.get(&pk(&key.account), &pos_sk(&key.strategy, &key.symbol))
+            .await
     }
 
     /// All positions of an account (any status), ordered by strategy then symbol.
@@ -231,16 +367,7 @@ impl StateRepo {
         &self,
         account: &AccountId,
     ) -> Result<Vec<Versioned<Position>>, StoreError> {
-        let p = pk(account);
-        let rows = self.store.query(&p, "POS#").await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Versioned {
-                    value: decode(&p, &r.sk, &r.body)?,
-                    version: r.version,
-                })
-            })
-            .collect()
+        self.query(&pk(account), "POS#").await
     }
 
     /// Create (`version = None`) or update (`Some(v)`, must match) a position; returns the new version.
@@ -253,33 +380,30 @@ impl StateRepo {
             None => Expect::Absent,
             Some(v) => Expect::Version(v),
         };
-        self.store
-            .put(
-                &pk(&pos.key.account),
-                &pos_sk(&pos.key.strategy, &pos.key.symbol),
-                &encode(pos),
-                expect,
-                None,
-            )
-            .await
+        self.put(
+            &pk(&pos.key.account),
+            &pos_sk(&pos.key.strategy, &pos.key.symbol),
+            pos,
+            expect,
+            None,
+        )
+        .await
     }
 
     pub async fn delete_position(&self, key: &PositionKey, version: u64) -> Result<(), StoreError> {
-        self.store
-            .delete(
-                &pk(&key.account),
-                &pos_sk(&key.strategy, &key.symbol),
-                Expect::Version(version),
-            )
-            .await
+        self.delete(
+            &pk(&key.account),
+            &pos_sk(&key.strategy, &key.symbol),
+            Expect::Version(version),
+        )
+        .await
     }
 
     /// Record a closed trade once: `Ok(false)` when a trade with this id is already recorded.
     pub async fn record_trade(&self, t: &TradeRecord) -> Result<bool, StoreError> {
         let sk = format!("TRADE#{:013}#{}", t.exit_time, t.id);
         match self
-            .store
-            .put(&pk(&t.account), &sk, &encode(t), Expect::Absent, None)
+            .put(&pk(&t.account), &sk, t, Expect::Absent, None)
             .await
         {
             Ok(_) => Ok(true),
@@ -290,13 +414,12 @@ impl StateRepo {
 
     /// Closed trades of an account, oldest first.
     pub async fn trades(&self, account: &AccountId) -> Result<Vec<TradeRecord>, StoreError> {
-        let p = pk(account);
-        self.store
-            .query(&p, "TRADE#")
+        Ok(self
+            .query(&pk(account), "TRADE#")
             .await?
             .into_iter()
-            .map(|r| decode(&p, &r.sk, &r.body))
-            .collect()
+            .map(|v| v.value)
+            .collect())
     }
 
     /// When this strategy last opened a position on this account (for signal intervals): one
@@ -306,11 +429,8 @@ impl StateRepo {
         account: &AccountId,
         strategy: &StrategyId,
     ) -> Result<Option<i64>, StoreError> {
-        let (p, s) = (pk(account), format!("ENTRY#{}", strategy.0));
-        match self.store.get(&p, &s).await? {
-            Some(r) => Ok(Some(decode::<i64>(&p, &s, &r.body)?)),
-            None => Ok(None),
-        }
+        let s = concat(&["ENTRY#", &strategy.0]);
+        Ok(self.get::<i64>(&pk(account), &s).await?.map(|v| v.value))
     }
 
     /// Record an entry time (only ever moves forward; a concurrent writer with a later time wins).
@@ -321,30 +441,54 @@ impl StateRepo {
         time: i64,
     ) -> Result<(), StoreError> {
         let (p, s) = (pk(account), format!("ENTRY#{}", strategy.0));
-        let expect = match self.store.get(&p, &s).await? {
-            Some(r) if decode::<i64>(&p, &s, &r.body)? >= time => return Ok(()),
-            Some(r) => Expect::Version(r.version),
+        let expect = match self.get::<i64>(&p, &s).await? {
+            Some(v) if v.value >= time => return Ok(()),
+            Some(v) => Expect::Version(v.version),
             None => Expect::Absent,
         };
-        match self.store.put(&p, &s, &encode(&time), expect, None).await {
+        match self.put(&p, &s, &time, expect, None).await {
             Ok(_) => Ok(()),
             Err(e) if e.is_conflict() => Ok(()),
             Err(e) => Err(e),
         }
     }
 
+    /// The newest closed trades of a strategy on an account (sizing reads this, not the trades).
+    pub async fn strategy_stats(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+    ) -> Result<Option<Versioned<StrategyStats>>, StoreError> {
+        self.get(&pk(account), &format!("STATS#{}", strategy.0))
+            .await
+    }
+
+    pub async fn save_strategy_stats(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+        st: &StrategyStats,
+        version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let expect = match version {
+            None => Expect::Absent,
+            Some(v) => Expect::Version(v),
+        };
+        self.put(
+            &pk(account),
+            &format!("STATS#{}", strategy.0),
+            st,
+            expect,
+            None,
+        )
+        .await
+    }
+
     pub async fn account_state(
         &self,
         account: &AccountId,
     ) -> Result<Option<Versioned<AccountState>>, StoreError> {
-        let p = pk(account);
-        match self.store.get(&p, "STATE").await? {
-            Some(r) => Ok(Some(Versioned {
-                value: decode(&p, "STATE", &r.body)?,
-                version: r.version,
-            })),
-            None => Ok(None),
-        }
+        self.get(&pk(account), "STATE").await
     }
 
     pub async fn save_account_state(
@@ -357,10 +501,6 @@ impl StateRepo {
             None => Expect::Absent,
             Some(v) => Expect::Version(v),
         };
-        let (p, body) = (pk(account), encode(st));
-        let v = self.store.put(&p, "STATE", &body, expect, None).await?;
-        // Written every run: the next read of this body need not decode it again.
-        remember(&p, "STATE", body, st);
-        Ok(v)
+        self.put(&pk(account), "STATE", st, expect, None).await
     }
 }

@@ -183,6 +183,8 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     best_price: Some(fill.avg_price),
                     entry_fee: Notional::ZERO,
                     updated_at: now,
+                    exit_orders: Vec::new(),
+                    exit_generation: 0,
                 };
                 repo.save_position(&p, None).await.unwrap();
             }

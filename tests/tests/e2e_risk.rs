@@ -448,6 +448,8 @@ fn tfpe_position(side: Side, qty: Decimal, px: Decimal, stop: Decimal, now: i64)
         best_price: None,
         entry_fee: Notional::ZERO,
         updated_at: now,
+        exit_orders: Vec::new(),
+        exit_generation: 0,
     }
 }
 

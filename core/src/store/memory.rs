@@ -1,22 +1,30 @@
-//! In-memory state store for scratch runs (backtests, replay, walk-forward): the same
-//! conditional-write semantics as the durable stores (it passes the same contract suite), kept in
-//! a map per partition (sort keys ordered for prefix queries) behind a mutex, gone when the
-//! process ends. Lookups borrow the caller's keys: a backtest reads state a few times per candle.
+//! In-memory state for scratch runs (backtests, replay, walk-forward), gone when the process ends.
+//!
+//! [`Table`] owns the conditional-write rules (create-if-absent, version match, versions start at
+//! 1 and grow by one per put) over any item type, in a map per partition with sort keys ordered
+//! for prefix queries, behind a mutex. [`MemoryStore`] is a `Table` of JSON bodies behind the
+//! [`StateStore`] port and passes the same contract suite as the durable stores; the typed state
+//! of a backtest (`StateRepo::typed`) is a `Table` of decoded items, so the same rules hold without
+//! serialising anything. Lookups borrow the caller's keys: a backtest reads state every candle.
 
 use crate::ports::{Expect, Record, StateStore, StoreError};
 use async_trait::async_trait;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
-#[derive(Default)]
-pub struct MemoryStore {
-    /// pk → (sk → record).
-    items: Mutex<HashMap<String, BTreeMap<String, Record>>>,
+/// pk → (sk → (version, item)).
+type Partitions<B> = HashMap<String, BTreeMap<String, (u64, B)>>;
+
+/// Versioned items by partition and sort key, with the stores' conditional-write rules.
+pub struct Table<B> {
+    items: Mutex<Partitions<B>>,
 }
 
-impl MemoryStore {
-    pub fn new() -> Self {
-        Self::default()
+impl<B> Default for Table<B> {
+    fn default() -> Self {
+        Table {
+            items: Mutex::new(HashMap::new()),
+        }
     }
 }
 
@@ -28,22 +36,19 @@ fn conflict(pk: &str, sk: &str, detail: &str) -> StoreError {
     }
 }
 
-#[async_trait]
-impl StateStore for MemoryStore {
-    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>, StoreError> {
-        let items = self.items.lock().expect("memory store lock");
-        Ok(items.get(pk).and_then(|p| p.get(sk)).cloned())
+impl<B: Clone> Table<B> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Partitions<B>> {
+        self.items.lock().expect("memory store lock")
     }
 
-    async fn put(
-        &self,
-        pk: &str,
-        sk: &str,
-        body: &str,
-        expect: Expect,
-        expires_at: Option<i64>,
-    ) -> Result<u64, StoreError> {
-        let mut items = self.items.lock().expect("memory store lock");
+    /// The item and its version.
+    pub fn get(&self, pk: &str, sk: &str) -> Option<(u64, B)> {
+        self.lock().get(pk).and_then(|p| p.get(sk)).cloned()
+    }
+
+    /// Write `item` if `expect` holds; returns the new version.
+    pub fn put(&self, pk: &str, sk: &str, item: B, expect: Expect) -> Result<u64, StoreError> {
+        let mut items = self.lock();
         let part = match items.get_mut(pk) {
             Some(p) => p,
             None => items.entry(pk.to_string()).or_default(),
@@ -51,12 +56,12 @@ impl StateStore for MemoryStore {
         let version = match (expect, part.get(sk)) {
             (Expect::Absent, None) => 1,
             (Expect::Absent, Some(_)) => return Err(conflict(pk, sk, "item already exists")),
-            (Expect::Version(v), Some(r)) if r.version == v => v + 1,
-            (Expect::Version(v), Some(r)) => {
+            (Expect::Version(v), Some((found, _))) if *found == v => v + 1,
+            (Expect::Version(v), Some((found, _))) => {
                 return Err(conflict(
                     pk,
                     sk,
-                    &format!("expected version {v}, found {}", r.version),
+                    &format!("expected version {v}, found {found}"),
                 ))
             }
             (Expect::Version(v), None) => {
@@ -67,38 +72,35 @@ impl StateStore for MemoryStore {
                 ))
             }
         };
-        part.insert(
-            sk.to_string(),
-            Record {
-                pk: pk.to_string(),
-                sk: sk.to_string(),
-                version,
-                body: body.to_string(),
-                expires_at,
-            },
-        );
+        match part.get_mut(sk) {
+            Some(slot) => *slot = (version, item),
+            None => {
+                part.insert(sk.to_string(), (version, item));
+            }
+        }
         Ok(version)
     }
 
-    async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
+    /// Delete if the version matches (`Expect::Absent` is rejected: a delete needs a version).
+    pub fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
         let Expect::Version(v) = expect else {
             return Err(StoreError::Other(format!(
                 "delete {pk}/{sk}: a delete needs the version read, not Expect::Absent"
             )));
         };
-        let mut items = self.items.lock().expect("memory store lock");
+        let mut items = self.lock();
         let part = items.get_mut(pk);
         match part.as_ref().and_then(|p| p.get(sk)) {
-            Some(r) if r.version == v => {
+            Some((found, _)) if *found == v => {
                 if let Some(p) = part {
                     p.remove(sk);
                 }
                 Ok(())
             }
-            Some(r) => Err(conflict(
+            Some((found, _)) => Err(conflict(
                 pk,
                 sk,
-                &format!("expected version {v}, found {}", r.version),
+                &format!("expected version {v}, found {found}"),
             )),
             None => Err(conflict(
                 pk,
@@ -108,18 +110,77 @@ impl StateStore for MemoryStore {
         }
     }
 
-    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Record>, StoreError> {
-        let items = self.items.lock().expect("memory store lock");
+    /// Items of a partition whose sort key starts with `sk_prefix`, ordered by sort key.
+    pub fn query(&self, pk: &str, sk_prefix: &str) -> Vec<(String, u64, B)> {
+        let items = self.lock();
         let Some(part) = items.get(pk) else {
-            return Ok(Vec::new());
+            return Vec::new();
         };
-        Ok(part
-            .range::<str, _>((
-                std::ops::Bound::Included(sk_prefix),
-                std::ops::Bound::Unbounded,
-            ))
-            .take_while(|(s, _)| s.starts_with(sk_prefix))
-            .map(|(_, r)| r.clone())
+        part.range::<str, _>((
+            std::ops::Bound::Included(sk_prefix),
+            std::ops::Bound::Unbounded,
+        ))
+        .take_while(|(s, _)| s.starts_with(sk_prefix))
+        .map(|(s, (v, b))| (s.clone(), *v, b.clone()))
+        .collect()
+    }
+}
+
+/// A JSON body and its expiry (epoch seconds).
+type Body = (String, Option<i64>);
+
+#[derive(Default)]
+pub struct MemoryStore {
+    table: Table<Body>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+fn record(pk: &str, sk: String, version: u64, (body, expires_at): Body) -> Record {
+    Record {
+        pk: pk.to_string(),
+        sk,
+        version,
+        body,
+        expires_at,
+    }
+}
+
+#[async_trait]
+impl StateStore for MemoryStore {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>, StoreError> {
+        Ok(self
+            .table
+            .get(pk, sk)
+            .map(|(v, b)| record(pk, sk.to_string(), v, b)))
+    }
+
+    async fn put(
+        &self,
+        pk: &str,
+        sk: &str,
+        body: &str,
+        expect: Expect,
+        expires_at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        self.table
+            .put(pk, sk, (body.to_string(), expires_at), expect)
+    }
+
+    async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
+        self.table.delete(pk, sk, expect)
+    }
+
+    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .table
+            .query(pk, sk_prefix)
+            .into_iter()
+            .map(|(s, v, b)| record(pk, s, v, b))
             .collect())
     }
 

@@ -83,6 +83,11 @@ impl EmaCross {
     }
 }
 
+/// (cross up, cross down) between the previous and the current fast − slow difference.
+fn crosses(prev: f64, diff: f64) -> (bool, bool) {
+    (prev <= 0.0 && diff > 0.0, prev >= 0.0 && diff < 0.0)
+}
+
 impl Strategy for EmaCross {
     fn name(&self) -> &'static str {
         "EMA_CROSS"
@@ -104,33 +109,11 @@ impl Strategy for EmaCross {
         };
     }
 
-    fn protective_stop(&self, _side: Side) -> Option<StopSpec> {
-        self.stop()
-    }
-
-    fn decide(&self, ctx: &Context<'_>) -> Decision {
-        let position = ctx.position;
+    fn decide_action(&self, ctx: &Context<'_>) -> Action {
         let (Some(prev), Some(diff)) = (self.prev_diff, self.diff) else {
-            return Decision::hold(
-                format!("warming up ({}/{} candles)", self.candles, self.warmup()),
-                vec![Condition::new(
-                    "warmed_up",
-                    false,
-                    format!("{}/{}", self.candles, self.warmup()),
-                )],
-            );
+            return Action::Hold;
         };
-        let values = format!(
-            "ema{}={:.4} ema{}={:.4} diff={:.4} prev_diff={:.4}",
-            self.p.fast,
-            self.fast.value().unwrap_or(f64::NAN),
-            self.p.slow,
-            self.slow.value().unwrap_or(f64::NAN),
-            diff,
-            prev
-        );
-        let cross_up = prev <= 0.0 && diff > 0.0;
-        let cross_down = prev >= 0.0 && diff < 0.0;
+        let (cross_up, cross_down) = crosses(prev, diff);
         let trend = if diff > 0.0 {
             Some(Side::Long)
         } else if diff < 0.0 {
@@ -138,10 +121,6 @@ impl Strategy for EmaCross {
         } else {
             None
         };
-        let conditions = vec![
-            Condition::new("cross_up", cross_up, values.clone()),
-            Condition::new("cross_down", cross_down, values),
-        ];
         let want = if cross_up {
             Some(Side::Long)
         } else if cross_down {
@@ -150,7 +129,7 @@ impl Strategy for EmaCross {
             None
         };
         let stop = self.stop();
-        let action = match (want, position) {
+        match (want, ctx.position) {
             (Some(side), None) => Action::Open {
                 side,
                 stop,
@@ -180,7 +159,39 @@ impl Strategy for EmaCross {
                 None => Action::Hold,
             },
             (None, None) => Action::Hold,
+        }
+    }
+
+    fn protective_stop(&self, _side: Side) -> Option<StopSpec> {
+        self.stop()
+    }
+
+    fn decide(&self, ctx: &Context<'_>) -> Decision {
+        let (Some(prev), Some(diff)) = (self.prev_diff, self.diff) else {
+            return Decision::hold(
+                format!("warming up ({}/{} candles)", self.candles, self.warmup()),
+                vec![Condition::new(
+                    "warmed_up",
+                    false,
+                    format!("{}/{}", self.candles, self.warmup()),
+                )],
+            );
         };
+        let values = format!(
+            "ema{}={:.4} ema{}={:.4} diff={:.4} prev_diff={:.4}",
+            self.p.fast,
+            self.fast.value().unwrap_or(f64::NAN),
+            self.p.slow,
+            self.slow.value().unwrap_or(f64::NAN),
+            diff,
+            prev
+        );
+        let (cross_up, cross_down) = crosses(prev, diff);
+        let conditions = vec![
+            Condition::new("cross_up", cross_up, values.clone()),
+            Condition::new("cross_down", cross_down, values),
+        ];
+        let action = self.decide_action(ctx);
         let note = match &action {
             Action::Hold => "no cross".to_string(),
             Action::Open { side, .. } => {

@@ -184,9 +184,69 @@ pub trait Strategy: Send {
     /// Decide after the latest candle fed, given the position this strategy holds (if any) and
     /// the rest of the context.
     fn decide(&self, ctx: &Context<'_>) -> Decision;
+    /// The action [`Strategy::decide`] would return, without building the explanation. Callers
+    /// that drop a HOLD's record (backtests) ask this first and call `decide` only when it acts.
+    /// Must always equal `self.decide(ctx).action` (checked for every registered strategy over
+    /// real candles in `core/tests/decide_action.rs`); override it only to skip formatting.
+    fn decide_action(&self, ctx: &Context<'_>) -> Action {
+        self.decide(ctx).action
+    }
     /// The protective stop this strategy attaches to a new position of `side`, given the candles fed
     /// so far. Used when the sync job adopts one of our entries whose decision was lost in a crash.
     fn protective_stop(&self, side: Side) -> Option<StopSpec>;
+    /// The exits this strategy wants resting on the exchange (take-profit ladder, trailing stop),
+    /// from its parameters alone. The engine turns them into prices and quantities from the
+    /// actual fill; the strategy's own at-close exits stay as the fallback. Default: none.
+    fn exchange_exits(&self) -> ExitPlan {
+        ExitPlan::default()
+    }
+}
+
+/// One step of an exchange-side take-profit ladder.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct TpStep {
+    /// Profit over the average entry price that triggers the step (0.05 = +5 %).
+    pub profit_pct: Decimal,
+    /// Fraction (0–1] of the quantity held when the step fires: the same meaning as
+    /// [`Action::PartialClose`]'s `fraction`, so the ladder and the at-close fallback agree.
+    pub fraction: Decimal,
+    /// 1-based step number, as counted by `partial_exits_done`.
+    pub stage: u8,
+}
+
+/// An exchange-side trailing stop (Binance TRAILING_STOP_MARKET).
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Trailing {
+    /// Profit over the average entry price at which the trail activates (0.05 = +5 %).
+    pub activation_pct: Decimal,
+    /// Retracement from the best price since activation that fires it (0.02 = 2 %).
+    pub callback_pct: Decimal,
+}
+
+impl Trailing {
+    /// A trailing stop Binance can express (its `callbackRate` range and step, see
+    /// [`crate::orders::callback_rate`]), or `None`: then the strategy manages it at candle close.
+    pub fn expressible(activation_pct: Decimal, callback_pct: Decimal) -> Option<Trailing> {
+        (activation_pct >= Decimal::ZERO && crate::orders::callback_rate(callback_pct).is_some())
+            .then_some(Trailing {
+                activation_pct,
+                callback_pct,
+            })
+    }
+}
+
+/// The exits a strategy keeps on the exchange while it holds a position.
+#[derive(Clone, PartialEq, Debug, Default)]
+pub struct ExitPlan {
+    /// Increasing profit levels, stages 1, 2, …
+    pub take_profits: Vec<TpStep>,
+    pub trailing: Option<Trailing>,
+}
+
+impl ExitPlan {
+    pub fn is_empty(&self) -> bool {
+        self.take_profits.is_empty() && self.trailing.is_none()
+    }
 }
 
 /// Errors building a strategy from config.

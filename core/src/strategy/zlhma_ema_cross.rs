@@ -36,13 +36,20 @@
 //!    exchange stop (never loosens it). It comes last because it is recomputed from the best price
 //!    at every candle, so deferring it one candle loses nothing.
 //!
+//! **On the exchange** ([`Strategy::exchange_exits`]): the take-profit steps rest as a reduce-only
+//! TAKE_PROFIT_MARKET ladder and the trail as a TRAILING_STOP_MARKET (activation +5 %,
+//! callbackRate 2), so they fire inside a candle even when no job runs; the at-close rules above
+//! are the fallback (see [`super::zlmacd_ichimoku`]).
+//!
 //! **Not here:** the timeframe (1h, config), leverage, Kelly sizing and every account-level limit
 //! (daily loss, consecutive losses, drawdown) are the risk layer's job.
 
-use super::zlmacd_ichimoku::{bad, check_fraction, check_steps, current_qty_fractions, pct};
+use super::zlmacd_ichimoku::{
+    bad, check_fraction, check_steps, current_qty_fractions, ladder, pct,
+};
 use super::{
-    parse_params, Action, Condition, Context, Decision, PositionView, StopSpec, Strategy,
-    StrategyError,
+    parse_params, Action, Condition, Context, Decision, ExitPlan, PositionView, StopSpec, Strategy,
+    StrategyError, Trailing,
 };
 use crate::domain::{Candle, Price, Side};
 use crate::indicators::{Adx, Bar, Ema, ZlHma};
@@ -498,6 +505,18 @@ impl Strategy for ZlhmaEmaCross {
 
     fn protective_stop(&self, _side: Side) -> Option<StopSpec> {
         self.stop()
+    }
+
+    /// The partial take-profit steps as a TAKE_PROFIT_MARKET ladder and the trailing stop as a
+    /// TRAILING_STOP_MARKET (activation +5 %, callbackRate 2) when Binance can express it.
+    fn exchange_exits(&self) -> ExitPlan {
+        let d = self.p.trailing_distance_pct;
+        ExitPlan {
+            take_profits: ladder(&self.p.take_profit_levels, &self.tp_current),
+            trailing: (d > Decimal::ZERO)
+                .then(|| Trailing::expressible(self.p.trailing_activation_pct, d))
+                .flatten(),
+        }
     }
 
     fn decide(&self, ctx: &Context<'_>) -> Decision {
@@ -1153,5 +1172,37 @@ mod tests {
              {partials} partials, {moves} stop moves",
             candles.len()
         );
+    }
+
+    #[test]
+    fn exchange_exits_are_the_ladder_and_a_five_percent_trail_of_two() {
+        use crate::strategy::Trailing;
+        let plan = strat().exchange_exits();
+        let got: Vec<_> = plan
+            .take_profits
+            .iter()
+            .map(|t| (t.profit_pct, t.fraction, t.stage))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (dec!(0.05), dec!(0.25), 1),
+                (dec!(0.10), dec!(0.35) / dec!(0.75), 2),
+                (dec!(0.15), Decimal::ONE, 3)
+            ]
+        );
+        assert_eq!(
+            plan.trailing,
+            Some(Trailing {
+                activation_pct: dec!(0.05),
+                callback_pct: dec!(0.02)
+            })
+        );
+        // A 0.05 % trail is below Binance's 0.1 % minimum: evaluator-managed only.
+        let s = ZlhmaEmaCross::new(Params {
+            trailing_distance_pct: dec!(0.0005),
+            ..Params::default()
+        });
+        assert_eq!(s.exchange_exits().trailing, None);
     }
 }

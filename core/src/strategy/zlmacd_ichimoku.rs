@@ -64,14 +64,21 @@
 //! close through the trail, the trail level is sent to the exchange as a [`Action::MoveStop`]
 //! whenever it tightens the current stop, so the position stays protected between candles.
 //!
+//! **On the exchange** ([`Strategy::exchange_exits`]): the partial take-profit steps rest as a
+//! reduce-only TAKE_PROFIT_MARKET ladder (the same fractions of the quantity held when a step
+//! fires) and the trailing stop as a TRAILING_STOP_MARKET (activation +3 %, callbackRate 10), so
+//! they fire inside a candle even when no job runs. The at-close rules above stay as the fallback:
+//! a step the exchange filled is recorded by the sync (`partial_exits_done` moves on), and the
+//! evaluator never acts while the exchange's position differs from the stored shares.
+//!
 //! **Not here:** the timeframe (SPEC.md: 1h only; a config concern, `timeframe = "1h"` for this
 //! strategy), the symbols and leverage, Kelly sizing within 5–20 %, the daily-loss pause (3 % →
 //! 24 h) and the consecutive-loss size cuts (3/5/7 losses → ×0.7/×0.5/×0.3) are the risk layer's
 //! job, applied to every strategy's entries.
 
 use super::{
-    parse_params, Action, Condition, Context, Decision, PositionView, StopSpec, Strategy,
-    StrategyError,
+    parse_params, Action, Condition, Context, Decision, ExitPlan, PositionView, StopSpec, Strategy,
+    StrategyError, TpStep, Trailing,
 };
 use crate::domain::{Candle, Price, Side};
 use crate::indicators::{Adx, Bar, Ichimoku, IchimokuOutput, MacdOutput, ZlMacd};
@@ -330,6 +337,21 @@ pub fn current_qty_fractions(of_original: &[Decimal]) -> Vec<Decimal> {
             let c = (*f / left).min(Decimal::ONE);
             left -= *f;
             c
+        })
+        .collect()
+}
+
+/// The take-profit ladder of `levels` with `current` fractions (of the quantity held when each
+/// step fires, as [`current_qty_fractions`] gives them), stages 1, 2, …
+pub(super) fn ladder(levels: &[Decimal], current: &[Decimal]) -> Vec<TpStep> {
+    levels
+        .iter()
+        .zip(current)
+        .enumerate()
+        .map(|(i, (l, f))| TpStep {
+            profit_pct: *l,
+            fraction: *f,
+            stage: (i + 1) as u8,
         })
         .collect()
 }
@@ -778,6 +800,20 @@ impl Strategy for ZlMacdIchimoku {
 
     fn protective_stop(&self, _side: Side) -> Option<StopSpec> {
         self.stop()
+    }
+
+    /// The partial take-profit steps as a TAKE_PROFIT_MARKET ladder, and the trailing stop as a
+    /// TRAILING_STOP_MARKET: its give-back is a retracement from the best price, which is what
+    /// Binance's `callbackRate` measures (10 % is the top of its range; a larger give-back is
+    /// left to the at-close trail alone).
+    fn exchange_exits(&self) -> ExitPlan {
+        let g = self.p.trailing_giveback_pct;
+        ExitPlan {
+            take_profits: ladder(&self.p.take_profit_levels, &self.tp_current),
+            trailing: (g > Decimal::ZERO)
+                .then(|| Trailing::expressible(self.p.trailing_activation_pct, g))
+                .flatten(),
+        }
     }
 
     fn decide(&self, ctx: &Context<'_>) -> Decision {
@@ -1878,5 +1914,60 @@ mod tests {
              {partials} partials, {pyramids} pyramids, {moves} stop moves; exits {reasons:?}",
             candles.len()
         );
+    }
+
+    #[test]
+    fn exchange_exits_are_the_at_close_ladder_and_the_trail_when_binance_can_express_it() {
+        use crate::strategy::{TpStep, Trailing};
+        let s = strat();
+        let plan = s.exchange_exits();
+        // The same fractions the at-close PartialClose sends, at the same levels.
+        let want: Vec<TpStep> = [
+            (dec!(0.05), dec!(0.25), 1),
+            (dec!(0.10), dec!(0.35) / dec!(0.75), 2),
+            (dec!(0.15), Decimal::ONE, 3),
+        ]
+        .into_iter()
+        .map(|(profit_pct, fraction, stage)| TpStep {
+            profit_pct,
+            fraction,
+            stage,
+        })
+        .collect();
+        assert_eq!(plan.take_profits, want);
+        for (i, step) in plan.take_profits.iter().enumerate() {
+            let mut p = view(Side::Long, dec!(100));
+            p.partial_exits_done = i as u8;
+            match manage(&s, &quiet_long(dec!(116)), &p).action {
+                Action::PartialClose {
+                    fraction, stage, ..
+                } => assert_eq!((fraction, stage), (step.fraction, step.stage)),
+                other => panic!("{other:?}"),
+            }
+        }
+        // A 10 % give-back from the best price is Binance's callbackRate 10 (its maximum).
+        assert_eq!(
+            plan.trailing,
+            Some(Trailing {
+                activation_pct: dec!(0.03),
+                callback_pct: dec!(0.10)
+            })
+        );
+        // Beyond Binance's range, or switched off: the trail stays with the evaluator only.
+        for g in [dec!(0.12), Decimal::ZERO] {
+            let s = ZlMacdIchimoku::new(Params {
+                trailing_giveback_pct: g,
+                ..Params::default()
+            });
+            assert_eq!(s.exchange_exits().trailing, None);
+            assert_eq!(s.exchange_exits().take_profits, want);
+        }
+        // No partials configured: no ladder.
+        let s = ZlMacdIchimoku::new(Params {
+            take_profit_levels: vec![],
+            take_profit_fractions: vec![],
+            ..Params::default()
+        });
+        assert!(s.exchange_exits().take_profits.is_empty());
     }
 }
