@@ -342,17 +342,33 @@ impl Engine {
         // The exchange may have closed it since the last sync (its stop fired at this close):
         // record that close instead of sending an exit the exchange would reject.
         if decision.action != Action::Hold {
-            if let Some(p) = &open {
+            if let Some(mut p) = open.take() {
                 let ex = acct.exchange.as_ref();
                 if self.protection_fired(ex, &p.value, &HashSet::new()).await? {
-                    self.record_exchange_close(ex, p, now).await?;
-                    open = None;
-                } else if !self.shares_match(ex, &p.value).await? {
-                    let why = format!(
-                        "skipped {}: the exchange's {sym} position differs from the stored shares; the sync job reconciles it first",
-                        crate::signals::action_label(&decision.action)
-                    );
-                    return Ok(finish(marker, why).await);
+                    self.record_exchange_close(ex, &p, now).await?;
+                } else {
+                    // A take-profit step or trailing stop that filled since the last sync (within
+                    // the last minute before this close) is recorded first, as the sync would, so
+                    // the decision acts on what is left instead of being skipped.
+                    let mut closed = false;
+                    if !p.value.exit_orders.is_empty() {
+                        let live = ex.open_algo_orders(Some(sym)).await?;
+                        let ids: HashSet<&str> =
+                            live.iter().map(|a| a.client_algo_id.as_str()).collect();
+                        closed = self
+                            .record_exit_fills(ex, &mut p, &ids, now, report)
+                            .await?;
+                    }
+                    if !closed {
+                        if !self.shares_match(ex, &p.value).await? {
+                            let why = format!(
+                                "skipped {}: the exchange's {sym} position differs from the stored shares; the sync job reconciles it first",
+                                crate::signals::action_label(&decision.action)
+                            );
+                            return Ok(finish(marker, why).await);
+                        }
+                        open = Some(p);
+                    }
                 }
             }
         }
