@@ -330,7 +330,6 @@ async fn a_step_filled_since_the_last_sync_is_recorded_by_the_evaluator_before_i
     s.clock.set(now);
     assert!(s.engine.evaluate(tf, now).await.ok());
     let pos = position(&s).await.expect("entered");
-    let sym = Symbol::new("BTCUSDT");
     let held = |ps: Vec<ExchangePosition>| ps.iter().map(|p| p.amount.abs()).sum::<Decimal>();
 
     // Candle by candle, the evaluator alone (no sync): once the exchange has filled a step behind

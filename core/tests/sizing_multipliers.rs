@@ -9,7 +9,7 @@ use albra_core::domain::{AccountId, Notional, Symbol, Timeframe};
 use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
-use albra_core::ports::{Clock, Exchange, SimClock};
+use albra_core::ports::{Clock, SimClock};
 use albra_core::risk;
 use albra_core::state::StateRepo;
 use albra_core::strategy::{self, Action, Context};
@@ -55,8 +55,7 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
         .collect();
     let now = open_time + Timeframe::M15.millis() + 3_000;
     let clock = Arc::new(SimClock::new(now));
-    let market: Arc<dyn MarketData> =
-        Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
     let ex = Arc::new(PaperExchange::new(
         market,
         clock.clone() as Arc<dyn Clock>,
@@ -81,7 +80,11 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
     let r = engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
     let line = r.lines.join("\n");
-    let pos = engine.repo.positions(&AccountId::new("main")).await.unwrap();
+    let pos = engine
+        .repo
+        .positions(&AccountId::new("main"))
+        .await
+        .unwrap();
     assert_eq!(pos.len(), 1, "one entry: {line}");
     (pos[0].value.qty.0, line, closes)
 }

@@ -2,13 +2,15 @@
 //!
 //! The true range exists from the second bar on (it needs the previous close). The first ATR is
 //! the SMA of the first N true ranges (bars 1..=N, summed left to right), so it appears at index
-//! N; later values are Wilder's `(prev·(N−1) + tr)/N`, evaluated as `prev·((N−1)/N) + tr·(1/N)`.
-//! That form keeps a division out of the recurrence's dependency chain (about 2.5× faster per
-//! update); it differs from TA-Lib by rounding only (the TA-Lib 0.8 C library itself does not
-//! reproduce the textbook division bit for bit either): the golden test observes a relative
-//! error of the order of 1e-15.
+//! N; later values are Wilder's `(prev·(N−1) + tr)/N`, evaluated the way TA-Lib 0.8's C code
+//! does it: `fma(prev, keep, tr·(1 − keep))` with `keep = (N−1)/N` (the wheel's `TA_ATR` calls
+//! `fma()` in its plain build and uses the instruction in its FMA build). That is bit-identical
+//! to TA-Lib on any data, and its dependency chain is a single fused multiply-add per bar.
+//!
+//! [`Atr::batch`] fills an output array like `TA_ATR` (NaN during warm-up) from high, low and
+//! close arrays, with the same arithmetic as the streaming update.
 
-use super::Bar;
+use super::{check_lengths, dispatch, fused, Bar, HwFma, WARM_UP};
 
 /// `max(high − low, |high − prev close|, |low − prev close|)`, in TA-Lib's evaluation order.
 #[inline]
@@ -29,9 +31,10 @@ pub fn true_range(bar: Bar, prev_close: f64) -> f64 {
 #[derive(Clone, Debug)]
 pub struct Atr {
     period: usize,
-    /// (N − 1)/N and 1/N.
+    /// (N − 1)/N and 1 − (N − 1)/N.
     keep: f64,
     inv: f64,
+    hw: HwFma,
     /// Bars seen, capped at `period + 1`.
     count: usize,
     prev_close: f64,
@@ -42,10 +45,12 @@ pub struct Atr {
 impl Atr {
     pub fn new(period: usize) -> Self {
         assert!(period >= 1, "ATR period must be ≥ 1");
+        let (keep, inv) = atr_weights(period);
         Atr {
             period,
-            keep: (period - 1) as f64 / period as f64,
-            inv: 1.0 / period as f64,
+            keep,
+            inv,
+            hw: HwFma::detect(),
             count: 0,
             prev_close: 0.0,
             sum: 0.0,
@@ -63,9 +68,14 @@ impl Atr {
         let tr = true_range(bar, self.prev_close);
         self.prev_close = bar.close;
         if self.count > self.period {
-            self.value = self.value * self.keep + tr * self.inv;
+            self.value = atr_step(self.value, tr, self.keep, self.inv, self.hw);
             return Some(self.value);
         }
+        self.warm_up(tr)
+    }
+    /// The first `period + 1` updates (the steady state is the first branch of `update`).
+    #[inline]
+    fn warm_up(&mut self, tr: f64) -> Option<f64> {
         self.count += 1;
         if self.count == 1 {
             return None;
@@ -77,6 +87,17 @@ impl Atr {
         self.value = self.sum / self.period as f64;
         Some(self.value)
     }
+    /// TA-Lib's array form: `out[i]` is the ATR after bars `..=i` given as separate high, low
+    /// and close arrays (NaN before index `period`), bit-identical to feeding the bars to
+    /// [`Atr::update`] one by one.
+    ///
+    /// # Panics
+    /// If `period` is 0 or the slices differ in length.
+    pub fn batch(period: usize, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
+        assert!(period >= 1, "ATR period must be ≥ 1");
+        check_lengths(close.len(), &[high.len(), low.len(), out.len()]);
+        atr_batch(period, high, low, close, out);
+    }
     pub fn value(&self) -> Option<f64> {
         self.is_ready().then_some(self.value)
     }
@@ -87,6 +108,57 @@ impl Atr {
         *self = Atr::new(self.period);
     }
 }
+
+/// `keep = (N−1)/N` and `1 − keep`, as TA-Lib derives them.
+#[inline]
+fn atr_weights(period: usize) -> (f64, f64) {
+    let keep = (period - 1) as f64 / period as f64;
+    (keep, 1.0 - keep)
+}
+
+/// One Wilder step, TA-Lib's `fma(prev, keep, tr·inv)`, for the streaming update.
+#[inline(always)]
+fn atr_step(prev: f64, tr: f64, keep: f64, inv: f64, hw: HwFma) -> f64 {
+    fused(prev, keep, tr * inv, hw)
+}
+
+/// The same step for the batch kernel (compiled with FMA where the CPU has it): the same bits.
+#[inline(always)]
+fn atr_step_batch(prev: f64, tr: f64, keep: f64, inv: f64) -> f64 {
+    prev.mul_add(keep, tr * inv)
+}
+
+#[inline(always)]
+fn atr_kernel(period: usize, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) {
+    let n = close.len();
+    if n <= period {
+        out.fill(WARM_UP);
+        return;
+    }
+    out[..period].fill(WARM_UP);
+    let (keep, inv) = atr_weights(period);
+    let mut sum = 0.0;
+    for i in 1..=period {
+        sum += true_range(Bar::new(high[i], low[i], close[i]), close[i - 1]);
+    }
+    let mut atr = sum / period as f64;
+    out[period] = atr;
+    // Equal-length slices, so the loop has no bounds checks.
+    let s = period + 1;
+    let (high, low, prev_close, out) = (
+        &high[s..n],
+        &low[s..n],
+        &close[s - 1..n - 1],
+        &mut out[s..n],
+    );
+    for i in 0..out.len() {
+        let tr = true_range(Bar::new(high[i], low[i], 0.0), prev_close[i]);
+        atr = atr_step_batch(atr, tr, keep, inv);
+        out[i] = atr;
+    }
+}
+
+dispatch!(fn atr_batch(period: usize, high: &[f64], low: &[f64], close: &[f64], out: &mut [f64]) => atr_kernel, "fma", ["fma"]);
 
 #[cfg(test)]
 mod tests {

@@ -3,15 +3,74 @@
 //! - SMA: a running total that gains the new value, is divided by N, then loses the oldest value
 //!   of the window (TA-Lib's order; a different order drifts by a few ULPs).
 //! - EMA: the first value (at index N−1) is the SMA of the first N inputs, summed left to right;
-//!   after that `ema = (x − ema)·k + ema` with k = 2/(N+1).
+//!   after that `ema = fma(x − ema, k, ema)` with k = 2/(N+1): one rounding for the product and
+//!   the sum. TA-Lib 0.8's C source calls `fma()` there (both the plain and the FMA builds of
+//!   `TA_EMA` in the PyPI wheel do; see the disassembly notes in `bench/talib_same_run.py`), so
+//!   this is its operation order. On price data with few significant digits the fused and the
+//!   unfused form almost never differ; on arbitrary data they differ in about half the values,
+//!   and only the fused one equals TA-Lib.
+//!
+//! [`Ema::batch`] fills an output array like `TA_EMA` (NaN during warm-up) with the same
+//! arithmetic as the streaming update, so both give the same bits.
 
 use super::ring::Ring;
+use super::{check_lengths, dispatch, fused, HwFma, WARM_UP};
+
+/// One EMA step, TA-Lib's `fma(x − prev, k, prev)`, for streaming updates (shared by every
+/// EMA-based indicator).
+#[inline(always)]
+pub(crate) fn ema_step(prev: f64, x: f64, k: f64, hw: HwFma) -> f64 {
+    fused(x - prev, k, prev, hw)
+}
+
+/// The same step for batch kernels (compiled with FMA where the CPU has it): the same bits.
+#[inline(always)]
+pub(crate) fn ema_step_batch(prev: f64, x: f64, k: f64) -> f64 {
+    (x - prev).mul_add(k, prev)
+}
+
+/// TA-Lib's smoothing constant 2/(N+1).
+#[inline]
+pub(crate) fn ema_k(period: usize) -> f64 {
+    2.0 / (period as f64 + 1.0)
+}
+
+/// SMA seed of an EMA: the first `xs.len()` inputs summed left to right from 0.0, divided by
+/// their count (what the streaming warm-up accumulates).
+#[inline(always)]
+pub(crate) fn ema_seed(xs: &[f64]) -> f64 {
+    let mut sum = 0.0;
+    for &x in xs {
+        sum += x;
+    }
+    sum / xs.len() as f64
+}
+
+#[inline(always)]
+fn ema_kernel(period: usize, xs: &[f64], out: &mut [f64]) {
+    let lookback = period - 1;
+    if xs.len() <= lookback {
+        out.fill(WARM_UP);
+        return;
+    }
+    out[..lookback].fill(WARM_UP);
+    let k = ema_k(period);
+    let mut e = ema_seed(&xs[..period]);
+    out[lookback] = e;
+    for (o, &x) in out[period..].iter_mut().zip(&xs[period..]) {
+        e = ema_step_batch(e, x, k);
+        *o = e;
+    }
+}
+
+dispatch!(fn ema_batch(period: usize, xs: &[f64], out: &mut [f64]) => ema_kernel, "fma", ["fma"]);
 
 /// Exponential moving average, TA-Lib convention. First output at index `period − 1`.
 #[derive(Clone, Debug)]
 pub struct Ema {
     period: usize,
     k: f64,
+    hw: HwFma,
     count: usize,
     sum: f64,
     value: f64,
@@ -22,7 +81,8 @@ impl Ema {
         assert!(period >= 1, "EMA period must be ≥ 1");
         Ema {
             period,
-            k: 2.0 / (period as f64 + 1.0),
+            k: ema_k(period),
+            hw: HwFma::detect(),
             count: 0,
             sum: 0.0,
             value: f64::NAN,
@@ -40,9 +100,21 @@ impl Ema {
     #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
         if self.count >= self.period {
-            self.value = (x - self.value) * self.k + self.value;
+            self.value = ema_step(self.value, x, self.k, self.hw);
             return Some(self.value);
         }
+        self.warm_up(x)
+    }
+    /// One update of a ready EMA (callers that know it is warm skip the check).
+    #[inline(always)]
+    pub(crate) fn step_ready(&mut self, x: f64) -> f64 {
+        debug_assert!(self.is_ready());
+        self.value = ema_step(self.value, x, self.k, self.hw);
+        self.value
+    }
+    /// The first `period` updates (the steady state is the first branch of `update`).
+    #[inline]
+    fn warm_up(&mut self, x: f64) -> Option<f64> {
         self.count += 1;
         self.sum += x;
         if self.count == self.period {
@@ -51,6 +123,16 @@ impl Ema {
         } else {
             None
         }
+    }
+    /// TA-Lib's array form: `out[i]` is the EMA after `xs[..=i]` (NaN before index
+    /// `period − 1`), bit-identical to feeding `xs` to [`Ema::update`] one by one.
+    ///
+    /// # Panics
+    /// If `period` is 0 or the slices differ in length.
+    pub fn batch(period: usize, xs: &[f64], out: &mut [f64]) {
+        assert!(period >= 1, "EMA period must be ≥ 1");
+        check_lengths(xs.len(), &[out.len()]);
+        ema_batch(period, xs, out);
     }
     pub fn value(&self) -> Option<f64> {
         self.is_ready().then_some(self.value)

@@ -6,18 +6,93 @@
 //! `slow − 1`; the signal line is an EMA(signal) of the MACD line seeded with the SMA of its first
 //! `signal` values, and all three outputs appear together at index `slow + signal − 2` (33 for
 //! 12/26/9). `hist = macd − signal`. Like TA-Lib, a fast period larger than the slow one is
-//! swapped. Against the TA-Lib 0.8 C library the MACD line is bit-identical; that build evaluates
-//! the signal line's EMA step as a fused multiply-add (its values equal `fma(x − s, k, s)` bit
-//! for bit), so the signal and histogram here (plain [`Ema`], which must stay unfused to match
-//! TA-Lib's stand-alone EMA) differ from it by rounding only: ≤ 1e-11 relative on the fixtures.
+//! swapped. Every EMA step is TA-Lib 0.8's fused `fma(x − s, k, s)` (see [`Ema`]), so all three
+//! outputs are bit-identical to `TA_MACD`.
+//!
+//! [`Macd::batch`] fills TA-Lib's three output arrays (NaN during warm-up) in one pass: the slow,
+//! fast and signal recurrences are independent chains that the CPU overlaps, where TA-Lib makes
+//! three passes over the data. Same arithmetic, same bits as the streaming update.
 //!
 //! The zero-lag MACD (no TA-Lib counterpart) uses [`Zlema`]s for both lines, each started at the
 //! first input, and the same SMA-seeded EMA for the signal:
 //! `macd = ZLEMA(fast) − ZLEMA(slow)`, `signal = EMA(signal)(macd)`, first output at index
 //! `3(slow − 1) + signal − 1` (83 for 12/26/9).
 
-use super::ema::Ema;
+use super::ema::{ema_k, ema_seed, ema_step_batch, Ema};
 use super::zerolag::Zlema;
+use super::{check_lengths, dispatch, WARM_UP};
+
+/// The three output arrays of [`Macd::batch`], like `TA_MACD`'s.
+pub struct MacdArrays<'a> {
+    pub macd: &'a mut [f64],
+    pub signal: &'a mut [f64],
+    pub hist: &'a mut [f64],
+}
+
+#[inline(always)]
+fn macd_kernel(
+    fast: usize,
+    slow: usize,
+    signal: usize,
+    xs: &[f64],
+    macd: &mut [f64],
+    sig_out: &mut [f64],
+    hist: &mut [f64],
+) {
+    let n = xs.len();
+    let lookback = slow - 1 + signal - 1;
+    let warm = lookback.min(n);
+    macd[..warm].fill(WARM_UP);
+    sig_out[..warm].fill(WARM_UP);
+    hist[..warm].fill(WARM_UP);
+    if n <= lookback {
+        return;
+    }
+    let (kf, ks, kg) = (ema_k(fast), ema_k(slow), ema_k(signal));
+    // TA-Lib starts the fast EMA where the slow one starts (index slow − 1).
+    let mut slow_e = ema_seed(&xs[..slow]);
+    let mut fast_e = ema_seed(&xs[slow - fast..slow]);
+    // The signal EMA's seed: the first `signal` MACD-line values summed from 0.0, as the
+    // streaming `Ema` accumulates them.
+    let mut sum = 0.0;
+    sum += fast_e - slow_e;
+    for &x in &xs[slow..=lookback] {
+        slow_e = ema_step_batch(slow_e, x, ks);
+        fast_e = ema_step_batch(fast_e, x, kf);
+        sum += fast_e - slow_e;
+    }
+    let mut line = fast_e - slow_e;
+    let mut sig = sum / signal as f64;
+    macd[lookback] = line;
+    sig_out[lookback] = sig;
+    hist[lookback] = line - sig;
+    let xs = &xs[lookback + 1..];
+    let (macd, sig_out, hist) = (
+        &mut macd[lookback + 1..n],
+        &mut sig_out[lookback + 1..n],
+        &mut hist[lookback + 1..n],
+    );
+    for i in 0..xs.len() {
+        let x = xs[i];
+        slow_e = ema_step_batch(slow_e, x, ks);
+        fast_e = ema_step_batch(fast_e, x, kf);
+        line = fast_e - slow_e;
+        sig = ema_step_batch(sig, line, kg);
+        macd[i] = line;
+        sig_out[i] = sig;
+        hist[i] = line - sig;
+    }
+}
+
+dispatch!(fn macd_batch(
+    fast: usize,
+    slow: usize,
+    signal: usize,
+    xs: &[f64],
+    macd: &mut [f64],
+    sig_out: &mut [f64],
+    hist: &mut [f64],
+) => macd_kernel, "fma", ["fma"]);
 
 /// One MACD reading.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -69,6 +144,24 @@ impl Macd {
     }
     #[inline]
     pub fn update(&mut self, x: f64) -> Option<MacdOutput> {
+        if self.value.is_some() {
+            // Steady state: all three EMAs are ready.
+            let line = self.fast.step_ready(x) - self.slow.step_ready(x);
+            let signal = self.signal.step_ready(line);
+            let out = MacdOutput {
+                macd: line,
+                signal,
+                hist: line - signal,
+            };
+            self.line = Some(line);
+            self.value = Some(out);
+            return Some(out);
+        }
+        self.warm_up(x)
+    }
+    /// The updates before the signal line is ready.
+    #[inline]
+    fn warm_up(&mut self, x: f64) -> Option<MacdOutput> {
         let slow = self.slow.update(x);
         let skip = self.slow_period - self.fast_period;
         let fast = if self.seen >= skip {
@@ -88,6 +181,26 @@ impl Macd {
         };
         self.value = Some(out);
         Some(out)
+    }
+    /// TA-Lib's array form: `out.macd[i]`, `out.signal[i]` and `out.hist[i]` are the MACD
+    /// after `xs[..=i]` (NaN before index `slow + signal − 2`), bit-identical to feeding `xs`
+    /// to [`Macd::update`] one by one. A fast period above the slow one is swapped, as in
+    /// [`Macd::new`].
+    ///
+    /// # Panics
+    /// If a period is 0 or the slices differ in length.
+    pub fn batch(fast: usize, slow: usize, signal: usize, xs: &[f64], out: MacdArrays<'_>) {
+        let (fast, slow) = if slow < fast {
+            (slow, fast)
+        } else {
+            (fast, slow)
+        };
+        assert!(fast >= 1 && signal >= 1, "MACD periods must be ≥ 1");
+        check_lengths(
+            xs.len(),
+            &[out.macd.len(), out.signal.len(), out.hist.len()],
+        );
+        macd_batch(fast, slow, signal, xs, out.macd, out.signal, out.hist);
     }
     /// The MACD line alone, available from index `slow − 1` (before the signal line is ready).
     pub fn line(&self) -> Option<f64> {

@@ -1,5 +1,7 @@
 //! Indicators by name, for the `albra indicators` command: parse `NAME:P1,P2,…`, name the output
-//! columns (`ema_20`, `macd_signal_12_26_9`, `bb_upper_20_2`, …) and stream candles through them.
+//! columns (`ema_20`, `macd_signal_12_26_9`, `bb_upper_20_2`, …) and compute them over candles:
+//! with the batch (array) functions where an indicator has one (EMA, RSI, ATR, ADX, MACD; the
+//! same bits as the streaming updates), by streaming the candles through the others.
 
 use super::*;
 use crate::domain::Candle;
@@ -298,7 +300,9 @@ impl Spec {
 }
 
 impl Runner {
-    /// Feed one candle; push one value (or None) per output column.
+    /// Feed one candle; push one value (or None) per output column. (The command computes
+    /// EMA, RSI, ATR, ADX and MACD with the batch functions; their arms here are the streaming
+    /// reference the tests compare that with.)
     fn update(&mut self, c: &Candle, out: &mut Vec<Option<f64>>) {
         let close = c.close.to_f64();
         let bar = Bar::from(c);
@@ -354,31 +358,118 @@ impl Runner {
     }
 }
 
-/// Stream `candles` through `specs` and write CSV: `open_time` then every spec's columns; empty
+/// The candles' close, high and low as contiguous arrays, for the batch functions.
+struct Arrays {
+    close: Vec<f64>,
+    high: Vec<f64>,
+    low: Vec<f64>,
+}
+
+impl Arrays {
+    fn new(candles: &[Candle]) -> Self {
+        let col = |f: fn(&Candle) -> f64| candles.iter().map(f).collect();
+        Arrays {
+            close: col(|c| c.close.to_f64()),
+            high: col(|c| c.high.to_f64()),
+            low: col(|c| c.low.to_f64()),
+        }
+    }
+}
+
+/// A batch output array as a column: NaN (warm-up) becomes an empty cell.
+fn cells(values: Vec<f64>) -> Vec<Option<f64>> {
+    values
+        .into_iter()
+        .map(|v| (!v.is_nan()).then_some(v))
+        .collect()
+}
+
+impl Spec {
+    /// The spec's output columns over `candles`: by the batch function where the indicator has
+    /// one, by streaming otherwise.
+    fn compute(&self, candles: &[Candle], arrays: &mut Option<Arrays>) -> Vec<Vec<Option<f64>>> {
+        let p = |i: usize| self.params[i] as usize;
+        let len = candles.len();
+        let batch = matches!(self.entry.name, "ema" | "rsi" | "atr" | "adx" | "macd");
+        if batch {
+            let a = arrays.get_or_insert_with(|| Arrays::new(candles));
+            let mut out = vec![0.0; len];
+            return match self.entry.name {
+                "ema" => {
+                    Ema::batch(p(0), &a.close, &mut out);
+                    vec![cells(out)]
+                }
+                "rsi" => {
+                    Rsi::batch(p(0), &a.close, &mut out);
+                    vec![cells(out)]
+                }
+                "atr" => {
+                    Atr::batch(p(0), &a.high, &a.low, &a.close, &mut out);
+                    vec![cells(out)]
+                }
+                "adx" => {
+                    let (mut plus, mut minus) = (vec![0.0; len], vec![0.0; len]);
+                    Adx::batch_with_di(
+                        p(0),
+                        &a.high,
+                        &a.low,
+                        &a.close,
+                        &mut out,
+                        &mut plus,
+                        &mut minus,
+                    );
+                    vec![cells(out), cells(plus), cells(minus)]
+                }
+                _ => {
+                    let (mut signal, mut hist) = (vec![0.0; len], vec![0.0; len]);
+                    let arrays = MacdArrays {
+                        macd: &mut out,
+                        signal: &mut signal,
+                        hist: &mut hist,
+                    };
+                    Macd::batch(p(0), p(1), p(2), &a.close, arrays);
+                    vec![cells(out), cells(signal), cells(hist)]
+                }
+            };
+        }
+        let mut runner = self.runner();
+        let mut cols = vec![Vec::with_capacity(len); self.columns.len()];
+        let mut row = Vec::with_capacity(self.columns.len());
+        for c in candles {
+            row.clear();
+            runner.update(c, &mut row);
+            for (col, v) in cols.iter_mut().zip(&row) {
+                col.push(*v);
+            }
+        }
+        cols
+    }
+}
+
+/// Compute `specs` over `candles` and write CSV: `open_time` then every spec's columns; empty
 /// cells during warm-up; values in shortest round-trip form.
 pub fn write_csv(
     candles: &[Candle],
     specs: &[Spec],
     w: &mut impl std::io::Write,
 ) -> std::io::Result<()> {
-    let mut runners: Vec<Runner> = specs.iter().map(Spec::runner).collect();
     let header: Vec<&str> = specs
         .iter()
         .flat_map(|s| s.columns.iter().map(String::as_str))
         .collect();
     writeln!(w, "open_time,{}", header.join(","))?;
-    let mut row: Vec<Option<f64>> = Vec::with_capacity(header.len());
+    let mut arrays = None;
+    let columns: Vec<Vec<Option<f64>>> = specs
+        .iter()
+        .flat_map(|s| s.compute(candles, &mut arrays))
+        .collect();
     let mut line = String::new();
-    for c in candles {
-        row.clear();
-        for r in runners.iter_mut() {
-            r.update(c, &mut row);
-        }
+    for (i, c) in candles.iter().enumerate() {
         line.clear();
         line.push_str(&c.open_time.to_string());
-        for v in &row {
+        for col in &columns {
             line.push(',');
-            if let Some(v) = v {
+            if let Some(v) = col[i] {
                 line.push_str(&format!("{v}"));
             }
         }
@@ -443,6 +534,56 @@ mod tests {
             .contains("takes 1 parameter"));
         assert!(parse("ema:0").err().unwrap().contains("positive"));
         assert!(parse("macd:26,12,9").err().unwrap().contains("below slow"));
+    }
+
+    /// The batch path of the command equals streaming the candles through the same
+    /// indicators, cell for cell and bit for bit.
+    #[test]
+    fn batch_columns_equal_streaming() {
+        let candles: Vec<Candle> = (0..400)
+            .map(|i| {
+                let mid = 100.0 + (i as f64 * 0.13).sin() * 8.0 + (i % 9) as f64 * 0.37;
+                let half = 0.5 + (i % 4) as f64 * 0.3;
+                let dec = |v: f64| Price(Decimal::try_from(v).unwrap().round_dp(4));
+                Candle {
+                    open_time: i as i64 * 60_000,
+                    open: dec(mid),
+                    high: dec(mid + half),
+                    low: dec(mid - half),
+                    close: dec(mid + half * 0.3),
+                    volume: Decimal::ONE,
+                }
+            })
+            .collect();
+        for text in [
+            "ema:20",
+            "rsi:14",
+            "atr:14",
+            "adx:14",
+            "macd:12,26,9",
+            "macd:5,8,1",
+        ] {
+            let spec = parse(text).unwrap();
+            let got = spec.compute(&candles, &mut None);
+            let mut runner = spec.runner();
+            let mut want = vec![Vec::new(); spec.columns.len()];
+            for c in &candles {
+                let mut row = Vec::new();
+                runner.update(c, &mut row);
+                for (col, v) in want.iter_mut().zip(row) {
+                    col.push(v.map(f64::to_bits));
+                }
+            }
+            let got: Vec<Vec<Option<u64>>> = got
+                .iter()
+                .map(|col| col.iter().map(|v| v.map(f64::to_bits)).collect())
+                .collect();
+            assert_eq!(got, want, "{text}");
+            assert!(
+                got.iter().all(|col| col.iter().any(Option::is_some)),
+                "{text}"
+            );
+        }
     }
 
     #[test]

@@ -9,8 +9,62 @@
 //! for N = 2..39), not to a true division. It also keeps the division out of the recurrence's
 //! dependency chain. Gains and losses are selected without a branch (a price change's sign is
 //! unpredictable); the arithmetic is unchanged by that.
+//!
+//! [`Rsi::batch`] fills an output array like `TA_RSI` (NaN during warm-up) with the same helper
+//! functions as the streaming update, so both give the same bits. Both run at the latency of the
+//! recurrence (multiply, add, multiply per input); TA-Lib's loop has the same chain.
 
-use super::ta_is_zero;
+use super::{check_lengths, dispatch, ta_is_zero, WARM_UP};
+
+/// The gain and loss of one price change, without a branch (`loss += −change` equals TA-Lib's
+/// `loss −= change` exactly; adding 0.0 is a no-op).
+#[inline(always)]
+fn split(change: f64) -> (f64, f64) {
+    let up = if change > 0.0 { change } else { 0.0 };
+    let down = if change < 0.0 { -change } else { 0.0 };
+    (up, down)
+}
+
+/// `100·gain/(gain + loss)`, 0 when the total is zero within TA-Lib's epsilon.
+#[inline(always)]
+fn rsi_of(gain: f64, loss: f64) -> f64 {
+    let total = gain + loss;
+    if ta_is_zero(total) {
+        0.0
+    } else {
+        100.0 * (gain / total)
+    }
+}
+
+#[inline(always)]
+fn rsi_kernel(period: usize, xs: &[f64], out: &mut [f64]) {
+    if xs.len() <= period {
+        out.fill(WARM_UP);
+        return;
+    }
+    out[..period].fill(WARM_UP);
+    let keep = (period - 1) as f64;
+    let inv = 1.0 / period as f64;
+    let (mut gain, mut loss) = (0.0, 0.0);
+    for w in xs[..=period].windows(2) {
+        let (up, down) = split(w[1] - w[0]);
+        gain += up;
+        loss += down;
+    }
+    gain *= inv;
+    loss *= inv;
+    out[period] = rsi_of(gain, loss);
+    let mut prev = xs[period];
+    for (o, &x) in out[period + 1..].iter_mut().zip(&xs[period + 1..]) {
+        let (up, down) = split(x - prev);
+        prev = x;
+        gain = (gain * keep + up) * inv;
+        loss = (loss * keep + down) * inv;
+        *o = rsi_of(gain, loss);
+    }
+}
+
+dispatch!(fn rsi_batch(period: usize, xs: &[f64], out: &mut [f64]) => rsi_kernel, "avx2", ["avx2"]);
 
 #[derive(Clone, Debug)]
 pub struct Rsi {
@@ -48,34 +102,44 @@ impl Rsi {
     }
     #[inline]
     pub fn update(&mut self, x: f64) -> Option<f64> {
-        let change = x - self.prev;
-        self.prev = x;
-        // `loss += −change` equals TA-Lib's `loss −= change` exactly; adding 0.0 is a no-op.
-        let up = if change > 0.0 { change } else { 0.0 };
-        let down = if change < 0.0 { -change } else { 0.0 };
         if self.count > self.period {
+            let (up, down) = split(x - self.prev);
+            self.prev = x;
             self.gain = (self.gain * self.keep + up) * self.inv;
             self.loss = (self.loss * self.keep + down) * self.inv;
-        } else {
-            self.count += 1;
-            if self.count == 1 {
-                return None;
-            }
-            self.gain += up;
-            self.loss += down;
-            if self.count <= self.period {
-                return None;
-            }
-            self.gain *= self.inv;
-            self.loss *= self.inv;
+            self.value = rsi_of(self.gain, self.loss);
+            return Some(self.value);
         }
-        let total = self.gain + self.loss;
-        self.value = if ta_is_zero(total) {
-            0.0
-        } else {
-            100.0 * (self.gain / total)
-        };
+        self.warm_up(x)
+    }
+    /// The first `period + 1` updates (the steady state is the first branch of `update`).
+    #[inline]
+    fn warm_up(&mut self, x: f64) -> Option<f64> {
+        let (up, down) = split(x - self.prev);
+        self.prev = x;
+        self.count += 1;
+        if self.count == 1 {
+            return None;
+        }
+        self.gain += up;
+        self.loss += down;
+        if self.count <= self.period {
+            return None;
+        }
+        self.gain *= self.inv;
+        self.loss *= self.inv;
+        self.value = rsi_of(self.gain, self.loss);
         Some(self.value)
+    }
+    /// TA-Lib's array form: `out[i]` is the RSI after `xs[..=i]` (NaN before index `period`),
+    /// bit-identical to feeding `xs` to [`Rsi::update`] one by one.
+    ///
+    /// # Panics
+    /// If `period` < 2 or the slices differ in length.
+    pub fn batch(period: usize, xs: &[f64], out: &mut [f64]) {
+        assert!(period >= 2, "RSI period must be ≥ 2 (TA-Lib's range)");
+        check_lengths(xs.len(), &[out.len()]);
+        rsi_batch(period, xs, out);
     }
     pub fn value(&self) -> Option<f64> {
         self.is_ready().then_some(self.value)
