@@ -149,6 +149,23 @@ fn signed(p: &Position) -> Decimal {
     p.side.sign() * p.qty.0
 }
 
+/// Whether other strategies hold open positions on `pos`'s symbol, and whether all of those sit
+/// on `pos`'s side (reduce-only orders of this share are then safe in one-way mode). The stop
+/// and the exit orders are shaped from it.
+fn symbol_sharing(pos: &Position, others: &[Versioned<Position>]) -> (bool, bool) {
+    let mut sharing = others.iter().filter(|o| {
+        o.value.key.symbol == pos.key.symbol
+            && o.value.key.strategy != pos.key.strategy
+            && o.value.is_open()
+    });
+    let first = sharing.next();
+    let same_side = first
+        .into_iter()
+        .chain(sharing)
+        .all(|o| o.value.side == pos.side);
+    (first.is_some(), same_side)
+}
+
 fn view(p: &Position) -> PositionView {
     PositionView {
         side: p.side,
@@ -966,16 +983,8 @@ impl Engine {
         // share, reduce-only while every share is on the same side; with opposite shares in
         // one-way mode a reduce-only order would be rejected (or cut short) when the net is on
         // the other side, so the stop is a plain order of exactly this share.
-        let sharing: Vec<&Versioned<Position>> = others
-            .iter()
-            .filter(|o| {
-                o.value.key.symbol == pos.key.symbol
-                    && o.value.key.strategy != pos.key.strategy
-                    && o.value.is_open()
-            })
-            .collect();
-        let shared = !sharing.is_empty();
-        let reduce_only = shared && sharing.iter().all(|o| o.value.side == pos.side);
+        let (shared, same_side) = symbol_sharing(pos, others);
+        let reduce_only = shared && same_side;
         let id = ClientId::derive(
             &pos.key.account,
             &pos.key.strategy,
@@ -1711,16 +1720,7 @@ impl Engine {
             pos.partial_exits_done,
         );
         // Same sharing rule as the stop (see `protect`): reduce-only unless opposite shares.
-        let sharing: Vec<&Versioned<Position>> = others
-            .iter()
-            .filter(|o| {
-                o.value.key.symbol == pos.key.symbol
-                    && o.value.key.strategy != pos.key.strategy
-                    && o.value.is_open()
-            })
-            .collect();
-        let shared = !sharing.is_empty();
-        let reduce_only = sharing.iter().all(|o| o.value.side == pos.side);
+        let (shared, reduce_only) = symbol_sharing(pos, others);
         let mut live: Vec<ExitOrder> = Vec::new();
         let mut gone: Vec<(ExitOrder, String)> = Vec::new();
         for e in &pos.exit_orders {

@@ -119,6 +119,14 @@ stored!(RunMarker, Run);
 stored!(i64, Entry);
 stored!(StrategyStats, Stats);
 
+/// The condition of a write: create when nothing was read, else the version read.
+fn expect_version(version: Option<u64>) -> Expect {
+    match version {
+        None => Expect::Absent,
+        Some(v) => Expect::Version(v),
+    }
+}
+
 fn wrong_type(pk: &str, sk: &str) -> StoreError {
     StoreError::Other(format!("corrupt item {pk}/{sk}: not the expected type"))
 }
@@ -376,10 +384,7 @@ impl StateRepo {
         pos: &Position,
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let expect = match version {
-            None => Expect::Absent,
-            Some(v) => Expect::Version(v),
-        };
+        let expect = expect_version(version);
         self.put(
             &pk(&pos.key.account),
             &pos_sk(&pos.key.strategy, &pos.key.symbol),
@@ -470,10 +475,7 @@ impl StateRepo {
         st: &StrategyStats,
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let expect = match version {
-            None => Expect::Absent,
-            Some(v) => Expect::Version(v),
-        };
+        let expect = expect_version(version);
         self.put(
             &pk(account),
             &format!("STATS#{}", strategy.0),
@@ -497,10 +499,7 @@ impl StateRepo {
         st: &AccountState,
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let expect = match version {
-            None => Expect::Absent,
-            Some(v) => Expect::Version(v),
-        };
+        let expect = expect_version(version);
         self.put(&pk(account), "STATE", st, expect, None).await
     }
 }
