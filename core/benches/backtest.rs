@@ -23,9 +23,17 @@ fn bench(c: &mut Criterion) {
         risk_off: true,
         config: None,
         progress: false,
+        full_jobs: false,
     };
     let mut g = c.benchmark_group("backtest");
     g.sample_size(10);
+    // The CSV load alone: the part of the whole-process figure that is not the backtest.
+    g.bench_function("load_csv_spot1h", |b| {
+        b.iter(|| {
+            let s = albra_core::data::load_csv(&opts.data[0]).unwrap();
+            assert_eq!(s.candles.len(), 51_224);
+        })
+    });
     g.bench_function("ema_cross_spot1h_risk_off", |b| {
         b.iter(|| {
             let runs = rt.block_on(backtest::run(&opts)).unwrap();

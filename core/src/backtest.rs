@@ -49,6 +49,9 @@ pub struct BacktestOptions {
     pub config: Option<Config>,
     /// Print a progress line on stderr.
     pub progress: bool,
+    /// Run the full evaluation job on every candle, never the quiet-candle shortcut
+    /// ([`Engine::evaluate_quiet`]): the same results, slower; for checking that claim.
+    pub full_jobs: bool,
 }
 
 /// Performance figures of one equity curve and its trades.
@@ -87,6 +90,8 @@ pub struct RunResult {
     pub exposed: Vec<bool>,
     pub metrics: Metrics,
     pub job_errors: Vec<String>,
+    /// Candles decided on the quiet-candle shortcut ([`Engine::evaluate_quiet`]).
+    pub quiet_candles: usize,
 }
 
 const EVAL_DELAY_MS: i64 = 3_000;
@@ -94,6 +99,28 @@ const EVAL_DELAY_MS: i64 = 3_000;
 /// A money figure as f64, for statistics only.
 pub(crate) fn f(d: Decimal) -> f64 {
     d.to_f64().unwrap_or(f64::NAN)
+}
+
+/// A paper account's view with its figures as f64, for marking equity at each close.
+#[derive(Default)]
+struct Marking {
+    of: Option<SyncView>,
+    wallet: f64,
+    positions: Vec<(f64, f64)>,
+}
+
+impl Marking {
+    fn new(view: SyncView) -> Marking {
+        Marking {
+            wallet: f(view.wallet),
+            positions: view
+                .positions
+                .iter()
+                .map(|(_, amount, entry)| (f(*amount), f(*entry)))
+                .collect(),
+            of: Some(view),
+        }
+    }
 }
 
 /// Compute the metrics of an equity curve sampled once per `tf` and its trades.
@@ -205,7 +232,7 @@ fn fractional_filters(symbol: &Symbol) -> SymbolFilters {
 pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError> {
     let mut out = Vec::new();
     for path in &opts.data {
-        let series = data::load_csv(path)?;
+        let series = Arc::new(data::load_csv(path)?);
         let symbol = data::symbol_from_filename(path).ok_or_else(|| {
             BacktestError::Setup(format!(
                 "cannot tell the symbol from the file name {}",
@@ -249,7 +276,7 @@ pub struct RunSpec<'a> {
 pub async fn run_series(
     opts: &BacktestOptions,
     path: &std::path::Path,
-    series: &CandleSeries,
+    series: &Arc<CandleSeries>,
     symbol: &Symbol,
     name: &str,
     spec: &RunSpec<'_>,
@@ -310,20 +337,29 @@ pub async fn run_series(
     config.accounts = vec![account.clone()];
 
     let base = series.timeframe;
-    let mut eval: Vec<crate::domain::Candle> = if tf == base {
-        series.candles.clone()
+    let resampled;
+    let all: &[crate::domain::Candle] = if tf == base {
+        &series.candles
     } else {
-        data::resample(&series.candles, base, tf, true)
+        resampled = data::resample(&series.candles, base, tf, true);
+        &resampled
     };
-    if let Some((from, to)) = spec.window {
-        eval.retain(|c| c.open_time >= from && c.open_time < to);
-    }
+    // Candles are in time order: the window is one slice.
+    let eval = match spec.window {
+        Some((from, to)) => {
+            let a = all.partition_point(|c| c.open_time < from);
+            let b = all.partition_point(|c| c.open_time < to).max(a);
+            &all[a..b]
+        }
+        None => all,
+    };
     let first = eval
         .first()
         .map(|c| c.open_time)
         .ok_or_else(|| BacktestError::Setup(format!("{}: no candles", path.display())))?;
     let clock = Arc::new(SimClock::new(first));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(symbol.clone(), series.clone()));
+    let market: Arc<dyn MarketData> =
+        Arc::new(RecordedMarket::shared(symbol.clone(), series.clone()));
     let mut paper = PaperConfig {
         initial_balance: Notional(opts.equity),
         commission_rate: opts.fee,
@@ -359,9 +395,12 @@ pub async fn run_series(
 
     let mut equity = Vec::with_capacity(eval.len() + 1);
     let mut exposed = Vec::with_capacity(eval.len());
+    // The account as the last sync saw it (`None`: sync at the next candle).
     let mut synced: Option<SyncView> = None;
+    // What equity is marked with: wallet and (amount, entry) per position, as f64.
+    let mut marking = Marking::default();
     let mut job_errors = Vec::new();
-    let (mut in_position, mut samples) = (0usize, 0usize);
+    let (mut in_position, mut samples, mut quiet_candles) = (0usize, 0usize, 0usize);
     let total = eval.len();
     let mut shown = usize::MAX;
     let setup = |e: crate::ports::ExchangeError| BacktestError::Setup(e.to_string());
@@ -373,8 +412,11 @@ pub async fn run_series(
         // stop or a take-profit step filled, funding) is recorded before the close is
         // evaluated. The full sync runs only when the exchange changed since the last one;
         // otherwise only equity moved.
-        let view = ex.sync_view().await.map_err(setup)?;
-        if synced.as_ref() != Some(&view) {
+        let unchanged = match &synced {
+            Some(v) => ex.sync_view_unchanged(v).await.map_err(setup)?,
+            None => false,
+        };
+        if !unchanged {
             let r = engine.sync_positions(now).await;
             synced = if r.errors.is_empty() {
                 Some(ex.sync_view().await.map_err(setup)?)
@@ -388,18 +430,30 @@ pub async fn run_series(
             let r = engine.observe_equity(now).await;
             job_errors.extend(r.errors);
         }
-        let r = engine.evaluate(tf, now).await;
-        job_errors.extend(r.errors);
-        let view = ex.sync_view().await.map_err(setup)?;
-        // Equity marked at this candle's close.
-        let mut eq = f(view.wallet);
-        for (_, amount, entry) in &view.positions {
-            eq += f(*amount) * (c.close.to_f64() - f(*entry));
+        // A HOLD on unchanged state touches nothing on the exchange: the view synced above is
+        // still the account's.
+        let quiet = !opts.full_jobs && engine.evaluate_quiet(tf, now, c).await;
+        quiet_candles += usize::from(quiet);
+        match (&synced, quiet && unchanged) {
+            (Some(v), true) if marking.of.as_ref() == Some(v) => {}
+            _ => {
+                if !quiet {
+                    let r = engine.evaluate(tf, now).await;
+                    job_errors.extend(r.errors);
+                }
+                marking = Marking::new(ex.sync_view().await.map_err(setup)?);
+            }
         }
-        let positions = &view.positions;
+        // Equity marked at this candle's close.
+        let close = c.close.to_f64();
+        let mut eq = marking.wallet;
+        for (amount, entry) in &marking.positions {
+            eq += amount * (close - entry);
+        }
+        let open = !marking.positions.is_empty();
         samples += 1;
-        in_position += usize::from(!positions.is_empty());
-        exposed.push(!positions.is_empty());
+        in_position += usize::from(open);
+        exposed.push(open);
         equity.push((close_time, eq));
         match progress {
             Some(Progress::Bar(label)) => {
@@ -458,6 +512,7 @@ pub async fn run_series(
         exposed,
         metrics,
         job_errors,
+        quiet_candles,
     })
 }
 

@@ -17,7 +17,7 @@
 
 use crate::config::{AccountConfig, Config, StrategyConfig};
 use crate::domain::{
-    AccountId, AccountState, ClientId, ExitKind, ExitOrder, Intent, Notional, Position,
+    AccountId, AccountState, Candle, ClientId, ExitKind, ExitOrder, Intent, Notional, Position,
     PositionKey, PositionStatus, Price, Qty, Side, StrategyId, Symbol, Timeframe, TradeRecord,
 };
 use crate::orders::{self, SubmitPolicy};
@@ -27,7 +27,7 @@ use crate::ports::{
     WorkingType,
 };
 use crate::risk;
-use crate::state::{RunKey, StateRepo, Versioned};
+use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
@@ -126,17 +126,119 @@ type CacheKey = (AccountId, String, Symbol, Timeframe);
 /// A fed strategy and the open time of the last candle it was fed.
 type Fed = (Box<dyn strategy::Strategy>, i64);
 
-/// Fed strategy instances with the open time of the last candle each was fed.
+/// Fed strategy instances with the open time of the last candle each was fed, and a backtest's
+/// quiet-candle memo ([`Engine::evaluate_quiet`]).
 #[derive(Default)]
-pub struct StrategyCache(std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>);
+pub struct StrategyCache {
+    fed: std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>,
+    quiet: std::sync::Mutex<Option<Box<Quiet>>>,
+}
 
 impl StrategyCache {
     fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
-        self.0.lock().expect("strategy cache").remove(k)
+        self.fed.lock().expect("strategy cache").remove(k)
     }
     fn put(&self, k: CacheKey, s: Box<dyn strategy::Strategy>, last: i64) {
-        self.0.lock().expect("strategy cache").insert(k, (s, last));
+        self.fed
+            .lock()
+            .expect("strategy cache")
+            .insert(k, (s, last));
     }
+    fn take_quiet(&self) -> Option<Box<Quiet>> {
+        self.quiet.lock().expect("quiet memo").take()
+    }
+    fn keep_quiet(&self, q: Box<Quiet>) {
+        *self.quiet.lock().expect("quiet memo") = Some(q);
+    }
+    /// Hand the memo's strategy back to the cache (the full evaluation feeds it from there).
+    fn release_quiet(&self) {
+        if let Some(q) = self.take_quiet() {
+            if let Quiet {
+                key,
+                fed: Some((st, last)),
+                ..
+            } = *q
+            {
+                self.put(key, st, last);
+            }
+        }
+    }
+}
+
+/// What a backtest's last full evaluation of its single (account, strategy, symbol) read from the
+/// state, with the strategy it fed: the shortcut for the candles after it. The reads stay valid
+/// while the typed state's write marks for them are unchanged.
+struct Quiet {
+    key: CacheKey,
+    fed: Option<Fed>,
+    marks: WriteMarks,
+    paused: bool,
+    inputs: DecisionInputs,
+}
+
+/// What a decision reads from the stored state besides the candles and `now`.
+struct DecisionInputs {
+    /// The strategy's position on the symbol (any status).
+    position: Option<Versioned<Position>>,
+    /// Open or pending positions of the strategy on the account (concurrency limits).
+    open_positions: usize,
+    /// The strategy's latest entry on the account (signal intervals).
+    last_entry_time: Option<i64>,
+}
+
+impl DecisionInputs {
+    fn new(
+        all: &[Versioned<Position>],
+        key: &PositionKey,
+        last_entry: Option<i64>,
+    ) -> DecisionInputs {
+        let position = all.iter().find(|p| p.value.key == *key).cloned();
+        let mine = all
+            .iter()
+            .filter(|p| p.value.key.strategy == key.strategy && !p.value.is_manual);
+        let open_positions = mine
+            .clone()
+            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
+            .count();
+        let mut last_entry_time = mine.map(|p| p.value.opened_at).max();
+        if let Some(t) = last_entry {
+            last_entry_time = Some(last_entry_time.map_or(t, |x| x.max(t)));
+        }
+        DecisionInputs {
+            position,
+            open_positions,
+            last_entry_time,
+        }
+    }
+
+    fn open_view(&self) -> Option<PositionView> {
+        self.position
+            .as_ref()
+            .filter(|p| p.value.is_open())
+            .map(|p| view(&p.value))
+    }
+}
+
+/// Move an open position's best price since entry by the closed `candles` (trailing stops and
+/// give-back exits); whether it moved.
+fn track_best(p: &mut Position, candles: &[crate::domain::Candle], tf: Timeframe) -> bool {
+    let since = p.opened_at;
+    let seen = candles.iter().filter(|c| c.open_time + tf.millis() > since);
+    let best = match p.side {
+        Side::Long => seen.map(|c| c.high).max(),
+        Side::Short => seen.map(|c| c.low).min(),
+    };
+    let next = match (p.best_price, best) {
+        (Some(a), Some(b)) => Some(if p.side == Side::Long {
+            a.max(b)
+        } else {
+            a.min(b)
+        }),
+        (a, b) => a.or(b),
+    };
+    let moved = next != p.best_price;
+    p.best_price = next;
+    moved
 }
 
 fn iso(ms: i64) -> String {
@@ -220,6 +322,7 @@ impl Engine {
     pub async fn evaluate(&self, tf: Timeframe, now: i64) -> JobReport {
         let mut report = JobReport::default();
         let open_time = tf.last_closed_open(now);
+        self.cache.release_quiet();
         for acct in self.accounts.iter().filter(|a| a.config.enabled) {
             let id = &acct.config.id;
             match self.repo.account_state(id).await {
@@ -255,7 +358,168 @@ impl Engine {
                 }
             }
         }
+        self.remember_quiet(tf).await;
         report
+    }
+
+    /// The only (account, strategy, symbol) evaluated at `tf`, if there is exactly one (a
+    /// backtest's shape).
+    fn single_target(&self, tf: Timeframe) -> Option<(&AccountRuntime, &StrategyConfig, &Symbol)> {
+        let mut accounts = self.accounts.iter().filter(|a| a.config.enabled);
+        let acct = accounts.next()?;
+        if accounts.next().is_some() {
+            return None;
+        }
+        let mut strategies = self
+            .config
+            .account_strategies(&acct.config)
+            .filter(|s| s.timeframe == tf);
+        let s = strategies.next()?;
+        if strategies.next().is_some() {
+            return None;
+        }
+        match s.symbols.as_slice() {
+            [sym] => Some((acct, s, sym)),
+            _ => None,
+        }
+    }
+
+    /// After a backtest's full evaluation: keep what the next candle's decision would read, for
+    /// [`Engine::evaluate_quiet`]. Only for the typed in-process state (its write marks tell
+    /// when a read would differ) and only when HOLDs leave no record.
+    async fn remember_quiet(&self, tf: Timeframe) {
+        if self.timing.record_holds {
+            return;
+        }
+        let Some(marks) = self.repo.write_marks() else {
+            return;
+        };
+        let Some((acct, s, sym)) = self.single_target(tf) else {
+            return;
+        };
+        let account = &acct.config.id;
+        let key = (account.clone(), s.name.clone(), sym.clone(), tf);
+        let Some(fed) = self.cache.take(&key) else {
+            return;
+        };
+        let pkey = PositionKey {
+            account: account.clone(),
+            strategy: StrategyId::new(&s.name),
+            symbol: sym.clone(),
+        };
+        let reads = async {
+            let paused = self
+                .repo
+                .account_state(account)
+                .await?
+                .is_some_and(|v| v.value.paused);
+            let all = self.repo.positions(account).await?;
+            let last_entry = self.repo.last_entry(account, &pkey.strategy).await?;
+            Ok::<_, StoreError>((paused, DecisionInputs::new(&all, &pkey, last_entry)))
+        };
+        match reads.await {
+            Ok((paused, inputs)) if self.repo.write_marks() == Some(marks) => {
+                self.cache.keep_quiet(Box::new(Quiet {
+                    key,
+                    fed: Some(fed),
+                    marks,
+                    paused,
+                    inputs,
+                }))
+            }
+            // A read failed (the full evaluation reports it next time) or something wrote meanwhile.
+            _ => self.cache.put(key, fed.0, fed.1),
+        }
+    }
+
+    /// A backtest's shortcut for `candle`, the candle of `tf` that closed last at `now`: when the
+    /// state the last full evaluation read is unchanged (see [`Quiet`]), run what
+    /// [`Engine::evaluate`] runs for it — keep the position's best price, feed the strategy,
+    /// decide — on those reads, without asking the exchange for the candle it already has.
+    ///
+    /// `true`: the decision is HOLD and the candle is done; a backtest's full evaluation would
+    /// have done exactly this (a HOLD leaves no record there, `EngineTiming::record_holds`).
+    /// `false`: run [`Engine::evaluate`]. If the strategy has seen the candle by then, it is not
+    /// fed it again, and the best price it moved is already stored.
+    pub async fn evaluate_quiet(&self, tf: Timeframe, now: i64, candle: &Candle) -> bool {
+        if self.timing.record_holds {
+            return false;
+        }
+        let Some(marks) = self.repo.write_marks() else {
+            return false;
+        };
+        let Some(mut q) = self.cache.take_quiet() else {
+            return false;
+        };
+        let consecutive = q
+            .fed
+            .as_ref()
+            .is_some_and(|(_, last)| last + tf.millis() == candle.open_time);
+        if q.key.3 != tf
+            || candle.open_time != tf.last_closed_open(now)
+            || !consecutive
+            || marks.positions != q.marks.positions
+            || marks.entries != q.marks.entries
+        {
+            self.cache.keep_quiet(q);
+            return false;
+        }
+        if marks.account != q.marks.account {
+            // Only `paused` is read from it (the risk fold rewrites it as equity moves).
+            match self.repo.account_state(&q.key.0).await {
+                Ok(st) => {
+                    q.paused = st.is_some_and(|v| v.value.paused);
+                    q.marks.account = marks.account;
+                }
+                Err(_) => {
+                    self.cache.keep_quiet(q);
+                    return false;
+                }
+            }
+        }
+        if q.paused {
+            self.cache.keep_quiet(q);
+            return false;
+        }
+        // The best price first, as `prepare` keeps it: a failed write leaves the whole candle to
+        // the full evaluation, the strategy not yet fed.
+        if let Some(p) = q.inputs.position.as_mut().filter(|p| p.value.is_open()) {
+            if track_best(&mut p.value, std::slice::from_ref(candle), tf) {
+                p.value.updated_at = now;
+                match self.repo.save_position(&p.value, Some(p.version)).await {
+                    Ok(v)
+                        if self.repo.write_marks().map(|m| m.positions)
+                            == Some(marks.positions + 1) =>
+                    {
+                        p.version = v;
+                        q.marks.positions = marks.positions + 1;
+                    }
+                    // Failed, or not the only write: the full evaluation reads afresh.
+                    _ => {
+                        q.inputs.position = None;
+                        self.cache.keep_quiet(q);
+                        self.cache.release_quiet();
+                        return false;
+                    }
+                }
+            }
+        }
+        let (strat, last) = q.fed.as_mut().expect("checked above");
+        strat.update(candle);
+        *last = candle.open_time;
+        let v = q.inputs.open_view();
+        let ctx = strategy::Context {
+            position: v.as_ref(),
+            now,
+            last_entry_time: q.inputs.last_entry_time,
+            open_positions: q.inputs.open_positions,
+        };
+        let hold = strat.decide_action(&ctx) == Action::Hold;
+        self.cache.keep_quiet(q);
+        if !hold {
+            self.cache.release_quiet();
+        }
+        hold
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -492,15 +756,18 @@ impl Engine {
         // A strategy fed up to an earlier candle only needs the candles closed since.
         let mut fed = None;
         if let Some((st, last)) = self.cache.take(&cache_key) {
-            if last < open_time {
+            // `last == open_time`: it has seen this candle already (a retry, or a backtest's
+            // quiet path that handed the candle over): it is fed nothing again.
+            if last <= open_time {
                 let need = ((open_time - last) / tf.millis()) as u32 + 1;
                 match self
                     .fetch_closed(ex, sym, tf, need.max(2), open_time, now)
                     .await?
                 {
                     Fetched::Ready(c) if c.first().is_some_and(|f| f.open_time <= last) => {
+                        let close = c.last().map(|x| x.close).unwrap_or_default();
                         let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
-                        fed = Some((st, fresh));
+                        fed = Some((st, fresh, close));
                     }
                     Fetched::Ready(_) => {}
                     Fetched::NotYet { .. } => {
@@ -510,8 +777,8 @@ impl Engine {
                 }
             }
         }
-        let (mut strat, candles) = match fed {
-            Some((st, fresh)) => (st, fresh),
+        let (mut strat, candles, last_close) = match fed {
+            Some((st, fresh, close)) => (st, fresh, close),
             None => {
                 let st =
                     strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
@@ -521,7 +788,10 @@ impl Engine {
                     .fetch_closed(ex, sym, tf, limit, open_time, now)
                     .await?
                 {
-                    Fetched::Ready(c) => (st, c),
+                    Fetched::Ready(c) => {
+                        let close = c.last().map(|x| x.close).unwrap_or_default();
+                        (st, c, close)
+                    }
                     Fetched::NotYet { newest } => {
                         tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
                         return Ok(None);
@@ -532,63 +802,27 @@ impl Engine {
         for c in &candles {
             strat.update(c);
         }
-        let last_close = candles.last().map(|c| c.close).unwrap_or_default();
         let key = PositionKey {
             account: acct.config.id.clone(),
             strategy: StrategyId::new(&s.name),
             symbol: sym.clone(),
         };
         let all = self.repo.positions(&acct.config.id).await?;
-        let mut position = all.iter().find(|p| p.value.key == key).cloned();
-        // Best price since entry, from the closed candles (trailing stops and give-back exits).
-        if let Some(p) = position.as_mut().filter(|p| p.value.is_open()) {
-            let since = p.value.opened_at;
-            let seen = candles.iter().filter(|c| c.open_time + tf.millis() > since);
-            let best = match p.value.side {
-                Side::Long => seen.map(|c| c.high).max(),
-                Side::Short => seen.map(|c| c.low).min(),
-            };
-            p.value.best_price = match (p.value.best_price, best) {
-                (Some(a), Some(b)) => Some(if p.value.side == Side::Long {
-                    a.max(b)
-                } else {
-                    a.min(b)
-                }),
-                (a, b) => a.or(b),
-            };
-        }
+        let last_entry = self.repo.last_entry(&acct.config.id, &key.strategy).await?;
+        let mut inputs = DecisionInputs::new(&all, &key, last_entry);
         // Keep the best price stored: a strategy fed only fresh candles relies on it.
-        if let Some(p) = position.as_mut().filter(|p| p.value.is_open()) {
-            let stored = all
-                .iter()
-                .find(|x| x.value.key == key)
-                .and_then(|x| x.value.best_price);
-            if p.value.best_price != stored {
+        if let Some(p) = inputs.position.as_mut().filter(|p| p.value.is_open()) {
+            if track_best(&mut p.value, &candles, tf) {
                 p.value.updated_at = now;
                 p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
             }
         }
-        let sid = StrategyId::new(&s.name);
-        let mine = all
-            .iter()
-            .filter(|p| p.value.key.strategy == sid && !p.value.is_manual);
-        let open_positions = mine
-            .clone()
-            .filter(|p| p.value.is_open() || p.value.status == PositionStatus::Pending)
-            .count();
-        let mut last_entry_time = mine.map(|p| p.value.opened_at).max();
-        if let Some(t) = self.repo.last_entry(&acct.config.id, &sid).await? {
-            last_entry_time = Some(last_entry_time.map_or(t, |x| x.max(t)));
-        }
-        let v = position
-            .as_ref()
-            .filter(|p| p.value.is_open())
-            .map(|p| view(&p.value));
+        let v = inputs.open_view();
         let ctx = strategy::Context {
             position: v.as_ref(),
             now,
-            last_entry_time,
-            open_positions,
+            last_entry_time: inputs.last_entry_time,
+            open_positions: inputs.open_positions,
         };
         // A backtest keeps no record of a HOLD (`record_holds`): skip building its explanation.
         let decision = if !self.timing.record_holds && strat.decide_action(&ctx) == Action::Hold {
@@ -597,7 +831,7 @@ impl Engine {
             strat.decide(&ctx)
         };
         self.cache.put(cache_key, strat, open_time);
-        Ok(Some((decision, position, last_close)))
+        Ok(Some((decision, inputs.position, last_close)))
     }
 
     async fn fetch_closed(

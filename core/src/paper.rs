@@ -86,17 +86,34 @@ fn utc(ms: i64) -> String {
         .unwrap_or_else(|| format!("{ms} ms"))
 }
 
+/// A series' candles: aggregated here, or a loaded file shared with the caller (a backtest runs
+/// many strategies and parameter sets over one file without copying it).
+enum Candles {
+    Owned(Vec<Candle>),
+    Shared(Arc<CandleSeries>),
+}
+
+impl std::ops::Deref for Candles {
+    type Target = [Candle];
+    fn deref(&self) -> &[Candle] {
+        match self {
+            Candles::Owned(v) => v,
+            Candles::Shared(s) => &s.candles,
+        }
+    }
+}
+
 /// Candles of one timeframe with an index of their contiguous runs, so "which candle holds time t"
 /// is index arithmetic inside a run and a binary search only across gaps.
 struct Indexed {
     tf_ms: i64,
-    candles: Vec<Candle>,
+    candles: Candles,
     /// (open time of the run's first candle, index of that candle); runs are separated by gaps.
     runs: Vec<(i64, usize)>,
 }
 
 impl Indexed {
-    fn new(candles: Vec<Candle>, tf: Timeframe) -> Self {
+    fn new(candles: Candles, tf: Timeframe) -> Self {
         let tf_ms = tf.millis();
         let mut runs = Vec::new();
         for (i, c) in candles.iter().enumerate() {
@@ -146,8 +163,12 @@ impl Recorded {
             .iter()
             .position(|t| *t == tf)
             .expect("every timeframe is in ALL");
-        Ok(self.coarser[slot]
-            .get_or_init(|| Indexed::new(resample(&self.base.candles, self.base_tf, tf, true), tf)))
+        Ok(self.coarser[slot].get_or_init(|| {
+            Indexed::new(
+                Candles::Owned(resample(&self.base.candles, self.base_tf, tf, true)),
+                tf,
+            )
+        }))
     }
 }
 
@@ -165,15 +186,27 @@ impl RecordedMarket {
         m
     }
 
+    /// The candles of one symbol, shared with the caller instead of moved in.
+    pub fn shared(symbol: Symbol, series: Arc<CandleSeries>) -> Self {
+        let mut m = RecordedMarket::default();
+        let tf = series.timeframe;
+        m.insert(symbol, tf, Candles::Shared(series));
+        m
+    }
+
     /// Add (or replace) the candles of another symbol.
     pub fn add(&mut self, symbol: Symbol, series: CandleSeries) -> &mut Self {
+        self.insert(symbol, series.timeframe, Candles::Owned(series.candles));
+        self
+    }
+
+    fn insert(&mut self, symbol: Symbol, tf: Timeframe, candles: Candles) {
         let rec = Recorded {
-            base_tf: series.timeframe,
-            base: Indexed::new(series.candles, series.timeframe),
+            base_tf: tf,
+            base: Indexed::new(candles, tf),
             coarser: Default::default(),
         };
         self.symbols.insert(symbol, rec);
-        self
     }
 
     /// Recorded timeframe, first open time and last close time of a symbol's candles.
@@ -769,7 +802,12 @@ impl State {
             a.actual_price = Some(Price(fill));
             a.update_time = time;
         }
-        self.marks.insert(symbol.clone(), c.close.0);
+        match self.marks.get_mut(symbol) {
+            Some(m) => *m = c.close.0,
+            None => {
+                self.marks.insert(symbol.clone(), c.close.0);
+            }
+        }
         let algos = &self.algos;
         self.open_algos
             .retain(|&i| algos[i].info.status == AlgoStatus::New);
@@ -980,6 +1018,37 @@ impl PaperExchange {
             positions,
             open_algos,
         })
+    }
+
+    /// Whether the account is still as `view` shows it, after advancing to the clock: the same
+    /// comparison as `sync_view() == *view`, read in place (backtests ask every candle).
+    pub async fn sync_view_unchanged(&self, view: &SyncView) -> Result<bool, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        if st.wallet != view.wallet || st.open_algos.len() != view.open_algos.len() {
+            return Ok(false);
+        }
+        let held = st
+            .positions
+            .values()
+            .filter(|p| !p.amount.is_zero())
+            .count();
+        if held != view.positions.len() {
+            return Ok(false);
+        }
+        let same_positions = view.positions.iter().all(|(sym, amount, entry)| {
+            st.positions
+                .get(sym)
+                .is_some_and(|p| p.amount == *amount && p.entry == *entry)
+        });
+        // Equal lengths and distinct ids: every open one found in the view's sorted ids is
+        // set equality.
+        let same_algos = st.open_algos.iter().all(|&i| {
+            view.open_algos
+                .binary_search(&st.algos[i].info.algo_id)
+                .is_ok()
+        });
+        Ok(same_positions && same_algos)
     }
 
     /// Refresh the latest price of every symbol with a position; a symbol whose price cannot be had

@@ -231,8 +231,8 @@ pub fn apply_trade(
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct StrategyStats {
     /// (exit time, trade id, PnL net of fees), in the trade records' order (exit time, then id),
-    /// at most the number kept.
-    pub recent: Vec<(i64, String, Decimal)>,
+    /// at most the number kept. Shared ids: the item is read and rewritten on every closed trade.
+    pub recent: Vec<(i64, std::sync::Arc<str>, Decimal)>,
     /// The newest trading day a trade closed on, and the strategy's realised PnL that day.
     pub day: i64,
     pub day_pnl: Decimal,
@@ -272,16 +272,16 @@ impl StrategyStats {
         day_start_hour_utc: u32,
         keep: usize,
     ) -> bool {
-        if keep == 0 || self.recent.iter().any(|(_, i, _)| i == id) {
+        if keep == 0 || self.recent.iter().any(|(_, i, _)| &**i == id) {
             return false;
         }
         let at = self
             .recent
-            .partition_point(|(t, i, _)| (*t, i.as_str()) < (exit_time, id));
+            .partition_point(|(t, i, _)| (*t, &**i) < (exit_time, id));
         if at == 0 && self.recent.len() >= keep {
             return false;
         }
-        self.recent.insert(at, (exit_time, id.to_string(), pnl));
+        self.recent.insert(at, (exit_time, id.into(), pnl));
         if self.recent.len() > keep {
             self.recent.remove(0);
         }

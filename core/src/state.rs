@@ -20,6 +20,7 @@ use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
 use crate::store::memory::Table;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// How long run markers are kept (DynamoDB TTL).
@@ -77,7 +78,40 @@ enum Backend {
     Kv(Arc<dyn StateStore>),
     /// Decoded items in process, under the same conditional-write rules: a backtest's state,
     /// which lives and dies with the run and is read and written every candle.
-    Typed(Arc<Table<Item>>),
+    Typed(Arc<TypedState>),
+}
+
+/// The typed backend's items and how many writes each kind of item has had.
+#[derive(Default)]
+struct TypedState {
+    table: Table<Item>,
+    writes: [AtomicU64; 3],
+}
+
+impl TypedState {
+    /// Count a successful write or delete of the item at `sk`.
+    fn wrote(&self, sk: &str) {
+        let kind = if sk.starts_with("POS#") {
+            0
+        } else if sk.starts_with("ENTRY#") {
+            1
+        } else if sk == "STATE" {
+            2
+        } else {
+            return;
+        };
+        self.writes[kind].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How many writes the positions, the entry times and the account state of an in-process typed
+/// state have had ([`StateRepo::write_marks`]): equal marks mean every read of those items
+/// returns what it returned before.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WriteMarks {
+    pub positions: u64,
+    pub entries: u64,
+    pub account: u64,
 }
 
 /// One stored item of the typed backend.
@@ -220,7 +254,23 @@ impl StateRepo {
     /// conditional exactly as in the stores ([`Table`]).
     pub fn typed() -> Self {
         StateRepo {
-            backend: Backend::Typed(Arc::new(Table::default())),
+            backend: Backend::Typed(Arc::new(TypedState::default())),
+        }
+    }
+
+    /// The write marks of the typed backend; `None` for a key/value store, which other processes
+    /// may write at any time.
+    pub fn write_marks(&self) -> Option<WriteMarks> {
+        match &self.backend {
+            Backend::Kv(_) => None,
+            Backend::Typed(t) => {
+                let [p, e, a] = &t.writes;
+                Some(WriteMarks {
+                    positions: p.load(Ordering::Relaxed),
+                    entries: e.load(Ordering::Relaxed),
+                    account: a.load(Ordering::Relaxed),
+                })
+            }
         }
     }
 
@@ -240,7 +290,7 @@ impl StateRepo {
                 })),
                 None => Ok(None),
             },
-            Backend::Typed(t) => match t.get(pk, sk) {
+            Backend::Typed(t) => match t.table.get(pk, sk) {
                 Some((version, item)) => Ok(Some(Versioned {
                     value: T::unwrap(item).ok_or_else(|| wrong_type(pk, sk))?,
                     version,
@@ -266,14 +316,22 @@ impl StateRepo {
                 remember(pk, sk, body, value);
                 Ok(v)
             }
-            Backend::Typed(t) => t.put(pk, sk, value.clone().wrap(), expect),
+            Backend::Typed(t) => {
+                let v = t.table.put(pk, sk, value.clone().wrap(), expect)?;
+                t.wrote(sk);
+                Ok(v)
+            }
         }
     }
 
     async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Kv(store) => store.delete(pk, sk, expect).await,
-            Backend::Typed(t) => t.delete(pk, sk, expect),
+            Backend::Typed(t) => {
+                t.table.delete(pk, sk, expect)?;
+                t.wrote(sk);
+                Ok(())
+            }
         }
     }
 
@@ -295,6 +353,7 @@ impl StateRepo {
                 })
                 .collect(),
             Backend::Typed(t) => t
+                .table
                 .query(pk, prefix)
                 .into_iter()
                 .map(|(sk, version, item)| {

@@ -338,7 +338,7 @@ pub fn run(opts: &WalkForwardOptions) -> Result<WalkForwardResult, WalkForwardEr
             opts.in_sample
         )));
     }
-    let series = data::load_csv(&opts.data)?;
+    let series = Arc::new(data::load_csv(&opts.data)?);
     let symbol = data::symbol_from_filename(&opts.data).ok_or_else(|| {
         WalkForwardError::Setup(format!(
             "cannot tell the symbol from the file name {}",
@@ -487,7 +487,7 @@ type Scored = (Vec<(Window, Vec<(i64, f64)>)>, Vec<String>);
 fn optimise(
     opts: &WalkForwardOptions,
     bt: &BacktestOptions,
-    series: &CandleSeries,
+    series: &Arc<CandleSeries>,
     symbol: &Symbol,
     points: &[toml::Table],
     wins: &[(i64, i64, i64)],

@@ -24,6 +24,7 @@ async fn backtest_risk_off(file: &str) -> RunResult {
         risk_off: true,
         config: None,
         progress: false,
+        full_jobs: false,
     };
     let mut runs = backtest::run(&opts).await.unwrap();
     let r = runs.remove(0);

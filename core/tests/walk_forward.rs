@@ -24,6 +24,7 @@ fn options(jobs: usize) -> WalkForwardOptions {
             risk_off: false,
             config: None,
             progress: false,
+            full_jobs: false,
         },
         strategy: "EMA_CROSS".into(),
         data: data(),
@@ -81,7 +82,7 @@ fn walk_forward_picks_in_sample_winners_and_trades_them_blind() {
 
     // The full runs, independently: each grid point over the whole file.
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let series = albra_core::data::load_csv(&data()).unwrap();
+    let series = std::sync::Arc::new(albra_core::data::load_csv(&data()).unwrap());
     let symbol = albra_core::domain::Symbol::new("BTCUSDT");
     let mut bt = opts.backtest.clone();
     bt.timeframe = Some(albra_core::domain::Timeframe::H1);

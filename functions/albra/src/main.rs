@@ -55,6 +55,12 @@ struct SimArgs {
     /// protective stop orders.
     #[arg(long, default_value = "on", value_parser = ["on", "off"])]
     risk: String,
+    /// Run the whole evaluation job on every candle. By default a candle on which nothing the
+    /// job reads has changed (no fill, no order, no state written) runs only the strategy's
+    /// decision on what the previous candle read; the results are identical, this is slower and
+    /// there to check that.
+    #[arg(long)]
+    full_jobs: bool,
 }
 
 #[derive(Subcommand)]
@@ -354,6 +360,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 risk_off: sim.risk == "off",
                 config: cfg.clone(),
                 progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                full_jobs: sim.full_jobs,
             };
             let started = std::time::Instant::now();
             let runs = albra_core::backtest::run(&opts).await?;
@@ -434,6 +441,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                     risk_off: sim.risk == "off",
                     config: cfg.clone(),
                     progress: false,
+                    full_jobs: sim.full_jobs,
                 },
                 strategy,
                 data,
