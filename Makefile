@@ -38,6 +38,8 @@ bench: build
 	$(CARGO) bench -p albra-core --benches
 	@echo "whole process: albra backtest EMA_CROSS over data/BTCUSDT-spot-1h.csv (51,224 candles), 5 runs:"
 	@for i in 1 2 3 4 5; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off > /dev/null; done
+	@echo "the same with --full-jobs (the whole evaluation job on every candle: the baseline of the quiet path), 3 runs:"
+	@for i in 1 2 3; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off --full-jobs > /dev/null; done
 	@echo "whole process: each strategy with its defaults and the risk rules on, over the same file:"
 	@for s in EMA_CROSS TFPE ZLMACD_ICHIMOKU ZLHMA_EMA_CROSS; do /usr/bin/time -f "  $$s: %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy $$s --data data/BTCUSDT-spot-1h.csv > /dev/null 2>/tmp/albra-bench-$$s.err; tail -1 /tmp/albra-bench-$$s.err; done
 	@echo "whole process: walk-forward of 27 EMA_CROSS parameter sets over the same file (70/30, 30-day step):"

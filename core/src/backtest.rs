@@ -19,7 +19,6 @@ use crate::notify::CollectingNotifier;
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket, SyncView};
 use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
 use crate::state::StateRepo;
-use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -98,7 +97,7 @@ const EVAL_DELAY_MS: i64 = 3_000;
 
 /// A money figure as f64, for statistics only.
 pub(crate) fn f(d: Decimal) -> f64 {
-    d.to_f64().unwrap_or(f64::NAN)
+    crate::domain::decimal_to_f64(d)
 }
 
 /// A paper account's view with its figures as f64, for marking equity at each close.

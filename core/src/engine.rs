@@ -466,9 +466,9 @@ impl Engine {
         }
         if marks.account != q.marks.account {
             // Only `paused` is read from it (the risk fold rewrites it as equity moves).
-            match self.repo.account_state(&q.key.0).await {
-                Ok(st) => {
-                    q.paused = st.is_some_and(|v| v.value.paused);
+            match self.repo.account_paused(&q.key.0).await {
+                Ok(paused) => {
+                    q.paused = paused.unwrap_or(false);
                     q.marks.account = marks.account;
                 }
                 Err(_) => {

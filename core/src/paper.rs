@@ -523,6 +523,8 @@ struct State {
     algo_by_client: HashMap<String, usize>,
     /// Indices into `algos` of the orders still NEW (small, so the per-call scan stays cheap).
     open_algos: Vec<usize>,
+    /// Reused by `on_candle` for the orders it tries.
+    scratch: Vec<usize>,
     trades: HashMap<Symbol, Vec<UserTrade>>,
     income: Vec<Income>,
     /// Latest price seen per symbol (market price, candle close or fill).
@@ -737,12 +739,15 @@ impl State {
     fn on_candle(&mut self, cfg: &PaperConfig, symbol: &Symbol, tf: Timeframe, c: &Candle) {
         // Fills inside the candle are stamped with its last millisecond (Binance's kline close time).
         let time = c.open_time + tf.millis() - 1;
-        let mut ids: Vec<usize> = self
-            .open_algos
-            .iter()
-            .copied()
-            .filter(|&i| &self.algos[i].info.symbol == symbol)
-            .collect();
+        // A scratch list kept in the state: this runs for every candle a backtest holds orders.
+        let mut ids = std::mem::take(&mut self.scratch);
+        ids.clear();
+        ids.extend(
+            self.open_algos
+                .iter()
+                .copied()
+                .filter(|&i| &self.algos[i].info.symbol == symbol),
+        );
         // Stops (and trailing stops already active) before take-profits: if both could fire in
         // this candle we assume the adverse move came first. A trailing stop that activates or
         // moves in this candle can only fire on the way back from the candle's extreme, so after
@@ -811,6 +816,7 @@ impl State {
         let algos = &self.algos;
         self.open_algos
             .retain(|&i| algos[i].info.status == AlgoStatus::New);
+        self.scratch = ids;
     }
 
     /// The price (before slippage) at which algo order `i` fires in candle `c` during `pass`, if it
@@ -907,6 +913,7 @@ impl PaperExchange {
             algos: Vec::new(),
             algo_by_client: HashMap::new(),
             open_algos: Vec::new(),
+            scratch: Vec::new(),
             trades: HashMap::new(),
             income: Vec::new(),
             marks: HashMap::new(),
@@ -972,22 +979,23 @@ impl PaperExchange {
             }
             (st.advanced_to, symbols)
         };
-        let mut candles: Vec<(i64, Symbol, Timeframe, Candle)> = Vec::new();
-        for s in symbols {
-            for (tf, c) in self.market.candles_closed_between(&s, from, now).await? {
-                candles.push((c.open_time + tf.millis(), s.clone(), tf, c));
+        // (close time, index into `symbols`, timeframe, candle)
+        let mut candles: Vec<(i64, usize, Timeframe, Candle)> = Vec::new();
+        for (k, s) in symbols.iter().enumerate() {
+            for (tf, c) in self.market.candles_closed_between(s, from, now).await? {
+                candles.push((c.open_time + tf.millis(), k, tf, c));
             }
         }
-        candles.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        candles.sort_by(|a, b| (a.0, &symbols[a.1]).cmp(&(b.0, &symbols[b.1])));
         let mut st = self.lock();
         // A concurrent call may have advanced meanwhile: apply only what it has not.
         let floor = st.advanced_to;
         if now <= floor {
             return Ok(now);
         }
-        for (close, s, tf, c) in &candles {
+        for (close, k, tf, c) in &candles {
             if *close > floor {
-                st.on_candle(&self.cfg, s, *tf, c);
+                st.on_candle(&self.cfg, &symbols[*k], *tf, c);
             }
         }
         st.advanced_to = now;

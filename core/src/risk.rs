@@ -89,7 +89,8 @@ pub fn next_day_start(now: i64, start_hour_utc: u32) -> i64 {
 
 /// Drawdown of `equity` from `peak` as a fraction (0 when at or above the peak).
 pub fn drawdown(peak: Decimal, equity: Decimal) -> Decimal {
-    if peak <= Decimal::ZERO {
+    // At or above the peak the quotient is ≤ 0: no division needed (run on every equity fold).
+    if peak <= Decimal::ZERO || equity >= peak {
         return Decimal::ZERO;
     }
     ((peak - equity) / peak).max(Decimal::ZERO)
@@ -188,7 +189,7 @@ pub fn observe_equity(
 
 /// Loss of equity since the day's start, as a fraction of the day's starting equity (≥ 0).
 pub fn daily_loss(st: &AccountState) -> Decimal {
-    if st.day_start_equity.0 <= Decimal::ZERO {
+    if st.day_start_equity.0 <= Decimal::ZERO || st.equity.0 >= st.day_start_equity.0 {
         return Decimal::ZERO;
     }
     ((st.day_start_equity.0 - st.equity.0) / st.day_start_equity.0).max(Decimal::ZERO)
@@ -218,10 +219,12 @@ pub fn apply_trade(
     if trading_day(exit_time, start_hour_utc) == st.day {
         st.daily_realized_pnl = Notional(st.daily_realized_pnl.0 + pnl.0);
     }
-    st.counted_trade_keys.push(key);
-    if st.counted_trade_keys.len() > COUNTED_TRADES_KEPT {
-        let drop = st.counted_trade_keys.len() - COUNTED_TRADES_KEPT;
-        st.counted_trade_keys.drain(..drop);
+    // Shared until a trade changes it: the state is cloned on every equity fold.
+    let keys = std::sync::Arc::make_mut(&mut st.counted_trade_keys);
+    keys.push(key);
+    if keys.len() > COUNTED_TRADES_KEPT {
+        let drop = keys.len() - COUNTED_TRADES_KEPT;
+        keys.drain(..drop);
     }
     Some(st)
 }

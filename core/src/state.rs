@@ -552,6 +552,25 @@ impl StateRepo {
         self.get(&pk(account), "STATE").await
     }
 
+    /// Whether the account is paused (`None`: no state yet): what an evaluation reads of the
+    /// account state, read in place by the typed backend.
+    pub async fn account_paused(&self, account: &AccountId) -> Result<Option<bool>, StoreError> {
+        match &self.backend {
+            Backend::Typed(t) => {
+                let pk = pk(account);
+                match t.table.read(&pk, "STATE", |_, item| match item {
+                    Item::Account(st) => Some(st.paused),
+                    _ => None,
+                }) {
+                    Some(Some(p)) => Ok(Some(p)),
+                    Some(None) => Err(wrong_type(&pk, "STATE")),
+                    None => Ok(None),
+                }
+            }
+            Backend::Kv(_) => Ok(self.account_state(account).await?.map(|v| v.value.paused)),
+        }
+    }
+
     pub async fn save_account_state(
         &self,
         account: &AccountId,

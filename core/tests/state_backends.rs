@@ -149,7 +149,7 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
         Op::SaveState { version, equity } => {
             let st = AccountState {
                 equity: Notional(Decimal::from(*equity)),
-                counted_trade_keys: vec![u64::from(*equity)],
+                counted_trade_keys: vec![u64::from(*equity)].into(),
                 ..AccountState::default()
             };
             out(repo.save_account_state(&acct(), &st, *version).await)

@@ -295,7 +295,7 @@ async fn a_stop_filled_between_syncs_counts_once_in_the_risk_state() {
     assert_eq!((st.consecutive_losses, st.consecutive_wins), (1, 0));
     assert_eq!(st.daily_realized_pnl, trades[0].pnl);
     assert_eq!(
-        st.counted_trade_keys,
+        *st.counted_trade_keys,
         vec![albra_core::domain::trade_key(&trades[0].id)]
     );
 }

@@ -13,7 +13,32 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 /// pk → (sk → (version, item)).
-type Partitions<B> = HashMap<String, BTreeMap<String, (u64, B)>>;
+type Partitions<B> = HashMap<String, BTreeMap<String, (u64, B)>, Fnv>;
+
+/// FNV-1a for the partition map: its keys are our own short strings, so the default hasher's
+/// resistance to crafted keys buys nothing, and a backtest hashes a key on every read.
+#[derive(Clone, Copy, Default)]
+struct Fnv;
+
+struct FnvHasher(u64);
+
+impl std::hash::BuildHasher for Fnv {
+    type Hasher = FnvHasher;
+    fn build_hasher(&self) -> FnvHasher {
+        FnvHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for FnvHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
 
 /// Versioned items by partition and sort key, with the stores' conditional-write rules.
 pub struct Table<B> {
@@ -23,7 +48,7 @@ pub struct Table<B> {
 impl<B> Default for Table<B> {
     fn default() -> Self {
         Table {
-            items: Mutex::new(HashMap::new()),
+            items: Mutex::new(HashMap::default()),
         }
     }
 }
@@ -44,6 +69,14 @@ impl<B: Clone> Table<B> {
     /// The item and its version.
     pub fn get(&self, pk: &str, sk: &str) -> Option<(u64, B)> {
         self.lock().get(pk).and_then(|p| p.get(sk)).cloned()
+    }
+
+    /// `f` of the item and its version, read in place (nothing cloned).
+    pub fn read<R>(&self, pk: &str, sk: &str, f: impl FnOnce(u64, &B) -> R) -> Option<R> {
+        self.lock()
+            .get(pk)
+            .and_then(|p| p.get(sk))
+            .map(|(v, b)| f(*v, b))
     }
 
     /// Write `item` if `expect` holds; returns the new version.

@@ -384,7 +384,13 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 }
                 errors.extend(r.job_errors.iter().cloned());
             }
-            println!("backtested in {:.3} s", started.elapsed().as_secs_f64());
+            let quiet: usize = runs.iter().map(|r| r.quiet_candles).sum();
+            let candles: usize = runs.iter().map(|r| r.candles).sum();
+            println!(
+                "backtested in {:.3} s ({quiet} of {candles} candles decided on the quiet path{})",
+                started.elapsed().as_secs_f64(),
+                if opts.full_jobs { ", --full-jobs" } else { "" }
+            );
             if let Some(p) = trades_out {
                 std::fs::write(&p, albra_core::backtest::trades_csv(&runs))
                     .with_context(|| format!("writing {}", p.display()))?;
