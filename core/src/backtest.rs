@@ -386,6 +386,7 @@ pub async fn run_series(
         notifier: Arc::new(CollectingNotifier::default()),
         timing: EngineTiming {
             record_holds: false,
+            quiet_memo: !opts.full_jobs,
             ..EngineTiming::instant()
         },
         cache: Default::default(),

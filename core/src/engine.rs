@@ -86,6 +86,9 @@ pub struct EngineTiming {
     /// trail). Backtests switch it off: a HOLD changes nothing and leaves no marker, and only
     /// candles that act claim theirs, after deciding.
     pub record_holds: bool,
+    /// Keep what each evaluation read for the candles after it ([`Engine::evaluate_quiet`]):
+    /// only backtests that call it, and only with `record_holds` off.
+    pub quiet_memo: bool,
 }
 
 impl EngineTiming {
@@ -96,6 +99,7 @@ impl EngineTiming {
             kline_pause: Duration::from_secs(2),
             kline_attempts: attempts,
             record_holds: true,
+            quiet_memo: false,
         }
     }
     pub fn instant() -> Self {
@@ -104,6 +108,7 @@ impl EngineTiming {
             kline_pause: Duration::ZERO,
             kline_attempts: 1,
             record_holds: true,
+            quiet_memo: false,
         }
     }
 }
@@ -388,7 +393,7 @@ impl Engine {
     /// [`Engine::evaluate_quiet`]. Only for the typed in-process state (its write marks tell
     /// when a read would differ) and only when HOLDs leave no record.
     async fn remember_quiet(&self, tf: Timeframe) {
-        if self.timing.record_holds {
+        if self.timing.record_holds || !self.timing.quiet_memo {
             return;
         }
         let Some(marks) = self.repo.write_marks() else {
@@ -442,7 +447,7 @@ impl Engine {
     /// `false`: run [`Engine::evaluate`]. If the strategy has seen the candle by then, it is not
     /// fed it again, and the best price it moved is already stored.
     pub async fn evaluate_quiet(&self, tf: Timeframe, now: i64, candle: &Candle) -> bool {
-        if self.timing.record_holds {
+        if self.timing.record_holds || !self.timing.quiet_memo {
             return false;
         }
         let Some(marks) = self.repo.write_marks() else {
