@@ -158,14 +158,18 @@ impl StrategyCache {
     /// Hand the memo's strategy back to the cache (the full evaluation feeds it from there).
     fn release_quiet(&self) {
         if let Some(q) = self.take_quiet() {
-            if let Quiet {
-                key,
-                fed: Some((st, last)),
-                ..
-            } = *q
-            {
-                self.put(key, st, last);
-            }
+            self.hand_back(q);
+        }
+    }
+    /// Drop a memo taken out, its strategy back in the cache.
+    fn hand_back(&self, q: Box<Quiet>) {
+        if let Quiet {
+            key,
+            fed: Some((st, last)),
+            ..
+        } = *q
+        {
+            self.put(key, st, last);
         }
     }
 }
@@ -501,9 +505,7 @@ impl Engine {
                     }
                     // Failed, or not the only write: the full evaluation reads afresh.
                     _ => {
-                        q.inputs.position = None;
-                        self.cache.keep_quiet(q);
-                        self.cache.release_quiet();
+                        self.cache.hand_back(q);
                         return false;
                     }
                 }
@@ -520,9 +522,10 @@ impl Engine {
             open_positions: q.inputs.open_positions,
         };
         let hold = strat.decide_action(&ctx) == Action::Hold;
-        self.cache.keep_quiet(q);
-        if !hold {
-            self.cache.release_quiet();
+        if hold {
+            self.cache.keep_quiet(q);
+        } else {
+            self.cache.hand_back(q);
         }
         hold
     }
