@@ -2627,9 +2627,9 @@ impl Engine {
     pub async fn observe_equity(&self, now: i64) -> JobReport {
         let mut report = JobReport::default();
         for acct in self.accounts.iter().filter(|a| a.config.enabled) {
-            let r = match acct.exchange.account().await {
-                Ok(snap) => self
-                    .observe_account(&acct.config, snap.equity, now)
+            let r = match acct.exchange.equity().await {
+                Ok(equity) => self
+                    .observe_account(&acct.config, equity, now)
                     .await
                     .map(|_| ()),
                 Err(e) => Err(e.into()),

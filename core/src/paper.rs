@@ -47,6 +47,7 @@ use crate::ports::{
     ExchangeError, ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, OrderStatus,
     SymbolConfig, SymbolFilters, UserTrade,
 };
+use crate::store::memory::Fnv;
 use async_trait::async_trait;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
@@ -78,6 +79,11 @@ pub trait MarketData: Send + Sync {
         from: i64,
         to: i64,
     ) -> Result<Vec<(Timeframe, Candle)>, ExchangeError>;
+    /// Recorded candles answer at once: the paper exchange then reads them in place instead of
+    /// awaiting a future and collecting a list (backtests ask on every candle). Same answers.
+    fn as_recorded(&self) -> Option<&RecordedMarket> {
+        None
+    }
 }
 
 fn utc(ms: i64) -> String {
@@ -176,7 +182,8 @@ impl Recorded {
 /// recorded one by aggregating it (cached per timeframe; only complete buckets count as closed).
 #[derive(Default)]
 pub struct RecordedMarket {
-    symbols: HashMap<Symbol, Recorded>,
+    /// A handful of symbols at most: a list is found faster than a hash is computed.
+    symbols: Vec<(Symbol, Recorded)>,
 }
 
 impl RecordedMarket {
@@ -206,41 +213,34 @@ impl RecordedMarket {
             base: Indexed::new(candles, tf),
             coarser: Default::default(),
         };
-        self.symbols.insert(symbol, rec);
+        match self.symbols.iter_mut().find(|(s, _)| *s == symbol) {
+            Some((_, r)) => *r = rec,
+            None => self.symbols.push((symbol, rec)),
+        }
+    }
+
+    fn get(&self, symbol: &Symbol) -> Option<&Recorded> {
+        self.symbols
+            .iter()
+            .find(|(s, _)| s == symbol)
+            .map(|(_, r)| r)
     }
 
     /// Recorded timeframe, first open time and last close time of a symbol's candles.
     pub fn span(&self, symbol: &Symbol) -> Option<(Timeframe, i64, i64)> {
-        let r = self.symbols.get(symbol)?;
+        let r = self.get(symbol)?;
         let first = r.base.candles.first()?;
         let last = r.base.candles.last()?;
         Some((r.base_tf, first.open_time, last.open_time + r.base.tf_ms))
     }
 
     fn recorded(&self, symbol: &Symbol) -> Result<&Recorded, ExchangeError> {
-        self.symbols
-            .get(symbol)
+        self.get(symbol)
             .ok_or_else(|| ExchangeError::Fatal(format!("no recorded candles for {symbol}")))
     }
-}
 
-#[async_trait]
-impl MarketData for RecordedMarket {
-    async fn closed_candles(
-        &self,
-        symbol: &Symbol,
-        tf: Timeframe,
-        limit: u32,
-        now: i64,
-    ) -> Result<Vec<Candle>, ExchangeError> {
-        let s = self.recorded(symbol)?.series(symbol, tf)?;
-        let end = s.count_open_le(now - tf.millis());
-        let start = end.saturating_sub(limit as usize);
-        Ok(s.candles[start..end].to_vec())
-    }
-
-    /// The open of the recorded candle containing `now`.
-    async fn price(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError> {
+    /// The open of the recorded candle containing `now` ([`MarketData::price`]).
+    pub fn price_at(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError> {
         let r = self.recorded(symbol)?;
         let s = &r.base;
         let n = s.count_open_le(now);
@@ -288,24 +288,57 @@ impl MarketData for RecordedMarket {
         )))
     }
 
+    /// The base candles that closed in (from, to], oldest first, with their timeframe
+    /// ([`MarketData::candles_closed_between`], in place).
+    pub fn closed_between(
+        &self,
+        symbol: &Symbol,
+        from: i64,
+        to: i64,
+    ) -> Result<(Timeframe, &[Candle]), ExchangeError> {
+        let r = self.recorded(symbol)?;
+        let s = &r.base;
+        if to <= from {
+            return Ok((r.base_tf, &[]));
+        }
+        // close = open + tf: closed in (from, to] ⇔ open in (from − tf, to − tf].
+        let start = s.count_open_le(from - s.tf_ms);
+        let end = s.count_open_le(to - s.tf_ms);
+        Ok((r.base_tf, &s.candles[start..end.max(start)]))
+    }
+}
+
+#[async_trait]
+impl MarketData for RecordedMarket {
+    async fn closed_candles(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError> {
+        let s = self.recorded(symbol)?.series(symbol, tf)?;
+        let end = s.count_open_le(now - tf.millis());
+        let start = end.saturating_sub(limit as usize);
+        Ok(s.candles[start..end].to_vec())
+    }
+
+    async fn price(&self, symbol: &Symbol, now: i64) -> Result<Price, ExchangeError> {
+        self.price_at(symbol, now)
+    }
+
     async fn candles_closed_between(
         &self,
         symbol: &Symbol,
         from: i64,
         to: i64,
     ) -> Result<Vec<(Timeframe, Candle)>, ExchangeError> {
-        let r = self.recorded(symbol)?;
-        let s = &r.base;
-        if to <= from {
-            return Ok(Vec::new());
-        }
-        // close = open + tf: closed in (from, to] ⇔ open in (from − tf, to − tf].
-        let start = s.count_open_le(from - s.tf_ms);
-        let end = s.count_open_le(to - s.tf_ms);
-        Ok(s.candles[start..end.max(start)]
-            .iter()
-            .map(|c| (r.base_tf, *c))
-            .collect())
+        let (tf, candles) = self.closed_between(symbol, from, to)?;
+        Ok(candles.iter().map(|c| (tf, *c)).collect())
+    }
+
+    fn as_recorded(&self) -> Option<&RecordedMarket> {
+        Some(self)
     }
 }
 
@@ -515,20 +548,22 @@ struct State {
     /// Candles that closed at or before this time have been applied to the conditional orders.
     advanced_to: i64,
     wallet: Decimal,
-    positions: HashMap<Symbol, PaperPosition>,
-    configs: HashMap<Symbol, (u32, MarginType)>,
+    positions: HashMap<Symbol, PaperPosition, Fnv>,
+    configs: HashMap<Symbol, (u32, MarginType), Fnv>,
     orders: Vec<OrderInfo>,
-    order_by_client: HashMap<String, usize>,
+    order_by_client: HashMap<String, usize, Fnv>,
     algos: Vec<AlgoEntry>,
-    algo_by_client: HashMap<String, usize>,
+    algo_by_client: HashMap<String, usize, Fnv>,
     /// Indices into `algos` of the orders still NEW (small, so the per-call scan stays cheap).
     open_algos: Vec<usize>,
     /// Reused by `on_candle` for the orders it tries.
     scratch: Vec<usize>,
-    trades: HashMap<Symbol, Vec<UserTrade>>,
+    /// The symbols with open conditional orders, kept between advances (recorded markets).
+    algo_symbols: Vec<Symbol>,
+    trades: HashMap<Symbol, Vec<UserTrade>, Fnv>,
     income: Vec<Income>,
     /// Latest price seen per symbol (market price, candle close or fill).
-    marks: HashMap<Symbol, Decimal>,
+    marks: HashMap<Symbol, Decimal, Fnv>,
     next_order_id: i64,
     next_algo_id: i64,
     next_trade_id: i64,
@@ -581,6 +616,18 @@ impl State {
 
     fn mark(&self, symbol: &Symbol, p: &PaperPosition) -> Decimal {
         self.marks.get(symbol).copied().unwrap_or(p.entry)
+    }
+
+    /// Unrealised PnL over all positions at the latest prices: [`Self::exposure`]'s first half,
+    /// summed the same way.
+    fn unrealized_pnl(&self) -> Decimal {
+        let mut upnl = Decimal::ZERO;
+        for (s, p) in &self.positions {
+            if !p.amount.is_zero() {
+                upnl += p.amount * (self.mark(s, p) - p.entry);
+            }
+        }
+        upnl
     }
 
     /// (unrealised PnL, initial margin) over all positions at the latest prices, with `symbol`'s
@@ -906,17 +953,18 @@ impl PaperExchange {
         let state = State {
             advanced_to: now,
             wallet: cfg.initial_balance.0,
-            positions: HashMap::new(),
-            configs: HashMap::new(),
+            positions: HashMap::default(),
+            configs: HashMap::default(),
             orders: Vec::new(),
-            order_by_client: HashMap::new(),
+            order_by_client: HashMap::default(),
             algos: Vec::new(),
-            algo_by_client: HashMap::new(),
+            algo_by_client: HashMap::default(),
             open_algos: Vec::new(),
             scratch: Vec::new(),
-            trades: HashMap::new(),
+            algo_symbols: Vec::new(),
+            trades: HashMap::default(),
             income: Vec::new(),
-            marks: HashMap::new(),
+            marks: HashMap::default(),
             // Distinct ranges make an order id mistaken for an algo id (or a trade id) obvious.
             next_order_id: 10_000_001,
             next_algo_id: 20_000_001,
@@ -960,6 +1008,9 @@ impl PaperExchange {
     /// advance against the open conditional orders, oldest first. Returns `now`.
     pub async fn advance(&self) -> Result<i64, ExchangeError> {
         let now = self.clock.now_ms();
+        if let Some(rec) = self.market.as_recorded() {
+            return self.advance_recorded(rec, now);
+        }
         let (from, symbols) = {
             let mut st = self.lock();
             if now <= st.advanced_to {
@@ -998,6 +1049,70 @@ impl PaperExchange {
                 st.on_candle(&self.cfg, &symbols[*k], *tf, c);
             }
         }
+        st.advanced_to = now;
+        Ok(now)
+    }
+
+    /// [`Self::advance`] over recorded candles, in one lock and in place: the same candles applied
+    /// in the same order (close time, then symbol), without a list per call.
+    fn advance_recorded(&self, rec: &RecordedMarket, now: i64) -> Result<i64, ExchangeError> {
+        let mut st = self.lock();
+        if now <= st.advanced_to {
+            return Ok(now);
+        }
+        if st.open_algos.is_empty() {
+            // Nothing can trigger.
+            st.advanced_to = now;
+            return Ok(now);
+        }
+        // The symbols with open orders, kept from the last call when they are the same ones.
+        let mut symbols = std::mem::take(&mut st.algo_symbols);
+        {
+            let State {
+                open_algos, algos, ..
+            } = &*st;
+            let used = |s: &Symbol| open_algos.iter().any(|&i| algos[i].info.symbol == *s);
+            symbols.retain(|s| used(s));
+            for &i in open_algos {
+                let s = &algos[i].info.symbol;
+                if !symbols.contains(s) {
+                    symbols.push(s.clone());
+                }
+            }
+        }
+        let from = st.advanced_to;
+        let result = if let [symbol] = symbols.as_slice() {
+            rec.closed_between(symbol, from, now).map(|(tf, candles)| {
+                for c in candles {
+                    st.on_candle(&self.cfg, symbol, tf, c);
+                }
+            })
+        } else {
+            let mut all: Vec<(i64, usize, Timeframe, &Candle)> = Vec::new();
+            let mut result = Ok(());
+            for (k, s) in symbols.iter().enumerate() {
+                match rec.closed_between(s, from, now) {
+                    Ok((tf, candles)) => all.extend(
+                        candles
+                            .iter()
+                            .map(|c| (c.open_time + tf.millis(), k, tf, c)),
+                    ),
+                    Err(e) => {
+                        result = Err(e);
+                        break;
+                    }
+                }
+            }
+            if result.is_ok() {
+                all.sort_by(|a, b| (a.0, &symbols[a.1]).cmp(&(b.0, &symbols[b.1])));
+                for (_, k, tf, c) in all {
+                    st.on_candle(&self.cfg, &symbols[k], tf, c);
+                }
+            }
+            result
+        };
+        st.algo_symbols = symbols;
+        result?;
         st.advanced_to = now;
         Ok(now)
     }
@@ -1062,6 +1177,27 @@ impl PaperExchange {
     /// Refresh the latest price of every symbol with a position; a symbol whose price cannot be had
     /// right now (outside recorded data, a network error live) keeps its last known price.
     async fn refresh_marks(&self, now: i64) {
+        if let Some(rec) = self.market.as_recorded() {
+            // In place, in one lock (backtests mark every candle).
+            let mut st = self.lock();
+            let State {
+                positions, marks, ..
+            } = &mut *st;
+            for (s, p) in positions.iter() {
+                if p.amount.is_zero() {
+                    continue;
+                }
+                if let Ok(price) = rec.price_at(s, now) {
+                    match marks.get_mut(s) {
+                        Some(m) => *m = price.0,
+                        None => {
+                            marks.insert(s.clone(), price.0);
+                        }
+                    }
+                }
+            }
+            return;
+        }
         let symbols: Vec<Symbol> = {
             let st = self.lock();
             st.positions
@@ -1312,6 +1448,13 @@ impl Exchange for PaperExchange {
             total_initial_margin: Notional(im),
             unrealized_pnl: Notional(upnl),
         })
+    }
+
+    async fn equity(&self) -> Result<Notional, ExchangeError> {
+        let now = self.advance().await?;
+        self.refresh_marks(now).await;
+        let st = self.lock();
+        Ok(Notional(st.wallet + st.unrealized_pnl()))
     }
 
     async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError> {

@@ -305,6 +305,11 @@ pub trait Exchange: Send + Sync {
     /// that is about to be sent.
     async fn last_price(&self, symbol: &Symbol) -> Result<Price, ExchangeError>;
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError>;
+    /// The account's equity (wallet balance plus unrealised PnL): all the risk fold reads, so an
+    /// exchange that can answer it without margins (the paper one, every backtest candle) may.
+    async fn equity(&self) -> Result<Notional, ExchangeError> {
+        Ok(self.account().await?.equity)
+    }
     /// Non-zero positions only.
     async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError>;
     async fn symbol_config(&self, symbol: &Symbol) -> Result<SymbolConfig, ExchangeError>;

@@ -160,19 +160,18 @@ pub fn observe_equity(
             events.push(RiskEvent::HaltLifted);
         }
     }
-    let dd = drawdown(st.peak_equity.0, equity.0);
-    let level = mdd_level_from(&cfg.mdd, dd, prev.mdd_level);
+    let level = mdd_level_at(&cfg.mdd, st.peak_equity.0, equity.0, prev.mdd_level);
     if level != prev.mdd_level {
         events.push(RiskEvent::MddLevelChanged {
             from: prev.mdd_level,
             to: level,
-            drawdown: dd,
+            drawdown: drawdown(st.peak_equity.0, equity.0),
             multiplier: mdd_multiplier(&cfg.mdd, level, st.consecutive_wins),
         });
     }
     st.mdd_level = level;
-    let loss = daily_loss(&st);
-    if st.daily_halt_until.is_none() && loss > daily_loss_pct {
+    if st.daily_halt_until.is_none() && daily_loss_over(&st, daily_loss_pct) {
+        let loss = daily_loss(&st);
         let until = match cfg.halt_reset {
             HaltReset::Day => next_day_start(now, cfg.day_start_hour_utc),
             HaltReset::Rolling24h => now + DAY_MS,
@@ -193,6 +192,62 @@ pub fn daily_loss(st: &AccountState) -> Decimal {
         return Decimal::ZERO;
     }
     ((st.day_start_equity.0 - st.equity.0) / st.day_start_equity.0).max(Decimal::ZERO)
+}
+
+/// Whether [`daily_loss`] exceeds `limit`, decided without dividing whenever the quotient is
+/// clearly on one side (the fold runs on every equity reading; see [`side_of`]).
+fn daily_loss_over(st: &AccountState, limit: Decimal) -> bool {
+    let (start, equity) = (st.day_start_equity.0, st.equity.0);
+    if start <= Decimal::ZERO || equity >= start {
+        return Decimal::ZERO > limit;
+    }
+    side_of(quotient(start, equity), limit).unwrap_or_else(|| daily_loss(st) > limit)
+}
+
+/// `(a − b) / a` (for `a > b`, `a > 0`) in f64, for [`side_of`].
+fn quotient(a: Decimal, b: Decimal) -> f64 {
+    let af = crate::domain::decimal_to_f64(a);
+    (af - crate::domain::decimal_to_f64(b)) / af
+}
+
+/// Whether the exact quotient `q` stands for is ≥ `t` (`Some(true)`), < `t` (`Some(false)`), or
+/// too close to `t` to tell in f64 (`None`: divide in Decimal). Sound: the f64 quotient is within
+/// about 1e-15 of the exact one and `rust_decimal`'s rounded quotient within 1e-27, so a value
+/// further than [`QUOTIENT_MARGIN`] from `t` is on the same side of `t` in all three (and an exact
+/// equality always falls back).
+fn side_of(q: f64, t: Decimal) -> Option<bool> {
+    let tf = crate::domain::decimal_to_f64(t);
+    ((q - tf).abs() > QUOTIENT_MARGIN).then_some(q >= tf)
+}
+
+/// See [`side_of`]: many orders of magnitude above both rounding errors, far below any
+/// threshold or limit a trader configures (fractions with a few decimals).
+const QUOTIENT_MARGIN: f64 = 1e-9;
+
+/// [`mdd_level_from`] of `drawdown(peak, equity)`, without the division whenever every threshold
+/// (and every threshold less the hysteresis) is clearly on one side of the drawdown: the same
+/// level, from the same comparisons (`dd + h ≥ t` is `dd ≥ t − h` exactly: both sums are exact
+/// in Decimal for fractions).
+pub fn mdd_level_at(cfg: &MddConfig, peak: Decimal, equity: Decimal, prev: u8) -> u8 {
+    if peak <= Decimal::ZERO || equity >= peak {
+        return mdd_level_from(cfg, Decimal::ZERO, prev);
+    }
+    let q = quotient(peak, equity);
+    // The level counts thresholds reached; `None` as soon as one is too close to call.
+    let count = |less: Option<Decimal>| -> Option<u8> {
+        let mut n = 0u8;
+        for t in &cfg.thresholds {
+            let t = less.map_or(*t, |h| *t - h);
+            n += u8::from(side_of(q, t)?);
+        }
+        Some(n)
+    };
+    let level = match count(None) {
+        Some(l) if l >= prev => return l,
+        Some(_) => count(Some(cfg.hysteresis)).map(|l| l.min(prev)),
+        None => None,
+    };
+    level.unwrap_or_else(|| mdd_level_from(cfg, drawdown(peak, equity), prev))
 }
 
 /// Count one closed trade (consecutive results, the day's realised PnL) exactly once: `None` when
@@ -1379,6 +1434,40 @@ mod tests {
                 st = next;
                 t += 3_600_000;
             }
+        }
+
+        /// The MDD level and the daily-loss check decided without dividing equal the Decimal
+        /// quotients' answers: random readings, and readings put exactly on a threshold (and on a
+        /// threshold less the hysteresis) and one unit of the last decimal either side of it.
+        #[test]
+        fn levels_without_division_equal_the_decimal_quotients(
+            peak_units in 1i64..10_000_000_000,
+            peak_scale in 0u32..9,
+            frac_bp in 0i64..10_000,
+            at in 0usize..12,
+            nudge in -1i64..=1,
+            prev in 0u8..=4,
+            limit_bp in 0i64..10_000,
+        ) {
+            let c = cfg();
+            let peak = Decimal::new(peak_units, peak_scale);
+            let mut marks: Vec<Decimal> = c.mdd.thresholds.clone();
+            marks.extend(c.mdd.thresholds.iter().map(|t| *t - c.mdd.hysteresis));
+            marks.extend([Decimal::new(limit_bp, 4), Decimal::new(frac_bp, 4)]);
+            let frac = marks[at % marks.len()];
+            // equity = peak · (1 − frac), nudged by one unit of its last decimal.
+            let exact = peak - peak * frac;
+            let equity = (exact + Decimal::new(nudge, exact.scale())).max(Decimal::ZERO);
+            let want = mdd_level_from(&c.mdd, drawdown(peak, equity), prev);
+            prop_assert_eq!(mdd_level_at(&c.mdd, peak, equity, prev), want);
+            let st = AccountState {
+                equity: Notional(equity),
+                day_start_equity: Notional(peak),
+                ..AccountState::default()
+            };
+            let limit = Decimal::new(limit_bp, 4);
+            prop_assert_eq!(daily_loss_over(&st, limit), daily_loss(&st) > limit);
+            prop_assert_eq!(daily_loss_over(&st, frac), daily_loss(&st) > frac);
         }
 
         /// A duplicate or replayed trade never changes the state twice.

@@ -15,12 +15,13 @@ use std::sync::Mutex;
 /// pk → (sk → (version, item)).
 type Partitions<B> = HashMap<String, BTreeMap<String, (u64, B)>, Fnv>;
 
-/// FNV-1a for the partition map: its keys are our own short strings, so the default hasher's
-/// resistance to crafted keys buys nothing, and a backtest hashes a key on every read.
+/// FNV-1a for maps keyed by our own short strings (the partition map here, the paper exchange's
+/// per-symbol state): the default hasher's resistance to crafted keys buys nothing there, and a
+/// backtest hashes such a key several times per candle.
 #[derive(Clone, Copy, Default)]
-struct Fnv;
+pub(crate) struct Fnv;
 
-struct FnvHasher(u64);
+pub(crate) struct FnvHasher(u64);
 
 impl std::hash::BuildHasher for Fnv {
     type Hasher = FnvHasher;
