@@ -1009,7 +1009,9 @@ impl PaperExchange {
     pub async fn advance(&self) -> Result<i64, ExchangeError> {
         let now = self.clock.now_ms();
         if let Some(rec) = self.market.as_recorded() {
-            return self.advance_recorded(rec, now);
+            if let Some(now) = self.advance_recorded(rec, now)? {
+                return Ok(now);
+            }
         }
         let (from, symbols) = {
             let mut st = self.lock();
@@ -1053,17 +1055,22 @@ impl PaperExchange {
         Ok(now)
     }
 
-    /// [`Self::advance`] over recorded candles, in one lock and in place: the same candles applied
-    /// in the same order (close time, then symbol), without a list per call.
-    fn advance_recorded(&self, rec: &RecordedMarket, now: i64) -> Result<i64, ExchangeError> {
+    /// [`Self::advance`] over the recorded candles of one symbol, in one lock and in place (a
+    /// backtest advances every candle): `Some(now)` when done, `None` when orders are open on
+    /// several symbols, which the general path merges by close time.
+    fn advance_recorded(
+        &self,
+        rec: &RecordedMarket,
+        now: i64,
+    ) -> Result<Option<i64>, ExchangeError> {
         let mut st = self.lock();
         if now <= st.advanced_to {
-            return Ok(now);
+            return Ok(Some(now));
         }
         if st.open_algos.is_empty() {
             // Nothing can trigger.
             st.advanced_to = now;
-            return Ok(now);
+            return Ok(Some(now));
         }
         // The symbols with open orders, kept from the last call when they are the same ones.
         let mut symbols = std::mem::take(&mut st.algo_symbols);
@@ -1081,40 +1088,22 @@ impl PaperExchange {
             }
         }
         let from = st.advanced_to;
-        let result = if let [symbol] = symbols.as_slice() {
-            rec.closed_between(symbol, from, now).map(|(tf, candles)| {
+        let result = match symbols.as_slice() {
+            [symbol] => rec.closed_between(symbol, from, now).map(|(tf, candles)| {
                 for c in candles {
                     st.on_candle(&self.cfg, symbol, tf, c);
                 }
-            })
-        } else {
-            let mut all: Vec<(i64, usize, Timeframe, &Candle)> = Vec::new();
-            let mut result = Ok(());
-            for (k, s) in symbols.iter().enumerate() {
-                match rec.closed_between(s, from, now) {
-                    Ok((tf, candles)) => all.extend(
-                        candles
-                            .iter()
-                            .map(|c| (c.open_time + tf.millis(), k, tf, c)),
-                    ),
-                    Err(e) => {
-                        result = Err(e);
-                        break;
-                    }
-                }
-            }
-            if result.is_ok() {
-                all.sort_by(|a, b| (a.0, &symbols[a.1]).cmp(&(b.0, &symbols[b.1])));
-                for (_, k, tf, c) in all {
-                    st.on_candle(&self.cfg, &symbols[k], tf, c);
-                }
-            }
-            result
+                true
+            }),
+            // Several symbols interleave by close time: the general path merges them.
+            _ => Ok(false),
         };
         st.algo_symbols = symbols;
-        result?;
+        if !result? {
+            return Ok(None);
+        }
         st.advanced_to = now;
-        Ok(now)
+        Ok(Some(now))
     }
 
     /// What a position sync compares, read in one lock after advancing to the clock. Backtests
