@@ -200,12 +200,13 @@ pub async fn run(
             exchange: ex as Arc<dyn Exchange>,
         });
     }
-    let tmp;
+    // Declared before the store so it is dropped (and the scratch database removed) after it.
+    let scratch;
     let dir = match &opts.state_dir {
         Some(d) => d.clone(),
         None => {
-            tmp = tempfile_dir()?;
-            tmp.clone()
+            scratch = ScratchDir(tempfile_dir()?);
+            scratch.0.clone()
         }
     };
     let store = SqliteStore::open_fast(dir.join("replay.db"))
@@ -313,6 +314,16 @@ pub fn unique_suffix() -> String {
         .map(|d| d.as_nanos())
         .unwrap_or(0);
     format!("{t}-{n}")
+}
+
+/// A replay's own state directory when the caller gave none: removed when the replay ends,
+/// however it ends, so repeated runs leave nothing behind in the temp directory.
+struct ScratchDir(PathBuf);
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 fn tempfile_dir() -> Result<PathBuf, ReplayError> {

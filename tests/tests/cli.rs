@@ -51,6 +51,8 @@ fn sample(dir: &Path, rows: usize) -> std::path::PathBuf {
 fn replay_runs_the_jobs_over_recorded_candles_and_summarises() {
     let dir = setup();
     let data = sample(dir.path(), 3000);
+    // The replay keeps its scratch state under the temp directory and must remove it.
+    let tmp = tempfile::tempdir().unwrap();
     let (code, out, err) = albra(
         dir.path(),
         &[
@@ -60,9 +62,17 @@ fn replay_runs_the_jobs_over_recorded_candles_and_summarises() {
             "--data",
             data.to_str().unwrap(),
         ],
-        &[],
+        &[("TMPDIR", tmp.path().to_str().unwrap())],
     );
     assert_eq!(code, Some(0), "{out}\n{err}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        left.is_empty(),
+        "replay left scratch files behind: {left:?}"
+    );
     // Notifications as they happen, then the summary.
     assert!(out.contains("[HIGH] main entry: ENTRY"), "{out}");
     assert!(out.contains("replay BTCUSDT 15m: 3000 candles"), "{out}");
