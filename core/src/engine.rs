@@ -3346,53 +3346,86 @@ impl Engine {
     ) -> Result<AccountState, EngineError> {
         let account = &acct.id;
         let limit = self.config.daily_loss_pct(acct);
+        // What a fold writes: the state observed, unless an existing one is unchanged.
+        let fold = |prev: &AccountState, existing: bool| {
+            let (mut st, events) =
+                risk::observe_equity(prev, equity, now, &self.config.risk, limit);
+            let write = !(existing && st == *prev);
+            if write {
+                st.updated_at = now;
+            }
+            (st, events, write)
+        };
+        // The typed backend folds in place: nothing can write in between.
+        if let Some(r) = self.repo.fold_account_state(account, |prev| {
+            let (st, events, write) = match prev {
+                Some(p) => fold(p, true),
+                None => fold(&AccountState::default(), false),
+            };
+            // As the loop below: events are announced only with the write that records them.
+            let events = if write { events } else { Vec::new() };
+            (write.then(|| st.clone()), (st, events))
+        }) {
+            let (st, events) = r?;
+            self.announce_risk_events(account, &st, events, now).await;
+            return Ok(st);
+        }
         for _ in 0..3 {
             let current = self.repo.account_state(account).await?;
             let (prev, version) = match current {
                 Some(v) => (v.value, Some(v.version)),
                 None => (AccountState::default(), None),
             };
-            let (mut st, events) =
-                risk::observe_equity(&prev, equity, now, &self.config.risk, limit);
-            if version.is_some() && st == prev {
+            let (st, events, write) = fold(&prev, version.is_some());
+            if !write {
                 return Ok(st);
             }
-            st.updated_at = now;
             match self.repo.save_account_state(account, &st, version).await {
                 Ok(_) => {}
                 // Another job wrote in between: read its state and fold our reading in again.
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
-            for ev in events {
-                let (priority, kind, id) = match &ev {
-                    risk::RiskEvent::MddLevelChanged { to, .. } => (
-                        Priority::High,
-                        "mdd_level",
-                        format!("mdd:{account}:{}:{to}", st.day),
-                    ),
-                    risk::RiskEvent::DailyLossHalt { until, .. } => (
-                        Priority::Critical,
-                        "daily_loss_limit",
-                        format!("halt:{account}:{until}"),
-                    ),
-                    risk::RiskEvent::HaltLifted => (
-                        Priority::Medium,
-                        "daily_loss_reset",
-                        format!("unhalt:{account}:{}", st.day),
-                    ),
-                };
-                // Delivered to the trader by the notifier; the log keeps it at info (backtests
-                // would otherwise print every level change).
-                tracing::info!(%account, event = %ev.describe(), "risk event");
-                self.notify(account, priority, kind, id, ev.describe(), now)
-                    .await;
-            }
+            self.announce_risk_events(account, &st, events, now).await;
             return Ok(st);
         }
         Err(EngineError::Other(format!(
             "{account}: account state kept changing under concurrent writers"
         )))
+    }
+
+    /// Tell the trader what a written risk fold changed (level, halt, halt lifted).
+    async fn announce_risk_events(
+        &self,
+        account: &AccountId,
+        st: &AccountState,
+        events: Vec<risk::RiskEvent>,
+        now: i64,
+    ) {
+        for ev in events {
+            let (priority, kind, id) = match &ev {
+                risk::RiskEvent::MddLevelChanged { to, .. } => (
+                    Priority::High,
+                    "mdd_level",
+                    format!("mdd:{account}:{}:{to}", st.day),
+                ),
+                risk::RiskEvent::DailyLossHalt { until, .. } => (
+                    Priority::Critical,
+                    "daily_loss_limit",
+                    format!("halt:{account}:{until}"),
+                ),
+                risk::RiskEvent::HaltLifted => (
+                    Priority::Medium,
+                    "daily_loss_reset",
+                    format!("unhalt:{account}:{}", st.day),
+                ),
+            };
+            // Delivered to the trader by the notifier; the log keeps it at info (backtests
+            // would otherwise print every level change).
+            tracing::info!(%account, event = %ev.describe(), "risk event");
+            self.notify(account, priority, kind, id, ev.describe(), now)
+                .await;
+        }
     }
 
     /// Record a closed trade once and count it once in the account's risk state (consecutive

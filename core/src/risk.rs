@@ -204,19 +204,21 @@ fn daily_loss_over(st: &AccountState, limit: Decimal) -> bool {
     side_of(quotient(start, equity), limit).unwrap_or_else(|| daily_loss(st) > limit)
 }
 
-/// `(a − b) / a` (for `a > b`, `a > 0`) in f64, for [`side_of`].
+/// `(a − b) / a` (for `a > b`, `a > 0`) in f64, for [`side_of`]. The conversions need not be the
+/// nearest f64 (equity after fees has many decimals, where the exact conversion is slow): each is
+/// within 1e-15 relative, so the quotient is within a few 1e-15 of the exact one.
 fn quotient(a: Decimal, b: Decimal) -> f64 {
-    let af = crate::domain::decimal_to_f64(a);
-    (af - crate::domain::decimal_to_f64(b)) / af
+    let af = crate::domain::decimal_to_f64_approx(a);
+    (af - crate::domain::decimal_to_f64_approx(b)) / af
 }
 
 /// Whether the exact quotient `q` stands for is ≥ `t` (`Some(true)`), < `t` (`Some(false)`), or
 /// too close to `t` to tell in f64 (`None`: divide in Decimal). Sound: the f64 quotient is within
-/// about 1e-15 of the exact one and `rust_decimal`'s rounded quotient within 1e-27, so a value
-/// further than [`QUOTIENT_MARGIN`] from `t` is on the same side of `t` in all three (and an exact
-/// equality always falls back).
+/// a few 1e-15 of the exact one ([`quotient`]), `t` in f64 within 1e-15 of `t`, and
+/// `rust_decimal`'s rounded quotient within 1e-27, so a value further than [`QUOTIENT_MARGIN`]
+/// from `t` is on the same side of `t` in all three (and an exact equality always falls back).
 fn side_of(q: f64, t: Decimal) -> Option<bool> {
-    let tf = crate::domain::decimal_to_f64(t);
+    let tf = crate::domain::decimal_to_f64_approx(t);
     ((q - tf).abs() > QUOTIENT_MARGIN).then_some(q >= tf)
 }
 
@@ -1443,6 +1445,7 @@ mod tests {
         fn levels_without_division_equal_the_decimal_quotients(
             peak_units in 1i64..10_000_000_000,
             peak_scale in 0u32..9,
+            tail in proptest::option::of(0i64..i64::MAX),
             frac_bp in 0i64..10_000,
             at in 0usize..12,
             nudge in -1i64..=1,
@@ -1450,7 +1453,10 @@ mod tests {
             limit_bp in 0i64..10_000,
         ) {
             let c = cfg();
-            let peak = Decimal::new(peak_units, peak_scale);
+            // Equity after fees carries many decimals: a tail of up to 18 of them makes the
+            // mantissa up to ~93 bits, past the exact conversion's fast path.
+            let peak = Decimal::new(peak_units, peak_scale)
+                + tail.map_or(Decimal::ZERO, |t| Decimal::new(t, 18));
             let mut marks: Vec<Decimal> = c.mdd.thresholds.clone();
             marks.extend(c.mdd.thresholds.iter().map(|t| *t - c.mdd.hysteresis));
             marks.extend([Decimal::new(limit_bp, 4), Decimal::new(frac_bp, 4)]);

@@ -183,6 +183,23 @@ fn pk(account: &AccountId) -> String {
     concat(&["ACCT#", &account.0])
 }
 
+/// `f` of the account's partition key, built in a buffer kept per thread (a nested call builds
+/// its own): the typed backend looks the account state up on every candle of a backtest.
+fn with_pk<R>(account: &AccountId, f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static PK: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+    }
+    PK.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut k) => {
+            k.clear();
+            k.push_str("ACCT#");
+            k.push_str(&account.0);
+            f(&k)
+        }
+        Err(_) => f(&pk(account)),
+    })
+}
+
 fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
     concat(&["POS#", &strategy.0, "#", &symbol.0])
 }
@@ -552,21 +569,52 @@ impl StateRepo {
         self.get(&pk(account), "STATE").await
     }
 
+    /// Fold `f` into the account's state in place, for the typed backend (`None` for a key/value
+    /// store: read it and save it conditionally instead). `f` gets the state (`None`: none yet)
+    /// and returns what to write (`None`: leave it as it is) and a result. It runs under the
+    /// table's lock, so this is a read and a conditional write that nothing can come between: the
+    /// outcome of the read–save loop when its save succeeds, without cloning the state twice.
+    pub fn fold_account_state<R>(
+        &self,
+        account: &AccountId,
+        f: impl FnOnce(Option<&AccountState>) -> (Option<AccountState>, R),
+    ) -> Option<Result<R, StoreError>> {
+        let Backend::Typed(t) = &self.backend else {
+            return None;
+        };
+        Some(with_pk(account, |pk| {
+            let (r, wrote) = t.table.update(pk, "STATE", |item| match item {
+                None => {
+                    let (new, r) = f(None);
+                    (new.map(Item::Account), Some(r))
+                }
+                Some(Item::Account(st)) => {
+                    let (new, r) = f(Some(st));
+                    (new.map(Item::Account), Some(r))
+                }
+                Some(_) => (None, None),
+            });
+            if wrote.is_some() {
+                t.wrote("STATE");
+            }
+            r.ok_or_else(|| wrong_type(pk, "STATE"))
+        }))
+    }
+
     /// Whether the account is paused (`None`: no state yet): what an evaluation reads of the
     /// account state, read in place by the typed backend.
     pub async fn account_paused(&self, account: &AccountId) -> Result<Option<bool>, StoreError> {
         match &self.backend {
-            Backend::Typed(t) => {
-                let pk = pk(account);
-                match t.table.read(&pk, "STATE", |_, item| match item {
+            Backend::Typed(t) => with_pk(account, |pk| {
+                match t.table.read(pk, "STATE", |_, item| match item {
                     Item::Account(st) => Some(st.paused),
                     _ => None,
                 }) {
                     Some(Some(p)) => Ok(Some(p)),
-                    Some(None) => Err(wrong_type(&pk, "STATE")),
+                    Some(None) => Err(wrong_type(pk, "STATE")),
                     None => Ok(None),
                 }
-            }
+            }),
             Backend::Kv(_) => Ok(self.account_state(account).await?.map(|v| v.value.paused)),
         }
     }
@@ -579,5 +627,21 @@ impl StateRepo {
     ) -> Result<u64, StoreError> {
         let expect = expect_version(version);
         self.put(&pk(account), "STATE", st, expect, None).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_keys_built_in_the_thread_buffer_nest() {
+        let (a, b) = (AccountId::new("main"), AccountId::new("sub1"));
+        let (outer, inner) = with_pk(&a, |ka| {
+            let inner = with_pk(&b, |kb| kb.to_string());
+            (ka.to_string(), inner)
+        });
+        assert_eq!((outer.as_str(), inner.as_str()), ("ACCT#main", "ACCT#sub1"));
+        assert_eq!(with_pk(&b, |k| k.to_string()), pk(&b));
     }
 }

@@ -37,6 +37,10 @@ enum Op {
         version: Option<u64>,
         equity: u32,
     },
+    /// Fold a reading into the state: set equity, raise the peak, leave it when unchanged.
+    FoldState {
+        equity: u32,
+    },
     SaveStats {
         strategy: u8,
         version: Option<u64>,
@@ -68,6 +72,7 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, -50i32..50).prop_map(|(n, pnl)| Op::RecordTrade { n, pnl }),
         (0u8..2, 0i64..10).prop_map(|(strategy, time)| Op::RecordEntry { strategy, time }),
         (v.clone(), 1u32..20_000).prop_map(|(version, equity)| Op::SaveState { version, equity }),
+        (1u32..5).prop_map(|equity| Op::FoldState { equity }),
         (0u8..2, v, 0u8..5).prop_map(|(strategy, version, n)| Op::SaveStats {
             strategy,
             version,
@@ -153,6 +158,31 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
                 ..AccountState::default()
             };
             out(repo.save_account_state(&acct(), &st, *version).await)
+        }
+        Op::FoldState { equity } => {
+            let reading = Notional(Decimal::from(*equity));
+            let fold = |prev: Option<&AccountState>| {
+                let mut st = prev.cloned().unwrap_or_default();
+                st.equity = reading;
+                st.peak_equity = st.peak_equity.max(reading);
+                let write = prev != Some(&st);
+                (write.then(|| st.clone()), st)
+            };
+            // The typed backend folds in place; a key/value store reads and saves on the
+            // version read, which is what the in-place fold must amount to.
+            match repo.fold_account_state(&acct(), fold) {
+                Some(r) => out(r),
+                None => {
+                    let cur = repo.account_state(&acct()).await.unwrap();
+                    let (write, st) = fold(cur.as_ref().map(|v| &v.value));
+                    if let Some(w) = write {
+                        repo.save_account_state(&acct(), &w, cur.map(|v| v.version))
+                            .await
+                            .unwrap();
+                    }
+                    format!("ok {st:?}")
+                }
+            }
         }
         Op::SaveStats {
             strategy: s,
