@@ -46,9 +46,9 @@ fn check(file: &str, limit: usize) {
         .join(file);
     let series = load_csv(&path).expect("sample data");
     let tf = series.timeframe.millis();
-    for name in strategy::names() {
-        let mut s = strategy::build(name, &toml::Table::new(), "params").expect("defaults");
-        let (mut checked, mut acting) = (0usize, 0usize);
+    for (name, params) in variants() {
+        let mut s = strategy::build(name, &params, "params").expect("valid parameters");
+        let (mut checked, mut acting, mut closing) = (0usize, 0usize, 0usize);
         for (i, c) in series.candles.iter().take(limit).enumerate() {
             s.update(c);
             let now = c.open_time + tf + 3_000;
@@ -85,6 +85,7 @@ fn check(file: &str, limit: usize) {
                 );
                 checked += 1;
                 acting += usize::from(full != Action::Hold);
+                closing += usize::from(matches!(full, Action::Close { .. }));
             }
         }
         // The comparison means something only if the strategy acted in some of the contexts.
@@ -92,7 +93,27 @@ fn check(file: &str, limit: usize) {
             acting > 0,
             "{name} {file}: no context produced an action in {checked} checks"
         );
+        // A close carries its reason as text: the variant with TFPE's optional exits on must
+        // produce some, so the reason text is compared too.
+        if !params.is_empty() {
+            assert!(
+                closing > 0,
+                "{name} {file} {params}: no close in {checked} checks"
+            );
+        }
     }
+}
+
+/// Every registered strategy with its defaults, and TFPE with its optional exits switched on.
+fn variants() -> Vec<(&'static str, toml::Table)> {
+    let mut out: Vec<_> = strategy::names()
+        .iter()
+        .map(|n| (*n, toml::Table::new()))
+        .collect();
+    let exits: toml::Table =
+        toml::from_str("time_exit_bars = 12\nexit_on_middle_cross = true").expect("params");
+    out.push(("TFPE", exits));
+    out
 }
 
 #[test]

@@ -422,8 +422,25 @@ fn side_name(side: Side) -> &'static str {
     }
 }
 
-/// The 7 conditions of one side. Pure: the unit tests drive it with hand-set readings.
-fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
+/// Whether to write the conditions' names and values (`decide`) or only decide what holds
+/// (`decide_action`, asked on every candle of a backtest, where the texts cost far more than the
+/// rules).
+#[derive(Clone, Copy)]
+struct Texts(bool);
+
+impl Texts {
+    fn make(self, text: impl FnOnce() -> String) -> String {
+        if self.0 {
+            text()
+        } else {
+            String::new()
+        }
+    }
+}
+
+/// The 7 conditions of one side. Pure: the unit tests drive it with hand-set readings. Names and
+/// values are written only when `t` asks for them; what holds never depends on them.
+fn evaluate_side(p: &Params, r: &Readings, side: Side, t: Texts) -> [Condition; 7] {
     let trend_on = r.adx >= p.adx_min;
     let gate = |held: bool, value: String| -> (bool, String) {
         if trend_on {
@@ -431,17 +448,19 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
         } else {
             (
                 false,
-                format!("{value}; off: ADX {:.2} < {} (sideways)", r.adx, p.adx_min),
+                t.make(|| format!("{value}; off: ADX {:.2} < {} (sideways)", r.adx, p.adx_min)),
             )
         }
     };
-    let name = |c: &str| format!("{}.{c}", side_name(side));
+    let name = |c: &str| t.make(|| format!("{}.{c}", side_name(side)));
     let from_extreme = r.extreme_distance(side);
     let no_range = || {
-        format!(
-            "channel has no range (upper = lower = {})",
-            num(r.channel.upper)
-        )
+        t.make(|| {
+            format!(
+                "channel has no range (upper = lower = {})",
+                num(r.channel.upper)
+            )
+        })
     };
 
     // 1. Momentum, signed.
@@ -449,11 +468,11 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     let (held, value) = match side {
         Side::Long => (
             r.roc_pct >= min,
-            format!("{:+.2}% (≥ +{:.2}%)", r.roc_pct, min),
+            t.make(|| format!("{:+.2}% (≥ +{:.2}%)", r.roc_pct, min)),
         ),
         Side::Short => (
             r.roc_pct <= -min,
-            format!("{:+.2}% (≤ -{:.2}%)", r.roc_pct, min),
+            t.make(|| format!("{:+.2}% (≤ -{:.2}%)", r.roc_pct, min)),
         ),
     };
     let (held, value) = gate(held, value);
@@ -463,13 +482,15 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     let (held, value) = match r.extreme_distance(side.opposite()) {
         Some(retr) => (
             p.fib_min <= retr && retr <= p.fib_max,
-            format!(
-                "retraced {} from the {} ({}–{})",
-                pct(retr),
-                if side == Side::Long { "high" } else { "low" },
-                pct(p.fib_min),
-                pct(p.fib_max)
-            ),
+            t.make(|| {
+                format!(
+                    "retraced {} from the {} ({}–{})",
+                    pct(retr),
+                    if side == Side::Long { "high" } else { "low" },
+                    pct(p.fib_min),
+                    pct(p.fib_max)
+                )
+            }),
         ),
         None => (false, no_range()),
     };
@@ -484,11 +505,13 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
         (_, Trend::Down) => (false, "downtrend"),
         (_, Trend::None) => (false, "no trend"),
     };
-    let trend_desc = format!(
-        "{trend_word} (close {} vs middle {})",
-        num(r.close),
-        num(r.trend_middle)
-    );
+    let trend_desc = || {
+        format!(
+            "{trend_word} (close {} vs middle {})",
+            num(r.close),
+            num(r.trend_middle)
+        )
+    };
     let (near_max, neutral_max, cmp) = match side {
         Side::Long => (p.rsi_near_extreme_long, p.rsi_neutral_long, "≤"),
         Side::Short => (p.rsi_near_extreme_short, p.rsi_neutral_short, "≥"),
@@ -503,33 +526,40 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
             // |close − middle| / W: exactly symmetric for the two sides.
             let neutral = (r.close - r.channel.middle).abs() / r.width() <= p.neutral_zone;
             let extreme_word = if side == Side::Long { "bottom" } else { "top" };
-            let zone = if near {
-                format!(
-                    "near the {extreme_word} ({} ≤ {}) → RSI {cmp} {near_max}",
-                    pct(d),
-                    pct(p.near_extreme_zone)
-                )
-            } else if neutral {
-                format!(
-                    "neutral (position {:.3} within 0.5 ± {}) → RSI {cmp} {neutral_max}",
-                    pos, p.neutral_zone
-                )
-            } else {
-                format!("position {pos:.3}: neither near the {extreme_word} nor neutral")
+            let zone = || {
+                if near {
+                    format!(
+                        "near the {extreme_word} ({} ≤ {}) → RSI {cmp} {near_max}",
+                        pct(d),
+                        pct(p.near_extreme_zone)
+                    )
+                } else if neutral {
+                    format!(
+                        "neutral (position {:.3} within 0.5 ± {}) → RSI {cmp} {neutral_max}",
+                        pos, p.neutral_zone
+                    )
+                } else {
+                    format!("position {pos:.3}: neither near the {extreme_word} nor neutral")
+                }
             };
             let rsi_ok = (near && passes(near_max)) || (neutral && passes(neutral_max));
             let need = match side {
                 Side::Long => "long needs an uptrend",
                 Side::Short => "short needs a downtrend",
             };
-            let value = if with_trend {
-                format!("RSI {:.2}; {trend_desc}; {zone}", r.rsi)
-            } else {
-                format!("RSI {:.2}; {trend_desc}: {need}; {zone}", r.rsi)
-            };
+            let value = t.make(|| {
+                if with_trend {
+                    format!("RSI {:.2}; {}; {}", r.rsi, trend_desc(), zone())
+                } else {
+                    format!("RSI {:.2}; {}: {need}; {}", r.rsi, trend_desc(), zone())
+                }
+            });
             (with_trend && rsi_ok, value)
         }
-        _ => (false, format!("RSI {:.2}; {}", r.rsi, no_range())),
+        _ => (
+            false,
+            t.make(|| format!("RSI {:.2}; {}", r.rsi, no_range())),
+        ),
     };
     let (held, value) = gate(held, value);
     let rsi = Condition::new(name("rsi"), held, value);
@@ -538,13 +568,15 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     let dist = (r.close - r.ema).abs() / r.close;
     let (held, value) = gate(
         dist <= p.ema_distance_max_pct,
-        format!(
-            "{} from EMA{} {} (≤ {})",
-            pct(dist),
-            p.ema_period,
-            num(r.ema),
-            pct(p.ema_distance_max_pct)
-        ),
+        t.make(|| {
+            format!(
+                "{} from EMA{} {} (≤ {})",
+                pct(dist),
+                p.ema_period,
+                num(r.ema),
+                pct(p.ema_distance_max_pct)
+            )
+        }),
     );
     let ema_distance = Condition::new(name("ema_distance"), held, value);
 
@@ -552,18 +584,20 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     let (held, value) = if r.volume_ma > 0.0 {
         (
             r.volume >= p.volume_mult * r.volume_ma,
-            format!(
-                "{:.2}× the {}-candle average {} (≥ {}×)",
-                r.volume / r.volume_ma,
-                p.volume_period,
-                num(r.volume_ma),
-                p.volume_mult
-            ),
+            t.make(|| {
+                format!(
+                    "{:.2}× the {}-candle average {} (≥ {}×)",
+                    r.volume / r.volume_ma,
+                    p.volume_period,
+                    num(r.volume_ma),
+                    p.volume_mult
+                )
+            }),
         )
     } else {
         (
             false,
-            format!("no volume in the last {} candles", p.volume_period),
+            t.make(|| format!("no volume in the last {} candles", p.volume_period)),
         )
     };
     let (held, value) = gate(held, value);
@@ -573,12 +607,14 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     let (held, value) = match from_extreme {
         Some(d) => (
             d <= p.extreme_zone,
-            format!(
-                "{} of the range from the {} (≤ {})",
-                pct(d),
-                if side == Side::Long { "bottom" } else { "top" },
-                pct(p.extreme_zone)
-            ),
+            t.make(|| {
+                format!(
+                    "{} of the range from the {} (≤ {})",
+                    pct(d),
+                    if side == Side::Long { "bottom" } else { "top" },
+                    pct(p.extreme_zone)
+                )
+            }),
         ),
         None => (false, no_range()),
     };
@@ -587,23 +623,21 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
 
     // 7. Sideways special case: only below the ADX minimum.
     let (extreme_ok, rsi_desc) = match side {
-        Side::Long => (
-            r.rsi < p.rsi_oversold,
-            format!("RSI {:.2} (< {})", r.rsi, p.rsi_oversold),
-        ),
-        Side::Short => (
-            r.rsi > p.rsi_overbought,
-            format!("RSI {:.2} (> {})", r.rsi, p.rsi_overbought),
-        ),
+        Side::Long => (r.rsi < p.rsi_oversold, ("<", p.rsi_oversold)),
+        Side::Short => (r.rsi > p.rsi_overbought, (">", p.rsi_overbought)),
     };
     let sideways = Condition::new(
         name("sideways_rsi"),
         !trend_on && extreme_ok,
-        if trend_on {
-            format!("{rsi_desc}; off: ADX {:.2} ≥ {} (trend)", r.adx, p.adx_min)
-        } else {
-            format!("{rsi_desc}; ADX {:.2} < {} (sideways)", r.adx, p.adx_min)
-        },
+        t.make(|| {
+            let (cmp, level) = rsi_desc;
+            let rsi_desc = format!("RSI {:.2} ({cmp} {level})", r.rsi);
+            if trend_on {
+                format!("{rsi_desc}; off: ADX {:.2} ≥ {} (trend)", r.adx, p.adx_min)
+            } else {
+                format!("{rsi_desc}; ADX {:.2} < {} (sideways)", r.adx, p.adx_min)
+            }
+        }),
     );
 
     [
@@ -617,9 +651,15 @@ fn evaluate_side(p: &Params, r: &Readings, side: Side) -> [Condition; 7] {
     ]
 }
 
+#[cfg(test)]
 fn evaluate(p: &Params, r: &Readings) -> Evaluation {
-    let long = evaluate_side(p, r, Side::Long);
-    let short = evaluate_side(p, r, Side::Short);
+    evaluate_with(p, r, Texts(true))
+}
+
+/// [`evaluate`], with the condition texts only when `t` asks for them.
+fn evaluate_with(p: &Params, r: &Readings, t: Texts) -> Evaluation {
+    let long = evaluate_side(p, r, Side::Long, t);
+    let short = evaluate_side(p, r, Side::Short, t);
     let count = |cs: &[Condition; 7]| cs.iter().filter(|c| c.held).count();
     let (nl, ns) = (count(&long), count(&short));
     let mut conditions = Vec::with_capacity(14);
@@ -730,7 +770,7 @@ impl Tfpe {
     }
 
     /// The optional exits for a held position: their conditions and the reason to close, if any.
-    fn exits(&self, pos: &PositionView) -> (Vec<Condition>, Option<String>) {
+    fn exits(&self, pos: &PositionView, t: Texts) -> (Vec<Condition>, Option<String>) {
         let mut reasons = Vec::new();
         let time = if self.p.time_exit_bars == 0 {
             Condition::new("exit.time", false, "off")
@@ -741,13 +781,15 @@ impl Tfpe {
                     let held =
                         (close_time - pos.opened_at + self.bar_ms / 2).div_euclid(self.bar_ms);
                     let fired = held >= self.p.time_exit_bars as i64;
-                    let value = format!(
-                        "held {held} candles of {} min (limit {})",
-                        self.bar_ms / 60_000,
-                        self.p.time_exit_bars
-                    );
+                    let value = t.make(|| {
+                        format!(
+                            "held {held} candles of {} min (limit {})",
+                            self.bar_ms / 60_000,
+                            self.p.time_exit_bars
+                        )
+                    });
                     if fired {
-                        reasons.push(format!("time exit: {value}"));
+                        reasons.push(t.make(|| format!("time exit: {value}")));
                     }
                     Condition::new("exit.time", fired, value)
                 }
@@ -767,27 +809,31 @@ impl Tfpe {
                     let (fired, value) = match pos.side {
                         Side::Long => (
                             close < mid && since_signal(self.last_above_middle),
-                            format!(
-                                "close {} {} middle {}; a close above it since the signal: {}",
-                                num(close),
-                                if close < mid { "<" } else { "≥" },
-                                num(mid),
-                                since_signal(self.last_above_middle)
-                            ),
+                            t.make(|| {
+                                format!(
+                                    "close {} {} middle {}; a close above it since the signal: {}",
+                                    num(close),
+                                    if close < mid { "<" } else { "≥" },
+                                    num(mid),
+                                    since_signal(self.last_above_middle)
+                                )
+                            }),
                         ),
                         Side::Short => (
                             close > mid && since_signal(self.last_below_middle),
-                            format!(
-                                "close {} {} middle {}; a close below it since the signal: {}",
-                                num(close),
-                                if close > mid { ">" } else { "≤" },
-                                num(mid),
-                                since_signal(self.last_below_middle)
-                            ),
+                            t.make(|| {
+                                format!(
+                                    "close {} {} middle {}; a close below it since the signal: {}",
+                                    num(close),
+                                    if close > mid { ">" } else { "≤" },
+                                    num(mid),
+                                    since_signal(self.last_below_middle)
+                                )
+                            }),
                         ),
                     };
                     if fired {
-                        reasons.push(format!("Donchian middle crossed: {value}"));
+                        reasons.push(t.make(|| format!("Donchian middle crossed: {value}")));
                     }
                     Condition::new("exit.middle_cross", fired, value)
                 }
@@ -858,15 +904,28 @@ impl Strategy for Tfpe {
     }
 
     fn decide(&self, ctx: &Context<'_>) -> Decision {
+        self.decide_with(ctx, Texts(true))
+    }
+
+    /// Without the texts when it holds; an action is decided again with them, so it carries the
+    /// same reason text as `decide`'s.
+    fn decide_action(&self, ctx: &Context<'_>) -> Action {
+        match self.decide_with(ctx, Texts(false)).action {
+            Action::Hold => Action::Hold,
+            _ => self.decide(ctx).action,
+        }
+    }
+}
+
+impl Tfpe {
+    /// [`Strategy::decide`], writing the conditions' texts only when `t` asks for them.
+    fn decide_with(&self, ctx: &Context<'_>, t: Texts) -> Decision {
         let p = &self.p;
         let mut conditions = Vec::with_capacity(21);
         let readings = self.readings();
         let mut eval = None;
         match readings {
             Some(r) => {
-                let position = r
-                    .position()
-                    .map_or("none (zero width)".to_string(), |x| format!("{x:.3}"));
                 let trend = match r.trend() {
                     Trend::Up => "up",
                     Trend::Down => "down",
@@ -875,48 +934,57 @@ impl Strategy for Tfpe {
                 conditions.push(Condition::new(
                     "channel",
                     r.width() > 0.0,
-                    format!(
-                        "upper {} middle {} lower {}; position {position}; trend {trend} (close {} vs middle {})",
-                        num(r.channel.upper),
-                        num(r.channel.middle),
-                        num(r.channel.lower),
-                        num(r.close),
-                        num(r.trend_middle)
-                    ),
+                    t.make(|| {
+                        let position = r
+                            .position()
+                            .map_or("none (zero width)".to_string(), |x| format!("{x:.3}"));
+                        format!(
+                            "upper {} middle {} lower {}; position {position}; trend {trend} (close {} vs middle {})",
+                            num(r.channel.upper),
+                            num(r.channel.middle),
+                            num(r.channel.lower),
+                            num(r.close),
+                            num(r.trend_middle)
+                        )
+                    }),
                 ));
                 conditions.push(Condition::new(
                     "adx",
                     r.adx >= p.adx_min,
-                    if r.adx >= p.adx_min {
-                        format!(
-                            "ADX {:.2} ≥ {}: trend conditions 1–6 count",
-                            r.adx, p.adx_min
-                        )
-                    } else {
-                        format!(
-                            "ADX {:.2} < {}: sideways, only condition 7 counts",
-                            r.adx, p.adx_min
-                        )
-                    },
+                    t.make(|| {
+                        if r.adx >= p.adx_min {
+                            format!(
+                                "ADX {:.2} ≥ {}: trend conditions 1–6 count",
+                                r.adx, p.adx_min
+                            )
+                        } else {
+                            format!(
+                                "ADX {:.2} < {}: sideways, only condition 7 counts",
+                                r.adx, p.adx_min
+                            )
+                        }
+                    }),
                 ));
                 conditions.push(Condition::new(
                     "atr",
                     r.atr > 0.0,
-                    format!(
-                        "ATR{} {}: stop {}×, take-profit {}×",
-                        p.atr_period,
-                        num(r.atr),
-                        p.stop_atr,
-                        p.take_profit_atr
-                    ),
+                    t.make(|| {
+                        format!(
+                            "ATR{} {}: stop {}×, take-profit {}×",
+                            p.atr_period,
+                            num(r.atr),
+                            p.stop_atr,
+                            p.take_profit_atr
+                        )
+                    }),
                 ));
-                let e = evaluate(p, &r);
+                let e = evaluate_with(p, &r, t);
                 conditions.extend(e.conditions.iter().cloned());
                 for (side, n) in [(Side::Long, e.long), (Side::Short, e.short)] {
                     conditions.push(Condition::new(
-                        format!("{}.count", side_name(side)),
+                        t.make(|| format!("{}.count", side_name(side))),
                         n >= p.signal_threshold,
-                        format!("{n}/7 held (≥ {})", p.signal_threshold),
+                        t.make(|| format!("{n}/7 held (≥ {})", p.signal_threshold)),
                     ));
                 }
                 eval = Some(e);
@@ -924,12 +992,12 @@ impl Strategy for Tfpe {
             None => conditions.push(Condition::new(
                 "warmed_up",
                 false,
-                format!("{}/{} candles", self.candles, self.warmup()),
+                t.make(|| format!("{}/{} candles", self.candles, self.warmup())),
             )),
         }
 
         if let Some(pos) = ctx.position {
-            let (exit_conditions, reason) = self.exits(pos);
+            let (exit_conditions, reason) = self.exits(pos, t);
             conditions.extend(exit_conditions);
             return match reason {
                 Some(reason) => Decision {
@@ -938,35 +1006,37 @@ impl Strategy for Tfpe {
                     conditions,
                 },
                 None => {
-                    let ignored = eval
-                        .as_ref()
-                        .and_then(|e| self.signal(e))
-                        .filter(|s| *s != pos.side)
-                        .map(|s| format!("; {} signal ignored while holding", side_name(s)))
-                        .unwrap_or_default();
-                    Decision::hold(
-                        format!("holding {}{ignored}", side_name(pos.side)),
-                        conditions,
-                    )
+                    let note = t.make(|| {
+                        let ignored = eval
+                            .as_ref()
+                            .and_then(|e| self.signal(e))
+                            .filter(|s| *s != pos.side)
+                            .map(|s| format!("; {} signal ignored while holding", side_name(s)))
+                            .unwrap_or_default();
+                        format!("holding {}{ignored}", side_name(pos.side))
+                    });
+                    Decision::hold(note, conditions)
                 }
             };
         }
 
         let Some(e) = eval else {
             return Decision::hold(
-                format!("warming up ({}/{} candles)", self.candles, self.warmup()),
+                t.make(|| format!("warming up ({}/{} candles)", self.candles, self.warmup())),
                 conditions,
             );
         };
         let Some(side) = self.signal(&e) else {
-            let note = if e.long >= p.signal_threshold && e.long == e.short {
-                format!("long and short both {}/7: contradictory, no entry", e.long)
-            } else {
-                format!(
-                    "no signal (long {}/7, short {}/7, need {})",
-                    e.long, e.short, p.signal_threshold
-                )
-            };
+            let note = t.make(|| {
+                if e.long >= p.signal_threshold && e.long == e.short {
+                    format!("long and short both {}/7: contradictory, no entry", e.long)
+                } else {
+                    format!(
+                        "no signal (long {}/7, short {}/7, need {})",
+                        e.long, e.short, p.signal_threshold
+                    )
+                }
+            });
             return Decision::hold(note, conditions);
         };
         let Some((stop, take_profit)) = self.stops() else {
@@ -1529,6 +1599,14 @@ mod tests {
                                 ..r
                             };
                             let (a, b) = (evaluate(&p, &r), evaluate(&p, &m));
+                            // Without the texts (`decide_action`), the same conditions hold.
+                            let bare = evaluate_with(&p, &r, Texts(false));
+                            let held = |e: &Evaluation| -> Vec<bool> {
+                                e.conditions.iter().map(|c| c.held).collect()
+                            };
+                            assert_eq!(held(&bare), held(&a), "{r:?}");
+                            assert_eq!((bare.long, bare.short), (a.long, a.short));
+                            assert!(bare.conditions.iter().all(|c| c.value.is_empty()));
                             for i in 0..7 {
                                 assert_eq!(
                                     a.conditions[i].held,
