@@ -35,6 +35,23 @@ impl Condition {
     }
 }
 
+/// Whether a strategy writes its conditions' names and values and its notes (`decide`) or only
+/// decides what holds (`decide_action`, asked on every candle of a backtest, where the texts cost
+/// far more than the rules). One code path decides both ways; only the texts are skipped.
+#[derive(Clone, Copy)]
+pub(crate) struct Texts(pub(crate) bool);
+
+impl Texts {
+    /// `text()`, or an empty string (no allocation) when texts are off.
+    pub(crate) fn make(self, text: impl FnOnce() -> String) -> String {
+        if self.0 {
+            text()
+        } else {
+            String::new()
+        }
+    }
+}
+
 /// Where the protective stop goes, relative to the actual fill (the strategy does not know it).
 #[derive(Clone, Copy, PartialEq, Debug, Serialize, Deserialize)]
 pub enum StopSpec {

@@ -82,7 +82,7 @@
 
 use super::{
     parse_params, Action, Condition, Context, Decision, PositionView, StopSpec, Strategy,
-    StrategyError,
+    StrategyError, Texts,
 };
 use crate::domain::{Candle, Side};
 use crate::indicators::{Adx, Atr, Bar, Donchian, DonchianOutput, Ema, Roc, Rsi, VolumeMa};
@@ -419,22 +419,6 @@ fn side_name(side: Side) -> &'static str {
     match side {
         Side::Long => "long",
         Side::Short => "short",
-    }
-}
-
-/// Whether to write the conditions' names and values (`decide`) or only decide what holds
-/// (`decide_action`, asked on every candle of a backtest, where the texts cost far more than the
-/// rules).
-#[derive(Clone, Copy)]
-struct Texts(bool);
-
-impl Texts {
-    fn make(self, text: impl FnOnce() -> String) -> String {
-        if self.0 {
-            text()
-        } else {
-            String::new()
-        }
     }
 }
 

@@ -49,7 +49,7 @@ use super::zlmacd_ichimoku::{
 };
 use super::{
     parse_params, Action, Condition, Context, Decision, ExitPlan, PositionView, StopSpec, Strategy,
-    StrategyError, Trailing,
+    StrategyError, Texts, Trailing,
 };
 use crate::domain::{Candle, Price, Side};
 use crate::indicators::{Adx, Bar, Ema, ZlHma};
@@ -235,16 +235,20 @@ impl ZlhmaEmaCross {
     }
 
     /// The entry conditions on this candle, for both sides, with their values.
-    fn signals(&self, s: &Snapshot) -> Signals {
+    fn signals(&self, s: &Snapshot, t: Texts) -> Signals {
         let diff = s.ema_fast - s.ema_slow;
-        let ema_v = format!(
-            "ema{}={:.2} ema{}={:.2} diff={:.4} prev_diff={:.4}",
-            self.p.ema_fast, s.ema_fast, self.p.ema_slow, s.ema_slow, diff, s.prev_diff
-        );
-        let zl_v = format!(
-            "zlhma{}={:.2} prev={:.2}",
-            self.p.zlhma_period, s.zlhma, s.prev_zlhma
-        );
+        let ema_v = t.make(|| {
+            format!(
+                "ema{}={:.2} ema{}={:.2} diff={:.4} prev_diff={:.4}",
+                self.p.ema_fast, s.ema_fast, self.p.ema_slow, s.ema_slow, diff, s.prev_diff
+            )
+        });
+        let zl_v = t.make(|| {
+            format!(
+                "zlhma{}={:.2} prev={:.2}",
+                self.p.zlhma_period, s.zlhma, s.prev_zlhma
+            )
+        });
         let golden = s.prev_diff <= 0.0 && diff > 0.0;
         let death = s.prev_diff >= 0.0 && diff < 0.0;
         let rising = s.zlhma > s.prev_zlhma;
@@ -264,17 +268,22 @@ impl ZlhmaEmaCross {
                 Condition::new(
                     "adx_trend",
                     trend,
-                    format!("adx={:.2} > {}", s.adx, self.p.adx_threshold),
+                    t.make(|| format!("adx={:.2} > {}", s.adx, self.p.adx_threshold)),
                 ),
             ],
         }
     }
 
+    #[cfg(test)]
     fn evaluate(&self, s: &Snapshot, ctx: &Context<'_>) -> Decision {
-        let sig = self.signals(s);
+        self.evaluate_with(s, ctx, Texts(true))
+    }
+
+    fn evaluate_with(&self, s: &Snapshot, ctx: &Context<'_>, t: Texts) -> Decision {
+        let sig = self.signals(s, t);
         match ctx.position {
             None => self.entry(sig),
-            Some(pos) => self.manage(s, sig, pos),
+            Some(pos) => self.manage(s, sig, pos, t),
         }
     }
 
@@ -298,7 +307,7 @@ impl ZlhmaEmaCross {
         }
     }
 
-    fn manage(&self, s: &Snapshot, sig: Signals, pos: &PositionView) -> Decision {
+    fn manage(&self, s: &Snapshot, sig: Signals, pos: &PositionView, t: Texts) -> Decision {
         let side = pos.side;
         let long = side == Side::Long;
         let entry = pos.entry_price.0;
@@ -347,27 +356,31 @@ impl ZlhmaEmaCross {
             Condition::new(
                 "opposite_cross",
                 opposite_cross,
-                format!(
-                    "{} (confirmed: {reverse})",
-                    if long { "death cross" } else { "golden cross" }
-                ),
+                t.make(|| {
+                    format!(
+                        "{} (confirmed: {reverse})",
+                        if long { "death cross" } else { "golden cross" }
+                    )
+                }),
             ),
             Condition::new(
                 "trailing_stop",
                 trail_hit,
-                format!(
-                    "{} best={} ({}) level={} close={}",
-                    if trail_on { "active" } else { "inactive" },
-                    best.normalize(),
-                    pct(best_profit),
-                    level.round_dp(8).normalize(),
-                    close.normalize()
-                ),
+                t.make(|| {
+                    format!(
+                        "{} best={} ({}) level={} close={}",
+                        if trail_on { "active" } else { "inactive" },
+                        best.normalize(),
+                        pct(best_profit),
+                        level.round_dp(8).normalize(),
+                        close.normalize()
+                    )
+                }),
             ),
             Condition::new(
                 "take_profit_step",
                 tp.is_some(),
-                match self.p.take_profit_levels.get(tp_next) {
+                t.make(|| match self.p.take_profit_levels.get(tp_next) {
                     Some(l) => format!(
                         "step {}/{} at {}: pnl={}",
                         tp_next + 1,
@@ -376,16 +389,18 @@ impl ZlhmaEmaCross {
                         pct(pnl)
                     ),
                     None => format!("all {} steps done", self.p.take_profit_levels.len()),
-                },
+                }),
             ),
             Condition::new(
                 "trailing_stop_move",
                 move_stop,
-                format!(
-                    "level={} current_stop={}",
-                    level.round_dp(8).normalize(),
-                    pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
-                ),
+                t.make(|| {
+                    format!(
+                        "level={} current_stop={}",
+                        level.round_dp(8).normalize(),
+                        pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
+                    )
+                }),
             ),
         ]);
 
@@ -448,7 +463,10 @@ impl ZlhmaEmaCross {
                 note: reason,
             };
         }
-        Decision::hold(format!("holding {side} (pnl {})", pct(pnl)), conditions)
+        Decision::hold(
+            t.make(|| format!("holding {side} (pnl {})", pct(pnl))),
+            conditions,
+        )
     }
 }
 
@@ -520,8 +538,23 @@ impl Strategy for ZlhmaEmaCross {
     }
 
     fn decide(&self, ctx: &Context<'_>) -> Decision {
+        self.decide_with(ctx, Texts(true))
+    }
+
+    /// Without the texts: only the conditions' values and the notes are skipped, the actions'
+    /// reasons are written either way, so this is `decide`'s action (checked for every candle
+    /// and context in `core/tests/decide_action.rs`). Trailing-stop moves make actions common
+    /// here, so deciding them again with the texts would cost most of what skipping saves.
+    fn decide_action(&self, ctx: &Context<'_>) -> Action {
+        self.decide_with(ctx, Texts(false)).action
+    }
+}
+
+impl ZlhmaEmaCross {
+    /// [`Strategy::decide`], writing the texts only when `t` asks for them.
+    fn decide_with(&self, ctx: &Context<'_>, t: Texts) -> Decision {
         match self.snapshot() {
-            Some(s) => self.evaluate(&s, ctx),
+            Some(s) => self.evaluate_with(&s, ctx, t),
             None => Decision::hold(
                 format!("warming up ({}/{} candles)", self.candles, self.warmup()),
                 vec![Condition::new(

@@ -78,7 +78,7 @@
 
 use super::{
     parse_params, Action, Condition, Context, Decision, ExitPlan, PositionView, StopSpec, Strategy,
-    StrategyError, TpStep, Trailing,
+    StrategyError, Texts, TpStep, Trailing,
 };
 use crate::domain::{Candle, Price, Side};
 use crate::indicators::{Adx, Bar, Ichimoku, IchimokuOutput, MacdOutput, ZlMacd};
@@ -424,10 +424,15 @@ impl ZlMacdIchimoku {
         })
     }
 
+    #[cfg(test)]
     fn evaluate(&self, s: &Snapshot, ctx: &Context<'_>) -> Decision {
+        self.evaluate_with(s, ctx, Texts(true))
+    }
+
+    fn evaluate_with(&self, s: &Snapshot, ctx: &Context<'_>, t: Texts) -> Decision {
         match ctx.position {
-            None => self.entry(s, ctx),
-            Some(pos) => self.manage(s, pos),
+            None => self.entry(s, ctx, t),
+            Some(pos) => self.manage(s, pos, t),
         }
     }
 
@@ -438,25 +443,27 @@ impl ZlMacdIchimoku {
         }
     }
 
-    fn entry(&self, s: &Snapshot, ctx: &Context<'_>) -> Decision {
+    fn entry(&self, s: &Snapshot, ctx: &Context<'_>, t: Texts) -> Decision {
         let close = s.candle.close.to_f64();
         let ich = &s.ichimoku;
         let (m, pm) = (s.macd, s.prev_macd);
         let golden = pm.macd <= pm.signal && m.macd > m.signal;
         let dead = pm.macd >= pm.signal && m.macd < m.signal;
-        let macd_v = format!(
-            "macd={:.4} signal={:.4} prev_macd={:.4} prev_signal={:.4}",
-            m.macd, m.signal, pm.macd, pm.signal
-        );
+        let macd_v = t.make(|| {
+            format!(
+                "macd={:.4} signal={:.4} prev_macd={:.4} prev_signal={:.4}",
+                m.macd, m.signal, pm.macd, pm.signal
+            )
+        });
         let (top, bottom) = (ich.cloud_top(), ich.cloud_bottom());
-        let cloud_v = format!("close={close:.2} cloud={bottom:.2}..{top:.2}");
-        let tk_v = format!("tenkan={:.2} kijun={:.2}", ich.tenkan, ich.kijun);
+        let cloud_v = t.make(|| format!("close={close:.2} cloud={bottom:.2}..{top:.2}"));
+        let tk_v = t.make(|| format!("tenkan={:.2} kijun={:.2}", ich.tenkan, ich.kijun));
         let (a, b) = self.cloud_spans(ich);
         let which = match self.p.cloud_color {
             CloudColor::Current => "current",
             CloudColor::Leading => "leading",
         };
-        let color_v = format!("{which} span_a={a:.2} span_b={b:.2}");
+        let color_v = t.make(|| format!("{which} span_a={a:.2} span_b={b:.2}"));
         let trend = s.adx > self.p.adx_threshold;
         let long = [golden, close > top, ich.tenkan > ich.kijun, a > b, trend];
         let short = [dead, close < bottom, ich.tenkan < ich.kijun, a < b, trend];
@@ -475,17 +482,17 @@ impl ZlMacdIchimoku {
             Condition::new(
                 "adx_trend",
                 trend,
-                format!("adx={:.2} > {}", s.adx, self.p.adx_threshold),
+                t.make(|| format!("adx={:.2} > {}", s.adx, self.p.adx_threshold)),
             ),
             Condition::new(
                 "long_signals",
                 n_long >= need,
-                format!("{n_long}/5 (need {need})"),
+                t.make(|| format!("{n_long}/5 (need {need})")),
             ),
             Condition::new(
                 "short_signals",
                 n_short >= need,
-                format!("{n_short}/5 (need {need})"),
+                t.make(|| format!("{n_short}/5 (need {need})")),
             ),
         ];
         let side = match (n_long >= need, n_short >= need) {
@@ -495,7 +502,7 @@ impl ZlMacdIchimoku {
             (true, true) if n_short > n_long => Some(Side::Short),
             (true, true) => {
                 return Decision::hold(
-                    format!("conflicting signals: long {n_long}/5 = short {n_short}/5"),
+                    t.make(|| format!("conflicting signals: long {n_long}/5 = short {n_short}/5")),
                     conditions,
                 )
             }
@@ -509,45 +516,49 @@ impl ZlMacdIchimoku {
         conditions.push(Condition::new(
             "signal_interval",
             interval_ok,
-            match ctx.last_entry_time {
+            t.make(|| match ctx.last_entry_time {
                 None => format!(
                     "no previous entry (min {}h)",
                     self.p.min_signal_interval_hours
                 ),
-                Some(t) => format!(
+                Some(last) => format!(
                     "last entry {:.2}h ago (min {}h)",
-                    (ctx.now - t) as f64 / HOUR_MS as f64,
+                    (ctx.now - last) as f64 / HOUR_MS as f64,
                     self.p.min_signal_interval_hours
                 ),
-            },
+            }),
         ));
         let room = ctx.open_positions < self.p.max_positions;
         conditions.push(Condition::new(
             "position_limit",
             room,
-            format!("{} open (max {})", ctx.open_positions, self.p.max_positions),
+            t.make(|| format!("{} open (max {})", ctx.open_positions, self.p.max_positions)),
         ));
         let Some(side) = side else {
             return Decision::hold(
-                format!("no signal: long {n_long}/5, short {n_short}/5 (need {need})"),
+                t.make(|| format!("no signal: long {n_long}/5, short {n_short}/5 (need {need})")),
                 conditions,
             );
         };
         if !interval_ok {
             return Decision::hold(
-                format!(
-                    "{side} signal suppressed: less than {}h since the last entry",
-                    self.p.min_signal_interval_hours
-                ),
+                t.make(|| {
+                    format!(
+                        "{side} signal suppressed: less than {}h since the last entry",
+                        self.p.min_signal_interval_hours
+                    )
+                }),
                 conditions,
             );
         }
         if !room {
             return Decision::hold(
-                format!(
-                    "{side} signal suppressed: {} positions already open (max {})",
-                    ctx.open_positions, self.p.max_positions
-                ),
+                t.make(|| {
+                    format!(
+                        "{side} signal suppressed: {} positions already open (max {})",
+                        ctx.open_positions, self.p.max_positions
+                    )
+                }),
                 conditions,
             );
         }
@@ -563,7 +574,7 @@ impl ZlMacdIchimoku {
         }
     }
 
-    fn manage(&self, s: &Snapshot, pos: &PositionView) -> Decision {
+    fn manage(&self, s: &Snapshot, pos: &PositionView, t: Texts) -> Decision {
         let side = pos.side;
         let long = side == Side::Long;
         let entry = pos.entry_price.0;
@@ -633,59 +644,69 @@ impl ZlMacdIchimoku {
         };
         let move_stop = trail_on && !trail_hit && tightens;
 
-        let step_v = |levels: &[Decimal], next: usize| match levels.get(next) {
-            Some(l) => format!(
-                "step {}/{} at {}: pnl={}",
-                next + 1,
-                levels.len(),
-                pct(*l),
-                pct(pnl)
-            ),
-            None => format!("all {} steps done", levels.len()),
+        let step_v = |levels: &[Decimal], next: usize| {
+            t.make(|| match levels.get(next) {
+                Some(l) => format!(
+                    "step {}/{} at {}: pnl={}",
+                    next + 1,
+                    levels.len(),
+                    pct(*l),
+                    pct(pnl)
+                ),
+                None => format!("all {} steps done", levels.len()),
+            })
         };
         let conditions = vec![
             Condition::new(
                 "hard_stop",
                 hard,
-                format!(
-                    "pnl={} (limit -{})",
-                    pct(pnl),
-                    pct(self.p.hard_stop_pct).trim_start_matches('+')
-                ),
+                t.make(|| {
+                    format!(
+                        "pnl={} (limit -{})",
+                        pct(pnl),
+                        pct(self.p.hard_stop_pct).trim_start_matches('+')
+                    )
+                }),
             ),
             Condition::new(
                 "trailing_stop",
                 trail_hit,
-                format!(
-                    "{} best={} ({}) level={} close={}",
-                    if trail_on { "active" } else { "inactive" },
-                    best.normalize(),
-                    pct(best_profit),
-                    level.round_dp(8).normalize(),
-                    close.normalize()
-                ),
+                t.make(|| {
+                    format!(
+                        "{} best={} ({}) level={} close={}",
+                        if trail_on { "active" } else { "inactive" },
+                        best.normalize(),
+                        pct(best_profit),
+                        level.round_dp(8).normalize(),
+                        close.normalize()
+                    )
+                }),
             ),
             Condition::new(
                 "kijun_touch",
                 kijun_touch,
-                format!("high={hi:.2} low={lo:.2} kijun={:.2}", ich.kijun),
+                t.make(|| format!("high={hi:.2} low={lo:.2} kijun={:.2}", ich.kijun)),
             ),
             Condition::new(
                 "cloud_break",
                 cloud_break,
-                format!(
-                    "close={cl:.2} cloud={:.2}..{:.2}",
-                    ich.cloud_bottom(),
-                    ich.cloud_top()
-                ),
+                t.make(|| {
+                    format!(
+                        "close={cl:.2} cloud={:.2}..{:.2}",
+                        ich.cloud_bottom(),
+                        ich.cloud_top()
+                    )
+                }),
             ),
             Condition::new(
                 "opposite_zlmacd_cross",
                 opposite,
-                format!(
-                    "macd={:.4} signal={:.4} prev_macd={:.4} prev_signal={:.4}",
-                    m.macd, m.signal, pm.macd, pm.signal
-                ),
+                t.make(|| {
+                    format!(
+                        "macd={:.4} signal={:.4} prev_macd={:.4} prev_signal={:.4}",
+                        m.macd, m.signal, pm.macd, pm.signal
+                    )
+                }),
             ),
             Condition::new(
                 "take_profit_step",
@@ -700,11 +721,13 @@ impl ZlMacdIchimoku {
             Condition::new(
                 "trailing_stop_move",
                 move_stop,
-                format!(
-                    "level={} current_stop={}",
-                    level.round_dp(8).normalize(),
-                    pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
-                ),
+                t.make(|| {
+                    format!(
+                        "level={} current_stop={}",
+                        level.round_dp(8).normalize(),
+                        pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
+                    )
+                }),
             ),
         ];
 
@@ -770,7 +793,10 @@ impl ZlMacdIchimoku {
                 note: reason,
             };
         }
-        Decision::hold(format!("holding {side} (pnl {})", pct(pnl)), conditions)
+        Decision::hold(
+            t.make(|| format!("holding {side} (pnl {})", pct(pnl))),
+            conditions,
+        )
     }
 }
 
@@ -817,8 +843,23 @@ impl Strategy for ZlMacdIchimoku {
     }
 
     fn decide(&self, ctx: &Context<'_>) -> Decision {
+        self.decide_with(ctx, Texts(true))
+    }
+
+    /// Without the texts: only the conditions' values and the notes are skipped, the actions'
+    /// reasons are written either way, so this is `decide`'s action (checked for every candle
+    /// and context in `core/tests/decide_action.rs`). Trailing-stop moves make actions common
+    /// here, so deciding them again with the texts would cost most of what skipping saves.
+    fn decide_action(&self, ctx: &Context<'_>) -> Action {
+        self.decide_with(ctx, Texts(false)).action
+    }
+}
+
+impl ZlMacdIchimoku {
+    /// [`Strategy::decide`], writing the texts only when `t` asks for them.
+    fn decide_with(&self, ctx: &Context<'_>, t: Texts) -> Decision {
         match self.snapshot() {
-            Some(s) => self.evaluate(&s, ctx),
+            Some(s) => self.evaluate_with(&s, ctx, t),
             None => Decision::hold(
                 format!("warming up ({}/{} candles)", self.candles, self.warmup()),
                 vec![Condition::new(
