@@ -1243,20 +1243,14 @@ mod tests {
     #[test]
     fn fast_row_agrees_with_the_general_parser() {
         // Deterministic pseudo-random numbers of every length and shape the fast path accepts.
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let mut number = |max_digits: u64| {
             let int_len = next() % max_digits + 1;
             let frac_len = next() % (20 - int_len);
             let mut s: String = (0..int_len)
                 .map(|_| (b'0' + (next() % 10) as u8) as char)
                 .collect();
-            if frac_len > 0 || next() % 4 == 0 {
+            if frac_len > 0 || next().is_multiple_of(4) {
                 s.push('.');
                 s.extend((0..frac_len).map(|_| (b'0' + (next() % 10) as u8) as char));
             }

@@ -670,18 +670,12 @@ mod tests {
 
     #[test]
     fn decimal_to_f64_is_bit_for_bit_rust_decimals() {
-        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng(0x9e37_79b9_7f4a_7c15u64);
         for _ in 0..200_000 {
             // Mantissas of every size around the fast path's 2^40 bound, every scale.
             let bits = next() % 48;
             let m = (next() % (1u64 << bits)) as i64;
-            let m = if next() % 2 == 0 { m } else { -m };
+            let m = if next().is_multiple_of(2) { m } else { -m };
             let d = Decimal::new(m, (next() % 29) as u32);
             let want = d.to_f64().unwrap();
             assert_eq!(decimal_to_f64(d).to_bits(), want.to_bits(), "{d}");
@@ -718,19 +712,13 @@ mod tests {
 
     #[test]
     fn decimal_to_f64_approx_is_within_1e15_relative_for_every_size_and_scale() {
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = crate::test_rng(0x2545_f491_4f6c_dd1du64);
         let mut worst = 0.0f64;
         for _ in 0..200_000 {
             // Mantissas of every width up to the full 96 bits, every scale, both signs.
             let bits = next() % 97;
             let m = (u128::from(next()) << 64 | u128::from(next())) & ((1u128 << bits) - 1);
-            let m = m as i128 * if next() % 2 == 0 { 1 } else { -1 };
+            let m = m as i128 * if next().is_multiple_of(2) { 1 } else { -1 };
             let d = Decimal::from_i128_with_scale(m, (next() % 29) as u32);
             let want = d.to_f64().unwrap();
             let got = decimal_to_f64_approx(d);

@@ -27,3 +27,14 @@ pub mod state;
 pub mod store;
 pub mod strategy;
 pub mod walkforward;
+
+/// Deterministic pseudo-random numbers for unit tests that sweep many inputs (xorshift64).
+#[cfg(test)]
+pub(crate) fn test_rng(mut seed: u64) -> impl FnMut() -> u64 {
+    move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    }
+}

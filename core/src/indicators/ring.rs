@@ -165,13 +165,11 @@ mod tests {
     /// periods (including 1 and runs of equal values).
     #[test]
     fn window_extreme_matches_naive_scan() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = crate::test_rng(0x9E37_79B9_7F4A_7C15);
         let mut xs = Vec::new();
         let mut x = 100.0;
         for i in 0..2000 {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
+            let seed = next();
             if i % 17 != 0 {
                 x += (seed % 21) as f64 - 10.0;
             }

@@ -45,7 +45,8 @@
 //! (daily loss, consecutive losses, drawdown) are the risk layer's job.
 
 use super::zlmacd_ichimoku::{
-    bad, check_fraction, check_steps, current_qty_fractions, ladder, pct,
+    bad, check_fraction, check_steps, current_qty_fractions, ladder, pct, stop_move_value,
+    trailing_value,
 };
 use super::{
     parse_params, Action, Condition, Context, Decision, ExitPlan, PositionView, StopSpec, Strategy,
@@ -366,16 +367,7 @@ impl ZlhmaEmaCross {
             Condition::new(
                 "trailing_stop",
                 trail_hit,
-                t.make(|| {
-                    format!(
-                        "{} best={} ({}) level={} close={}",
-                        if trail_on { "active" } else { "inactive" },
-                        best.normalize(),
-                        pct(best_profit),
-                        level.round_dp(8).normalize(),
-                        close.normalize()
-                    )
-                }),
+                t.make(|| trailing_value(trail_on, best, best_profit, level, close)),
             ),
             Condition::new(
                 "take_profit_step",
@@ -394,13 +386,7 @@ impl ZlhmaEmaCross {
             Condition::new(
                 "trailing_stop_move",
                 move_stop,
-                t.make(|| {
-                    format!(
-                        "level={} current_stop={}",
-                        level.round_dp(8).normalize(),
-                        pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
-                    )
-                }),
+                t.make(|| stop_move_value(level, pos.stop_loss)),
             ),
         ]);
 

@@ -383,6 +383,33 @@ pub struct ZlMacdIchimoku {
 }
 
 /// `+5%` / `-1.25%` for a fraction.
+/// The `trailing_stop` condition's value (shared with `ZLHMA_EMA_CROSS`).
+pub(super) fn trailing_value(
+    active: bool,
+    best: Decimal,
+    best_profit: Decimal,
+    level: Decimal,
+    close: Decimal,
+) -> String {
+    format!(
+        "{} best={} ({}) level={} close={}",
+        if active { "active" } else { "inactive" },
+        best.normalize(),
+        pct(best_profit),
+        level.round_dp(8).normalize(),
+        close.normalize()
+    )
+}
+
+/// The `trailing_stop_move` condition's value (shared with `ZLHMA_EMA_CROSS`).
+pub(super) fn stop_move_value(level: Decimal, current: Option<Price>) -> String {
+    format!(
+        "level={} current_stop={}",
+        level.round_dp(8).normalize(),
+        current.map_or("none".to_string(), |p| p.to_string())
+    )
+}
+
 pub(super) fn pct(d: Decimal) -> String {
     let v = (d * Decimal::ONE_HUNDRED).round_dp(2).normalize();
     if v >= Decimal::ZERO {
@@ -671,16 +698,7 @@ impl ZlMacdIchimoku {
             Condition::new(
                 "trailing_stop",
                 trail_hit,
-                t.make(|| {
-                    format!(
-                        "{} best={} ({}) level={} close={}",
-                        if trail_on { "active" } else { "inactive" },
-                        best.normalize(),
-                        pct(best_profit),
-                        level.round_dp(8).normalize(),
-                        close.normalize()
-                    )
-                }),
+                t.make(|| trailing_value(trail_on, best, best_profit, level, close)),
             ),
             Condition::new(
                 "kijun_touch",
@@ -721,13 +739,7 @@ impl ZlMacdIchimoku {
             Condition::new(
                 "trailing_stop_move",
                 move_stop,
-                t.make(|| {
-                    format!(
-                        "level={} current_stop={}",
-                        level.round_dp(8).normalize(),
-                        pos.stop_loss.map_or("none".to_string(), |p| p.to_string())
-                    )
-                }),
+                t.make(|| stop_move_value(level, pos.stop_loss)),
             ),
         ];
 
