@@ -7,10 +7,11 @@ use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
-/// Exact powers of ten as f64 (every one up to 10^22 is representable).
-const POW10_F64: [f64; 23] = [
+/// Powers of ten as f64 for every Decimal scale (0–28): exact up to 10^22, correctly rounded
+/// above.
+const POW10_F64: [f64; 29] = [
     1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-    1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
 ];
 
 /// `d` as f64, bit for bit what `rust_decimal`'s `to_f64` gives, faster for the values prices and
@@ -36,12 +37,8 @@ pub fn decimal_to_f64(d: Decimal) -> f64 {
 /// (`risk::side_of`); not for values that must equal [`decimal_to_f64`].
 pub fn decimal_to_f64_approx(d: Decimal) -> f64 {
     const TWO_64: f64 = 18_446_744_073_709_551_616.0;
-    const POW10: [f64; 29] = [
-        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
-        1e17, 1e18, 1e19, 1e20, 1e21, 1e22, 1e23, 1e24, 1e25, 1e26, 1e27, 1e28,
-    ];
     let m = d.mantissa().unsigned_abs();
-    let v = ((m >> 64) as u64 as f64 * TWO_64 + m as u64 as f64) / POW10[d.scale() as usize];
+    let v = ((m >> 64) as u64 as f64 * TWO_64 + m as u64 as f64) / POW10_F64[d.scale() as usize];
     if d.is_sign_negative() {
         -v
     } else {
