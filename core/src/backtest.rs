@@ -435,7 +435,11 @@ pub async fn run_series(
         let quiet = !opts.full_jobs && engine.evaluate_quiet(tf, now, c).await;
         quiet_candles += usize::from(quiet);
         match (&synced, quiet && unchanged) {
-            (Some(v), true) if marking.of.as_ref() == Some(v) => {}
+            (Some(v), true)
+                if marking
+                    .of
+                    .as_ref()
+                    .is_some_and(|m| m.taken_with(v) || m == v) => {}
             _ => {
                 if !quiet {
                     let r = engine.evaluate(tf, now).await;

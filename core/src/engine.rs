@@ -232,21 +232,24 @@ impl DecisionInputs {
 /// give-back exits); whether it moved.
 fn track_best(p: &mut Position, candles: &[crate::domain::Candle], tf: Timeframe) -> bool {
     let since = p.opened_at;
-    let seen = candles.iter().filter(|c| c.open_time + tf.millis() > since);
-    let best = match p.side {
-        Side::Long => seen.map(|c| c.high).max(),
-        Side::Short => seen.map(|c| c.low).min(),
-    };
-    let next = match (p.best_price, best) {
-        (Some(a), Some(b)) => Some(if p.side == Side::Long {
-            a.max(b)
-        } else {
-            a.min(b)
-        }),
-        (a, b) => a.or(b),
-    };
-    let moved = next != p.best_price;
-    p.best_price = next;
+    let long = p.side == Side::Long;
+    let mut moved = false;
+    // One comparison per candle (a backtest asks on every candle it holds). Ties keep what
+    // `max`/`min` keep: the later high, the earlier low.
+    for c in candles.iter().filter(|c| c.open_time + tf.millis() > since) {
+        let x = if long { c.high } else { c.low };
+        let (take, beyond) = match p.best_price {
+            None => (true, true),
+            Some(b) => match (long, x.cmp(&b)) {
+                (true, o) => (o.is_ge(), o.is_gt()),
+                (false, o) => (o.is_lt(), o.is_lt()),
+            },
+        };
+        if take {
+            p.best_price = Some(x);
+            moved |= beyond;
+        }
+    }
     moved
 }
 
@@ -3607,5 +3610,108 @@ impl Engine {
             volatility,
             now,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Candle, Price, Qty};
+
+    /// `track_best` as first written (max/min over the candles, then against the known best):
+    /// the reference for the one-comparison loop.
+    fn track_best_reference(p: &mut Position, candles: &[Candle], tf: Timeframe) -> bool {
+        let seen = candles
+            .iter()
+            .filter(|c| c.open_time + tf.millis() > p.opened_at);
+        let best = match p.side {
+            Side::Long => seen.map(|c| c.high).max(),
+            Side::Short => seen.map(|c| c.low).min(),
+        };
+        let next = match (p.best_price, best) {
+            (Some(a), Some(b)) => Some(if p.side == Side::Long {
+                a.max(b)
+            } else {
+                a.min(b)
+            }),
+            (a, b) => a.or(b),
+        };
+        let moved = next != p.best_price;
+        p.best_price = next;
+        moved
+    }
+
+    #[test]
+    fn track_best_matches_max_and_min_ties_and_scales_included() {
+        let mut next = crate::test_rng(0x5eed_b357);
+        let tf = Timeframe::H1;
+        // Few distinct values, written at two scales (100 and 100.0 are equal, not identical),
+        // so ties and equal-but-rescaled prices are frequent.
+        let price = |r: u64| {
+            let v = 100 + (r % 5) as i64;
+            Price(if r & 8 == 0 {
+                Decimal::from(v)
+            } else {
+                Decimal::new(v * 10, 1)
+            })
+        };
+        for case in 0..20_000 {
+            let side = if case % 2 == 0 {
+                Side::Long
+            } else {
+                Side::Short
+            };
+            let candles: Vec<Candle> = (0..(next() % 4) as i64)
+                .map(|i| {
+                    let (a, b) = (price(next()), price(next()));
+                    Candle {
+                        open_time: i * tf.millis(),
+                        open: a.min(b),
+                        high: a.max(b),
+                        low: a.min(b),
+                        close: a.min(b),
+                        volume: Decimal::ONE,
+                    }
+                })
+                .collect();
+            let mut p = Position {
+                key: PositionKey {
+                    account: AccountId::new("a"),
+                    strategy: StrategyId::new("s"),
+                    symbol: Symbol::new("BTCUSDT"),
+                },
+                side,
+                qty: Qty(Decimal::ONE),
+                entry_price: price(next()),
+                leverage: 1,
+                status: PositionStatus::Active,
+                is_manual: false,
+                entry_client_id: String::new(),
+                signal_open_time: 0,
+                // Some candles closed before the entry and do not count.
+                opened_at: (next() % 3) as i64 * tf.millis(),
+                stop_loss: None,
+                take_profit: None,
+                stop_client_id: None,
+                stop_generation: 0,
+                partial_exits_done: 0,
+                pyramids_done: 0,
+                best_price: (!next().is_multiple_of(3)).then(|| price(next())),
+                entry_fee: Notional::ZERO,
+                updated_at: 0,
+                exit_orders: Vec::new(),
+                exit_generation: 0,
+            };
+            let mut q = p.clone();
+            let moved = track_best(&mut p, &candles, tf);
+            let expected = track_best_reference(&mut q, &candles, tf);
+            assert_eq!(moved, expected, "case {case}");
+            // Bit for bit: the same representation, scale included.
+            assert_eq!(
+                p.best_price.map(|b| b.0.serialize()),
+                q.best_price.map(|b| b.0.serialize()),
+                "case {case}"
+            );
+        }
     }
 }

@@ -505,12 +505,31 @@ pub fn generous_filters(symbol: &Symbol) -> SymbolFilters {
 // ---------------------------------------------------------------------------------------------
 
 /// Wallet, non-zero positions (symbol, signed amount, entry price) and open conditional order
-/// ids of a paper account: see [`PaperExchange::sync_view`].
-#[derive(Clone, Debug, PartialEq)]
+/// ids of a paper account: see [`PaperExchange::sync_view`]. Views are equal when these are.
+#[derive(Clone, Debug)]
 pub struct SyncView {
     pub wallet: Decimal,
     pub positions: Vec<(Symbol, Decimal, Decimal)>,
     pub open_algos: Vec<i64>,
+    /// The exchange's change count when the view was taken (see [`SyncView::taken_with`]).
+    changes: u64,
+}
+
+impl PartialEq for SyncView {
+    fn eq(&self, other: &SyncView) -> bool {
+        self.wallet == other.wallet
+            && self.positions == other.positions
+            && self.open_algos == other.open_algos
+    }
+}
+
+impl SyncView {
+    /// Whether both views were taken from one exchange with nothing changed in between: then
+    /// they are equal, found without comparing them. `false` says nothing (a change undone
+    /// since, or views of two exchanges).
+    pub fn taken_with(&self, other: &SyncView) -> bool {
+        self.changes == other.changes
+    }
 }
 
 #[derive(Clone, Copy, Default)]
@@ -556,6 +575,10 @@ struct State {
     algo_by_client: HashMap<String, usize, Fnv>,
     /// Indices into `algos` of the orders still NEW (small, so the per-call scan stays cheap).
     open_algos: Vec<usize>,
+    /// Counts the changes to what a [`SyncView`] shows: every fill (wallet, positions) and every
+    /// conditional order opened, cancelled or finished. Only these methods write those fields.
+    /// Each exchange starts at its own multiple of 2^32, so counts of two exchanges never meet.
+    changes: u64,
     /// Reused by `on_candle` for the orders it tries.
     scratch: Vec<usize>,
     /// The symbols with open conditional orders, kept between advances (recorded markets).
@@ -722,6 +745,7 @@ impl State {
         pos.update_time = time;
         let commission = price * qty * cfg.commission_rate;
         self.wallet += realized - commission;
+        self.changes += 1;
         self.marks.insert(symbol.clone(), price);
 
         let order_id = self.next_order_id;
@@ -861,8 +885,12 @@ impl State {
             }
         }
         let algos = &self.algos;
+        let open = self.open_algos.len();
         self.open_algos
             .retain(|&i| algos[i].info.status == AlgoStatus::New);
+        if self.open_algos.len() != open {
+            self.changes += 1;
+        }
         self.scratch = ids;
     }
 
@@ -960,6 +988,11 @@ impl PaperExchange {
             algos: Vec::new(),
             algo_by_client: HashMap::default(),
             open_algos: Vec::new(),
+            changes: {
+                static EXCHANGES: std::sync::atomic::AtomicU64 =
+                    std::sync::atomic::AtomicU64::new(0);
+                EXCHANGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) << 32
+            },
             scratch: Vec::new(),
             algo_symbols: Vec::new(),
             trades: HashMap::default(),
@@ -1129,14 +1162,19 @@ impl PaperExchange {
             wallet: st.wallet,
             positions,
             open_algos,
+            changes: st.changes,
         })
     }
 
     /// Whether the account is still as `view` shows it, after advancing to the clock: the same
-    /// comparison as `sync_view() == *view`, read in place (backtests ask every candle).
+    /// comparison as `sync_view() == *view`, read in place (backtests ask every candle); nothing
+    /// to compare when nothing changed since this exchange gave `view`.
     pub async fn sync_view_unchanged(&self, view: &SyncView) -> Result<bool, ExchangeError> {
         self.advance().await?;
         let st = self.lock();
+        if st.changes == view.changes {
+            return Ok(true);
+        }
         if st.wallet != view.wallet || st.open_algos.len() != view.open_algos.len() {
             return Ok(false);
         }
@@ -1618,6 +1656,7 @@ impl Exchange for PaperExchange {
         });
         st.algo_by_client.insert(info.client_algo_id.clone(), idx);
         st.open_algos.push(idx);
+        st.changes += 1;
         Ok(info)
     }
 
@@ -1653,6 +1692,7 @@ impl Exchange for PaperExchange {
         a.status = AlgoStatus::Canceled;
         a.update_time = now;
         st.open_algos.retain(|&i| i != idx);
+        st.changes += 1;
         Ok(())
     }
 
@@ -2050,6 +2090,91 @@ mod tests {
             Notional(dec!(9939.02199776))
         );
         assert!(ex.open_algo_orders(Some(&btc())).await.unwrap().is_empty());
+    }
+
+    /// The change count behind `sync_view_unchanged`'s shortcut: every change a view shows (a
+    /// fill, a conditional order placed, cancelled or fired) makes the last view stale, and the
+    /// shortcut always agrees with comparing a fresh view.
+    #[tokio::test]
+    async fn sync_view_unchanged_sees_every_change_a_view_shows() {
+        let c2 = (dec!(50200), dec!(50250), dec!(49400), dec!(49700));
+        let (clock, ex) = setup(&[C0, C1, QUIET, c2, QUIET, QUIET, QUIET]);
+        async fn check(ex: &PaperExchange, view: &SyncView, expect: bool) -> SyncView {
+            let unchanged = ex.sync_view_unchanged(view).await.unwrap();
+            let fresh = ex.sync_view().await.unwrap();
+            assert_eq!(unchanged, expect);
+            assert_eq!(
+                unchanged,
+                fresh == *view,
+                "the shortcut agrees with comparing"
+            );
+            assert_eq!(fresh.taken_with(view), expect);
+            fresh
+        }
+        clock.set(at(1));
+        let v = ex.sync_view().await.unwrap();
+        let v = check(&ex, &v, true).await;
+        // A fill (wallet and position).
+        ex.place_market(&mkt(OrderSide::Buy, dec!(0.1), "entry"))
+            .await
+            .unwrap();
+        let v = check(&ex, &v, false).await;
+        // A candle that touches nothing.
+        clock.set(at(2));
+        let v = check(&ex, &v, true).await;
+        // A conditional order placed, then cancelled.
+        let tp = algo(
+            OrderSide::Sell,
+            AlgoKind::TakeProfitMarket,
+            Some(dec!(60000)),
+            "tp",
+        );
+        ex.place_algo(&tp).await.unwrap();
+        let v = check(&ex, &v, false).await;
+        ex.cancel_algo(&btc(), "tp").await.unwrap();
+        let v = check(&ex, &v, false).await;
+        // A stop placed, then fired by c2's low (position closed, order finished).
+        let sl = algo(
+            OrderSide::Sell,
+            AlgoKind::StopMarket,
+            Some(dec!(49500)),
+            "sl",
+        );
+        ex.place_algo(&sl).await.unwrap();
+        let v = check(&ex, &v, false).await;
+        clock.set(at(3));
+        let v = check(&ex, &v, true).await;
+        clock.set(at(4));
+        let v = check(&ex, &v, false).await;
+        assert!(v.positions.is_empty() && v.open_algos.is_empty());
+        clock.set(at(5));
+        let v = check(&ex, &v, true).await;
+        // An opening stop the margin cannot carry: rejected when it fires, with no fill.
+        let open = AlgoOrder {
+            qty: Some(Qty(dec!(1000))),
+            close_position: false,
+            ..algo(
+                OrderSide::Buy,
+                AlgoKind::StopMarket,
+                Some(dec!(50210)),
+                "big",
+            )
+        };
+        ex.place_algo(&open).await.unwrap();
+        let v = check(&ex, &v, false).await;
+        clock.set(at(6));
+        let v = check(&ex, &v, false).await;
+        let big = ex.algo_by_client_id("big").await.unwrap().unwrap();
+        assert_eq!(big.status, AlgoStatus::Rejected);
+        assert!(v.positions.is_empty() && v.open_algos.is_empty());
+
+        // Views of two exchanges are never "taken with" each other, even when equal.
+        let (_, other) = setup(&[C0, C1, QUIET, c2, QUIET, QUIET]);
+        let a = other.sync_view().await.unwrap();
+        let (_, third) = setup(&[C0, C1, QUIET, c2, QUIET, QUIET]);
+        let b = third.sync_view().await.unwrap();
+        assert_eq!(a, b);
+        assert!(!a.taken_with(&b));
     }
 
     #[tokio::test]

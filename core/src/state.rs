@@ -89,6 +89,22 @@ struct TypedState {
 }
 
 impl TypedState {
+    /// Write `value` if `expect` holds, over the stored item in place when it has the same type.
+    fn put<T: Stored>(
+        &self,
+        pk: &str,
+        sk: &str,
+        value: &T,
+        expect: Expect,
+    ) -> Result<u64, StoreError> {
+        let v = self.table.put_with(pk, sk, expect, |slot| match slot {
+            Some(item) => (!value.assign(item)).then(|| value.clone().wrap()),
+            None => Some(value.clone().wrap()),
+        })?;
+        self.wrote(sk);
+        Ok(v)
+    }
+
     /// Count a successful write or delete of the item at `sk`.
     fn wrote(&self, sk: &str) {
         let kind = if sk.starts_with("POS#") {
@@ -129,6 +145,8 @@ enum Item {
 trait Stored: Serialize + DeserializeOwned + Clone + 'static {
     fn wrap(self) -> Item;
     fn unwrap(item: Item) -> Option<Self>;
+    /// Overwrite `item` with this value (`clone_from`) when it holds this type.
+    fn assign(&self, item: &mut Item) -> bool;
 }
 
 macro_rules! stored {
@@ -141,6 +159,15 @@ macro_rules! stored {
                 match item {
                     Item::$variant(v) => Some(v),
                     _ => None,
+                }
+            }
+            fn assign(&self, item: &mut Item) -> bool {
+                match item {
+                    Item::$variant(v) => {
+                        v.clone_from(self);
+                        true
+                    }
+                    _ => false,
                 }
             }
         }
@@ -183,21 +210,28 @@ fn pk(account: &AccountId) -> String {
     concat(&["ACCT#", &account.0])
 }
 
-/// `f` of the account's partition key, built in a buffer kept per thread (a nested call builds
-/// its own): the typed backend looks the account state up on every candle of a backtest.
-fn with_pk<R>(account: &AccountId, f: impl FnOnce(&str) -> R) -> R {
+/// `f` of the key made of `parts`, built in a buffer kept per thread instead of a new String:
+/// the typed backend looks keys up on every candle of a backtest. Buffers are taken from a
+/// per-thread stack, so nested calls (a partition and a sort key) each have their own.
+fn with_key<R>(parts: &[&str], f: impl FnOnce(&str) -> R) -> R {
     thread_local! {
-        static PK: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+        static KEYS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    PK.with(|buf| match buf.try_borrow_mut() {
-        Ok(mut k) => {
-            k.clear();
-            k.push_str("ACCT#");
-            k.push_str(&account.0);
-            f(&k)
-        }
-        Err(_) => f(&pk(account)),
-    })
+    let mut k = KEYS
+        .with(|keys| keys.borrow_mut().pop())
+        .unwrap_or_default();
+    k.clear();
+    for p in parts {
+        k.push_str(p);
+    }
+    let r = f(&k);
+    KEYS.with(|keys| keys.borrow_mut().push(k));
+    r
+}
+
+/// `f` of the account's partition key (see [`with_key`]).
+fn with_pk<R>(account: &AccountId, f: impl FnOnce(&str) -> R) -> R {
+    with_key(&["ACCT#", &account.0], f)
 }
 
 fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
@@ -333,11 +367,7 @@ impl StateRepo {
                 remember(pk, sk, body, value);
                 Ok(v)
             }
-            Backend::Typed(t) => {
-                let v = t.table.put(pk, sk, value.clone().wrap(), expect)?;
-                t.wrote(sk);
-                Ok(v)
-            }
+            Backend::Typed(t) => t.put(pk, sk, value, expect),
         }
     }
 
@@ -461,9 +491,19 @@ impl StateRepo {
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
         let expect = expect_version(version);
+        let k = &pos.key;
+        if let Backend::Typed(t) = &self.backend {
+            // Keys in the thread's buffers: the quiet candles of a backtest save here whenever
+            // the best price moves.
+            return with_pk(&k.account, |pk| {
+                with_key(&["POS#", &k.strategy.0, "#", &k.symbol.0], |sk| {
+                    t.put(pk, sk, pos, expect)
+                })
+            });
+        }
         self.put(
-            &pk(&pos.key.account),
-            &pos_sk(&pos.key.strategy, &pos.key.symbol),
+            &pk(&k.account),
+            &pos_sk(&k.strategy, &k.symbol),
             pos,
             expect,
             None,
@@ -635,13 +675,25 @@ mod tests {
     use super::*;
 
     #[test]
-    fn partition_keys_built_in_the_thread_buffer_nest() {
+    fn keys_built_in_the_thread_buffers_nest() {
         let (a, b) = (AccountId::new("main"), AccountId::new("sub1"));
-        let (outer, inner) = with_pk(&a, |ka| {
+        let (outer, inner, sk) = with_pk(&a, |ka| {
             let inner = with_pk(&b, |kb| kb.to_string());
-            (ka.to_string(), inner)
+            let sk = with_key(&["POS#", "TFPE", "#", "BTCUSDT"], |sk| {
+                // Every buffer in use still holds its own key.
+                assert_eq!(ka, "ACCT#main");
+                sk.to_string()
+            });
+            assert_eq!(ka, "ACCT#main");
+            (ka.to_string(), inner, sk)
         });
         assert_eq!((outer.as_str(), inner.as_str()), ("ACCT#main", "ACCT#sub1"));
+        assert_eq!(
+            sk,
+            pos_sk(&StrategyId::new("TFPE"), &Symbol::new("BTCUSDT"))
+        );
+        // A shorter key after a longer one in the same buffer.
         assert_eq!(with_pk(&b, |k| k.to_string()), pk(&b));
+        assert_eq!(with_key(&["A", "B"], |k| k.to_string()), "AB");
     }
 }
