@@ -15,7 +15,7 @@ use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
 use crate::engine::{AccountRuntime, Engine, EngineTiming};
-use crate::notify::CollectingNotifier;
+use crate::notify::DiscardNotifier;
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket, SyncView};
 use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
 use crate::state::StateRepo;
@@ -383,7 +383,7 @@ pub async fn run_series(
             config: account,
             exchange: ex.clone(),
         }],
-        notifier: Arc::new(CollectingNotifier::default()),
+        notifier: Arc::new(DiscardNotifier),
         timing: EngineTiming {
             record_holds: false,
             quiet_memo: !opts.full_jobs,

@@ -303,15 +303,20 @@ enum Fetched {
 }
 
 impl Engine {
+    /// Send a notification; `message` makes its event id and text, only when the notifier keeps
+    /// them (a backtest's does not: it would format every entry and exit for nothing).
     async fn notify(
         &self,
         account: &AccountId,
         priority: Priority,
         kind: &str,
-        event_id: String,
-        text: String,
+        message: impl FnOnce() -> (String, String),
         now: i64,
     ) {
+        if !self.notifier.enabled() {
+            return;
+        }
+        let (event_id, text) = message();
         let n = Notification {
             event_id,
             account: account.clone(),
@@ -600,8 +605,12 @@ impl Engine {
                     account,
                     Priority::Medium,
                     "skipped",
-                    format!("skip:{account}:{}:{sym}:{open_time}", s.name),
-                    format!("{}/{sym}: {why}", s.name),
+                    || {
+                        (
+                            format!("skip:{account}:{}:{sym}:{open_time}", s.name),
+                            format!("{}/{sym}: {why}", s.name),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -901,8 +910,12 @@ impl Engine {
                     account,
                     Priority::High,
                     "blocked",
-                    format!("nofilter:{account}:{sid}:{sym}:{open_time}"),
-                    format!("{sid}/{sym}: {why}"),
+                    || {
+                        (
+                            format!("nofilter:{account}:{sid}:{sym}:{open_time}"),
+                            format!("{sid}/{sym}: {why}"),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -937,8 +950,12 @@ impl Engine {
                         account,
                         Priority::Medium,
                         "blocked",
-                        format!("blocked:{account}:{sid}:{sym}:{open_time}"),
-                        format!("{sid}/{sym}: {why}"),
+                        || {
+                            (
+                                format!("blocked:{account}:{sid}:{sym}:{open_time}"),
+                                format!("{sid}/{sym}: {why}"),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -967,8 +984,12 @@ impl Engine {
                     account,
                     Priority::Medium,
                     "skipped",
-                    format!("size:{account}:{sid}:{sym}:{open_time}"),
-                    format!("{sid}/{sym}: {why}"),
+                    || {
+                        (
+                            format!("size:{account}:{sid}:{sym}:{open_time}"),
+                            format!("{sid}/{sym}: {why}"),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -980,11 +1001,15 @@ impl Engine {
                 account,
                 Priority::Medium,
                 "risk_reduced",
-                format!("reduced:{account}:{sid}:{sym}:{open_time}"),
-                format!(
-                    "{sid}/{sym}: entry {side} sized {qty} by risk: {}",
-                    risk_notes.join("; ")
-                ),
+                || {
+                    (
+                        format!("reduced:{account}:{sid}:{sym}:{open_time}"),
+                        format!(
+                            "{sid}/{sym}: entry {side} sized {qty} by risk: {}",
+                            risk_notes.join("; ")
+                        ),
+                    )
+                },
                 now,
             )
             .await;
@@ -1039,7 +1064,7 @@ impl Engine {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
                 // Keep the pending record: the sync job will find the order or drop the record.
-                self.notify(account, Priority::Critical, "order_unknown", format!("unknown:{entry_id}"), format!("{sid}/{sym}: entry {entry_id} outcome unknown; the sync job will resolve it ({e})"), now).await;
+                self.notify(account, Priority::Critical, "order_unknown", || (format!("unknown:{entry_id}"), format!("{sid}/{sym}: entry {entry_id} outcome unknown; the sync job will resolve it ({e})")), now).await;
                 return Err(e.into());
             }
             Err(e) => {
@@ -1051,8 +1076,12 @@ impl Engine {
                         account,
                         Priority::High,
                         "order_rejected",
-                        format!("rejected:{entry_id}"),
-                        format!("{sid}/{sym}: entry {side} {qty} rejected: {code} {msg}"),
+                        || {
+                            (
+                                format!("rejected:{entry_id}"),
+                                format!("{sid}/{sym}: entry {side} {qty} rejected: {code} {msg}"),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -1108,21 +1137,22 @@ impl Engine {
             (Some(p), false) => format!("STOP {p} NOT PLACED (sync will retry)"),
             (None, _) => "no stop".to_string(),
         };
-        let text = format!(
-            "ENTRY {side} {} {sym} @ {} ({} {}, lev {lev}x) {stop_txt}. {} | {}",
-            pos.qty,
-            pos.entry_price,
-            s.name,
-            s.timeframe,
-            decision.note,
-            decision.conditions_line()
-        );
         self.notify(
             account,
             Priority::High,
             "entry",
-            format!("entry:{entry_id}"),
-            text,
+            || {
+                let text = format!(
+                    "ENTRY {side} {} {sym} @ {} ({} {}, lev {lev}x) {stop_txt}. {} | {}",
+                    pos.qty,
+                    pos.entry_price,
+                    s.name,
+                    s.timeframe,
+                    decision.note,
+                    decision.conditions_line()
+                );
+                (format!("entry:{entry_id}"), text)
+            },
             now,
         )
         .await;
@@ -1263,11 +1293,15 @@ impl Engine {
                     &pos.key.account,
                     Priority::Critical,
                     "stop_failed",
-                    format!("stopfail:{id}"),
-                    format!(
-                        "{}: protective stop {trigger} could not be placed: {e}",
-                        pos.key
-                    ),
+                    || {
+                        (
+                            format!("stopfail:{id}"),
+                            format!(
+                                "{}: protective stop {trigger} could not be placed: {e}",
+                                pos.key
+                            ),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -1301,8 +1335,12 @@ impl Engine {
                         &pos.key.account,
                         Priority::High,
                         "tp_failed",
-                        format!("tpfail:{tp_id}"),
-                        format!("{}: take-profit {tp} could not be placed: {e}", pos.key),
+                        || {
+                            (
+                                format!("tpfail:{tp_id}"),
+                                format!("{}: take-profit {tp} could not be placed: {e}", pos.key),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -1354,8 +1392,12 @@ impl Engine {
                     &pos.key.account,
                     Priority::Critical,
                     "exit_failed",
-                    format!("exitfail:{id}"),
-                    format!("{}: exit ({reason}) failed: {e}", pos.key),
+                    || {
+                        (
+                            format!("exitfail:{id}"),
+                            format!("{}: exit ({reason}) failed: {e}", pos.key),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -1392,16 +1434,20 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "exit",
-            format!("exit:{id}"),
-            format!(
-                "EXIT {} {} {} @ {} ({reason}); PnL {} after fees {}",
-                pos.side,
-                trade.qty,
-                pos.key.symbol,
-                exit_price,
-                trade.pnl.0.round_dp(2),
-                trade.fees.0.round_dp(2)
-            ),
+            || {
+                (
+                    format!("exit:{id}"),
+                    format!(
+                        "EXIT {} {} {} @ {} ({reason}); PnL {} after fees {}",
+                        pos.side,
+                        trade.qty,
+                        pos.key.symbol,
+                        exit_price,
+                        trade.pnl.0.round_dp(2),
+                        trade.fees.0.round_dp(2)
+                    ),
+                )
+            },
             now,
         )
         .await;
@@ -1525,15 +1571,19 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "partial_exit",
-            format!("partial:{id}"),
-            format!(
-                "PARTIAL EXIT {stage}: {} {} of {} {} @ {exit_price} ({reason}); PnL {}",
-                pos.side,
-                fill.executed_qty,
-                pos.qty,
-                pos.key.symbol,
-                trade.pnl.0.round_dp(2)
-            ),
+            || {
+                (
+                    format!("partial:{id}"),
+                    format!(
+                        "PARTIAL EXIT {stage}: {} {} of {} {} @ {exit_price} ({reason}); PnL {}",
+                        pos.side,
+                        fill.executed_qty,
+                        pos.qty,
+                        pos.key.symbol,
+                        trade.pnl.0.round_dp(2)
+                    ),
+                )
+            },
             now,
         )
         .await;
@@ -1587,8 +1637,12 @@ impl Engine {
                         &acct.config.id,
                         Priority::Medium,
                         "blocked",
-                        format!("blocked:{}:{stage}", p.value.entry_client_id),
-                        format!("{}: {why}", p.value.key),
+                        || {
+                            (
+                                format!("blocked:{}:{stage}", p.value.entry_client_id),
+                                format!("{}: {why}", p.value.key),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -1650,15 +1704,19 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "pyramid",
-            format!("pyramid:{id}"),
-            format!(
-                "PYRAMID {stage}: added {} {} @ {} → {} @ avg {}",
-                fill.executed_qty,
-                pos.key.symbol,
-                fill.avg_price,
-                p.value.qty,
-                p.value.entry_price.0.round_dp(2)
-            ),
+            || {
+                (
+                    format!("pyramid:{id}"),
+                    format!(
+                        "PYRAMID {stage}: added {} {} @ {} → {} @ avg {}",
+                        fill.executed_qty,
+                        pos.key.symbol,
+                        fill.avg_price,
+                        p.value.qty,
+                        p.value.entry_price.0.round_dp(2)
+                    ),
+                )
+            },
             now,
         )
         .await;
@@ -1719,17 +1777,21 @@ impl Engine {
             &p.value.key.account,
             Priority::Medium,
             "stop_moved",
-            format!(
-                "move:{}:{}",
-                p.value.entry_client_id, p.value.stop_generation
-            ),
-            format!(
-                "{}: stop moved {} → {new} ({reason})",
-                p.value.key,
-                old_stop
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "none".into())
-            ),
+            || {
+                (
+                    format!(
+                        "move:{}:{}",
+                        p.value.entry_client_id, p.value.stop_generation
+                    ),
+                    format!(
+                        "{}: stop moved {} → {new} ({reason})",
+                        p.value.key,
+                        old_stop
+                            .map(|s| s.to_string())
+                            .unwrap_or_else(|| "none".into())
+                    ),
+                )
+            },
             now,
         )
         .await;
@@ -1843,22 +1905,26 @@ impl Engine {
                 account,
                 Priority::Medium,
                 "stop_resized",
-                format!(
-                    "reshape:{}:{}",
-                    p.value.entry_client_id, p.value.stop_generation
-                ),
-                format!(
-                    "{}: stop re-placed as {} for the symbol's sharing",
-                    p.value.key,
-                    if shared {
+                || {
+                    (
                         format!(
-                            "{}quantity {want_qty}",
-                            if reduce_only { "reduce-only " } else { "" }
-                        )
-                    } else {
-                        "closePosition".to_string()
-                    }
-                ),
+                            "reshape:{}:{}",
+                            p.value.entry_client_id, p.value.stop_generation
+                        ),
+                        format!(
+                            "{}: stop re-placed as {} for the symbol's sharing",
+                            p.value.key,
+                            if shared {
+                                format!(
+                                    "{}quantity {want_qty}",
+                                    if reduce_only { "reduce-only " } else { "" }
+                                )
+                            } else {
+                                "closePosition".to_string()
+                            }
+                        ),
+                    )
+                },
                 now,
             )
             .await;
@@ -2065,14 +2131,18 @@ impl Engine {
                             &pos.key.account,
                             Priority::High,
                             "exit_replaced",
-                            format!("reexit:{id}"),
-                            format!(
-                                "{}: {} was missing ({was}); re-placed at {} for {}",
-                                pos.key,
-                                describe(w.kind),
-                                w.trigger,
-                                w.qty
-                            ),
+                            || {
+                                (
+                                    format!("reexit:{id}"),
+                                    format!(
+                                        "{}: {} was missing ({was}); re-placed at {} for {}",
+                                        pos.key,
+                                        describe(w.kind),
+                                        w.trigger,
+                                        w.qty
+                                    ),
+                                )
+                            },
                             now,
                         )
                         .await;
@@ -2094,13 +2164,17 @@ impl Engine {
                         &pos.key.account,
                         Priority::High,
                         "exit_failed",
-                        format!(
-                            "exitfail:{}:{}:{}",
-                            pos.entry_client_id,
-                            describe(w.kind),
-                            w.trigger
-                        ),
-                        text,
+                        || {
+                            (
+                                format!(
+                                    "exitfail:{}:{}:{}",
+                                    pos.entry_client_id,
+                                    describe(w.kind),
+                                    w.trigger
+                                ),
+                                text,
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -2278,8 +2352,7 @@ impl Engine {
                 &pos.key.account,
                 Priority::High,
                 "partial_exit",
-                format!("xpartial:{}", e.client_id),
-                text,
+                || (format!("xpartial:{}", e.client_id), text),
                 now,
             )
             .await;
@@ -2371,8 +2444,12 @@ impl Engine {
                 &AccountId::new("portfolio"),
                 Priority::Low,
                 "portfolio_warning",
-                format!("portfolio:{day}:{w}"),
-                format!("portfolio (advisory, nothing is closed): {w}"),
+                || {
+                    (
+                        format!("portfolio:{day}:{w}"),
+                        format!("portfolio (advisory, nothing is closed): {w}"),
+                    )
+                },
                 now,
             )
             .await;
@@ -2495,17 +2572,21 @@ impl Engine {
                         account,
                         Priority::High,
                         "size_changed",
-                        format!(
-                            "resize:{}:{}:{}",
-                            v.value.entry_client_id,
-                            before,
-                            ex_amt.abs()
-                        ),
-                        format!(
-                            "{}: size changed on the exchange {before} → {}",
-                            v.value.key,
-                            ex_amt.abs()
-                        ),
+                        || {
+                            (
+                                format!(
+                                    "resize:{}:{}:{}",
+                                    v.value.entry_client_id,
+                                    before,
+                                    ex_amt.abs()
+                                ),
+                                format!(
+                                    "{}: size changed on the exchange {before} → {}",
+                                    v.value.key,
+                                    ex_amt.abs()
+                                ),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -2556,8 +2637,7 @@ impl Engine {
                 account,
                 Priority::High,
                 "position_paused",
-                format!("pause:{}:{now}", v.value.entry_client_id),
-                text,
+                || (format!("pause:{}:{now}", v.value.entry_client_id), text),
                 now,
             )
             .await;
@@ -2706,7 +2786,7 @@ impl Engine {
                     .record_entry(account, &p.key.strategy, p.opened_at)
                     .await?;
                 v.value = p.clone();
-                self.notify(account, Priority::High, "adopted", format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into())), now).await;
+                self.notify(account, Priority::High, "adopted", || (format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))), now).await;
             }
             Some(o) if o.status.is_final() => {
                 self.repo.delete_position(&pos.key, v.version).await?;
@@ -2715,11 +2795,15 @@ impl Engine {
                     account,
                     Priority::Medium,
                     "entry_dropped",
-                    format!("drop:{}", pos.entry_client_id),
-                    format!(
-                        "{}: entry {} ended {:?} without a fill",
-                        pos.key, pos.entry_client_id, o.status
-                    ),
+                    || {
+                        (
+                            format!("drop:{}", pos.entry_client_id),
+                            format!(
+                                "{}: entry {} ended {:?} without a fill",
+                                pos.key, pos.entry_client_id, o.status
+                            ),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -2734,11 +2818,15 @@ impl Engine {
                         account,
                         Priority::Medium,
                         "entry_dropped",
-                        format!("drop:{}", pos.entry_client_id),
-                        format!(
-                            "{}: entry {} never reached the exchange; intent dropped",
-                            pos.key, pos.entry_client_id
-                        ),
+                        || {
+                            (
+                                format!("drop:{}", pos.entry_client_id),
+                                format!(
+                                    "{}: entry {} never reached the exchange; intent dropped",
+                                    pos.key, pos.entry_client_id
+                                ),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -2985,12 +3073,7 @@ impl Engine {
         } else {
             (Priority::High, "closed_on_exchange")
         };
-        self.notify(
-            &pos.key.account,
-            priority,
-            kind,
-            format!("xclose:{}", pos.entry_client_id),
-            format!(
+        self.notify(&pos.key.account, priority, kind, || (format!("xclose:{}", pos.entry_client_id), format!(
                 "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {} and funding {}",
                 pos.side,
                 pos.qty,
@@ -2999,9 +3082,7 @@ impl Engine {
                 trade.pnl.0.round_dp(2),
                 trade.fees.0.round_dp(2),
                 trade.funding.0.round_dp(2)
-            ),
-            now,
-        )
+            )), now)
         .await;
         Ok(())
     }
@@ -3123,15 +3204,19 @@ impl Engine {
                 &v.value.key.account,
                 Priority::High,
                 "stop_replaced",
-                format!(
-                    "restop:{}:{}",
-                    v.value.entry_client_id, v.value.stop_generation
-                ),
-                format!(
-                    "{}: protective stop was missing ({was}); re-placed at {}",
-                    v.value.key,
-                    v.value.stop_loss.map(|s| s.to_string()).unwrap_or_default()
-                ),
+                || {
+                    (
+                        format!(
+                            "restop:{}:{}",
+                            v.value.entry_client_id, v.value.stop_generation
+                        ),
+                        format!(
+                            "{}: protective stop was missing ({was}); re-placed at {}",
+                            v.value.key,
+                            v.value.stop_loss.map(|s| s.to_string()).unwrap_or_default()
+                        ),
+                    )
+                },
                 now,
             )
             .await;
@@ -3239,7 +3324,7 @@ impl Engine {
                         .await?;
                 }
                 self.repo.save_position(&p, None).await?;
-                self.notify(account, Priority::High, "adopted", format!("adopt:{id}"), format!("{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)", p.key, p.side, p.qty, p.entry_price), now).await;
+                self.notify(account, Priority::High, "adopted", || (format!("adopt:{id}"), format!("{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)", p.key, p.side, p.qty, p.entry_price)), now).await;
                 return Ok(Some(p));
             }
         }
@@ -3267,8 +3352,12 @@ impl Engine {
                     account,
                     Priority::Medium,
                     "manual_closed",
-                    format!("mclose:{account}:{sym}:{}", v.value.opened_at),
-                    format!("MANUAL {} {} {sym} is closed", v.value.side, v.value.qty),
+                    || {
+                        (
+                            format!("mclose:{account}:{sym}:{}", v.value.opened_at),
+                            format!("MANUAL {} {} {sym} is closed", v.value.side, v.value.qty),
+                        )
+                    },
                     now,
                 )
                 .await;
@@ -3307,7 +3396,7 @@ impl Engine {
                     exit_generation: 0,
                 };
                 let version = self.repo.save_position(&p, None).await?;
-                self.notify(account, Priority::High, "manual_found", format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs()), now).await;
+                self.notify(account, Priority::High, "manual_found", || (format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs())), now).await;
                 stored.push(Versioned { value: p, version });
             }
             (Some(i), false) => {
@@ -3328,8 +3417,15 @@ impl Engine {
                         account,
                         Priority::Medium,
                         "manual_changed",
-                        format!("mchange:{account}:{sym}:{now}"),
-                        format!("MANUAL {sym} changed: {before} → {side} {}", residual.abs()),
+                        || {
+                            (
+                                format!("mchange:{account}:{sym}:{now}"),
+                                format!(
+                                    "MANUAL {sym} changed: {before} → {side} {}",
+                                    residual.abs()
+                                ),
+                            )
+                        },
                         now,
                     )
                     .await;
@@ -3406,27 +3502,22 @@ impl Engine {
         now: i64,
     ) {
         for ev in events {
-            let (priority, kind, id) = match &ev {
-                risk::RiskEvent::MddLevelChanged { to, .. } => (
-                    Priority::High,
-                    "mdd_level",
-                    format!("mdd:{account}:{}:{to}", st.day),
-                ),
-                risk::RiskEvent::DailyLossHalt { until, .. } => (
-                    Priority::Critical,
-                    "daily_loss_limit",
-                    format!("halt:{account}:{until}"),
-                ),
-                risk::RiskEvent::HaltLifted => (
-                    Priority::Medium,
-                    "daily_loss_reset",
-                    format!("unhalt:{account}:{}", st.day),
-                ),
+            let (priority, kind) = match &ev {
+                risk::RiskEvent::MddLevelChanged { .. } => (Priority::High, "mdd_level"),
+                risk::RiskEvent::DailyLossHalt { .. } => (Priority::Critical, "daily_loss_limit"),
+                risk::RiskEvent::HaltLifted => (Priority::Medium, "daily_loss_reset"),
+            };
+            let id = || match &ev {
+                risk::RiskEvent::MddLevelChanged { to, .. } => {
+                    format!("mdd:{account}:{}:{to}", st.day)
+                }
+                risk::RiskEvent::DailyLossHalt { until, .. } => format!("halt:{account}:{until}"),
+                risk::RiskEvent::HaltLifted => format!("unhalt:{account}:{}", st.day),
             };
             // Delivered to the trader by the notifier; the log keeps it at info (backtests
             // would otherwise print every level change).
             tracing::info!(%account, event = %ev.describe(), "risk event");
-            self.notify(account, priority, kind, id, ev.describe(), now)
+            self.notify(account, priority, kind, || (id(), ev.describe()), now)
                 .await;
         }
     }

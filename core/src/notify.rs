@@ -54,6 +54,20 @@ impl Notifier for CollectingNotifier {
     }
 }
 
+/// Throws every notification away, so the engine does not make them: backtests, whose trades and
+/// equity are the result and whose notifications nobody reads.
+pub struct DiscardNotifier;
+
+#[async_trait]
+impl Notifier for DiscardNotifier {
+    async fn notify(&self, _: &Notification) -> Result<(), String> {
+        Ok(())
+    }
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
 /// Sends to every inner notifier the notifications at or above `min`, each event id once per process.
 pub struct FanoutNotifier {
     inner: Vec<Arc<dyn Notifier>>,

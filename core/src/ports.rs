@@ -522,6 +522,10 @@ pub struct Notification {
 pub trait Notifier: Send + Sync {
     /// Deliver one notification. Failures are reported, never fatal to the job that raised it.
     async fn notify(&self, n: &Notification) -> Result<(), String>;
+    /// `false` when notifications are thrown away unread: callers may then skip making them.
+    fn enabled(&self) -> bool {
+        true
+    }
 }
 
 /// The current time in ms since the epoch. Only adapters and binaries read it; decision code gets

@@ -354,3 +354,45 @@ async fn sync_records_a_stop_fill_from_the_paper_exchange() {
     assert!(s.engine.sync_positions(t + 60_000).await.ok());
     assert_eq!(s.engine.repo.trades(&main).await.unwrap().len(), 1);
 }
+
+/// A notifier that throws notifications away, counting what it is still handed.
+struct Discarding(AtomicUsize);
+
+#[async_trait]
+impl Notifier for Discarding {
+    async fn notify(&self, _: &Notification) -> Result<(), String> {
+        self.0.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+    fn enabled(&self) -> bool {
+        false
+    }
+}
+
+/// With a notifier that discards (a backtest's), the jobs make no notification at all and do
+/// exactly what they do with one that keeps them: the same entry, stop and outcome lines.
+#[tokio::test]
+async fn a_discarding_notifier_is_handed_nothing_and_changes_nothing() {
+    let kept = setup();
+    let mut quiet = setup();
+    let discarding = Arc::new(Discarding(AtomicUsize::new(0)));
+    quiet.engine.notifier = discarding.clone();
+    let now = eval_time(kept.signal.0);
+    let mut outcomes = Vec::new();
+    for s in [&kept, &quiet] {
+        s.clock.set(now);
+        let r = s.engine.evaluate(Timeframe::M15, now).await;
+        assert!(r.ok(), "{r:?}");
+        let p = s
+            .engine
+            .repo
+            .positions(&AccountId::new("main"))
+            .await
+            .unwrap();
+        assert_eq!(p.len(), 1);
+        outcomes.push((r.lines, p[0].value.clone()));
+    }
+    assert_eq!(outcomes[0], outcomes[1]);
+    assert!(kept.notes.take().iter().any(|n| n.kind == "entry"));
+    assert_eq!(discarding.0.load(Ordering::SeqCst), 0);
+}
