@@ -2693,7 +2693,8 @@ impl Engine {
         }
 
         // 5. Account state: equity, its peak, the day's starting equity.
-        self.observe_account(&acct.config, snap.equity, now).await?;
+        self.observe_account_then(&acct.config, snap.equity, now, |_| ())
+            .await?;
         let open = stored.iter().filter(|v| v.value.is_open()).count();
         report.lines.push(format!(
             "{account}: {open} open position(s), equity {} USDT",
@@ -2711,10 +2712,10 @@ impl Engine {
         let mut report = JobReport::default();
         for acct in self.accounts.iter().filter(|a| a.config.enabled) {
             let r = match acct.exchange.equity().await {
-                Ok(equity) => self
-                    .observe_account(&acct.config, equity, now)
-                    .await
-                    .map(|_| ()),
+                Ok(equity) => {
+                    self.observe_account_then(&acct.config, equity, now, |_| ())
+                        .await
+                }
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = r {
@@ -3443,31 +3444,38 @@ impl Engine {
         equity: Notional,
         now: i64,
     ) -> Result<AccountState, EngineError> {
+        self.observe_account_then(acct, equity, now, AccountState::clone)
+            .await
+    }
+
+    /// [`Engine::observe_account`] giving `then` of the state folded instead of a copy of it.
+    async fn observe_account_then<R>(
+        &self,
+        acct: &AccountConfig,
+        equity: Notional,
+        now: i64,
+        then: impl Fn(&AccountState) -> R,
+    ) -> Result<R, EngineError> {
         let account = &acct.id;
         let limit = self.config.daily_loss_pct(acct);
-        // What a fold writes: the state observed, unless an existing one is unchanged.
-        let fold = |prev: &AccountState, existing: bool| {
-            let (mut st, events) =
-                risk::observe_equity(prev, equity, now, &self.config.risk, limit);
-            let write = !(existing && st == *prev);
+        // The typed backend folds in place: nothing can write in between. A state that exists
+        // and is unchanged is not written, and is left exactly as it was.
+        if let Some(r) = self.repo.fold_account_state(account, |st, existing| {
+            let before = risk::Observed::of(st);
+            let events = risk::observe_equity_in(st, equity, now, &self.config.risk, limit);
+            let write = !existing || risk::Observed::of(st) != before;
             if write {
                 st.updated_at = now;
+            } else {
+                before.restore(st);
             }
-            (st, events, write)
-        };
-        // The typed backend folds in place: nothing can write in between.
-        if let Some(r) = self.repo.fold_account_state(account, |prev| {
-            let (st, events, write) = match prev {
-                Some(p) => fold(p, true),
-                None => fold(&AccountState::default(), false),
-            };
             // As the loop below: events are announced only with the write that records them.
             let events = if write { events } else { Vec::new() };
-            (write.then(|| st.clone()), (st, events))
+            (write, (then(st), st.day, events))
         }) {
-            let (st, events) = r?;
-            self.announce_risk_events(account, &st, events, now).await;
-            return Ok(st);
+            let (r, day, events) = r?;
+            self.announce_risk_events(account, day, events, now).await;
+            return Ok(r);
         }
         for _ in 0..3 {
             let current = self.repo.account_state(account).await?;
@@ -3475,18 +3483,21 @@ impl Engine {
                 Some(v) => (v.value, Some(v.version)),
                 None => (AccountState::default(), None),
             };
-            let (st, events, write) = fold(&prev, version.is_some());
-            if !write {
-                return Ok(st);
+            let (mut st, events) =
+                risk::observe_equity(&prev, equity, now, &self.config.risk, limit);
+            if version.is_some() && st == prev {
+                return Ok(then(&st));
             }
+            st.updated_at = now;
             match self.repo.save_account_state(account, &st, version).await {
                 Ok(_) => {}
                 // Another job wrote in between: read its state and fold our reading in again.
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
-            self.announce_risk_events(account, &st, events, now).await;
-            return Ok(st);
+            self.announce_risk_events(account, st.day, events, now)
+                .await;
+            return Ok(then(&st));
         }
         Err(EngineError::Other(format!(
             "{account}: account state kept changing under concurrent writers"
@@ -3497,7 +3508,7 @@ impl Engine {
     async fn announce_risk_events(
         &self,
         account: &AccountId,
-        st: &AccountState,
+        day: i64,
         events: Vec<risk::RiskEvent>,
         now: i64,
     ) {
@@ -3509,10 +3520,10 @@ impl Engine {
             };
             let id = || match &ev {
                 risk::RiskEvent::MddLevelChanged { to, .. } => {
-                    format!("mdd:{account}:{}:{to}", st.day)
+                    format!("mdd:{account}:{day}:{to}")
                 }
                 risk::RiskEvent::DailyLossHalt { until, .. } => format!("halt:{account}:{until}"),
-                risk::RiskEvent::HaltLifted => format!("unhalt:{account}:{}", st.day),
+                risk::RiskEvent::HaltLifted => format!("unhalt:{account}:{day}"),
             };
             // Delivered to the trader by the notifier; the log keeps it at info (backtests
             // would otherwise print every level change).

@@ -142,8 +142,22 @@ pub fn observe_equity(
     daily_loss_pct: Decimal,
 ) -> (AccountState, Vec<RiskEvent>) {
     let mut st = prev.clone();
+    let events = observe_equity_in(&mut st, equity, now, cfg, daily_loss_pct);
+    (st, events)
+}
+
+/// [`observe_equity`] in place (a backtest folds every candle's equity into its state). Only the
+/// fields [`Observed`] holds are written.
+pub fn observe_equity_in(
+    st: &mut AccountState,
+    equity: Notional,
+    now: i64,
+    cfg: &RiskConfig,
+    daily_loss_pct: Decimal,
+) -> Vec<RiskEvent> {
     let mut events = Vec::new();
-    let fresh = prev.peak_equity.0 <= Decimal::ZERO && prev.day_start_equity.0 <= Decimal::ZERO;
+    let fresh = st.peak_equity.0 <= Decimal::ZERO && st.day_start_equity.0 <= Decimal::ZERO;
+    let prev_level = st.mdd_level;
     st.equity = equity;
     if equity.0 > st.peak_equity.0 {
         st.peak_equity = equity;
@@ -160,18 +174,18 @@ pub fn observe_equity(
             events.push(RiskEvent::HaltLifted);
         }
     }
-    let level = mdd_level_at(&cfg.mdd, st.peak_equity.0, equity.0, prev.mdd_level);
-    if level != prev.mdd_level {
+    let level = mdd_level_at(&cfg.mdd, st.peak_equity.0, equity.0, prev_level);
+    if level != prev_level {
         events.push(RiskEvent::MddLevelChanged {
-            from: prev.mdd_level,
+            from: prev_level,
             to: level,
             drawdown: drawdown(st.peak_equity.0, equity.0),
             multiplier: mdd_multiplier(&cfg.mdd, level, st.consecutive_wins),
         });
     }
     st.mdd_level = level;
-    if st.daily_halt_until.is_none() && daily_loss_over(&st, daily_loss_pct) {
-        let loss = daily_loss(&st);
+    if st.daily_halt_until.is_none() && daily_loss_over(st, daily_loss_pct) {
+        let loss = daily_loss(st);
         let until = match cfg.halt_reset {
             HaltReset::Day => next_day_start(now, cfg.day_start_hour_utc),
             HaltReset::Rolling24h => now + DAY_MS,
@@ -183,7 +197,45 @@ pub fn observe_equity(
             until,
         });
     }
-    (st, events)
+    events
+}
+
+/// The fields [`observe_equity_in`] writes: taken before a fold, they tell whether it changed
+/// the state (equal as the whole state compares, numerically) and undo one that did not, to the
+/// exact representation.
+#[derive(Clone, Copy, PartialEq, Debug)]
+pub struct Observed {
+    equity: Notional,
+    peak_equity: Notional,
+    day: i64,
+    day_start_equity: Notional,
+    daily_realized_pnl: Notional,
+    daily_halt_until: Option<i64>,
+    mdd_level: u8,
+}
+
+impl Observed {
+    pub fn of(st: &AccountState) -> Observed {
+        Observed {
+            equity: st.equity,
+            peak_equity: st.peak_equity,
+            day: st.day,
+            day_start_equity: st.day_start_equity,
+            daily_realized_pnl: st.daily_realized_pnl,
+            daily_halt_until: st.daily_halt_until,
+            mdd_level: st.mdd_level,
+        }
+    }
+
+    pub fn restore(self, st: &mut AccountState) {
+        st.equity = self.equity;
+        st.peak_equity = self.peak_equity;
+        st.day = self.day;
+        st.day_start_equity = self.day_start_equity;
+        st.daily_realized_pnl = self.daily_realized_pnl;
+        st.daily_halt_until = self.daily_halt_until;
+        st.mdd_level = self.mdd_level;
+    }
 }
 
 /// Loss of equity since the day's start, as a fraction of the day's starting equity (≥ 0).
@@ -1417,6 +1469,44 @@ mod tests {
             if long { prop_assert!(s.0 <= raw.0.max(f.min_price)) } else { prop_assert!(s.0 >= raw.0) }
             let t = crate::orders::target_price(&f, side, raw);
             prop_assert_eq!((t.0 / tick).fract(), Decimal::ZERO);
+        }
+
+        /// The in-place fold's change check (the fields [`Observed`] holds) says "changed"
+        /// exactly when the whole state differs, and undoing an unchanged fold gives back the
+        /// state to the exact representation: readings that repeat (at another scale too), days
+        /// that turn, halts that start and lift.
+        #[test]
+        fn an_in_place_fold_sees_every_change_and_undoes_none(
+            steps in proptest::collection::vec((0usize..6, 0u8..3, any::<bool>()), 1..80),
+        ) {
+            // A configuration change alone (tighter MDD thresholds) moves the level too.
+            let loose = cfg();
+            let mut tight = cfg();
+            tight.mdd.thresholds = tight.mdd.thresholds.iter().map(|t| t / dec!(4)).collect();
+            tight.mdd.hysteresis = Decimal::ZERO;
+            let readings = [dec!(10000), dec!(10000.00), dec!(9800), dec!(9400), dec!(11000), dec!(9400.0)];
+            let mut st = AccountState::default();
+            let mut t = 1_700_000_000_000i64;
+            for (r, dt, is_tight) in steps {
+                let c = if is_tight { &tight } else { &loose };
+                t += [0, 3_600_000, DAY_MS][dt as usize];
+                let equity = Notional(readings[r]);
+                let (next, events) = observe_equity(&st, equity, t, c, dec!(0.05));
+                let mut x = st.clone();
+                let before = Observed::of(&x);
+                let events_in = observe_equity_in(&mut x, equity, t, c, dec!(0.05));
+                prop_assert_eq!(&events_in, &events);
+                let changed = Observed::of(&x) != before;
+                prop_assert_eq!(changed, next != st);
+                if !changed {
+                    before.restore(&mut x);
+                    prop_assert_eq!(
+                        serde_json::to_string(&x).unwrap(),
+                        serde_json::to_string(&st).unwrap()
+                    );
+                }
+                st = next;
+            }
         }
 
         /// The equity peak never decreases, whatever equity readings arrive.

@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
-use crate::store::memory::Table;
+use crate::store::memory::{Table, Update};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -609,15 +609,16 @@ impl StateRepo {
         self.get(&pk(account), "STATE").await
     }
 
-    /// Fold `f` into the account's state in place, for the typed backend (`None` for a key/value
-    /// store: read it and save it conditionally instead). `f` gets the state (`None`: none yet)
-    /// and returns what to write (`None`: leave it as it is) and a result. It runs under the
-    /// table's lock, so this is a read and a conditional write that nothing can come between: the
-    /// outcome of the read–save loop when its save succeeds, without cloning the state twice.
+    /// Fold `f` into the account's state in place, for the typed backend (`None`: a key/value
+    /// store, where the caller reads and saves conditionally instead). `f` gets the state (a
+    /// default one and `false` when there is none yet) and returns whether to write it, having
+    /// left it as it was if not, and a result. It runs under the table's lock, so this is a read
+    /// and a conditional write that nothing can come between: the outcome of the read–save loop
+    /// when its save succeeds, without copying the state.
     pub fn fold_account_state<R>(
         &self,
         account: &AccountId,
-        f: impl FnOnce(Option<&AccountState>) -> (Option<AccountState>, R),
+        f: impl FnOnce(&mut AccountState, bool) -> (bool, R),
     ) -> Option<Result<R, StoreError>> {
         let Backend::Typed(t) = &self.backend else {
             return None;
@@ -625,14 +626,21 @@ impl StateRepo {
         Some(with_pk(account, |pk| {
             let (r, wrote) = t.table.update(pk, "STATE", |item| match item {
                 None => {
-                    let (new, r) = f(None);
-                    (new.map(Item::Account), Some(r))
+                    let mut st = AccountState::default();
+                    let (write, r) = f(&mut st, false);
+                    let update = if write {
+                        Update::Put(Item::Account(st))
+                    } else {
+                        Update::Keep
+                    };
+                    (update, Some(r))
                 }
                 Some(Item::Account(st)) => {
-                    let (new, r) = f(Some(st));
-                    (new.map(Item::Account), Some(r))
+                    let (write, r) = f(st, true);
+                    let update = if write { Update::Changed } else { Update::Keep };
+                    (update, Some(r))
                 }
-                Some(_) => (None, None),
+                Some(_) => (Update::Keep, None),
             });
             if wrote.is_some() {
                 t.wrote("STATE");

@@ -161,12 +161,17 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
         }
         Op::FoldState { equity } => {
             let reading = Notional(Decimal::from(*equity));
-            let fold = |prev: Option<&AccountState>| {
-                let mut st = prev.cloned().unwrap_or_default();
+            // The fold a job makes: write when there is no state yet or it changed; otherwise
+            // leave it exactly as it was.
+            let fold = |st: &mut AccountState, existing: bool| {
+                let before = st.clone();
                 st.equity = reading;
                 st.peak_equity = st.peak_equity.max(reading);
-                let write = prev != Some(&st);
-                (write.then(|| st.clone()), st)
+                let write = !existing || *st != before;
+                if !write {
+                    *st = before;
+                }
+                (write, st.clone())
             };
             // The typed backend folds in place; a key/value store reads and saves on the
             // version read, which is what the in-place fold must amount to.
@@ -174,9 +179,10 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
                 Some(r) => out(r),
                 None => {
                     let cur = repo.account_state(&acct()).await.unwrap();
-                    let (write, st) = fold(cur.as_ref().map(|v| &v.value));
-                    if let Some(w) = write {
-                        repo.save_account_state(&acct(), &w, cur.map(|v| v.version))
+                    let mut st = cur.as_ref().map(|v| v.value.clone()).unwrap_or_default();
+                    let (write, st) = fold(&mut st, cur.is_some());
+                    if write {
+                        repo.save_account_state(&acct(), &st, cur.map(|v| v.version))
                             .await
                             .unwrap();
                     }

@@ -41,6 +41,16 @@ impl std::hash::Hasher for FnvHasher {
     }
 }
 
+/// What the function given to [`Table::update`] did with the item.
+pub enum Update<B> {
+    /// Left it as it was: nothing is written, the version stays.
+    Keep,
+    /// Changed it in place: written, the version grows by one (with no item, nothing is written).
+    Changed,
+    /// Replace it, or create it: written.
+    Put(B),
+}
+
 /// Versioned items by partition and sort key, with the stores' conditional-write rules.
 pub struct Table<B> {
     items: Mutex<Partitions<B>>,
@@ -133,37 +143,40 @@ impl<B: Clone> Table<B> {
         }
     }
 
-    /// Replace the item with what `f` makes of it (`None`: leave it as it is), under the lock: a
-    /// read and a conditional write with nothing in between, so it never conflicts. Returns `f`'s
-    /// result and the new version when it wrote (versions as [`Table::put`]).
+    /// Let `f` change the item in place, replace it or create it, under the lock: a read and a
+    /// conditional write with nothing in between, so it never conflicts. Returns `f`'s result and
+    /// the new version when it wrote (versions as [`Table::put`]).
     pub fn update<R>(
         &self,
         pk: &str,
         sk: &str,
-        f: impl FnOnce(Option<&B>) -> (Option<B>, R),
+        f: impl FnOnce(Option<&mut B>) -> (Update<B>, R),
     ) -> (R, Option<u64>) {
         let mut items = self.lock();
         if let Some((version, item)) = items.get_mut(pk).and_then(|p| p.get_mut(sk)) {
-            let (new, r) = f(Some(item));
-            return match new {
-                Some(b) => {
+            let (update, r) = f(Some(item));
+            return match update {
+                Update::Keep => (r, None),
+                Update::Changed => {
+                    *version += 1;
+                    (r, Some(*version))
+                }
+                Update::Put(b) => {
                     *version += 1;
                     *item = b;
                     (r, Some(*version))
                 }
-                None => (r, None),
             };
         }
-        let (new, r) = f(None);
-        match new {
-            Some(b) => {
+        match f(None) {
+            (Update::Put(b), r) => {
                 items
                     .entry(pk.to_string())
                     .or_default()
                     .insert(sk.to_string(), (1, b));
                 (r, Some(1))
             }
-            None => (r, None),
+            (Update::Keep | Update::Changed, r) => (r, None),
         }
     }
 
@@ -280,27 +293,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn update_writes_in_place_with_the_put_versions_and_leaves_the_item_on_none() {
+    fn update_writes_in_place_with_the_put_versions_and_leaves_the_item_on_keep() {
         let t: Table<u32> = Table::default();
-        // Absent: `f` sees nothing; leaving it writes nothing.
-        let (seen, v) = t.update("p", "s", |b| (None, b.copied()));
+        // Absent: `f` sees nothing; keeping (or "changing" nothing) writes nothing.
+        let (seen, v) = t.update("p", "s", |b| (Update::Keep, b.copied()));
         assert_eq!((seen, v), (None, None));
+        let ((), v) = t.update("p", "s", |_| (Update::Changed, ()));
+        assert_eq!(v, None);
         assert!(t.get("p", "s").is_none());
         // Created at version 1, as a put with Expect::Absent.
-        let ((), v) = t.update("p", "s", |_| (Some(7), ()));
+        let ((), v) = t.update("p", "s", |_| (Update::Put(7), ()));
         assert_eq!(v, Some(1));
         assert_eq!(t.get("p", "s"), Some((1, 7)));
-        // Each write adds one; `f` sees the current item.
-        let (seen, v) = t.update("p", "s", |b| (b.map(|x| x + 1), b.copied()));
+        // Each write adds one; `f` sees the current item and may change it in place.
+        let (seen, v) = t.update("p", "s", |b| {
+            let b = b.expect("the item");
+            let seen = *b;
+            *b += 1;
+            (Update::Changed, Some(seen))
+        });
         assert_eq!((seen, v), (Some(7), Some(2)));
-        // Leaving it keeps the version, so a conditional put on the version read still holds.
-        let ((), v) = t.update("p", "s", |_| (None, ()));
+        assert_eq!(t.get("p", "s"), Some((2, 8)));
+        // Keeping it keeps the version, so a conditional put on the version read still holds.
+        let ((), v) = t.update("p", "s", |_| (Update::Keep, ()));
         assert_eq!(v, None);
         assert_eq!(t.put("p", "s", 9, Expect::Version(2)).unwrap(), 3);
         assert!(t.put("p", "s", 1, Expect::Version(2)).is_err());
         // Other sort keys of the partition are untouched.
         t.put("p", "t", 5, Expect::Absent).unwrap();
-        t.update("p", "s", |_| (Some(10), ()));
+        t.update("p", "s", |_| (Update::Put(10), ()));
         assert_eq!(t.get("p", "t"), Some((1, 5)));
         assert_eq!(t.get("p", "s"), Some((4, 10)));
     }
