@@ -89,6 +89,19 @@ struct TypedState {
 }
 
 impl TypedState {
+    /// The items under `prefix`, each copied once (no sort key or wrapper copied with it).
+    fn query<T: Stored>(&self, pk: &str, prefix: &str) -> Result<Vec<Versioned<T>>, StoreError> {
+        self.table
+            .query_with(pk, prefix, |sk, version, item| {
+                Ok(Versioned {
+                    value: T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
+                    version,
+                })
+            })
+            .into_iter()
+            .collect()
+    }
+
     /// Write `value` if `expect` holds, over the stored item in place when it has the same type.
     fn put<T: Stored>(
         &self,
@@ -144,7 +157,7 @@ enum Item {
 /// A state type the repo stores: JSON for the key/value stores, an [`Item`] for the typed one.
 trait Stored: Serialize + DeserializeOwned + Clone + 'static {
     fn wrap(self) -> Item;
-    fn unwrap(item: Item) -> Option<Self>;
+    fn peek(item: &Item) -> Option<&Self>;
     /// Overwrite `item` with this value (`clone_from`) when it holds this type.
     fn assign(&self, item: &mut Item) -> bool;
 }
@@ -155,7 +168,7 @@ macro_rules! stored {
             fn wrap(self) -> Item {
                 Item::$variant(self)
             }
-            fn unwrap(item: Item) -> Option<Self> {
+            fn peek(item: &Item) -> Option<&Self> {
                 match item {
                     Item::$variant(v) => Some(v),
                     _ => None,
@@ -341,13 +354,15 @@ impl StateRepo {
                 })),
                 None => Ok(None),
             },
-            Backend::Typed(t) => match t.table.get(pk, sk) {
-                Some((version, item)) => Ok(Some(Versioned {
-                    value: T::unwrap(item).ok_or_else(|| wrong_type(pk, sk))?,
-                    version,
-                })),
-                None => Ok(None),
-            },
+            Backend::Typed(t) => t
+                .table
+                .read(pk, sk, |version, item| {
+                    Ok(Versioned {
+                        value: T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
+                        version,
+                    })
+                })
+                .transpose(),
         }
     }
 
@@ -399,17 +414,7 @@ impl StateRepo {
                     })
                 })
                 .collect(),
-            Backend::Typed(t) => t
-                .table
-                .query(pk, prefix)
-                .into_iter()
-                .map(|(sk, version, item)| {
-                    Ok(Versioned {
-                        value: T::unwrap(item).ok_or_else(|| wrong_type(pk, &sk))?,
-                        version,
-                    })
-                })
-                .collect(),
+            Backend::Typed(t) => t.query(pk, prefix),
         }
     }
 
@@ -481,6 +486,10 @@ impl StateRepo {
         &self,
         account: &AccountId,
     ) -> Result<Vec<Versioned<Position>>, StoreError> {
+        if let Backend::Typed(t) = &self.backend {
+            // The partition key in the thread's buffer: every evaluation lists positions.
+            return with_pk(account, |pk| t.query(pk, "POS#"));
+        }
         self.query(&pk(account), "POS#").await
     }
 

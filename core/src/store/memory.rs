@@ -211,6 +211,17 @@ impl<B: Clone> Table<B> {
 
     /// Items of a partition whose sort key starts with `sk_prefix`, ordered by sort key.
     pub fn query(&self, pk: &str, sk_prefix: &str) -> Vec<(String, u64, B)> {
+        self.query_with(pk, sk_prefix, |s, v, b| (s.to_string(), v, b.clone()))
+    }
+
+    /// [`Table::query`] reading each (sort key, version, item) in place: `f` copies only what
+    /// the caller keeps.
+    pub fn query_with<T>(
+        &self,
+        pk: &str,
+        sk_prefix: &str,
+        mut f: impl FnMut(&str, u64, &B) -> T,
+    ) -> Vec<T> {
         let items = self.lock();
         let Some(part) = items.get(pk) else {
             return Vec::new();
@@ -220,7 +231,7 @@ impl<B: Clone> Table<B> {
             std::ops::Bound::Unbounded,
         ))
         .take_while(|(s, _)| s.starts_with(sk_prefix))
-        .map(|(s, (v, b))| (s.clone(), *v, b.clone()))
+        .map(|(s, (v, b))| f(s, *v, b))
         .collect()
     }
 }
