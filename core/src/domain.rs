@@ -434,55 +434,32 @@ pub struct ExitOrder {
 }
 
 /// `clone_from` field by field, so overwriting a stored position keeps its strings' buffers (a
-/// backtest rewrites its position whenever the best price moves). The exhaustive patterns make a
-/// new field a compile error here until it is copied too.
+/// backtest rewrites its position whenever the best price moves). The struct literal and the
+/// exhaustive pattern make a new field a compile error here until it is copied too.
 impl Clone for Position {
     fn clone(&self) -> Position {
-        let Position {
-            key,
-            side,
-            qty,
-            entry_price,
-            leverage,
-            status,
-            is_manual,
-            entry_client_id,
-            signal_open_time,
-            opened_at,
-            stop_loss,
-            take_profit,
-            stop_client_id,
-            stop_generation,
-            partial_exits_done,
-            pyramids_done,
-            best_price,
-            entry_fee,
-            updated_at,
-            exit_orders,
-            exit_generation,
-        } = self;
         Position {
-            key: key.clone(),
-            side: *side,
-            qty: *qty,
-            entry_price: *entry_price,
-            leverage: *leverage,
-            status: *status,
-            is_manual: *is_manual,
-            entry_client_id: entry_client_id.clone(),
-            signal_open_time: *signal_open_time,
-            opened_at: *opened_at,
-            stop_loss: *stop_loss,
-            take_profit: *take_profit,
-            stop_client_id: stop_client_id.clone(),
-            stop_generation: *stop_generation,
-            partial_exits_done: *partial_exits_done,
-            pyramids_done: *pyramids_done,
-            best_price: *best_price,
-            entry_fee: *entry_fee,
-            updated_at: *updated_at,
-            exit_orders: exit_orders.clone(),
-            exit_generation: *exit_generation,
+            key: self.key.clone(),
+            side: self.side,
+            qty: self.qty,
+            entry_price: self.entry_price,
+            leverage: self.leverage,
+            status: self.status,
+            is_manual: self.is_manual,
+            entry_client_id: self.entry_client_id.clone(),
+            signal_open_time: self.signal_open_time,
+            opened_at: self.opened_at,
+            stop_loss: self.stop_loss,
+            take_profit: self.take_profit,
+            stop_client_id: self.stop_client_id.clone(),
+            stop_generation: self.stop_generation,
+            partial_exits_done: self.partial_exits_done,
+            pyramids_done: self.pyramids_done,
+            best_price: self.best_price,
+            entry_fee: self.entry_fee,
+            updated_at: self.updated_at,
+            exit_orders: self.exit_orders.clone(),
+            exit_generation: self.exit_generation,
         }
     }
 

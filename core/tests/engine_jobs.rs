@@ -383,12 +383,8 @@ async fn a_discarding_notifier_is_handed_nothing_and_changes_nothing() {
         s.clock.set(now);
         let r = s.engine.evaluate(Timeframe::M15, now).await;
         assert!(r.ok(), "{r:?}");
-        let p = s
-            .engine
-            .repo
-            .positions(&AccountId::new("main"))
-            .await
-            .unwrap();
+        let main = AccountId::new("main");
+        let p = s.engine.repo.positions(&main).await.unwrap();
         assert_eq!(p.len(), 1);
         outcomes.push((r.lines, p[0].value.clone()));
     }
