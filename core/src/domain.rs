@@ -373,7 +373,7 @@ impl fmt::Display for PositionKey {
 }
 
 /// A position the system tracks: a strategy's share of the exchange's net position, or a MANUAL one.
-#[derive(PartialEq, Debug, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Debug, Serialize, Deserialize)]
 pub struct Position {
     pub key: PositionKey,
     pub side: Side,
@@ -431,91 +431,6 @@ pub struct ExitOrder {
     pub trigger_price: Price,
     pub qty: Qty,
     pub reduce_only: bool,
-}
-
-/// `clone_from` field by field, so overwriting a stored position keeps its strings' buffers (a
-/// backtest rewrites its position whenever the best price moves). The struct literal and the
-/// exhaustive pattern make a new field a compile error here until it is copied too.
-impl Clone for Position {
-    fn clone(&self) -> Position {
-        Position {
-            key: self.key.clone(),
-            side: self.side,
-            qty: self.qty,
-            entry_price: self.entry_price,
-            leverage: self.leverage,
-            status: self.status,
-            is_manual: self.is_manual,
-            entry_client_id: self.entry_client_id.clone(),
-            signal_open_time: self.signal_open_time,
-            opened_at: self.opened_at,
-            stop_loss: self.stop_loss,
-            take_profit: self.take_profit,
-            stop_client_id: self.stop_client_id.clone(),
-            stop_generation: self.stop_generation,
-            partial_exits_done: self.partial_exits_done,
-            pyramids_done: self.pyramids_done,
-            best_price: self.best_price,
-            entry_fee: self.entry_fee,
-            updated_at: self.updated_at,
-            exit_orders: self.exit_orders.clone(),
-            exit_generation: self.exit_generation,
-        }
-    }
-
-    fn clone_from(&mut self, source: &Position) {
-        let Position {
-            key,
-            side,
-            qty,
-            entry_price,
-            leverage,
-            status,
-            is_manual,
-            entry_client_id,
-            signal_open_time,
-            opened_at,
-            stop_loss,
-            take_profit,
-            stop_client_id,
-            stop_generation,
-            partial_exits_done,
-            pyramids_done,
-            best_price,
-            entry_fee,
-            updated_at,
-            exit_orders,
-            exit_generation,
-        } = self;
-        let PositionKey {
-            account,
-            strategy,
-            symbol,
-        } = key;
-        account.0.clone_from(&source.key.account.0);
-        strategy.0.clone_from(&source.key.strategy.0);
-        symbol.0.clone_from(&source.key.symbol.0);
-        *side = source.side;
-        *qty = source.qty;
-        *entry_price = source.entry_price;
-        *leverage = source.leverage;
-        *status = source.status;
-        *is_manual = source.is_manual;
-        entry_client_id.clone_from(&source.entry_client_id);
-        *signal_open_time = source.signal_open_time;
-        *opened_at = source.opened_at;
-        *stop_loss = source.stop_loss;
-        *take_profit = source.take_profit;
-        stop_client_id.clone_from(&source.stop_client_id);
-        *stop_generation = source.stop_generation;
-        *partial_exits_done = source.partial_exits_done;
-        *pyramids_done = source.pyramids_done;
-        *best_price = source.best_price;
-        *entry_fee = source.entry_fee;
-        *updated_at = source.updated_at;
-        exit_orders.clone_from(&source.exit_orders);
-        *exit_generation = source.exit_generation;
-    }
 }
 
 impl Position {
@@ -878,45 +793,6 @@ mod tests {
             ClientId::intent_of("albTS-0a1b2c3d4e5f-1-1"),
             Some(Intent::TrailingStop)
         );
-    }
-
-    /// `Position::clone_from` (field by field, keeping buffers) copies every field: the two
-    /// positions differ in all of them, and each overwrites the other.
-    #[test]
-    fn position_clone_from_copies_every_field() {
-        let a: Position = serde_json::from_str(
-            r#"{"key":{"account":"main","strategy":"ZLMACD_ICHIMOKU","symbol":"BTCUSDT"},
-            "side":"LONG","qty":"0.010","entry_price":"100000","leverage":10,"status":"ACTIVE",
-            "is_manual":false,"entry_client_id":"albEN-0a1b2c3d4e5f-1","signal_open_time":0,
-            "opened_at":0,"stop_loss":"98500","take_profit":null,"stop_client_id":null,
-            "stop_generation":0,"partial_exits_done":0,"pyramids_done":0,"best_price":null,
-            "entry_fee":"0","updated_at":0,"exit_orders":[],"exit_generation":0}"#,
-        )
-        .unwrap();
-        let b: Position = serde_json::from_str(
-            r#"{"key":{"account":"sub1","strategy":"TFPE","symbol":"ETHUSDT"},
-            "side":"SHORT","qty":"2.5","entry_price":"3000.5","leverage":3,"status":"PENDING",
-            "is_manual":true,"entry_client_id":"","signal_open_time":7,
-            "opened_at":8,"stop_loss":null,"take_profit":"2900","stop_client_id":"albSL-x-1",
-            "stop_generation":2,"partial_exits_done":1,"pyramids_done":3,"best_price":"2950",
-            "entry_fee":"1.25","updated_at":9,"exit_orders":[{"kind":{"TakeProfit":{"stage":1}},
-            "client_id":"albTP-x-1","trigger_price":"2800","qty":"1","reduce_only":true}],
-            "exit_generation":4}"#,
-        )
-        .unwrap();
-        let fields = |p: &Position| match serde_json::to_value(p).unwrap() {
-            serde_json::Value::Object(m) => m,
-            _ => unreachable!(),
-        };
-        let (fa, fb) = (fields(&a), fields(&b));
-        let same: Vec<_> = fa.keys().filter(|k| fa[*k] == fb[*k]).collect();
-        assert!(same.is_empty(), "the test positions share {same:?}");
-        let mut x = a.clone();
-        x.clone_from(&b);
-        assert_eq!(x, b);
-        x.clone_from(&a);
-        assert_eq!(x, a);
-        assert_eq!(b.clone(), b);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl TypedState {
             .collect()
     }
 
-    /// Write `value` if `expect` holds, over the stored item in place when it has the same type.
+    /// Write `value` if `expect` holds.
     fn put<T: Stored>(
         &self,
         pk: &str,
@@ -110,10 +110,7 @@ impl TypedState {
         value: &T,
         expect: Expect,
     ) -> Result<u64, StoreError> {
-        let v = self.table.put_with(pk, sk, expect, |slot| match slot {
-            Some(item) => (!value.assign(item)).then(|| value.clone().wrap()),
-            None => Some(value.clone().wrap()),
-        })?;
+        let v = self.table.put(pk, sk, value.clone().wrap(), expect)?;
         self.wrote(sk);
         Ok(v)
     }
@@ -158,8 +155,6 @@ enum Item {
 trait Stored: Serialize + DeserializeOwned + Clone + 'static {
     fn wrap(self) -> Item;
     fn peek(item: &Item) -> Option<&Self>;
-    /// Overwrite `item` with this value (`clone_from`) when it holds this type.
-    fn assign(&self, item: &mut Item) -> bool;
 }
 
 macro_rules! stored {
@@ -172,15 +167,6 @@ macro_rules! stored {
                 match item {
                     Item::$variant(v) => Some(v),
                     _ => None,
-                }
-            }
-            fn assign(&self, item: &mut Item) -> bool {
-                match item {
-                    Item::$variant(v) => {
-                        v.clone_from(self);
-                        true
-                    }
-                    _ => false,
                 }
             }
         }

@@ -92,25 +92,6 @@ impl<B: Clone> Table<B> {
 
     /// Write `item` if `expect` holds; returns the new version.
     pub fn put(&self, pk: &str, sk: &str, item: B, expect: Expect) -> Result<u64, StoreError> {
-        self.put_with(pk, sk, expect, |slot| match slot {
-            Some(slot) => {
-                *slot = item;
-                None
-            }
-            None => Some(item),
-        })
-    }
-
-    /// [`Table::put`] where `write` makes the item: given the current one, it may overwrite it in
-    /// place (keeping its allocations) and return `None`; given none, it returns the new item.
-    /// `write` runs only when `expect` holds.
-    pub fn put_with(
-        &self,
-        pk: &str,
-        sk: &str,
-        expect: Expect,
-        write: impl FnOnce(Option<&mut B>) -> Option<B>,
-    ) -> Result<u64, StoreError> {
         let mut items = self.lock();
         let part = match items.get_mut(pk) {
             Some(p) => p,
@@ -118,16 +99,12 @@ impl<B: Clone> Table<B> {
         };
         match (expect, part.get_mut(sk)) {
             (Expect::Absent, None) => {
-                let item = write(None).expect("put_with: an item when there is none");
                 part.insert(sk.to_string(), (1, item));
                 Ok(1)
             }
             (Expect::Absent, Some(_)) => Err(conflict(pk, sk, "item already exists")),
-            (Expect::Version(v), Some((found, slot))) if *found == v => {
-                if let Some(item) = write(Some(slot)) {
-                    *slot = item;
-                }
-                *found = v + 1;
+            (Expect::Version(v), Some(slot)) if slot.0 == v => {
+                *slot = (v + 1, item);
                 Ok(v + 1)
             }
             (Expect::Version(v), Some((found, _))) => Err(conflict(
