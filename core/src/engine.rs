@@ -3513,22 +3513,27 @@ impl Engine {
         now: i64,
     ) {
         for ev in events {
-            let (priority, kind) = match &ev {
-                risk::RiskEvent::MddLevelChanged { .. } => (Priority::High, "mdd_level"),
-                risk::RiskEvent::DailyLossHalt { .. } => (Priority::Critical, "daily_loss_limit"),
-                risk::RiskEvent::HaltLifted => (Priority::Medium, "daily_loss_reset"),
-            };
-            let id = || match &ev {
-                risk::RiskEvent::MddLevelChanged { to, .. } => {
-                    format!("mdd:{account}:{day}:{to}")
-                }
-                risk::RiskEvent::DailyLossHalt { until, .. } => format!("halt:{account}:{until}"),
-                risk::RiskEvent::HaltLifted => format!("unhalt:{account}:{day}"),
+            let (priority, kind, id) = match &ev {
+                risk::RiskEvent::MddLevelChanged { to, .. } => (
+                    Priority::High,
+                    "mdd_level",
+                    format!("mdd:{account}:{day}:{to}"),
+                ),
+                risk::RiskEvent::DailyLossHalt { until, .. } => (
+                    Priority::Critical,
+                    "daily_loss_limit",
+                    format!("halt:{account}:{until}"),
+                ),
+                risk::RiskEvent::HaltLifted => (
+                    Priority::Medium,
+                    "daily_loss_reset",
+                    format!("unhalt:{account}:{day}"),
+                ),
             };
             // Delivered to the trader by the notifier; the log keeps it at info (backtests
             // would otherwise print every level change).
             tracing::info!(%account, event = %ev.describe(), "risk event");
-            self.notify(account, priority, kind, || (id(), ev.describe()), now)
+            self.notify(account, priority, kind, || (id, ev.describe()), now)
                 .await;
         }
     }

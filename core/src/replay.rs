@@ -200,13 +200,19 @@ pub async fn run(
             exchange: ex as Arc<dyn Exchange>,
         });
     }
-    // Declared before the store so it is dropped (and the scratch database removed) after it.
+    // A replay's own state directory when the caller gave none, removed when the replay ends
+    // however it ends. Declared before the store so it is dropped (and removed) after it.
     let scratch;
     let dir = match &opts.state_dir {
         Some(d) => d.clone(),
         None => {
-            scratch = ScratchDir(tempfile_dir()?);
-            scratch.0.clone()
+            scratch = tempfile::Builder::new()
+                .prefix("albra-replay-")
+                .tempdir()
+                .map_err(|e| {
+                    ReplayError::Setup(format!("cannot create a scratch directory: {e}"))
+                })?;
+            scratch.path().to_path_buf()
         }
     };
     let store = SqliteStore::open_fast(dir.join("replay.db"))
@@ -303,39 +309,4 @@ pub async fn run(
         max_drawdown: max_dd,
         fees,
     })
-}
-
-/// A suffix unique to this call in this process (scratch directory names).
-pub fn unique_suffix() -> String {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{t}-{n}")
-}
-
-/// A replay's own state directory when the caller gave none: removed when the replay ends,
-/// however it ends, so repeated runs leave nothing behind in the temp directory.
-struct ScratchDir(PathBuf);
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-fn tempfile_dir() -> Result<PathBuf, ReplayError> {
-    let base = std::env::temp_dir().join(format!(
-        "albra-replay-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    ));
-    std::fs::create_dir_all(&base)
-        .map_err(|e| ReplayError::Setup(format!("cannot create {}: {e}", base.display())))?;
-    Ok(base)
 }
