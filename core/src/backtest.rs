@@ -108,7 +108,57 @@ struct Marking {
     positions: Vec<(f64, f64)>,
 }
 
+/// The equity curve and exposure as the candles are marked, and the progress shown.
+struct Curve {
+    /// (close time, equity) at each candle's close.
+    equity: Vec<(i64, f64)>,
+    exposed: Vec<bool>,
+    in_position: usize,
+    /// The percentage the bar shows.
+    shown: usize,
+}
+
+impl Curve {
+    /// Equity marked at `c`'s close.
+    fn mark(&mut self, c: &crate::domain::Candle, tf: Timeframe, marking: &Marking) {
+        let close = c.close.to_f64();
+        let mut eq = marking.wallet;
+        for (amount, entry) in &marking.positions {
+            eq += amount * (close - entry);
+        }
+        let open = !marking.positions.is_empty();
+        self.in_position += usize::from(open);
+        self.exposed.push(open);
+        self.equity.push((c.close_time(tf), eq));
+    }
+
+    /// Report candle `i` (0-based) of `total` done.
+    fn progress(&mut self, progress: Option<&Progress>, i: usize, total: usize, tf: Timeframe) {
+        match progress {
+            Some(Progress::Bar(label)) => {
+                let pct = (i + 1) * 100 / total.max(1);
+                if pct != self.shown {
+                    self.shown = pct;
+                    eprint!("\r{label} {tf}: [{:<50}] {pct:>3}%", "=".repeat(pct / 2));
+                    if i + 1 == total {
+                        eprintln!();
+                    }
+                }
+            }
+            Some(Progress::Counter(n)) => {
+                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            None => {}
+        }
+    }
+}
+
 impl Marking {
+    /// Whether this marking is of the account as `v` shows it.
+    fn is_of(&self, v: &SyncView) -> bool {
+        self.of.as_ref().is_some_and(|m| m.taken_with(v) || m == v)
+    }
+
     fn new(view: SyncView) -> Marking {
         Marking {
             wallet: f(view.wallet),
@@ -393,18 +443,23 @@ pub async fn run_series(
         risk_off: opts.risk_off,
     };
 
-    let mut equity = Vec::with_capacity(eval.len() + 1);
-    let mut exposed = Vec::with_capacity(eval.len());
+    let mut curve = Curve {
+        equity: Vec::with_capacity(eval.len() + 1),
+        exposed: Vec::with_capacity(eval.len()),
+        in_position: 0,
+        shown: usize::MAX,
+    };
     // The account as the last sync saw it (`None`: sync at the next candle).
     let mut synced: Option<SyncView> = None;
     // What equity is marked with: wallet and (amount, entry) per position, as f64.
     let mut marking = Marking::default();
     let mut job_errors = Vec::new();
-    let (mut in_position, mut samples, mut quiet_candles) = (0usize, 0usize, 0usize);
+    let mut quiet_candles = 0usize;
     let total = eval.len();
-    let mut shown = usize::MAX;
     let setup = |e: crate::ports::ExchangeError| BacktestError::Setup(e.to_string());
-    for (i, c) in eval.iter().enumerate() {
+    let mut i = 0;
+    while i < total {
+        let c = &eval[i];
         let close_time = c.open_time + tf.millis();
         let now = close_time + EVAL_DELAY_MS;
         clock.set(now);
@@ -416,6 +471,28 @@ pub async fn run_series(
             Some(v) => ex.sync_view_unchanged(v).await.map_err(setup)?,
             None => false,
         };
+        // `--risk off` with no conditional order open: until the next decision that is not a
+        // HOLD, the exchange has nothing to do and there is no risk state to fold, so each
+        // candle below would only take the shortcut and be marked. The run does exactly that.
+        let idle = synced
+            .as_ref()
+            .is_some_and(|v| unchanged && v.open_algos.is_empty() && marking.is_of(v));
+        if opts.risk_off && !opts.full_jobs && idle {
+            let held = engine
+                .evaluate_quiet_run(tf, &eval[i..], EVAL_DELAY_MS)
+                .await;
+            if held > 0 {
+                for (k, c) in eval[i..i + held].iter().enumerate() {
+                    curve.mark(c, tf, &marking);
+                    curve.progress(progress, i + k, total, tf);
+                }
+                let last = &eval[i + held - 1];
+                clock.set(last.close_time(tf) + EVAL_DELAY_MS);
+                quiet_candles += held;
+                i += held;
+                continue;
+            }
+        }
         if !unchanged {
             let r = engine.sync_positions(now).await;
             synced = if r.errors.is_empty() {
@@ -435,11 +512,7 @@ pub async fn run_series(
         let quiet = !opts.full_jobs && engine.evaluate_quiet(tf, now, c).await;
         quiet_candles += usize::from(quiet);
         match (&synced, quiet && unchanged) {
-            (Some(v), true)
-                if marking
-                    .of
-                    .as_ref()
-                    .is_some_and(|m| m.taken_with(v) || m == v) => {}
+            (Some(v), true) if marking.is_of(v) => {}
             _ => {
                 if !quiet {
                     let r = engine.evaluate(tf, now).await;
@@ -448,33 +521,9 @@ pub async fn run_series(
                 marking = Marking::new(ex.sync_view().await.map_err(setup)?);
             }
         }
-        // Equity marked at this candle's close.
-        let close = c.close.to_f64();
-        let mut eq = marking.wallet;
-        for (amount, entry) in &marking.positions {
-            eq += amount * (close - entry);
-        }
-        let open = !marking.positions.is_empty();
-        samples += 1;
-        in_position += usize::from(open);
-        exposed.push(open);
-        equity.push((close_time, eq));
-        match progress {
-            Some(Progress::Bar(label)) => {
-                let pct = (i + 1) * 100 / total.max(1);
-                if pct != shown {
-                    shown = pct;
-                    eprint!("\r{label} {tf}: [{:<50}] {pct:>3}%", "=".repeat(pct / 2));
-                    if i + 1 == total {
-                        eprintln!();
-                    }
-                }
-            }
-            Some(Progress::Counter(n)) => {
-                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            None => {}
-        }
+        curve.mark(c, tf, &marking);
+        curve.progress(progress, i, total, tf);
+        i += 1;
     }
     let end = eval
         .last()
@@ -493,7 +542,7 @@ pub async fn run_series(
         .await
         .map(|a| f(a.equity.0))
         .unwrap_or(f64::NAN);
-    if let Some(last) = equity.last_mut() {
+    if let Some(last) = curve.equity.last_mut() {
         last.1 = final_eq;
     }
     let trades = engine
@@ -501,9 +550,10 @@ pub async fn run_series(
         .trades(&AccountId::new("backtest"))
         .await
         .map_err(|e| BacktestError::Setup(e.to_string()))?;
-    let mut curve = vec![(first, f(opts.equity))];
-    curve.extend(equity);
-    let metrics = metrics(&curve, &trades, tf, in_position, samples);
+    let samples = curve.equity.len();
+    let mut equity = vec![(first, f(opts.equity))];
+    equity.extend(curve.equity);
+    let metrics = metrics(&equity, &trades, tf, curve.in_position, samples);
     Ok(RunResult {
         strategy: name.to_string(),
         symbol: symbol.clone(),
@@ -512,8 +562,8 @@ pub async fn run_series(
         candles: total,
         gaps: series.gaps.len(),
         trades,
-        equity: curve,
-        exposed,
+        equity,
+        exposed: curve.exposed,
         metrics,
         job_errors,
         quiet_candles,

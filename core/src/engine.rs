@@ -459,27 +459,35 @@ impl Engine {
     /// `false`: run [`Engine::evaluate`]. If the strategy has seen the candle by then, it is not
     /// fed it again, and the best price it moved is already stored.
     pub async fn evaluate_quiet(&self, tf: Timeframe, now: i64, candle: &Candle) -> bool {
+        let delay = now - candle.close_time(tf);
+        self.evaluate_quiet_run(tf, std::slice::from_ref(candle), delay)
+            .await
+            == 1
+    }
+
+    /// [`Engine::evaluate_quiet`] for consecutive `candles` of `tf`, each decided `delay` ms after
+    /// it closes, with nothing else acting between them (a backtest's stretch where the exchange
+    /// has no order that a candle could fill and no risk state is kept): the memo is checked
+    /// against the state once, then each candle gets exactly what [`Engine::evaluate_quiet`]
+    /// gives it, the best price still saved on the candle that moves it.
+    ///
+    /// Returns how many candles, from the first, were decided HOLD and are done. The candle after
+    /// them, if any, is left to [`Engine::evaluate`] as a `false` from
+    /// [`Engine::evaluate_quiet`] leaves it.
+    pub async fn evaluate_quiet_run(&self, tf: Timeframe, candles: &[Candle], delay: i64) -> usize {
         if self.timing.record_holds || !self.timing.quiet_memo {
-            return false;
+            return 0;
         }
         let Some(marks) = self.repo.write_marks() else {
-            return false;
+            return 0;
         };
         let Some(mut q) = self.cache.take_quiet() else {
-            return false;
+            return 0;
         };
-        let consecutive = q
-            .fed
-            .as_ref()
-            .is_some_and(|(_, last)| last + tf.millis() == candle.open_time);
-        if q.key.3 != tf
-            || candle.open_time != tf.last_closed_open(now)
-            || !consecutive
-            || marks.positions != q.marks.positions
-            || marks.entries != q.marks.entries
+        if q.key.3 != tf || marks.positions != q.marks.positions || marks.entries != q.marks.entries
         {
             self.cache.keep_quiet(q);
-            return false;
+            return 0;
         }
         if marks.account != q.marks.account {
             // Only `paused` is read from it (the risk fold rewrites it as equity moves).
@@ -490,52 +498,60 @@ impl Engine {
                 }
                 Err(_) => {
                     self.cache.keep_quiet(q);
-                    return false;
+                    return 0;
                 }
             }
         }
         if q.paused {
             self.cache.keep_quiet(q);
-            return false;
+            return 0;
         }
-        // The best price first, as `prepare` keeps it: a failed write leaves the whole candle to
-        // the full evaluation, the strategy not yet fed.
-        if let Some(p) = q.inputs.position.as_mut().filter(|p| p.value.is_open()) {
-            if track_best(&mut p.value, std::slice::from_ref(candle), tf) {
-                p.value.updated_at = now;
-                match self.repo.save_position(&p.value, Some(p.version)).await {
-                    Ok(v)
-                        if self.repo.write_marks().map(|m| m.positions)
-                            == Some(marks.positions + 1) =>
-                    {
-                        p.version = v;
-                        q.marks.positions = marks.positions + 1;
-                    }
-                    // Failed, or not the only write: the full evaluation reads afresh.
-                    _ => {
-                        self.cache.hand_back(q);
-                        return false;
+        for (done, candle) in candles.iter().enumerate() {
+            let now = candle.close_time(tf) + delay;
+            let consecutive = q
+                .fed
+                .as_ref()
+                .is_some_and(|(_, last)| last + tf.millis() == candle.open_time);
+            if candle.open_time != tf.last_closed_open(now) || !consecutive {
+                self.cache.keep_quiet(q);
+                return done;
+            }
+            // The best price first, as `prepare` keeps it: a failed write leaves the whole candle
+            // to the full evaluation, the strategy not yet fed.
+            if let Some(p) = q.inputs.position.as_mut().filter(|p| p.value.is_open()) {
+                if track_best(&mut p.value, std::slice::from_ref(candle), tf) {
+                    p.value.updated_at = now;
+                    let written = q.marks.positions + 1;
+                    match self.repo.save_position(&p.value, Some(p.version)).await {
+                        Ok(v) if self.repo.write_marks().map(|m| m.positions) == Some(written) => {
+                            p.version = v;
+                            q.marks.positions = written;
+                        }
+                        // Failed, or not the only write: the full evaluation reads afresh.
+                        _ => {
+                            self.cache.hand_back(q);
+                            return done;
+                        }
                     }
                 }
             }
+            let (strat, last) = q.fed.as_mut().expect("checked above");
+            strat.update(candle);
+            *last = candle.open_time;
+            let v = q.inputs.open_view();
+            let ctx = strategy::Context {
+                position: v.as_ref(),
+                now,
+                last_entry_time: q.inputs.last_entry_time,
+                open_positions: q.inputs.open_positions,
+            };
+            if strat.decide_action(&ctx) != Action::Hold {
+                self.cache.hand_back(q);
+                return done;
+            }
         }
-        let (strat, last) = q.fed.as_mut().expect("checked above");
-        strat.update(candle);
-        *last = candle.open_time;
-        let v = q.inputs.open_view();
-        let ctx = strategy::Context {
-            position: v.as_ref(),
-            now,
-            last_entry_time: q.inputs.last_entry_time,
-            open_positions: q.inputs.open_positions,
-        };
-        let hold = strat.decide_action(&ctx) == Action::Hold;
-        if hold {
-            self.cache.keep_quiet(q);
-        } else {
-            self.cache.hand_back(q);
-        }
-        hold
+        self.cache.keep_quiet(q);
+        candles.len()
     }
 
     #[allow(clippy::too_many_arguments)]
