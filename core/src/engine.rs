@@ -860,11 +860,21 @@ impl Engine {
             last_entry_time: inputs.last_entry_time,
             open_positions: inputs.open_positions,
         };
-        // A backtest keeps no record of a HOLD (`record_holds`): skip building its explanation.
-        let decision = if !self.timing.record_holds && strat.decide_action(&ctx) == Action::Hold {
-            Decision::hold(String::new(), Vec::new())
-        } else {
-            strat.decide(&ctx)
+        // A backtest keeps no record of a HOLD (`record_holds`), and with a discarding notifier
+        // and the decision log off nothing reads any decision's explanation: skip building it.
+        let quick = (!self.timing.record_holds).then(|| strat.decide_action(&ctx));
+        let decision = match quick {
+            Some(Action::Hold) => Decision::hold(String::new(), Vec::new()),
+            Some(action)
+                if !self.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO) =>
+            {
+                Decision {
+                    action,
+                    conditions: Vec::new(),
+                    note: String::new(),
+                }
+            }
+            _ => strat.decide(&ctx),
         };
         self.cache.put(cache_key, strat, open_time);
         Ok(Some((decision, inputs.position, last_close)))
