@@ -486,8 +486,6 @@ pub async fn run_series(
                     curve.mark(c, tf, &marking);
                     curve.progress(progress, i + k, total, tf);
                 }
-                let last = &eval[i + held - 1];
-                clock.set(last.close_time(tf) + EVAL_DELAY_MS);
                 quiet_candles += held;
                 i += held;
                 continue;
