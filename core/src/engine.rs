@@ -489,12 +489,12 @@ impl Engine {
             self.cache.keep_quiet(q);
             return 0;
         }
-        if marks.account != q.marks.account {
-            // Only `paused` is read from it (the risk fold rewrites it as equity moves).
+        if marks.paused != q.marks.paused {
+            // Only `paused` is read from the account state.
             match self.repo.account_paused(&q.key.0).await {
                 Ok(paused) => {
                     q.paused = paused.unwrap_or(false);
-                    q.marks.account = marks.account;
+                    q.marks.paused = marks.paused;
                 }
                 Err(_) => {
                     self.cache.keep_quiet(q);

@@ -130,14 +130,16 @@ impl TypedState {
     }
 }
 
-/// How many writes the positions, the entry times and the account state of an in-process typed
-/// state have had ([`StateRepo::write_marks`]): equal marks mean every read of those items
-/// returns what it returned before.
+/// How many writes the positions and the entry times of an in-process typed state have had, and
+/// how many writes could have changed whether the account is paused ([`StateRepo::write_marks`]):
+/// equal marks mean every read of those items, and of `paused`, returns what it returned before.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct WriteMarks {
     pub positions: u64,
     pub entries: u64,
-    pub account: u64,
+    /// Puts and deletes of the account state, and folds that create it or flip `paused`; not
+    /// the per-candle equity folds that leave `paused` as it was.
+    pub paused: u64,
 }
 
 /// One stored item of the typed backend.
@@ -318,7 +320,7 @@ impl StateRepo {
                 Some(WriteMarks {
                     positions: p.load(Ordering::Relaxed),
                     entries: e.load(Ordering::Relaxed),
-                    account: a.load(Ordering::Relaxed),
+                    paused: a.load(Ordering::Relaxed),
                 })
             }
         }
@@ -619,6 +621,8 @@ impl StateRepo {
             return None;
         };
         Some(with_pk(account, |pk| {
+            // Whether the write (if any) can change what `account_paused` reads.
+            let mut flips = true;
             let (r, wrote) = t.table.update(pk, "STATE", |item| match item {
                 None => {
                     let mut st = AccountState::default();
@@ -631,13 +635,15 @@ impl StateRepo {
                     (update, Some(r))
                 }
                 Some(Item::Account(st)) => {
+                    let was = st.paused;
                     let (write, r) = f(st, true);
+                    flips = st.paused != was;
                     let update = if write { Update::Changed } else { Update::Keep };
                     (update, Some(r))
                 }
                 Some(_) => (Update::Keep, None),
             });
-            if wrote.is_some() {
+            if wrote.is_some() && flips {
                 t.wrote("STATE");
             }
             r.ok_or_else(|| wrong_type(pk, "STATE"))
@@ -676,6 +682,8 @@ impl StateRepo {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::Notional;
+    use rust_decimal::Decimal;
 
     #[test]
     fn keys_built_in_the_thread_buffers_nest() {
@@ -698,5 +706,47 @@ mod tests {
         // A shorter key after a longer one in the same buffer.
         assert_eq!(with_pk(&b, |k| k.to_string()), pk(&b));
         assert_eq!(with_key(&["A", "B"], |k| k.to_string()), "AB");
+    }
+
+    #[tokio::test]
+    async fn the_paused_mark_moves_on_every_write_that_can_change_paused_and_only_then() {
+        let repo = StateRepo::typed();
+        let a = AccountId::new("main");
+        let mark = || repo.write_marks().expect("typed").paused;
+        let fold = |f: fn(&mut AccountState)| {
+            repo.fold_account_state(&a, |st, _| {
+                f(st);
+                (true, ())
+            })
+            .expect("typed")
+            .expect("fold");
+        };
+        let m0 = mark();
+        // Created by a fold: what `account_paused` reads changes from "no state".
+        fold(|st| st.equity = Notional(Decimal::from(100)));
+        let m1 = mark();
+        assert_ne!(m1, m0);
+        // Equity folds that leave `paused` alone do not move it.
+        fold(|st| st.peak_equity = Notional(Decimal::from(120)));
+        fold(|st| st.mdd_level = 2);
+        assert_eq!(mark(), m1);
+        assert_eq!(repo.account_paused(&a).await.unwrap(), Some(false));
+        // A fold that pauses, then one that resumes: each moves it.
+        fold(|st| st.paused = true);
+        let m2 = mark();
+        assert_ne!(m2, m1);
+        assert_eq!(repo.account_paused(&a).await.unwrap(), Some(true));
+        fold(|st| st.paused = false);
+        let m3 = mark();
+        assert_ne!(m3, m2);
+        // A fold that writes nothing moves nothing.
+        repo.fold_account_state(&a, |_, _| (false, ()));
+        assert_eq!(mark(), m3);
+        // Any put does (it may change anything).
+        let st = repo.account_state(&a).await.unwrap().expect("stored");
+        repo.save_account_state(&a, &st.value, Some(st.version))
+            .await
+            .unwrap();
+        assert_ne!(mark(), m3);
     }
 }
