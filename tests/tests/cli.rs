@@ -252,6 +252,36 @@ fn indicators_print_named_columns_with_empty_warm_up_cells() {
 }
 
 #[test]
+fn a_reader_that_stops_early_ends_the_output_quietly() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().unwrap();
+    // Far more output than a pipe buffers, so the writer is still writing when the reader goes.
+    let data = sample(dir.path(), 17_000);
+    let mut child = Command::new(bin("albra"))
+        .current_dir(dir.path())
+        .args(["indicators", "--data", data.to_str().unwrap()])
+        .args(["--indicator", "ema:20", "--indicator", "macd:12,26,9"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run albra");
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with("open_time,ema_20,"), "{first}");
+    // The reader is dropped here, as `head -1` exits.
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(
+        !err.contains("Broken pipe") && !err.contains("error"),
+        "{err}"
+    );
+}
+
+#[test]
 fn signals_print_every_candle_with_decision_and_conditions() {
     let dir = tempfile::tempdir().unwrap();
     let data = sample(dir.path(), 2000);

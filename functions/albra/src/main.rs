@@ -317,11 +317,22 @@ fn main() -> ExitCode {
     };
     match rt.block_on(dispatch(cli, cfg)) {
         Ok(()) => ExitCode::SUCCESS,
+        // The reader went away (`albra indicators … | head`): what it read was right, and there
+        // is no one left to tell.
+        Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(1)
         }
     }
+}
+
+/// Whether `e` is a write to a pipe whose reader has closed it.
+fn closed_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
