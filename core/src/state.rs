@@ -207,8 +207,13 @@ fn concat(parts: &[&str]) -> String {
     s
 }
 
+/// The parts of an account's partition key.
+fn pk_parts(account: &AccountId) -> [&str; 2] {
+    ["ACCT#", &account.0]
+}
+
 fn pk(account: &AccountId) -> String {
-    concat(&["ACCT#", &account.0])
+    concat(&pk_parts(account))
 }
 
 /// `f` of the key made of `parts`, built in a buffer kept per thread instead of a new String:
@@ -232,11 +237,16 @@ fn with_key<R>(parts: &[&str], f: impl FnOnce(&str) -> R) -> R {
 
 /// `f` of the account's partition key (see [`with_key`]).
 fn with_pk<R>(account: &AccountId, f: impl FnOnce(&str) -> R) -> R {
-    with_key(&["ACCT#", &account.0], f)
+    with_key(&pk_parts(account), f)
+}
+
+/// The parts of a position's sort key.
+fn pos_sk_parts<'a>(strategy: &'a StrategyId, symbol: &'a Symbol) -> [&'a str; 4] {
+    ["POS#", &strategy.0, "#", &symbol.0]
 }
 
 fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
-    concat(&["POS#", &strategy.0, "#", &symbol.0])
+    concat(&pos_sk_parts(strategy, symbol))
 }
 
 /// Decoded values by (type, item) hash, each with the body it was decoded from.
@@ -493,7 +503,7 @@ impl StateRepo {
             // Keys in the thread's buffers: the quiet candles of a backtest save here whenever
             // the best price moves.
             return with_pk(&k.account, |pk| {
-                with_key(&["POS#", &k.strategy.0, "#", &k.symbol.0], |sk| {
+                with_key(&pos_sk_parts(&k.strategy, &k.symbol), |sk| {
                     t.put(pk, sk, pos, expect)
                 })
             });

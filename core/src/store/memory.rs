@@ -186,13 +186,8 @@ impl<B: Clone> Table<B> {
         }
     }
 
-    /// Items of a partition whose sort key starts with `sk_prefix`, ordered by sort key.
-    pub fn query(&self, pk: &str, sk_prefix: &str) -> Vec<(String, u64, B)> {
-        self.query_with(pk, sk_prefix, |s, v, b| (s.to_string(), v, b.clone()))
-    }
-
-    /// [`Table::query`] reading each (sort key, version, item) in place: `f` copies only what
-    /// the caller keeps.
+    /// `f` of each (sort key, version, item) of a partition whose sort key starts with
+    /// `sk_prefix`, ordered by sort key, read in place: `f` copies only what the caller keeps.
     pub fn query_with<T>(
         &self,
         pk: &str,
@@ -263,12 +258,9 @@ impl StateStore for MemoryStore {
     }
 
     async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Record>, StoreError> {
-        Ok(self
-            .table
-            .query(pk, sk_prefix)
-            .into_iter()
-            .map(|(s, v, b)| record(pk, s, v, b))
-            .collect())
+        Ok(self.table.query_with(pk, sk_prefix, |s, v, b| {
+            record(pk, s.to_string(), v, b.clone())
+        }))
     }
 
     fn describe(&self) -> String {
