@@ -460,8 +460,7 @@ pub async fn run_series(
     let mut i = 0;
     while i < total {
         let c = &eval[i];
-        let close_time = c.open_time + tf.millis();
-        let now = close_time + EVAL_DELAY_MS;
+        let now = c.close_time(tf) + EVAL_DELAY_MS;
         clock.set(now);
         // As live, where the sync runs every minute: what the exchange did during the candle (a
         // stop or a take-profit step filled, funding) is recorded before the close is

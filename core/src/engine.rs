@@ -863,17 +863,13 @@ impl Engine {
         // A backtest keeps no record of a HOLD (`record_holds`), and with a discarding notifier
         // and the decision log off nothing reads any decision's explanation: skip building it.
         let quick = (!self.timing.record_holds).then(|| strat.decide_action(&ctx));
+        let unread = || !self.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO);
         let decision = match quick {
-            Some(Action::Hold) => Decision::hold(String::new(), Vec::new()),
-            Some(action)
-                if !self.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO) =>
-            {
-                Decision {
-                    action,
-                    conditions: Vec::new(),
-                    note: String::new(),
-                }
-            }
+            Some(action) if action == Action::Hold || unread() => Decision {
+                action,
+                conditions: Vec::new(),
+                note: String::new(),
+            },
             _ => strat.decide(&ctx),
         };
         self.cache.put(cache_key, strat, open_time);
