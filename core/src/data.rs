@@ -892,20 +892,28 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
     i += n + 1;
     let mut raw = [(0u64, 0u32); 5];
     for (k, slot) in raw.iter_mut().enumerate() {
-        let (int, n_int) = digits(b, i, 19)?;
-        i += n_int;
-        let (mut mantissa, mut scale) = (int, 0u32);
-        if b.get(i) == Some(&b'.') {
-            let (frac, n_frac) = digits(b, i + 1, 19 - n_int)?;
-            i += 1 + n_frac;
-            mantissa = int * POW10[n_frac] + frac;
-            scale = n_frac as u32;
-            if n_int + n_frac == 0 {
-                return None;
+        let (mantissa, scale) = match number8(b, i) {
+            Some((m, scale, n)) => {
+                i += n;
+                (m, scale)
             }
-        } else if n_int == 0 {
-            return None;
-        }
+            None => {
+                let (int, n_int) = digits(b, i, 19)?;
+                i += n_int;
+                if b.get(i) == Some(&b'.') {
+                    let (frac, n_frac) = digits(b, i + 1, 19 - n_int)?;
+                    i += 1 + n_frac;
+                    if n_int + n_frac == 0 {
+                        return None;
+                    }
+                    (int * POW10[n_frac] + frac, n_frac as u32)
+                } else if n_int == 0 {
+                    return None;
+                } else {
+                    (int, 0)
+                }
+            }
+        };
         *slot = (mantissa, scale);
         if k < 4 {
             if b.get(i) != Some(&b',') {
@@ -947,6 +955,57 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
         volume,
     };
     Some((Ok(candle), next))
+}
+
+/// The number at `b[i..]` when it is at most eight bytes (digits, at most one dot, a digit
+/// before it: `7195.24`, `29374.15`, `108994.3`) and a ninth byte follows: its mantissa, scale
+/// and length. One word is read; the dot, found as its first non-digit, is read as a `0` to find
+/// the end, then dropped, and the digits on both sides are converted together. Most prices take
+/// this path; `None` (longer numbers, most volumes, the last bytes of the text, anything odd):
+/// the caller reads the number digit by digit, which also finds what is wrong with it.
+#[inline]
+fn number8(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
+    const ZEROS: u64 = 0x3030_3030_3030_3030;
+    let chunk = b.get(i..i + 9)?;
+    let w = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
+    let p0 = first_non_digit(w);
+    if p0 == 0 || p0 == 8 || chunk[p0] != b'.' {
+        return None;
+    }
+    let w = w ^ (u64::from(b'.' ^ b'0') << (8 * p0));
+    let p1 = first_non_digit(w);
+    if p1 == 8 && (chunk[8].is_ascii_digit() || chunk[8] == b'.') {
+        return None;
+    }
+    // Below the end every byte is a digit, so no borrow disturbs their values.
+    let x = w.wrapping_sub(ZEROS);
+    let below = (1u64 << (8 * p0)) - 1;
+    let joined = (x & below) | ((x >> 8) & !below);
+    Some((swar8(joined, p1 - 1), (p1 - p0 - 1) as u32, p1))
+}
+
+/// Index (0..=8) of the first byte of `w` (lowest first) that is not an ASCII digit; 8 when all
+/// are. Bytes after that one are not examined (a borrow may run into them).
+#[inline]
+fn first_non_digit(w: u64) -> usize {
+    let x = w.wrapping_sub(0x3030_3030_3030_3030);
+    let non_digit = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
+    (non_digit.trailing_zeros() / 8) as usize
+}
+
+/// The value of the first `n` (≤ 8) digit values (one per byte, lowest byte first) of `w`.
+#[inline]
+fn swar8(w: u64, n: usize) -> u64 {
+    if n == 0 {
+        return 0;
+    }
+    // Move the n digits to the top bytes; the zero bytes shifted in act as leading zeros.
+    let v = w << (8 * (8 - n));
+    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
+    ((v & 0x0000_00FF_0000_00FF)
+        .wrapping_mul(100 + (1_000_000 << 32))
+        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
+        >> 32
 }
 
 /// The run of ASCII digits at `b[i..]` as a number and its length; `None` when it is longer than
@@ -1308,6 +1367,92 @@ mod tests {
             digits(b"1234567890123456789,", 0, 19),
             Some((1_234_567_890_123_456_789, 19))
         );
+    }
+
+    /// The digit-by-digit reading `fast_row` falls back to, as the reference for [`number8`].
+    fn number_by_digits(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
+        let (int, n_int) = digits(b, i, 19)?;
+        if b.get(i + n_int) == Some(&b'.') {
+            let (frac, n_frac) = digits(b, i + n_int + 1, 19 - n_int)?;
+            (n_int + n_frac > 0).then(|| {
+                (
+                    int * POW10[n_frac] + frac,
+                    n_frac as u32,
+                    n_int + 1 + n_frac,
+                )
+            })
+        } else {
+            (n_int > 0).then_some((int, 0, n_int))
+        }
+    }
+
+    #[test]
+    fn the_one_word_reading_agrees_with_the_digit_by_digit_one() {
+        let mut next = crate::test_rng(0x0ddb_a11c_0ffe_e123u64);
+        // Digits, dots, the bytes just outside '0'..='9' ('/' and ':'), separators, and bytes
+        // with the high bit set ('0' + 0x80 looks like a digit to a careless mask).
+        let alphabet = b"012345678901234567890123456789..,/:\r\n \xb0\xb9\xff\x00";
+        let mut taken = 0;
+        for _ in 0..200_000 {
+            let len = 6 + (next() % 8) as usize;
+            let b: Vec<u8> = (0..len)
+                .map(|_| alphabet[(next() % alphabet.len() as u64) as usize])
+                .collect();
+            let at = (next() % 3) as usize;
+            if let Some(got) = number8(&b, at) {
+                taken += 1;
+                let want = number_by_digits(&b, at);
+                assert_eq!(Some(got), want, "{:?}", String::from_utf8_lossy(&b));
+                // A digit never follows (a second dot may: the caller's separator check then
+                // refuses the row, as it does after the digit-by-digit reading).
+                assert!(!b[at + got.2].is_ascii_digit());
+            }
+        }
+        assert!(
+            taken > 5_000,
+            "the one-word path took only {taken} of the numbers"
+        );
+        // Every split of up to 9 digits around a dot, ended by each kind of byte.
+        for n in 0..=9usize {
+            for dot in (0..=n).map(Some).chain([None]) {
+                for end in [b',', b'\n', b'\r', b'x', b'5', b'.'] {
+                    let mut b = b"987654321"[..n].to_vec();
+                    if let Some(d) = dot {
+                        b.insert(d, b'.');
+                    }
+                    b.push(end);
+                    let text = String::from_utf8_lossy(&b).into_owned();
+                    b.resize(b.len().max(9), b'7');
+                    // Taken exactly when a dot follows a digit, the number fills at most eight
+                    // bytes, and the byte after it is no digit (nor a dot in the ninth byte,
+                    // which the one word cannot tell from a longer number).
+                    let len = n + usize::from(dot.is_some());
+                    let ends = !(end.is_ascii_digit() || end == b'.' && len == 8);
+                    let expect = dot.is_some_and(|d| d > 0) && len <= 8 && ends;
+                    match number8(&b, 0) {
+                        Some(got) => {
+                            assert!(expect, "{text}");
+                            assert_eq!(Some(got), number_by_digits(&b, 0), "{text}");
+                        }
+                        None => assert!(!expect, "{text}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(number8(b"7195.24,7196.25", 0), Some((719_524, 2, 7)));
+        assert_eq!(number8(b"29374.15,29400.00", 0), Some((2_937_415, 2, 8)));
+        assert_eq!(number8(b"108994.3\n", 0), Some((1_089_943, 1, 8)));
+        assert_eq!(
+            number8(b"5.,", 0),
+            None,
+            "fewer than nine bytes: digit by digit"
+        );
+        assert_eq!(
+            number8(b"1751630400000,", 0),
+            None,
+            "no dot: digit by digit"
+        );
+        assert_eq!(number8(b"511.814901,", 0), None, "longer than eight bytes");
     }
 
     #[test]
