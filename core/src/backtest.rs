@@ -83,7 +83,8 @@ pub struct RunResult {
     pub candles: usize,
     pub gaps: usize,
     pub trades: Vec<TradeRecord>,
-    /// (time, equity) at every candle close, then the final equity.
+    /// (time, equity): the initial equity at the first candle's open, then one point per candle
+    /// close (the last one the equity after the final exit).
     pub equity: Vec<(i64, f64)>,
     /// Whether a position was open at each candle close (aligned with `equity[1..]`).
     pub exposed: Vec<bool>,
@@ -110,7 +111,7 @@ struct Marking {
 
 /// The equity curve and exposure as the candles are marked, and the progress shown.
 struct Curve {
-    /// (close time, equity) at each candle's close.
+    /// (time, equity): the initial equity at the first candle's open, then each candle's close.
     equity: Vec<(i64, f64)>,
     exposed: Vec<bool>,
     in_position: usize,
@@ -443,8 +444,11 @@ pub async fn run_series(
         risk_off: opts.risk_off,
     };
 
+    // The curve starts at the initial equity, before the first candle: one vector, never copied.
+    let mut equity = Vec::with_capacity(eval.len() + 1);
+    equity.push((first, f(opts.equity)));
     let mut curve = Curve {
-        equity: Vec::with_capacity(eval.len() + 1),
+        equity,
         exposed: Vec::with_capacity(eval.len()),
         in_position: 0,
         shown: usize::MAX,
@@ -539,6 +543,7 @@ pub async fn run_series(
         .await
         .map(|a| f(a.equity.0))
         .unwrap_or(f64::NAN);
+    // `eval` is never empty (checked above): the last point is a candle's, not the start.
     if let Some(last) = curve.equity.last_mut() {
         last.1 = final_eq;
     }
@@ -547,9 +552,8 @@ pub async fn run_series(
         .trades(&AccountId::new("backtest"))
         .await
         .map_err(|e| BacktestError::Setup(e.to_string()))?;
-    let samples = curve.equity.len();
-    let mut equity = vec![(first, f(opts.equity))];
-    equity.extend(curve.equity);
+    let samples = curve.equity.len() - 1;
+    let equity = curve.equity;
     let metrics = metrics(&equity, &trades, tf, curve.in_position, samples);
     Ok(RunResult {
         strategy: name.to_string(),

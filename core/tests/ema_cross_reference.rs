@@ -29,6 +29,15 @@ async fn backtest_risk_off(file: &str) -> RunResult {
     let mut runs = backtest::run(&opts).await.unwrap();
     let r = runs.remove(0);
     assert!(r.job_errors.is_empty(), "{:?}", r.job_errors);
+    // The curve: the initial equity before the first candle, then one point per candle close;
+    // exposure is the share of those closes with a position open.
+    assert_eq!(r.equity.len(), r.candles + 1);
+    assert_eq!(r.exposed.len(), r.candles);
+    assert_eq!(r.equity[0].1, 10_000.0);
+    assert!(r.equity.windows(2).all(|w| w[0].0 < w[1].0), "curve times");
+    let held = r.exposed.iter().filter(|&&e| e).count();
+    assert!(held > 0 && held < r.candles);
+    assert_eq!(r.metrics.exposure, held as f64 / r.candles as f64);
     r
 }
 
