@@ -892,28 +892,8 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
     i += n + 1;
     let mut raw = [(0u64, 0u32); 5];
     for (k, slot) in raw.iter_mut().enumerate() {
-        let (mantissa, scale) = match number8(b, i) {
-            Some((m, scale, n)) => {
-                i += n;
-                (m, scale)
-            }
-            None => {
-                let (int, n_int) = digits(b, i, 19)?;
-                i += n_int;
-                if b.get(i) == Some(&b'.') {
-                    let (frac, n_frac) = digits(b, i + 1, 19 - n_int)?;
-                    i += 1 + n_frac;
-                    if n_int + n_frac == 0 {
-                        return None;
-                    }
-                    (int * POW10[n_frac] + frac, n_frac as u32)
-                } else if n_int == 0 {
-                    return None;
-                } else {
-                    (int, 0)
-                }
-            }
-        };
+        let (mantissa, scale, n) = number8(b, i).or_else(|| number_by_digits(b, i))?;
+        i += n;
         *slot = (mantissa, scale);
         if k < 4 {
             if b.get(i) != Some(&b',') {
@@ -1006,6 +986,25 @@ fn swar8(w: u64, n: usize) -> u64 {
         .wrapping_mul(100 + (1_000_000 << 32))
         .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
         >> 32
+}
+
+/// The number at `b[i..]` (digits with at most one dot, not a lone dot) read digit by digit:
+/// its mantissa, scale and length; `None` for no number or more than 19 digits. What
+/// [`fast_row`] falls back to when [`number8`] does not take a number.
+fn number_by_digits(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
+    let (int, n_int) = digits(b, i, 19)?;
+    if b.get(i + n_int) == Some(&b'.') {
+        let (frac, n_frac) = digits(b, i + n_int + 1, 19 - n_int)?;
+        (n_int + n_frac > 0).then(|| {
+            (
+                int * POW10[n_frac] + frac,
+                n_frac as u32,
+                n_int + 1 + n_frac,
+            )
+        })
+    } else {
+        (n_int > 0).then_some((int, 0, n_int))
+    }
 }
 
 /// The run of ASCII digits at `b[i..]` as a number and its length; `None` when it is longer than
@@ -1367,23 +1366,6 @@ mod tests {
             digits(b"1234567890123456789,", 0, 19),
             Some((1_234_567_890_123_456_789, 19))
         );
-    }
-
-    /// The digit-by-digit reading `fast_row` falls back to, as the reference for [`number8`].
-    fn number_by_digits(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
-        let (int, n_int) = digits(b, i, 19)?;
-        if b.get(i + n_int) == Some(&b'.') {
-            let (frac, n_frac) = digits(b, i + n_int + 1, 19 - n_int)?;
-            (n_int + n_frac > 0).then(|| {
-                (
-                    int * POW10[n_frac] + frac,
-                    n_frac as u32,
-                    n_int + 1 + n_frac,
-                )
-            })
-        } else {
-            (n_int > 0).then_some((int, 0, n_int))
-        }
     }
 
     #[test]

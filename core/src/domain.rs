@@ -51,7 +51,7 @@ pub fn decimal_to_f64_approx(d: Decimal) -> f64 {
 /// other's (exact in i128: below 2^96 · 10^9 < 2^126). `Decimal`'s own comparison costs several
 /// times more, and a backtest compares a price on every candle it holds a position through.
 #[inline]
-pub fn decimal_cmp(a: Decimal, b: Decimal) -> std::cmp::Ordering {
+fn decimal_cmp(a: Decimal, b: Decimal) -> std::cmp::Ordering {
     const POW10_I128: [i128; 10] = [
         1,
         10,
@@ -740,7 +740,9 @@ mod tests {
                 "{a:?} vs {b:?}"
             );
         }
-        let neg_zero = Decimal::new(-0, 2);
+        let mut neg_zero = Decimal::new(0, 2);
+        neg_zero.set_sign_negative(true);
+        assert!(neg_zero.is_sign_negative());
         assert_eq!(
             decimal_cmp(neg_zero, Decimal::ZERO),
             std::cmp::Ordering::Equal
