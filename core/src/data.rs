@@ -945,7 +945,6 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
 /// the caller reads the number digit by digit, which also finds what is wrong with it.
 #[inline]
 fn number8(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
-    const ZEROS: u64 = 0x3030_3030_3030_3030;
     let chunk = b.get(i..i + 9)?;
     let w = u64::from_le_bytes(chunk[..8].try_into().expect("8 bytes"));
     let p0 = first_non_digit(w);
@@ -964,11 +963,16 @@ fn number8(b: &[u8], i: usize) -> Option<(u64, u32, usize)> {
     Some((swar8(joined, p1 - 1), (p1 - p0 - 1) as u32, p1))
 }
 
+/// `'0'` in every byte: subtracted, it leaves each digit's value.
+const ZEROS: u64 = 0x3030_3030_3030_3030;
+
 /// Index (0..=8) of the first byte of `w` (lowest first) that is not an ASCII digit; 8 when all
 /// are. Bytes after that one are not examined (a borrow may run into them).
 #[inline]
 fn first_non_digit(w: u64) -> usize {
-    let x = w.wrapping_sub(0x3030_3030_3030_3030);
+    // High bit of each byte set where the byte is not '0'..='9' (below '0' wraps, above '9'
+    // carries into the high bit after adding 0x76).
+    let x = w.wrapping_sub(ZEROS);
     let non_digit = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
     (non_digit.trailing_zeros() / 8) as usize
 }
@@ -1044,22 +1048,8 @@ fn digits8(b: &[u8], i: usize) -> (u64, usize) {
         return (v, n);
     };
     let word = u64::from_le_bytes(chunk.try_into().expect("8 bytes"));
-    let x = word.wrapping_sub(0x3030_3030_3030_3030);
-    // High bit of each byte set where the byte is not '0'..='9' (below '0' wraps, above '9'
-    // carries into the high bit after adding 0x76).
-    let non_digit = (x | x.wrapping_add(0x7676_7676_7676_7676)) & 0x8080_8080_8080_8080;
-    let n = (non_digit.trailing_zeros() / 8) as usize;
-    if n == 0 {
-        return (0, 0);
-    }
-    // Move the n digits to the top bytes; the zero bytes shifted in act as leading zeros.
-    let v = x << (8 * (8 - n));
-    let v = v.wrapping_mul(10).wrapping_add(v >> 8);
-    let v = ((v & 0x0000_00FF_0000_00FF)
-        .wrapping_mul(100 + (1_000_000 << 32))
-        .wrapping_add(((v >> 16) & 0x0000_00FF_0000_00FF).wrapping_mul(1 + (10_000 << 32))))
-        >> 32;
-    (v, n)
+    let n = first_non_digit(word);
+    (swar8(word.wrapping_sub(ZEROS), n), n)
 }
 
 /// Check a row's values describe a possible candle and build it.
