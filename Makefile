@@ -3,6 +3,8 @@ export CARGO_TARGET_DIR ?= $(HOME)/.cache/albra-target
 CARGO ?= cargo
 VENV := .venv
 PY ?= python3
+# The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
+PEERS_VENV ?= /tmp/peers/venv
 
 .PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda
 
@@ -44,6 +46,9 @@ bench: build
 	@for s in EMA_CROSS TFPE ZLMACD_ICHIMOKU ZLHMA_EMA_CROSS; do /usr/bin/time -f "  $$s: %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy $$s --data data/BTCUSDT-spot-1h.csv > /dev/null 2>/tmp/albra-bench-$$s.err; tail -1 /tmp/albra-bench-$$s.err; done
 	@echo "whole process: walk-forward of 27 EMA_CROSS parameter sets over the same file (70/30, 30-day step):"
 	@/usr/bin/time -f "  %e s wall, %U s user, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --in-sample 0.7 --step 30d --grid fast=20,50,80 --grid slow=100,200,300 --grid stop_loss_pct=0.02,0.03,0.05 | tail -2
+	@echo "whole process beside the peers (bench/whole_process.py: each a fresh process that imports, reads the CSV and runs once):"
+	@if [ -x $(PEERS_VENV)/bin/python ]; then $(PEERS_VENV)/bin/python bench/whole_process.py --runs 5; \
+	  else echo "  skipped: no peers' venv at $(PEERS_VENV) (bash ../shared/bench/peers/setup.sh makes it)"; fi
 
 # AWS Lambda deployment (infra/README.md). `make lambda` builds the arm64 `bootstrap` of each
 # function with cargo-lambda (pip install cargo-lambda, which brings zig) or, without it, with
