@@ -718,3 +718,104 @@ fn svg_chart(points: &[(i64, f64)], label: &str, color: &str, fill: bool) -> Str
         hgt - 20.0
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Price, Qty, Side, StrategyId};
+
+    fn trade(pnl: i64, fees: i64) -> TradeRecord {
+        TradeRecord {
+            id: format!("t{pnl}"),
+            account: AccountId::new("a"),
+            strategy: StrategyId::new("s"),
+            symbol: Symbol::new("BTCUSDT"),
+            side: Side::Long,
+            qty: Qty(Decimal::ONE),
+            entry_price: Price(Decimal::from(100)),
+            exit_price: Price(Decimal::from(100)),
+            entry_time: 0,
+            exit_time: 1,
+            pnl: Notional(Decimal::from(pnl)),
+            fees: Notional(Decimal::from(fees)),
+            funding: Notional(Decimal::ZERO),
+            reason: "signal".into(),
+        }
+    }
+
+    fn close(a: f64, b: f64) -> bool {
+        (a - b).abs() <= 1e-12 * b.abs().max(1.0)
+    }
+
+    /// Every figure from its definition on a curve small enough to follow by hand: 100 → 110 →
+    /// 99 → 120 over exactly one year, marked hourly, and four trades.
+    #[test]
+    fn metrics_follow_their_definitions() {
+        let year = 31_557_600_000i64; // 365.25 days
+        let curve = [
+            (0, 100.0),
+            (year / 3, 110.0),
+            (2 * year / 3, 99.0),
+            (year, 120.0),
+        ];
+        let trades = [trade(10, 1), trade(-5, 1), trade(15, 1), trade(-5, 1)];
+        let m = metrics(&curve, &trades, Timeframe::H1, 2, 3);
+
+        // Returns per sample: +10 %, −10 %, +21/99.
+        let r: [f64; 3] = [0.1, -0.1, 21.0 / 99.0];
+        let mean = (r[0] + r[1] + r[2]) / 3.0;
+        // Sample standard deviation (n − 1), downside deviation over all n samples.
+        let sd = (r.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / 2.0).sqrt();
+        let down = (0.01f64 / 3.0).sqrt();
+        let hours_a_year = 365.25 * 24.0;
+        assert!(
+            close(m.sharpe, mean / sd * f64::sqrt(hours_a_year)),
+            "{m:?}"
+        );
+        assert!(
+            close(m.sortino, mean / down * f64::sqrt(hours_a_year)),
+            "{m:?}"
+        );
+        assert_eq!((m.initial_equity, m.final_equity), (100.0, 120.0));
+        assert!(close(m.total_return, 0.2));
+        // One year: CAGR is the total return.
+        assert!(close(m.cagr, 0.2), "{m:?}");
+        // Peak 110, trough 99.
+        assert!(close(m.max_drawdown, 0.1), "{m:?}");
+        assert_eq!(m.win_rate, 0.5);
+        assert_eq!(m.profit_factor, 2.5);
+        assert_eq!((m.avg_win, m.avg_loss), (12.5, -5.0));
+        assert_eq!(m.exposure, 2.0 / 3.0);
+        assert_eq!((m.trades, m.fees), (4, 4.0));
+    }
+
+    #[test]
+    fn metrics_edge_cases_are_defined() {
+        let h = Timeframe::H1.millis();
+        assert_eq!(metrics(&[], &[], Timeframe::H1, 0, 0), Metrics::default());
+
+        // Flat and never traded: no spread, so no Sharpe or Sortino, nothing to divide.
+        let flat = [(0, 50.0), (h, 50.0), (2 * h, 50.0)];
+        let m = metrics(&flat, &[], Timeframe::H1, 0, 2);
+        assert_eq!((m.sharpe, m.sortino, m.max_drawdown), (0.0, 0.0, 0.0));
+        assert_eq!(
+            (m.win_rate, m.profit_factor, m.avg_win, m.avg_loss),
+            (0.0, 0.0, 0.0, 0.0)
+        );
+        assert_eq!((m.total_return, m.cagr, m.exposure), (0.0, 0.0, 0.0));
+
+        // Only winners: an unbounded profit factor, not a division by zero.
+        let up = [(0, 50.0), (h, 55.0)];
+        let m = metrics(&up, &[trade(5, 0)], Timeframe::H1, 1, 1);
+        assert_eq!(m.profit_factor, f64::INFINITY);
+        assert_eq!((m.win_rate, m.avg_loss), (1.0, 0.0));
+        // One return only: no sample deviation, no losing return.
+        assert_eq!((m.sharpe, m.sortino), (0.0, 0.0));
+
+        // Wiped out: CAGR is −100 %, and a zero-equity point starts no return.
+        let gone = [(0, 50.0), (h, 0.0), (2 * h, 0.0)];
+        let m = metrics(&gone, &[trade(-50, 0)], Timeframe::H1, 1, 2);
+        assert_eq!((m.cagr, m.max_drawdown, m.total_return), (-1.0, 1.0, -1.0));
+        assert_eq!(m.sortino, -1.0 / 1.0 * f64::sqrt(365.25 * 24.0));
+    }
+}
