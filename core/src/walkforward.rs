@@ -710,16 +710,38 @@ mod tests {
 
     #[test]
     fn objectives_rank_and_an_idle_set_never_wins() {
+        // A distinct value per figure, so an objective reading the wrong one fails.
         let m = Metrics {
             trades: 3,
             exposure: 0.5,
             sharpe: 1.5,
+            sortino: 2.5,
+            total_return: 0.35,
+            profit_factor: 1.25,
             cagr: 0.2,
             max_drawdown: 0.1,
             ..Metrics::default()
         };
         assert_eq!(Objective::Sharpe.score(&m), 1.5);
+        assert_eq!(Objective::Sortino.score(&m), 2.5);
+        assert_eq!(Objective::Return.score(&m), 0.35);
+        assert_eq!(Objective::ProfitFactor.score(&m), 1.25);
         assert!((Objective::Calmar.score(&m) - 2.0).abs() < 1e-12);
+        // No drawdown: Calmar is the CAGR itself, not a division by zero.
+        let smooth = Metrics {
+            max_drawdown: 0.0,
+            ..m.clone()
+        };
+        assert_eq!(Objective::Calmar.score(&smooth), 0.2);
+        // An undefined figure ranks last rather than poisoning the comparison.
+        let undefined = Metrics {
+            sharpe: f64::NAN,
+            ..m.clone()
+        };
+        assert_eq!(Objective::Sharpe.score(&undefined), f64::NEG_INFINITY);
+        for name in Objective::NAMES {
+            assert_eq!(Objective::parse(name).map(Objective::name), Ok(name));
+        }
         let idle = Metrics::default();
         assert_eq!(Objective::Sharpe.score(&idle), f64::NEG_INFINITY);
         assert!(Objective::parse("sharp")
