@@ -14,7 +14,7 @@ on equal terms:
 * vectorbt-numba   the same with the default numba engine (numba compiles vectorbt's kernels again
                    in every new process: vectorbt 1.0 does not cache them on disk);
 * backtesting.py   backtesting.py 0.6.6 `FractionalBacktest.run()` with the peers' strategy;
-* nautilus         (only with --nautilus: about 10 s a run) NautilusTrader 1.221, next-open mode.
+* nautilus         (only with --nautilus: 5–7 s a run) NautilusTrader 1.221, next-open mode.
 
 Each peer run is `python whole_process.py --one PEER`: it imports the peer's own benchmark module
 from the peers' directory (so the rules and settings are exactly those of RESULTS.md), loads the
@@ -47,11 +47,15 @@ PEERS = ["vectorbt-rust", "vectorbt-numba", "backtesting.py"]
 
 def one(peer, peers_dir, data):
     """One whole run of `peer` in this process: import, read the CSV, run, print the result."""
+    if peer not in PEERS + ["nautilus"]:
+        raise SystemExit(f"unknown peer {peer!r} (valid: {', '.join(PEERS + ['nautilus'])})")
     sys.path.insert(0, str(peers_dir))
     import bench_common as C  # noqa: E402  (imports numpy and the reference's CSV reader)
 
     d = C.R.load_csv(data)
-    d["interval_ms"] = 3_600_000
+    # The file's own spacing (the most common one), as the peers' scripts are told it.
+    steps, counts = C.np.unique(C.np.diff(d["open_time"]), return_counts=True)
+    d["interval_ms"] = int(steps[counts.argmax()])
     if peer.startswith("vectorbt-"):
         import pandas as pd
         import bench_vectorbt as V
@@ -77,7 +81,7 @@ def one(peer, peers_dir, data):
             fractional_unit=1e-8,
         ).run()
         final_eq, trades = float(stats["Equity Final [$]"]), int(stats["# Trades"])
-    elif peer == "nautilus":
+    else:
         import bench_nautilus as N
 
         engine, strat = N.make_engine(d, "next-open")
@@ -85,8 +89,6 @@ def one(peer, peers_dir, data):
         final_eq = engine.portfolio.account(N.VENUE).balance_total(N.USDT).as_double()
         trades = len(N.trades_and_curve(list(strat.fills), d)[0])
         engine.dispose()
-    else:
-        raise SystemExit(f"unknown peer {peer!r} (valid: {', '.join(PEERS + ['nautilus'])})")
     print(f"{peer}: final equity {final_eq:.2f}, {trades} trades")
 
 
@@ -113,7 +115,7 @@ def main():
     ap.add_argument("--albra", type=Path, help="the albra binary (default: the release build)")
     ap.add_argument("--peers", type=Path, default=DEFAULT_PEERS, help=f"peers' scripts (default {DEFAULT_PEERS})")
     ap.add_argument("--data", type=Path, default=DEFAULT_DATA, help="candles (default data/BTCUSDT-spot-1h.csv)")
-    ap.add_argument("--nautilus", action="store_true", help="include NautilusTrader (slow: ~10 s a run)")
+    ap.add_argument("--nautilus", action="store_true", help="include NautilusTrader (slow: 5–7 s a run)")
     ap.add_argument("--one", metavar="PEER", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.one:
@@ -129,7 +131,7 @@ def main():
     for peer in PEERS + (["nautilus"] if a.nautilus else []):
         cmds[peer] = [sys.executable, __file__, "--one", peer, "--peers", str(a.peers), "--data", str(a.data)]
 
-    # One untimed run each: warms the page cache and numba's on-disk cache, and shows each result.
+    # One untimed run each: warms the page cache and shows each result.
     for name, cmd in cmds.items():
         _, out = run(cmd)
         lines = [l for l in out.splitlines() if l.strip()]
