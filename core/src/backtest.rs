@@ -186,15 +186,11 @@ pub fn metrics(
     };
     let &(t1, e1) = equity.last().expect("non-empty");
     let years = ((t1 - t0) as f64 / (365.25 * 86_400_000.0)).max(1e-9);
-    // Sized once: the filter hides the length from `collect`, which would grow the vector
-    // fifteen times over a six-year hourly curve.
-    let mut rets = Vec::with_capacity(equity.len().saturating_sub(1));
-    rets.extend(
-        equity
-            .windows(2)
-            .filter(|w| w[0].1 > 0.0)
-            .map(|w| w[1].1 / w[0].1 - 1.0),
-    );
+    let rets: Vec<f64> = equity
+        .windows(2)
+        .filter(|w| w[0].1 > 0.0)
+        .map(|w| w[1].1 / w[0].1 - 1.0)
+        .collect();
     let n = rets.len().max(1) as f64;
     let mean = rets.iter().sum::<f64>() / n;
     let var = rets.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
