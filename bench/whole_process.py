@@ -17,9 +17,11 @@ on equal terms:
 * nautilus         (only with --nautilus: 5–7 s a run) NautilusTrader 1.221, next-open mode.
 
 Each peer run is `python whole_process.py --one PEER`: it imports the peer's own benchmark module
-from the peers' directory (so the rules and settings are exactly those of RESULTS.md), loads the
-CSV with pandas as those scripts do, runs once and prints its final equity and trade count, which
-the driver shows once so a wrong run is visible. The commands run in rounds (A B C … then again,
+from the peers' directory and runs what that module runs (vectorbt's `full_run`, Nautilus's
+`make_engine`; backtesting.py's script builds its `FractionalBacktest` inside `main`, so its
+settings are repeated here), loads the CSV with pandas as those scripts do, runs once and prints
+its final equity and trade count, which the driver shows once so a wrong run is visible (the
+figures of RESULTS.md: 10818.22, 10803.86, 10814.44, 307 trades each). The commands run in rounds (A B C … then again,
 the order rotated each round); every figure is wall time from start to exit, as medians with the
 minimum and maximum, and each peer's ratio to albra is the median of its per-round ratios, which
 keeps the comparison meaningful while the machine's speed drifts. Each albra run follows
@@ -68,6 +70,7 @@ def one(peer, peers_dir, data):
         import bench_backtesting_py as B
         from backtesting.lib import FractionalBacktest
 
+        # bench_backtesting_py.main's settings (it builds them inline, there is nothing to call).
         stats = FractionalBacktest(
             B.to_df(d),
             B.EmaCross,

@@ -812,6 +812,7 @@ mod tests {
         let gone = [(0, 50.0), (h, 0.0), (2 * h, 0.0)];
         let m = metrics(&gone, &[trade(-50, 0)], Timeframe::H1, 1, 2);
         assert_eq!((m.cagr, m.max_drawdown, m.total_return), (-1.0, 1.0, -1.0));
-        assert_eq!(m.sortino, -1.0 / 1.0 * f64::sqrt(365.25 * 24.0));
+        // One return of −1 over a downside deviation of 1.
+        assert_eq!(m.sortino, -f64::sqrt(365.25 * 24.0));
     }
 }
