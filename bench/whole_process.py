@@ -21,8 +21,8 @@ from the peers' directory and runs what that module runs (vectorbt's `full_run`,
 `make_engine`; backtesting.py's script builds its `FractionalBacktest` inside `main`, so its
 settings are repeated here), loads the CSV with pandas as those scripts do, runs once and prints
 its final equity and trade count, which the driver shows once so a wrong run is visible (the
-figures of RESULTS.md: 10818.22, 10803.86, 10814.44, 307 trades each). The commands run in rounds (A B C … then again,
-the order rotated each round); every figure is wall time from start to exit, as medians with the
+figures of RESULTS.md: 10818.22, 10803.86, 10814.44, 307 trades each). The commands run in
+rounds (A B C … then again, the order rotated each round); every figure is wall time from start to exit, as medians with the
 minimum and maximum, and each peer's ratio to albra is the median of its per-round ratios, which
 keeps the comparison meaningful while the machine's speed drifts. Each albra run follows
 seconds of Python work (memory to reclaim, caches replaced), so its figure here reads higher than

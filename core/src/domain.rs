@@ -707,6 +707,7 @@ impl AccountState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use rust_decimal_macros::dec;
 
     #[test]
     fn decimal_cmp_orders_as_decimal_does() {
@@ -748,17 +749,13 @@ mod tests {
             std::cmp::Ordering::Equal
         );
         assert_eq!(
-            decimal_cmp(dec("-1.5"), dec("-1.50")),
+            decimal_cmp(dec!(-1.5), dec!(-1.50)),
             std::cmp::Ordering::Equal
         );
         assert_eq!(
-            decimal_cmp(dec("-1.5"), dec("-1.4")),
+            decimal_cmp(dec!(-1.5), dec!(-1.4)),
             std::cmp::Ordering::Less
         );
-    }
-
-    fn dec(s: &str) -> Decimal {
-        s.parse().unwrap()
     }
 
     #[test]
