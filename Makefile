@@ -12,7 +12,7 @@ run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
 
 build:
-	$(CARGO) build --release --bin albra
+	$(CARGO) build --release --bin albra --bin albra-ops
 
 # moto (DynamoDB + SSM on loopback) and cfn-lint for the tests, in a local venv.
 venv: $(VENV)/.ready

@@ -38,7 +38,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ "$mode" == systemd || "$mode" == cron ]] || { usage >&2; die "--mode must be systemd or cron"; }
-for b in albra evaluator position-sync; do
+for b in albra albra-ops evaluator position-sync; do
   [[ -x "$bin_dir/$b" ]] || die "$bin_dir/$b is missing: build first (cargo build --release --bins) or pass --bin-dir"
 done
 [[ -r "$config" ]] || die "config $config is not readable (pass --config FILE)"
@@ -64,7 +64,7 @@ if [[ $system == 1 ]] && ! id albra >/dev/null 2>&1; then
 fi
 
 install -d -m 0755 "$prefix/bin"
-for b in albra evaluator position-sync; do
+for b in albra albra-ops evaluator position-sync; do
   install -m 0755 "$bin_dir/$b" "$prefix/bin/$b"
 done
 install -m 0755 "$here/albra-job" "$prefix/bin/albra-job"

@@ -575,3 +575,72 @@ fn walk_forward_reports_every_window_and_writes_the_stitched_equity() {
         "{err}"
     );
 }
+
+#[test]
+fn albra_hands_its_other_commands_to_albra_ops_beside_it() {
+    // Through the pair as built, `status`, `positions`, `validate`, `replay` and `run` above run in
+    // albra-ops. A copy of albra alone still runs the candle-file tools, and says what the others
+    // need.
+    let dir = setup();
+    let lone = tempfile::tempdir().unwrap();
+    let copy = lone.path().join("albra");
+    std::fs::copy(bin("albra"), &copy).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&copy)
+            .current_dir(dir.path())
+            .args(args)
+            .env_remove("ALBRA_CONFIG")
+            .env_remove("ALBRA_STATE")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let data = sample(dir.path(), 50);
+    let (code, out, err) = run(&[
+        "indicators",
+        "--data",
+        data.to_str().unwrap(),
+        "--indicator",
+        "ema:20",
+    ]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(out.lines().next(), Some("open_time,ema_20"), "{out}");
+    assert_eq!(out.lines().count(), 51, "{out}");
+    let (code, out, err) = run(&["status", "--config", "albra.toml", "--state", "state"]);
+    assert_eq!(code, Some(2), "{out}{err}");
+    assert!(out.is_empty(), "{out}");
+    let wanted = lone.path().join("albra-ops");
+    for part in [
+        "`albra status` runs in albra-ops",
+        &wanted.display().to_string(),
+        "make build",
+        "infra/ec2/install.sh",
+    ] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+}
+
+#[test]
+fn albra_leaves_the_aws_sdk_tls_and_sqlite_to_albra_ops() {
+    // What keeps `albra backtest` quick to start: the loader applies every relocation of the
+    // libraries a program links before `main`, and the AWS SDK, TLS and SQLite are most of them.
+    // Each marker is a string only that library's code uses: the DynamoDB and SSM protocol
+    // targets and SQLite's statement API.
+    let albra = std::fs::read(bin("albra")).unwrap();
+    let ops = std::fs::read(bin("albra-ops")).unwrap();
+    let has = |bytes: &[u8], s: &str| bytes.windows(s.len()).any(|w| w == s.as_bytes());
+    for marker in ["DynamoDB_20120810", "AmazonSSM", "sqlite3_prepare"] {
+        assert!(
+            has(&ops, marker),
+            "albra-ops lost {marker}: the check no longer bites"
+        );
+        assert!(
+            !has(&albra, marker),
+            "albra links the library behind {marker}"
+        );
+    }
+}

@@ -347,7 +347,7 @@ fn tree(dir: &Path) -> BTreeSet<String> {
 #[test]
 fn install_is_idempotent_keeps_the_operators_files_and_switches_modes() {
     let bins = harness::bin_dir();
-    for b in ["albra", "evaluator", "position-sync"] {
+    for b in ["albra", "albra-ops", "evaluator", "position-sync"] {
         harness::bin(b);
     }
     let dir = tempfile::tempdir().unwrap();
@@ -367,6 +367,7 @@ fn install_is_idempotent_keeps_the_operators_files_and_switches_modes() {
     assert!(!first.contains("etc/cron.d/albra"));
     for f in [
         "opt/albra/bin/albra",
+        "opt/albra/bin/albra-ops",
         "opt/albra/bin/evaluator",
         "opt/albra/bin/position-sync",
         "opt/albra/bin/albra-job",

@@ -1,0 +1,16 @@
+//! `albra-ops`: every `albra` command, including those that reach the exchange, the state stores
+//! and AWS (replay, run, status, positions, validate). `albra` executes it for those; it can also
+//! be run directly, with the same arguments.
+
+use albra_cli::cli::Cli;
+use clap::Parser;
+use std::process::ExitCode;
+
+/// The same allocator as `albra` (see there): `replay` and the scheduler allocate per decision.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+fn main() -> ExitCode {
+    albra_core::logging::init();
+    albra_cli::ops::run(Cli::parse())
+}

@@ -1,0 +1,288 @@
+//! The command line both executables parse: every subcommand, flag and `--help` text.
+
+use albra_core::config;
+use albra_core::domain::Timeframe;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "albra",
+    version,
+    about = "Albra operator CLI: replay, paper/live scheduler, status, positions, config validation",
+    long_about = "Albra trades Binance USDⓈ-M perpetual futures with scheduled, stateless jobs.\n\n\
+Start here:\n  albra validate                      check config/albra.toml and each account's keys\n  \
+albra replay --data data/BTCUSDT-perp-15m.csv   run the live jobs over recorded candles (offline)\n  \
+albra run --paper                   local scheduler: live market data, simulated fills\n  \
+albra status / albra positions      what the state store holds\n\n\
+Environment: ALBRA_CONFIG, ALBRA_STATE, ALBRA_BINANCE_URL (Binance REST base URL), AWS_ENDPOINT_URL (DynamoDB/SSM), \
+ALBRA_LOG (log level). Keys come from .env (BINANCE_API_KEY, BINANCE_SECRET_KEY, SUB1_API_KEY, …) or SSM."
+)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "ALBRA_CONFIG", default_value_os_t = config::default_path())]
+    pub config: PathBuf,
+    /// State store: a local path (embedded SQLite; default ./state) or dynamodb:TABLE.
+    #[arg(long, global = true, env = "ALBRA_STATE")]
+    pub state: Option<String>,
+    #[command(subcommand)]
+    pub cmd: Command,
+}
+
+/// How simulated runs (backtest, walk-forward) fill and size.
+#[derive(Args)]
+pub struct SimArgs {
+    /// Commission per fill, as a fraction of notional.
+    #[arg(long, default_value = "0.0004")]
+    pub fee: rust_decimal::Decimal,
+    /// Slippage per market fill, as a fraction of price (against the taker).
+    #[arg(long, default_value = "0.0001")]
+    pub slippage: rust_decimal::Decimal,
+    /// Starting equity (USDT) of each run.
+    #[arg(long, default_value = "10000")]
+    pub equity: rust_decimal::Decimal,
+    /// `off`: all equity per entry (quantity = equity / fill price), no position limit, no
+    /// protective stop orders.
+    #[arg(long, default_value = "on", value_parser = ["on", "off"])]
+    pub risk: String,
+    /// Run the whole evaluation job on every candle. By default a candle on which nothing the
+    /// job reads has changed (no fill, no order, no state written) runs only the strategy's
+    /// decision on what the previous candle read; the results are identical, this is slower and
+    /// there to check that.
+    #[arg(long)]
+    pub full_jobs: bool,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Drive the evaluator at every candle close and the sync every simulated 60 s over a candle
+    /// CSV, with the paper exchange and a fresh embedded store; print notifications and a summary.
+    Replay {
+        /// Candle CSV (`open_time,open,high,low,close,volume`, open_time in ms).
+        #[arg(long)]
+        data: PathBuf,
+        /// Symbol of the data (default: from the file name, e.g. BTCUSDT-perp-15m.csv → BTCUSDT).
+        #[arg(long)]
+        symbol: Option<String>,
+        /// Print only the summary, not every notification.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Long-running local scheduler: evaluators a few seconds after each 15m/1h/4h close and the
+    /// sync every 60 s. Paper by default; --live trades real money with the accounts' keys.
+    Run {
+        /// Live public market data, simulated fills (the default).
+        #[arg(long, conflicts_with = "live")]
+        paper: bool,
+        /// Real orders with each account's keys. Refuses to start without them.
+        #[arg(long)]
+        live: bool,
+    },
+    /// Equity, drawdown and open positions per account, from the state store.
+    Status,
+    /// Every tracked position (strategy and MANUAL), from the state store.
+    Positions {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Check the config and that every enabled account's keys can be read.
+    Validate,
+    /// Compute indicators over a candle CSV and print CSV: `open_time` then one column per
+    /// output (`ema_20`, `macd_signal_12_26_9`, …), empty during warm-up.
+    #[command(after_help = indicators_help())]
+    Indicators {
+        /// Candle CSV (`open_time,open,high,low,close,volume`).
+        #[arg(long)]
+        data: PathBuf,
+        /// `NAME[:P1,P2,…]`, repeatable (e.g. --indicator ema:20 --indicator macd:12,26,9).
+        #[arg(long = "indicator", required = true)]
+        indicators: Vec<String>,
+        /// Resample the data to this timeframe first (e.g. 1h from 15m candles).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+    },
+    /// Backtest strategies over candle files with the live jobs' code: evaluate after every
+    /// close, sync, paper fills (next candle's open, stops from highs/lows); metrics per run.
+    Backtest {
+        /// Strategy name(s), comma-separated.
+        #[arg(long, value_delimiter = ',', required = true)]
+        strategy: Vec<String>,
+        /// Candle CSV file(s), comma-separated; the symbol comes from each file name.
+        #[arg(long, value_delimiter = ',', required = true)]
+        data: Vec<PathBuf>,
+        /// Evaluate at this timeframe (resamples 5m/15m input); default: the strategy's
+        /// configured timeframe when the config lists it, else the data's own.
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Write every trade as CSV (strategy,symbol,side,entry_time,exit_time,entry_price,
+        /// exit_price,qty,pnl,fees).
+        #[arg(long)]
+        trades_out: Option<PathBuf>,
+        /// Write a self-contained HTML report with equity and drawdown charts.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Walk-forward optimisation: pick the best grid point on each in-sample window (by
+    /// --objective), trade it blind on the next out-of-sample window, stitch the results.
+    ///
+    /// Windows roll by --step; each is --in-sample in-sample and one step out-of-sample
+    /// (0.7 and 30d: score 70 days, trade the next 30). Every grid point is backtested once over
+    /// the whole file with the live jobs' code and scored on each in-sample slice; each winner is
+    /// then run fresh (flat, warmed up on earlier candles) over its out-of-sample window.
+    #[command(
+        name = "walk-forward",
+        after_help = "Example:\n  albra walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \\\n    --in-sample 0.7 --step 30d --grid fast=8,12,20 --grid slow=26,50,100 --grid trend=150,200,300"
+    )]
+    WalkForward {
+        /// Registered strategy name.
+        #[arg(long)]
+        strategy: String,
+        /// Candle CSV; the symbol comes from the file name.
+        #[arg(long)]
+        data: PathBuf,
+        /// Fraction of each window that is in-sample (0 < x < 1).
+        #[arg(long, default_value = "0.7")]
+        in_sample: f64,
+        /// Out-of-sample length and roll step: a number and m, h, d or w (e.g. 30d, 2w).
+        #[arg(long, default_value = "30d")]
+        step: String,
+        /// `param=v1,v2,…`, repeatable; the grid is every combination. Parameters not listed
+        /// keep their configured (or default) values.
+        #[arg(long = "grid", required = true)]
+        grid: Vec<String>,
+        /// What in-sample windows are ranked by: sharpe, sortino, return, calmar, profit_factor.
+        #[arg(long, default_value = "sharpe")]
+        objective: String,
+        /// Evaluate at this timeframe (resamples finer input).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        #[command(flatten)]
+        sim: SimArgs,
+        /// Worker threads (0 = every core).
+        #[arg(long, default_value = "0")]
+        jobs: usize,
+        /// Write the windows as CSV (dates, winning parameters, in/out-of-sample figures).
+        #[arg(long)]
+        windows_out: Option<PathBuf>,
+        /// Write the stitched out-of-sample equity as CSV (time,equity).
+        #[arg(long)]
+        equity_out: Option<PathBuf>,
+    },
+    /// Print one CSV row per closed candle with a strategy's decision and every condition it
+    /// checked (the same decision code the jobs run).
+    Signals {
+        /// Registered strategy name (see `albra signals --help`).
+        #[arg(long)]
+        strategy: String,
+        /// Candle CSV.
+        #[arg(long)]
+        data: PathBuf,
+        /// Resample to this timeframe first (default: the config's timeframe for the strategy,
+        /// else the data's own).
+        #[arg(long)]
+        timeframe: Option<Timeframe>,
+        /// Print only candles where the decision is not HOLD.
+        #[arg(long)]
+        actions_only: bool,
+    },
+}
+
+pub fn indicators_help() -> String {
+    format!(
+        "Indicators (NAME:PARAMS, defaults in parentheses):\n{}",
+        albra_core::indicators::named::catalog_help()
+    )
+}
+
+impl Command {
+    /// The commands over candle files, which `albra` runs itself: no exchange, store or AWS.
+    pub fn is_tool(&self) -> bool {
+        matches!(
+            self,
+            Command::Indicators { .. }
+                | Command::Signals { .. }
+                | Command::Backtest { .. }
+                | Command::WalkForward { .. }
+        )
+    }
+
+    /// The subcommand as typed.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Replay { .. } => "replay",
+            Command::Run { .. } => "run",
+            Command::Status => "status",
+            Command::Positions { .. } => "positions",
+            Command::Validate => "validate",
+            Command::Indicators { .. } => "indicators",
+            Command::Backtest { .. } => "backtest",
+            Command::WalkForward { .. } => "walk-forward",
+            Command::Signals { .. } => "signals",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn names_are_the_subcommands_and_tools_are_the_candle_file_commands() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("albra").chain(args.iter().copied()))
+                .unwrap()
+                .cmd
+        };
+        let cases: [(&[&str], bool); 9] = [
+            (&["replay", "--data", "x.csv"], false),
+            (&["run"], false),
+            (&["status"], false),
+            (&["positions"], false),
+            (&["validate"], false),
+            (
+                &["indicators", "--data", "x.csv", "--indicator", "ema:20"],
+                true,
+            ),
+            (
+                &["backtest", "--strategy", "EMA_CROSS", "--data", "x.csv"],
+                true,
+            ),
+            (
+                &[
+                    "walk-forward",
+                    "--strategy",
+                    "EMA_CROSS",
+                    "--data",
+                    "x.csv",
+                    "--grid",
+                    "fast=5",
+                ],
+                true,
+            ),
+            (
+                &["signals", "--strategy", "EMA_CROSS", "--data", "x.csv"],
+                true,
+            ),
+        ];
+        for (args, tool) in cases {
+            let cmd = parse(args);
+            assert_eq!(cmd.name(), args[0], "{args:?}");
+            assert_eq!(cmd.is_tool(), tool, "{args:?}");
+        }
+        // Every subcommand clap knows is one of the cases above.
+        let known: Vec<String> = Cli::command()
+            .get_subcommands()
+            .map(|c| c.get_name().to_string())
+            .collect();
+        assert_eq!(known.len(), cases.len(), "{known:?}");
+    }
+}

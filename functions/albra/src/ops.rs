@@ -1,0 +1,318 @@
+//! The commands that reach the exchange, the state stores or AWS: replay, run, status, positions,
+//! validate. Only `albra-ops` links this module; it also runs the candle-file tools, so it serves
+//! every command on its own.
+
+use crate::cli::{Cli, Command};
+use albra_core::app::{self, Mode};
+use albra_core::config::Config;
+use albra_core::domain::{AccountId, Symbol, Timeframe};
+use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
+use albra_core::ports::{Notifier, Priority, Secrets};
+use albra_core::replay::{self, ReplayOptions};
+use albra_core::state::StateRepo;
+use albra_core::store::open_store;
+use anyhow::{anyhow, bail, Context, Result};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Run any command: the candle-file tools as `albra` does, the others with the config loaded (and
+/// validated) first and on a multi-threaded runtime (the scheduler's jobs, the SDK's I/O).
+pub fn run(cli: Cli) -> ExitCode {
+    if cli.cmd.is_tool() {
+        return crate::tools::run(cli);
+    }
+    let cfg = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    crate::exit_code(rt.block_on(dispatch(cli, cfg)))
+}
+
+async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
+    let state = cli.state.clone().unwrap_or_else(|| "./state".to_string());
+    match cli.cmd {
+        Command::Replay {
+            data,
+            symbol,
+            quiet,
+        } => cmd_replay(cfg, cli.state, data, symbol, quiet).await,
+        Command::Run { paper: _, live } => cmd_run(cfg, &state, live).await,
+        Command::Status => cmd_status(cfg, &state).await,
+        Command::Positions { account } => cmd_positions(cfg, &state, account).await,
+        Command::Validate => cmd_validate(cfg, &cli.config).await,
+        tool => bail!(
+            "`{}` is one of albra's candle-file tools, not run here",
+            tool.name()
+        ),
+    }
+}
+
+async fn cmd_replay(
+    cfg: Config,
+    state: Option<String>,
+    data: PathBuf,
+    symbol: Option<String>,
+    quiet: bool,
+) -> Result<()> {
+    let state_dir = match state {
+        Some(s) => {
+            let dir = PathBuf::from(s.strip_prefix("sqlite:").unwrap_or(&s));
+            if dir.join("replay.db").exists() {
+                bail!("replay needs a fresh store, and {} already holds one; remove it or pick another --state", dir.join("replay.db").display());
+            }
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir)
+        }
+        None => None,
+    };
+    let inner: Vec<Arc<dyn Notifier>> = if quiet {
+        vec![]
+    } else {
+        vec![Arc::new(ConsoleNotifier)]
+    };
+    let notifier = Arc::new(FanoutNotifier::new(inner, Priority::Low));
+    let started = std::time::Instant::now();
+    let summary = replay::run(
+        ReplayOptions {
+            data,
+            symbol: symbol.map(Symbol::new),
+            config: cfg,
+            state_dir,
+        },
+        notifier,
+    )
+    .await?;
+    println!("{}", summary.render());
+    println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
+    if !summary.errors.is_empty() {
+        bail!(
+            "{} job error(s) during the replay; first: {}",
+            summary.errors.len(),
+            summary.errors[0]
+        );
+    }
+    Ok(())
+}
+
+async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
+    use tokio_cron_scheduler::{Job, JobScheduler};
+    let mode = if live { Mode::Live } else { Mode::Paper };
+    let app = Arc::new(
+        app::build(cfg, state, mode)
+            .await
+            .map_err(|e| anyhow!("{e}"))?,
+    );
+    let delay = app.engine.config.jobs.close_delay_secs;
+    // One job at a time in this process: evaluations and syncs never interleave their writes.
+    let gate = Arc::new(tokio::sync::Mutex::new(()));
+    let sched = JobScheduler::new().await?;
+    let tfs: Vec<Timeframe> = {
+        let c = &app.engine.config;
+        let mut v: Vec<Timeframe> = c
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .flat_map(|a| {
+                c.account_strategies(a)
+                    .map(|s| s.timeframe)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    for tf in tfs.clone() {
+        // Cron on UTC, at second `delay` after each close; the engine uses the exchange clock.
+        let expr = match tf {
+            Timeframe::M15 => format!("{delay} 0/15 * * * *"),
+            Timeframe::H1 => format!("{delay} 0 * * * *"),
+            Timeframe::H4 => format!("{delay} 0 0/4 * * *"),
+            other => bail!("timeframe {other} is not scheduled"),
+        };
+        let (app, gate) = (app.clone(), gate.clone());
+        sched
+            .add(Job::new_async(expr.as_str(), move |_id, _l| {
+                let (app, gate) = (app.clone(), gate.clone());
+                Box::pin(async move {
+                    let _g = gate.lock().await;
+                    let now = app.exchange_now().await;
+                    let r = app.engine.evaluate(tf, now).await;
+                    for l in &r.lines {
+                        println!("evaluate {tf}: {l}");
+                    }
+                    for e in &r.errors {
+                        eprintln!("evaluate {tf} error: {e}");
+                    }
+                })
+            })?)
+            .await?;
+    }
+    {
+        let (app, gate) = (app.clone(), gate.clone());
+        sched
+            .add(Job::new_async("30 * * * * *", move |_id, _l| {
+                let (app, gate) = (app.clone(), gate.clone());
+                Box::pin(async move {
+                    let _g = gate.lock().await;
+                    let now = app.exchange_now().await;
+                    let r = app.engine.sync_positions(now).await;
+                    for e in &r.errors {
+                        eprintln!("sync error: {e}");
+                    }
+                })
+            })?)
+            .await?;
+    }
+    println!(
+        "albra run ({}) started: evaluating {} a few seconds after each close, syncing every 60 s; state {}. Ctrl-C stops.",
+        if live { "LIVE — real orders" } else { "paper" },
+        tfs.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
+        app.engine.repo.describe()
+    );
+    sched.start().await?;
+    tokio::signal::ctrl_c().await?;
+    println!("stopping…");
+    let mut sched = sched;
+    sched.shutdown().await?;
+    Ok(())
+}
+
+async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
+    let repo = StateRepo::new(open_store(state).await?);
+    println!("state: {}", repo.describe());
+    for a in &cfg.accounts {
+        let st = repo.account_state(&a.id).await?;
+        let positions = repo.positions(&a.id).await?;
+        let open: Vec<_> = positions.iter().filter(|p| p.value.is_open()).collect();
+        let trades = repo.trades(&a.id).await?;
+        let pnl: rust_decimal::Decimal = trades.iter().map(|t| t.pnl.0).sum();
+        let flag = if a.enabled { "" } else { " (disabled)" };
+        match st {
+            Some(s) => println!(
+                "{}{flag}: equity {} USDT, peak {}, drawdown {:.2}%, paused {}; {} open position(s); {} closed trade(s), PnL {}",
+                a.id,
+                s.value.equity.0.round_dp(2),
+                s.value.peak_equity.0.round_dp(2),
+                s.value.drawdown() * rust_decimal::Decimal::ONE_HUNDRED,
+                s.value.paused,
+                open.len(),
+                trades.len(),
+                pnl.round_dp(2)
+            ),
+            None => println!("{}{flag}: no state yet (the sync job has not run); {} open position(s)", a.id, open.len()),
+        }
+    }
+    Ok(())
+}
+
+async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Result<()> {
+    let repo = StateRepo::new(open_store(state).await?);
+    if let Some(a) = &account {
+        if !cfg.accounts.iter().any(|x| x.id.0 == *a) {
+            bail!(
+                "no account `{a}` in config (accounts: {})",
+                cfg.accounts
+                    .iter()
+                    .map(|a| a.id.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+    }
+    println!(
+        "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
+        "account", "strategy", "symbol", "side", "qty", "entry", "stop", "status"
+    );
+    let mut n = 0;
+    for a in cfg
+        .accounts
+        .iter()
+        .filter(|a| account.as_deref().is_none_or(|x| x == a.id.0))
+    {
+        for p in repo.positions(&a.id).await? {
+            let p = p.value;
+            n += 1;
+            println!(
+                "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
+                a.id.0,
+                p.key.strategy.0,
+                p.key.symbol.0,
+                p.side.to_string(),
+                p.qty.to_string(),
+                p.entry_price.to_string(),
+                p.stop_loss
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|| "-".into()),
+                format!("{:?}", p.status).to_uppercase()
+            );
+        }
+    }
+    if n == 0 {
+        println!("(no positions)");
+    }
+    Ok(())
+}
+
+async fn cmd_validate(cfg: Config, path: &std::path::Path) -> Result<()> {
+    println!(
+        "config {}: OK ({} strategies, {} accounts)",
+        path.display(),
+        cfg.strategies.len(),
+        cfg.accounts.len()
+    );
+    for s in &cfg.strategies {
+        println!(
+            "  strategy {} {} on {} ({}x, size {}){}",
+            s.name,
+            s.timeframe,
+            s.symbols
+                .iter()
+                .map(|s| s.0.as_str())
+                .collect::<Vec<_>>()
+                .join(","),
+            s.leverage,
+            s.size_pct,
+            if s.enabled { "" } else { " (disabled)" }
+        );
+    }
+    let secrets = app::default_secrets().map_err(|e| anyhow!("{e}"))?;
+    let mut missing = Vec::new();
+    for a in &cfg.accounts {
+        let source = a
+            .key_source()
+            .map_err(|m| anyhow!("account {}: {m}", a.id))?;
+        let shown = match &source {
+            albra_core::ports::KeySource::Env { prefix } => {
+                let (k, s) = albra_core::secrets::env_key_names(prefix);
+                format!("env {k} / {s}")
+            }
+            albra_core::ports::KeySource::Ssm { prefix } => {
+                format!("SSM {prefix}/binance_api_key, …/binance_api_secret")
+            }
+        };
+        match secrets
+            .binance_keys(&AccountId::new(a.id.0.clone()), &source)
+            .await
+        {
+            Ok(_) => println!("  account {}: keys found ({shown})", a.id),
+            Err(e) if a.enabled => {
+                println!("  account {}: KEYS MISSING ({shown}): {e}", a.id);
+                missing.push(a.id.0.clone());
+            }
+            Err(_) => println!("  account {} (disabled): no keys ({shown})", a.id),
+        }
+    }
+    if !missing.is_empty() {
+        bail!(
+            "enabled account(s) without keys: {} (replay and --paper need none; live does)",
+            missing.join(", ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,328 @@
+//! The commands over candle files: indicators, signals, backtest and walk-forward. They touch
+//! no exchange, store or AWS, which is why `albra` runs them itself and starts fast (see the crate
+//! docs).
+
+use crate::cli::{Cli, Command};
+use albra_core::config::Config;
+use albra_core::domain::Timeframe;
+use anyhow::{anyhow, bail, Context, Result};
+use std::process::ExitCode;
+
+/// Run a candle-file command. The config is read only when the file exists (strategy parameters,
+/// leverage and size for signals, backtest and walk-forward; indicators never need it).
+pub fn run(cli: Cli) -> ExitCode {
+    let wants_config = !matches!(cli.cmd, Command::Indicators { .. }) && cli.config.exists();
+    let cfg = if wants_config {
+        match Config::load(&cli.config) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    } else {
+        None
+    };
+    // The multi-threaded runtime, although these commands drive their async code from this
+    // thread alone: with a current-thread one the reference backtest took 1.7 ms longer as a
+    // whole process (19.1 against 17.4 ms median over 80 alternating runs).
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    crate::exit_code(rt.block_on(dispatch(cli, cfg)))
+}
+
+async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
+    match cli.cmd {
+        Command::Backtest {
+            strategy,
+            data,
+            timeframe,
+            sim,
+            trades_out,
+            report,
+        } => {
+            for s in &strategy {
+                if albra_core::strategy::build(s, &Default::default(), "--strategy").is_err()
+                    && cfg.as_ref().and_then(|c| c.strategy(s)).is_none()
+                {
+                    bail!(
+                        "unknown strategy `{s}` (valid: {})",
+                        albra_core::strategy::names().join(", ")
+                    );
+                }
+            }
+            let opts = albra_core::backtest::BacktestOptions {
+                strategies: strategy,
+                data,
+                timeframe,
+                fee: sim.fee,
+                slippage: sim.slippage,
+                equity: sim.equity,
+                risk_off: sim.risk == "off",
+                config: cfg.clone(),
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                full_jobs: sim.full_jobs,
+            };
+            let started = std::time::Instant::now();
+            let runs = albra_core::backtest::run(&opts).await?;
+            println!(
+                "{:<16} {:<9} {:<4} {:>7} {:>6} {:>9} {:>8} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>8} {:>10}",
+                "strategy", "symbol", "tf", "candles", "trades", "return", "CAGR", "Sharpe", "Sortino", "max DD", "win", "PF", "avg win", "avg loss", "exposure", "fees"
+            );
+            let mut errors = Vec::new();
+            for r in &runs {
+                let m = &r.metrics;
+                println!(
+                    "{:<16} {:<9} {:<4} {:>7} {:>6} {:>8.2}% {:>7.2}% {:>7.2} {:>7.2} {:>7.2}% {:>6.1}% {:>6.2} {:>9.2} {:>9.2} {:>7.1}% {:>10.2}",
+                    r.strategy, r.symbol.0, r.timeframe.as_str(), r.candles, m.trades, m.total_return * 100.0, m.cagr * 100.0, m.sharpe, m.sortino, m.max_drawdown * 100.0, m.win_rate * 100.0, m.profit_factor, m.avg_win, m.avg_loss, m.exposure * 100.0, m.fees
+                );
+                if r.gaps > 0 {
+                    eprintln!(
+                        "warning: {}: {} gap(s) in the exchange's history; candles stay a sequence",
+                        r.data.display(),
+                        r.gaps
+                    );
+                }
+                errors.extend(r.job_errors.iter().cloned());
+            }
+            let quiet: usize = runs.iter().map(|r| r.quiet_candles).sum();
+            let candles: usize = runs.iter().map(|r| r.candles).sum();
+            println!(
+                "backtested in {:.3} s ({quiet} of {candles} candles decided on the quiet path{})",
+                started.elapsed().as_secs_f64(),
+                if opts.full_jobs { ", --full-jobs" } else { "" }
+            );
+            if let Some(p) = trades_out {
+                std::fs::write(&p, albra_core::backtest::trades_csv(&runs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("trades written to {}", p.display());
+            }
+            if let Some(p) = report {
+                std::fs::write(&p, albra_core::backtest::html_report(&runs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("report written to {}", p.display());
+            }
+            if !errors.is_empty() {
+                bail!(
+                    "{} job error(s) during the backtest; first: {}",
+                    errors.len(),
+                    errors[0]
+                );
+            }
+            Ok(())
+        }
+        Command::WalkForward {
+            strategy,
+            data,
+            in_sample,
+            step,
+            grid,
+            objective,
+            timeframe,
+            sim,
+            jobs,
+            windows_out,
+            equity_out,
+        } => {
+            use albra_core::walkforward as wf;
+            if albra_core::strategy::build(&strategy, &Default::default(), "--strategy").is_err()
+                && cfg.as_ref().and_then(|c| c.strategy(&strategy)).is_none()
+            {
+                bail!(
+                    "unknown strategy `{strategy}` (valid: {})",
+                    albra_core::strategy::names().join(", ")
+                );
+            }
+            let axes = grid
+                .iter()
+                .map(|g| wf::GridAxis::parse(g).map_err(|e| anyhow!(e)))
+                .collect::<Result<Vec<_>>>()?;
+            let opts = wf::WalkForwardOptions {
+                backtest: albra_core::backtest::BacktestOptions {
+                    strategies: vec![strategy.clone()],
+                    data: vec![data.clone()],
+                    timeframe,
+                    fee: sim.fee,
+                    slippage: sim.slippage,
+                    equity: sim.equity,
+                    risk_off: sim.risk == "off",
+                    config: cfg.clone(),
+                    progress: false,
+                    full_jobs: sim.full_jobs,
+                },
+                strategy,
+                data,
+                in_sample,
+                step_ms: wf::parse_span(&step).map_err(|e| anyhow!("--step {e}"))?,
+                grid: axes.clone(),
+                objective: wf::Objective::parse(&objective)
+                    .map_err(|e| anyhow!("--objective: {e}"))?,
+                jobs,
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+            };
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || wf::run(&opts))
+                .await
+                .context("walk-forward worker")??;
+            let elapsed = started.elapsed().as_secs_f64();
+            print_walk_forward(&r, &axes, &objective);
+            println!(
+                "walk-forward: {} parameter sets × {} windows over {} candles on {} thread(s) in {elapsed:.3} s",
+                r.points.len(),
+                r.windows.len(),
+                r.candles,
+                r.threads
+            );
+            if r.gaps > 0 {
+                eprintln!(
+                    "warning: {} gap(s) in the exchange's history; candles stay a sequence",
+                    r.gaps
+                );
+            }
+            if let Some(p) = windows_out {
+                std::fs::write(&p, wf::windows_csv(&r, &axes))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("windows written to {}", p.display());
+            }
+            if let Some(p) = equity_out {
+                let mut s = String::from("time,equity\n");
+                for (t, e) in &r.stitched {
+                    s.push_str(&format!("{},{e:.4}\n", wf::day(*t)));
+                }
+                std::fs::write(&p, s).with_context(|| format!("writing {}", p.display()))?;
+                println!("out-of-sample equity written to {}", p.display());
+            }
+            if !r.job_errors.is_empty() {
+                bail!(
+                    "{} job error(s) during the walk-forward; first: {}",
+                    r.job_errors.len(),
+                    r.job_errors[0]
+                );
+            }
+            Ok(())
+        }
+        Command::Indicators {
+            data,
+            indicators,
+            timeframe,
+        } => {
+            let specs = indicators
+                .iter()
+                .map(|s| {
+                    albra_core::indicators::named::parse(s)
+                        .map_err(|e| anyhow!("--indicator {s}: {e}"))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let (candles, _) = load_candles(&data, timeframe)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            albra_core::indicators::named::write_csv(&candles, &specs, &mut out)?;
+            Ok(())
+        }
+        Command::Signals {
+            strategy,
+            data,
+            timeframe,
+            actions_only,
+        } => {
+            let sc = cfg.as_ref().and_then(|c| c.strategy(&strategy));
+            let params = sc.map(|s| s.params.clone()).unwrap_or_default();
+            let mut strat = albra_core::strategy::build(
+                &strategy,
+                &params,
+                &format!("strategies.{strategy}.params"),
+            )
+            .map_err(|e| anyhow!("{e}"))?;
+            let (candles, tf) = load_candles(&data, timeframe.or(sc.map(|s| s.timeframe)))?;
+            let rows = albra_core::signals::run(strat.as_mut(), &candles, tf);
+            let rows: Vec<_> = if actions_only {
+                rows.into_iter()
+                    .filter(|r| r.decision.action != albra_core::strategy::Action::Hold)
+                    .collect()
+            } else {
+                rows
+            };
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            albra_core::signals::write_csv(&rows, &mut out)?;
+            Ok(())
+        }
+        other => bail!("`{}` is not a candle-file tool", other.name()),
+    }
+}
+
+/// The per-window table and the stitched out-of-sample summary.
+fn print_walk_forward(
+    r: &albra_core::walkforward::WalkForwardResult,
+    axes: &[albra_core::walkforward::GridAxis],
+    objective: &str,
+) {
+    use albra_core::walkforward::{day, show_params};
+    println!(
+        "{:>3}  {:<16} {:<16} {:<16}  {:<28} {:>9} {:>9} {:>8} {:>8} {:>6}",
+        "win",
+        "in-sample from",
+        "out-of-sample",
+        "to",
+        "best",
+        format!("IS {}", &objective[..objective.len().min(6)]),
+        "OOS ret",
+        "OOS Shp",
+        "OOS DD",
+        "trades"
+    );
+    for w in &r.windows {
+        println!(
+            "{:>3}  {:<16} {:<16} {:<16}  {:<28} {:>9.2} {:>8.2}% {:>8.2} {:>7.2}% {:>6}",
+            w.index + 1,
+            day(w.is_start),
+            day(w.oos_start),
+            day(w.oos_end),
+            show_params(&r.points[w.best], axes),
+            w.is_score,
+            w.oos_metrics.total_return * 100.0,
+            w.oos_metrics.sharpe,
+            w.oos_metrics.max_drawdown * 100.0,
+            w.oos_metrics.trades
+        );
+    }
+    let m = &r.oos_metrics;
+    println!(
+        "out-of-sample, stitched: {} {} {}  return {:.2}%  CAGR {:.2}%  Sharpe {:.2}  Sortino {:.2}  max DD {:.2}%  trades {}  win {:.1}%  PF {:.2}  fees {:.2}",
+        r.strategy,
+        r.symbol.0,
+        r.timeframe.as_str(),
+        m.total_return * 100.0,
+        m.cagr * 100.0,
+        m.sharpe,
+        m.sortino,
+        m.max_drawdown * 100.0,
+        m.trades,
+        m.win_rate * 100.0,
+        m.profit_factor,
+        m.fees
+    );
+}
+
+/// Load candles, warn about gaps, resample when asked.
+fn load_candles(
+    data: &std::path::Path,
+    tf: Option<Timeframe>,
+) -> Result<(Vec<albra_core::domain::Candle>, Timeframe)> {
+    let series = albra_core::data::load_csv(data)?;
+    if !series.gaps.is_empty() {
+        eprintln!(
+            "warning: {}: {} gap(s) in the exchange's history (first: {}); candles stay a sequence, nothing is filled in",
+            data.display(),
+            series.gaps.len(),
+            series.gaps[0]
+        );
+    }
+    match tf {
+        Some(t) if t < series.timeframe => {
+            bail!("cannot resample {} candles down to {t}", series.timeframe)
+        }
+        Some(t) if t != series.timeframe => Ok((
+            albra_core::data::resample(&series.candles, series.timeframe, t, true),
+            t,
+        )),
+        _ => Ok((series.candles, series.timeframe)),
+    }
+}
