@@ -7,10 +7,10 @@
 //!   tools through [`tools`]).
 //!
 //! Why two: a program that links the AWS SDK, TLS and SQLite carries 51,656 relocations that the
-//! loader applies before `main` on every start, and starts a multi-threaded runtime. `albra`
-//! leaves those crates out (3,853 relocations), so a backtest that takes 17 ms as a whole process
-//! spends about 2 ms less of it starting and exiting. Commands that talk to the exchange or AWS
-//! take seconds; the extra `exec` costs them a millisecond.
+//! loader applies before `main` on every start. `albra` leaves those crates out (7,005
+//! relocations): the reference backtest as a whole process went from 19.5 to 18.3 ms, and over a
+//! 300-row file from 4.0 to 2.5 ms. Commands that talk to the exchange or AWS take seconds; the
+//! extra `exec` costs them about a millisecond.
 
 pub mod cli;
 pub mod ops;
