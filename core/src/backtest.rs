@@ -186,15 +186,23 @@ pub fn metrics(
     };
     let &(t1, e1) = equity.last().expect("non-empty");
     let years = ((t1 - t0) as f64 / (365.25 * 86_400_000.0)).max(1e-9);
-    let rets: Vec<f64> = equity
-        .windows(2)
-        .filter(|w| w[0].1 > 0.0)
-        .map(|w| w[1].1 / w[0].1 - 1.0)
-        .collect();
-    let n = rets.len().max(1) as f64;
-    let mean = rets.iter().sum::<f64>() / n;
-    let var = rets.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
-    let down = (rets.iter().map(|r| r.min(0.0).powi(2)).sum::<f64>() / n).sqrt();
+    // The per-sample returns, computed again on each pass rather than collected: a run's curve
+    // has one point per candle, and a fresh vector of them cost the whole process more in page
+    // faults than the second pass costs in arithmetic.
+    let rets = || {
+        equity
+            .windows(2)
+            .filter(|w| w[0].1 > 0.0)
+            .map(|w| w[1].1 / w[0].1 - 1.0)
+    };
+    let (count, sum) = rets().fold((0usize, -0.0f64), |(k, s), r| (k + 1, s + r));
+    let n = count.max(1) as f64;
+    let mean = sum / n;
+    let (sq, down_sq) = rets().fold((-0.0f64, -0.0f64), |(a, d), r| {
+        (a + (r - mean).powi(2), d + r.min(0.0).powi(2))
+    });
+    let var = sq / (n - 1.0).max(1.0);
+    let down = (down_sq / n).sqrt();
     let per_year = 365.25 * 86_400_000.0 / tf.millis() as f64;
     let (mut peak, mut mdd) = (e0, 0.0f64);
     for &(_, e) in equity {

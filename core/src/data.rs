@@ -524,8 +524,10 @@ fn parse_rows(b: &[u8], line: usize, capacity: usize, source: &str) -> Result<Ro
 
 impl Rows {
     fn new(line: usize, capacity: usize) -> Rows {
+        let candles = Vec::with_capacity(capacity);
+        crate::hugepages::advise(&candles);
         Rows {
-            candles: Vec::with_capacity(capacity),
+            candles,
             spacings: Spacings::default(),
             line,
             prev_line: 0,

@@ -13,6 +13,7 @@ pub mod data;
 pub mod domain;
 pub mod emf;
 pub mod engine;
+mod hugepages;
 pub mod indicators;
 pub mod logging;
 pub mod notify;
