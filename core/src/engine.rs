@@ -469,7 +469,8 @@ impl Engine {
     /// it closes, with nothing else acting between them (a backtest's stretch where the exchange
     /// has no order that a candle could fill and no risk state is kept): the memo is checked
     /// against the state once, then each candle gets exactly what [`Engine::evaluate_quiet`]
-    /// gives it, the best price still saved on the candle that moves it.
+    /// gives it, except that the best price is saved once, when the run stops, rather than on
+    /// each candle that moves it.
     ///
     /// Returns how many candles, from the first, were decided HOLD and are done. The candle after
     /// them, if any, is left to [`Engine::evaluate`] as a `false` from
@@ -506,6 +507,11 @@ impl Engine {
             self.cache.keep_quiet(q);
             return 0;
         }
+        // The best price is kept in the memo as it moves and written once, when the run stops:
+        // nothing reads the store between these candles, so the one write leaves what a write
+        // on each moving candle would (a trending stretch moves it on thousands of candles).
+        // `unsaved`: the first candle whose move is not stored yet.
+        let mut unsaved: Option<usize> = None;
         for (done, candle) in candles.iter().enumerate() {
             let now = candle.close_time(tf) + delay;
             let consecutive = q
@@ -513,26 +519,12 @@ impl Engine {
                 .as_ref()
                 .is_some_and(|(_, last)| last + tf.millis() == candle.open_time);
             if candle.open_time != tf.last_closed_open(now) || !consecutive {
-                self.cache.keep_quiet(q);
-                return done;
+                return self.end_quiet_run(q, unsaved, done, false).await;
             }
-            // The best price first, as `prepare` keeps it: a failed write leaves the whole candle
-            // to the full evaluation, the strategy not yet fed.
             if let Some(p) = q.inputs.position.as_mut().filter(|p| p.value.is_open()) {
                 if track_best(&mut p.value, std::slice::from_ref(candle), tf) {
                     p.value.updated_at = now;
-                    let written = q.marks.positions + 1;
-                    match self.repo.save_position(&p.value, Some(p.version)).await {
-                        Ok(v) if self.repo.write_marks().map(|m| m.positions) == Some(written) => {
-                            p.version = v;
-                            q.marks.positions = written;
-                        }
-                        // Failed, or not the only write: the full evaluation reads afresh.
-                        _ => {
-                            self.cache.hand_back(q);
-                            return done;
-                        }
-                    }
+                    unsaved.get_or_insert(done);
                 }
             }
             let (strat, last) = q.fed.as_mut().expect("checked above");
@@ -546,12 +538,43 @@ impl Engine {
                 open_positions: q.inputs.open_positions,
             };
             if strat.decide_action(&ctx) != Action::Hold {
-                self.cache.hand_back(q);
-                return done;
+                // The full evaluation decides this candle again, on the stored best price.
+                return self.end_quiet_run(q, unsaved, done, true).await;
             }
         }
-        self.cache.keep_quiet(q);
-        candles.len()
+        self.end_quiet_run(q, unsaved, candles.len(), false).await
+    }
+
+    /// Stop a quiet run after its first `done` candles: store the best price if it moved since
+    /// candle `unsaved`, then keep the memo for the next run, or (`acting`: the candle after them
+    /// is not a HOLD) hand its strategy back for the full evaluation. Returns the candles done.
+    ///
+    /// A failed write (a backtest's own store has none) drops the memo with the strategy it fed
+    /// past the move, and leaves the candles from the first unsaved move to full evaluations,
+    /// which read the state afresh and rebuild the strategy.
+    async fn end_quiet_run(
+        &self,
+        mut q: Box<Quiet>,
+        unsaved: Option<usize>,
+        done: usize,
+        acting: bool,
+    ) -> usize {
+        if let (Some(first), Some(p)) = (unsaved, q.inputs.position.as_mut()) {
+            let written = q.marks.positions + 1;
+            match self.repo.save_position(&p.value, Some(p.version)).await {
+                Ok(v) if self.repo.write_marks().map(|m| m.positions) == Some(written) => {
+                    p.version = v;
+                    q.marks.positions = written;
+                }
+                _ => return first,
+            }
+        }
+        if acting {
+            self.cache.hand_back(q);
+        } else {
+            self.cache.keep_quiet(q);
+        }
+        done
     }
 
     #[allow(clippy::too_many_arguments)]
