@@ -2,7 +2,7 @@
 //! no exchange, store or AWS, which is why `albra` runs them itself and starts fast (see the crate
 //! docs).
 
-use crate::cli::{Cli, Command};
+use crate::cli::{Cli, Command, SimArgs};
 use albra_core::config::Config;
 use albra_core::domain::Timeframe;
 use anyhow::{anyhow, bail, Context, Result};
@@ -41,27 +41,10 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             report,
         } => {
             for s in &strategy {
-                if albra_core::strategy::build(s, &Default::default(), "--strategy").is_err()
-                    && cfg.as_ref().and_then(|c| c.strategy(s)).is_none()
-                {
-                    bail!(
-                        "unknown strategy `{s}` (valid: {})",
-                        albra_core::strategy::names().join(", ")
-                    );
-                }
+                known_strategy(s, cfg.as_ref())?;
             }
-            let opts = albra_core::backtest::BacktestOptions {
-                strategies: strategy,
-                data,
-                timeframe,
-                fee: sim.fee,
-                slippage: sim.slippage,
-                equity: sim.equity,
-                risk_off: sim.risk == "off",
-                config: cfg.clone(),
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
-                full_jobs: sim.full_jobs,
-            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let opts = sim_options(&sim, strategy, data, timeframe, cfg.clone(), progress);
             let started = std::time::Instant::now();
             let runs = albra_core::backtest::run(&opts).await?;
             println!(
@@ -124,31 +107,20 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             equity_out,
         } => {
             use albra_core::walkforward as wf;
-            if albra_core::strategy::build(&strategy, &Default::default(), "--strategy").is_err()
-                && cfg.as_ref().and_then(|c| c.strategy(&strategy)).is_none()
-            {
-                bail!(
-                    "unknown strategy `{strategy}` (valid: {})",
-                    albra_core::strategy::names().join(", ")
-                );
-            }
+            known_strategy(&strategy, cfg.as_ref())?;
             let axes = grid
                 .iter()
                 .map(|g| wf::GridAxis::parse(g).map_err(|e| anyhow!(e)))
                 .collect::<Result<Vec<_>>>()?;
             let opts = wf::WalkForwardOptions {
-                backtest: albra_core::backtest::BacktestOptions {
-                    strategies: vec![strategy.clone()],
-                    data: vec![data.clone()],
+                backtest: sim_options(
+                    &sim,
+                    vec![strategy.clone()],
+                    vec![data.clone()],
                     timeframe,
-                    fee: sim.fee,
-                    slippage: sim.slippage,
-                    equity: sim.equity,
-                    risk_off: sim.risk == "off",
-                    config: cfg.clone(),
-                    progress: false,
-                    full_jobs: sim.full_jobs,
-                },
+                    cfg.clone(),
+                    false,
+                ),
                 strategy,
                 data,
                 in_sample,
@@ -245,6 +217,42 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             Ok(())
         }
         other => bail!("`{}` is not a candle-file tool", other.name()),
+    }
+}
+
+/// `name` is a registered strategy or one the config defines; otherwise the valid names.
+fn known_strategy(name: &str, cfg: Option<&Config>) -> Result<()> {
+    if albra_core::strategy::build(name, &Default::default(), "--strategy").is_err()
+        && cfg.and_then(|c| c.strategy(name)).is_none()
+    {
+        bail!(
+            "unknown strategy `{name}` (valid: {})",
+            albra_core::strategy::names().join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// What a backtest or walk-forward runs with, from its simulation flags.
+fn sim_options(
+    sim: &SimArgs,
+    strategies: Vec<String>,
+    data: Vec<std::path::PathBuf>,
+    timeframe: Option<Timeframe>,
+    config: Option<Config>,
+    progress: bool,
+) -> albra_core::backtest::BacktestOptions {
+    albra_core::backtest::BacktestOptions {
+        strategies,
+        data,
+        timeframe,
+        fee: sim.fee,
+        slippage: sim.slippage,
+        equity: sim.equity,
+        risk_off: sim.risk == "off",
+        config,
+        progress,
+        full_jobs: sim.full_jobs,
     }
 }
 
