@@ -610,6 +610,12 @@ fn albra_hands_its_other_commands_to_albra_ops_beside_it() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.lines().next(), Some("open_time,ema_20"), "{out}");
     assert_eq!(out.lines().count(), 51, "{out}");
+    let (code, out, _) = run(&["--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        out.contains("replay, run, status, positions and validate run in albra-ops"),
+        "{out}"
+    );
     let (code, out, err) = run(&["status", "--config", "albra.toml", "--state", "state"]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(out.is_empty(), "{out}");

@@ -16,7 +16,9 @@ albra replay --data data/BTCUSDT-perp-15m.csv   run the live jobs over recorded 
 albra run --paper                   local scheduler: live market data, simulated fills\n  \
 albra status / albra positions      what the state store holds\n\n\
 Environment: ALBRA_CONFIG, ALBRA_STATE, ALBRA_BINANCE_URL (Binance REST base URL), AWS_ENDPOINT_URL (DynamoDB/SSM), \
-ALBRA_LOG (log level). Keys come from .env (BINANCE_API_KEY, BINANCE_SECRET_KEY, SUB1_API_KEY, …) or SSM."
+ALBRA_LOG (log level). Keys come from .env (BINANCE_API_KEY, BINANCE_SECRET_KEY, SUB1_API_KEY, …) or SSM.\n\n\
+replay, run, status, positions and validate run in albra-ops, installed beside albra (make build builds both); \
+the candle-file tools (indicators, backtest, walk-forward, signals) run in albra itself."
 )]
 pub struct Cli {
     /// Config file.
