@@ -141,36 +141,14 @@ impl Indexed {
     /// for every candle missing between the first and the last, which for sorted, distinct,
     /// aligned candles (what a [`CandleSeries`] holds) leaves no other gap. Otherwise: the scan.
     fn of_series(series: Arc<CandleSeries>) -> Self {
-        let tf_ms = series.timeframe.millis();
-        let c = &series.candles;
-        let runs = (|| {
-            let (first, last) = (c.first()?.open_time, c.last()?.open_time);
-            let mut runs = vec![(first, 0usize)];
-            let mut missing = 0i64;
-            for g in &series.gaps {
-                let next = g.after_open_time + (i64::try_from(g.missing_candles).ok()? + 1) * tf_ms;
-                let i = c.partition_point(|x| x.open_time < next);
-                let before = c.get(i.checked_sub(1)?)?;
-                let seam = c.get(i)?.open_time == next && before.open_time == g.after_open_time;
-                if !seam || g.missing_candles == 0 || next <= runs[runs.len() - 1].0 {
-                    return None;
-                }
-                runs.push((next, i));
-                missing += i64::try_from(g.missing_candles).ok()?;
-            }
-            let slots = (last - first) / tf_ms + 1;
-            (slots - missing == c.len() as i64).then_some(runs)
-        })();
-        match runs {
+        let tf = series.timeframe;
+        match runs_from_gaps(&series) {
             Some(runs) => Indexed {
-                tf_ms,
+                tf_ms: tf.millis(),
                 candles: Candles::Shared(series),
                 runs,
             },
-            None => {
-                let tf = series.timeframe;
-                Indexed::new(Candles::Shared(series), tf)
-            }
+            None => Indexed::new(Candles::Shared(series), tf),
         }
     }
 
@@ -185,6 +163,30 @@ impl Indexed {
         let off = ((t - start) / self.tf_ms) as usize + 1;
         (idx + off).min(run_end)
     }
+}
+
+/// The runs of `series` (as [`Indexed`] keeps them) read off its gap list, when the list passes
+/// the check [`Indexed::of_series`] describes; `None` otherwise.
+fn runs_from_gaps(series: &CandleSeries) -> Option<Vec<(i64, usize)>> {
+    let tf_ms = series.timeframe.millis();
+    let c = &series.candles;
+    let (first, last) = (c.first()?.open_time, c.last()?.open_time);
+    let mut runs = vec![(first, 0usize)];
+    let mut missing = 0i64;
+    for g in &series.gaps {
+        let skipped = i64::try_from(g.missing_candles).ok()?;
+        let next = g.after_open_time + (skipped + 1) * tf_ms;
+        let i = c.partition_point(|x| x.open_time < next);
+        let before = c.get(i.checked_sub(1)?)?;
+        let seam = c.get(i)?.open_time == next && before.open_time == g.after_open_time;
+        if !seam || skipped == 0 || next <= runs[runs.len() - 1].0 {
+            return None;
+        }
+        runs.push((next, i));
+        missing += skipped;
+    }
+    let slots = (last - first) / tf_ms + 1;
+    (slots - missing == c.len() as i64).then_some(runs)
 }
 
 struct Recorded {
@@ -1813,6 +1815,7 @@ mod tests {
             .collect();
         let good = CandleSeries::new(candles.clone(), tf);
         assert_eq!(good.gaps.len(), 2);
+        assert!(runs_from_gaps(&good).is_some(), "a right list is used");
         assert_eq!(of(good.clone()), scan(&good));
         assert_eq!(scan(&good), vec![(T0, 0), (T0 + 4 * h, 3), (T0 + 7 * h, 4)]);
         // Gap lists that are wrong in any way fall back to the scan, which finds the truth.
@@ -1835,6 +1838,7 @@ mod tests {
                 timeframe: tf,
                 gaps: wrong.clone(),
             };
+            assert_eq!(runs_from_gaps(&s), None, "{wrong:?}");
             assert_eq!(of(s), scan(&good), "{wrong:?}");
         }
         // The real spot file: fifteen outages, indexed the same both ways.
@@ -1845,6 +1849,7 @@ mod tests {
         assert_eq!(spot.gaps.len(), 15);
         let want = scan(&spot);
         assert_eq!(want.len(), 16);
+        assert_eq!(runs_from_gaps(&spot).as_ref(), Some(&want));
         assert_eq!(of(spot), want);
     }
 
