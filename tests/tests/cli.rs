@@ -6,7 +6,17 @@ use std::path::Path;
 use std::process::Command;
 
 fn albra(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
-    let mut c = Command::new(bin("albra"));
+    run(&bin("albra"), dir, args, env)
+}
+
+/// The executable `exe` as [`albra`] runs the built one: no keys, no internet.
+fn run(
+    exe: &Path,
+    dir: &Path,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<i32>, String, String) {
+    let mut c = Command::new(exe);
     c.current_dir(dir)
         .args(args)
         .env_remove("BINANCE_API_KEY")
@@ -582,25 +592,12 @@ fn albra_hands_its_other_commands_to_albra_ops_beside_it() {
     // albra-ops. A copy of albra alone still runs the candle-file tools, and says what the others
     // need.
     let dir = setup();
-    let lone = tempfile::tempdir().unwrap();
-    let copy = lone.path().join("albra");
+    let apart = tempfile::tempdir().unwrap();
+    let copy = apart.path().join("albra");
     std::fs::copy(bin("albra"), &copy).unwrap();
-    let run = |args: &[&str]| {
-        let out = Command::new(&copy)
-            .current_dir(dir.path())
-            .args(args)
-            .env_remove("ALBRA_CONFIG")
-            .env_remove("ALBRA_STATE")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    };
+    let lone = |args: &[&str]| run(&copy, dir.path(), args, &[]);
     let data = sample(dir.path(), 50);
-    let (code, out, err) = run(&[
+    let (code, out, err) = lone(&[
         "indicators",
         "--data",
         data.to_str().unwrap(),
@@ -610,16 +607,16 @@ fn albra_hands_its_other_commands_to_albra_ops_beside_it() {
     assert_eq!(code, Some(0), "{err}");
     assert_eq!(out.lines().next(), Some("open_time,ema_20"), "{out}");
     assert_eq!(out.lines().count(), 51, "{out}");
-    let (code, out, _) = run(&["--help"]);
+    let (code, out, _) = lone(&["--help"]);
     assert_eq!(code, Some(0));
     assert!(
         out.contains("replay, run, status, positions and validate run in albra-ops"),
         "{out}"
     );
-    let (code, out, err) = run(&["status", "--config", "albra.toml", "--state", "state"]);
+    let (code, out, err) = lone(&["status", "--config", "albra.toml", "--state", "state"]);
     assert_eq!(code, Some(2), "{out}{err}");
     assert!(out.is_empty(), "{out}");
-    let wanted = lone.path().join("albra-ops");
+    let wanted = apart.path().join("albra-ops");
     for part in [
         "`albra status` runs in albra-ops",
         &wanted.display().to_string(),

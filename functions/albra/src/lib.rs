@@ -35,6 +35,18 @@ pub fn exit_code(r: anyhow::Result<()>) -> ExitCode {
     }
 }
 
+/// A run over candles that printed its results still fails when a job reported errors on the
+/// way: how many, and the first.
+fn no_job_errors(run: &str, errors: &[String]) -> anyhow::Result<()> {
+    match errors.first() {
+        None => Ok(()),
+        Some(first) => anyhow::bail!(
+            "{} job error(s) during the {run}; first: {first}",
+            errors.len()
+        ),
+    }
+}
+
 /// Whether `e` is a write to a pipe whose reader has closed it.
 fn closed_pipe(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
@@ -68,4 +80,17 @@ pub fn exec_ops(command: &str) -> ExitCode {
         ops.display()
     );
     ExitCode::from(2)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn job_errors_fail_the_run_with_their_count_and_the_first() {
+        assert!(super::no_job_errors("backtest", &[]).is_ok());
+        let e = super::no_job_errors("replay", &["sync: timeout".into(), "x".into()]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "2 job error(s) during the replay; first: sync: timeout"
+        );
+    }
 }

@@ -89,14 +89,7 @@ async fn cmd_replay(
     .await?;
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
-    if !summary.errors.is_empty() {
-        bail!(
-            "{} job error(s) during the replay; first: {}",
-            summary.errors.len(),
-            summary.errors[0]
-        );
-    }
-    Ok(())
+    crate::no_job_errors("replay", &summary.errors)
 }
 
 async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {

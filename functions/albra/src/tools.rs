@@ -84,14 +84,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                     .with_context(|| format!("writing {}", p.display()))?;
                 println!("report written to {}", p.display());
             }
-            if !errors.is_empty() {
-                bail!(
-                    "{} job error(s) during the backtest; first: {}",
-                    errors.len(),
-                    errors[0]
-                );
-            }
-            Ok(())
+            crate::no_job_errors("backtest", &errors)
         }
         Command::WalkForward {
             strategy,
@@ -163,14 +156,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 std::fs::write(&p, s).with_context(|| format!("writing {}", p.display()))?;
                 println!("out-of-sample equity written to {}", p.display());
             }
-            if !r.job_errors.is_empty() {
-                bail!(
-                    "{} job error(s) during the walk-forward; first: {}",
-                    r.job_errors.len(),
-                    r.job_errors[0]
-                );
-            }
-            Ok(())
+            crate::no_job_errors("walk-forward", &r.job_errors)
         }
         Command::Indicators {
             data,
