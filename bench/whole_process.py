@@ -22,11 +22,12 @@ from the peers' directory and runs what that module runs (vectorbt's `full_run`,
 settings are repeated here), loads the CSV with pandas as those scripts do, runs once and prints
 its final equity and trade count, which the driver shows once so a wrong run is visible (the
 figures of RESULTS.md: 10818.22, 10803.86, 10814.44, 307 trades each). The commands run in
-rounds (A B C … then again, the order rotated each round); every figure is wall time from start to exit, as medians with the
-minimum and maximum, and each peer's ratio to albra is the median of its per-round ratios, which
-keeps the comparison meaningful while the machine's speed drifts. Each albra run follows
-seconds of Python work (memory to reclaim, caches replaced), so its figure here reads higher than
-the same command timed on its own: the ratios are, if anything, in the peers' favour.
+rounds (A B C … then again, the order rotated each round); every figure is wall time from start
+to exit, as medians with the minimum and maximum, and each peer's ratio to albra is the median of
+its per-round ratios, which keeps the comparison meaningful while the machine's speed drifts.
+Each albra run follows seconds of Python work (memory to reclaim, caches replaced), so its figure
+here reads higher than the same command timed on its own: the ratios are, if anything, in the
+peers' favour.
 
 Usage (from the repository root; the Python is the peers' venv, `bash ../shared/bench/peers/setup.sh`):
   /tmp/peers/venv/bin/python bench/whole_process.py [--runs 11] [--albra PATH] [--nautilus]
@@ -50,7 +51,7 @@ PEERS = ["vectorbt-rust", "vectorbt-numba", "backtesting.py"]
 def one(peer, peers_dir, data):
     """One whole run of `peer` in this process: import, read the CSV, run, print the result."""
     if peer not in PEERS + ["nautilus"]:
-        raise SystemExit(f"unknown peer {peer!r} (valid: {', '.join(PEERS + ['nautilus'])})")
+        raise SystemExit(f"unknown peer {peer!r} (valid: {', '.join(PEERS)}, nautilus)")
     sys.path.insert(0, str(peers_dir))
     import bench_common as C  # noqa: E402  (imports numpy and the reference's CSV reader)
 
