@@ -3614,6 +3614,22 @@ impl Engine {
     /// A missing or differently sized window is rebuilt from the trade records instead.
     async fn count_in_strategy_stats(&self, t: &TradeRecord) -> Result<(), EngineError> {
         let hour = self.config.risk.day_start_hour_utc;
+        let window = self.stats_window();
+        // The typed backend counts in place (the loop below would copy the window on the read
+        // and again on the write). A missing or differently sized window goes to the loop.
+        if let Some(r) = self
+            .repo
+            .fold_strategy_stats(&t.account, &t.strategy, |st| {
+                if st.keep != window {
+                    return (false, false);
+                }
+                (st.apply(t.exit_time, &t.id, t.pnl.0, hour, window), true)
+            })
+        {
+            if r? == Some(true) {
+                return Ok(());
+            }
+        }
         for _ in 0..3 {
             let current = self.repo.strategy_stats(&t.account, &t.strategy).await?;
             let (st, version) = match current {

@@ -609,6 +609,40 @@ impl StateRepo {
         .await
     }
 
+    /// Let `f` update the strategy's stats item in place, for the typed backend (`None`: a
+    /// key/value store, where the caller reads and saves conditionally instead). `f` returns
+    /// whether it changed the item (written, version + 1) and a result; `Some(Ok(None))` when
+    /// there is no item. Like [`StateRepo::fold_account_state`], a read and a conditional write
+    /// that nothing can come between, without copying the window of recent trades twice.
+    pub fn fold_strategy_stats<R>(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+        f: impl FnOnce(&mut StrategyStats) -> (bool, R),
+    ) -> Option<Result<Option<R>, StoreError>> {
+        let Backend::Typed(t) = &self.backend else {
+            return None;
+        };
+        Some(with_pk(account, |pk| {
+            with_key(&["STATS#", &strategy.0], |sk| {
+                let (r, _) = t.table.update(pk, sk, |item| match item {
+                    None => (Update::Keep, Ok(None)),
+                    Some(Item::Stats(st)) => {
+                        let (changed, r) = f(st);
+                        let update = if changed {
+                            Update::Changed
+                        } else {
+                            Update::Keep
+                        };
+                        (update, Ok(Some(r)))
+                    }
+                    Some(_) => (Update::Keep, Err(wrong_type(pk, sk))),
+                });
+                r
+            })
+        }))
+    }
+
     pub async fn account_state(
         &self,
         account: &AccountId,

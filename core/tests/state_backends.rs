@@ -46,6 +46,13 @@ enum Op {
         version: Option<u64>,
         n: u8,
     },
+    /// Count a trade in a strategy's stats as the engine does: in place when the item exists
+    /// and keeps 3 trades; a missing or differently sized item is left alone.
+    FoldStats {
+        strategy: u8,
+        n: u8,
+        pnl: i32,
+    },
     Claim {
         open: u8,
         now: i64,
@@ -77,6 +84,11 @@ fn op() -> impl Strategy<Value = Op> {
             strategy,
             version,
             n
+        }),
+        (0u8..2, 0u8..8, -50i32..50).prop_map(|(strategy, n, pnl)| Op::FoldStats {
+            strategy,
+            n,
+            pnl
         }),
         (0u8..3, 0i64..5).prop_map(|(open, now)| Op::Claim { open, now }),
         (0u8..3, 1u64..3).prop_map(|(open, version)| Op::Finish { open, version }),
@@ -198,11 +210,53 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
             let st = StrategyStats::from_trades(
                 (0..*n).map(|i| (i64::from(i), "x", Decimal::from(i))),
                 0,
-                3,
+                // Now and then a window of another size, which a count leaves alone.
+                if *n == 4 { 2 } else { 3 },
             );
             out(repo
                 .save_strategy_stats(&acct(), &strategy(*s), &st, *version)
                 .await)
+        }
+        Op::FoldStats {
+            strategy: s,
+            n,
+            pnl,
+        } => {
+            let fold = |st: &mut StrategyStats| {
+                if st.keep != 3 {
+                    return (false, None);
+                }
+                let id = format!("t{n}");
+                let counted = st.apply(i64::from(*n), &id, Decimal::from(*pnl), 0, 3);
+                (counted, Some(counted))
+            };
+            // The typed backend updates in place; a key/value store reads and saves on the
+            // version read, which is what the in-place update must amount to.
+            match repo.fold_strategy_stats(&acct(), &strategy(*s), fold) {
+                Some(r) => out(r),
+                None => {
+                    let cur = repo.strategy_stats(&acct(), &strategy(*s)).await.unwrap();
+                    let r = match cur {
+                        None => None,
+                        Some(v) => {
+                            let mut st = v.value;
+                            let (write, r) = fold(&mut st);
+                            if write {
+                                repo.save_strategy_stats(
+                                    &acct(),
+                                    &strategy(*s),
+                                    &st,
+                                    Some(v.version),
+                                )
+                                .await
+                                .unwrap();
+                            }
+                            Some(r)
+                        }
+                    };
+                    format!("ok {r:?}")
+                }
+            }
         }
         Op::Claim { open, now } => out(repo.claim_run(&run_key(*open), *now).await),
         Op::Finish { open, version } => {

@@ -1,0 +1,129 @@
+//! A strategy's stats item (the recent closed trades entries are Kelly-sized from) is counted
+//! one trade at a time as trades close: in place by the backtests' typed state, read and saved
+//! on its version by the jobs' key/value stores. Driven through the engine on real candles, both
+//! must hold exactly the rebuild from the trade records, and size every entry the same.
+
+use albra_core::config::Config;
+use albra_core::data;
+use albra_core::domain::{AccountId, Notional, StrategyId, Symbol, Timeframe};
+use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::notify::CollectingNotifier;
+use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use albra_core::ports::{Clock, SimClock};
+use albra_core::risk::StrategyStats;
+use albra_core::state::StateRepo;
+use albra_core::store::memory::MemoryStore;
+use std::sync::Arc;
+
+/// A short window (3 trades, Kelly from the second) so it fills, trims and sizes early.
+const CONFIG: &str = r#"
+[notifier]
+telegram = false
+[risk.kelly]
+lookback = 3
+min_trades = 2
+[risk.strategies.EMA_CROSS]
+kelly_min_pct = 0.05
+kelly_max_pct = 0.3
+[[strategies]]
+name = "EMA_CROSS"
+timeframe = "15m"
+symbols = ["BTCUSDT"]
+leverage = 3
+size_pct = 0.1
+[strategies.params]
+stop_loss_pct = 0.2
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["EMA_CROSS"]
+"#;
+
+/// Evaluate EMA_CROSS after each of the sample's first 3,000 candles with `repo` as the state;
+/// the trades recorded (as text, in order) and the stats item.
+async fn run(
+    repo: StateRepo,
+) -> (
+    Vec<String>,
+    Option<StrategyStats>,
+    Vec<(i64, String, rust_decimal::Decimal)>,
+) {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
+    let series = data::load_csv(&path).unwrap();
+    let opens: Vec<i64> = series.candles[..3000].iter().map(|c| c.open_time).collect();
+    let clock = Arc::new(SimClock::new(opens[0]));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
+    let ex = Arc::new(PaperExchange::new(
+        market,
+        clock.clone() as Arc<dyn Clock>,
+        PaperConfig {
+            initial_balance: Notional(10_000.into()),
+            ..PaperConfig::default()
+        },
+    ));
+    let cfg = Config::parse(CONFIG, "test.toml").unwrap();
+    let hour = cfg.risk.day_start_hour_utc;
+    let engine = Engine {
+        accounts: vec![AccountRuntime {
+            config: cfg.accounts[0].clone(),
+            exchange: ex.clone(),
+        }],
+        config: Arc::new(cfg),
+        repo,
+        notifier: Arc::new(CollectingNotifier::default()),
+        timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: false,
+    };
+    let mut entries = Vec::new();
+    for open in opens {
+        let now = open + Timeframe::M15.millis() + 3_000;
+        clock.set(now);
+        let r = engine.evaluate(Timeframe::M15, now).await;
+        assert!(r.ok(), "{r:?}");
+        for p in engine
+            .repo
+            .positions(&AccountId::new("main"))
+            .await
+            .unwrap()
+        {
+            if p.value.opened_at == now {
+                entries.push((now, p.value.entry_client_id.clone(), p.value.qty.0));
+            }
+        }
+    }
+    let main = AccountId::new("main");
+    let trades = engine.repo.trades(&main).await.unwrap();
+    let rebuilt = StrategyStats::from_trades(
+        trades.iter().map(|t| (t.exit_time, t.id.as_str(), t.pnl.0)),
+        hour,
+        3,
+    );
+    let stats = engine
+        .repo
+        .strategy_stats(&main, &StrategyId::new("EMA_CROSS"))
+        .await
+        .unwrap()
+        .map(|v| v.value);
+    assert_eq!(
+        stats.as_ref(),
+        Some(&rebuilt),
+        "the counted window is the rebuild"
+    );
+    let trades = trades.iter().map(|t| format!("{t:?}")).collect();
+    (trades, stats, entries)
+}
+
+#[tokio::test]
+async fn stats_counted_in_place_equal_the_store_and_the_rebuild() {
+    let (typed_trades, typed_stats, typed_entries) = run(StateRepo::typed()).await;
+    let (kv_trades, kv_stats, kv_entries) = run(StateRepo::new(Arc::new(MemoryStore::new()))).await;
+    // Enough closed trades to fill and trim the window, and Kelly-sized entries after it filled.
+    assert!(typed_trades.len() >= 6, "{} trades", typed_trades.len());
+    assert_eq!(typed_stats.as_ref().map(|s| s.recent.len()), Some(3));
+    assert!(typed_entries.len() > 3, "{typed_entries:?}");
+    assert_eq!(typed_trades, kv_trades);
+    assert_eq!(typed_stats, kv_stats);
+    assert_eq!(typed_entries, kv_entries);
+}
