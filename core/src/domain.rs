@@ -553,16 +553,19 @@ impl ClientId {
         intent: Intent,
         generation: u32,
     ) -> ClientId {
-        let owner = owner_hash(account, strategy, symbol);
         let minutes = candle_open_time.div_euclid(60_000).max(0) as u64;
-        let mut s = format!(
-            "{CLIENT_ID_PREFIX}{}-{owner}-{}",
-            intent.code(),
-            base36(minutes)
-        );
+        // `alb{intent}-{owner}-{minutes}[-{generation}]`, written in place: every order of a
+        // backtest derives one or more, and the owner's hash is the same each time.
+        let mut s = String::with_capacity(36);
+        s.push_str(CLIENT_ID_PREFIX);
+        s.push_str(intent.code());
+        s.push('-');
+        with_owner_hash(account, strategy, symbol, |owner| s.push_str(owner));
+        s.push('-');
+        push_base36(&mut s, minutes);
         if generation > 0 {
             s.push('-');
-            s.push_str(&base36(generation as u64));
+            push_base36(&mut s, generation as u64);
         }
         debug_assert!(s.len() <= 36);
         ClientId(s)
@@ -617,18 +620,56 @@ pub fn owner_hash(account: &AccountId, strategy: &StrategyId, symbol: &Symbol) -
     hex::encode(&h.finalize()[..6])
 }
 
-fn base36(mut n: u64) -> String {
+/// [`owner_hash`] given to `f`, remembered per thread for the last few owners (a job or a
+/// backtest derives ids for the same few again and again; the hash is a SHA-256).
+fn with_owner_hash<R>(
+    account: &AccountId,
+    strategy: &StrategyId,
+    symbol: &Symbol,
+    f: impl FnOnce(&str) -> R,
+) -> R {
+    type Owners = Vec<([String; 3], String)>;
+    thread_local! {
+        static OWNERS: std::cell::RefCell<Owners> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    /// Owners remembered per thread; past this the list starts again.
+    const KEEP: usize = 16;
+    OWNERS.with(|owners| {
+        let mut owners = owners.borrow_mut();
+        let parts = [&account.0, &strategy.0, &symbol.0];
+        let known = owners
+            .iter()
+            .position(|(k, _)| k.iter().zip(parts).all(|(a, b)| a == b));
+        let i = match known {
+            Some(i) => i,
+            None => {
+                if owners.len() >= KEEP {
+                    owners.clear();
+                }
+                let hash = owner_hash(account, strategy, symbol);
+                owners.push((parts.map(|p| p.clone()), hash));
+                owners.len() - 1
+            }
+        };
+        f(&owners[i].1)
+    })
+}
+
+/// `n` in base 36 (lower-case digits), appended to `s`.
+fn push_base36(s: &mut String, mut n: u64) {
     const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
-    if n == 0 {
-        return "0".into();
-    }
-    let mut out = Vec::new();
-    while n > 0 {
-        out.push(DIGITS[(n % 36) as usize]);
+    // u64::MAX has 13 base-36 digits.
+    let mut buf = [0u8; 13];
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = DIGITS[(n % 36) as usize];
         n /= 36;
+        if n == 0 {
+            break;
+        }
     }
-    out.reverse();
-    String::from_utf8(out).expect("ascii")
+    s.push_str(std::str::from_utf8(&buf[at..]).expect("ascii"));
 }
 
 /// A closed trade, as recorded for statistics, Kelly sizing and reports.
@@ -822,6 +863,86 @@ mod tests {
         }
         // The bound is loose: a handful of roundings of 2^-53 ≈ 1.1e-16.
         assert!(worst < 5e-16, "worst {worst:e}");
+    }
+
+    #[test]
+    fn client_ids_are_exactly_the_formatted_ones_for_any_owner_order() {
+        // The id format as first written: ids of orders already on the exchange must be
+        // derived again exactly, by any version.
+        fn reference(
+            a: &AccountId,
+            s: &StrategyId,
+            sym: &Symbol,
+            t: i64,
+            intent: Intent,
+            generation: u32,
+        ) -> String {
+            fn base36(mut n: u64) -> String {
+                const DIGITS: &[u8; 36] = b"0123456789abcdefghijklmnopqrstuvwxyz";
+                if n == 0 {
+                    return "0".into();
+                }
+                let mut out = Vec::new();
+                while n > 0 {
+                    out.push(DIGITS[(n % 36) as usize]);
+                    n /= 36;
+                }
+                out.reverse();
+                String::from_utf8(out).expect("ascii")
+            }
+            let owner = owner_hash(a, s, sym);
+            let minutes = t.div_euclid(60_000).max(0) as u64;
+            let mut id = format!(
+                "{CLIENT_ID_PREFIX}{}-{owner}-{}",
+                intent.code(),
+                base36(minutes)
+            );
+            if generation > 0 {
+                id.push('-');
+                id.push_str(&base36(u64::from(generation)));
+            }
+            id
+        }
+        assert_eq!(
+            ClientId::derive(
+                &AccountId::new("main"),
+                &StrategyId::new("EMA_CROSS"),
+                &Symbol::new("BTCUSDT"),
+                1_751_629_500_000,
+                Intent::Entry,
+                0
+            )
+            .0,
+            "albEN-c39b6ace971c-hdq3l"
+        );
+        let mut next = crate::test_rng(0x1d5_c0de);
+        let intents = [
+            Intent::Entry,
+            Intent::Exit,
+            Intent::StopLoss,
+            Intent::TakeProfit,
+            Intent::Pyramid,
+            Intent::PartialExit,
+            Intent::TakeProfitStep,
+            Intent::TrailingStop,
+        ];
+        // 40 owners, more than a thread remembers, visited in a random order.
+        for _ in 0..5000 {
+            let (a, s, sym) = (
+                AccountId::new(format!("acct{}", next() % 4)),
+                StrategyId::new(
+                    ["EMA_CROSS", "TFPE", "ZLMACD_ICHIMOKU", "X"][(next() % 4) as usize],
+                ),
+                Symbol::new(["BTCUSDT", "ETHUSDT", "1000SHIBUSDT"][(next() % 3) as usize]),
+            );
+            let t = (next() % 4_000_000_000_000) as i64 - 1_000_000;
+            let intent = intents[(next() % 8) as usize];
+            let generation = [0, 1, 35, 36, u32::MAX][(next() % 5) as usize];
+            assert_eq!(
+                ClientId::derive(&a, &s, &sym, t, intent, generation).0,
+                reference(&a, &s, &sym, t, intent, generation)
+            );
+        }
     }
 
     #[test]
