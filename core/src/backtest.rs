@@ -812,7 +812,7 @@ mod tests {
             let curve: Vec<(i64, f64)> = (0..len)
                 .map(|i| {
                     let r = next();
-                    let e = if r % 17 == 0 {
+                    let e = if r.is_multiple_of(17) {
                         0.0
                     } else {
                         (r % 10_000) as f64 / 7.0
