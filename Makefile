@@ -11,8 +11,24 @@ PEERS_VENV ?= /tmp/peers/venv
 run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
 
+# `albra` runs the candle-file tools as short processes. Where the host is Linux with glibc it is
+# linked statically (static-pie: still position-independent): each run then skips loading libc,
+# libm and libgcc_s, 0.4 ms of a 12 ms backtest. It needs nothing static glibc lacks (it resolves
+# no host or user names and loads no libraries); `albra-ops`, which talks to the network, stays
+# dynamic. The static copy is built for the host triple in its own directory, then put beside
+# `albra-ops`, where `albra` looks for it.
+HOST := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+STATIC_ALBRA := $(filter %-linux-gnu,$(HOST))
+
 build:
+ifeq ($(STATIC_ALBRA),)
 	$(CARGO) build --release --bin albra --bin albra-ops
+else
+	$(CARGO) build --release --bin albra-ops
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin albra --target $(HOST)
+	rm -f $(CARGO_TARGET_DIR)/release/albra
+	cp $(CARGO_TARGET_DIR)/$(HOST)/release/albra $(CARGO_TARGET_DIR)/release/albra
+endif
 
 # moto (DynamoDB + SSM on loopback) and cfn-lint for the tests, in a local venv.
 venv: $(VENV)/.ready
