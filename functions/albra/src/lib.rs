@@ -10,7 +10,9 @@
 //! loader applies before `main` on every start. `albra` leaves those crates out (7,005
 //! relocations): the reference backtest as a whole process went from 19.5 to 18.3 ms, and over a
 //! 300-row file from 4.0 to 2.5 ms. Commands that talk to the exchange or AWS take seconds; the
-//! extra `exec` costs them about a millisecond.
+//! extra `exec` costs them about a millisecond. For the same reason `make build` links `albra`
+//! statically on Linux with glibc (the Makefile says why that is safe for it and not for
+//! `albra-ops`).
 
 pub mod cli;
 pub mod ops;
