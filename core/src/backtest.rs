@@ -198,10 +198,8 @@ pub fn metrics(
     // The first pass also follows the drawdown: its chain and the sum's are independent, so
     // they overlap in the processor (each is computed exactly as on its own).
     let (mut count, mut sum) = (0usize, -0.0f64);
+    // The drawdown from the start: the first point's own is nil.
     let (mut peak, mut mdd) = (e0, 0.0f64);
-    if e0 > 0.0 {
-        mdd = mdd.max((peak - e0) / peak);
-    }
     for w in equity.windows(2) {
         if w[0].1 > 0.0 {
             count += 1;

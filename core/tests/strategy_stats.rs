@@ -40,7 +40,8 @@ strategies = ["EMA_CROSS"]
 "#;
 
 /// Evaluate EMA_CROSS after each of the sample's first 3,000 candles with `repo` as the state;
-/// the trades recorded (as text, in order) and the stats item.
+/// the trades recorded (as text, in order), the stats item, and each entry's time, client id
+/// and quantity (what the stats sized).
 async fn run(
     repo: StateRepo,
 ) -> (
