@@ -504,6 +504,18 @@ pub enum Intent {
 }
 
 impl Intent {
+    /// Every intent, in declaration order.
+    pub const ALL: [Intent; 8] = [
+        Intent::Entry,
+        Intent::Exit,
+        Intent::StopLoss,
+        Intent::TakeProfit,
+        Intent::Pyramid,
+        Intent::PartialExit,
+        Intent::TakeProfitStep,
+        Intent::TrailingStop,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             Intent::Entry => "EN",
@@ -517,18 +529,7 @@ impl Intent {
         }
     }
     pub fn from_code(s: &str) -> Option<Intent> {
-        [
-            Intent::Entry,
-            Intent::Exit,
-            Intent::StopLoss,
-            Intent::TakeProfit,
-            Intent::Pyramid,
-            Intent::PartialExit,
-            Intent::TakeProfitStep,
-            Intent::TrailingStop,
-        ]
-        .into_iter()
-        .find(|i| i.code() == s)
+        Intent::ALL.into_iter().find(|i| i.code() == s)
     }
 }
 
@@ -916,16 +917,7 @@ mod tests {
             "albEN-c39b6ace971c-hdq3l"
         );
         let mut next = crate::test_rng(0x1d5_c0de);
-        let intents = [
-            Intent::Entry,
-            Intent::Exit,
-            Intent::StopLoss,
-            Intent::TakeProfit,
-            Intent::Pyramid,
-            Intent::PartialExit,
-            Intent::TakeProfitStep,
-            Intent::TrailingStop,
-        ];
+        let intents = Intent::ALL;
         // 40 owners, more than a thread remembers, visited in a random order.
         for _ in 0..5000 {
             let (a, s, sym) = (

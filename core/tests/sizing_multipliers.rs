@@ -3,18 +3,13 @@
 //! off. The entry quantity must scale by exactly the multiplier `risk` computes from the closes
 //! the evaluator saw (within one lot of rounding), and the entry's report line must say why.
 
-use albra_core::config::Config;
-use albra_core::data;
-use albra_core::domain::{AccountId, Notional, Symbol, Timeframe};
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
-use albra_core::notify::CollectingNotifier;
-use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
-use albra_core::ports::{Clock, SimClock};
+mod common;
+
+use albra_core::domain::{AccountId, Timeframe};
 use albra_core::risk;
 use albra_core::state::StateRepo;
 use albra_core::strategy::{self, Action, Context};
 use rust_decimal::Decimal;
-use std::sync::Arc;
 
 const BASE: &str = r#"
 [notifier]
@@ -36,9 +31,7 @@ strategies = ["EMA_CROSS"]
 /// Evaluate the first EMA_CROSS signal of the sample with `extra` config appended; the entry's
 /// quantity, the report line, and the closes the sizing looked at (newest last).
 async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
-    let series = data::load_csv(&path).unwrap();
+    let series = common::perp_15m();
     let mut s = strategy::build("EMA_CROSS", &toml::Table::new(), "t").unwrap();
     let signal = series
         .candles
@@ -54,29 +47,8 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
         .map(|c| c.close.0)
         .collect();
     let now = open_time + Timeframe::M15.millis() + 3_000;
-    let clock = Arc::new(SimClock::new(now));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
-    let ex = Arc::new(PaperExchange::new(
-        market,
-        clock.clone() as Arc<dyn Clock>,
-        PaperConfig {
-            initial_balance: Notional(10_000.into()),
-            ..PaperConfig::default()
-        },
-    ));
-    let cfg = Config::parse(&format!("{BASE}{extra}"), "test.toml").unwrap();
-    let engine = Engine {
-        accounts: vec![AccountRuntime {
-            config: cfg.accounts[0].clone(),
-            exchange: ex.clone(),
-        }],
-        config: Arc::new(cfg),
-        repo: StateRepo::typed(),
-        notifier: Arc::new(CollectingNotifier::default()),
-        timing: EngineTiming::instant(),
-        cache: Default::default(),
-        risk_off: false,
-    };
+    let (engine, _) =
+        common::paper_engine(&format!("{BASE}{extra}"), series, now, StateRepo::typed());
     let r = engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
     let line = r.lines.join("\n");

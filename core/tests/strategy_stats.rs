@@ -3,13 +3,9 @@
 //! on its version by the jobs' key/value stores. Driven through the engine on real candles, both
 //! must hold exactly the rebuild from the trade records, and size every entry the same.
 
-use albra_core::config::Config;
-use albra_core::data;
-use albra_core::domain::{AccountId, Notional, StrategyId, Symbol, Timeframe};
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
-use albra_core::notify::CollectingNotifier;
-use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
-use albra_core::ports::{Clock, SimClock};
+mod common;
+
+use albra_core::domain::{AccountId, StrategyId, Timeframe};
 use albra_core::risk::StrategyStats;
 use albra_core::state::StateRepo;
 use albra_core::store::memory::MemoryStore;
@@ -49,34 +45,10 @@ async fn run(
     Option<StrategyStats>,
     Vec<(i64, String, rust_decimal::Decimal)>,
 ) {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
-    let series = data::load_csv(&path).unwrap();
+    let series = common::perp_15m();
     let opens: Vec<i64> = series.candles[..3000].iter().map(|c| c.open_time).collect();
-    let clock = Arc::new(SimClock::new(opens[0]));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
-    let ex = Arc::new(PaperExchange::new(
-        market,
-        clock.clone() as Arc<dyn Clock>,
-        PaperConfig {
-            initial_balance: Notional(10_000.into()),
-            ..PaperConfig::default()
-        },
-    ));
-    let cfg = Config::parse(CONFIG, "test.toml").unwrap();
-    let hour = cfg.risk.day_start_hour_utc;
-    let engine = Engine {
-        accounts: vec![AccountRuntime {
-            config: cfg.accounts[0].clone(),
-            exchange: ex.clone(),
-        }],
-        config: Arc::new(cfg),
-        repo,
-        notifier: Arc::new(CollectingNotifier::default()),
-        timing: EngineTiming::instant(),
-        cache: Default::default(),
-        risk_off: false,
-    };
+    let (engine, clock) = common::paper_engine(CONFIG, series, opens[0], repo);
+    let hour = engine.config.risk.day_start_hour_utc;
     let mut entries = Vec::new();
     for open in opens {
         let now = open + Timeframe::M15.millis() + 3_000;

@@ -1,0 +1,54 @@
+//! What engine tests over the paper exchange build alike: the shared BTCUSDT 15m sample, and an
+//! engine whose one account trades a paper exchange replaying it.
+
+use albra_core::config::Config;
+use albra_core::data::{self, CandleSeries};
+use albra_core::domain::{Notional, Symbol};
+use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::notify::CollectingNotifier;
+use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use albra_core::ports::{Clock, SimClock};
+use albra_core::state::StateRepo;
+use std::sync::Arc;
+
+/// `data/BTCUSDT-perp-15m.csv`, loaded.
+pub fn perp_15m() -> CandleSeries {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
+    data::load_csv(&path).unwrap()
+}
+
+/// An engine for `config` (TOML; its first account trades) with `repo` as its state, over a
+/// paper exchange of 10,000 USDT replaying `series` as BTCUSDT, and the clock both read, at
+/// `now`. Jobs run at once (`EngineTiming::instant`), notices are collected.
+pub fn paper_engine(
+    config: &str,
+    series: CandleSeries,
+    now: i64,
+    repo: StateRepo,
+) -> (Engine, Arc<SimClock>) {
+    let clock = Arc::new(SimClock::new(now));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
+    let ex = Arc::new(PaperExchange::new(
+        market,
+        clock.clone() as Arc<dyn Clock>,
+        PaperConfig {
+            initial_balance: Notional(10_000.into()),
+            ..PaperConfig::default()
+        },
+    ));
+    let cfg = Config::parse(config, "test.toml").unwrap();
+    let engine = Engine {
+        accounts: vec![AccountRuntime {
+            config: cfg.accounts[0].clone(),
+            exchange: ex,
+        }],
+        config: Arc::new(cfg),
+        repo,
+        notifier: Arc::new(CollectingNotifier::default()),
+        timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: false,
+    };
+    (engine, clock)
+}
