@@ -3,6 +3,8 @@
 //! candle, and answers that do not parse. Checks that nothing is evaluated stale and nothing is
 //! half-written.
 
+mod common;
+
 use albra_core::config::Config;
 use albra_core::data;
 use albra_core::domain::{AccountId, Candle, Notional, Price, Side, StrategyId, Symbol, Timeframe};
@@ -16,23 +18,6 @@ use albra_core::strategy::{self, Action};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-
-const CONFIG: &str = r#"
-[notifier]
-telegram = false
-[[strategies]]
-name = "EMA_CROSS"
-timeframe = "15m"
-symbols = ["BTCUSDT"]
-leverage = 3
-size_pct = 0.1
-[strategies.params]
-stop_loss_pct = 0.003
-[[accounts]]
-id = "main"
-key_source = "env"
-strategies = ["EMA_CROSS"]
-"#;
 
 /// Delegates to the paper exchange, with switchable faults.
 struct Faulty {
@@ -177,7 +162,7 @@ fn setup() -> Setup {
         orders_sent: AtomicUsize::new(0),
     });
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::parse(CONFIG, "test.toml").unwrap();
+    let cfg = Config::parse(&common::ema_cross_15m("0.003", ""), "test.toml").unwrap();
     let notes = Arc::new(CollectingNotifier::default());
     let engine = Engine {
         accounts: vec![AccountRuntime {

@@ -11,23 +11,6 @@ use albra_core::state::StateRepo;
 use albra_core::strategy::{self, Action, Context};
 use rust_decimal::Decimal;
 
-const BASE: &str = r#"
-[notifier]
-telegram = false
-[[strategies]]
-name = "EMA_CROSS"
-timeframe = "15m"
-symbols = ["BTCUSDT"]
-leverage = 3
-size_pct = 0.1
-[strategies.params]
-stop_loss_pct = 0.01
-[[accounts]]
-id = "main"
-key_source = "env"
-strategies = ["EMA_CROSS"]
-"#;
-
 /// Evaluate the first EMA_CROSS signal of the sample with `extra` config appended; the entry's
 /// quantity, the report line, and the closes the sizing looked at (newest last).
 async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
@@ -47,8 +30,12 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
         .map(|c| c.close.0)
         .collect();
     let now = open_time + Timeframe::M15.millis() + 3_000;
-    let (engine, _) =
-        common::paper_engine(&format!("{BASE}{extra}"), series, now, StateRepo::typed());
+    let (engine, _) = common::paper_engine(
+        &common::ema_cross_15m("0.01", extra),
+        series,
+        now,
+        StateRepo::typed(),
+    );
     let r = engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
     let line = r.lines.join("\n");

@@ -11,29 +11,16 @@ use albra_core::state::StateRepo;
 use albra_core::store::memory::MemoryStore;
 use std::sync::Arc;
 
-/// A short window (3 trades, Kelly from the second) so it fills, trims and sizes early.
-const CONFIG: &str = r#"
-[notifier]
-telegram = false
+/// A short Kelly window (3 trades, sizing from the second) so it fills, trims and sizes early;
+/// a stop far enough away that only the signals close positions (no sync job runs here).
+const EXTRA: &str = "
 [risk.kelly]
 lookback = 3
 min_trades = 2
 [risk.strategies.EMA_CROSS]
 kelly_min_pct = 0.05
 kelly_max_pct = 0.3
-[[strategies]]
-name = "EMA_CROSS"
-timeframe = "15m"
-symbols = ["BTCUSDT"]
-leverage = 3
-size_pct = 0.1
-[strategies.params]
-stop_loss_pct = 0.2
-[[accounts]]
-id = "main"
-key_source = "env"
-strategies = ["EMA_CROSS"]
-"#;
+";
 
 /// Evaluate EMA_CROSS after each of the sample's first 3,000 candles with `repo` as the state;
 /// the trades recorded (as text, in order), the stats item, and each entry's time, client id
@@ -47,7 +34,8 @@ async fn run(
 ) {
     let series = common::perp_15m();
     let opens: Vec<i64> = series.candles[..3000].iter().map(|c| c.open_time).collect();
-    let (engine, clock) = common::paper_engine(CONFIG, series, opens[0], repo);
+    let (engine, clock) =
+        common::paper_engine(&common::ema_cross_15m("0.2", EXTRA), series, opens[0], repo);
     let hour = engine.config.risk.day_start_hour_utc;
     let mut entries = Vec::new();
     for open in opens {

@@ -1,5 +1,8 @@
-//! What engine tests over the paper exchange build alike: the shared BTCUSDT 15m sample, and an
-//! engine whose one account trades a paper exchange replaying it.
+//! What engine tests over the paper exchange build alike: an EMA_CROSS config, the shared
+//! BTCUSDT 15m sample, and an engine whose one account trades a paper exchange replaying it.
+
+// Each test crate that includes this module uses part of it.
+#![allow(dead_code)]
 
 use albra_core::config::Config;
 use albra_core::data::{self, CandleSeries};
@@ -10,6 +13,29 @@ use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use albra_core::ports::{Clock, SimClock};
 use albra_core::state::StateRepo;
 use std::sync::Arc;
+
+/// A config of one account, `main`, trading EMA_CROSS on BTCUSDT 15m (3x, 10 % margin) with
+/// its stop `stop_loss_pct` from the entry, and `extra` (more tables) after it.
+pub fn ema_cross_15m(stop_loss_pct: &str, extra: &str) -> String {
+    format!(
+        r#"
+[notifier]
+telegram = false
+[[strategies]]
+name = "EMA_CROSS"
+timeframe = "15m"
+symbols = ["BTCUSDT"]
+leverage = 3
+size_pct = 0.1
+[strategies.params]
+stop_loss_pct = {stop_loss_pct}
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["EMA_CROSS"]
+{extra}"#
+    )
+}
 
 /// `data/BTCUSDT-perp-15m.csv`, loaded.
 pub fn perp_15m() -> CandleSeries {
