@@ -25,7 +25,7 @@ ifeq ($(STATIC_ALBRA),)
 	$(CARGO) build --release --bin albra --bin albra-ops
 else
 	$(CARGO) build --release --bin albra-ops
-	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release --bin albra --target $(HOST)
+	RUSTFLAGS="$(strip $(RUSTFLAGS) -C target-feature=+crt-static)" $(CARGO) build --release --bin albra --target $(HOST)
 	rm -f $(CARGO_TARGET_DIR)/release/albra
 	cp $(CARGO_TARGET_DIR)/$(HOST)/release/albra $(CARGO_TARGET_DIR)/release/albra
 endif
