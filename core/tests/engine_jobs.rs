@@ -6,11 +6,10 @@
 mod common;
 
 use albra_core::config::Config;
-use albra_core::data;
-use albra_core::domain::{AccountId, Candle, Notional, Price, Side, StrategyId, Symbol, Timeframe};
+use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
 use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
-use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
 use albra_core::state::{RunKey, StateRepo};
 use albra_core::store::sqlite::SqliteStore;
@@ -140,20 +139,10 @@ fn first_signal(candles: &[Candle]) -> (i64, Side) {
 }
 
 fn setup() -> Setup {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
-    let series = data::load_csv(&path).unwrap();
+    let series = common::perp_15m();
     let signal = first_signal(&series.candles);
     let clock = Arc::new(SimClock::new(signal.0));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
-    let inner = PaperExchange::new(
-        market,
-        clock.clone() as Arc<dyn Clock>,
-        PaperConfig {
-            initial_balance: Notional(10_000.into()),
-            ..PaperConfig::default()
-        },
-    );
+    let inner = common::paper_exchange(series, &clock);
     let ex = Arc::new(Faulty {
         inner,
         hide_newest_kline: AtomicBool::new(false),

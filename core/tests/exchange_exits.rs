@@ -4,14 +4,15 @@
 //! a partial close with the exchange's own figures, leaving the rest of the ladder in place; when
 //! the position closes, nothing of it stays open.
 
+mod common;
+
 use albra_core::config::Config;
-use albra_core::data;
 use albra_core::domain::{
-    AccountId, Candle, ExitKind, Notional, OrderSide, Position, Side, Symbol, Timeframe,
+    AccountId, Candle, ExitKind, OrderSide, Position, Side, Symbol, Timeframe,
 };
 use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
-use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use albra_core::paper::{PaperConfig, PaperExchange};
 use albra_core::ports::*;
 use albra_core::state::StateRepo;
 use albra_core::store::sqlite::SqliteStore;
@@ -82,21 +83,11 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
-    let series = data::load_csv(&path).unwrap();
+    let series = common::perp_15m();
     let candles = series.candles.clone();
     let signal = first_signal(&candles);
     let clock = Arc::new(SimClock::new(signal.0));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
-    let ex = Arc::new(PaperExchange::new(
-        market,
-        clock.clone() as Arc<dyn Clock>,
-        PaperConfig {
-            initial_balance: Notional(10_000.into()),
-            ..PaperConfig::default()
-        },
-    ));
+    let ex = Arc::new(common::paper_exchange(series, &clock));
     let dir = tempfile::tempdir().unwrap();
     let cfg = config();
     let notes = Arc::new(CollectingNotifier::default());

@@ -44,9 +44,22 @@ pub fn perp_15m() -> CandleSeries {
     data::load_csv(&path).unwrap()
 }
 
+/// A paper exchange of 10,000 USDT replaying `series` as BTCUSDT on `clock`.
+pub fn paper_exchange(series: CandleSeries, clock: &Arc<SimClock>) -> PaperExchange {
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
+    PaperExchange::new(
+        market,
+        clock.clone() as Arc<dyn Clock>,
+        PaperConfig {
+            initial_balance: Notional(10_000.into()),
+            ..PaperConfig::default()
+        },
+    )
+}
+
 /// An engine for `config` (TOML; its first account trades) with `repo` as its state, over a
-/// paper exchange of 10,000 USDT replaying `series` as BTCUSDT, and the clock both read, at
-/// `now`. Jobs run at once (`EngineTiming::instant`), notices are collected.
+/// [`paper_exchange`] of `series`, and the clock both read, at `now`. Jobs run at once
+/// (`EngineTiming::instant`), notices are collected.
 pub fn paper_engine(
     config: &str,
     series: CandleSeries,
@@ -54,15 +67,7 @@ pub fn paper_engine(
     repo: StateRepo,
 ) -> (Engine, Arc<SimClock>) {
     let clock = Arc::new(SimClock::new(now));
-    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
-    let ex = Arc::new(PaperExchange::new(
-        market,
-        clock.clone() as Arc<dyn Clock>,
-        PaperConfig {
-            initial_balance: Notional(10_000.into()),
-            ..PaperConfig::default()
-        },
-    ));
+    let ex = Arc::new(paper_exchange(series, &clock));
     let cfg = Config::parse(config, "test.toml").unwrap();
     let engine = Engine {
         accounts: vec![AccountRuntime {
