@@ -1,5 +1,5 @@
-//! Transparent huge pages for the few big vectors a backtest fills: the candles and the equity
-//! curve.
+//! Transparent huge pages for the biggest vectors a backtest fills: the candles as the loader
+//! reads them (`data::Rows`).
 //!
 //! The CLI's allocator (mimalloc, built with `no_thp`) asks for no huge pages, because a 2 MiB
 //! page is zeroed in full at its first touch, and for the small allocations of a starting process
