@@ -36,7 +36,19 @@ pub struct App {
 }
 
 impl App {
-    /// The exchange's clock (ms), falling back to the local clock if the exchange cannot answer.
+    /// The exchange's clock (ms), with no fallback: the evaluator picks its candle and waits for
+    /// its close on this clock, and a host clock that runs ahead or behind would pick the wrong
+    /// candle or sleep by the skew.
+    pub async fn exchange_clock(&self) -> Result<i64, AppError> {
+        self.clock_exchange.server_time().await.map_err(|e| {
+            AppError(format!(
+                "exchange clock unavailable ({e}); no candle is chosen from the local clock"
+            ))
+        })
+    }
+
+    /// The exchange's clock (ms), falling back to the local clock if the exchange cannot answer:
+    /// for the sync, which only dates what it records.
     pub async fn exchange_now(&self) -> i64 {
         match self.clock_exchange.server_time().await {
             Ok(t) => t,

@@ -70,6 +70,10 @@ pub struct JobsSection {
     pub history: u32,
     /// Seconds a pending entry may stay unconfirmed before sync gives up on it.
     pub pending_timeout_secs: u64,
+    /// Seconds an evaluator's claim on a candle holds before a rerun may take it over, if the
+    /// claiming run sent no order (it died while fetching candles or sizing). Longer than
+    /// `binance.recv_window_ms`, so no request of the dead run can still arrive at the exchange.
+    pub claim_lease_secs: u64,
 }
 impl Default for JobsSection {
     fn default() -> Self {
@@ -78,6 +82,7 @@ impl Default for JobsSection {
             kline_wait_secs: 20,
             history: 1000,
             pending_timeout_secs: 120,
+            claim_lease_secs: 60,
         }
     }
 }
@@ -564,6 +569,16 @@ impl Config {
                 format!(
                     "expected 1–60000 (Binance's limit), got {}",
                     self.binance.recv_window_ms
+                ),
+            ));
+        }
+        let lease_ms = self.jobs.claim_lease_secs.saturating_mul(1000);
+        if lease_ms <= self.binance.recv_window_ms || self.jobs.claim_lease_secs > 3600 {
+            return Err(err(
+                "jobs.claim_lease_secs".into(),
+                format!(
+                    "expected more than binance.recv_window_ms ({} ms) and at most 3600, got {}",
+                    self.binance.recv_window_ms, self.jobs.claim_lease_secs
                 ),
             ));
         }

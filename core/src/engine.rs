@@ -27,7 +27,7 @@ use crate::ports::{
     WorkingType,
 };
 use crate::risk;
-use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
+use crate::state::{Claim, RunKey, RunStage, StateRepo, Versioned, WriteMarks};
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
@@ -66,6 +66,20 @@ pub struct JobReport {
     /// Symbols whose exchange position differed from the stored state when the sync started
     /// (before it healed anything): the sync-drift metric.
     pub sync_drift: u32,
+    /// The candle claim held by the evaluation in progress (none outside one).
+    pub claim: Option<HeldClaim>,
+}
+
+/// A candle claim this run holds: the marker's current version fences every write of it.
+#[derive(Debug, Clone)]
+pub struct HeldClaim {
+    pub run: RunKey,
+    pub version: u64,
+    pub claimed_at: i64,
+    /// Moved to [`RunStage::Acting`]: an order has been (or is being) sent.
+    pub acting: bool,
+    /// Taken over from a run that stopped before sending anything.
+    pub took_over: bool,
 }
 
 impl JobReport {
@@ -74,10 +88,17 @@ impl JobReport {
     }
 }
 
+/// The most one protective stop may wait on rate limits: most of the sync's 50 s Lambda
+/// timeout, half the evaluator's 90 s, and longer than Binance's usual `Retry-After` storms.
+pub const PROTECT_BUDGET: Duration = Duration::from_secs(35);
+
 /// Pauses the engine may take (zero in replay and backtests).
 #[derive(Clone, Copy, Debug)]
 pub struct EngineTiming {
     pub submit: SubmitPolicy,
+    /// Submission of protective stops: rate limits waited out within a larger budget
+    /// ([`SubmitPolicy::protective`]).
+    pub protect: SubmitPolicy,
     /// Pause between asks for a newest closed candle that the exchange does not serve yet.
     pub kline_pause: Duration,
     /// How many times to ask before skipping the candle.
@@ -96,6 +117,7 @@ impl EngineTiming {
         let attempts = (cfg.jobs.kline_wait_secs / 2).max(1) as u32;
         EngineTiming {
             submit: SubmitPolicy::default(),
+            protect: SubmitPolicy::default().protective(PROTECT_BUDGET),
             kline_pause: Duration::from_secs(2),
             kline_attempts: attempts,
             record_holds: true,
@@ -105,6 +127,7 @@ impl EngineTiming {
     pub fn instant() -> Self {
         EngineTiming {
             submit: SubmitPolicy::instant(),
+            protect: SubmitPolicy::instant().protective(PROTECT_BUDGET),
             kline_pause: Duration::ZERO,
             kline_attempts: 1,
             record_holds: true,
@@ -304,6 +327,29 @@ fn view(p: &Position) -> PositionView {
         partial_exits_done: p.partial_exits_done,
         pyramids_done: p.pyramids_done,
     }
+}
+
+/// What came of placing a position's protective stop.
+#[derive(Debug, PartialEq)]
+enum Protection {
+    /// On the exchange (or the position has no stop to place).
+    Placed,
+    /// Refused because the market has already passed this level (-2021): the position must be
+    /// closed at market ([`Engine::close_passed_stop`]).
+    Passed(Price),
+    /// Not placed after every retry the budget allowed: the position is unprotected.
+    Failed(String),
+}
+
+/// The job error that says a position is left without its protective stop. Every job that ends
+/// with one exits non-zero, so `JobErrors` and the alarms see it; the next sync re-places the
+/// stop first.
+fn unprotected(pos: &Position, why: &str) -> String {
+    format!(
+        "{}: UNPROTECTED: protective stop {} not on the exchange ({why}); the next sync places it first",
+        pos.key,
+        pos.stop_loss.map(|s| s.to_string()).unwrap_or_default()
+    )
 }
 
 /// Outcome of fetching candles for one evaluation.
@@ -610,27 +656,16 @@ impl Engine {
             tf,
             open_time,
         };
-        const ALREADY: &str = "already evaluated by an earlier run; nothing to do";
         // The jobs claim the candle before anything else; a backtest decides first and claims
         // only candles that act (a HOLD changes nothing, so it needs no marker).
         let early = self.timing.record_holds;
         let mut claimed = None;
         if early {
-            match self.repo.claim_run(&run, now).await? {
-                Some(m) => claimed = Some(m),
-                None => return Ok(ALREADY.into()),
+            match self.claim(&run, now).await? {
+                Ok(c) => claimed = Some(c),
+                Err(line) => return Ok(line),
             }
         }
-        let finish = |marker: u64, outcome: String| {
-            let repo = self.repo.clone();
-            let run = run.clone();
-            async move {
-                if let Err(e) = repo.finish_run(&run, marker, now, &outcome).await {
-                    tracing::warn!(error = %e, "could not record the run outcome");
-                }
-                outcome
-            }
-        };
         // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
         let prepared = self.prepare(acct, s, sym, tf, open_time, now).await;
         if !early {
@@ -640,56 +675,170 @@ impl Engine {
                 }
             }
             if prepared.is_ok() {
-                match self.repo.claim_run(&run, now).await? {
-                    Some(m) => claimed = Some(m),
-                    None => return Ok(ALREADY.into()),
+                match self.claim(&run, now).await? {
+                    Ok(c) => claimed = Some(c),
+                    Err(line) => return Ok(line),
                 }
             }
         }
-        let (decision, position, ref_price) = match prepared {
-            Ok(Some(x)) => x,
-            Ok(None) => {
-                let why = format!(
-                    "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
-                    iso(open_time)
-                );
-                self.notify(
-                    account,
-                    Priority::Medium,
-                    "skipped",
-                    || {
-                        (
-                            format!("skip:{account}:{}:{sym}:{open_time}", s.name),
-                            format!("{}/{sym}: {why}", s.name),
-                        )
-                    },
-                    now,
-                )
-                .await;
-                return Ok(match claimed {
-                    Some(m) => finish(m, why).await,
-                    None => why,
-                });
-            }
+        let prepared = match prepared {
+            Ok(x) => x,
             Err(e) => {
-                if let Some(m) = claimed {
-                    if let Err(re) = self.repo.release_run(&run, m).await {
-                        tracing::warn!(error = %re, "could not release the run marker");
-                    }
+                if let Some(c) = &claimed {
+                    self.release_claim(c).await;
                 }
                 return Err(e);
             }
         };
-        let marker = claimed.expect("claimed before acting");
+        let Some((decision, position, ref_price)) = prepared else {
+            let why = format!(
+                "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
+                iso(open_time)
+            );
+            self.notify(
+                account,
+                Priority::Medium,
+                "skipped",
+                || {
+                    (
+                        format!("skip:{account}:{}:{sym}:{open_time}", s.name),
+                        format!("{}/{sym}: {why}", s.name),
+                    )
+                },
+                now,
+            )
+            .await;
+            return Ok(match claimed {
+                Some(c) => self.finish_claim(&c, why).await,
+                None => why,
+            });
+        };
         tracing::info!(account = %account, strategy = %s.name, symbol = %sym, action = ?decision.action, conditions = %decision.conditions_line(), "decision");
-        if let Some(p) = &position {
-            if p.value.status == PositionStatus::Pending {
-                return Ok(finish(
-                    marker,
-                    "skipped: an entry is pending confirmation by the sync job".into(),
-                )
-                .await);
+        // The claim travels with the report: the first order moves it to Acting (`before_send`).
+        report.claim = claimed;
+        let result = self
+            .act(acct, s, sym, open_time, now, decision, position, ref_price, report)
+            .await;
+        let claim = report.claim.take().expect("claimed before acting");
+        match result {
+            Ok(outcome) => Ok(self.finish_claim(&claim, outcome).await),
+            Err(e) => {
+                // Nothing sent: give the candle back for a retry. Once Acting, the marker stays
+                // and the sync resolves what was sent.
+                if !claim.acting {
+                    self.release_claim(&claim).await;
+                }
+                Err(e)
             }
+        }
+    }
+
+    /// Claim a candle (see [`StateRepo::claim_run`]). `Ok(Err(line))` when there is nothing to
+    /// do for it; an error when another run still holds it within its lease (a retry after the
+    /// lease takes it over if that run died).
+    async fn claim(&self, run: &RunKey, now: i64) -> Result<Result<HeldClaim, String>, EngineError> {
+        let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
+        match self.repo.claim_run(run, now, lease).await? {
+            Claim::Held { version, took_over } => {
+                if let Some(m) = &took_over {
+                    tracing::warn!(claimed_at = m.claimed_at, lease_until = m.lease_until, "took over the claim of a run that stopped before sending any order");
+                }
+                Ok(Ok(HeldClaim {
+                    run: run.clone(),
+                    version,
+                    claimed_at: now,
+                    acting: false,
+                    took_over: took_over.is_some(),
+                }))
+            }
+            Claim::Taken(m) => match m.stage {
+                RunStage::Done => Ok(Err(
+                    "already evaluated by an earlier run; nothing to do".into()
+                )),
+                RunStage::Acting => Ok(Err(
+                    "another run is acting on this candle (orders sent); the sync job resolves them".into(),
+                )),
+                RunStage::Evaluating => Err(EngineError::Other(format!(
+                    "claimed by another run until {} (its lease); a rerun after that takes it over if that run has died",
+                    iso(m.lease_until)
+                ))),
+            },
+        }
+    }
+
+    async fn finish_claim(&self, c: &HeldClaim, outcome: String) -> String {
+        if let Err(e) = self
+            .repo
+            .finish_run(&c.run, c.version, c.claimed_at, &outcome)
+            .await
+        {
+            tracing::warn!(error = %e, "could not record the run outcome");
+        }
+        outcome
+    }
+
+    async fn release_claim(&self, c: &HeldClaim) {
+        if let Err(e) = self.repo.release_run(&c.run, c.version).await {
+            tracing::warn!(error = %e, "could not release the run marker");
+        }
+    }
+
+    /// Right before each market order: the first one of an evaluation moves its candle's claim
+    /// to Acting, fenced by the claim's version, so a run whose claim was taken over (it
+    /// outlived its lease) sends nothing.
+    async fn before_send(&self, report: &mut JobReport) -> Result<(), EngineError> {
+        if let Some(c) = report.claim.as_mut().filter(|c| !c.acting) {
+            c.version = match self.repo.mark_acting(&c.run, c.version, c.claimed_at).await {
+                Ok(v) => v,
+                Err(e) if e.is_conflict() => {
+                    return Err(EngineError::Other(
+                        "another run took this candle over (this run outlived its claim's lease); nothing sent".into(),
+                    ))
+                }
+                Err(e) => return Err(e.into()),
+            };
+            c.acting = true;
+        }
+        report.orders_attempted += 1;
+        Ok(())
+    }
+
+    /// Act on a decision for one held candle: check what the exchange did since the last sync,
+    /// then enter, exit, resize or move the stop.
+    #[allow(clippy::too_many_arguments)]
+    async fn act(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        open_time: i64,
+        now: i64,
+        decision: Decision,
+        mut position: Option<Versioned<Position>>,
+        ref_price: Price,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        let account = &acct.config.id;
+        if let Some(p) = position.take_if(|p| p.value.status == PositionStatus::Pending) {
+            let ours = ClientId::derive(
+                account,
+                &p.value.key.strategy,
+                sym,
+                open_time,
+                Intent::Entry,
+                0,
+            );
+            if p.value.entry_client_id != ours.0 {
+                return Ok("skipped: an entry is pending confirmation by the sync job".into());
+            }
+            // This candle's own entry, written by a run that held this claim and never reached
+            // Acting (a claim that sent anything is never taken over nor released): its order
+            // was never sent, so the record goes and the candle is evaluated afresh.
+            self.repo.delete_position(&p.value.key, p.version).await?;
+            report.lines.push(format!(
+                "{}: dropped the pending entry {ours} of an interrupted run that never sent it",
+                p.value.key
+            ));
         }
         let mut open = position.filter(|p| p.value.is_open());
         // The exchange may have closed it since the last sync (its stop fired at this close):
@@ -714,103 +863,86 @@ impl Engine {
                     }
                     if !closed {
                         if !self.shares_match(ex, &p.value).await? {
-                            let why = format!(
+                            return Ok(format!(
                                 "skipped {}: the exchange's {sym} position differs from the stored shares; the sync job reconciles it first",
                                 crate::signals::action_label(&decision.action)
-                            );
-                            return Ok(finish(marker, why).await);
+                            ));
                         }
                         open = Some(p);
                     }
                 }
             }
         }
-        let attempted_before = report.orders_attempted;
-        let result: Result<String, EngineError> = async {
-            Ok(match decision.action.clone() {
-                Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
-                Action::PartialClose {
-                    fraction,
-                    stage,
-                    reason,
-                } => match open {
-                    Some(p) => {
-                        self.partial_close(acct, p, fraction, stage, &reason, now, report)
-                            .await?
-                    }
-                    None => "hold (partial close while flat)".into(),
-                },
-                Action::Pyramid { fraction, stage } => match open {
-                    Some(p) => {
-                        self.pyramid(acct, s, p, fraction, stage, ref_price, now, report)
-                            .await?
-                    }
-                    None => "hold (pyramid while flat)".into(),
-                },
-                Action::MoveStop { price, reason } => match open {
-                    Some(p) => self.move_stop(acct, p, price, &reason, now, report).await?,
-                    None => "hold (stop move while flat)".into(),
-                },
-                Action::Close { reason } => match open {
-                    Some(p) => {
-                        self.exit(acct.exchange.as_ref(), p, &reason, open_time, now, report)
-                            .await?;
-                        format!("closed: {reason}")
-                    }
-                    None => "hold (close signal while flat)".into(),
-                },
-                Action::Open {
-                    side,
-                    stop,
-                    take_profit,
+        Ok(match decision.action.clone() {
+            Action::Hold => format!("hold ({}) {}", decision.note, decision.conditions_line()),
+            Action::PartialClose {
+                fraction,
+                stage,
+                reason,
+            } => match open {
+                Some(p) => {
+                    self.partial_close(acct, p, fraction, stage, &reason, now, report)
+                        .await?
                 }
-                | Action::Reverse {
-                    side,
-                    stop,
-                    take_profit,
-                } => {
-                    let reverse = matches!(decision.action, Action::Reverse { .. });
-                    match open {
-                        Some(_) if !reverse => {
-                            return Ok("hold (open signal while already in a position)".into())
-                        }
-                        Some(p) => {
-                            let why = format!("reverse to {side}");
-                            self.exit(acct.exchange.as_ref(), p, &why, open_time, now, report)
-                                .await?
-                        }
-                        None => {}
-                    }
-                    self.enter(
-                        acct,
-                        s,
-                        sym,
-                        side,
-                        stop,
-                        take_profit,
-                        open_time,
-                        now,
-                        ref_price,
-                        &decision,
-                        report,
-                    )
-                    .await?
+                None => "hold (partial close while flat)".into(),
+            },
+            Action::Pyramid { fraction, stage } => match open {
+                Some(p) => {
+                    self.pyramid(acct, s, p, fraction, stage, ref_price, now, report)
+                        .await?
                 }
-            })
-        }
-        .await;
-        let outcome = match result {
-            Ok(o) => o,
-            Err(e) => {
-                if report.orders_attempted == attempted_before {
-                    if let Err(re) = self.repo.release_run(&run, marker).await {
-                        tracing::warn!(error = %re, "could not release the run marker");
-                    }
+                None => "hold (pyramid while flat)".into(),
+            },
+            Action::MoveStop { price, reason } => match open {
+                Some(p) => self.move_stop(acct, p, price, &reason, now, report).await?,
+                None => "hold (stop move while flat)".into(),
+            },
+            Action::Close { reason } => match open {
+                Some(p) => {
+                    self.exit(acct.exchange.as_ref(), p, &reason, open_time, now, report)
+                        .await?;
+                    format!("closed: {reason}")
                 }
-                return Err(e);
+                None => "hold (close signal while flat)".into(),
+            },
+            Action::Open {
+                side,
+                stop,
+                take_profit,
             }
-        };
-        Ok(finish(marker, outcome).await)
+            | Action::Reverse {
+                side,
+                stop,
+                take_profit,
+            } => {
+                let reverse = matches!(decision.action, Action::Reverse { .. });
+                match open {
+                    Some(_) if !reverse => {
+                        return Ok("hold (open signal while already in a position)".into())
+                    }
+                    Some(p) => {
+                        let why = format!("reverse to {side}");
+                        self.exit(acct.exchange.as_ref(), p, &why, open_time, now, report)
+                            .await?
+                    }
+                    None => {}
+                }
+                self.enter(
+                    acct,
+                    s,
+                    sym,
+                    side,
+                    stop,
+                    take_profit,
+                    open_time,
+                    now,
+                    ref_price,
+                    &decision,
+                    report,
+                )
+                .await?
+            }
+        })
     }
 
     /// Fetch candles, build the strategy and decide. `Ok(None)` when the candle is not served yet.
@@ -1117,7 +1249,7 @@ impl Engine {
             reduce_only: false,
             client_id: entry_id.clone(),
         };
-        report.orders_attempted += 1;
+        self.before_send(report).await?;
         let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
@@ -1162,9 +1294,23 @@ impl Engine {
             .await;
         pos.status = PositionStatus::Active;
         pos.updated_at = now;
-        let protected = self
+        let protection = self
             .protect(ex, &mut pos, &filters, &stored, now, report)
             .await;
+        if let Protection::Passed(level) = protection {
+            version = self.repo.save_position(&pos, Some(version)).await?;
+            self.repo.record_entry(account, &sid, now).await?;
+            let (qty, price) = (pos.qty, pos.entry_price);
+            let p = Versioned {
+                value: pos,
+                version,
+            };
+            let why = self.close_passed_stop(ex, p, level, now, report).await?;
+            return Ok(format!("entered {side} {qty} @ {price}, then {why}"));
+        }
+        if let Protection::Failed(why) = &protection {
+            report.errors.push(unprotected(&pos, why));
+        }
         if let Some(plan) = self.exit_plan(&pos) {
             if let Err(e) = self
                 .reconcile_exits(ex, &mut pos, &filters, &stored, &plan, None, now, report)
@@ -1190,9 +1336,9 @@ impl Engine {
             }
         }
         let _ = version;
-        let stop_txt = match (&pos.stop_loss, protected) {
+        let stop_txt = match (&pos.stop_loss, protection == Protection::Placed) {
             (Some(p), true) => format!("stop {p}"),
-            (Some(p), false) => format!("STOP {p} NOT PLACED (sync will retry)"),
+            (Some(p), false) => format!("STOP {p} NOT PLACED (UNPROTECTED; the sync places it first)"),
             (None, _) => "no stop".to_string(),
         };
         self.notify(
@@ -1298,7 +1444,9 @@ impl Engine {
         Ok(())
     }
 
-    /// Place the protective stop (and take-profit) of a position; `false` if the stop is missing.
+    /// Place the protective stop (and take-profit) of a position. Rate limits are waited out
+    /// within the protective budget (`EngineTiming::protect`); a stop still not placed after
+    /// that is announced CRITICAL here and the caller fails its job.
     async fn protect(
         &self,
         ex: &dyn Exchange,
@@ -1307,9 +1455,9 @@ impl Engine {
         others: &[Versioned<Position>],
         now: i64,
         report: &mut JobReport,
-    ) -> bool {
+    ) -> Protection {
         let Some(trigger) = pos.stop_loss else {
-            return true;
+            return Protection::Placed;
         };
         // closePosition closes the whole net position: only when nothing else (another strategy
         // or a MANUAL position) shares the symbol. A shared symbol gets a quantity stop of this
@@ -1337,11 +1485,15 @@ impl Engine {
             working_type: WorkingType::MarkPrice,
             client_algo_id: id.clone(),
         };
-        let ok = match orders::submit_algo(ex, &order, self.timing.submit).await {
+        let outcome = match orders::submit_algo(ex, &order, self.timing.protect).await {
             Ok(_) => {
                 pos.stop_client_id = Some(id.0.clone());
                 report.orders_placed += 1;
-                true
+                Protection::Placed
+            }
+            // The caller closes at market; that is no failure to announce.
+            Err(e) if e.rejected_code() == Some(codes::WOULD_TRIGGER_IMMEDIATELY) => {
+                return Protection::Passed(trigger);
             }
             Err(e) => {
                 if e.rejected_code().is_some() {
@@ -1363,7 +1515,7 @@ impl Engine {
                     now,
                 )
                 .await;
-                false
+                Protection::Failed(e.to_string())
             }
         };
         if let Some(tp) = pos.take_profit {
@@ -1405,7 +1557,7 @@ impl Engine {
                 }
             }
         }
-        ok
+        outcome
     }
 
     /// Close a position with a reduce-only market order, cancel its protective orders and record
@@ -1419,9 +1571,7 @@ impl Engine {
         now: i64,
         report: &mut JobReport,
     ) -> Result<(), EngineError> {
-        // `ex` trades this position's account.
         let pos = &p.value;
-        let filters = ex.symbol_filters(&pos.key.symbol).await?;
         let id = ClientId::derive(
             &pos.key.account,
             &pos.key.strategy,
@@ -1430,6 +1580,48 @@ impl Engine {
             Intent::Exit,
             0,
         );
+        self.exit_as(ex, p, reason, id, now, report).await
+    }
+
+    /// Close a position whose stop level the market has already passed (Binance answers -2021,
+    /// "would immediately trigger", to such a stop): the stop's exit has in effect happened, so
+    /// it is done now at market instead of leaving the position on its old stop or none. The
+    /// client id belongs to this stop generation, so a rerun finds the same order.
+    async fn close_passed_stop(
+        &self,
+        ex: &dyn Exchange,
+        p: Versioned<Position>,
+        level: Price,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        let pos = &p.value;
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            Intent::Exit,
+            pos.stop_generation + 1,
+        );
+        let reason = format!("stop level {level} already passed; closed at market");
+        self.exit_as(ex, p, &reason, id, now, report).await?;
+        Ok(reason)
+    }
+
+    /// [`Engine::exit`] with the closing order's client id given.
+    async fn exit_as(
+        &self,
+        ex: &dyn Exchange,
+        p: Versioned<Position>,
+        reason: &str,
+        id: ClientId,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        // `ex` trades this position's account.
+        let pos = &p.value;
+        let filters = ex.symbol_filters(&pos.key.symbol).await?;
         let order = MarketOrder {
             symbol: pos.key.symbol.clone(),
             side: pos.side.exit_order_side(),
@@ -1439,7 +1631,7 @@ impl Engine {
                 .await?,
             client_id: id.clone(),
         };
-        report.orders_attempted += 1;
+        self.before_send(report).await?;
         let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
             Ok(f) => f,
             Err(e) => {
@@ -1594,7 +1786,7 @@ impl Engine {
             reduce_only: self.reduces_net(ex, &pos.key.symbol, pos.side, qty).await?,
             client_id: id.clone(),
         };
-        report.orders_attempted += 1;
+        self.before_send(report).await?;
         let fill = orders::submit_market(ex, &order, self.timing.submit).await?;
         report.orders_placed += 1;
         let (exit_price, gross, exit_fee) = self.closing_figures(ex, &pos, &fill).await;
@@ -1728,7 +1920,7 @@ impl Engine {
             reduce_only: false,
             client_id: id.clone(),
         };
-        report.orders_attempted += 1;
+        self.before_send(report).await?;
         let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
             Ok(f) => f,
             Err(ExchangeError::Rejected { code, msg, .. }) => {
@@ -1815,14 +2007,21 @@ impl Engine {
         p.value.stop_loss = Some(new);
         p.value.stop_generation += 1;
         let others = self.repo.positions(&p.value.key.account).await?;
-        if !self
+        match self
             .protect(ex, &mut p.value, &filters, &others, now, report)
             .await
         {
-            return Err(EngineError::Other(format!(
-                "{}: could not place the moved stop at {new}; the old stop stays",
-                p.value.key
-            )));
+            Protection::Placed => {}
+            // The trailing level is already behind the price: that exit has happened.
+            Protection::Passed(level) => {
+                return self.close_passed_stop(ex, p, level, now, report).await;
+            }
+            Protection::Failed(e) => {
+                return Err(EngineError::Other(format!(
+                    "{}: could not place the moved stop at {new} ({e}); the old stop stays",
+                    p.value.key
+                )));
+            }
         }
         if let Some(id) = old_id {
             if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
@@ -1887,9 +2086,11 @@ impl Engine {
         }
         p.value.stop_generation += 1;
         let others = self.repo.positions(&p.value.key.account).await?;
+        // Not placed: the old stop (of the old size) stays and the sync reshapes it later.
         if self
             .protect(ex, &mut p.value, filters, &others, now, report)
             .await
+            == Protection::Placed
         {
             if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
                 tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
@@ -1951,7 +2152,8 @@ impl Engine {
             }
             let mut p = (*v).clone();
             p.value.stop_generation += 1;
-            if !self.protect(ex, &mut p.value, f, &all, now, report).await {
+            // Not placed: the old stop stays in force.
+            if self.protect(ex, &mut p.value, f, &all, now, report).await != Protection::Placed {
                 continue;
             }
             if let Err(e) = ex.cancel_algo(sym, &id).await {
@@ -2522,11 +2724,22 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let account = &acct.config.id;
         let ex = acct.exchange.as_ref();
-        let snap = ex.account().await?;
+        // Protection needs only the positions and the open algo orders: the account read comes
+        // last, so a rate limit on it cannot hold up a stop's repair.
         let ex_positions = ex.positions().await?;
-        let open_algos = ex.open_algo_orders(None).await?;
+        // Without the list every stop is looked up by its own id instead: slower, same answer.
+        let open_algos = match ex.open_algo_orders(None).await {
+            Ok(list) => Some(list),
+            Err(e) => {
+                report.errors.push(format!(
+                    "{account}: open algo orders unreadable ({e}); stops looked up one by one"
+                ));
+                None
+            }
+        };
         let open_algo_ids: HashSet<&str> = open_algos
             .iter()
+            .flatten()
             .map(|a| a.client_algo_id.as_str())
             .collect();
         let mut net: BTreeMap<Symbol, (Decimal, Price)> = BTreeMap::new();
@@ -2537,6 +2750,11 @@ impl Engine {
         }
 
         let mut stored = self.repo.positions(account).await?;
+        // 0. Protection first: a strategy position whose symbol the exchange holds exactly as
+        // stored gets its missing stop back before anything else is reconciled.
+        self.restore_stops(ex, &mut stored, &net, &open_algo_ids, now, report)
+            .await?;
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
         let drift = net
             .keys()
             .chain(
@@ -2746,11 +2964,12 @@ impl Engine {
             .map(|v| v.value.key.symbol.clone())
             .collect();
         for sym in &shared_symbols {
-            self.reshape_stops(ex, account, sym, Some(&open_algos), now, report)
+            self.reshape_stops(ex, account, sym, open_algos.as_deref(), now, report)
                 .await?;
         }
 
         // 5. Account state: equity, its peak, the day's starting equity.
+        let snap = ex.account().await?;
         self.observe_account_then(&acct.config, snap.equity, now, |_| ())
             .await?;
         let open = stored.iter().filter(|v| v.value.is_open()).count();
@@ -2827,12 +3046,17 @@ impl Engine {
                 p.status = PositionStatus::Active;
                 p.updated_at = now;
                 // The stop may already exist if the crash came after it was placed.
+                let mut protection = Protection::Placed;
                 if let Some(stop_id) = self.existing_stop(ex, &p).await? {
                     p.stop_client_id = Some(stop_id);
                 } else {
                     let others = self.repo.positions(account).await?;
-                    self.protect(ex, &mut p, &filters, &others, now, report)
+                    protection = self
+                        .protect(ex, &mut p, &filters, &others, now, report)
                         .await;
+                }
+                if let Protection::Failed(why) = &protection {
+                    report.errors.push(unprotected(&p, why));
                 }
                 // The same deterministic ids as the interrupted run: exits it placed are found.
                 if let Some(plan) = self.exit_plan(&p) {
@@ -2846,6 +3070,11 @@ impl Engine {
                     .await?;
                 v.value = p.clone();
                 self.notify(account, Priority::High, "adopted", || (format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))), now).await;
+                if let Protection::Passed(level) = protection {
+                    self.close_passed_stop(ex, v.clone(), level, now, report)
+                        .await?;
+                    v.value.status = PositionStatus::Closed;
+                }
             }
             Some(o) if o.status.is_final() => {
                 self.repo.delete_position(&pos.key, v.version).await?;
@@ -3188,6 +3417,43 @@ impl Engine {
         Ok(((funding_total * share).round_dp(8), clearance))
     }
 
+    /// The sync's first pass: re-place the missing stop of every strategy position on a symbol
+    /// whose exchange amount equals the stored shares (a symbol that differs is reconciled first,
+    /// later in the same sync, since its stop may have fired).
+    async fn restore_stops(
+        &self,
+        ex: &dyn Exchange,
+        stored: &mut [Versioned<Position>],
+        net: &BTreeMap<Symbol, (Decimal, Price)>,
+        open_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let settled = |sym: &Symbol, stored: &[Versioned<Position>]| {
+            let held: Decimal = stored
+                .iter()
+                .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
+                .map(|v| signed(&v.value))
+                .sum();
+            net.get(sym).map(|x| x.0).unwrap_or_default() == held
+        };
+        for i in 0..stored.len() {
+            let p = &stored[i].value;
+            let missing = !p.is_manual
+                && p.is_open()
+                && p.stop_loss.is_some()
+                && !p
+                    .stop_client_id
+                    .as_deref()
+                    .is_some_and(|id| open_ids.contains(id));
+            if missing && settled(&p.key.symbol, stored) {
+                self.check_stop(ex, &mut stored[i], open_ids, now, report)
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Re-place a protective stop that is no longer on the exchange.
     async fn check_stop(
         &self,
@@ -3252,10 +3518,23 @@ impl Engine {
         if p.stop_client_id.is_some() {
             p.stop_generation += 1;
         }
-        let ok = self
+        let protection = self
             .protect(ex, &mut p, &filters, &others, now, report)
             .await;
-        if ok {
+        match protection {
+            Protection::Placed => {}
+            Protection::Passed(level) => {
+                self.close_passed_stop(ex, v.clone(), level, now, report)
+                    .await?;
+                v.value.status = PositionStatus::Closed;
+                return Ok(());
+            }
+            Protection::Failed(why) => {
+                report.errors.push(unprotected(&v.value, &why));
+                return Ok(());
+            }
+        }
+        {
             p.updated_at = now;
             v.version = self.repo.save_position(&p, Some(v.version)).await?;
             v.value = p;
@@ -3374,8 +3653,19 @@ impl Engine {
                     p.stop_client_id = Some(stop_id);
                 } else {
                     let others = self.repo.positions(account).await?;
-                    self.protect(ex, &mut p, &filters, &others, now, report)
-                        .await;
+                    match self
+                        .protect(ex, &mut p, &filters, &others, now, report)
+                        .await
+                    {
+                        Protection::Placed => {}
+                        // Adopted without its stop: check_stop, first in the next sync,
+                        // closes a passed level at market or places the stop.
+                        Protection::Passed(level) => report.errors.push(unprotected(
+                            &p,
+                            &format!("its level {level} is already passed"),
+                        )),
+                        Protection::Failed(why) => report.errors.push(unprotected(&p, &why)),
+                    }
                 }
                 if let Some(plan) = self.exit_plan(&p) {
                     let others = self.repo.positions(account).await?;

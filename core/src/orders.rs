@@ -249,6 +249,9 @@ pub struct SubmitPolicy {
     pub pause: Duration,
     /// Longest Retry-After honoured; longer ones fail the submission.
     pub max_wait: Duration,
+    /// Most time spent waiting (Retry-After and pauses) over the whole submission: the share of
+    /// the job's time budget one order may use, so no submission waits without a cap.
+    pub max_total_wait: Duration,
 }
 
 impl Default for SubmitPolicy {
@@ -258,6 +261,7 @@ impl Default for SubmitPolicy {
             lookups: 3,
             pause: Duration::from_millis(500),
             max_wait: Duration::from_secs(10),
+            max_total_wait: Duration::from_secs(20),
         }
     }
 }
@@ -269,6 +273,41 @@ impl SubmitPolicy {
             pause: Duration::ZERO,
             ..Default::default()
         }
+    }
+
+    /// For protective stops: a position without its stop is the worst state the system can be
+    /// in, so a rate-limit storm (429/418 with `Retry-After` up to 30 s) is waited out, within
+    /// `budget` in all, rather than giving up after the first long `Retry-After`.
+    pub fn protective(self, budget: Duration) -> Self {
+        SubmitPolicy {
+            max_sends: self.max_sends.max(8),
+            max_wait: self.max_wait.max(Duration::from_secs(30)).min(budget),
+            max_total_wait: budget,
+            ..self
+        }
+    }
+}
+
+/// The waits of one submission, checked against [`SubmitPolicy::max_total_wait`].
+struct WaitBudget {
+    left: Duration,
+}
+
+impl WaitBudget {
+    fn new(p: &SubmitPolicy) -> Self {
+        WaitBudget {
+            left: p.max_total_wait,
+        }
+    }
+
+    /// Wait `d` if the budget still holds it; `false` (and no wait) once it does not.
+    async fn wait(&mut self, d: Duration) -> bool {
+        if d > self.left {
+            return false;
+        }
+        self.left -= d;
+        pause(d).await;
+        true
     }
 }
 
@@ -303,6 +342,7 @@ pub async fn submit_market(
 ) -> Result<OrderInfo, ExchangeError> {
     let id = order.client_id.as_str();
     let mut sends = 0;
+    let mut budget = WaitBudget::new(&policy);
     loop {
         sends += 1;
         match ex.place_market(order).await.map_err(unparsed_is_unknown) {
@@ -344,14 +384,14 @@ pub async fn submit_market(
                 retry_after,
             }) => {
                 let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait {
+                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await
+                {
                     return Err(ExchangeError::Retryable {
                         endpoint,
                         detail,
                         retry_after,
                     });
                 }
-                pause(wait).await;
                 // A 5xx may have executed the order, and Binance only rejects duplicate ids among
                 // OPEN orders: a filled market order's id would be accepted again. Look first.
                 if let Some(o) = ex.order_by_client_id(&order.symbol, id).await? {
@@ -400,6 +440,7 @@ pub async fn submit_algo(
 ) -> Result<AlgoOrderInfo, ExchangeError> {
     let id = order.client_algo_id.as_str();
     let mut sends = 0;
+    let mut budget = WaitBudget::new(&policy);
     loop {
         sends += 1;
         match ex.place_algo(order).await.map_err(unparsed_is_unknown) {
@@ -418,7 +459,7 @@ pub async fn submit_algo(
                 }
             }
             Err(e) if e.rejected_code() == Some(codes::DUPLICATE_CLIENT_ID) => {
-                return ex.algo_by_client_id(id).await?.ok_or(e);
+                return lookup_algo(ex, id, policy, &mut budget).await?.ok_or(e);
             }
             Err(ExchangeError::Retryable {
                 endpoint,
@@ -426,19 +467,49 @@ pub async fn submit_algo(
                 retry_after,
             }) => {
                 let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait {
+                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await
+                {
                     return Err(ExchangeError::Retryable {
                         endpoint,
                         detail,
                         retry_after,
                     });
                 }
-                pause(wait).await;
-                if let Some(o) = ex.algo_by_client_id(id).await? {
+                // The lookup is rate-limited too: a 429 on it is waited out like the send's.
+                if let Some(o) = lookup_algo(ex, id, policy, &mut budget).await? {
                     return Ok(o);
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Look an algo order up by its client id, waiting out rate limits on the lookup itself within
+/// the submission's budget (a protective stop must not be abandoned over a 429 on a read).
+async fn lookup_algo(
+    ex: &dyn Exchange,
+    id: &str,
+    policy: SubmitPolicy,
+    budget: &mut WaitBudget,
+) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
+    loop {
+        match ex.algo_by_client_id(id).await {
+            Err(ExchangeError::Retryable {
+                endpoint,
+                detail,
+                retry_after,
+            }) => {
+                let wait = retry_after.unwrap_or(policy.pause);
+                if wait > policy.max_wait || !budget.wait(wait).await {
+                    return Err(ExchangeError::Retryable {
+                        endpoint,
+                        detail,
+                        retry_after,
+                    });
+                }
+            }
+            other => return other,
         }
     }
 }

@@ -275,6 +275,8 @@ impl ExchangeError {
 pub mod codes {
     pub const TIMESTAMP_OUTSIDE_RECV_WINDOW: i64 = -1021;
     pub const UNKNOWN_ORDER: i64 = -2013;
+    /// A conditional order whose trigger the market has already passed.
+    pub const WOULD_TRIGGER_IMMEDIATELY: i64 = -2021;
     pub const MARGIN_INSUFFICIENT: i64 = -2019;
     pub const REDUCE_ONLY_REJECTED: i64 = -2022;
     pub const PRECISION: i64 = -1111;

@@ -45,11 +45,45 @@ pub struct Versioned<T> {
     pub version: u64,
 }
 
-/// What a run marker records: who claimed the candle and what came of it.
+/// How far the evaluation of a claimed candle got: the claim is an idempotency record that is
+/// in progress with an expiry (its lease), then completed.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStage {
+    /// Claimed; no order sent. A run that died here is taken over once the lease has passed:
+    /// anything it wrote (a PENDING record) was written before any order.
+    Evaluating,
+    /// Orders are being sent (the marker moves here, fenced by its version, before the first
+    /// one). Never taken over: what was sent is resolved by looking the orders up (the sync).
+    Acting,
+    /// Finished; `outcome` says how. Markers written before stages existed read as done.
+    #[default]
+    Done,
+}
+
+/// What a run marker records: who claimed the candle, how far it got and what came of it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct RunMarker {
     pub claimed_at: i64,
     pub outcome: String,
+    #[serde(default)]
+    pub stage: RunStage,
+    /// While `Evaluating`: the job time (ms) after which another run may take the claim over.
+    #[serde(default)]
+    pub lease_until: i64,
+}
+
+/// The answer to [`StateRepo::claim_run`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Claim {
+    /// This run holds the candle; `version` fences its next write of the marker.
+    /// `took_over` is the claim of an earlier run whose lease had passed before it sent anything.
+    Held {
+        version: u64,
+        took_over: Option<RunMarker>,
+    },
+    /// Another run holds the candle or has finished it: do nothing for it.
+    Taken(RunMarker),
 }
 
 /// Identifies one evaluation: (account, strategy, symbol, timeframe, candle open time).
@@ -416,22 +450,88 @@ impl StateRepo {
         }
     }
 
-    /// Claim the evaluation of one candle for (account, strategy, symbol, timeframe). `Ok(None)` when
-    /// somebody already claimed it: the caller must do nothing for that candle.
-    pub async fn claim_run(&self, run: &RunKey, now: i64) -> Result<Option<u64>, StoreError> {
+    /// Claim the evaluation of one candle for (account, strategy, symbol, timeframe) until
+    /// `now + lease_ms` (job time). A claim still `Evaluating` whose lease has passed is taken
+    /// over (the run that held it died before sending anything); any other existing claim is
+    /// [`Claim::Taken`] and the caller must do nothing for that candle.
+    pub async fn claim_run(
+        &self,
+        run: &RunKey,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Claim, StoreError> {
         let marker = RunMarker {
             claimed_at: now,
             outcome: "claimed".into(),
+            stage: RunStage::Evaluating,
+            lease_until: now.saturating_add(lease_ms),
         };
         let (p, s) = (pk(&run.account), run.sk());
+        let expiry = Some(marker_expiry(now));
+        // Twice at most: a claim released between the first put and the read is claimed afresh.
+        let mut held = None;
+        for _ in 0..2 {
+            match self.put(&p, &s, &marker, Expect::Absent, expiry).await {
+                Ok(version) => {
+                    return Ok(Claim::Held {
+                        version,
+                        took_over: None,
+                    })
+                }
+                Err(e) if e.is_conflict() => {}
+                Err(e) => return Err(e),
+            }
+            held = self.get::<RunMarker>(&p, &s).await?;
+            if held.is_some() {
+                break;
+            }
+        }
+        let Some(held) = held else {
+            return Ok(Claim::Taken(RunMarker {
+                outcome: "claimed and released by other runs while this one tried".into(),
+                ..marker
+            }));
+        };
+        if held.value.stage != RunStage::Evaluating || held.value.lease_until > now {
+            return Ok(Claim::Taken(held.value));
+        }
         match self
-            .put(&p, &s, &marker, Expect::Absent, Some(marker_expiry(now)))
+            .put(&p, &s, &marker, Expect::Version(held.version), expiry)
             .await
         {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_conflict() => Ok(None),
+            Ok(version) => Ok(Claim::Held {
+                version,
+                took_over: Some(held.value),
+            }),
+            // Another rerun took it over first.
+            Err(e) if e.is_conflict() => Ok(Claim::Taken(held.value)),
             Err(e) => Err(e),
         }
+    }
+
+    /// Move a held claim to [`RunStage::Acting`] before its first order. Fails with a conflict
+    /// when another run took the claim over (this one outlived its lease): then nothing may be
+    /// sent. Returns the marker's new version.
+    pub async fn mark_acting(
+        &self,
+        run: &RunKey,
+        version: u64,
+        claimed_at: i64,
+    ) -> Result<u64, StoreError> {
+        let marker = RunMarker {
+            claimed_at,
+            outcome: "acting".into(),
+            stage: RunStage::Acting,
+            lease_until: 0,
+        };
+        self.put(
+            &pk(&run.account),
+            &run.sk(),
+            &marker,
+            Expect::Version(version),
+            Some(marker_expiry(claimed_at)),
+        )
+        .await
     }
 
     /// Give a claimed candle back (nothing was sent), so a retry of the job can evaluate it.
@@ -451,6 +551,8 @@ impl StateRepo {
         let marker = RunMarker {
             claimed_at,
             outcome: outcome.to_string(),
+            stage: RunStage::Done,
+            lease_until: 0,
         };
         self.put(
             &pk(&run.account),

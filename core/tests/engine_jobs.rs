@@ -11,11 +11,12 @@ use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
-use albra_core::state::{RunKey, StateRepo};
+use albra_core::domain::Position;
+use albra_core::state::{Claim, RunKey, RunMarker, RunStage, StateRepo};
 use albra_core::store::sqlite::SqliteStore;
 use albra_core::strategy::{self, Action};
 use async_trait::async_trait;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 /// Delegates to the paper exchange, with switchable faults.
@@ -25,6 +26,14 @@ struct Faulty {
     garble_account: AtomicBool,
     garble_next_order: AtomicBool,
     orders_sent: AtomicUsize,
+    /// The next this many algo orders are answered 429 with `Retry-After: storm_wait_ms`.
+    algo_storm: AtomicUsize,
+    storm_wait_ms: AtomicU64,
+    /// The next protective stop is refused with -2021 (the market is past its level).
+    stop_passed: AtomicBool,
+    /// Another run takes the candle's claim over while this one reads the account (sizing): the
+    /// repo, the run and that run's job time.
+    takeover_on_account: tokio::sync::Mutex<Option<(StateRepo, RunKey, i64)>>,
 }
 
 fn garbled(endpoint: &str) -> ExchangeError {
@@ -60,6 +69,10 @@ impl Exchange for Faulty {
         self.inner.last_price(s).await
     }
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError> {
+        if let Some((repo, run, at)) = self.takeover_on_account.lock().await.take() {
+            let c = repo.claim_run(&run, at, 60_000).await.unwrap();
+            assert!(matches!(c, Claim::Held { took_over: Some(_), .. }), "{c:?}");
+        }
         if self.garble_account.load(Ordering::SeqCst) {
             return Err(garbled("GET /fapi/v3/account"));
         }
@@ -95,6 +108,24 @@ impl Exchange for Faulty {
         self.inner.order_by_client_id(s, id).await
     }
     async fn place_algo(&self, o: &AlgoOrder) -> Result<AlgoOrderInfo, ExchangeError> {
+        let storm = self
+            .algo_storm
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if storm.is_ok() {
+            let ms = self.storm_wait_ms.load(Ordering::SeqCst);
+            return Err(ExchangeError::Retryable {
+                endpoint: "POST /fapi/v1/algoOrder".into(),
+                detail: "HTTP 429 code -1003 Too many requests".into(),
+                retry_after: Some(std::time::Duration::from_millis(ms)),
+            });
+        }
+        if o.kind == AlgoKind::StopMarket && self.stop_passed.swap(false, Ordering::SeqCst) {
+            return Err(ExchangeError::Rejected {
+                endpoint: "POST /fapi/v1/algoOrder".into(),
+                code: -2021,
+                msg: "Order would immediately trigger.".into(),
+            });
+        }
         self.inner.place_algo(o).await
     }
     async fn algo_by_client_id(&self, id: &str) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
@@ -149,6 +180,10 @@ fn setup() -> Setup {
         garble_account: AtomicBool::new(false),
         garble_next_order: AtomicBool::new(false),
         orders_sent: AtomicUsize::new(0),
+        algo_storm: AtomicUsize::new(0),
+        storm_wait_ms: AtomicU64::new(0),
+        stop_passed: AtomicBool::new(false),
+        takeover_on_account: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
     let cfg = Config::parse(&common::ema_cross_15m("0.003", ""), "test.toml").unwrap();
@@ -365,4 +400,159 @@ async fn a_discarding_notifier_is_handed_nothing_and_changes_nothing() {
     assert_eq!(outcomes[0], outcomes[1]);
     assert!(kept.notes.take().iter().any(|n| n.kind == "entry"));
     assert_eq!(discarding.0.load(Ordering::SeqCst), 0);
+}
+
+/// The one open position of `main`, if any.
+async fn open_position(s: &Setup) -> Option<Position> {
+    let main = AccountId::new("main");
+    let mut p = s.engine.repo.positions(&main).await.unwrap();
+    assert!(p.len() <= 1, "{p:?}");
+    p.pop().map(|v| v.value)
+}
+
+#[tokio::test]
+async fn a_run_killed_after_its_claim_is_taken_over_once_the_lease_has_passed() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    // A run claimed the candle, wrote its PENDING entry and died before sending the order.
+    let run = run_key(s.signal.0);
+    let c = s.engine.repo.claim_run(&run, now, 60_000).await.unwrap();
+    assert!(matches!(c, Claim::Held { took_over: None, .. }), "{c:?}");
+    let r = s.engine.evaluate(Timeframe::M15, now + 1_000).await;
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].contains("claimed by another run until"), "{r:?}");
+    assert_eq!(r.orders_attempted, 0);
+
+    // Past the lease (60 s by default) a rerun takes it over and enters exactly once.
+    let later = now + 61_000;
+    s.clock.set(later);
+    let r = s.engine.evaluate(Timeframe::M15, later).await;
+    assert!(r.ok(), "{r:?}");
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
+    let p = open_position(&s).await.expect("entered");
+    assert_eq!(p.side, s.signal.1);
+    let m = s.engine.repo.run_marker(&run).await.unwrap().unwrap();
+    assert_eq!(m.stage, RunStage::Done, "{m:?}");
+
+    // Done: another rerun does nothing.
+    let r = s.engine.evaluate(Timeframe::M15, later + 120_000).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.lines[0].contains("already evaluated"), "{r:?}");
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_run_whose_claim_was_taken_over_sends_nothing() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    let run = run_key(s.signal.0);
+    // While this run sizes its entry, a rerun past the lease takes the claim over.
+    *s.ex.takeover_on_account.lock().await =
+        Some((s.engine.repo.clone(), run.clone(), now + 61_000));
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert_eq!(r.errors.len(), 1, "{r:?}");
+    assert!(r.errors[0].contains("took this candle over"), "{r:?}");
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0, "fenced: nothing sent");
+    // The marker is the rerun's, still Evaluating; the PENDING record this run wrote belongs to
+    // the candle, and the rerun drops it and enters once.
+    let m: RunMarker = s.engine.repo.run_marker(&run).await.unwrap().unwrap();
+    assert_eq!(m.stage, RunStage::Evaluating);
+    assert_eq!(m.claimed_at, now + 61_000);
+    // That rerun died too; the next one, past its lease, takes over and finds the PENDING record.
+    let r = s.engine.evaluate(Timeframe::M15, now + 123_000).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(
+        r.lines.iter().any(|l| l.contains("dropped the pending entry")),
+        "{r:?}"
+    );
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
+    assert_eq!(open_position(&s).await.unwrap().side, s.signal.1);
+}
+
+#[tokio::test]
+async fn a_claim_that_sent_orders_is_never_taken_over() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    let run = run_key(s.signal.0);
+    let Claim::Held { version, .. } = s.engine.repo.claim_run(&run, now, 60_000).await.unwrap()
+    else {
+        panic!("claimed")
+    };
+    s.engine.repo.mark_acting(&run, version, now).await.unwrap();
+    let r = s
+        .engine
+        .evaluate(Timeframe::M15, now + 10 * 60_000)
+        .await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.lines[0].contains("another run is acting"), "{r:?}");
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_rate_limit_storm_on_the_stop_is_waited_out() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    // Three 429s in a row on the algo endpoint (Retry-After 20 ms here; seconds on Binance).
+    s.ex.algo_storm.store(3, Ordering::SeqCst);
+    s.ex.storm_wait_ms.store(20, Ordering::SeqCst);
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert!(r.ok(), "{r:?}");
+    let p = open_position(&s).await.unwrap();
+    let id = p.stop_client_id.expect("stop placed after the storm");
+    let a = s.ex.inner.algo_by_client_id(&id).await.unwrap().unwrap();
+    assert!(a.status.is_open());
+}
+
+#[tokio::test]
+async fn a_stop_that_cannot_be_placed_fails_the_job_and_the_next_sync_places_it_first() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    // Retry-After 40 s: beyond what one stop may wait (PROTECT_BUDGET), so it is not placed.
+    s.ex.algo_storm.store(1, Ordering::SeqCst);
+    s.ex.storm_wait_ms.store(40_000, Ordering::SeqCst);
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert!(!r.ok(), "an unprotected position must fail the job: {r:?}");
+    assert!(r.errors.iter().any(|e| e.contains("UNPROTECTED")), "{r:?}");
+    assert!(s
+        .notes
+        .take()
+        .iter()
+        .any(|n| n.kind == "stop_failed" && n.priority == Priority::Critical));
+    let p = open_position(&s).await.unwrap();
+    assert!(p.stop_client_id.is_none() && p.stop_loss.is_some(), "{p:?}");
+
+    // The account read is rate-limited too: the sync still re-places the stop, then fails.
+    s.ex.garble_account.store(true, Ordering::SeqCst);
+    let r = s.engine.sync_positions(now + 60_000).await;
+    assert!(!r.ok(), "the account read failed: {r:?}");
+    let p = open_position(&s).await.unwrap();
+    let id = p.stop_client_id.expect("re-placed although the account read failed");
+    assert!(s.ex.inner.algo_by_client_id(&id).await.unwrap().unwrap().status.is_open());
+    s.ex.garble_account.store(false, Ordering::SeqCst);
+    let r = s.engine.sync_positions(now + 120_000).await;
+    assert!(r.ok(), "{r:?}");
+}
+
+#[tokio::test]
+async fn an_initial_stop_the_market_has_already_passed_closes_at_market() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    s.ex.stop_passed.store(true, Ordering::SeqCst);
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.lines[0].contains("already passed; closed at market"), "{r:?}");
+    assert!(open_position(&s).await.is_none());
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 2, "entry and close");
+    let main = AccountId::new("main");
+    let trades = s.engine.repo.trades(&main).await.unwrap();
+    assert_eq!(trades.len(), 1, "{trades:?}");
+    // Flat on the exchange too.
+    let held: Vec<_> = s.ex.inner.positions().await.unwrap();
+    assert!(held.iter().all(|p| p.amount.is_zero()), "{held:?}");
 }

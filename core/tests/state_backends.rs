@@ -90,7 +90,7 @@ fn op() -> impl Strategy<Value = Op> {
             n,
             pnl
         }),
-        (0u8..3, 0i64..5).prop_map(|(open, now)| Op::Claim { open, now }),
+        (0u8..3, 0i64..200).prop_map(|(open, now)| Op::Claim { open, now }),
         (0u8..3, 1u64..3).prop_map(|(open, version)| Op::Finish { open, version }),
         (0u8..3, 1u64..3).prop_map(|(open, version)| Op::Release { open, version }),
     ]
@@ -258,7 +258,8 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
                 }
             }
         }
-        Op::Claim { open, now } => out(repo.claim_run(&run_key(*open), *now).await),
+        // A 100 ms lease: later claims in a sequence take over some and find others held.
+        Op::Claim { open, now } => out(repo.claim_run(&run_key(*open), *now, 100).await),
         Op::Finish { open, version } => {
             out(repo.finish_run(&run_key(*open), *version, 7, "done").await)
         }
