@@ -6,7 +6,7 @@ PY ?= python3
 # The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
 PEERS_VENV ?= /tmp/peers/venv
 
-.PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda
+.PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda fuzz
 
 run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
@@ -111,3 +111,21 @@ bench-lambda: venv
 	$(CARGO) build --profile lambda --bin evaluator --bin position-sync
 	$(CARGO) build --workspace --bins
 	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test -p albra-tests --test lambda -- --ignored --nocapture bench_
+
+# Fuzzing (README "Fuzzing"): each cargo-fuzz target in fuzz/ for FUZZ_SECS seconds, one after
+# the other, with the stable toolchain (RUSTC_BOOTSTRAP lets cargo-fuzz pass its sanitizer flags).
+# The committed seeds in fuzz/corpus/<target>/ are read; new inputs go to $(FUZZ_DIR)/corpus, and a
+# crash stops the run with its input in fuzz/artifacts/<target>/ (add it to the target's corpus,
+# where `make test` replays it, once the parser is fixed).
+FUZZ_SECS ?= 30
+FUZZ_DIR ?= $(CARGO_TARGET_DIR)/fuzz
+FUZZ_TARGETS := klines account positions order algo_order user_trades income exchange_info \
+	candle_csv config lambda_event
+fuzz:
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install --locked cargo-fuzz
+	@set -e; cd fuzz; for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(FUZZ_DIR)/corpus/$$t; \
+	  echo "fuzz $$t for $(FUZZ_SECS) s"; \
+	  RUSTC_BOOTSTRAP=1 CARGO_TARGET_DIR=$(FUZZ_DIR)/target $(CARGO) fuzz run $$t \
+	    $(FUZZ_DIR)/corpus/$$t corpus/$$t -- -max_total_time=$(FUZZ_SECS) -print_final_stats=1; \
+	done

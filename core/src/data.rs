@@ -2,7 +2,8 @@
 //! timeframe, reporting the exchange's own gaps, and resampling to a coarser timeframe.
 //!
 //! Format: a header `open_time,open,high,low,close,volume`, then one closed candle per line;
-//! `open_time` in milliseconds since the Unix epoch (UTC), prices and volume as decimal strings.
+//! `open_time` in milliseconds since the Unix epoch (UTC, years 1970 to 9999), prices and volume as
+//! decimal strings.
 //!
 //! Every malformed input is an error that names the file, the 1-based line and what was wrong.
 //! Missing candles (exchange outages) are *not* errors: the series stays a sequence of the candles
@@ -17,6 +18,10 @@ use std::path::Path;
 /// The header every candle file starts with.
 pub const HEADER: &str = "open_time,open,high,low,close,volume";
 const COLUMNS: [&str; 6] = ["open_time", "open", "high", "low", "close", "volume"];
+/// Latest `open_time` a row may have: 9999-12-31T23:59:59.999Z. Together with the earliest, 0
+/// (1970-01-01), it keeps every difference of two open times and every open time plus a
+/// timeframe within `i64`.
+pub const MAX_OPEN_TIME: i64 = 253_402_300_799_999;
 
 /// A hole in recorded data: `missing_candles` candles are absent right after the candle that opened
 /// at `after_open_time`.
@@ -924,7 +929,7 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
         Decimal::from_parts(m as u32, (m >> 32) as u32, 0, false, s)
     };
     let dec = [decimal(0), decimal(1), decimal(2), decimal(3), decimal(4)];
-    if h < l || l == 0 || o < l || o > h || c < l || c > h {
+    if h < l || l == 0 || o < l || o > h || c < l || c > h || t > MAX_OPEN_TIME {
         return Some((Err((t, dec)), next));
     }
     let [open, high, low, close, volume] = dec;
@@ -1067,6 +1072,11 @@ fn make_candle(
         line,
         detail,
     };
+    if !(0..=MAX_OPEN_TIME).contains(&open_time) {
+        return Err(bad(format!(
+            "open_time {open_time} is outside 1970-01-01..9999-12-31 (ms since the epoch)"
+        )));
+    }
     if high < low {
         return Err(bad(format!("high {high} < low {low}")));
     }
@@ -1540,6 +1550,15 @@ mod tests {
             (row(T0, "100", "101", "99", "98", "1"), "close 98 outside"),
             (row(T0, "100", "101", "99", "100", "-1"), "negative volume"),
             (row(T0, "0", "0", "0", "0", "1"), "not a positive price"),
+            // Far-apart times used to overflow the spacing between rows (a panic in debug builds).
+            (
+                row(-1, "100", "101", "99", "100", "1"),
+                "open_time -1 is outside",
+            ),
+            (
+                row(MAX_OPEN_TIME + 1, "100", "101", "99", "100", "1"),
+                "open_time 253402300800000 is outside",
+            ),
         ];
         for (r, want) in cases {
             let text = format!("{HEADER}\n{r}");

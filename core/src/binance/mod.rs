@@ -18,7 +18,7 @@
 mod classify;
 #[cfg(test)]
 mod loopback_tests;
-mod parse;
+pub(crate) mod parse;
 
 use crate::domain::{Candle, Price, Symbol, Timeframe};
 use crate::ports::{

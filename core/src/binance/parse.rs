@@ -343,7 +343,9 @@ pub(crate) fn order(v: &Value) -> Result<OrderInfo, String> {
     let avg = match dec_opt(o, "avgPrice")? {
         Some(p) => p,
         None => match dec_opt(o, "cumQuote")? {
-            Some(q) if !executed.is_zero() => q / executed,
+            Some(q) if !executed.is_zero() => q.checked_div(executed).ok_or_else(|| {
+                format!("`cumQuote` {q} / `executedQty` {executed} is out of range")
+            })?,
             _ => Decimal::ZERO,
         },
     };
@@ -755,6 +757,19 @@ pub(super) mod tests {
             "status": "WEIRD", "symbol": "BTCUSDT", "updateTime": 5}"#,
         );
         assert!(order(&bad_status).unwrap_err().contains("status"));
+    }
+
+    /// A derived average beyond `Decimal`'s range is an error, not a panic as it was before
+    /// (`fuzz/corpus/order/cum_quote_over_tiny_qty.json`).
+    #[test]
+    fn order_average_out_of_range_is_an_error() {
+        let v = json(
+            r#"{"clientOrderId": "x", "cumQuote": "79228162514264337593543950335",
+            "executedQty": "0.0000000000000000000000000001", "orderId": 1, "origQty": "1",
+            "side": "SELL", "status": "FILLED", "symbol": "BTCUSDT", "updateTime": 5}"#,
+        );
+        let e = order(&v).unwrap_err();
+        assert!(e.contains("cumQuote") && e.contains("executedQty"), "{e}");
     }
 
     #[test]

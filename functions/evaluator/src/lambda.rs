@@ -3,14 +3,8 @@
 //! contract, the retryable / non-retryable error type and the metrics of a run. `position-sync`
 //! compiles this same file (`#[path]`), so both functions follow one contract.
 //!
-//! Event contract (JSON object; any other member is rejected):
-//! - `time`: RFC 3339 scheduled time. In `infra/template.yaml` each schedule's Input passes
-//!   `<aws.scheduler.scheduled-time>`; an EventBridge rule's "Scheduled Event" envelope carries
-//!   the same member, so both shapes work.
-//! - `timeframe`: `15m`, `1h` or `4h` (evaluator only; also accepted as `detail.timeframe`).
-//! - accepted and ignored: the envelope members (`version`, `id`, `detail-type`, `source`,
-//!   `account`, `region`, `resources`, `detail`) and the Scheduler context members
-//!   `execution_id`, `attempt`, `schedule_arn`.
+//! Event contract: [`albra_core::lambda_event`] (a JSON object with the RFC 3339 scheduled `time`
+//! and, for the evaluator, the `timeframe`; anything else is rejected).
 //!
 //! Errors posted to the runtime's `/error` carry `errorType` `Albra.Retryable` (nothing was sent
 //! to the exchange and the candle was given back: a redelivery of the same event may succeed) or
@@ -26,7 +20,6 @@ use albra_core::engine::JobReport;
 use albra_core::ports::{Exchange, KeySource};
 use albra_core::store::StoreSpec;
 use aws_sdk_ssm::config::ProvideCredentials;
-use serde::Deserialize;
 use serde_json::Value;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -277,68 +270,12 @@ pub async fn report_init_error(err: &InitError) {
     }
 }
 
-/// The scheduled-event contract (see the module docs). The envelope and context members are
-/// read only to be accepted: naming them keeps `deny_unknown_fields` strict for everything else.
-#[allow(dead_code)]
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ScheduleEvent {
-    pub time: Option<String>,
-    pub timeframe: Option<String>,
-    pub detail: Option<EventDetail>,
-    #[serde(rename = "detail-type")]
-    pub detail_type: Option<String>,
-    pub version: Option<Value>,
-    pub id: Option<Value>,
-    pub source: Option<Value>,
-    pub account: Option<Value>,
-    pub region: Option<Value>,
-    pub resources: Option<Value>,
-    pub execution_id: Option<Value>,
-    pub attempt: Option<Value>,
-    pub schedule_arn: Option<Value>,
-}
+pub use albra_core::lambda_event::ScheduleEvent;
 
-#[derive(Deserialize, Debug, Default)]
-#[serde(deny_unknown_fields)]
-pub struct EventDetail {
-    pub timeframe: Option<String>,
-}
-
-impl ScheduleEvent {
-    /// Parse a payload strictly; the error says what was wrong and what is expected.
-    pub fn parse(payload: Value, expected: &str) -> Result<ScheduleEvent, JobFailure> {
-        let ev: ScheduleEvent = serde_json::from_value(payload)
-            .map_err(|e| JobFailure::non_retryable(format!("rejected event: {e}; {expected}")))?;
-        if let Some(dt) = &ev.detail_type {
-            if dt != "Scheduled Event" {
-                return Err(JobFailure::non_retryable(format!(
-                    "rejected event: detail-type `{dt}` is not a `Scheduled Event`; {expected}"
-                )));
-            }
-        }
-        Ok(ev)
-    }
-
-    /// The scheduled time in ms since the epoch, `None` when absent.
-    pub fn time_ms(&self, expected: &str) -> Result<Option<i64>, JobFailure> {
-        match &self.time {
-            None => Ok(None),
-            Some(t) => chrono::DateTime::parse_from_rfc3339(t)
-                .map(|d| Some(d.timestamp_millis()))
-                .map_err(|e| {
-                    JobFailure::non_retryable(format!(
-                        "rejected event: `time` {t:?} is not an RFC 3339 time ({e}); {expected}"
-                    ))
-                }),
-        }
-    }
-
-    /// The timeframe named at the top level or in `detail` (both must agree).
-    pub fn timeframe(&self) -> Option<&str> {
-        self.timeframe
-            .as_deref()
-            .or(self.detail.as_ref().and_then(|d| d.timeframe.as_deref()))
+/// A refused event: a redelivery of the same event would be refused the same way.
+impl From<albra_core::lambda_event::EventError> for JobFailure {
+    fn from(e: albra_core::lambda_event::EventError) -> Self {
+        JobFailure::non_retryable(e.0)
     }
 }
 
@@ -390,44 +327,16 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    const EXPECTED: &str = "expected {\"time\": ..., \"timeframe\": ...}";
-
     #[test]
-    fn scheduler_input_and_rule_envelope_both_parse() {
-        let ev = ScheduleEvent::parse(
-            json!({"timeframe": "1h", "time": "2026-11-21T13:00:00Z", "execution_id": "x", "attempt": "1"}),
-            EXPECTED,
-        )
-        .unwrap();
-        assert_eq!(ev.timeframe(), Some("1h"));
-        assert_eq!(ev.time_ms(EXPECTED).unwrap(), Some(1_795_266_000_000));
-        let ev = ScheduleEvent::parse(
-            json!({
-                "version": "0", "id": "53dc4d37", "detail-type": "Scheduled Event",
-                "source": "aws.events", "account": "123456789012", "time": "2026-11-21T13:00:00Z",
-                "region": "eu-west-1", "resources": ["arn:aws:events:eu-west-1:123456789012:rule/x"],
-                "detail": {"timeframe": "4h"}
-            }),
-            EXPECTED,
-        )
-        .unwrap();
-        assert_eq!(ev.timeframe(), Some("4h"));
-    }
-
-    #[test]
-    fn unexpected_payloads_are_rejected_with_the_reason() {
-        let e = ScheduleEvent::parse(json!({"timeframe": "1h", "tf": "x"}), EXPECTED).unwrap_err();
-        assert_eq!(e.retry, Retry::NonRetryable);
-        assert!(e.message.contains("unknown field `tf`"), "{e}");
-        assert!(e.message.contains(EXPECTED), "{e}");
-        let e = ScheduleEvent::parse(json!([1, 2]), EXPECTED).unwrap_err();
-        assert!(e.message.starts_with("rejected event"), "{e}");
+    fn refused_events_are_not_retryable() {
         let e =
-            ScheduleEvent::parse(json!({"detail-type": "Object Created"}), EXPECTED).unwrap_err();
-        assert!(e.message.contains("Object Created"), "{e}");
-        let ev = ScheduleEvent::parse(json!({"time": "yesterday"}), EXPECTED).unwrap();
-        let e = ev.time_ms(EXPECTED).unwrap_err();
-        assert!(e.message.contains("RFC 3339"), "{e}");
+            ScheduleEvent::parse(json!({"timeframe": "1h", "tf": "x"}), "expected X").unwrap_err();
+        let f = JobFailure::from(e);
+        assert_eq!(f.retry, Retry::NonRetryable);
+        assert!(
+            f.message.contains("unknown field `tf`") && f.message.ends_with("expected X"),
+            "{f}"
+        );
     }
 
     #[test]

@@ -1,0 +1,4 @@
+//! Algo Order API answers (one order, the open list, a cancel): see `albra_core::fuzzing::algo_order`.
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::algo_order(data));
