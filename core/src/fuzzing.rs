@@ -478,6 +478,10 @@ pub fn config(data: &[u8]) {
 }
 
 const EVENT_EXPECTED: &str = "expected a scheduled event";
+/// 0000-01-01T00:00:00Z and 10000-01-01T00:00:00Z: the UTC instants RFC 3339 can write.
+const RFC3339_FIRST_MS: i64 = -62_167_219_200_000;
+const RFC3339_END_MS: i64 = 253_402_300_800_000;
+const DAY_MS: i64 = 86_400_000;
 
 /// A Lambda invocation's payload (the runtime parses it from the bytes as JSON).
 pub fn lambda_event(data: &[u8]) {
@@ -506,13 +510,19 @@ pub fn lambda_event(data: &[u8]) {
     match ev.time_ms(EVENT_EXPECTED) {
         Ok(None) => assert!(ev.time.is_none()),
         Ok(Some(ms)) => {
-            // The instant (to the millisecond) written back as RFC 3339 reads as itself.
-            let t = chrono::DateTime::from_timestamp_millis(ms).expect("an RFC 3339 instant");
-            let again = ScheduleEvent {
-                time: Some(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
-                ..ScheduleEvent::default()
-            };
-            assert_eq!(again.time_ms(EVENT_EXPECTED), Ok(Some(ms)));
+            // RFC 3339 years run 0000..=9999 with offsets below a day, so the instant is within a
+            // day of those years ("0000-01-01T00:04:00+23:59" is in year -1 UTC).
+            assert!((RFC3339_FIRST_MS - DAY_MS..RFC3339_END_MS + DAY_MS).contains(&ms));
+            // The instant (to the millisecond) written back as RFC 3339 in UTC reads as itself.
+            if (RFC3339_FIRST_MS..RFC3339_END_MS).contains(&ms) {
+                let t =
+                    chrono::DateTime::from_timestamp_millis(ms).expect("a year 0..=9999 instant");
+                let again = ScheduleEvent {
+                    time: Some(t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+                    ..ScheduleEvent::default()
+                };
+                assert_eq!(again.time_ms(EVENT_EXPECTED), Ok(Some(ms)));
+            }
         }
         Err(e) => assert!(
             e.0.starts_with("rejected event") && e.0.ends_with(EVENT_EXPECTED),
