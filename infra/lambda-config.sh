@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Print the config a Lambda function packs as /var/task/albra.toml: the given config (default
-# config/albra.toml) with every account's keys read from SSM under /albra/<account>/ instead of
+# config/albra.toml) with every account's keys read from SSM under /albra/<stage>/<account>/ instead of
 # the environment (`key_source = "env…"` → `key_source = "ssm"`). Everything else is unchanged.
 #   infra/lambda-config.sh [config/albra.toml] > albra.toml
 set -euo pipefail

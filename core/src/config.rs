@@ -362,7 +362,8 @@ pub struct AccountConfig {
     #[serde(default = "yes")]
     pub enabled: bool,
     /// `env` (BINANCE_API_KEY / BINANCE_SECRET_KEY), `env:SUB1` (SUB1_API_KEY / SUB1_API_SECRET),
-    /// `ssm` (/albra/{id}/binance_api_key …) or `ssm:/custom/prefix`.
+    /// `ssm` (/albra/{stage}/{id}/binance_api_key …, stage from `ALBRA_STAGE`, default `prod`)
+    /// or `ssm:/custom/prefix`.
     pub key_source: String,
     /// Names of the strategies this account runs.
     pub strategies: Vec<String>,

@@ -20,7 +20,9 @@ pub mod names {
     pub const ORDERS_REJECTED: &str = "OrdersRejected";
     pub const JOB_DURATION: &str = "JobDurationMs";
     pub const JOB_ERRORS: &str = "JobErrors";
-    /// Always 1 per completed run: the position-sync heartbeat alarm fires when it goes missing.
+    /// 1 for a run that succeeded for every account, 0 for a run that reported any error: the
+    /// heartbeat alarms fire when it stays below 1 (missing data counts), so a job that runs but
+    /// fails every time alarms like one that does not run at all.
     pub const HEARTBEAT: &str = "Heartbeat";
     pub const SYNC_DRIFT: &str = "SyncDrift";
     pub const API_WEIGHT: &str = "ApiWeightUsed1m";
@@ -44,9 +46,10 @@ pub enum Detail {
 }
 
 /// The metrics `infra/template.yaml` alarms on.
-pub const ALARM_METRICS: [&str; 4] = [
+pub const ALARM_METRICS: [&str; 5] = [
     names::HEARTBEAT,
     names::ORDERS_REJECTED,
+    names::JOB_ERRORS,
     names::MDD_LEVEL,
     names::DAILY_LOSS_HALT,
 ];
@@ -90,13 +93,21 @@ impl Unit {
 }
 
 /// One EMF log line: dimensions and properties as top-level members, metric values as numbers,
-/// and the `_aws` block that declares which members are metrics.
+/// and the `_aws` block that declares which members are metrics. A line holds one or more
+/// directives (EMF's `CloudWatchMetrics` entries), each publishing its own metrics under its own
+/// dimension sets, so one value can carry a dimension the rest of the line does not.
 #[derive(Clone, Debug)]
 pub struct MetricLine {
     namespace: String,
     timestamp_ms: i64,
-    dimension_sets: Vec<Vec<String>>,
     members: Map<String, Value>,
+    /// Never empty; [`Self::dimension_set`] and [`Self::metric`] add to the last one.
+    directives: Vec<Directive>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct Directive {
+    dimension_sets: Vec<Vec<String>>,
     metrics: Vec<(String, Unit)>,
 }
 
@@ -105,10 +116,22 @@ impl MetricLine {
         MetricLine {
             namespace: namespace.to_string(),
             timestamp_ms,
-            dimension_sets: Vec::new(),
             members: Map::new(),
-            metrics: Vec::new(),
+            directives: vec![Directive::default()],
         }
+    }
+
+    /// Start another directive: the dimension sets and metrics that follow are published
+    /// together, apart from those before.
+    pub fn directive(mut self) -> Self {
+        self.directives.push(Directive::default());
+        self
+    }
+
+    fn current(&mut self) -> &mut Directive {
+        self.directives
+            .last_mut()
+            .expect("a metric line always has a directive")
     }
 
     /// A dimension value (a string member). Declare it in a set with [`Self::dimension_set`].
@@ -119,7 +142,8 @@ impl MetricLine {
 
     /// One set of dimension names the metrics are published under (CloudWatch allows several).
     pub fn dimension_set(mut self, names: &[&str]) -> Self {
-        self.dimension_sets
+        self.current()
+            .dimension_sets
             .push(names.iter().map(|s| s.to_string()).collect());
         self
     }
@@ -128,7 +152,7 @@ impl MetricLine {
     pub fn metric(mut self, name: &str, unit: Unit, value: f64) -> Self {
         if value.is_finite() {
             self.members.insert(name.to_string(), json!(value));
-            self.metrics.push((name.to_string(), unit));
+            self.current().metrics.push((name.to_string(), unit));
         }
         self
     }
@@ -152,21 +176,35 @@ impl MetricLine {
 
     /// The line as a JSON value.
     pub fn to_value(&self) -> Value {
-        let metrics: Vec<Value> = self
-            .metrics
+        let directive = |d: &Directive| {
+            let metrics: Vec<Value> = d
+                .metrics
+                .iter()
+                .map(|(n, u)| json!({"Name": n, "Unit": u.as_str()}))
+                .collect();
+            json!({
+                "Namespace": self.namespace,
+                "Dimensions": d.dimension_sets,
+                "Metrics": metrics,
+            })
+        };
+        // A directive left without metrics (at `Detail::Alarms`, its values became properties)
+        // publishes nothing; the first one stays so the line keeps the EMF shape.
+        let mut directives: Vec<Value> = self
+            .directives
             .iter()
-            .map(|(n, u)| json!({"Name": n, "Unit": u.as_str()}))
+            .filter(|d| !d.metrics.is_empty())
+            .map(directive)
             .collect();
+        if directives.is_empty() {
+            directives.push(directive(&self.directives[0]));
+        }
         let mut root = self.members.clone();
         root.insert(
             "_aws".into(),
             json!({
                 "Timestamp": self.timestamp_ms,
-                "CloudWatchMetrics": [{
-                    "Namespace": self.namespace,
-                    "Dimensions": self.dimension_sets,
-                    "Metrics": metrics,
-                }],
+                "CloudWatchMetrics": directives,
             }),
         );
         Value::Object(root)
@@ -191,10 +229,26 @@ pub struct JobMeasures {
     pub api_weight_1m: Option<u32>,
 }
 
+/// The heartbeat of a run: 1 only when it succeeded for every account ([`JobReport::ok`]), so
+/// a run whose accounts all failed does not keep the heartbeat alarm quiet.
+pub fn heartbeat(report: &JobReport) -> f64 {
+    if report.ok() {
+        1.0
+    } else {
+        0.0
+    }
+}
+
 /// The per-run line of a job (`evaluator` or `position-sync`), published under `[Stage, Job]`.
+///
+/// A job run per `timeframe` (the evaluator: 15m, 1h and 4h runs at the same closes) publishes
+/// its [`names::HEARTBEAT`] under `[Stage, Job, Timeframe]` instead, in a directive of its own:
+/// each schedule then has a heartbeat of its own that the others' runs cannot stand in for,
+/// while the other values stay one metric per job.
 pub fn job_line(
     stage: &str,
     job: &str,
+    timeframe: Option<&str>,
     timestamp_ms: i64,
     report: &JobReport,
     m: &JobMeasures,
@@ -203,8 +257,11 @@ pub fn job_line(
     let mut line = MetricLine::new(NAMESPACE, timestamp_ms)
         .dimension("Stage", stage)
         .dimension("Job", job)
-        .dimension_set(&["Stage", "Job"])
-        .value(detail, names::HEARTBEAT, Unit::Count, 1.0)
+        .dimension_set(&["Stage", "Job"]);
+    if timeframe.is_none() {
+        line = line.value(detail, names::HEARTBEAT, Unit::Count, heartbeat(report));
+    }
+    line = line
         .value(
             detail,
             names::ORDERS_PLACED,
@@ -237,6 +294,13 @@ pub fn job_line(
         );
     if let Some(w) = m.api_weight_1m {
         line = line.value(detail, names::API_WEIGHT, Unit::Count, f64::from(w));
+    }
+    if let Some(tf) = timeframe {
+        line = line
+            .dimension("Timeframe", tf)
+            .directive()
+            .dimension_set(&["Stage", "Job", "Timeframe"])
+            .value(detail, names::HEARTBEAT, Unit::Count, heartbeat(report));
     }
     line
 }
@@ -310,7 +374,8 @@ mod tests {
         };
         let v = job_line(
             "prod",
-            "evaluator",
+            "position-sync",
+            None,
             1_700_000_000_000,
             &report,
             &m,
@@ -319,8 +384,9 @@ mod tests {
         .to_value();
         let expected = json!({
             "Stage": "prod",
-            "Job": "evaluator",
-            "Heartbeat": 1.0,
+            "Job": "position-sync",
+            // The run reported an error: no heartbeat.
+            "Heartbeat": 0.0,
             "OrdersPlaced": 2.0,
             "OrdersRejected": 1.0,
             "JobErrors": 1.0,
@@ -348,7 +414,8 @@ mod tests {
         // One line, parseable back to the same value.
         let line = job_line(
             "prod",
-            "evaluator",
+            "position-sync",
+            None,
             1_700_000_000_000,
             &report,
             &m,
@@ -364,6 +431,7 @@ mod tests {
         let v = job_line(
             "dev",
             "position-sync",
+            None,
             0,
             &JobReport::default(),
             &JobMeasures::default(),
@@ -433,12 +501,22 @@ mod tests {
             duration_ms: 40,
             api_weight_1m: Some(9),
         };
-        let v = job_line("prod", "evaluator", 5, &report, &m, Detail::Alarms).to_value();
+        let v = job_line(
+            "prod",
+            "position-sync",
+            None,
+            5,
+            &report,
+            &m,
+            Detail::Alarms,
+        )
+        .to_value();
         assert_eq!(
             v["_aws"]["CloudWatchMetrics"][0]["Metrics"],
             json!([
                 {"Name": "Heartbeat", "Unit": "Count"},
                 {"Name": "OrdersRejected", "Unit": "Count"},
+                {"Name": "JobErrors", "Unit": "Count"},
             ])
         );
         assert_eq!(v["OrdersPlaced"], 2.0);
@@ -461,6 +539,93 @@ mod tests {
         );
         assert_eq!(v["EquityUsdt"], 100.0);
         assert_eq!(v["PositionsOpen"], 1.0);
+    }
+
+    #[test]
+    fn the_heartbeat_counts_only_a_run_without_errors() {
+        let ok = JobReport::default();
+        let failed = JobReport {
+            errors: vec!["main: exchange unreachable".into(), "sub1: timeout".into()],
+            ..JobReport::default()
+        };
+        let hb = |r: &JobReport, detail| {
+            job_line(
+                "prod",
+                "position-sync",
+                None,
+                0,
+                r,
+                &JobMeasures::default(),
+                detail,
+            )
+            .to_value()["Heartbeat"]
+                .clone()
+        };
+        for detail in [Detail::Alarms, Detail::Full] {
+            assert_eq!(hb(&ok, detail), 1.0);
+            // Every account failed: the run happened but is no heartbeat.
+            assert_eq!(hb(&failed, detail), 0.0);
+        }
+        let one_failed = JobReport {
+            errors: vec!["sub1: timeout".into()],
+            orders_placed: 1,
+            ..JobReport::default()
+        };
+        assert_eq!(hb(&one_failed, Detail::Alarms), 0.0);
+    }
+
+    #[test]
+    fn a_timeframe_job_beats_per_timeframe_and_keeps_its_other_metrics_per_job() {
+        let report = JobReport {
+            orders_rejected: 1,
+            ..JobReport::default()
+        };
+        let v = job_line(
+            "prod",
+            "evaluator",
+            Some("1h"),
+            7,
+            &report,
+            &JobMeasures::default(),
+            Detail::Alarms,
+        )
+        .to_value();
+        assert_eq!(v["Timeframe"], "1h");
+        assert_eq!(v["Heartbeat"], 1.0);
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"],
+            json!([
+                {
+                    "Namespace": "Albra",
+                    "Dimensions": [["Stage", "Job"]],
+                    "Metrics": [
+                        {"Name": "OrdersRejected", "Unit": "Count"},
+                        {"Name": "JobErrors", "Unit": "Count"},
+                    ],
+                },
+                {
+                    "Namespace": "Albra",
+                    "Dimensions": [["Stage", "Job", "Timeframe"]],
+                    "Metrics": [{"Name": "Heartbeat", "Unit": "Count"}],
+                },
+            ])
+        );
+        let failed = JobReport {
+            errors: vec!["main: 429".into()],
+            ..JobReport::default()
+        };
+        let v = job_line(
+            "prod",
+            "evaluator",
+            Some("15m"),
+            7,
+            &failed,
+            &JobMeasures::default(),
+            Detail::Full,
+        )
+        .to_value();
+        assert_eq!(v["Heartbeat"], 0.0);
+        assert_eq!(v["JobErrors"], 1.0);
     }
 
     #[test]

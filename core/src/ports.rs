@@ -471,7 +471,7 @@ pub enum KeySource {
     /// (the original system's main-account names); any other prefix `P` → `P_API_KEY` + `P_API_SECRET`.
     Env { prefix: String },
     /// SSM Parameter Store SecureStrings `{prefix}/binance_api_key` and `{prefix}/binance_api_secret`,
-    /// default prefix `/albra/{account}`.
+    /// default prefix `/albra/{stage}/{account}` (`crate::secrets::default_ssm_prefix`).
     Ssm { prefix: String },
 }
 

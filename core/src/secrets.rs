@@ -16,8 +16,11 @@ use std::path::{Path, PathBuf};
 
 pub const TELEGRAM_TOKEN_VAR: &str = "TELEGRAM_BOT_TOKEN";
 pub const TELEGRAM_CHAT_VAR: &str = "TELEGRAM_CHAT_ID";
-pub const SSM_TELEGRAM_TOKEN: &str = "/albra/telegram/bot_token";
-pub const SSM_TELEGRAM_CHAT: &str = "/albra/telegram/chat_id";
+/// The variable naming the deployment stage whose SSM parameters are read (the Lambda functions
+/// get the template's `Stage` in it; it is also their metrics' `Stage` dimension).
+pub const STAGE_VAR: &str = "ALBRA_STAGE";
+/// The stage SSM names use when [`STAGE_VAR`] is unset: what `make deploy` deploys by default.
+pub const DEFAULT_SSM_STAGE: &str = "prod";
 
 /// Environment variable names holding an account's keys for `KeySource::Env { prefix }`:
 /// `BINANCE` keeps the original system's `BINANCE_API_KEY` / `BINANCE_SECRET_KEY`; any other
@@ -41,9 +44,34 @@ pub fn ssm_key_names(prefix: &str) -> (String, String) {
     )
 }
 
-/// The default SSM prefix of an account: `/albra/{account}`.
+/// The stage the SSM names live under: [`STAGE_VAR`], default [`DEFAULT_SSM_STAGE`]. Every name
+/// is under `/albra/{stage}/`, so a stage's functions are granted that path only and cannot read
+/// another stage's keys.
+pub fn ssm_stage() -> String {
+    std::env::var(STAGE_VAR)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_SSM_STAGE.to_string())
+}
+
+/// An account's SSM prefix in a stage: `/albra/{stage}/{account}`.
+pub fn ssm_account_prefix(stage: &str, account: &AccountId) -> String {
+    format!("/albra/{stage}/{}", account.as_str())
+}
+
+/// The default SSM prefix of an account: `/albra/{stage}/{account}`, stage from [`ssm_stage`].
 pub fn default_ssm_prefix(account: &AccountId) -> String {
-    format!("/albra/{}", account.as_str())
+    ssm_account_prefix(&ssm_stage(), account)
+}
+
+/// The Telegram SecureStrings of a stage: `/albra/{stage}/telegram/bot_token` and
+/// `/albra/{stage}/telegram/chat_id`.
+pub fn ssm_telegram_names(stage: &str) -> (String, String) {
+    (
+        format!("/albra/{stage}/telegram/bot_token"),
+        format!("/albra/{stage}/telegram/chat_id"),
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -263,6 +291,8 @@ impl Secrets for EnvSecrets {
 /// most once per instance (found or not), so a Lambda reads SSM once per cold start.
 pub struct SsmSecrets {
     client: aws_sdk_ssm::Client,
+    /// The stage whose Telegram parameters [`Secrets::telegram`] reads.
+    stage: String,
     /// `None` records a parameter SSM does not have.
     cache: tokio::sync::Mutex<HashMap<String, Option<Secret>>>,
 }
@@ -271,6 +301,7 @@ impl fmt::Debug for SsmSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let cached = self.cache.try_lock().map(|c| c.len()).ok();
         f.debug_struct("SsmSecrets")
+            .field("stage", &self.stage)
             .field("cached_parameters", &cached)
             .finish()
     }
@@ -280,11 +311,19 @@ impl fmt::Debug for SsmSecrets {
 const SSM_BATCH: usize = 10;
 
 impl SsmSecrets {
+    /// SSM through `client`, for the stage [`ssm_stage`] names.
     pub fn new(client: aws_sdk_ssm::Client) -> Self {
         SsmSecrets {
             client,
+            stage: ssm_stage(),
             cache: tokio::sync::Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Read the Telegram parameters of this stage instead.
+    pub fn with_stage(mut self, stage: &str) -> Self {
+        self.stage = stage.to_string();
+        self
     }
 
     pub fn from_config(config: &SdkConfig) -> Self {
@@ -352,9 +391,11 @@ impl SsmSecrets {
     }
 
     fn telegram_from(
+        stage: &str,
         token: Option<Secret>,
         chat: Option<Secret>,
     ) -> Result<Option<TelegramCreds>, SecretsError> {
+        let (token_name, chat_name) = ssm_telegram_names(stage);
         match (token, chat) {
             (None, None) => Ok(None),
             (Some(bot_token), Some(chat)) => Ok(Some(TelegramCreds {
@@ -362,10 +403,10 @@ impl SsmSecrets {
                 chat_id: chat.expose().trim().to_string(),
             })),
             (Some(_), None) => Err(SecretsError::Missing(format!(
-                "SSM parameter {SSM_TELEGRAM_CHAT} ({SSM_TELEGRAM_TOKEN} exists)"
+                "SSM parameter {chat_name} ({token_name} exists)"
             ))),
             (None, Some(_)) => Err(SecretsError::Missing(format!(
-                "SSM parameter {SSM_TELEGRAM_TOKEN} ({SSM_TELEGRAM_CHAT} exists)"
+                "SSM parameter {token_name} ({chat_name} exists)"
             ))),
         }
     }
@@ -397,12 +438,13 @@ impl Secrets for SsmSecrets {
     }
 
     async fn telegram(&self) -> Result<Option<TelegramCreds>, SecretsError> {
+        let (token_name, chat_name) = ssm_telegram_names(&self.stage);
         let mut v = self
-            .parameters(&[SSM_TELEGRAM_TOKEN, SSM_TELEGRAM_CHAT])
+            .parameters(&[&token_name, &chat_name])
             .await?
             .into_iter();
         let (token, chat) = (v.next().flatten(), v.next().flatten());
-        Self::telegram_from(token, chat)
+        Self::telegram_from(&self.stage, token, chat)
     }
 }
 
@@ -415,7 +457,7 @@ impl Secrets for SsmSecrets {
 pub enum TelegramSource {
     /// `TELEGRAM_BOT_TOKEN` + `TELEGRAM_CHAT_ID`.
     Env,
-    /// `/albra/telegram/bot_token` + `/albra/telegram/chat_id`.
+    /// `/albra/{stage}/telegram/bot_token` + `/albra/{stage}/telegram/chat_id`.
     Ssm,
     /// Telegram is off.
     Disabled,
@@ -534,7 +576,21 @@ mod tests {
             )
         );
         assert_eq!(ssm_key_names("/albra/sub1/"), ssm_key_names("/albra/sub1"));
-        assert_eq!(default_ssm_prefix(&AccountId::new("main")), "/albra/main");
+        // Every name is under its stage, which the IAM policy of that stage's functions grants.
+        let main = AccountId::new("main");
+        assert_eq!(ssm_account_prefix("prod", &main), "/albra/prod/main");
+        assert_eq!(ssm_account_prefix("dev", &main), "/albra/dev/main");
+        assert_eq!(
+            default_ssm_prefix(&main),
+            ssm_account_prefix(&ssm_stage(), &main)
+        );
+        assert_eq!(
+            ssm_telegram_names("prod"),
+            (
+                "/albra/prod/telegram/bot_token".into(),
+                "/albra/prod/telegram/chat_id".into()
+            )
+        );
     }
 
     fn fixed(vars: &[(&str, &str)]) -> EnvSecrets {
@@ -621,11 +677,21 @@ mod tests {
 
     #[test]
     fn ssm_telegram_pairs() {
-        assert!(SsmSecrets::telegram_from(None, None).unwrap().is_none());
-        let err = SsmSecrets::telegram_from(Some(Secret::new("t")), None).unwrap_err();
-        assert!(err.to_string().contains(SSM_TELEGRAM_CHAT), "{err}");
-        let err = SsmSecrets::telegram_from(None, Some(Secret::new("1"))).unwrap_err();
-        assert!(err.to_string().contains(SSM_TELEGRAM_TOKEN), "{err}");
+        assert!(SsmSecrets::telegram_from("dev", None, None)
+            .unwrap()
+            .is_none());
+        let err = SsmSecrets::telegram_from("dev", Some(Secret::new("t")), None).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("SSM parameter /albra/dev/telegram/chat_id"),
+            "{err}"
+        );
+        let err = SsmSecrets::telegram_from("dev", None, Some(Secret::new("1"))).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("SSM parameter /albra/dev/telegram/bot_token"),
+            "{err}"
+        );
     }
 
     #[tokio::test]

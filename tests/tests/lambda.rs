@@ -451,9 +451,11 @@ impl World {
             .await
             .expect("create table");
         let ssm = aws_sdk_ssm::Client::new(&sdk);
+        // Under the stage the functions run in (ALBRA_STAGE=test): `ssm` reads
+        // /albra/{stage}/{account}/….
         for (name, value) in [
-            ("/albra/main/binance_api_key", MAIN_KEY),
-            ("/albra/main/binance_api_secret", MAIN_SECRET),
+            ("/albra/test/main/binance_api_key", MAIN_KEY),
+            ("/albra/test/main/binance_api_secret", MAIN_SECRET),
         ] {
             ssm.put_parameter()
                 .name(name)
@@ -720,9 +722,20 @@ async fn scheduled_events_evaluate_their_candle_once_and_ssm_is_read_once_per_co
     assert_eq!(
         jobs[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"],
         serde_json::json!([
-            {"Name": "Heartbeat", "Unit": "Count"},
             {"Name": "OrdersRejected", "Unit": "Count"},
+            {"Name": "JobErrors", "Unit": "Count"},
         ])
+    );
+    // The evaluator's heartbeat is per timeframe (one alarm per schedule), 1 for a clean run.
+    assert_eq!(jobs[0]["Timeframe"], "1h");
+    assert_eq!(jobs[0]["Heartbeat"], 1.0);
+    assert_eq!(
+        jobs[0]["_aws"]["CloudWatchMetrics"][1],
+        serde_json::json!({
+            "Namespace": "Albra",
+            "Dimensions": [["Stage", "Job", "Timeframe"]],
+            "Metrics": [{"Name": "Heartbeat", "Unit": "Count"}],
+        })
     );
     // Logs are JSON in Lambda.
     let err = std::fs::read_to_string(&f.stderr).unwrap();
@@ -1065,11 +1078,14 @@ async fn bench_lambda_start_rss_size_and_monthly_cost() {
     let log_gb = (eval_runs + sync_runs) * 2.5e3 / 1e9;
     let logs = log_gb * 0.50;
     let core = lambda_compute + lambda_requests + dynamo + scheduler + logs;
-    // ALBRA_METRICS=alarms (the template's default): Heartbeat and OrdersRejected per job, MddLevel
-    // and DailyLossHalt per stage. full: 7 per job, 5 per stage and 5 per account.
-    let metrics = 2.0 * 2.0 + 2.0;
-    let metrics_full = 7.0 * 2.0 + 5.0 * (1.0 + accounts);
-    let alarms = 6.0;
+    // ALBRA_METRICS=alarms (the template's default): OrdersRejected and JobErrors per job, the
+    // sync's Heartbeat and the evaluator's per timeframe (3), MddLevel and DailyLossHalt per
+    // stage. full: 7 per job (the evaluator's heartbeat per timeframe: 2 more), 5 per stage and 5
+    // per account.
+    let metrics = 2.0 * 2.0 + 1.0 + 3.0 + 2.0;
+    let metrics_full = 7.0 * 2.0 + 2.0 + 5.0 * (1.0 + accounts);
+    // Lambda Errors ×2, heartbeats ×4, JobErrors ×2, MddLevel, DailyLossHalt, OrdersRejected.
+    let alarms = 11.0;
     println!(
         "monthly estimate, 3 accounts, 128 MB arm64 (no free tier): {:.0} evaluator + {:.0} sync \
          invocations, {gb_s:.0} GB-s",
@@ -1081,15 +1097,16 @@ async fn bench_lambda_start_rss_size_and_monthly_cost() {
     );
     let cw = (metrics - 10.0f64).max(0.0) * 0.30;
     let cw_full = (metrics_full - 10.0f64).max(0.0) * 0.30;
+    let cw_alarms = (alarms - 10.0f64).max(0.0) * 0.10;
     println!(
-        "  CloudWatch, ALBRA_METRICS=alarms: {metrics:.0} custom metrics (inside the 10 free) ${cw:.2}, \
-         {alarms:.0} alarms (inside the 10 free) $0.00 => total ${:.2}/month",
-        core + cw
+        "  CloudWatch, ALBRA_METRICS=alarms: {metrics:.0} custom metrics (10 free) ${cw:.2}, \
+         {alarms:.0} alarms (10 free) ${cw_alarms:.2} => total ${:.2}/month",
+        core + cw + cw_alarms
     );
     println!(
         "  CloudWatch, ALBRA_METRICS=full: {metrics_full:.0} custom metrics, ${cw_full:.2} beyond the \
          10 free (${:.2} without the free tier) => total ${:.2}/month",
         metrics_full * 0.30,
-        core + cw_full
+        core + cw_full + cw_alarms
     );
 }

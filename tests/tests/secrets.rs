@@ -5,7 +5,7 @@
 use albra_core::domain::AccountId;
 use albra_core::ports::{KeySource, Secrets, SecretsError};
 use albra_core::secrets::{
-    ChainSecrets, EnvSecrets, SsmSecrets, TelegramSource, SSM_TELEGRAM_CHAT, SSM_TELEGRAM_TOKEN,
+    ssm_stage, ssm_telegram_names, ChainSecrets, EnvSecrets, SsmSecrets, TelegramSource,
 };
 use albra_tests::moto::MotoServer;
 use aws_sdk_ssm::types::ParameterType;
@@ -46,52 +46,63 @@ async fn ssm_secrets_read_secure_strings_once_and_name_missing_paths() {
     let moto = MotoServer::start();
     let config = moto.sdk_config().await;
     let client = aws_sdk_ssm::Client::new(&config);
-    put_secure(&client, "/albra/main/binance_api_key", "main-key-123").await;
-    put_secure(&client, "/albra/main/binance_api_secret", "main-secret-456").await;
-    put_secure(&client, "/albra/sub1/binance_api_key", "sub1-key-789").await;
+    put_secure(&client, "/albra/prod/main/binance_api_key", "main-key-123").await;
+    put_secure(
+        &client,
+        "/albra/prod/main/binance_api_secret",
+        "main-secret-456",
+    )
+    .await;
+    put_secure(&client, "/albra/prod/sub1/binance_api_key", "sub1-key-789").await;
 
     let secrets = SsmSecrets::from_config(&config);
     let main = AccountId::new("main");
     let keys = secrets
-        .binance_keys(&main, &ssm("/albra/main"))
+        .binance_keys(&main, &ssm("/albra/prod/main"))
         .await
         .unwrap();
     assert_eq!(keys.api_key.expose(), "main-key-123");
     assert_eq!(keys.api_secret.expose(), "main-secret-456");
     // A trailing slash on the prefix names the same parameters.
     let again = secrets
-        .binance_keys(&main, &ssm("/albra/main/"))
+        .binance_keys(&main, &ssm("/albra/prod/main/"))
         .await
         .unwrap();
     assert_eq!(again.api_secret.expose(), "main-secret-456");
 
     // Half the keys present: the error names the full path of the missing one.
     let err = secrets
-        .binance_keys(&AccountId::new("sub1"), &ssm("/albra/sub1"))
+        .binance_keys(&AccountId::new("sub1"), &ssm("/albra/prod/sub1"))
         .await
         .unwrap_err();
     assert!(
-        matches!(&err, SecretsError::Missing(m) if m.contains("/albra/sub1/binance_api_secret")),
+        matches!(&err, SecretsError::Missing(m) if m.contains("/albra/prod/sub1/binance_api_secret")),
         "{err:?}"
     );
     let err = secrets
-        .binance_keys(&AccountId::new("ghost"), &ssm("/albra/ghost"))
+        .binance_keys(&AccountId::new("ghost"), &ssm("/albra/prod/ghost"))
         .await
         .unwrap_err();
     assert!(
-        err.to_string().contains("/albra/ghost/binance_api_key"),
+        err.to_string()
+            .contains("/albra/prod/ghost/binance_api_key"),
         "{err}"
     );
 
     // Read once per instance: a rotated value is only seen by a new instance (a new cold start).
-    put_secure(&client, "/albra/main/binance_api_secret", "rotated-secret").await;
+    put_secure(
+        &client,
+        "/albra/prod/main/binance_api_secret",
+        "rotated-secret",
+    )
+    .await;
     let cached = secrets
-        .binance_keys(&main, &ssm("/albra/main"))
+        .binance_keys(&main, &ssm("/albra/prod/main"))
         .await
         .unwrap();
     assert_eq!(cached.api_secret.expose(), "main-secret-456");
     let fresh = SsmSecrets::from_config(&config)
-        .binance_keys(&main, &ssm("/albra/main"))
+        .binance_keys(&main, &ssm("/albra/prod/main"))
         .await
         .unwrap();
     assert_eq!(fresh.api_secret.expose(), "rotated-secret");
@@ -117,24 +128,27 @@ async fn ssm_telegram_is_none_until_both_parameters_exist() {
     let config = moto.sdk_config().await;
     let client = aws_sdk_ssm::Client::new(&config);
 
+    let dev = || SsmSecrets::from_config(&config).with_stage("dev");
+    assert!(dev().telegram().await.unwrap().is_none());
+
+    let (token_name, chat_name) = ssm_telegram_names("dev");
+    assert_eq!(token_name, "/albra/dev/telegram/bot_token");
+    put_secure(&client, &token_name, "999:bot-token-abc").await;
+    let err = dev().telegram().await.unwrap_err();
+    assert!(err.to_string().contains(&chat_name), "{err}");
+
+    put_secure(&client, &chat_name, "-100123").await;
+    let secrets = dev();
+    let tg = secrets.telegram().await.unwrap().unwrap();
+    assert_eq!(tg.bot_token.expose(), "999:bot-token-abc");
+    assert_eq!(tg.chat_id, "-100123");
+    // Another stage's functions do not see this stage's parameters.
     assert!(SsmSecrets::from_config(&config)
+        .with_stage("staging")
         .telegram()
         .await
         .unwrap()
         .is_none());
-
-    put_secure(&client, SSM_TELEGRAM_TOKEN, "999:bot-token-abc").await;
-    let err = SsmSecrets::from_config(&config)
-        .telegram()
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains(SSM_TELEGRAM_CHAT), "{err}");
-
-    put_secure(&client, SSM_TELEGRAM_CHAT, "-100123").await;
-    let secrets = SsmSecrets::from_config(&config);
-    let tg = secrets.telegram().await.unwrap().unwrap();
-    assert_eq!(tg.bot_token.expose(), "999:bot-token-abc");
-    assert_eq!(tg.chat_id, "-100123");
     assert_hidden(
         "TelegramCreds",
         format!("{tg:?} {tg:#?} {secrets:?}"),
@@ -235,10 +249,17 @@ async fn chain_secrets_dispatch_by_key_source() {
     let moto = MotoServer::start();
     let config = moto.sdk_config().await;
     let client = aws_sdk_ssm::Client::new(&config);
-    put_secure(&client, "/albra/sub2/binance_api_key", "ssm-sub2-key").await;
-    put_secure(&client, "/albra/sub2/binance_api_secret", "ssm-sub2-secret").await;
-    put_secure(&client, SSM_TELEGRAM_TOKEN, "ssm-bot-token").await;
-    put_secure(&client, SSM_TELEGRAM_CHAT, "42").await;
+    put_secure(&client, "/albra/prod/sub2/binance_api_key", "ssm-sub2-key").await;
+    put_secure(
+        &client,
+        "/albra/prod/sub2/binance_api_secret",
+        "ssm-sub2-secret",
+    )
+    .await;
+    // The chain's SSM adapter reads the Telegram parameters of this process's stage.
+    let (token_name, chat_name) = ssm_telegram_names(&ssm_stage());
+    put_secure(&client, &token_name, "ssm-bot-token").await;
+    put_secure(&client, &chat_name, "42").await;
 
     let env_part = EnvSecrets::with_vars(
         [
@@ -263,7 +284,7 @@ async fn chain_secrets_dispatch_by_key_source() {
     );
 
     let sub2 = chain
-        .binance_keys(&AccountId::new("sub2"), &ssm("/albra/sub2"))
+        .binance_keys(&AccountId::new("sub2"), &ssm("/albra/prod/sub2"))
         .await
         .unwrap();
     assert_eq!(sub2.api_secret.expose(), "ssm-sub2-secret");

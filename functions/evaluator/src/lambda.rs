@@ -154,7 +154,16 @@ impl Runtime {
     }
 
     /// Print the run's EMF lines: one for the job, one per enabled account with stored state.
-    pub async fn emit_metrics(&self, job: &str, report: &JobReport, started: Instant, now: i64) {
+    /// A job run per timeframe (the evaluator) passes it: its heartbeat is then per timeframe,
+    /// so the alarm of each schedule sees that schedule's runs only.
+    pub async fn emit_metrics(
+        &self,
+        job: &str,
+        timeframe: Option<&str>,
+        report: &JobReport,
+        started: Instant,
+        now: i64,
+    ) {
         let Some(detail) = self.metrics else {
             return;
         };
@@ -171,7 +180,7 @@ impl Runtime {
             duration_ms,
             api_weight_1m,
         };
-        emf::job_line(&self.stage, job, now, report, &m, detail).emit();
+        emf::job_line(&self.stage, job, timeframe, now, report, &m, detail).emit();
         let repo = &self.app.engine.repo;
         for acct in self.app.engine.accounts.iter().filter(|a| a.config.enabled) {
             let id = &acct.config.id;

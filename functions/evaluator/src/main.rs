@@ -84,7 +84,8 @@ async fn evaluate_at(rt: &Runtime, tf: Timeframe, at: i64, wait: bool) -> (JobRe
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    rt.emit_metrics(JOB, &report, started, now).await;
+    rt.emit_metrics(JOB, Some(tf.as_str()), &report, started, now)
+        .await;
     (report, now)
 }
 

@@ -55,7 +55,7 @@ async fn sync_once(rt: &Runtime) -> JobReport {
     for e in &report.errors {
         eprintln!("error: {e}");
     }
-    rt.emit_metrics(JOB, &report, started, now).await;
+    rt.emit_metrics(JOB, None, &report, started, now).await;
     report
 }
 
