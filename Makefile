@@ -22,30 +22,33 @@ STATIC_ALBRA := $(filter %-linux-gnu,$(HOST))
 
 build:
 ifeq ($(STATIC_ALBRA),)
-	$(CARGO) build --release --bin albra --bin albra-ops
+	$(CARGO) build --locked --release --bin albra --bin albra-ops
 else
-	$(CARGO) build --release --bin albra-ops
-	RUSTFLAGS="$(strip $(RUSTFLAGS) -C target-feature=+crt-static)" $(CARGO) build --release --bin albra --target $(HOST)
+	$(CARGO) build --locked --release --bin albra-ops
+	RUSTFLAGS="$(strip $(RUSTFLAGS) -C target-feature=+crt-static)" $(CARGO) build --locked --release --bin albra --target $(HOST)
 	rm -f $(CARGO_TARGET_DIR)/release/albra
 	cp $(CARGO_TARGET_DIR)/$(HOST)/release/albra $(CARGO_TARGET_DIR)/release/albra
 endif
 
-# moto (DynamoDB + SSM on loopback) and cfn-lint for the tests, in a local venv.
+# moto (DynamoDB + SSM on loopback) and cfn-lint for the tests, in a local venv. Exact versions:
+# a new release of either must not change what the tests and the template lint see unannounced.
+MOTO_VERSION := 5.2.6
+CFN_LINT_VERSION := 1.58.0
 venv: $(VENV)/.ready
 $(VENV)/.ready:
 	$(PY) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]' cfn-lint
+	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'cfn-lint==$(CFN_LINT_VERSION)'
 	touch $@
 
 test: venv
-	$(CARGO) build --workspace --bins
-	$(CARGO) test --workspace
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO) test --locked --workspace
 
 lint: fmt clippy
 fmt:
 	$(CARGO) fmt --all -- --check
 clippy:
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 clean-state:
 	rm -rf state
@@ -53,7 +56,7 @@ clean-state:
 # Benchmarks (measured, never asserted): criterion in-process figures, then the whole
 # `albra backtest` process over six years of 1h candles.
 bench: build
-	$(CARGO) bench -p albra-core --benches
+	$(CARGO) bench --locked -p albra-core --benches
 	@echo "whole process: albra backtest EMA_CROSS over data/BTCUSDT-spot-1h.csv (51,224 candles), 5 runs:"
 	@for i in 1 2 3 4 5; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off > /dev/null; done
 	@echo "the same with --full-jobs (the whole evaluation job on every candle: the baseline of the quiet path), 3 runs:"
@@ -77,12 +80,12 @@ STAGE ?= prod
 lambda:
 	@set -e; \
 	if command -v cargo-lambda >/dev/null 2>&1; then \
-	  $(CARGO) lambda build --profile lambda --arm64 $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
+	  $(CARGO) lambda build --locked --profile lambda --arm64 $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
 	  out() { echo "$(CARGO_TARGET_DIR)/lambda/$$1/bootstrap"; }; \
 	elif rustup target list --installed 2>/dev/null | grep -qx aarch64-unknown-linux-gnu \
 	    && command -v aarch64-linux-gnu-gcc >/dev/null 2>&1; then \
 	  CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc \
-	    $(CARGO) build --profile lambda --target aarch64-unknown-linux-gnu $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
+	    $(CARGO) build --locked --profile lambda --target aarch64-unknown-linux-gnu $(addprefix -p ,$(LAMBDA_FUNCTIONS)); \
 	  out() { echo "$(CARGO_TARGET_DIR)/aarch64-unknown-linux-gnu/lambda/$$1"; }; \
 	else \
 	  echo "make lambda: needs cargo-lambda (pip install cargo-lambda) or the aarch64-unknown-linux-gnu"; \
@@ -108,9 +111,9 @@ deploy: lambda
 # the evaluator and position-sync under the loopback Lambda runtime API, bootstrap sizes, and a
 # monthly AWS cost estimate. Host-architecture build of the `lambda` profile.
 bench-lambda: venv
-	$(CARGO) build --profile lambda --bin evaluator --bin position-sync
-	$(CARGO) build --workspace --bins
-	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test -p albra-tests --test lambda -- --ignored --nocapture bench_
+	$(CARGO) build --locked --profile lambda --bin evaluator --bin position-sync
+	$(CARGO) build --locked --workspace --bins
+	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test --locked -p albra-tests --test lambda -- --ignored --nocapture bench_
 
 # Fuzzing (README "Fuzzing"): each cargo-fuzz target in fuzz/ for FUZZ_SECS seconds, one after
 # the other, with the stable toolchain (RUSTC_BOOTSTRAP lets cargo-fuzz pass its sanitizer flags).
