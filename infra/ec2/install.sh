@@ -4,6 +4,8 @@
 # of the two ways to run the jobs:
 #   --mode systemd  the long-running scheduler `albra run --live` (infra/ec2/albra.service)
 #   --mode cron     the one-shot binaries from /etc/cron.d/albra (infra/ec2/albra.cron)
+# and, in both modes, albra-watch.timer: every 5 minutes `albra-job check` alerts through the
+# notifier when a job has stopped succeeding (heartbeat files in /var/lib/albra/jobs).
 # Installing one mode removes the other, so switching is just re-running with the other flag.
 # Idempotent: re-running replaces the binaries and the unit/crontab and changes nothing else.
 #
@@ -56,6 +58,8 @@ prefix="$root/opt/albra"
 etc="$root/etc/albra"
 var="$root/var/lib/albra"
 unit="$root/etc/systemd/system/albra.service"
+watch_service="$root/etc/systemd/system/albra-watch.service"
+watch_timer="$root/etc/systemd/system/albra-watch.timer"
 cronfile="$root/etc/cron.d/albra"
 
 if [[ $system == 1 ]] && ! id albra >/dev/null 2>&1; then
@@ -100,4 +104,13 @@ case "$mode" in
     echo "installed: /etc/cron.d/albra (logs: journalctl -t albra-evaluator -t albra-position-sync)"
     ;;
 esac
+# Both modes write heartbeats; the check runs from systemd, so it outlives a stopped cron or a
+# stalled scheduler.
+install -d -m 0755 "$(dirname "$watch_timer")"
+install -m 0644 "$here/albra-watch.service" "$watch_service"
+install -m 0644 "$here/albra-watch.timer" "$watch_timer"
+if [[ $system == 1 ]]; then
+  systemctl daemon-reload
+  systemctl enable --now albra-watch.timer
+fi
 echo "edit $etc/albra.toml and $etc/albra.env, then check: sudo -u albra $prefix/bin/albra --config /etc/albra/albra.toml validate"

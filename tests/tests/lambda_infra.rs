@@ -158,8 +158,6 @@ fn the_template_matches_what_the_code_writes_and_emits() {
             !text.contains("\"Resource\":\"*\""),
             "{name}: a wildcard resource: {text}"
         );
-        assert!(text.contains("parameter/albra/*"), "{name}: {text}");
-        assert!(text.contains("kms:ViaService"), "{name}: {text}");
         assert!(text.contains("StateTable"), "{name}: {text}");
     }
 
@@ -229,6 +227,7 @@ fn the_template_matches_what_the_code_writes_and_emits() {
         .collect();
     for m in [
         names::HEARTBEAT,
+        names::JOB_ERRORS,
         names::MDD_LEVEL,
         names::DAILY_LOSS_HALT,
         names::ORDERS_REJECTED,
@@ -241,7 +240,8 @@ fn the_template_matches_what_the_code_writes_and_emits() {
     assert!(watched.contains(&("AWS/Lambda".to_string(), "Errors".to_string())));
     for (name, a) in &alarms {
         assert_eq!(
-            a["Properties"]["AlarmActions"][0]["Ref"], "AlertTopic",
+            a["Properties"]["AlarmActions"],
+            serde_json::json!([{"Ref": "AlertTopic"}]),
             "{name}"
         );
     }
@@ -260,6 +260,229 @@ fn the_template_matches_what_the_code_writes_and_emits() {
     for p in ["Stage", "AlertEmail"] {
         assert!(t["Parameters"].get(p).is_some(), "parameter {p}");
     }
+}
+
+/// The value of dimension `name` of an alarm, when it has one.
+fn dimension<'a>(alarm: &'a Value, name: &str) -> Option<&'a Value> {
+    alarm["Properties"]["Dimensions"]
+        .as_array()?
+        .iter()
+        .find(|d| d["Name"] == name)
+        .map(|d| &d["Value"])
+}
+
+/// The alarms on `metric` in the Albra namespace for `job` (by its `Job` dimension).
+fn job_alarms<'a>(t: &'a Value, metric: &str, job: &str) -> Vec<(&'a String, &'a Value)> {
+    t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| {
+            r["Type"] == "AWS::CloudWatch::Alarm"
+                && r["Properties"]["Namespace"] == NAMESPACE
+                && r["Properties"]["MetricName"] == metric
+                && dimension(r, "Job").and_then(Value::as_str) == Some(job)
+        })
+        .collect()
+}
+
+#[test]
+fn the_alarms_reach_a_person() {
+    let t = template();
+    let res = t["Resources"].as_object().unwrap();
+
+    // The topic is encrypted with a customer-managed key whose policy lets CloudWatch publish
+    // (the AWS-managed alias/aws/sns key cannot), for this account's alarms only, and lets the
+    // account administer it.
+    let topic = &res["AlertTopic"]["Properties"];
+    let key_ref = &topic["KmsMasterKeyId"];
+    assert_ne!(key_ref, "alias/aws/sns", "an AWS-managed key: {key_ref}");
+    let key_name = key_ref["Fn::GetAtt"][0]
+        .as_str()
+        .or_else(|| key_ref["Ref"].as_str())
+        .unwrap_or_else(|| panic!("the topic's key is not a key of this stack: {key_ref}"));
+    let key = &res[key_name];
+    assert_eq!(key["Type"], "AWS::KMS::Key", "{key_name}");
+    assert_eq!(key["Properties"]["EnableKeyRotation"], true);
+    let aliases: Vec<&Value> = res
+        .values()
+        .filter(|r| r["Type"] == "AWS::KMS::Alias")
+        .collect();
+    assert_eq!(aliases.len(), 1);
+    assert_eq!(aliases[0]["Properties"]["TargetKeyId"]["Ref"], key_name);
+    let stmts = key["Properties"]["KeyPolicy"]["Statement"]
+        .as_array()
+        .unwrap();
+    let actions = |s: &Value| -> Vec<String> {
+        match &s["Action"] {
+            Value::String(a) => vec![a.clone()],
+            Value::Array(a) => a.iter().map(|x| x.as_str().unwrap().to_string()).collect(),
+            other => panic!("Action {other}"),
+        }
+    };
+    let cw: Vec<&Value> = stmts
+        .iter()
+        .filter(|s| s["Principal"]["Service"] == "cloudwatch.amazonaws.com")
+        .collect();
+    assert_eq!(cw.len(), 1, "{stmts:?}");
+    assert_eq!(cw[0]["Effect"], "Allow");
+    let mut got = actions(cw[0]);
+    got.sort();
+    assert_eq!(got, ["kms:Decrypt", "kms:GenerateDataKey*"]);
+    assert_eq!(
+        cw[0]["Condition"]["StringEquals"]["aws:SourceAccount"]["Ref"], "AWS::AccountId",
+        "scoped to this account's alarms: {}",
+        cw[0]
+    );
+    let admin = stmts
+        .iter()
+        .find(|s| {
+            s["Principal"]["AWS"]["Fn::Sub"]
+                .as_str()
+                .is_some_and(|p| p.ends_with(":root"))
+        })
+        .expect("the account administers the key");
+    assert_eq!(actions(admin), ["kms:*"]);
+    // Only the account and CloudWatch are named.
+    assert_eq!(stmts.len(), 2, "{stmts:?}");
+
+    // Every schedule has a heartbeat alarm on its own timeframe that fires after one missed or
+    // failed run and never between two good ones; the sync has one too; both jobs' JobErrors
+    // are alarmed. All go to the topic.
+    let schedules: BTreeSet<String> = res
+        .values()
+        .filter(|r| r["Type"] == "AWS::Scheduler::Schedule")
+        .filter_map(|r| {
+            let input: Value =
+                serde_json::from_str(r["Properties"]["Target"]["Input"].as_str()?).ok()?;
+            input["timeframe"].as_str().map(str::to_string)
+        })
+        .collect();
+    let beats = job_alarms(&t, names::HEARTBEAT, "evaluator");
+    let mut covered = BTreeSet::new();
+    for (name, a) in &beats {
+        let p = &a["Properties"];
+        let tf = dimension(a, "Timeframe")
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{name}: the evaluator's heartbeat is per Timeframe"));
+        assert_eq!(dimension(a, "Stage").unwrap()["Ref"], "Stage", "{name}");
+        let interval = u64::from(tf_minutes(tf)) * 60;
+        let period = p["Period"].as_u64().unwrap();
+        let n = p["EvaluationPeriods"].as_u64().unwrap();
+        assert_eq!(p["DatapointsToAlarm"].as_u64().unwrap_or(n), n, "{name}");
+        assert_eq!(
+            interval % period,
+            0,
+            "{name}: buckets align with the closes"
+        );
+        // Between two good runs at most interval/period buckets in a row are empty (counting the
+        // next run's bucket before its data point arrives); one missed run empties
+        // 2·interval/period − 1 in a row.
+        assert!(
+            n > interval / period,
+            "{name}: would fire between good runs"
+        );
+        assert!(
+            n < 2 * interval / period,
+            "{name}: would not fire after one missed run"
+        );
+        assert_eq!(p["Threshold"], 1, "{name}");
+        assert_eq!(p["ComparisonOperator"], "LessThanThreshold", "{name}");
+        assert_eq!(p["TreatMissingData"], "breaching", "{name}");
+        covered.insert(tf.to_string());
+    }
+    assert_eq!(
+        covered, schedules,
+        "one evaluator heartbeat alarm per schedule"
+    );
+    assert_eq!(beats.len(), schedules.len());
+
+    let sync_beat = job_alarms(&t, names::HEARTBEAT, "position-sync");
+    assert_eq!(sync_beat.len(), 1);
+    let p = &sync_beat[0].1["Properties"];
+    assert_eq!(p["TreatMissingData"], "breaching");
+    assert_eq!(p["ComparisonOperator"], "LessThanThreshold");
+    assert_eq!(p["Threshold"], 1);
+    assert!(dimension(sync_beat[0].1, "Timeframe").is_none());
+
+    for job in ["evaluator", "position-sync"] {
+        let errs = job_alarms(&t, names::JOB_ERRORS, job);
+        assert_eq!(errs.len(), 1, "JobErrors alarm for {job}");
+        let p = &errs[0].1["Properties"];
+        assert_eq!(p["ComparisonOperator"], "GreaterThanOrEqualToThreshold");
+        assert_eq!(p["Threshold"], 1);
+        assert_eq!(p["Statistic"], "Sum");
+    }
+    for (name, a) in res
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::CloudWatch::Alarm")
+    {
+        assert_eq!(
+            a["Properties"]["AlarmActions"],
+            serde_json::json!([{"Ref": "AlertTopic"}]),
+            "{name}"
+        );
+    }
+}
+
+#[test]
+fn the_functions_read_only_their_stages_keys() {
+    let t = template();
+    let fns: Vec<(&String, &Value)> = t["Resources"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
+        .collect();
+    assert_eq!(fns.len(), 2);
+    for (name, f) in fns {
+        let stmts = f["Properties"]["Policies"][0]["Statement"]
+            .as_array()
+            .unwrap();
+        let text = serde_json::to_string(stmts).unwrap();
+        // SSM: this stage's parameters (what core/src/secrets.rs names), nothing wider.
+        let keys = stmts
+            .iter()
+            .find(|s| s["Sid"] == "Keys")
+            .unwrap_or_else(|| panic!("{name}: no Keys statement: {text}"));
+        assert_eq!(
+            keys["Resource"]["Fn::Sub"],
+            "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/albra/${Stage}/*",
+            "{name}"
+        );
+        assert!(!text.contains("parameter/albra/*"), "{name}: {text}");
+        // KMS: never key/*; kms:Decrypt only on the named key, only through SSM, only when a
+        // customer-managed key is named (the AWS-managed aws/ssm key's policy needs none).
+        assert!(!text.contains("key/*"), "{name}: {text}");
+        let decrypt = stmts
+            .iter()
+            .find_map(|s| s.get("Fn::If"))
+            .unwrap_or_else(|| panic!("{name}: no conditional kms:Decrypt: {text}"));
+        assert_eq!(decrypt[0], "HasSsmKmsKey", "{name}");
+        assert_eq!(decrypt[1]["Action"], "kms:Decrypt", "{name}");
+        assert_eq!(decrypt[1]["Resource"]["Ref"], "SsmKmsKeyArn", "{name}");
+        assert_eq!(
+            decrypt[1]["Condition"]["StringEquals"]["kms:ViaService"]["Fn::Sub"],
+            "ssm.${AWS::Region}.amazonaws.com",
+            "{name}"
+        );
+        assert_eq!(decrypt[2]["Ref"], "AWS::NoValue", "{name}");
+        let kms_statements = stmts
+            .iter()
+            .filter(|s| serde_json::to_string(s).unwrap().contains("kms:"))
+            .count();
+        assert_eq!(kms_statements, 1, "{name}: {text}");
+    }
+    assert_eq!(t["Parameters"]["SsmKmsKeyArn"]["Default"], "");
+    assert_eq!(
+        t["Conditions"]["HasSsmKmsKey"],
+        serde_json::json!({"Fn::Not": [{"Fn::Equals": [{"Ref": "SsmKmsKeyArn"}, ""]}]})
+    );
+    // The functions know their stage: the SSM names and the metrics' Stage come from it.
+    assert_eq!(
+        t["Globals"]["Function"]["Environment"]["Variables"][albra_core::secrets::STAGE_VAR]["Ref"],
+        "Stage"
+    );
 }
 
 #[test]
@@ -373,6 +596,9 @@ fn install_is_idempotent_keeps_the_operators_files_and_switches_modes() {
         "opt/albra/bin/albra-job",
         "etc/albra/albra.toml",
         "etc/albra/albra.env",
+        // The missed-run check, in both modes.
+        "etc/systemd/system/albra-watch.service",
+        "etc/systemd/system/albra-watch.timer",
     ] {
         assert!(first.contains(f), "{f} not installed: {first:?}");
     }
@@ -404,6 +630,7 @@ fn install_is_idempotent_keeps_the_operators_files_and_switches_modes() {
     let cron = tree(dir.path());
     assert!(cron.contains("etc/cron.d/albra"));
     assert!(!cron.contains("etc/systemd/system/albra.service"));
+    assert!(cron.contains("etc/systemd/system/albra-watch.timer"));
     assert_eq!(mode("etc/cron.d/albra"), 0o644);
 
     // Bad use is refused with the fix.
@@ -449,6 +676,41 @@ fn the_systemd_unit_verifies() {
         !stderr.contains("albra.service:"),
         "unit warnings: {stderr}"
     );
+    // systemd mode writes the heartbeats albra-watch reads.
+    assert!(
+        unit.contains("Environment=ALBRA_JOBS_DIR=/var/lib/albra/jobs"),
+        "{unit}"
+    );
+
+    // The missed-run check: the timer and the service it starts, which runs albra-job check.
+    let service = std::fs::read_to_string(root().join("infra/ec2/albra-watch.service")).unwrap();
+    assert!(
+        service.contains("ExecStart=/opt/albra/bin/albra-job check"),
+        "{service}"
+    );
+    std::fs::write(
+        dir.path().join("albra-watch.service"),
+        service.replace(
+            "/opt/albra/bin/albra-job",
+            &root().join("infra/ec2/albra-job").display().to_string(),
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("infra/ec2/albra-watch.timer"),
+        dir.path().join("albra-watch.timer"),
+    )
+    .unwrap();
+    for u in ["albra-watch.service", "albra-watch.timer"] {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(dir.path().join(u))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{u}: {stderr}");
+        assert!(!stderr.contains("albra-watch."), "{u} warnings: {stderr}");
+    }
 }
 
 #[test]
@@ -471,7 +733,8 @@ fn the_packed_lambda_config_loads_and_reads_every_key_from_ssm() {
     for a in &cfg.accounts {
         match a.key_source().unwrap() {
             albra_core::ports::KeySource::Ssm { prefix } => {
-                assert_eq!(prefix, format!("/albra/{}", a.id));
+                let stage = albra_core::secrets::ssm_stage();
+                assert_eq!(prefix, format!("/albra/{stage}/{}", a.id));
             }
             other => panic!("account {} still reads {other:?}", a.id),
         }

@@ -95,6 +95,24 @@ pub enum Command {
     #[command(after_help = indicators_help())]
     Indicators {
         /// Candle CSV (`open_time,open,high,low,close,volume`).
+    /// Send one message through the configured notifier: printed on stdout, and sent to Telegram
+    /// when `notifier.telegram` is on and its credentials are set. For operators' scripts
+    /// (infra/ec2/albra-job reports failing and missed runs with it). Exits 1 when Telegram is on
+    /// but the message did not reach it.
+    Notify {
+        /// low, medium, high or critical (the config's `notifier.min_priority` applies).
+        #[arg(long, default_value = "high", value_parser = ["low", "medium", "high", "critical"])]
+        priority: String,
+        /// Short machine-readable kind, e.g. job_failed.
+        #[arg(long, default_value = "ops")]
+        kind: String,
+        /// What the message is about, where a job's notifications name their account.
+        #[arg(long, default_value = "ops")]
+        account: String,
+        /// The message (several words are joined with spaces).
+        #[arg(required = true)]
+        text: Vec<String>,
+    },
         #[arg(long)]
         data: PathBuf,
         /// `NAME[:P1,P2,…]`, repeatable (e.g. --indicator ema:20 --indicator macd:12,26,9).
@@ -224,6 +242,7 @@ impl Command {
             Command::WalkForward { .. } => "walk-forward",
             Command::Signals { .. } => "signals",
         }
+            Command::Notify { .. } => "notify",
     }
 }
 
@@ -244,7 +263,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 9] = [
+        let cases: [(&[&str], bool); 10] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status"], false),
@@ -255,6 +274,7 @@ mod tests {
                 true,
             ),
             (
+            (&["notify", "--priority", "critical", "sync failing"], false),
                 &["backtest", "--strategy", "EMA_CROSS", "--data", "x.csv"],
                 true,
             ),

@@ -17,6 +17,7 @@
 pub mod cli;
 pub mod ops;
 pub mod tools;
+pub mod watch;
 
 use std::process::ExitCode;
 

@@ -6,8 +6,8 @@ use crate::cli::{Cli, Command};
 use albra_core::app::{self, Mode};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
-use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
-use albra_core::ports::{Notifier, Priority, Secrets};
+use albra_core::notify::{ConsoleNotifier, FanoutNotifier, TelegramNotifier};
+use albra_core::ports::{Notification, Notifier, Priority, Secrets};
 use albra_core::replay::{self, ReplayOptions};
 use albra_core::state::StateRepo;
 use albra_core::store::open_store;
@@ -44,7 +44,16 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
         Command::Run { paper: _, live } => cmd_run(cfg, &state, live).await,
         Command::Status => cmd_status(cfg, &state).await,
         Command::Positions { account } => cmd_positions(cfg, &state, account).await,
-        Command::Validate => cmd_validate(cfg, &cli.config).await,
+        Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
+        Command::Notify {
+            priority,
+            kind,
+            account,
+            text,
+        } => {
+            let n = ops_notification(&priority, kind, account, text.join(" "))?;
+            cmd_notify(cfg, n, cli.env_file.as_deref()).await
+        }
         tool => bail!(
             "`{}` is one of albra's candle-file tools, not run here",
             tool.name()
@@ -110,6 +119,10 @@ async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
             .accounts
             .iter()
             .filter(|a| a.enabled)
+    // Repeated failures reach the notifier, successes write heartbeats (see crate::watch).
+    let watch = Arc::new(crate::watch::JobWatch::from_env(
+        app.engine.notifier.clone(),
+    ));
             .flat_map(|a| {
                 c.account_strategies(a)
                     .map(|s| s.timeframe)
@@ -128,10 +141,10 @@ async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
             Timeframe::H4 => format!("{delay} 0 0/4 * * *"),
             other => bail!("timeframe {other} is not scheduled"),
         };
-        let (app, gate) = (app.clone(), gate.clone());
+        let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
         sched
             .add(Job::new_async(expr.as_str(), move |_id, _l| {
-                let (app, gate) = (app.clone(), gate.clone());
+                let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
                 Box::pin(async move {
                     let _g = gate.lock().await;
                     let now = app.exchange_now().await;
@@ -147,10 +160,14 @@ async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
             .await?;
     }
     {
-        let (app, gate) = (app.clone(), gate.clone());
+        let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
         sched
+                    let job = format!("evaluator-{tf}");
+                    watch
+                        .record(&job, r.errors.first().map(String::as_str), now)
+                        .await;
             .add(Job::new_async("30 * * * * *", move |_id, _l| {
-                let (app, gate) = (app.clone(), gate.clone());
+                let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
                 Box::pin(async move {
                     let _g = gate.lock().await;
                     let now = app.exchange_now().await;
@@ -165,6 +182,9 @@ async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
     println!(
         "albra run ({}) started: evaluating {} a few seconds after each close, syncing every 60 s; state {}. Ctrl-C stops.",
         if live { "LIVE — real orders" } else { "paper" },
+                    watch
+                        .record("position-sync", r.errors.first().map(String::as_str), now)
+                        .await;
         tfs.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
         app.engine.repo.describe()
     );
@@ -183,6 +203,59 @@ async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
         let st = repo.account_state(&a.id).await?;
         let positions = repo.positions(&a.id).await?;
         let open: Vec<_> = positions.iter().filter(|p| p.value.is_open()).collect();
+/// A notification of an operator's script, with a fresh event id (each call is its own event).
+fn ops_notification(
+    priority: &str,
+    kind: String,
+    account: String,
+    text: String,
+) -> Result<Notification> {
+    let priority = match priority {
+        "low" => Priority::Low,
+        "medium" => Priority::Medium,
+        "high" => Priority::High,
+        "critical" => Priority::Critical,
+        other => bail!("unknown priority `{other}` (low, medium, high or critical)"),
+    };
+    let time = chrono::Utc::now().timestamp_millis();
+    Ok(Notification {
+        event_id: format!("ops:{kind}:{time}:{}", std::process::id()),
+        account: AccountId::new(account),
+        priority,
+        kind,
+        text,
+        time,
+    })
+}
+
+/// Send `n` to the console and, when the config turns Telegram on and its credentials are set,
+/// to Telegram. Unlike the jobs, which carry on when Telegram fails, this fails: its caller
+/// (an alerting script) must know the alert did not get through, and says so in the journal.
+async fn cmd_notify(
+    cfg: Config,
+    n: Notification,
+    env_file: Option<&std::path::Path>,
+) -> Result<()> {
+    let mut inner: Vec<Arc<dyn Notifier>> = vec![Arc::new(ConsoleNotifier)];
+    if cfg.notifier.telegram {
+        let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
+        match secrets.telegram().await {
+            Ok(Some(creds)) => inner.push(Arc::new(
+                TelegramNotifier::new(creds).map_err(|e| anyhow!("{e}"))?,
+            )),
+            Ok(None) => eprintln!(
+                "warning: notifier.telegram is on but TELEGRAM_BOT_TOKEN / TELEGRAM_CHAT_ID are \
+                 not set: console only"
+            ),
+            Err(e) => bail!("Telegram credentials unreadable, nothing sent to Telegram: {e}"),
+        }
+    }
+    FanoutNotifier::new(inner, cfg.notifier.min_priority)
+        .notify(&n)
+        .await
+        .map_err(|e| anyhow!("notification not delivered: {e}"))
+}
+
         let trades = repo.trades(&a.id).await?;
         let pnl: rust_decimal::Decimal = trades.iter().map(|t| t.pnl.0).sum();
         let flag = if a.enabled { "" } else { " (disabled)" };
