@@ -399,6 +399,7 @@ pub async fn run_series(
         key_source: "env".into(),
         strategies: vec![name.to_string()],
         risk: RiskOverrides::default(),
+        live: false,
     };
     config.accounts = vec![account.clone()];
 

@@ -107,6 +107,10 @@ pub struct RiskConfig {
     pub halt_reset: HaltReset,
     /// Smallest spacing between two entries of one strategy on one account (seconds; 0 = none).
     pub min_entry_interval_secs: u64,
+    /// Send an entry opposite a hand-made (MANUAL) position on its symbol. One-way mode nets the
+    /// two, so such an entry reduces or flips the person's position on the exchange; off by
+    /// default: the entry is not sent and the notification says why.
+    pub entries_against_manual: bool,
     pub mdd: MddConfig,
     pub kelly: KellyConfig,
     /// `[[risk.loss_streak]]`: size cuts after consecutive losses, e.g. 3 → ×0.7.
@@ -128,6 +132,7 @@ impl Default for RiskConfig {
             day_start_hour_utc: 0,
             halt_reset: HaltReset::Day,
             min_entry_interval_secs: 0,
+            entries_against_manual: false,
             mdd: MddConfig::default(),
             kelly: KellyConfig::default(),
             loss_streak: vec![
@@ -369,6 +374,10 @@ pub struct AccountConfig {
     pub strategies: Vec<String>,
     #[serde(default)]
     pub risk: RiskOverrides,
+    /// Trade real money: without it the live jobs, `run --live` and Lambda refuse to start
+    /// (exit 2) when the Binance URL is not a test one (see [`Config::live_refusals`]).
+    #[serde(default)]
+    pub live: bool,
 }
 
 /// `[accounts.risk]`: per-account overrides of `[risk]` and of strategy sizing.
@@ -415,7 +424,47 @@ pub fn parse_key_source(s: &str, account: &AccountId) -> Result<KeySource, Strin
     }
 }
 
+/// Whether orders sent to `base_url` move no real money: a loopback server, Binance's futures
+/// testnet or its demo-trading API. Any other host is taken as real money.
+pub fn is_test_exchange(base_url: &str) -> bool {
+    let rest = base_url
+        .trim()
+        .split_once("://")
+        .map_or(base_url.trim(), |(_, r)| r);
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => authority.split(':').next().unwrap_or_default(),
+    }
+    .to_ascii_lowercase();
+    let loopback = host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    loopback || host == "testnet.binancefuture.com" || host == "demo-fapi.binance.com"
+}
+
 impl Config {
+    /// Why the live jobs must not start against `base_url`: one line per enabled account that
+    /// would trade real money without `live = true`. Empty when they may start.
+    pub fn live_refusals(&self, base_url: &str) -> Vec<String> {
+        if is_test_exchange(base_url) {
+            return Vec::new();
+        }
+        self.accounts
+            .iter()
+            .enumerate()
+            .filter(|(_, a)| a.enabled && !a.live)
+            .map(|(i, a)| {
+                format!(
+                    "accounts[{i}] (`{}`): orders would go to {base_url} with real money, and                      `live = true` is not set for this account; set it under this [[accounts]]                      entry to trade it, or point ALBRA_BINANCE_URL at the testnet",
+                    a.id
+                )
+            })
+            .collect()
+    }
+
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -1022,6 +1071,50 @@ max_leverage = 2
 
     fn bad(text: &str) -> String {
         Config::parse(text, "cfg.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn test_exchanges_are_loopback_testnet_and_demo_only() {
+        for url in [
+            "http://127.0.0.1:8080",
+            "http://127.8.9.10",
+            "http://localhost:1/",
+            "http://[::1]:443/fapi",
+            "https://testnet.binancefuture.com",
+            "https://DEMO-FAPI.binance.com/",
+        ] {
+            assert!(is_test_exchange(url), "{url}");
+        }
+        for url in [
+            "https://fapi.binance.com",
+            "https://fapi.binance.com:443/",
+            "https://testnet.binancefuture.com.evil.example",
+            "https://127.0.0.1.example.com",
+            "https://user@fapi.binance.com",
+            "https://10.0.0.1",
+            "",
+        ] {
+            assert!(!is_test_exchange(url), "{url}");
+        }
+    }
+
+    #[test]
+    fn real_money_needs_live_on_every_enabled_account() {
+        let c = Config::parse(GOOD, "t.toml").unwrap();
+        let r = c.live_refusals("https://fapi.binance.com");
+        assert_eq!(r.len(), 2, "{r:?}");
+        assert!(r[0].starts_with("accounts[0] (`main`)") && r[0].contains("live = true"));
+        assert!(c.live_refusals("http://127.0.0.1:9").is_empty());
+        let opted = GOOD.replace(
+            "key_source = \"env:SUB1\"",
+            "key_source = \"env:SUB1\"\nlive = true",
+        );
+        let c = Config::parse(&opted, "t.toml").unwrap();
+        let r = c.live_refusals("https://fapi.binance.com");
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert!(r[0].contains("`main`"), "{r:?}");
+        let c = Config::parse(&opted.replace("id = \"main\"", "id = \"main\"\nenabled = false"), "t.toml").unwrap();
+        assert!(c.live_refusals("https://fapi.binance.com").is_empty());
     }
 
     #[test]

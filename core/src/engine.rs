@@ -68,6 +68,8 @@ pub struct JobReport {
     pub sync_drift: u32,
     /// The candle claim held by the evaluation in progress (none outside one).
     pub claim: Option<HeldClaim>,
+    /// The longest `Retry-After` among the failures: a rerun must not come sooner.
+    pub retry_after: Option<Duration>,
 }
 
 /// A candle claim this run holds: the marker's current version fences every write of it.
@@ -429,7 +431,16 @@ impl Engine {
                         // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
                         Ok(line) if line.is_empty() => {}
                         Ok(line) => report.lines.push(format!("{}: {line}", tag())),
-                        Err(e) => report.errors.push(format!("{}: {e}", tag())),
+                        Err(e) => {
+                            if let EngineError::Exchange(ExchangeError::Retryable {
+                                retry_after: Some(d),
+                                ..
+                            }) = &e
+                            {
+                                report.retry_after = report.retry_after.max(Some(*d));
+                            }
+                            report.errors.push(format!("{}: {e}", tag()))
+                        }
                     }
                 }
             }
@@ -1090,6 +1101,22 @@ impl Engine {
         let sid = StrategyId::new(&s.name);
 
         let stored = self.repo.positions(account).await?;
+        if let Some(why) = self.against_manual(&stored, sym, side) {
+            self.notify(
+                account,
+                Priority::High,
+                "blocked",
+                || {
+                    (
+                        format!("manual:{account}:{sid}:{sym}:{open_time}"),
+                        format!("{sid}/{sym}: {why}"),
+                    )
+                },
+                now,
+            )
+            .await;
+            return Ok(why);
+        }
         // Risk off (backtests only): no protective stop, no limits, all equity.
         let stop = if self.risk_off { None } else { stop };
         let filters = match ex.symbol_filters(sym).await {
@@ -1368,6 +1395,27 @@ impl Engine {
         Ok(format!(
             "entered {side} {} @ {} ({stop_txt}){risk_txt}",
             pos.qty, pos.entry_price
+        ))
+    }
+
+    /// Why an entry of `side` on `sym` must not be sent: a hand-made position on the other side
+    /// of the symbol, which one-way mode would net with it (reduce or flip the person's position),
+    /// unless `risk.entries_against_manual` allows it.
+    fn against_manual(
+        &self,
+        stored: &[Versioned<Position>],
+        sym: &Symbol,
+        side: Side,
+    ) -> Option<String> {
+        if self.config.risk.entries_against_manual {
+            return None;
+        }
+        let m = stored.iter().map(|v| &v.value).find(|p| {
+            p.is_manual && p.is_open() && &p.key.symbol == sym && p.side != side
+        })?;
+        Some(format!(
+            "entry {side} not sent: the MANUAL {} {} {sym} on this account would be netted with it              (one-way mode) and reduced or flipped; set risk.entries_against_manual = true to allow it",
+            m.side, m.qty
         ))
     }
 

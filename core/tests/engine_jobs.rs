@@ -556,3 +556,39 @@ async fn an_initial_stop_the_market_has_already_passed_closes_at_market() {
     let held: Vec<_> = s.ex.inner.positions().await.unwrap();
     assert!(held.iter().all(|p| p.amount.is_zero()), "{held:?}");
 }
+
+#[tokio::test]
+async fn an_entry_opposite_a_manual_position_is_not_sent() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    // The person holds 0.010 BTC on the other side, made by hand; the sync tracks it as MANUAL.
+    let by_hand = MarketOrder {
+        symbol: Symbol::new("BTCUSDT"),
+        side: s.signal.1.opposite().entry_order_side(),
+        qty: albra_core::domain::Qty("0.010".parse().unwrap()),
+        reduce_only: false,
+        client_id: albra_core::domain::ClientId("web_by_hand_1".into()),
+    };
+    s.ex.inner.place_market(&by_hand).await.unwrap();
+    let r = s.engine.sync_positions(now).await;
+    assert!(r.ok(), "{r:?}");
+    let main = AccountId::new("main");
+    let stored = s.engine.repo.positions(&main).await.unwrap();
+    assert!(stored.len() == 1 && stored[0].value.is_manual, "{stored:?}");
+
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert!(r.ok(), "{r:?}");
+    assert!(r.lines[0].contains("not sent: the MANUAL"), "{r:?}");
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
+    assert!(s
+        .notes
+        .take()
+        .iter()
+        .any(|n| n.kind == "blocked" && n.text.contains("entries_against_manual")));
+    // The person's position is untouched, on the exchange and in the store.
+    let held = s.ex.inner.positions().await.unwrap();
+    assert_eq!(held.iter().filter(|p| !p.amount.is_zero()).count(), 1);
+    let stored = s.engine.repo.positions(&main).await.unwrap();
+    assert!(stored.len() == 1 && stored[0].value.is_manual, "{stored:?}");
+}
