@@ -491,7 +491,8 @@ impl Config {
                 .unwrap_or_default();
             ConfigError {
                 file: file.to_string(),
-                path: if path == "." {
+                // An empty path comes from a key named `''` at the top level.
+                path: if path == "." || path.is_empty() {
                     "(top level)".into()
                 } else {
                     path
@@ -1125,6 +1126,10 @@ max_leverage = 2
         let e = bad(&GOOD.replace("fast = 50", "fastt = 50"));
         assert!(e.contains("strategies[0].params"), "{e}");
         assert!(e.contains("fastt"), "{e}");
+        // An empty key named no path at all before (found by fuzzing).
+        let e = Config::parse("['']\n", "cfg.toml").unwrap_err();
+        assert_eq!(e.path, "(top level)", "{e}");
+        assert!(e.message.contains("unknown field ``"), "{e}");
     }
 
     #[test]

@@ -383,7 +383,7 @@ const CSV_SOURCE: &str = "fuzz-15m.csv";
 /// the same), and, when accepted, resampled to the coarser timeframes as a backtest does.
 pub fn candle_csv(data: &[u8]) {
     let whole = data::parse_bytes(data, CSV_SOURCE, 1);
-    for chunks in [2, 3, 7] {
+    for chunks in [2, 3] {
         assert_eq!(
             data::parse_bytes(data, CSV_SOURCE, chunks),
             whole,
