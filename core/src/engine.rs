@@ -852,6 +852,23 @@ impl Engine {
             ));
         }
         let mut open = position.filter(|p| p.value.is_open());
+        // A stop that fired while the decision holds is recorded now rather than at the next
+        // sync, so nothing reads the position as open in between. Only the jobs look (one
+        // request); a backtest syncs after every candle anyway.
+        if decision.action == Action::Hold && self.timing.record_holds {
+            if let Some(p) = open.take() {
+                let ex = acct.exchange.as_ref();
+                if !self.protection_fired(ex, &p.value, &HashSet::new()).await? {
+                    open = Some(p);
+                } else {
+                    self.record_exchange_close(ex, &p, now).await?;
+                    return Ok(format!(
+                        "hold; the protective order had closed the position: {}",
+                        decision.conditions_line()
+                    ));
+                }
+            }
+        }
         // The exchange may have closed it since the last sync (its stop fired at this close):
         // record that close instead of sending an exit the exchange would reject.
         if decision.action != Action::Hold {

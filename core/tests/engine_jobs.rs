@@ -592,3 +592,33 @@ async fn an_entry_opposite_a_manual_position_is_not_sent() {
     let stored = s.engine.repo.positions(&main).await.unwrap();
     assert!(stored.len() == 1 && stored[0].value.is_manual, "{stored:?}");
 }
+
+#[tokio::test]
+async fn a_stop_fired_before_a_hold_is_recorded_by_that_evaluation() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    assert!(s.engine.evaluate(Timeframe::M15, now).await.ok());
+    // Walk forward, with no sync, until the paper exchange has filled the 0.3 % stop.
+    let mut t = now;
+    loop {
+        t += 60_000;
+        assert!(t < now + 30 * 86_400_000, "the stop never fired");
+        s.clock.set(t);
+        let held = s.ex.inner.positions().await.unwrap();
+        if held.iter().all(|p| p.amount.is_zero()) {
+            break;
+        }
+    }
+    // The next candle's evaluation (no sync in between) records the stop's close.
+    let next = Timeframe::M15.open_of(t) + Timeframe::M15.millis() + 3_000;
+    s.clock.set(next);
+    let r = s.engine.evaluate(Timeframe::M15, next).await;
+    assert!(r.ok(), "{r:?}");
+    let main = AccountId::new("main");
+    let open: Vec<_> = s.engine.repo.positions(&main).await.unwrap();
+    assert!(open.is_empty(), "{r:?}\n{open:?}");
+    let trades = s.engine.repo.trades(&main).await.unwrap();
+    assert_eq!(trades.len(), 1);
+    assert_eq!(trades[0].reason, "stop");
+}
