@@ -12,6 +12,7 @@ use crate::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
 use crate::secrets::{ChainSecrets, EnvSecrets, TelegramSource};
 use crate::state::StateRepo;
 use crate::store::open_store;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,31 +70,47 @@ pub fn binance_config(cfg: &Config) -> BinanceConfig {
     }
 }
 
-/// Build the notifier the config asks for (console and/or Telegram).
-pub async fn build_notifier(cfg: &Config, secrets: &dyn Secrets) -> Arc<dyn Notifier> {
+/// Build the notifier the config asks for (console and/or Telegram). A Telegram API URL that is
+/// not https (or loopback http) is an error, not "Telegram off": alarms must not vanish quietly.
+pub async fn build_notifier(
+    cfg: &Config,
+    secrets: &dyn Secrets,
+) -> Result<Arc<dyn Notifier>, AppError> {
     let mut inner: Vec<Arc<dyn Notifier>> = Vec::new();
     if cfg.notifier.console {
         inner.push(Arc::new(ConsoleNotifier));
     }
     if cfg.notifier.telegram {
         match secrets.telegram().await {
-            Ok(Some(creds)) => inner.push(Arc::new(TelegramNotifier::new(creds))),
+            Ok(Some(creds)) => {
+                inner.push(Arc::new(TelegramNotifier::new(creds).map_err(AppError)?))
+            }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "Telegram credentials unreadable; Telegram off"),
         }
     }
-    Arc::new(FanoutNotifier::new(inner, cfg.notifier.min_priority))
+    Ok(Arc::new(FanoutNotifier::new(
+        inner,
+        cfg.notifier.min_priority,
+    )))
 }
 
-/// Secrets from the environment / `.env`, and SSM for accounts configured with `ssm`.
-pub fn default_secrets() -> Result<ChainSecrets, AppError> {
-    let env = EnvSecrets::load().map_err(|e| AppError(e.to_string()))?;
+/// Secrets from the environment and `env_file` (`--env-file`), or `./.env` when no file is named
+/// (see [`EnvSecrets::load`]), and SSM for accounts configured with `ssm`.
+pub fn default_secrets(env_file: Option<&Path>) -> Result<ChainSecrets, AppError> {
+    let env = EnvSecrets::load(env_file).map_err(|e| AppError(e.to_string()))?;
     Ok(ChainSecrets::new(env, TelegramSource::Env))
 }
 
 /// Build the engine for a mode. Live mode refuses to start when an enabled account has no keys.
-pub async fn build(cfg: Config, state_spec: &str, mode: Mode) -> Result<App, AppError> {
-    let secrets = default_secrets()?;
+/// `env_file` is the `--env-file` given, if any (see [`default_secrets`]).
+pub async fn build(
+    cfg: Config,
+    state_spec: &str,
+    mode: Mode,
+    env_file: Option<&Path>,
+) -> Result<App, AppError> {
+    let secrets = default_secrets(env_file)?;
     let store = open_store(state_spec)
         .await
         .map_err(|e| AppError(e.to_string()))?;
@@ -139,7 +156,7 @@ pub async fn build(cfg: Config, state_spec: &str, mode: Mode) -> Result<App, App
             }
         }
     }
-    let notifier = build_notifier(&cfg, &secrets).await;
+    let notifier = build_notifier(&cfg, &secrets).await?;
     let timing = EngineTiming::live(&cfg);
     Ok(App {
         engine: Engine {

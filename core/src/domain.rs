@@ -342,13 +342,14 @@ impl Timeframe {
             Timeframe::H4 => "4h",
         }
     }
-    /// Open time of the candle that contains `t_ms` (aligned to UTC, like Binance).
+    /// Open time of the candle that contains `t_ms` (aligned to UTC, like Binance). Saturates
+    /// instead of overflowing within one interval of `i64::MIN`, which no real time is near.
     pub fn open_of(self, t_ms: i64) -> i64 {
-        t_ms.div_euclid(self.millis()) * self.millis()
+        t_ms.saturating_sub(t_ms.rem_euclid(self.millis()))
     }
     /// Open time of the newest candle that is closed at `now_ms` (its close ≤ now).
     pub fn last_closed_open(self, now_ms: i64) -> i64 {
-        self.open_of(now_ms) - self.millis()
+        self.open_of(now_ms).saturating_sub(self.millis())
     }
     pub fn from_millis(ms: i64) -> Option<Timeframe> {
         Self::ALL.into_iter().find(|t| t.millis() == ms)
@@ -383,8 +384,10 @@ pub struct Candle {
 }
 
 impl Candle {
+    /// `open_time + interval`, saturating at `i64::MAX`: a candle opened that late is never
+    /// closed, rather than wrapping to a negative close that would count as long past.
     pub fn close_time(&self, tf: Timeframe) -> i64 {
-        self.open_time + tf.millis()
+        self.open_time.saturating_add(tf.millis())
     }
 }
 
@@ -1009,6 +1012,29 @@ mod tests {
         assert_eq!(tf.last_closed_open(now), 1_751_626_800_000);
         assert_eq!("4h".parse::<Timeframe>().unwrap(), Timeframe::H4);
         assert!("2h".parse::<Timeframe>().is_err());
+        // Negative times align downwards, as before.
+        assert_eq!(Timeframe::M15.open_of(-1), -900_000);
+        assert_eq!(Timeframe::M15.open_of(-900_000), -900_000);
+    }
+
+    /// Times at the ends of `i64` saturate instead of overflowing (a panic in debug builds, a
+    /// wrapped "long closed" candle in release builds).
+    #[test]
+    fn time_arithmetic_saturates_at_the_ends() {
+        for tf in Timeframe::ALL {
+            let late = Candle {
+                open_time: i64::MAX - 1,
+                open: Price(Decimal::ONE),
+                high: Price(Decimal::ONE),
+                low: Price(Decimal::ONE),
+                close: Price(Decimal::ONE),
+                volume: Decimal::ZERO,
+            };
+            assert_eq!(late.close_time(tf), i64::MAX, "{tf}: never closed");
+            assert!(tf.open_of(i64::MIN) <= i64::MIN + tf.millis());
+            assert_eq!(tf.last_closed_open(i64::MIN), i64::MIN);
+            assert_eq!(tf.open_of(i64::MAX) % tf.millis(), 0);
+        }
     }
 
     #[test]

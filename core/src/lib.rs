@@ -15,6 +15,7 @@ pub mod emf;
 pub mod engine;
 pub mod fuzzing;
 mod hugepages;
+mod http;
 pub mod indicators;
 pub mod lambda_event;
 pub mod logging;

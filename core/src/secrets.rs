@@ -115,20 +115,27 @@ impl fmt::Debug for EnvSecrets {
 }
 
 impl EnvSecrets {
-    /// The process environment plus the first `.env` found in the current directory or one of its
-    /// parents (none is fine).
-    pub fn load() -> Result<Self, SecretsError> {
+    /// The process environment plus a `.env` file: `env_file` when given (`--env-file`; it must
+    /// exist), else `.env` in the current directory when there is one. Never a parent folder's:
+    /// a job started from the wrong folder must not pick up some other file's live keys.
+    pub fn load(env_file: Option<&Path>) -> Result<Self, SecretsError> {
+        if let Some(path) = env_file {
+            return Self::from_env_file(path);
+        }
         let cwd = std::env::current_dir().map_err(|e| SecretsError::Backend {
             name: ".env".into(),
             detail: format!("cannot read the current directory: {e}"),
         })?;
-        let found = cwd
-            .ancestors()
-            .map(|d| d.join(".env"))
-            .find(|p| p.is_file());
-        match found {
-            Some(path) => Self::from_env_file(path),
-            None => Ok(Self::process_only()),
+        Self::load_in(&cwd)
+    }
+
+    /// [`Self::load`] without `--env-file`, run in `dir`: `dir/.env` or nothing.
+    fn load_in(dir: &Path) -> Result<Self, SecretsError> {
+        let path = dir.join(".env");
+        if path.is_file() {
+            Self::from_env_file(path)
+        } else {
+            Ok(Self::process_only())
         }
     }
 
@@ -239,12 +246,16 @@ impl EnvSecrets {
     }
 }
 
+/// Read a `.env` file that only its owner can read. The mode is checked on the open file, so the
+/// file checked is the file read.
 fn read_env_file(path: &Path) -> Result<HashMap<String, Secret>, SecretsError> {
     let backend = |detail: String| SecretsError::Backend {
         name: path.display().to_string(),
         detail,
     };
-    let iter = dotenvy::from_path_iter(path).map_err(|e| backend(e.to_string()))?;
+    let file = std::fs::File::open(path).map_err(|e| backend(e.to_string()))?;
+    check_private(path, &file)?;
+    let iter = dotenvy::from_read_iter(file);
     let mut vars = HashMap::new();
     for item in iter {
         // dotenvy's parse errors quote the offending line, which may hold a secret: say where only.
@@ -258,6 +269,39 @@ fn read_env_file(path: &Path) -> Result<HashMap<String, Secret>, SecretsError> {
         vars.insert(k, Secret::new(v));
     }
     Ok(vars)
+}
+
+/// Refuse a keys file that group or others can read (unix permission bits `0o044`): keys that
+/// any local account can read are as good as published.
+#[cfg(unix)]
+fn check_private(path: &Path, file: &std::fs::File) -> Result<(), SecretsError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = file
+        .metadata()
+        .map_err(|e| SecretsError::Backend {
+            name: path.display().to_string(),
+            detail: e.to_string(),
+        })?
+        .permissions()
+        .mode()
+        & 0o7777;
+    if mode & 0o044 != 0 {
+        return Err(SecretsError::Backend {
+            name: path.display().to_string(),
+            detail: format!(
+                "the file is readable by group or others (mode {mode:04o}); keys must be readable \
+                 by their owner only: run `chmod 600 {}`",
+                path.display()
+            ),
+        });
+    }
+    Ok(())
+}
+
+/// Other systems have no unix permission bits to check.
+#[cfg(not(unix))]
+fn check_private(_: &Path, _: &std::fs::File) -> Result<(), SecretsError> {
+    Ok(())
 }
 
 #[async_trait]
@@ -593,6 +637,77 @@ mod tests {
         );
     }
 
+    /// Write a `.env` as an operator should: readable by its owner only.
+    fn write_private(path: &Path, text: &str) {
+        std::fs::write(path, text).unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
+    }
+
+    /// `load` reads `./.env` and never a parent folder's.
+    #[test]
+    fn load_reads_the_working_folder_only() {
+        let parent = tempfile::tempdir().unwrap();
+        let child = parent.path().join("child");
+        std::fs::create_dir(&child).unwrap();
+        write_private(&parent.path().join(".env"), "PARENT_ONLY_VAR=parent\n");
+
+        let from_child = EnvSecrets::load_in(&child).unwrap();
+        assert_eq!(from_child.env_file(), None, "a parent's .env is never read");
+        assert!(from_child.lookup("PARENT_ONLY_VAR").is_none());
+
+        write_private(&child.join(".env"), "CHILD_VAR=child\n");
+        let with_own = EnvSecrets::load_in(&child).unwrap();
+        assert_eq!(with_own.env_file(), Some(child.join(".env").as_path()));
+        assert_eq!(with_own.lookup("CHILD_VAR").unwrap().expose(), "child");
+        assert!(with_own.lookup("PARENT_ONLY_VAR").is_none());
+
+        // An explicit file is read wherever the process runs.
+        let explicit = parent.path().join(".env");
+        let e = EnvSecrets::load(Some(&explicit)).unwrap();
+        assert_eq!(e.lookup("PARENT_ONLY_VAR").unwrap().expose(), "parent");
+        assert_eq!(e.env_file(), Some(explicit.as_path()));
+    }
+
+    #[test]
+    fn explicit_env_file_must_exist() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("keys.env");
+        let err = EnvSecrets::load(Some(&missing)).unwrap_err().to_string();
+        assert!(err.contains("keys.env"), "{err}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn env_file_readable_by_others_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(".env");
+        write_private(&path, "BINANCE_API_KEY=k-private-value\n");
+        let ok = EnvSecrets::with_vars(Vec::<(String, String)>::new(), Some(&path)).unwrap();
+        assert_eq!(
+            ok.lookup("BINANCE_API_KEY").unwrap().expose(),
+            "k-private-value"
+        );
+        for (mode, shown) in [(0o644, "0644"), (0o640, "0640"), (0o604, "0604")] {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+            let err = EnvSecrets::load(Some(&path)).unwrap_err().to_string();
+            assert!(err.contains(&path.display().to_string()), "{err}");
+            assert!(err.contains(&format!("mode {shown}")), "{err}");
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+            assert!(!err.contains("k-private-value"), "{err}");
+        }
+        // Owner-only modes other than 0600 are private too.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        assert!(EnvSecrets::load(Some(&path)).is_ok());
+    }
+
     fn fixed(vars: &[(&str, &str)]) -> EnvSecrets {
         EnvSecrets::with_vars(vars.iter().map(|(k, v)| (*k, *v)), None).unwrap()
     }
@@ -698,7 +813,7 @@ mod tests {
     async fn env_file_parse_errors_do_not_quote_the_line() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(&path, "GOOD=1\nBAD LINE 'topsecretvalue\n").unwrap();
+        write_private(&path, "GOOD=1\nBAD LINE 'topsecretvalue\n");
         let err = EnvSecrets::with_vars(Vec::<(String, String)>::new(), Some(&path)).unwrap_err();
         let msg = format!("{err} {err:?}");
         assert!(!msg.contains("topsecretvalue"), "{msg}");
@@ -731,7 +846,7 @@ mod tests {
     fn debug_never_shows_values() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join(".env");
-        std::fs::write(&path, "FILE_API_KEY=file-value-xyz\n").unwrap();
+        write_private(&path, "FILE_API_KEY=file-value-xyz\n");
         let env = EnvSecrets::with_vars([("PROC_API_KEY", "proc-value-xyz")], Some(&path)).unwrap();
         let dbg = format!("{env:?}");
         assert!(!dbg.contains("value-xyz"), "{dbg}");

@@ -156,6 +156,12 @@ async fn ssm_telegram_is_none_until_both_parameters_exist() {
     );
 }
 
+/// A keys file is read only when no one but its owner can read it.
+fn owner_only(path: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).unwrap();
+}
+
 #[tokio::test]
 async fn env_secrets_read_dotenv_with_process_variables_winning() {
     let dir = tempfile::tempdir().unwrap();
@@ -171,6 +177,7 @@ async fn env_secrets_read_dotenv_with_process_variables_winning() {
          TELEGRAM_CHAT_ID=777\n",
     )
     .unwrap();
+    owner_only(&path);
 
     // The process already has the main key (as a deployment would): it wins over the file.
     let secrets =
@@ -229,6 +236,7 @@ async fn env_secrets_read_the_live_process_environment_before_the_file() {
         "ALBRATEST_LIVE_API_KEY=file-key\nALBRATEST_LIVE_API_SECRET=file-secret\n",
     )
     .unwrap();
+    owner_only(&path);
     let secrets = EnvSecrets::from_env_file(&path).unwrap();
     let keys = secrets
         .binance_keys(&AccountId::new("live"), &env("ALBRATEST_LIVE"))

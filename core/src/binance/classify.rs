@@ -115,6 +115,16 @@ pub(crate) fn status_error(
     };
     let api_code = api.as_ref().map(|(c, _)| *c);
 
+    // Binance never redirects API calls: a 3xx comes from something else on the way (a proxy, a
+    // captive portal, a wrong base URL). The client follows no redirect, since that would hand the
+    // API key and the signed query to the host the answer names; asking again would get the same
+    // answer, so it is fatal. The Location is left out: it may repeat the signed query.
+    if (300..400).contains(&status) {
+        return ExchangeError::Fatal(format!(
+            "{endpoint}: answered HTTP {status}, a redirect, which is never followed (it would \
+             send the API key and signature to another host); check the Binance base URL"
+        ));
+    }
     if is_rate_limit_status(status) {
         return retryable(detail);
     }
@@ -302,6 +312,10 @@ mod tests {
                 r#"{"code":-1022,"msg":"Signature for this request is not valid."}"#,
                 Kind::Fatal,
             ),
+            (GET, 301, None, "", Kind::Fatal),
+            (GET, 302, None, "<html>Moved</html>", Kind::Fatal),
+            (POST, 307, None, "", Kind::Fatal),
+            (POST, 308, Some(1), "", Kind::Fatal),
             (GET, 403, None, "<html>WAF</html>", Kind::Decode),
             (POST, 404, None, "", Kind::Decode),
         ];

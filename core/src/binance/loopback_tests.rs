@@ -610,3 +610,90 @@ async fn post_server_error_is_retryable_but_left_to_the_engine() {
         "a POST is only resent after 429/418 or -1021"
     );
 }
+
+/// A redirect is not followed: the API key and the signed query reach only the configured host,
+/// no request carries a Referer, and the caller gets a fatal error naming the status.
+#[tokio::test]
+async fn redirects_are_refused_and_keys_stay_with_the_configured_host() {
+    use crate::http::test_server::{has_referer, json_ok, redirect, target, RawServer};
+    let elsewhere = RawServer::start(|_| json_ok(FILLED)).await;
+    for status in [301, 302, 307, 308] {
+        let to = elsewhere.base.clone();
+        let server = RawServer::start(move |head| {
+            if target(head).starts_with("/fapi/v1/time") {
+                json_ok(&time_body())
+            } else {
+                redirect(status, &format!("{to}{}", target(head)))
+            }
+        })
+        .await;
+        let c = client(&server.base, true);
+        let e = c.account().await.unwrap_err();
+        match &e {
+            ExchangeError::Fatal(m) => {
+                assert!(m.contains(&format!("HTTP {status}")), "{m}");
+                assert!(m.contains("GET /fapi/v3/account"), "{m}");
+                assert!(!m.contains(KEY) && !m.contains("signature="), "{m}");
+            }
+            other => panic!("status {status}: {other:?}"),
+        }
+        let e = c.place_market(&market()).await.unwrap_err();
+        assert!(
+            matches!(&e, ExchangeError::Fatal(m) if m.contains(&format!("HTTP {status}"))),
+            "status {status}: {e:?}"
+        );
+        let heads = server.heads();
+        let signed: Vec<&String> = heads.iter().filter(|h| h.contains("signature=")).collect();
+        assert_eq!(
+            signed.len(),
+            2,
+            "one GET and one POST, neither retried: {heads:?}"
+        );
+        assert!(
+            signed
+                .iter()
+                .all(|h| h.to_ascii_lowercase().contains("x-mbx-apikey: ")),
+            "the configured host did get the key: {heads:?}"
+        );
+        assert!(!heads.iter().any(|h| has_referer(h)), "{heads:?}");
+    }
+    assert!(
+        elsewhere.heads().is_empty(),
+        "the redirect target received {:?}",
+        elsewhere.heads()
+    );
+}
+
+/// Plain http is refused at construction unless the host is loopback; nothing is sent, since
+/// `new` makes no request.
+#[test]
+fn plain_http_only_to_loopback() {
+    let cfg = |base: &str| BinanceConfig {
+        base_url: base.to_string(),
+        ..BinanceConfig::default()
+    };
+    for remote in [
+        "http://example.com",
+        "http://10.0.0.1",
+        "http://fapi.binance.com/",
+    ] {
+        match BinanceClient::new(cfg(remote), None) {
+            Err(ExchangeError::Fatal(m)) => {
+                assert!(
+                    m.contains(remote.trim_end_matches('/')) && m.contains("https is required"),
+                    "{m}"
+                );
+            }
+            other => panic!("{remote}: {other:?}"),
+        }
+    }
+    for fine in [
+        "http://127.0.0.1:9",
+        "http://localhost:9",
+        "http://[::1]:9",
+        "https://fapi.binance.com",
+        "https://testnet.binancefuture.com",
+    ] {
+        assert!(BinanceClient::new(cfg(fine), None).is_ok(), "{fine}");
+    }
+}

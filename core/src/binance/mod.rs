@@ -198,14 +198,8 @@ impl BinanceClient {
             )));
         }
         let base_url = cfg.base_url.trim().trim_end_matches('/').to_string();
-        let url = reqwest::Url::parse(&base_url).map_err(|e| {
-            ExchangeError::Fatal(format!("Binance base URL `{base_url}` is not a URL: {e}"))
-        })?;
-        if !matches!(url.scheme(), "http" | "https") {
-            return Err(ExchangeError::Fatal(format!(
-                "Binance base URL `{base_url}` must be http(s)"
-            )));
-        }
+        let url = crate::http::checked_base_url("Binance base URL", &base_url)
+            .map_err(ExchangeError::Fatal)?;
         let keys = match keys {
             None => None,
             Some(k) => {
@@ -230,15 +224,9 @@ impl BinanceClient {
         // A connect timeout shorter than the whole-request timeout makes "could not connect"
         // surface as a connect error (nothing sent → retryable), never as an ambiguous timeout.
         let connect_timeout = (cfg.timeout / 2).min(Duration::from_secs(5));
-        let mut builder = reqwest::Client::builder()
-            .timeout(cfg.timeout)
+        // No redirects and no Referer (see `crate::http`): keys and signatures reach only `url`.
+        let http = crate::http::client_builder(&url, cfg.timeout)
             .connect_timeout(connect_timeout)
-            .user_agent(concat!("albra/", env!("CARGO_PKG_VERSION")));
-        if matches!(url.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")) {
-            // Loopback peers (tests) must never be routed through a system proxy.
-            builder = builder.no_proxy();
-        }
-        let http = builder
             .build()
             .map_err(|e| ExchangeError::Fatal(format!("cannot build HTTP client: {e}")))?;
         Ok(BinanceClient {

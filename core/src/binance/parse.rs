@@ -134,9 +134,29 @@ fn symbol(o: &Obj, key: &str) -> Result<Symbol, String> {
 
 // ---------------------------------------------------------------------------------------------
 
+/// Earliest timestamp accepted from the exchange: 2017-01-01T00:00:00Z (before Binance existed).
+pub(crate) const MIN_TIME_MS: i64 = 1_483_228_800_000;
+/// Latest timestamp accepted from the exchange: 2100-01-01T00:00:00Z. Times stay far from
+/// `i64::MAX`, so adding an interval or a delay to one cannot overflow.
+pub(crate) const MAX_TIME_MS: i64 = 4_102_444_800_000;
+
+/// A timestamp in [`MIN_TIME_MS`, `MAX_TIME_MS`], or an error naming `what` and the value.
+fn time_in_range(what: &str, t: i64) -> Result<i64, String> {
+    if (MIN_TIME_MS..=MAX_TIME_MS).contains(&t) {
+        Ok(t)
+    } else {
+        Err(format!(
+            "{what} {t} is outside 2017-01-01..2100-01-01 (ms since the epoch)"
+        ))
+    }
+}
+
 /// `GET /fapi/v1/time`: `{"serverTime": 1499827319559}`.
 pub(crate) fn server_time(v: &Value) -> Result<i64, String> {
-    int(as_obj(v, "server time")?, "serverTime")
+    time_in_range(
+        "field `serverTime`",
+        int(as_obj(v, "server time")?, "serverTime")?,
+    )
 }
 
 /// `GET /fapi/v1/klines`: rows `[openTime, "open", "high", "low", "close", "volume", closeTime, …]`.
@@ -161,16 +181,30 @@ pub(crate) fn closed_klines(
         }
         let open_time =
             int_of(&cells[0]).ok_or_else(|| format!("kline row {i}: open time {}", cells[0]))?;
+        let open_time = time_in_range(&format!("kline row {i}: open time"), open_time)?;
         let d = |j: usize, name: &str| {
             decimal_of(&cells[j]).ok_or_else(|| format!("kline row {i}: {name} {}", cells[j]))
         };
+        // Prices feed sizing (a division) and stop levels: zero or negative is a broken answer.
+        let price = |j: usize, name: &str| -> Result<Price, String> {
+            let p = d(j, name)?;
+            if p > Decimal::ZERO {
+                Ok(Price(p))
+            } else {
+                Err(format!("kline row {i}: {name} {p} is not a positive price"))
+            }
+        };
+        let volume = d(5, "volume")?;
+        if volume.is_sign_negative() && !volume.is_zero() {
+            return Err(format!("kline row {i}: volume {volume} is negative"));
+        }
         let candle = Candle {
             open_time,
-            open: Price(d(1, "open")?),
-            high: Price(d(2, "high")?),
-            low: Price(d(3, "low")?),
-            close: Price(d(4, "close")?),
-            volume: d(5, "volume")?,
+            open: price(1, "open")?,
+            high: price(2, "high")?,
+            low: price(3, "low")?,
+            close: price(4, "close")?,
+            volume,
         };
         // The newest row is the candle still forming: never hand it to a strategy.
         if candle.close_time(tf) <= now {
@@ -549,6 +583,72 @@ pub(super) mod tests {
         let bad = json(r#"[[1751626800000,"abc","1","1","1","1",0,"0",0,"0","0","0"]]"#);
         let e = closed_klines(&bad, Timeframe::M15, 10, now).unwrap_err();
         assert!(e.contains("open"), "{e}");
+    }
+
+    /// An open time near `i64::MAX` used to overflow `open + interval` (wrapping to a negative
+    /// close in release builds, so the row counted as closed): it is an error naming the value.
+    #[test]
+    fn kline_times_and_prices_are_range_checked() {
+        let now = 1_751_630_000_000_i64;
+        let row = |t: &str, o: &str, h: &str, l: &str, c: &str, v: &str| {
+            json(&format!(
+                r#"[[{t},"{o}","{h}","{l}","{c}","{v}",0,"0",1,"0","0","0"]]"#
+            ))
+        };
+        for t in [
+            i64::MAX.to_string(),
+            (i64::MAX - 899_999).to_string(),
+            "4102444800001".to_string(),
+            "0".to_string(),
+            "-900000".to_string(),
+            i64::MIN.to_string(),
+            "1483228799999".to_string(),
+        ] {
+            let v = row(&t, "1", "2", "0.5", "1.5", "10");
+            for tf in Timeframe::ALL {
+                for at in [now, i64::MAX, i64::MIN] {
+                    let e = closed_klines(&v, tf, 10, at).unwrap_err();
+                    assert!(e.contains("open time") && e.contains(&t), "{e}");
+                }
+            }
+        }
+        // The edges of the range are accepted.
+        let first = row("1483228800000", "1", "2", "0.5", "1.5", "0");
+        assert_eq!(
+            closed_klines(&first, Timeframe::H4, 10, now).unwrap().len(),
+            1
+        );
+        let last = row("4102444800000", "1", "2", "0.5", "1.5", "0");
+        assert!(closed_klines(&last, Timeframe::M1, 10, now)
+            .unwrap()
+            .is_empty());
+
+        let t = "1751626800000";
+        for (v, field, value) in [
+            (row(t, "0", "2", "0.5", "1.5", "1"), "open", "0"),
+            (row(t, "1", "-2", "0.5", "1.5", "1"), "high", "-2"),
+            (row(t, "1", "2", "-0.5", "1.5", "1"), "low", "-0.5"),
+            (row(t, "1", "2", "0.5", "0.000", "1"), "close", "0.000"),
+            (row(t, "1", "2", "0.5", "1.5", "-1"), "volume", "-1"),
+        ] {
+            let e = closed_klines(&v, Timeframe::M15, 10, now).unwrap_err();
+            assert!(e.contains(field) && e.contains(value), "{e}");
+        }
+        let e =
+            closed_klines(&row(t, "NaN", "2", "1", "1", "1"), Timeframe::M15, 10, now).unwrap_err();
+        assert!(e.contains("open") && e.contains("NaN"), "{e}");
+    }
+
+    #[test]
+    fn server_time_is_range_checked() {
+        assert_eq!(
+            server_time(&json(r#"{"serverTime": 1499827319559}"#)).unwrap(),
+            1_499_827_319_559
+        );
+        for bad in ["0", "-1", "9223372036854775807", "4102444800001"] {
+            let e = server_time(&json(&format!(r#"{{"serverTime": {bad}}}"#))).unwrap_err();
+            assert!(e.contains("serverTime") && e.contains(bad), "{e}");
+        }
     }
 
     /// Shape of Binance's exchangeInfo symbol entry (BTCUSDT values as on fapi).

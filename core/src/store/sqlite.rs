@@ -40,6 +40,52 @@ const SQL_QUERY_RANGE: &str = "SELECT sk, version, body, expires_at FROM items
 const SQL_QUERY_FROM: &str =
     "SELECT sk, version, body, expires_at FROM items WHERE pk = ?1 AND sk >= ?2 ORDER BY sk";
 
+/// Create `path`'s missing parent directories (0700) and the database file (0600), and make an
+/// existing database file and its `-wal`, `-shm` and `-journal` companions 0600, before SQLite
+/// opens it: the store holds positions, balances and order ids that are nobody else's business.
+/// SQLite's unix VFS gives the journal, WAL and shared-memory files it creates the mode of the
+/// database file, whatever the umask, so a private database keeps its companions private.
+/// Directories that already exist are left alone: the path may sit in a home folder.
+fn make_private(path: &Path) -> Result<(), StoreError> {
+    let fail = |what: &str, target: &Path, e: std::io::Error| {
+        StoreError::Unavailable(format!(
+            "sqlite {}: cannot {what} {}: {e}",
+            path.display(),
+            target.display()
+        ))
+    };
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let mut dirs = std::fs::DirBuilder::new();
+        dirs.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+        dirs.create(parent)
+            .map_err(|e| fail("create directory", parent, e))?;
+    }
+    let mut file = std::fs::OpenOptions::new();
+    file.read(true).write(true).create(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut file, 0o600);
+    file.open(path).map_err(|e| fail("create", path, e))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        for suffix in ["", "-wal", "-shm", "-journal"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            let f = Path::new(&name);
+            // Written by an earlier version or under a lax umask: tighten it.
+            if let Ok(meta) = std::fs::metadata(f) {
+                if meta.permissions().mode() & 0o077 != 0 {
+                    std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| fail("make private (chmod 600)", f, e))?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How calls reach the connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Exec {
@@ -101,15 +147,7 @@ impl SqliteStore {
     }
 
     fn open_with(path: &Path, synchronous: &str, exec: Exec) -> Result<Self, StoreError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "sqlite {}: cannot create directory {}: {e}",
-                    path.display(),
-                    parent.display()
-                ))
-            })?;
-        }
+        make_private(path)?;
         let conn = Connection::open_with_flags(
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE
@@ -484,6 +522,45 @@ mod tests {
                 "{s} should be outside"
             );
         }
+    }
+
+    /// The store's new directories are 0700 and its files 0600 (the database, and the WAL and
+    /// shared-memory files SQLite makes beside it), whatever the umask; a database left readable
+    /// by an earlier version is made private when opened.
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn store_files_are_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/inner/albra.db");
+        let s = SqliteStore::open(&path).unwrap();
+        s.put("A", "x", "{}", Expect::Absent, None).await.unwrap();
+        assert_eq!(mode(&dir.path().join("state")), 0o700);
+        assert_eq!(mode(&dir.path().join("state/inner")), 0o700);
+        let mut files = Vec::new();
+        for entry in std::fs::read_dir(path.parent().unwrap()).unwrap() {
+            let p = entry.unwrap().path();
+            files.push(p.file_name().unwrap().to_string_lossy().to_string());
+            assert_eq!(mode(&p), 0o600, "{}", p.display());
+        }
+        files.sort();
+        assert_eq!(files, ["albra.db", "albra.db-shm", "albra.db-wal"]);
+        drop(s);
+
+        // A world-readable database and WAL from before are tightened on open.
+        let old = dir.path().join("old.db");
+        std::fs::write(&old, b"").unwrap();
+        std::fs::write(dir.path().join("old.db-wal"), b"").unwrap();
+        for f in ["old.db", "old.db-wal"] {
+            let p = dir.path().join(f);
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        let s = SqliteStore::open_fast(&old).unwrap();
+        s.put("A", "x", "{}", Expect::Absent, None).await.unwrap();
+        assert_eq!(mode(&old), 0o600);
+        assert_eq!(mode(&dir.path().join("old.db-wal")), 0o600);
+        assert_eq!(mode(&dir.path().join("old.db-shm")), 0o600);
     }
 
     #[tokio::test]

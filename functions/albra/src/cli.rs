@@ -16,7 +16,8 @@ albra replay --data data/BTCUSDT-perp-15m.csv   run the live jobs over recorded 
 albra run --paper                   local scheduler: live market data, simulated fills\n  \
 albra status / albra positions      what the state store holds\n\n\
 Environment: ALBRA_CONFIG, ALBRA_STATE, ALBRA_BINANCE_URL (Binance REST base URL), AWS_ENDPOINT_URL (DynamoDB/SSM), \
-ALBRA_LOG (log level). Keys come from .env (BINANCE_API_KEY, BINANCE_SECRET_KEY, SUB1_API_KEY, …) or SSM.\n\n\
+ALBRA_LOG (log level), ALBRA_ENV_FILE (as --env-file). Keys come from the environment, from --env-file or else \
+./.env (BINANCE_API_KEY, BINANCE_SECRET_KEY, SUB1_API_KEY, …; mode 0600), or from SSM.\n\n\
 replay, run, status, positions and validate run in albra-ops, installed beside albra (make build builds both); \
 the candle-file tools (indicators, backtest, walk-forward, signals) run in albra itself."
 )]
@@ -27,6 +28,10 @@ pub struct Cli {
     /// State store: a local path (embedded SQLite; default ./state) or dynamodb:TABLE.
     #[arg(long, global = true, env = "ALBRA_STATE")]
     pub state: Option<String>,
+    /// Keys file for run and validate (KEY=value lines, readable by its owner only). Without it,
+    /// ./.env is read when present; never a parent folder's.
+    #[arg(long, global = true, env = "ALBRA_ENV_FILE")]
+    pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: Command,
 }

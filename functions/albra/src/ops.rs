@@ -41,7 +41,9 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             symbol,
             quiet,
         } => cmd_replay(cfg, cli.state, data, symbol, quiet).await,
-        Command::Run { paper: _, live } => cmd_run(cfg, &state, live).await,
+        Command::Run { paper: _, live } => {
+            cmd_run(cfg, &state, live, cli.env_file.as_deref()).await
+        }
         Command::Status => cmd_status(cfg, &state).await,
         Command::Positions { account } => cmd_positions(cfg, &state, account).await,
         Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
@@ -101,11 +103,16 @@ async fn cmd_replay(
     crate::no_job_errors("replay", &summary.errors)
 }
 
-async fn cmd_run(cfg: Config, state: &str, live: bool) -> Result<()> {
+async fn cmd_run(
+    cfg: Config,
+    state: &str,
+    live: bool,
+    env_file: Option<&std::path::Path>,
+) -> Result<()> {
     use tokio_cron_scheduler::{Job, JobScheduler};
     let mode = if live { Mode::Live } else { Mode::Paper };
     let app = Arc::new(
-        app::build(cfg, state, mode)
+        app::build(cfg, state, mode, env_file)
             .await
             .map_err(|e| anyhow!("{e}"))?,
     );
@@ -325,7 +332,11 @@ async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Res
     Ok(())
 }
 
-async fn cmd_validate(cfg: Config, path: &std::path::Path) -> Result<()> {
+async fn cmd_validate(
+    cfg: Config,
+    path: &std::path::Path,
+    env_file: Option<&std::path::Path>,
+) -> Result<()> {
     println!(
         "config {}: OK ({} strategies, {} accounts)",
         path.display(),
@@ -347,7 +358,7 @@ async fn cmd_validate(cfg: Config, path: &std::path::Path) -> Result<()> {
             if s.enabled { "" } else { " (disabled)" }
         );
     }
-    let secrets = app::default_secrets().map_err(|e| anyhow!("{e}"))?;
+    let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
     let mut missing = Vec::new();
     for a in &cfg.accounts {
         let source = a

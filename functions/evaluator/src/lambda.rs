@@ -133,7 +133,12 @@ pub struct Runtime {
 
 impl Runtime {
     /// Load the config, check the AWS setup when the config needs AWS, and build the app.
-    pub async fn init(config: &Path, state: &str) -> Result<Runtime, InitError> {
+    /// `env_file` is `--env-file` (keys file), if given.
+    pub async fn init(
+        config: &Path,
+        state: &str,
+        env_file: Option<&Path>,
+    ) -> Result<Runtime, InitError> {
         let cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
         let metrics = Detail::parse(std::env::var("ALBRA_METRICS").ok().as_deref())
             .map_err(|e| InitError::new(2, e))?;
@@ -142,7 +147,7 @@ impl Runtime {
             .map_err(|m| InitError::new(1, m))?;
         let weight_probe = BinanceClient::new(app::binance_config(&cfg), None)
             .map_err(|e| InitError::new(2, e.to_string()))?;
-        let app = app::build(cfg, state, app::Mode::Live)
+        let app = app::build(cfg, state, app::Mode::Live, env_file)
             .await
             .map_err(|e| InitError::new(1, e.to_string()))?;
         Ok(Runtime {

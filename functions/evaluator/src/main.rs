@@ -48,6 +48,10 @@ struct Args {
     /// State store: a local path (embedded SQLite, default ./state) or dynamodb:TABLE.
     #[arg(long, env = "ALBRA_STATE", default_value = "./state")]
     state: String,
+    /// Keys file (KEY=value lines, readable by its owner only). Without it, ./.env is read when
+    /// present; never a parent folder's.
+    #[arg(long, env = "ALBRA_ENV_FILE")]
+    env_file: Option<PathBuf>,
     /// Do not wait for close + delay on the exchange clock (evaluate the last closed candle now).
     #[arg(long)]
     no_wait: bool,
@@ -142,7 +146,7 @@ async fn main() -> ExitCode {
         eprintln!("error: --timeframe is required (15m, 1h or 4h)");
         return ExitCode::from(2);
     }
-    let rt = match Runtime::init(&args.config, &args.state).await {
+    let rt = match Runtime::init(&args.config, &args.state, args.env_file.as_deref()).await {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {}", e.message);

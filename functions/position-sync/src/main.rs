@@ -41,6 +41,10 @@ struct Args {
     /// State store: a local path (embedded SQLite, default ./state) or dynamodb:TABLE.
     #[arg(long, env = "ALBRA_STATE", default_value = "./state")]
     state: String,
+    /// Keys file (KEY=value lines, readable by its owner only). Without it, ./.env is read when
+    /// present; never a parent folder's.
+    #[arg(long, env = "ALBRA_ENV_FILE")]
+    env_file: Option<PathBuf>,
 }
 
 /// The one reconciliation both worlds run, at the exchange clock's `now`. Prints the report and
@@ -93,7 +97,7 @@ async fn main() -> ExitCode {
     albra_core::logging::init();
     let args = Args::parse();
     let in_lambda = lambda::in_lambda();
-    let rt = match Runtime::init(&args.config, &args.state).await {
+    let rt = match Runtime::init(&args.config, &args.state, args.env_file.as_deref()).await {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {}", e.message);
