@@ -25,6 +25,7 @@ fn run(
         .env_remove("TELEGRAM_CHAT_ID")
         .env_remove("ALBRA_CONFIG")
         .env_remove("ALBRA_STATE")
+        .env_remove("ALBRA_ENV_FILE")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         // Nothing here may reach the internet: point Binance at a closed loopback port.
         .env("ALBRA_BINANCE_URL", "http://127.0.0.1:9");
@@ -162,6 +163,72 @@ fn validate_reports_config_and_keys() {
         !out.contains("s-very-secret") && !err.contains("s-very-secret"),
         "secret printed"
     );
+}
+
+/// Keys come from `--env-file` (or `ALBRA_ENV_FILE`) or `./.env`, never a parent folder's, and
+/// only from a file no one but its owner can read.
+#[test]
+fn validate_reads_a_private_env_file_and_never_a_parents() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = setup();
+    let chmod = |p: &Path, mode: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap()
+    };
+    let keys = dir.path().join("keys.env");
+    std::fs::write(
+        &keys,
+        "BINANCE_API_KEY=k-file\nBINANCE_SECRET_KEY=s-file-secret\n",
+    )
+    .unwrap();
+    chmod(&keys, 0o644);
+    let args = [
+        "validate",
+        "--config",
+        "albra.toml",
+        "--env-file",
+        "keys.env",
+    ];
+    let (code, out, err) = albra(dir.path(), &args, &[]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    for part in ["keys.env", "mode 0644", "chmod 600 keys.env"] {
+        assert!(err.contains(part), "{part:?} missing from: {err}");
+    }
+    assert!(!err.contains("s-file-secret") && !out.contains("s-file-secret"));
+
+    chmod(&keys, 0o600);
+    let (code, out, err) = albra(dir.path(), &args, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("keys found"), "{out}");
+    let (code, out, err) = albra(
+        dir.path(),
+        &["validate", "--config", "albra.toml"],
+        &[("ALBRA_ENV_FILE", "keys.env")],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+
+    // The same keys as ./.env are read in that folder, but not from a folder below it.
+    std::fs::rename(&keys, dir.path().join(".env")).unwrap();
+    let (code, out, err) = albra(dir.path(), &["validate", "--config", "albra.toml"], &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let sub = dir.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    let (code, out, err) = albra(&sub, &["validate", "--config", "../albra.toml"], &[]);
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("KEYS MISSING"), "{out}");
+
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "validate",
+            "--config",
+            "albra.toml",
+            "--env-file",
+            "nope.env",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("nope.env"), "{err}");
 }
 
 #[test]
