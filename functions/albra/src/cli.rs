@@ -95,11 +95,6 @@ pub enum Command {
     },
     /// Check the config and that every enabled account's keys can be read.
     Validate,
-    /// Compute indicators over a candle CSV and print CSV: `open_time` then one column per
-    /// output (`ema_20`, `macd_signal_12_26_9`, …), empty during warm-up.
-    #[command(after_help = indicators_help())]
-    Indicators {
-        /// Candle CSV (`open_time,open,high,low,close,volume`).
     /// Send one message through the configured notifier: printed on stdout, and sent to Telegram
     /// when `notifier.telegram` is on and its credentials are set. For operators' scripts
     /// (infra/ec2/albra-job reports failing and missed runs with it). Exits 1 when Telegram is on
@@ -118,6 +113,11 @@ pub enum Command {
         #[arg(required = true)]
         text: Vec<String>,
     },
+    /// Compute indicators over a candle CSV and print CSV: `open_time` then one column per
+    /// output (`ema_20`, `macd_signal_12_26_9`, …), empty during warm-up.
+    #[command(after_help = indicators_help())]
+    Indicators {
+        /// Candle CSV (`open_time,open,high,low,close,volume`).
         #[arg(long)]
         data: PathBuf,
         /// `NAME[:P1,P2,…]`, repeatable (e.g. --indicator ema:20 --indicator macd:12,26,9).
@@ -242,12 +242,12 @@ impl Command {
             Command::Status => "status",
             Command::Positions { .. } => "positions",
             Command::Validate => "validate",
+            Command::Notify { .. } => "notify",
             Command::Indicators { .. } => "indicators",
             Command::Backtest { .. } => "backtest",
             Command::WalkForward { .. } => "walk-forward",
             Command::Signals { .. } => "signals",
         }
-            Command::Notify { .. } => "notify",
     }
 }
 
@@ -274,12 +274,12 @@ mod tests {
             (&["status"], false),
             (&["positions"], false),
             (&["validate"], false),
+            (&["notify", "--priority", "critical", "sync failing"], false),
             (
                 &["indicators", "--data", "x.csv", "--indicator", "ema:20"],
                 true,
             ),
             (
-            (&["notify", "--priority", "critical", "sync failing"], false),
                 &["backtest", "--strategy", "EMA_CROSS", "--data", "x.csv"],
                 true,
             ),

@@ -119,6 +119,10 @@ async fn cmd_run(
     let delay = app.engine.config.jobs.close_delay_secs;
     // One job at a time in this process: evaluations and syncs never interleave their writes.
     let gate = Arc::new(tokio::sync::Mutex::new(()));
+    // Repeated failures reach the notifier, successes write heartbeats (see crate::watch).
+    let watch = Arc::new(crate::watch::JobWatch::from_env(
+        app.engine.notifier.clone(),
+    ));
     let sched = JobScheduler::new().await?;
     let tfs: Vec<Timeframe> = {
         let c = &app.engine.config;
@@ -126,10 +130,6 @@ async fn cmd_run(
             .accounts
             .iter()
             .filter(|a| a.enabled)
-    // Repeated failures reach the notifier, successes write heartbeats (see crate::watch).
-    let watch = Arc::new(crate::watch::JobWatch::from_env(
-        app.engine.notifier.clone(),
-    ));
             .flat_map(|a| {
                 c.account_strategies(a)
                     .map(|s| s.timeframe)
@@ -162,6 +162,10 @@ async fn cmd_run(
                     for e in &r.errors {
                         eprintln!("evaluate {tf} error: {e}");
                     }
+                    let job = format!("evaluator-{tf}");
+                    watch
+                        .record(&job, r.errors.first().map(String::as_str), now)
+                        .await;
                 })
             })?)
             .await?;
@@ -169,10 +173,6 @@ async fn cmd_run(
     {
         let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
         sched
-                    let job = format!("evaluator-{tf}");
-                    watch
-                        .record(&job, r.errors.first().map(String::as_str), now)
-                        .await;
             .add(Job::new_async("30 * * * * *", move |_id, _l| {
                 let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
                 Box::pin(async move {
@@ -182,6 +182,9 @@ async fn cmd_run(
                     for e in &r.errors {
                         eprintln!("sync error: {e}");
                     }
+                    watch
+                        .record("position-sync", r.errors.first().map(String::as_str), now)
+                        .await;
                 })
             })?)
             .await?;
@@ -189,9 +192,6 @@ async fn cmd_run(
     println!(
         "albra run ({}) started: evaluating {} a few seconds after each close, syncing every 60 s; state {}. Ctrl-C stops.",
         if live { "LIVE — real orders" } else { "paper" },
-                    watch
-                        .record("position-sync", r.errors.first().map(String::as_str), now)
-                        .await;
         tfs.iter().map(|t| t.to_string()).collect::<Vec<_>>().join(", "),
         app.engine.repo.describe()
     );
@@ -203,13 +203,6 @@ async fn cmd_run(
     Ok(())
 }
 
-async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
-    let repo = StateRepo::new(open_store(state).await?);
-    println!("state: {}", repo.describe());
-    for a in &cfg.accounts {
-        let st = repo.account_state(&a.id).await?;
-        let positions = repo.positions(&a.id).await?;
-        let open: Vec<_> = positions.iter().filter(|p| p.value.is_open()).collect();
 /// A notification of an operator's script, with a fresh event id (each call is its own event).
 fn ops_notification(
     priority: &str,
@@ -263,6 +256,13 @@ async fn cmd_notify(
         .map_err(|e| anyhow!("notification not delivered: {e}"))
 }
 
+async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
+    let repo = StateRepo::new(open_store(state).await?);
+    println!("state: {}", repo.describe());
+    for a in &cfg.accounts {
+        let st = repo.account_state(&a.id).await?;
+        let positions = repo.positions(&a.id).await?;
+        let open: Vec<_> = positions.iter().filter(|p| p.value.is_open()).collect();
         let trades = repo.trades(&a.id).await?;
         let pnl: rust_decimal::Decimal = trades.iter().map(|t| t.pnl.0).sum();
         let flag = if a.enabled { "" } else { " (disabled)" };
