@@ -31,6 +31,8 @@ struct Faulty {
     storm_wait_ms: AtomicU64,
     /// The next protective stop is refused with -2021 (the market is past its level).
     stop_passed: AtomicBool,
+    /// Every moved stop is refused with -2021.
+    moved_stop_passed: AtomicBool,
     /// Another run takes the candle's claim over while this one reads the account (sizing): the
     /// repo, the run and that run's job time.
     takeover_on_account: tokio::sync::Mutex<Option<(StateRepo, RunKey, i64)>>,
@@ -119,6 +121,17 @@ impl Exchange for Faulty {
                 retry_after: Some(std::time::Duration::from_millis(ms)),
             });
         }
+        // A moved stop (one is already open on the symbol) whose level the market has passed.
+        if o.kind == AlgoKind::StopMarket && self.moved_stop_passed.load(Ordering::SeqCst) {
+            let open = self.inner.open_algo_orders(Some(&o.symbol)).await?;
+            if open.iter().any(|a| a.kind == AlgoKind::StopMarket) {
+                return Err(ExchangeError::Rejected {
+                    endpoint: "POST /fapi/v1/algoOrder".into(),
+                    code: -2021,
+                    msg: "Order would immediately trigger.".into(),
+                });
+            }
+        }
         if o.kind == AlgoKind::StopMarket && self.stop_passed.swap(false, Ordering::SeqCst) {
             return Err(ExchangeError::Rejected {
                 endpoint: "POST /fapi/v1/algoOrder".into(),
@@ -170,6 +183,10 @@ fn first_signal(candles: &[Candle]) -> (i64, Side) {
 }
 
 fn setup() -> Setup {
+    setup_with(&common::ema_cross_15m("0.003", ""))
+}
+
+fn setup_with(config: &str) -> Setup {
     let series = common::perp_15m();
     let signal = first_signal(&series.candles);
     let clock = Arc::new(SimClock::new(signal.0));
@@ -183,10 +200,11 @@ fn setup() -> Setup {
         algo_storm: AtomicUsize::new(0),
         storm_wait_ms: AtomicU64::new(0),
         stop_passed: AtomicBool::new(false),
+        moved_stop_passed: AtomicBool::new(false),
         takeover_on_account: Default::default(),
     });
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::parse(&common::ema_cross_15m("0.003", ""), "test.toml").unwrap();
+    let cfg = Config::parse(config, "test.toml").unwrap();
     let notes = Arc::new(CollectingNotifier::default());
     let engine = Engine {
         accounts: vec![AccountRuntime {
@@ -621,4 +639,47 @@ async fn a_stop_fired_before_a_hold_is_recorded_by_that_evaluation() {
     let trades = s.engine.repo.trades(&main).await.unwrap();
     assert_eq!(trades.len(), 1);
     assert_eq!(trades[0].reason, "stop");
+}
+
+#[tokio::test]
+async fn a_trailing_stop_the_price_has_passed_closes_at_market_and_the_run_goes_on() {
+    let cfg = r#"
+[notifier]
+telegram = false
+[[strategies]]
+name = "ZLHMA_EMA_CROSS"
+timeframe = "15m"
+symbols = ["BTCUSDT"]
+leverage = 3
+size_pct = 0.1
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["ZLHMA_EMA_CROSS"]
+"#;
+    let s = setup_with(cfg);
+    s.ex.moved_stop_passed.store(true, Ordering::SeqCst);
+    let opens: Vec<i64> = common::perp_15m()
+        .candles
+        .iter()
+        .map(|c| c.open_time)
+        .collect();
+    let mut closed_at_market = None;
+    for open in opens {
+        let now = open + Timeframe::M15.millis() + 3_000;
+        s.clock.set(now);
+        let r = s.engine.evaluate(Timeframe::M15, now).await;
+        assert!(r.ok(), "a passed trailing stop must not fail the job: {r:?}");
+        if let Some(l) = r.lines.iter().find(|l| l.contains("already passed; closed at market")) {
+            closed_at_market = Some(l.clone());
+            break;
+        }
+        assert!(s.engine.sync_positions(now + 1_000).await.ok());
+    }
+    let line = closed_at_market.expect("a trailing stop moved in six months of 15m candles");
+    let main = AccountId::new("main");
+    assert!(s.engine.repo.positions(&main).await.unwrap().is_empty(), "{line}");
+    let held = s.ex.inner.positions().await.unwrap();
+    assert!(held.iter().all(|p| p.amount.is_zero()), "{held:?}");
+    assert!(s.ex.inner.open_algo_orders(None).await.unwrap().is_empty(), "old stop cancelled");
 }
