@@ -413,7 +413,7 @@ pub fn parse_key_source(s: &str, account: &AccountId) -> Result<KeySource, Strin
             })
         }
         ("ssm", None) => Ok(KeySource::Ssm {
-            prefix: format!("/albra/{account}"),
+            prefix: crate::secrets::default_ssm_prefix(account),
         }),
         ("ssm", Some(p)) if p.starts_with('/') && !p.ends_with('/') => Ok(KeySource::Ssm {
             prefix: p.to_string(),
@@ -1114,7 +1114,11 @@ max_leverage = 2
         let r = c.live_refusals("https://fapi.binance.com");
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].contains("`main`"), "{r:?}");
-        let c = Config::parse(&opted.replace("id = \"main\"", "id = \"main\"\nenabled = false"), "t.toml").unwrap();
+        let c = Config::parse(
+            &opted.replace("id = \"main\"", "id = \"main\"\nenabled = false"),
+            "t.toml",
+        )
+        .unwrap();
         assert!(c.live_refusals("https://fapi.binance.com").is_empty());
     }
 

@@ -728,7 +728,9 @@ impl Engine {
         // The claim travels with the report: the first order moves it to Acting (`before_send`).
         report.claim = claimed;
         let result = self
-            .act(acct, s, sym, open_time, now, decision, position, ref_price, report)
+            .act(
+                acct, s, sym, open_time, now, decision, position, ref_price, report,
+            )
             .await;
         let claim = report.claim.take().expect("claimed before acting");
         match result {
@@ -747,7 +749,11 @@ impl Engine {
     /// Claim a candle (see [`StateRepo::claim_run`]). `Ok(Err(line))` when there is nothing to
     /// do for it; an error when another run still holds it within its lease (a retry after the
     /// lease takes it over if that run died).
-    async fn claim(&self, run: &RunKey, now: i64) -> Result<Result<HeldClaim, String>, EngineError> {
+    async fn claim(
+        &self,
+        run: &RunKey,
+        now: i64,
+    ) -> Result<Result<HeldClaim, String>, EngineError> {
         let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
         match self.repo.claim_run(run, now, lease).await? {
             Claim::Held { version, took_over } => {
@@ -1382,7 +1388,9 @@ impl Engine {
         let _ = version;
         let stop_txt = match (&pos.stop_loss, protection == Protection::Placed) {
             (Some(p), true) => format!("stop {p}"),
-            (Some(p), false) => format!("STOP {p} NOT PLACED (UNPROTECTED; the sync places it first)"),
+            (Some(p), false) => {
+                format!("STOP {p} NOT PLACED (UNPROTECTED; the sync places it first)")
+            }
             (None, _) => "no stop".to_string(),
         };
         self.notify(
@@ -1427,9 +1435,10 @@ impl Engine {
         if self.config.risk.entries_against_manual {
             return None;
         }
-        let m = stored.iter().map(|v| &v.value).find(|p| {
-            p.is_manual && p.is_open() && &p.key.symbol == sym && p.side != side
-        })?;
+        let m = stored
+            .iter()
+            .map(|v| &v.value)
+            .find(|p| p.is_manual && p.is_open() && &p.key.symbol == sym && p.side != side)?;
         Some(format!(
             "entry {side} not sent: the MANUAL {} {} {sym} on this account would be netted with it              (one-way mode) and reduced or flipped; set risk.entries_against_manual = true to allow it",
             m.side, m.qty

@@ -384,8 +384,7 @@ pub async fn submit_market(
                 retry_after,
             }) => {
                 let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await
-                {
+                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await {
                     return Err(ExchangeError::Retryable {
                         endpoint,
                         detail,
@@ -467,8 +466,7 @@ pub async fn submit_algo(
                 retry_after,
             }) => {
                 let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await
-                {
+                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await {
                     return Err(ExchangeError::Retryable {
                         endpoint,
                         detail,

@@ -6,12 +6,12 @@
 mod common;
 
 use albra_core::config::Config;
+use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
 use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
-use albra_core::domain::Position;
 use albra_core::state::{Claim, RunKey, RunMarker, RunStage, StateRepo};
 use albra_core::store::sqlite::SqliteStore;
 use albra_core::strategy::{self, Action};
@@ -73,7 +73,16 @@ impl Exchange for Faulty {
     async fn account(&self) -> Result<AccountSnapshot, ExchangeError> {
         if let Some((repo, run, at)) = self.takeover_on_account.lock().await.take() {
             let c = repo.claim_run(&run, at, 60_000).await.unwrap();
-            assert!(matches!(c, Claim::Held { took_over: Some(_), .. }), "{c:?}");
+            assert!(
+                matches!(
+                    c,
+                    Claim::Held {
+                        took_over: Some(_),
+                        ..
+                    }
+                ),
+                "{c:?}"
+            );
         }
         if self.garble_account.load(Ordering::SeqCst) {
             return Err(garbled("GET /fapi/v3/account"));
@@ -436,10 +445,22 @@ async fn a_run_killed_after_its_claim_is_taken_over_once_the_lease_has_passed() 
     // A run claimed the candle, wrote its PENDING entry and died before sending the order.
     let run = run_key(s.signal.0);
     let c = s.engine.repo.claim_run(&run, now, 60_000).await.unwrap();
-    assert!(matches!(c, Claim::Held { took_over: None, .. }), "{c:?}");
+    assert!(
+        matches!(
+            c,
+            Claim::Held {
+                took_over: None,
+                ..
+            }
+        ),
+        "{c:?}"
+    );
     let r = s.engine.evaluate(Timeframe::M15, now + 1_000).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
-    assert!(r.errors[0].contains("claimed by another run until"), "{r:?}");
+    assert!(
+        r.errors[0].contains("claimed by another run until"),
+        "{r:?}"
+    );
     assert_eq!(r.orders_attempted, 0);
 
     // Past the lease (60 s by default) a rerun takes it over and enters exactly once.
@@ -472,7 +493,11 @@ async fn a_run_whose_claim_was_taken_over_sends_nothing() {
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
     assert!(r.errors[0].contains("took this candle over"), "{r:?}");
-    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0, "fenced: nothing sent");
+    assert_eq!(
+        s.ex.orders_sent.load(Ordering::SeqCst),
+        0,
+        "fenced: nothing sent"
+    );
     // The marker is the rerun's, still Evaluating; the PENDING record this run wrote belongs to
     // the candle, and the rerun drops it and enters once.
     let m: RunMarker = s.engine.repo.run_marker(&run).await.unwrap().unwrap();
@@ -482,7 +507,9 @@ async fn a_run_whose_claim_was_taken_over_sends_nothing() {
     let r = s.engine.evaluate(Timeframe::M15, now + 123_000).await;
     assert!(r.ok(), "{r:?}");
     assert!(
-        r.lines.iter().any(|l| l.contains("dropped the pending entry")),
+        r.lines
+            .iter()
+            .any(|l| l.contains("dropped the pending entry")),
         "{r:?}"
     );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
@@ -500,10 +527,7 @@ async fn a_claim_that_sent_orders_is_never_taken_over() {
         panic!("claimed")
     };
     s.engine.repo.mark_acting(&run, version, now).await.unwrap();
-    let r = s
-        .engine
-        .evaluate(Timeframe::M15, now + 10 * 60_000)
-        .await;
+    let r = s.engine.evaluate(Timeframe::M15, now + 10 * 60_000).await;
     assert!(r.ok(), "{r:?}");
     assert!(r.lines[0].contains("another run is acting"), "{r:?}");
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
@@ -549,8 +573,18 @@ async fn a_stop_that_cannot_be_placed_fails_the_job_and_the_next_sync_places_it_
     let r = s.engine.sync_positions(now + 60_000).await;
     assert!(!r.ok(), "the account read failed: {r:?}");
     let p = open_position(&s).await.unwrap();
-    let id = p.stop_client_id.expect("re-placed although the account read failed");
-    assert!(s.ex.inner.algo_by_client_id(&id).await.unwrap().unwrap().status.is_open());
+    let id = p
+        .stop_client_id
+        .expect("re-placed although the account read failed");
+    assert!(s
+        .ex
+        .inner
+        .algo_by_client_id(&id)
+        .await
+        .unwrap()
+        .unwrap()
+        .status
+        .is_open());
     s.ex.garble_account.store(false, Ordering::SeqCst);
     let r = s.engine.sync_positions(now + 120_000).await;
     assert!(r.ok(), "{r:?}");
@@ -564,9 +598,16 @@ async fn an_initial_stop_the_market_has_already_passed_closes_at_market() {
     s.ex.stop_passed.store(true, Ordering::SeqCst);
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
-    assert!(r.lines[0].contains("already passed; closed at market"), "{r:?}");
+    assert!(
+        r.lines[0].contains("already passed; closed at market"),
+        "{r:?}"
+    );
     assert!(open_position(&s).await.is_none());
-    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 2, "entry and close");
+    assert_eq!(
+        s.ex.orders_sent.load(Ordering::SeqCst),
+        2,
+        "entry and close"
+    );
     let main = AccountId::new("main");
     let trades = s.engine.repo.trades(&main).await.unwrap();
     assert_eq!(trades.len(), 1, "{trades:?}");
@@ -669,8 +710,15 @@ strategies = ["ZLHMA_EMA_CROSS"]
         let now = open + Timeframe::M15.millis() + 3_000;
         s.clock.set(now);
         let r = s.engine.evaluate(Timeframe::M15, now).await;
-        assert!(r.ok(), "a passed trailing stop must not fail the job: {r:?}");
-        if let Some(l) = r.lines.iter().find(|l| l.contains("already passed; closed at market")) {
+        assert!(
+            r.ok(),
+            "a passed trailing stop must not fail the job: {r:?}"
+        );
+        if let Some(l) = r
+            .lines
+            .iter()
+            .find(|l| l.contains("already passed; closed at market"))
+        {
             closed_at_market = Some(l.clone());
             break;
         }
@@ -678,8 +726,14 @@ strategies = ["ZLHMA_EMA_CROSS"]
     }
     let line = closed_at_market.expect("a trailing stop moved in six months of 15m candles");
     let main = AccountId::new("main");
-    assert!(s.engine.repo.positions(&main).await.unwrap().is_empty(), "{line}");
+    assert!(
+        s.engine.repo.positions(&main).await.unwrap().is_empty(),
+        "{line}"
+    );
     let held = s.ex.inner.positions().await.unwrap();
     assert!(held.iter().all(|p| p.amount.is_zero()), "{held:?}");
-    assert!(s.ex.inner.open_algo_orders(None).await.unwrap().is_empty(), "old stop cancelled");
+    assert!(
+        s.ex.inner.open_algo_orders(None).await.unwrap().is_empty(),
+        "old stop cancelled"
+    );
 }

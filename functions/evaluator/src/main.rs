@@ -65,32 +65,85 @@ fn scheduled_timeframe(tf: Timeframe) -> Result<Timeframe, String> {
     }
 }
 
+/// Longest the evaluator waits for close + delay beyond the delay itself. Schedulers fire within
+/// the minute of the close, so a longer wait means the clocks disagree: the job says so instead of
+/// sleeping on it.
+const MAX_CLOSE_WAIT_MS: i64 = 60_000;
+/// How long after close + delay (exchange clock) an evaluation that failed before sending any
+/// order is tried again within the same run: the candle is still fresh, and a failure such as a
+/// rate limit or an account read usually clears within seconds.
+const RETRY_WINDOW_MS: i64 = 45_000;
+
 /// The one evaluation both worlds run: the candle that closed last at `at` (the scheduled time in
 /// Lambda, the exchange clock on the command line), after waiting on the exchange clock for
-/// close + `jobs.close_delay_secs` when `wait`. Prints the report and the run's metrics; returns
-/// the report and the `now` the candle was evaluated at.
-async fn evaluate_at(rt: &Runtime, tf: Timeframe, at: i64, wait: bool) -> (JobReport, i64) {
+/// close + `jobs.close_delay_secs` when `wait`. Failures that gave their candle back are retried
+/// until `RETRY_WINDOW_MS` after the close. Prints the report and the run's metrics; returns the
+/// report and the `now` the candle was evaluated at, or why it was not evaluated at all.
+async fn evaluate_at(
+    rt: &Runtime,
+    tf: Timeframe,
+    at: i64,
+    wait: bool,
+) -> Result<(JobReport, i64), String> {
     let started = Instant::now();
     let delay = rt.app.engine.config.jobs.close_delay_secs as i64 * 1000;
     let ready_at = tf.open_of(at) + delay;
     let mut now = at;
     if wait {
-        let ex_now = rt.app.exchange_now().await;
-        if ex_now < ready_at {
-            tokio::time::sleep(std::time::Duration::from_millis((ready_at - ex_now) as u64)).await;
+        let ex_now = rt.app.exchange_clock().await.map_err(|e| e.0)?;
+        let lag = ready_at - ex_now;
+        if lag > delay + MAX_CLOSE_WAIT_MS {
+            return Err(format!(
+                "the exchange clock ({}) is {} s before the close of the candle chosen at {}: the clocks disagree; not waiting on them",
+                iso(ex_now),
+                lag / 1000,
+                iso(at)
+            ));
+        }
+        if lag > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(lag as u64)).await;
         }
         now = at.max(ready_at);
     }
-    let report = rt.app.engine.evaluate(tf, now).await;
-    for l in &report.lines {
-        println!("{l}");
-    }
+    let mut pause = std::time::Duration::from_secs(2);
+    let report = loop {
+        let report = rt.app.engine.evaluate(tf, now).await;
+        for l in &report.lines {
+            println!("{l}");
+        }
+        if report.ok() || report.orders_attempted > 0 || !wait {
+            break report;
+        }
+        // Every failure gave its candle back (nothing was sent): evaluate again while fresh,
+        // at the exchange clock's time so a dead run's expired claim can be taken over, and
+        // never sooner than the exchange asked (a 429 ignored turns into a 418 ban).
+        let backoff = report.retry_after.unwrap_or_default().max(pause);
+        let next = match rt.app.exchange_clock().await {
+            Ok(t) => t + backoff.as_millis() as i64,
+            Err(_) => break report,
+        };
+        if next > ready_at + RETRY_WINDOW_MS || tf.open_of(next) != tf.open_of(at) {
+            break report;
+        }
+        for e in &report.errors {
+            eprintln!("retrying in {} s after: {e}", backoff.as_secs());
+        }
+        tokio::time::sleep(backoff).await;
+        now = next;
+        pause = (pause * 2).min(std::time::Duration::from_secs(10));
+    };
     for e in &report.errors {
         eprintln!("error: {e}");
     }
     rt.emit_metrics(JOB, Some(tf.as_str()), &report, started, now)
         .await;
-    (report, now)
+    Ok((report, now))
+}
+
+fn iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
 }
 
 /// One Lambda invocation: validate the event fully before anything touches the exchange or state.
@@ -115,8 +168,15 @@ async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
         .parse::<Timeframe>()
         .and_then(scheduled_timeframe)
         .map_err(|e| JobFailure::non_retryable(format!("rejected event: {e}; {EXPECTED_EVENT}")))?;
-    lambda::check_fresh(at, rt.app.exchange_now().await)?;
-    let (report, now) = evaluate_at(rt, tf, at, true).await;
+    let ex_now = rt
+        .app
+        .exchange_clock()
+        .await
+        .map_err(|e| JobFailure::retryable(e.0))?;
+    lambda::check_fresh(at, ex_now)?;
+    let (report, now) = evaluate_at(rt, tf, at, true)
+        .await
+        .map_err(JobFailure::retryable)?;
     if !report.ok() {
         return Err(JobFailure::from_report(JOB, &report));
     }
@@ -169,10 +229,19 @@ async fn main() -> ExitCode {
     let Some(tf) = tf else {
         return ExitCode::from(2);
     };
-    let at = rt.app.exchange_now().await;
-    if evaluate_at(&rt, tf, at, !args.no_wait).await.0.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
+    let at = match rt.app.exchange_clock().await {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match evaluate_at(&rt, tf, at, !args.no_wait).await {
+        Ok((report, _)) if report.ok() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
     }
 }
