@@ -95,6 +95,19 @@ pub async fn build_notifier(
     )))
 }
 
+/// Refuse live trading where an enabled account would trade real money without `live = true`
+/// (see [`Config::live_refusals`]); the message names each account and the fix. Callers exit 2.
+pub fn live_opt_in(cfg: &Config) -> Result<(), AppError> {
+    let refusals = cfg.live_refusals(&binance_config(cfg).base_url);
+    if refusals.is_empty() {
+        return Ok(());
+    }
+    Err(AppError(format!(
+        "no order is sent: {}",
+        refusals.join("; ")
+    )))
+}
+
 /// Secrets from the environment and `env_file` (`--env-file`), or `./.env` when no file is named
 /// (see [`EnvSecrets::load`]), and SSM for accounts configured with `ssm`.
 pub fn default_secrets(env_file: Option<&Path>) -> Result<ChainSecrets, AppError> {
@@ -110,6 +123,9 @@ pub async fn build(
     mode: Mode,
     env_file: Option<&Path>,
 ) -> Result<App, AppError> {
+    if mode == Mode::Live {
+        live_opt_in(&cfg)?;
+    }
     let secrets = default_secrets(env_file)?;
     let store = open_store(state_spec)
         .await

@@ -458,7 +458,7 @@ impl Config {
             .filter(|(_, a)| a.enabled && !a.live)
             .map(|(i, a)| {
                 format!(
-                    "accounts[{i}] (`{}`): orders would go to {base_url} with real money, and                      `live = true` is not set for this account; set it under this [[accounts]]                      entry to trade it, or point ALBRA_BINANCE_URL at the testnet",
+                    "accounts[{i}] (`{}`): orders would go to {base_url} with real money, and `live = true` is not set for this account; set it under this [[accounts]] entry to trade it, or point ALBRA_BINANCE_URL at the testnet",
                     a.id
                 )
             })

@@ -1440,7 +1440,7 @@ impl Engine {
             .map(|v| &v.value)
             .find(|p| p.is_manual && p.is_open() && &p.key.symbol == sym && p.side != side)?;
         Some(format!(
-            "entry {side} not sent: the MANUAL {} {} {sym} on this account would be netted with it              (one-way mode) and reduced or flipped; set risk.entries_against_manual = true to allow it",
+            "entry {side} not sent: the MANUAL {} {} {sym} on this account would be netted with it (one-way mode) and reduced or flipped; set risk.entries_against_manual = true to allow it",
             m.side, m.qty
         ))
     }

@@ -78,8 +78,16 @@ install -d -m 0750 "$etc" "$var"
 [[ -e "$etc/albra.env" ]] || install -m 0600 "$here/albra.env.example" "$etc/albra.env"
 if [[ $system == 1 ]]; then
   chown -R albra:albra "$var"
-  chown root:albra "$etc" "$etc/albra.toml" "$etc/albra.env"
+  chown root:albra "$etc" "$etc/albra.toml"
+  # The jobs run as albra and read their keys file themselves (0600, so albra must own it).
+  chown albra:albra "$etc/albra.env"
 fi
+
+# Live trading starts only once `albra validate` passes: the config, each account's live opt-in
+# and one signed read-only call per account with the keys in albra.env.
+validate() {
+  runuser -u albra -- "$prefix/bin/albra" --config "$etc/albra.toml" --env-file "$etc/albra.env" validate
+}
 
 case "$mode" in
   systemd)
@@ -89,7 +97,12 @@ case "$mode" in
     if [[ $system == 1 ]]; then
       systemctl daemon-reload
       systemctl enable albra.service
-      systemctl restart albra.service
+      if validate; then
+        systemctl restart albra.service
+      else
+        systemctl stop albra.service 2>/dev/null || true
+        echo "albra.service is enabled but NOT started: validate failed (above); fix /etc/albra, then: systemctl start albra" >&2
+      fi
     fi
     echo "installed: systemd unit albra.service (logs: journalctl -u albra -f)"
     ;;
@@ -100,7 +113,15 @@ case "$mode" in
     rm -f "$unit"
     [[ $system == 1 ]] && systemctl daemon-reload 2>/dev/null || true
     install -d -m 0755 "$(dirname "$cronfile")"
-    install -m 0644 "$here/albra.cron" "$cronfile"
+    if [[ $system == 1 ]] && ! validate; then
+      # Every schedule line commented out: nothing trades until validate passes.
+      { echo "# DISABLED by install.sh: albra validate failed; fix /etc/albra and run install.sh again"
+        sed -e 's/^\([^#]\)/# \1/' "$here/albra.cron"; } > "$cronfile"
+      chmod 0644 "$cronfile"
+      echo "cron schedule installed DISABLED: validate failed (above)" >&2
+    else
+      install -m 0644 "$here/albra.cron" "$cronfile"
+    fi
     echo "installed: /etc/cron.d/albra (logs: journalctl -t albra-evaluator -t albra-position-sync)"
     ;;
 esac

@@ -40,6 +40,23 @@ fn run(
     )
 }
 
+/// A Binance-speaking loopback server (its main account's keys are `harness::MAIN_KEY` /
+/// `MAIN_SECRET`) on a runtime of its own, for the commands that make signed calls.
+fn binance() -> (
+    tokio::runtime::Runtime,
+    albra_tests::binance_server::BinanceTestServer,
+) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let candles = harness::btc_15m();
+    let at = candles[300].open_time;
+    let server = rt.block_on(harness::start_server(&candles, at));
+    (rt, server)
+}
+
 fn setup() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     harness::write_config(dir.path(), &harness::TestConfig::default());
@@ -149,20 +166,126 @@ fn validate_reports_config_and_keys() {
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(out.contains("OK (1 strategies, 1 accounts)"), "{out}");
     assert!(out.contains("KEYS MISSING"), "{out}");
+    // Present but wrong keys: one signed read-only call, rejected, exit 1.
+    let (_rt, server) = binance();
     let (code, out, err) = albra(
         dir.path(),
         &["validate", "--config", "albra.toml"],
+        &[
+            ("ALBRA_BINANCE_URL", server.url.as_str()),
+            ("BINANCE_API_KEY", "k-123456"),
+            ("BINANCE_SECRET_KEY", "s-very-secret"),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(out.contains("KEYS NOT ACCEPTED"), "{out}");
+    assert!(err.contains("did not accept the keys of: main"), "{err}");
+    assert!(
+        !out.contains("s-very-secret") && !err.contains("s-very-secret"),
+        "secret printed"
+    );
+    // The exchange's own keys: accepted, with the account's equity.
+    let (code, out, err) = albra(
+        dir.path(),
+        &["validate", "--config", "albra.toml"],
+        &[
+            ("ALBRA_BINANCE_URL", server.url.as_str()),
+            ("BINANCE_API_KEY", harness::MAIN_KEY),
+            ("BINANCE_SECRET_KEY", harness::MAIN_SECRET),
+        ],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("keys accepted by http://127.0.0.1"), "{out}");
+    assert!(
+        out.contains("live trading: allowed on http://127.0.0.1"),
+        "{out}"
+    );
+    assert_eq!(server.count("GET", "/fapi/v3/account"), 2);
+    // Unreachable exchange: not accepted either.
+    let (code, out, _) = albra(
+        dir.path(),
+        &["validate", "--config", "albra.toml"],
+        &[
+            ("BINANCE_API_KEY", harness::MAIN_KEY),
+            ("BINANCE_SECRET_KEY", harness::MAIN_SECRET),
+        ],
+    );
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("KEYS NOT ACCEPTED by http://127.0.0.1:9"),
+        "{out}"
+    );
+}
+
+/// Real money needs `live = true` on the account: without it `run --live` and the jobs stop
+/// before any client, key or store is touched (exit 2), and `validate` says so.
+#[test]
+fn live_trading_needs_the_accounts_opt_in() {
+    let dir = setup();
+    let real = [
+        ("ALBRA_BINANCE_URL", "https://fapi.binance.com"),
+        ("BINANCE_API_KEY", "k-123456"),
+        ("BINANCE_SECRET_KEY", "s-very-secret"),
+    ];
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "run",
+            "--live",
+            "--config",
+            "albra.toml",
+            "--state",
+            "state",
+        ],
+        &real,
+    );
+    assert_eq!(code, Some(2), "{out}\n{err}");
+    assert!(
+        err.contains("accounts[0] (`main`)") && err.contains("live = true"),
+        "{err}"
+    );
+    assert!(!dir.path().join("state").exists(), "nothing was opened");
+    for (job, args) in [
+        ("evaluator", vec!["--timeframe", "15m"]),
+        ("position-sync", vec![]),
+    ] {
+        let mut a = args.clone();
+        a.extend(["--config", "albra.toml", "--state", "state"]);
+        let (code, out, err) = run(&bin(job), dir.path(), &a, &real);
+        assert_eq!(code, Some(2), "{job}: {out}\n{err}");
+        assert!(err.contains("live = true"), "{job}: {err}");
+    }
+    // With the opt-in the refusal is gone (this run then fails on the closed loopback port of
+    // the test environment, exit 1, not on the opt-in).
+    let cfg = std::fs::read_to_string(dir.path().join("albra.toml")).unwrap();
+    let opted = cfg.replacen(
+        "key_source = \"env\"",
+        "key_source = \"env\"\nlive = true",
+        1,
+    );
+    assert_ne!(cfg, opted, "the test config names key_source = \"env\"");
+    std::fs::write(dir.path().join("albra.toml"), opted).unwrap();
+    let (code, out, _) = albra(dir.path(), &["validate", "--config", "albra.toml"], &[]);
+    assert!(!out.contains("live trading refused"), "{out}");
+    assert_eq!(code, Some(1), "keys missing: {out}");
+    // Opted in, with keys, but the exchange cannot be reached: `run --live` does not start.
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "run",
+            "--live",
+            "--config",
+            "albra.toml",
+            "--state",
+            "state",
+        ],
         &[
             ("BINANCE_API_KEY", "k-123456"),
             ("BINANCE_SECRET_KEY", "s-very-secret"),
         ],
     );
-    assert_eq!(code, Some(0), "{out}\n{err}");
-    assert!(out.contains("keys found"), "{out}");
-    assert!(
-        !out.contains("s-very-secret") && !err.contains("s-very-secret"),
-        "secret printed"
-    );
+    assert_eq!(code, Some(1), "{out}\n{err}");
+    assert!(err.contains("did not answer a signed read"), "{err}");
 }
 
 /// Keys come from `--env-file` (or `ALBRA_ENV_FILE`) or `./.env`, never a parent folder's, and
@@ -177,9 +300,15 @@ fn validate_reads_a_private_env_file_and_never_a_parents() {
     let keys = dir.path().join("keys.env");
     std::fs::write(
         &keys,
-        "BINANCE_API_KEY=k-file\nBINANCE_SECRET_KEY=s-file-secret\n",
+        format!(
+            "BINANCE_API_KEY={}\nBINANCE_SECRET_KEY={}\n",
+            harness::MAIN_KEY,
+            harness::MAIN_SECRET
+        ),
     )
     .unwrap();
+    let (_rt, server) = binance();
+    let url = [("ALBRA_BINANCE_URL", server.url.as_str())];
     chmod(&keys, 0o644);
     let args = [
         "validate",
@@ -188,31 +317,31 @@ fn validate_reads_a_private_env_file_and_never_a_parents() {
         "--env-file",
         "keys.env",
     ];
-    let (code, out, err) = albra(dir.path(), &args, &[]);
+    let (code, out, err) = albra(dir.path(), &args, &url);
     assert_eq!(code, Some(1), "{out}\n{err}");
     for part in ["keys.env", "mode 0644", "chmod 600 keys.env"] {
         assert!(err.contains(part), "{part:?} missing from: {err}");
     }
-    assert!(!err.contains("s-file-secret") && !out.contains("s-file-secret"));
+    assert!(!err.contains(harness::MAIN_SECRET) && !out.contains(harness::MAIN_SECRET));
 
     chmod(&keys, 0o600);
-    let (code, out, err) = albra(dir.path(), &args, &[]);
+    let (code, out, err) = albra(dir.path(), &args, &url);
     assert_eq!(code, Some(0), "{out}\n{err}");
-    assert!(out.contains("keys found"), "{out}");
+    assert!(out.contains("keys accepted"), "{out}");
     let (code, out, err) = albra(
         dir.path(),
         &["validate", "--config", "albra.toml"],
-        &[("ALBRA_ENV_FILE", "keys.env")],
+        &[url[0], ("ALBRA_ENV_FILE", "keys.env")],
     );
     assert_eq!(code, Some(0), "{out}\n{err}");
 
     // The same keys as ./.env are read in that folder, but not from a folder below it.
     std::fs::rename(&keys, dir.path().join(".env")).unwrap();
-    let (code, out, err) = albra(dir.path(), &["validate", "--config", "albra.toml"], &[]);
+    let (code, out, err) = albra(dir.path(), &["validate", "--config", "albra.toml"], &url);
     assert_eq!(code, Some(0), "{out}\n{err}");
     let sub = dir.path().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    let (code, out, err) = albra(&sub, &["validate", "--config", "../albra.toml"], &[]);
+    let (code, out, err) = albra(&sub, &["validate", "--config", "../albra.toml"], &url);
     assert_eq!(code, Some(1), "{out}\n{err}");
     assert!(out.contains("KEYS MISSING"), "{out}");
 

@@ -4,10 +4,11 @@
 
 use crate::cli::{Cli, Command};
 use albra_core::app::{self, Mode};
+use albra_core::binance::BinanceClient;
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier, TelegramNotifier};
-use albra_core::ports::{Notification, Notifier, Priority, Secrets};
+use albra_core::ports::{Exchange, Notification, Notifier, Priority, Secrets};
 use albra_core::replay::{self, ReplayOptions};
 use albra_core::state::StateRepo;
 use albra_core::store::open_store;
@@ -29,6 +30,12 @@ pub fn run(cli: Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Command::Run { live: true, .. } = cli.cmd {
+        if let Err(e) = app::live_opt_in(&cfg) {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
     crate::exit_code(rt.block_on(dispatch(cli, cfg)))
 }
@@ -116,6 +123,17 @@ async fn cmd_run(
             .await
             .map_err(|e| anyhow!("{e}"))?,
     );
+    if live {
+        // A scheduler that cannot trade must not look as if it runs: one signed read per account.
+        for a in &app.engine.accounts {
+            a.exchange.account().await.map_err(|e| {
+                anyhow!(
+                    "account {}: the exchange did not answer a signed read ({e}); not starting",
+                    a.config.id
+                )
+            })?;
+        }
+    }
     let delay = app.engine.config.jobs.close_delay_secs;
     // One job at a time in this process: evaluations and syncs never interleave their writes.
     let gate = Arc::new(tokio::sync::Mutex::new(()));
@@ -358,8 +376,17 @@ async fn cmd_validate(
             if s.enabled { "" } else { " (disabled)" }
         );
     }
+    let bcfg = app::binance_config(&cfg);
+    let refusals = cfg.live_refusals(&bcfg.base_url);
+    if refusals.is_empty() {
+        println!("  live trading: allowed on {}", bcfg.base_url);
+    }
+    for r in &refusals {
+        println!("  live trading refused: {r}");
+    }
     let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
     let mut missing = Vec::new();
+    let mut rejected = Vec::new();
     for a in &cfg.accounts {
         let source = a
             .key_source()
@@ -377,7 +404,28 @@ async fn cmd_validate(
             .binance_keys(&AccountId::new(a.id.0.clone()), &source)
             .await
         {
-            Ok(_) => println!("  account {}: keys found ({shown})", a.id),
+            Ok(keys) if a.enabled => {
+                // One signed read-only call: keys that are present but wrong (or lack futures
+                // permission) fail here, not at the first order.
+                let client = BinanceClient::new(bcfg.clone(), Some(keys))
+                    .map_err(|e| anyhow!("account {}: {e}", a.id))?;
+                match client.account().await {
+                    Ok(snap) => println!(
+                        "  account {}: keys accepted by {} ({shown}; equity {} USDT)",
+                        a.id,
+                        bcfg.base_url,
+                        snap.equity.0.round_dp(2)
+                    ),
+                    Err(e) => {
+                        println!(
+                            "  account {}: KEYS NOT ACCEPTED by {} ({shown}): {e}",
+                            a.id, bcfg.base_url
+                        );
+                        rejected.push(a.id.0.clone());
+                    }
+                }
+            }
+            Ok(_) => println!("  account {} (disabled): keys found ({shown})", a.id),
             Err(e) if a.enabled => {
                 println!("  account {}: KEYS MISSING ({shown}): {e}", a.id);
                 missing.push(a.id.0.clone());
@@ -389,6 +437,12 @@ async fn cmd_validate(
         bail!(
             "enabled account(s) without keys: {} (replay and --paper need none; live does)",
             missing.join(", ")
+        );
+    }
+    if !rejected.is_empty() {
+        bail!(
+            "the exchange did not accept the keys of: {} (signed GET /fapi/v3/account)",
+            rejected.join(", ")
         );
     }
     Ok(())

@@ -140,6 +140,8 @@ impl Runtime {
         env_file: Option<&Path>,
     ) -> Result<Runtime, InitError> {
         let cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
+        // Before any client, key or store: real money needs `live = true` per account.
+        app::live_opt_in(&cfg).map_err(|e| InitError::new(2, e.to_string()))?;
         let metrics = Detail::parse(std::env::var("ALBRA_METRICS").ok().as_deref())
             .map_err(|e| InitError::new(2, e))?;
         aws_preflight(&cfg, state)
