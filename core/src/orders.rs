@@ -300,14 +300,25 @@ impl WaitBudget {
         }
     }
 
-    /// Wait `d` if the budget still holds it; `false` (and no wait) once it does not.
-    async fn wait(&mut self, d: Duration) -> bool {
-        if d > self.left {
-            return false;
+    /// Wait out a retryable failure (its `Retry-After`, else the policy's pause) when this was
+    /// not the `last` try and the wait fits the policy and what is left of the budget; otherwise
+    /// hand the failure back.
+    async fn wait_out(
+        &mut self,
+        e: ExchangeError,
+        policy: &SubmitPolicy,
+        last: bool,
+    ) -> Result<(), ExchangeError> {
+        let ExchangeError::Retryable { retry_after, .. } = &e else {
+            return Err(e);
+        };
+        let wait = retry_after.unwrap_or(policy.pause);
+        if last || wait > policy.max_wait || wait > self.left {
+            return Err(e);
         }
-        self.left -= d;
-        pause(d).await;
-        true
+        self.left -= wait;
+        pause(wait).await;
+        Ok(())
     }
 }
 
@@ -378,19 +389,10 @@ pub async fn submit_market(
                     None => Err(e),
                 };
             }
-            Err(ExchangeError::Retryable {
-                endpoint,
-                detail,
-                retry_after,
-            }) => {
-                let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await {
-                    return Err(ExchangeError::Retryable {
-                        endpoint,
-                        detail,
-                        retry_after,
-                    });
-                }
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                budget
+                    .wait_out(e, &policy, sends >= policy.max_sends)
+                    .await?;
                 // A 5xx may have executed the order, and Binance only rejects duplicate ids among
                 // OPEN orders: a filled market order's id would be accepted again. Look first.
                 if let Some(o) = ex.order_by_client_id(&order.symbol, id).await? {
@@ -460,19 +462,10 @@ pub async fn submit_algo(
             Err(e) if e.rejected_code() == Some(codes::DUPLICATE_CLIENT_ID) => {
                 return lookup_algo(ex, id, policy, &mut budget).await?.ok_or(e);
             }
-            Err(ExchangeError::Retryable {
-                endpoint,
-                detail,
-                retry_after,
-            }) => {
-                let wait = retry_after.unwrap_or(policy.pause);
-                if sends >= policy.max_sends || wait > policy.max_wait || !budget.wait(wait).await {
-                    return Err(ExchangeError::Retryable {
-                        endpoint,
-                        detail,
-                        retry_after,
-                    });
-                }
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                budget
+                    .wait_out(e, &policy, sends >= policy.max_sends)
+                    .await?;
                 // The lookup is rate-limited too: a 429 on it is waited out like the send's.
                 if let Some(o) = lookup_algo(ex, id, policy, &mut budget).await? {
                     return Ok(o);
@@ -493,19 +486,8 @@ async fn lookup_algo(
 ) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
     loop {
         match ex.algo_by_client_id(id).await {
-            Err(ExchangeError::Retryable {
-                endpoint,
-                detail,
-                retry_after,
-            }) => {
-                let wait = retry_after.unwrap_or(policy.pause);
-                if wait > policy.max_wait || !budget.wait(wait).await {
-                    return Err(ExchangeError::Retryable {
-                        endpoint,
-                        detail,
-                        retry_after,
-                    });
-                }
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                budget.wait_out(e, &policy, false).await?;
             }
             other => return other,
         }

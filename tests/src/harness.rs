@@ -267,6 +267,23 @@ impl JobEnv {
         )
         .await
     }
+    /// `evaluator --timeframe 15m` started in the background, its output discarded (the kill
+    /// tests stop it at a chosen moment).
+    pub fn spawn_evaluator(&self) -> std::process::Child {
+        command("evaluator", self.dir(), &self.server.url, &[])
+            .args([
+                "--timeframe",
+                "15m",
+                "--config",
+                "albra.toml",
+                "--state",
+                "state",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn evaluator")
+    }
     /// `position-sync` on this scenario's config and state.
     pub async fn sync(&self) -> Run {
         run(

@@ -99,19 +99,7 @@ async fn a_process_killed_after_the_order_is_healed_by_the_next_sync() {
     env.server.inject(Fault::HoldAfterApply {
         path: "/fapi/v1/order".into(),
     });
-    let mut child = harness::command("evaluator", env.dir(), &env.server.url, &[])
-        .args([
-            "--timeframe",
-            "15m",
-            "--config",
-            "albra.toml",
-            "--state",
-            "state",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_evaluator();
     assert!(
         env.server.wait_for_order(Duration::from_secs(20)).await,
         "the order never arrived"

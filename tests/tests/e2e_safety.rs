@@ -65,19 +65,7 @@ async fn a_run_killed_after_its_claim_is_healed_by_a_rerun_after_the_lease() {
     env.server.inject(Fault::HoldAfterApply {
         path: "/fapi/v1/klines".into(),
     });
-    let mut child = harness::command("evaluator", env.dir(), &env.server.url, &[])
-        .args([
-            "--timeframe",
-            "15m",
-            "--config",
-            "albra.toml",
-            "--state",
-            "state",
-        ])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = env.spawn_evaluator();
     let deadline = Instant::now() + Duration::from_secs(20);
     while env.server.count("GET", "/fapi/v1/klines") == 0 {
         assert!(Instant::now() < deadline, "the klines request never came");
