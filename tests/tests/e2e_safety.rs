@@ -124,6 +124,18 @@ async fn an_unplaced_stop_fails_the_job_and_the_next_sync_places_it_first() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].value.status, PositionStatus::Active);
     assert!(p[0].value.stop_client_id.is_none());
+    let shown = harness::run(
+        "albra",
+        env.dir(),
+        &env.server.url,
+        &["positions", "--config", "albra.toml", "--state", "state"],
+        &[],
+    )
+    .await;
+    assert!(
+        shown.ok() && shown.stdout.contains("ACTIVE UNPROTECTED"),
+        "{shown}"
+    );
 
     // The sync places it, even though its account read is rate-limited this time.
     env.server.inject(rate_limit("/fapi/v3/account", 60));
@@ -133,4 +145,16 @@ async fn an_unplaced_stop_fails_the_job_and_the_next_sync_places_it_first() {
     let s = env.sync().await;
     assert!(s.ok(), "{s}");
     assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "{s}");
+    let shown = harness::run(
+        "albra",
+        env.dir(),
+        &env.server.url,
+        &["positions", "--config", "albra.toml", "--state", "state"],
+        &[],
+    )
+    .await;
+    assert!(
+        shown.ok() && !shown.stdout.contains("UNPROTECTED"),
+        "{shown}"
+    );
 }

@@ -302,6 +302,17 @@ async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
     Ok(())
 }
 
+/// A position's status as `positions` shows it: a strategy position whose stop is not on the
+/// exchange says so (the evaluator or sync that failed to place it exited non-zero).
+fn status_label(p: &albra_core::domain::Position) -> String {
+    let status = format!("{:?}", p.status).to_uppercase();
+    if p.is_open() && !p.is_manual && p.stop_loss.is_some() && p.stop_client_id.is_none() {
+        format!("{status} UNPROTECTED")
+    } else {
+        status
+    }
+}
+
 async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Result<()> {
     let repo = StateRepo::new(open_store(state).await?);
     if let Some(a) = &account {
@@ -340,7 +351,7 @@ async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Res
                 p.stop_loss
                     .map(|s| s.to_string())
                     .unwrap_or_else(|| "-".into()),
-                format!("{:?}", p.status).to_uppercase()
+                status_label(&p)
             );
         }
     }
