@@ -518,20 +518,8 @@ impl StateRepo {
         version: u64,
         claimed_at: i64,
     ) -> Result<u64, StoreError> {
-        let marker = RunMarker {
-            claimed_at,
-            outcome: "acting".into(),
-            stage: RunStage::Acting,
-            lease_until: 0,
-        };
-        self.put(
-            &pk(&run.account),
-            &run.sk(),
-            &marker,
-            Expect::Version(version),
-            Some(marker_expiry(claimed_at)),
-        )
-        .await
+        self.write_marker(run, version, claimed_at, RunStage::Acting, "acting")
+            .await
     }
 
     /// Give a claimed candle back (nothing was sent), so a retry of the job can evaluate it.
@@ -548,10 +536,24 @@ impl StateRepo {
         claimed_at: i64,
         outcome: &str,
     ) -> Result<(), StoreError> {
+        self.write_marker(run, version, claimed_at, RunStage::Done, outcome)
+            .await
+            .map(|_| ())
+    }
+
+    /// Move a held claim (at `version`) to a later stage; the lease ends with `Evaluating`.
+    async fn write_marker(
+        &self,
+        run: &RunKey,
+        version: u64,
+        claimed_at: i64,
+        stage: RunStage,
+        outcome: &str,
+    ) -> Result<u64, StoreError> {
         let marker = RunMarker {
             claimed_at,
             outcome: outcome.to_string(),
-            stage: RunStage::Done,
+            stage,
             lease_until: 0,
         };
         self.put(
@@ -562,7 +564,6 @@ impl StateRepo {
             Some(marker_expiry(claimed_at)),
         )
         .await
-        .map(|_| ())
     }
 
     /// The outcome recorded for a claimed candle, if any.

@@ -224,6 +224,16 @@ pub fn signals(candles: &[Candle], history: usize, from: usize, n: usize) -> Vec
     out
 }
 
+/// The evaluator's arguments in a [`JobEnv`]: 15m, the scenario's config and state.
+const EVALUATOR_ARGS: [&str; 6] = [
+    "--timeframe",
+    "15m",
+    "--config",
+    "albra.toml",
+    "--state",
+    "state",
+];
+
 /// One scenario of the scheduled jobs: a Binance test server a few seconds after a signal
 /// candle closed, and a directory holding the config and the SQLite state the binaries use.
 pub struct JobEnv {
@@ -255,14 +265,7 @@ impl JobEnv {
             "evaluator",
             self.dir(),
             &self.server.url,
-            &[
-                "--timeframe",
-                "15m",
-                "--config",
-                "albra.toml",
-                "--state",
-                "state",
-            ],
+            &EVALUATOR_ARGS,
             &[],
         )
         .await
@@ -271,14 +274,7 @@ impl JobEnv {
     /// tests stop it at a chosen moment).
     pub fn spawn_evaluator(&self) -> std::process::Child {
         command("evaluator", self.dir(), &self.server.url, &[])
-            .args([
-                "--timeframe",
-                "15m",
-                "--config",
-                "albra.toml",
-                "--state",
-                "state",
-            ])
+            .args(EVALUATOR_ARGS)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -15,6 +15,18 @@ async fn env_at_signal() -> Env {
     Env::at_signal(&TestConfig::default(), 0).await
 }
 
+/// `albra positions` over the scenario's state.
+async fn positions(env: &Env) -> harness::Run {
+    harness::run(
+        "albra",
+        env.dir(),
+        &env.server.url,
+        &["positions", "--config", "albra.toml", "--state", "state"],
+        &[],
+    )
+    .await
+}
+
 fn rate_limit(path: &str, retry_after_s: u64) -> Fault {
     Fault::RateLimit429 {
         path: path.into(),
@@ -124,14 +136,7 @@ async fn an_unplaced_stop_fails_the_job_and_the_next_sync_places_it_first() {
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].value.status, PositionStatus::Active);
     assert!(p[0].value.stop_client_id.is_none());
-    let shown = harness::run(
-        "albra",
-        env.dir(),
-        &env.server.url,
-        &["positions", "--config", "albra.toml", "--state", "state"],
-        &[],
-    )
-    .await;
+    let shown = positions(&env).await;
     assert!(
         shown.ok() && shown.stdout.contains("ACTIVE UNPROTECTED"),
         "{shown}"
@@ -145,14 +150,7 @@ async fn an_unplaced_stop_fails_the_job_and_the_next_sync_places_it_first() {
     let s = env.sync().await;
     assert!(s.ok(), "{s}");
     assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "{s}");
-    let shown = harness::run(
-        "albra",
-        env.dir(),
-        &env.server.url,
-        &["positions", "--config", "albra.toml", "--state", "state"],
-        &[],
-    )
-    .await;
+    let shown = positions(&env).await;
     assert!(
         shown.ok() && !shown.stdout.contains("UNPROTECTED"),
         "{shown}"
