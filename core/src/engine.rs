@@ -27,8 +27,13 @@ use crate::ports::{
     WorkingType,
 };
 use crate::risk;
-use crate::state::{Claim, RunKey, RunStage, StateRepo, Versioned, WriteMarks};
+use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
+
+mod claim;
+mod protect;
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
+pub use claim::HeldClaim;
+use protect::{unprotected, Protection};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashSet};
@@ -70,18 +75,6 @@ pub struct JobReport {
     pub claim: Option<HeldClaim>,
     /// The longest `Retry-After` among the failures: a rerun must not come sooner.
     pub retry_after: Option<Duration>,
-}
-
-/// A candle claim this run holds: the marker's current version fences every write of it.
-#[derive(Debug, Clone)]
-pub struct HeldClaim {
-    pub run: RunKey,
-    pub version: u64,
-    pub claimed_at: i64,
-    /// Moved to [`RunStage::Acting`]: an order has been (or is being) sent.
-    pub acting: bool,
-    /// Taken over from a run that stopped before sending anything.
-    pub took_over: bool,
 }
 
 impl JobReport {
@@ -329,29 +322,6 @@ fn view(p: &Position) -> PositionView {
         partial_exits_done: p.partial_exits_done,
         pyramids_done: p.pyramids_done,
     }
-}
-
-/// What came of placing a position's protective stop.
-#[derive(Debug, PartialEq)]
-enum Protection {
-    /// On the exchange (or the position has no stop to place).
-    Placed,
-    /// Refused because the market has already passed this level (-2021): the position must be
-    /// closed at market ([`Engine::close_passed_stop`]).
-    Passed(Price),
-    /// Not placed after every retry the budget allowed: the position is unprotected.
-    Failed(String),
-}
-
-/// The job error that says a position is left without its protective stop. Every job that ends
-/// with one exits non-zero, so `JobErrors` and the alarms see it; the next sync re-places the
-/// stop first.
-fn unprotected(pos: &Position, why: &str) -> String {
-    format!(
-        "{}: UNPROTECTED: protective stop {} not on the exchange ({why}); the next sync places it first",
-        pos.key,
-        pos.stop_loss.map(|s| s.to_string()).unwrap_or_default()
-    )
 }
 
 /// Outcome of fetching candles for one evaluation.
@@ -744,80 +714,6 @@ impl Engine {
                 Err(e)
             }
         }
-    }
-
-    /// Claim a candle (see [`StateRepo::claim_run`]). `Ok(Err(line))` when there is nothing to
-    /// do for it; an error when another run still holds it within its lease (a retry after the
-    /// lease takes it over if that run died).
-    async fn claim(
-        &self,
-        run: &RunKey,
-        now: i64,
-    ) -> Result<Result<HeldClaim, String>, EngineError> {
-        let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
-        match self.repo.claim_run(run, now, lease).await? {
-            Claim::Held { version, took_over } => {
-                if let Some(m) = &took_over {
-                    tracing::warn!(claimed_at = m.claimed_at, lease_until = m.lease_until, "took over the claim of a run that stopped before sending any order");
-                }
-                Ok(Ok(HeldClaim {
-                    run: run.clone(),
-                    version,
-                    claimed_at: now,
-                    acting: false,
-                    took_over: took_over.is_some(),
-                }))
-            }
-            Claim::Taken(m) => match m.stage {
-                RunStage::Done => Ok(Err(
-                    "already evaluated by an earlier run; nothing to do".into()
-                )),
-                RunStage::Acting => Ok(Err(
-                    "another run is acting on this candle (orders sent); the sync job resolves them".into(),
-                )),
-                RunStage::Evaluating => Err(EngineError::Other(format!(
-                    "claimed by another run until {} (its lease); a rerun after that takes it over if that run has died",
-                    iso(m.lease_until)
-                ))),
-            },
-        }
-    }
-
-    async fn finish_claim(&self, c: &HeldClaim, outcome: String) -> String {
-        if let Err(e) = self
-            .repo
-            .finish_run(&c.run, c.version, c.claimed_at, &outcome)
-            .await
-        {
-            tracing::warn!(error = %e, "could not record the run outcome");
-        }
-        outcome
-    }
-
-    async fn release_claim(&self, c: &HeldClaim) {
-        if let Err(e) = self.repo.release_run(&c.run, c.version).await {
-            tracing::warn!(error = %e, "could not release the run marker");
-        }
-    }
-
-    /// Right before each market order: the first one of an evaluation moves its candle's claim
-    /// to Acting, fenced by the claim's version, so a run whose claim was taken over (it
-    /// outlived its lease) sends nothing.
-    async fn before_send(&self, report: &mut JobReport) -> Result<(), EngineError> {
-        if let Some(c) = report.claim.as_mut().filter(|c| !c.acting) {
-            c.version = match self.repo.mark_acting(&c.run, c.version, c.claimed_at).await {
-                Ok(v) => v,
-                Err(e) if e.is_conflict() => {
-                    return Err(EngineError::Other(
-                        "another run took this candle over (this run outlived its claim's lease); nothing sent".into(),
-                    ))
-                }
-                Err(e) => return Err(e.into()),
-            };
-            c.acting = true;
-        }
-        report.orders_attempted += 1;
-        Ok(())
     }
 
     /// Act on a decision for one held candle: check what the exchange did since the last sync,
@@ -1518,122 +1414,6 @@ impl Engine {
         Ok(())
     }
 
-    /// Place the protective stop (and take-profit) of a position. Rate limits are waited out
-    /// within the protective budget (`EngineTiming::protect`); a stop still not placed after
-    /// that is announced CRITICAL here and the caller fails its job.
-    async fn protect(
-        &self,
-        ex: &dyn Exchange,
-        pos: &mut Position,
-        filters: &SymbolFilters,
-        others: &[Versioned<Position>],
-        now: i64,
-        report: &mut JobReport,
-    ) -> Protection {
-        let Some(trigger) = pos.stop_loss else {
-            return Protection::Placed;
-        };
-        // closePosition closes the whole net position: only when nothing else (another strategy
-        // or a MANUAL position) shares the symbol. A shared symbol gets a quantity stop of this
-        // share, reduce-only while every share is on the same side; with opposite shares in
-        // one-way mode a reduce-only order would be rejected (or cut short) when the net is on
-        // the other side, so the stop is a plain order of exactly this share.
-        let (shared, same_side) = symbol_sharing(pos, others);
-        let reduce_only = shared && same_side;
-        let id = ClientId::derive(
-            &pos.key.account,
-            &pos.key.strategy,
-            &pos.key.symbol,
-            pos.signal_open_time,
-            Intent::StopLoss,
-            pos.stop_generation,
-        );
-        let order = AlgoOrder {
-            symbol: pos.key.symbol.clone(),
-            side: pos.side.exit_order_side(),
-            kind: AlgoKind::StopMarket,
-            trigger_price: Some(trigger),
-            qty: shared.then(|| orders::close_qty(filters, pos.qty)),
-            close_position: !shared,
-            reduce_only,
-            working_type: WorkingType::MarkPrice,
-            client_algo_id: id.clone(),
-        };
-        let outcome = match orders::submit_algo(ex, &order, self.timing.protect).await {
-            Ok(_) => {
-                pos.stop_client_id = Some(id.0.clone());
-                report.orders_placed += 1;
-                Protection::Placed
-            }
-            // The caller closes at market; that is no failure to announce.
-            Err(e) if e.rejected_code() == Some(codes::WOULD_TRIGGER_IMMEDIATELY) => {
-                return Protection::Passed(trigger);
-            }
-            Err(e) => {
-                if e.rejected_code().is_some() {
-                    report.orders_rejected += 1;
-                }
-                self.notify(
-                    &pos.key.account,
-                    Priority::Critical,
-                    "stop_failed",
-                    || {
-                        (
-                            format!("stopfail:{id}"),
-                            format!(
-                                "{}: protective stop {trigger} could not be placed: {e}",
-                                pos.key
-                            ),
-                        )
-                    },
-                    now,
-                )
-                .await;
-                Protection::Failed(e.to_string())
-            }
-        };
-        if let Some(tp) = pos.take_profit {
-            let tp_id = ClientId::derive(
-                &pos.key.account,
-                &pos.key.strategy,
-                &pos.key.symbol,
-                pos.signal_open_time,
-                Intent::TakeProfit,
-                0,
-            );
-            let order = AlgoOrder {
-                symbol: pos.key.symbol.clone(),
-                side: pos.side.exit_order_side(),
-                kind: AlgoKind::TakeProfitMarket,
-                trigger_price: Some(tp),
-                qty: shared.then(|| orders::close_qty(filters, pos.qty)),
-                close_position: !shared,
-                reduce_only,
-                working_type: WorkingType::MarkPrice,
-                client_algo_id: tp_id.clone(),
-            };
-            match orders::submit_algo(ex, &order, self.timing.submit).await {
-                Ok(_) => report.orders_placed += 1,
-                Err(e) => {
-                    self.notify(
-                        &pos.key.account,
-                        Priority::High,
-                        "tp_failed",
-                        || {
-                            (
-                                format!("tpfail:{tp_id}"),
-                                format!("{}: take-profit {tp} could not be placed: {e}", pos.key),
-                            )
-                        },
-                        now,
-                    )
-                    .await;
-                }
-            }
-        }
-        outcome
-    }
-
     /// Close a position with a reduce-only market order, cancel its protective orders and record
     /// the trade with the realised figures the exchange reports.
     async fn exit(
@@ -1655,32 +1435,6 @@ impl Engine {
             0,
         );
         self.exit_as(ex, p, reason, id, now, report).await
-    }
-
-    /// Close a position whose stop level the market has already passed (Binance answers -2021,
-    /// "would immediately trigger", to such a stop): the stop's exit has in effect happened, so
-    /// it is done now at market instead of leaving the position on its old stop or none. The
-    /// client id belongs to this stop generation, so a rerun finds the same order.
-    async fn close_passed_stop(
-        &self,
-        ex: &dyn Exchange,
-        p: Versioned<Position>,
-        level: Price,
-        now: i64,
-        report: &mut JobReport,
-    ) -> Result<String, EngineError> {
-        let pos = &p.value;
-        let id = ClientId::derive(
-            &pos.key.account,
-            &pos.key.strategy,
-            &pos.key.symbol,
-            pos.signal_open_time,
-            Intent::Exit,
-            pos.stop_generation + 1,
-        );
-        let reason = format!("stop level {level} already passed; closed at market");
-        self.exit_as(ex, p, &reason, id, now, report).await?;
-        Ok(reason)
     }
 
     /// [`Engine::exit`] with the closing order's client id given.
@@ -3489,151 +3243,6 @@ impl Engine {
             Decimal::ONE
         };
         Ok(((funding_total * share).round_dp(8), clearance))
-    }
-
-    /// The sync's first pass: re-place the missing stop of every strategy position on a symbol
-    /// whose exchange amount equals the stored shares (a symbol that differs is reconciled first,
-    /// later in the same sync, since its stop may have fired).
-    async fn restore_stops(
-        &self,
-        ex: &dyn Exchange,
-        stored: &mut [Versioned<Position>],
-        net: &BTreeMap<Symbol, (Decimal, Price)>,
-        open_ids: &HashSet<&str>,
-        now: i64,
-        report: &mut JobReport,
-    ) -> Result<(), EngineError> {
-        let settled = |sym: &Symbol, stored: &[Versioned<Position>]| {
-            let held: Decimal = stored
-                .iter()
-                .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
-                .map(|v| signed(&v.value))
-                .sum();
-            net.get(sym).map(|x| x.0).unwrap_or_default() == held
-        };
-        for i in 0..stored.len() {
-            let p = &stored[i].value;
-            let missing = !p.is_manual
-                && p.is_open()
-                && p.stop_loss.is_some()
-                && !p
-                    .stop_client_id
-                    .as_deref()
-                    .is_some_and(|id| open_ids.contains(id));
-            if missing && settled(&p.key.symbol, stored) {
-                self.check_stop(ex, &mut stored[i], open_ids, now, report)
-                    .await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Re-place a protective stop that is no longer on the exchange.
-    async fn check_stop(
-        &self,
-        ex: &dyn Exchange,
-        v: &mut Versioned<Position>,
-        open_ids: &HashSet<&str>,
-        now: i64,
-        report: &mut JobReport,
-    ) -> Result<(), EngineError> {
-        if v.value.stop_loss.is_none() {
-            return Ok(());
-        }
-        if let Some(id) = &v.value.stop_client_id {
-            if open_ids.contains(id.as_str()) {
-                return Ok(());
-            }
-        }
-        // The snapshot of open orders was taken at the start of this sync; a stop placed since
-        // (adoption above) is not in it, so ask about this one order before replacing it.
-        let was = match &v.value.stop_client_id {
-            Some(id) => match ex.algo_by_client_id(id).await? {
-                Some(a) if a.status.is_open() => return Ok(()),
-                Some(a) => format!("{:?}", a.status).to_uppercase(),
-                None => "unknown to the exchange".into(),
-            },
-            None => "never placed".into(),
-        };
-        // A stop level the market has already passed cannot be placed (-2021 "would immediately
-        // trigger"): the position should have been stopped out, so close it now.
-        let mark = ex
-            .positions()
-            .await?
-            .into_iter()
-            .find(|x| x.symbol == v.value.key.symbol)
-            .map(|x| x.mark_price);
-        if let (Some(stop), Some(mark)) = (v.value.stop_loss, mark) {
-            let breached = match v.value.side {
-                Side::Long => mark.0 <= stop.0,
-                Side::Short => mark.0 >= stop.0,
-            };
-            if breached {
-                let reason = format!(
-                    "stop level {stop} already passed (mark {}) while the stop was {was}",
-                    mark.0.round_dp(2)
-                );
-                self.exit(
-                    ex,
-                    v.clone(),
-                    &reason,
-                    Timeframe::M1.last_closed_open(now),
-                    now,
-                    report,
-                )
-                .await?;
-                v.value.status = PositionStatus::Closed;
-                return Ok(());
-            }
-        }
-        let filters = ex.symbol_filters(&v.value.key.symbol).await?;
-        let others = self.repo.positions(&v.value.key.account).await?;
-        let mut p = v.value.clone();
-        if p.stop_client_id.is_some() {
-            p.stop_generation += 1;
-        }
-        let protection = self
-            .protect(ex, &mut p, &filters, &others, now, report)
-            .await;
-        match protection {
-            Protection::Placed => {}
-            Protection::Passed(level) => {
-                self.close_passed_stop(ex, v.clone(), level, now, report)
-                    .await?;
-                v.value.status = PositionStatus::Closed;
-                return Ok(());
-            }
-            Protection::Failed(why) => {
-                report.errors.push(unprotected(&v.value, &why));
-                return Ok(());
-            }
-        }
-        {
-            p.updated_at = now;
-            v.version = self.repo.save_position(&p, Some(v.version)).await?;
-            v.value = p;
-            self.notify(
-                &v.value.key.account,
-                Priority::High,
-                "stop_replaced",
-                || {
-                    (
-                        format!(
-                            "restop:{}:{}",
-                            v.value.entry_client_id, v.value.stop_generation
-                        ),
-                        format!(
-                            "{}: protective stop was missing ({was}); re-placed at {}",
-                            v.value.key,
-                            v.value.stop_loss.map(|s| s.to_string()).unwrap_or_default()
-                        ),
-                    )
-                },
-                now,
-            )
-            .await;
-        }
-        Ok(())
     }
 
     /// Look for one of our entry orders (recent candles of every strategy that trades `sym` on this
