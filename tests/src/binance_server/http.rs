@@ -135,6 +135,7 @@ enum Endpoint {
     MarginType,
     NewOrder,
     QueryOrder,
+    AllOrders,
     OpenOrders,
     NewAlgo,
     QueryAlgo,
@@ -162,6 +163,7 @@ impl Endpoint {
             ("POST", "/fapi/v1/marginType") => MarginType,
             ("POST", "/fapi/v1/order") => NewOrder,
             ("GET", "/fapi/v1/order") => QueryOrder,
+            ("GET", "/fapi/v1/allOrders") => AllOrders,
             ("GET", "/fapi/v1/openOrders") => OpenOrders,
             ("POST", "/fapi/v1/algoOrder") => NewAlgo,
             ("GET", "/fapi/v1/algoOrder") => QueryAlgo,
@@ -202,7 +204,7 @@ impl Endpoint {
                 500..=1000 => 5,
                 _ => 10,
             },
-            Account | PositionRisk | SymbolConfig | UserTrades => 5,
+            Account | PositionRisk | SymbolConfig | UserTrades | AllOrders => 5,
             OpenOrders | OpenAlgos => {
                 if req.get("symbol").is_some() {
                     1
@@ -421,6 +423,7 @@ fn dispatch(
         MarginType => margin_type(g, req, key),
         NewOrder => new_order(g, req, key, now),
         QueryOrder => query_order(g, req, key),
+        AllOrders => all_orders(g, req, key),
         OpenOrders => {
             let symbol = optional_symbol(g, req)?;
             let x = &g.x;
@@ -855,6 +858,27 @@ fn user_trades(g: &Inner, req: &Req, key: &str) -> Result<Value, ApiError> {
         .filter(|t| from_id.is_none_or(|id| t.id >= id))
         .filter(|t| start.is_none_or(|s| t.time >= s) && end.is_none_or(|e| t.time <= e))
         .map(|t| render::trade(t, rules))
+        .collect();
+    Ok(Value::Array(window(rows, start.or(from_id), limit)))
+}
+
+/// `GET /fapi/v1/allOrders`: the account's orders on one symbol (any status, manual, triggered
+/// and liquidation orders included), oldest first, from `orderId` or within `startTime`..`endTime`
+/// (creation time).
+fn all_orders(g: &Inner, req: &Req, key: &str) -> Result<Value, ApiError> {
+    let symbol = required_symbol(g, req)?;
+    let from_id = req.int("orderId")?;
+    let start = req.int("startTime")?;
+    let end = req.int("endTime")?;
+    let limit = req.int("limit")?.unwrap_or(500).clamp(1, 1000) as usize;
+    let rules = &g.x.market.rules[symbol];
+    let rows: Vec<Value> = g.x.accounts[key]
+        .orders
+        .iter()
+        .filter(|o| o.symbol == symbol)
+        .filter(|o| from_id.is_none_or(|id| o.order_id >= id))
+        .filter(|o| start.is_none_or(|s| o.time >= s) && end.is_none_or(|e| o.time <= e))
+        .map(|o| render::order(o, rules))
         .collect();
     Ok(Value::Array(window(rows, start.or(from_id), limit)))
 }
