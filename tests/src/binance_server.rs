@@ -7,23 +7,29 @@
 //! positions, MARKET fills at the mark price with 0.04 % taker commission, conditional orders on the
 //! Algo Order API, margin, user trades and income. Every signed request is verified (API key,
 //! HMAC-SHA256 over the exact query + body, `timestamp` within `recvWindow` of the server clock).
-//! Tests steer it by hand (server clock, mark price, manual orders, triggering stops) and inject
-//! one-shot faults (timeout, 503 unknown outcome, 429, -1021, apply-then-hang).
+//! Tests steer it by hand (server clock, mark price, manual orders, triggering stops) and arm
+//! fault rules ([`FaultRule`]: by method, path and parameter; on the n-th match, the next k or a
+//! seeded chance; timeouts, 503 unknown outcome, 429/418 with `Retry-After`, -1021, CDN HTML
+//! pages, dropped connections, holds released by hand), or inject the older one-shot [`Fault`]s.
+//! Every fault that fires is journaled ([`BinanceTestServer::fired_faults`]).
 //!
 //! The server clock runs at wall-clock speed from the last [`BinanceTestServer::set_time`], so a
 //! client that syncs its offset from `/fapi/v1/time` stays inside `recvWindow` while it works.
 
 mod exchange;
+mod faults;
 mod http;
 mod market;
 mod render;
 mod signing;
 
+pub use faults::{FaultKind, FaultRule, FiredFault, When};
 pub use market::load_candles_csv;
 pub use signing::{sign, signed_query};
 
 use albra_core::domain::{Candle, OrderSide};
 use exchange::{Account, Exchange};
+use faults::Rules;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -69,13 +75,21 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn path(&self) -> &str {
-        match self {
-            Fault::Timeout { path, .. }
-            | Fault::Unknown503 { path, .. }
-            | Fault::RateLimit429 { path, .. }
-            | Fault::Timestamp1021 { path }
-            | Fault::HoldAfterApply { path } => path,
+    /// The same fault as a rule: the next request to its path, whatever the method.
+    pub fn into_rule(self) -> FaultRule {
+        let (path, kind) = match self {
+            Fault::Timeout { path, apply } => (path, FaultKind::Timeout { apply }),
+            Fault::Unknown503 { path, apply } => (path, FaultKind::Unknown503 { apply }),
+            Fault::RateLimit429 {
+                path,
+                retry_after_s,
+            } => (path, FaultKind::RateLimit429 { retry_after_s }),
+            Fault::Timestamp1021 { path } => (path, FaultKind::Timestamp1021),
+            Fault::HoldAfterApply { path } => (path, FaultKind::Hold { apply: true }),
+        };
+        FaultRule {
+            method: None,
+            ..FaultRule::new("GET", &path, kind)
         }
     }
 }
@@ -93,6 +107,8 @@ pub struct LoggedRequest {
     pub time: i64,
     /// HTTP status of the answer; `None` while unanswered (timeouts, holds).
     pub status: Option<u16>,
+    /// The fault that hit it, if one did.
+    pub fault: Option<FaultKind>,
 }
 
 /// Mutable state behind one lock; handlers never hold it across an await.
@@ -100,7 +116,7 @@ pub(crate) struct Inner {
     pub x: Exchange,
     clock_base: i64,
     clock_at: Instant,
-    faults: Vec<Fault>,
+    rules: Rules,
     pub log: Vec<LoggedRequest>,
     weight_minute: i64,
     weight: u64,
@@ -122,9 +138,25 @@ impl Inner {
         self.weight
     }
 
-    pub fn take_fault(&mut self, path: &str) -> Option<Fault> {
-        let i = self.faults.iter().position(|f| f.path() == path)?;
-        Some(self.faults.remove(i))
+    /// The fault for the request just logged at `index`, if a rule fires on it; journaled.
+    pub fn take_fault(
+        &mut self,
+        index: usize,
+        get: &dyn Fn(&str) -> Option<String>,
+    ) -> Option<FaultKind> {
+        let (method, path) = (self.log[index].method.clone(), self.log[index].path.clone());
+        let (rule, kind) = self.rules.pick(&method, &path, get)?;
+        let time = self.now();
+        self.log[index].fault = Some(kind);
+        self.rules.fired.push(FiredFault {
+            rule,
+            request: index,
+            method,
+            path,
+            kind,
+            time,
+        });
+        Some(kind)
     }
 }
 
@@ -133,6 +165,8 @@ pub(crate) struct Shared {
     /// Count of POST /fapi/v1/order requests that took effect.
     pub applied_orders: watch::Sender<u64>,
     pub shutdown: watch::Sender<bool>,
+    /// Bumped by [`BinanceTestServer::release_holds`]: held requests answer.
+    pub release: watch::Sender<u64>,
 }
 
 impl Shared {
@@ -177,13 +211,14 @@ impl BinanceTestServer {
                 x: Exchange::new(market, accounts),
                 clock_base: opts.start_time_ms,
                 clock_at: Instant::now(),
-                faults: Vec::new(),
+                rules: Rules::default(),
                 log: Vec::new(),
                 weight_minute: i64::MIN,
                 weight: 0,
             }),
             applied_orders: watch::channel(0).0,
             shutdown: watch::channel(false).0,
+            release: watch::channel(0).0,
         });
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
         let url = format!("http://{}", listener.local_addr()?);
@@ -223,8 +258,52 @@ impl BinanceTestServer {
         self.shared.lock().x.market.set_mark(symbol, p);
     }
 
+    /// Moves the exchange clock by `delta_ms` (negative: back), as a clock jump or skew.
+    pub fn shift_time(&self, delta_ms: i64) {
+        let mut g = self.shared.lock();
+        g.clock_base = g.now() + delta_ms;
+        g.clock_at = Instant::now();
+    }
+
+    /// A one-shot fault on the next request to its path (see [`Fault::into_rule`]).
     pub fn inject(&self, fault: Fault) {
-        self.shared.lock().faults.push(fault);
+        self.add_rule(fault.into_rule());
+    }
+
+    /// Arms a fault rule; returns its id (as [`FiredFault::rule`] names it).
+    pub fn add_rule(&self, rule: FaultRule) -> usize {
+        self.shared.lock().rules.add(rule)
+    }
+
+    /// Disarms every rule not yet spent (faults already fired stay in the journal).
+    pub fn clear_rules(&self) {
+        self.shared.lock().rules.clear();
+    }
+
+    /// Rules armed and not yet spent.
+    pub fn pending_rules(&self) -> usize {
+        self.shared.lock().rules.pending()
+    }
+
+    /// Every fault fired so far, oldest first.
+    pub fn fired_faults(&self) -> Vec<FiredFault> {
+        self.shared.lock().rules.fired.clone()
+    }
+
+    /// Requests held by a [`FaultKind::Hold`] and not answered yet.
+    pub fn holding(&self) -> usize {
+        let g = self.shared.lock();
+        g.rules
+            .fired
+            .iter()
+            .filter(|f| matches!(f.kind, FaultKind::Hold { .. }))
+            .filter(|f| g.log[f.request].status.is_none())
+            .count()
+    }
+
+    /// Answers every held request (503 unknown; each applied only if its hold said so).
+    pub fn release_holds(&self) {
+        self.shared.release.send_modify(|n| *n += 1);
     }
 
     pub fn requests(&self) -> Vec<LoggedRequest> {

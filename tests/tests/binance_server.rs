@@ -4,7 +4,7 @@
 
 use albra_core::domain::Candle;
 use albra_tests::binance_server::{
-    signed_query, BinanceTestServer, Fault, ServerOptions, TestAccount,
+    signed_query, BinanceTestServer, Fault, FaultKind, FaultRule, ServerOptions, TestAccount, When,
 };
 use reqwest::Method;
 use rust_decimal::Decimal;
@@ -827,6 +827,138 @@ async fn rate_limit_and_timestamp_faults_are_one_shot_and_apply_nothing() {
     assert_eq!(s.position(KEY, "BTCUSDT"), dec!(0.002));
     let statuses: Vec<_> = s.requests().iter().map(|r| r.status).collect();
     assert_eq!(statuses, vec![Some(429), Some(400), Some(200)]);
+}
+
+/// A raw signed MARKET order whose answer may be anything (HTML, a broken body, nothing).
+async fn raw_market(
+    s: &BinanceTestServer,
+    client_id: &str,
+) -> Result<reqwest::Response, reqwest::Error> {
+    let p: Vec<(&str, String)> = vec![
+        ("symbol", "BTCUSDT".into()),
+        ("side", "BUY".into()),
+        ("type", "MARKET".into()),
+        ("quantity", "0.002".into()),
+        ("newClientOrderId", client_id.into()),
+        ("timestamp", s.time().to_string()),
+    ];
+    let url = format!("{}/fapi/v1/order?{}", s.url, signed_query(SECRET, &p));
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+        .post(url)
+        .header("X-MBX-APIKEY", KEY)
+        .send()
+        .await
+}
+
+#[tokio::test]
+async fn fault_rules_match_method_path_and_parameter_and_are_journaled() {
+    let s = server().await;
+    let api = Api::new(&s);
+    s.set_mark_price("BTCUSDT", dec!(87000));
+    let ban = FaultKind::Banned418 { retry_after_s: 2 };
+    // The second GET of the order (not the POST, which matches no GET rule).
+    let rule = s.add_rule(FaultRule::new("GET", "/fapi/v1/order", ban).when(When::Nth(2)));
+    // Only MARKET orders on ETHUSDT: never fires here.
+    s.add_rule(
+        FaultRule::new("POST", "/fapi/v1/order", FaultKind::Timestamp1021)
+            .param("symbol", "ETHUSDT"),
+    );
+    let a = api
+        .market("BUY", "0.002", false, "albEN-aaaaaaaaaaa1-1")
+        .await;
+    assert_eq!(a.status, 200);
+    let query = [
+        ("symbol", "BTCUSDT"),
+        ("origClientOrderId", "albEN-aaaaaaaaaaa1-1"),
+    ];
+    let first = api.signed(Method::GET, "/fapi/v1/order", &query).await;
+    assert_eq!(first.status, 200);
+    let second = api.signed(Method::GET, "/fapi/v1/order", &query).await;
+    assert_eq!((second.status, code(&second)), (418, -1003));
+    assert_eq!(second.retry_after.as_deref(), Some("2"));
+    assert_eq!(s.pending_rules(), 1, "the ETHUSDT rule is still armed");
+    s.clear_rules();
+    assert_eq!(s.pending_rules(), 0);
+    let fired = s.fired_faults();
+    assert_eq!(fired.len(), 1);
+    assert_eq!((fired[0].rule, fired[0].kind), (rule, ban));
+    assert_eq!((fired[0].method.as_str(), fired[0].request), ("GET", 2));
+    let log = s.requests();
+    assert_eq!(log[2].fault, Some(ban));
+    assert_eq!(log[1].fault, None);
+}
+
+#[tokio::test]
+async fn html_pages_and_broken_connections_apply_as_told() {
+    let s = server().await;
+    s.set_mark_price("BTCUSDT", dec!(87000));
+    let html = |apply| FaultKind::Html5xx { status: 504, apply };
+    s.add_rule(FaultRule::new("POST", "/fapi/v1/order", html(false)));
+    let r = raw_market(&s, "albEN-bbbbbbbbbbb1-1").await.unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    assert_eq!(r.headers()["content-type"], "text/html");
+    assert!(r
+        .text()
+        .await
+        .unwrap()
+        .contains("<TITLE>504 Gateway Timeout</TITLE>"));
+    assert_eq!(s.position(KEY, "BTCUSDT"), Decimal::ZERO);
+    s.add_rule(FaultRule::new("POST", "/fapi/v1/order", html(true)));
+    let r = raw_market(&s, "albEN-bbbbbbbbbbb1-2").await.unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    assert_eq!(
+        s.position(KEY, "BTCUSDT"),
+        dec!(0.002),
+        "applied behind the 504"
+    );
+
+    s.add_rule(FaultRule::new(
+        "POST",
+        "/fapi/v1/order",
+        FaultKind::DropAfterApply,
+    ));
+    let body = match raw_market(&s, "albEN-bbbbbbbbbbb1-3").await {
+        Ok(r) => r.text().await,
+        Err(e) => Err(e),
+    };
+    assert!(body.is_err(), "the answer must break off: {body:?}");
+    assert_eq!(
+        s.position(KEY, "BTCUSDT"),
+        dec!(0.004),
+        "applied before the break"
+    );
+}
+
+#[tokio::test]
+async fn a_hold_answers_only_when_released_and_applies_as_told() {
+    let s = server().await;
+    s.set_mark_price("BTCUSDT", dec!(87000));
+    s.add_rule(FaultRule::new(
+        "POST",
+        "/fapi/v1/order",
+        FaultKind::Hold { apply: false },
+    ));
+    let held = raw_market(&s, "albEN-ccccccccccc1-1");
+    tokio::pin!(held);
+    let waited = tokio::time::timeout(Duration::from_millis(600), &mut held).await;
+    assert!(waited.is_err(), "answered while held");
+    assert_eq!(s.holding(), 1);
+    s.release_holds();
+    let r = held.await.unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(s.holding(), 0);
+    assert_eq!(
+        s.position(KEY, "BTCUSDT"),
+        Decimal::ZERO,
+        "an unapplied hold places nothing"
+    );
+    // The clock jumps: a request signed on the old clock is now outside recvWindow.
+    let before = s.time();
+    s.shift_time(30_000);
+    assert!(s.time() >= before + 30_000);
 }
 
 #[tokio::test]
