@@ -31,12 +31,14 @@ use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
 
 mod claim;
 mod protect;
+mod shares;
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
 pub use claim::HeldClaim;
 use protect::{unprotected, Protection};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
-use std::collections::{BTreeMap, HashSet};
+use shares::Verdict;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -297,6 +299,15 @@ fn signed(p: &Position) -> Decimal {
 /// Whether other strategies hold open positions on `pos`'s symbol, and whether all of those sit
 /// on `pos`'s side (reduce-only orders of this share are then safe in one-way mode). The stop
 /// and the exit orders are shaped from it.
+/// Moves the positions marked closed out of `stored` into `closed`.
+fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>) {
+    let (gone, open): (Vec<_>, Vec<_>) = std::mem::take(stored)
+        .into_iter()
+        .partition(|v| v.value.status == PositionStatus::Closed);
+    *stored = open;
+    closed.extend(gone.into_iter().map(|v| v.value));
+}
+
 fn symbol_sharing(pos: &Position, others: &[Versioned<Position>]) -> (bool, bool) {
     let mut sharing = others.iter().filter(|o| {
         o.value.key.symbol == pos.key.symbol
@@ -2612,7 +2623,9 @@ impl Engine {
         {
             self.resolve_pending(ex, v, now, report).await?;
         }
-        stored.retain(|v| v.value.status != PositionStatus::Closed);
+        // Positions this sync records closed: their protective orders' fills are still theirs.
+        let mut closed: Vec<Position> = Vec::new();
+        drop_closed(&mut stored, &mut closed);
 
         // 2a. Take-profit steps and trailing stops that fired on the exchange, in fill order:
         // partial closes are recorded before anything compares sizes.
@@ -2627,7 +2640,7 @@ impl Engine {
                 v.value.status = PositionStatus::Closed;
             }
         }
-        stored.retain(|v| v.value.status != PositionStatus::Closed);
+        drop_closed(&mut stored, &mut closed);
 
         // A protective order of ours that fired closed exactly that strategy's share, even
         // when other strategies hold the same symbol: record those closes first.
@@ -2640,7 +2653,12 @@ impl Engine {
                 v.value.status = PositionStatus::Closed;
             }
         }
-        stored.retain(|v| v.value.status != PositionStatus::Closed);
+        drop_closed(&mut stored, &mut closed);
+
+        // Shares follow fills: where the net moved, whose fills moved it.
+        let books = self
+            .attribute_fills(acct, &net, &stored, &closed, report)
+            .await?;
 
         // 2b. Strategy positions: closed or resized on the exchange? stop still there?
         let symbols: Vec<Symbol> = stored
@@ -2652,23 +2670,31 @@ impl Engine {
             .collect();
         for sym in &symbols {
             let ex_amt = net.get(sym).map(|x| x.0).unwrap_or_default();
+            let on_sym = |v: &&Versioned<Position>| &v.value.key.symbol == sym && v.value.is_open();
             let ours: Decimal = stored
                 .iter()
-                .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+                .filter(on_sym)
+                .filter(|v| !v.value.is_manual)
                 .map(|v| signed(&v.value))
                 .sum();
-            let gone = ex_amt.is_zero() || ex_amt.signum() != ours.signum();
+            let all: Decimal = stored.iter().filter(on_sym).map(|v| signed(&v.value)).sum();
             for v in stored
                 .iter_mut()
                 .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
             {
-                if gone {
+                let verdict = match books.get(sym) {
+                    // Nothing moved (a flat net, though, holds no share at all).
+                    _ if all == ex_amt && !ex_amt.is_zero() => Verdict::Held,
+                    Some(book) => shares::by_fills(book.share(&v.value.key.strategy), &v.value),
+                    None => shares::by_sizes(ex_amt, ours, &v.value),
+                };
+                if verdict == Verdict::Closed {
                     self.record_exchange_close(ex, v, now).await?;
                     v.value.status = PositionStatus::Closed;
-                } else if ex_amt.abs() < ours.abs() && ours.abs() == v.value.qty.0 {
-                    // Sole strategy on the symbol and the exchange holds less: reduced outside us.
+                } else if let Verdict::Resized(qty) = verdict {
+                    // Its own fills, or (by sizes) the exchange holding less than its sole share.
                     let before = v.value.qty;
-                    v.value.qty = Qty(ex_amt.abs());
+                    v.value.qty = qty;
                     v.value.status = PositionStatus::Modified;
                     v.value.updated_at = now;
                     v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
@@ -2678,16 +2704,10 @@ impl Engine {
                         "size_changed",
                         || {
                             (
+                                format!("resize:{}:{}:{}", v.value.entry_client_id, before, qty),
                                 format!(
-                                    "resize:{}:{}:{}",
-                                    v.value.entry_client_id,
-                                    before,
-                                    ex_amt.abs()
-                                ),
-                                format!(
-                                    "{}: size changed on the exchange {before} → {}",
-                                    v.value.key,
-                                    ex_amt.abs()
+                                    "{}: size changed on the exchange {before} → {qty}",
+                                    v.value.key
                                 ),
                             )
                         },
@@ -2795,6 +2815,9 @@ impl Engine {
             self.reshape_stops(ex, account, sym, open_algos.as_deref(), now, report)
                 .await?;
         }
+
+        self.save_share_books(account, &ex_positions, &stored, now)
+            .await?;
 
         // 5. Account state: equity, its peak, the day's starting equity.
         let snap = ex.account().await?;

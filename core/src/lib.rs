@@ -26,6 +26,7 @@ pub mod ports;
 pub mod replay;
 pub mod risk;
 pub mod secrets;
+pub mod shares;
 pub mod signals;
 pub mod state;
 pub mod store;

@@ -1770,6 +1770,22 @@ impl Exchange for PaperExchange {
         }))
     }
 
+    async fn all_orders(
+        &self,
+        symbol: &Symbol,
+        start_time: i64,
+    ) -> Result<Vec<OrderInfo>, ExchangeError> {
+        self.advance().await?;
+        let st = self.lock();
+        // Paper orders fill when created: their update time is their creation time.
+        Ok(st
+            .orders
+            .iter()
+            .filter(|o| &o.symbol == symbol && o.update_time >= start_time)
+            .cloned()
+            .collect())
+    }
+
     async fn income(&self, start_time: i64) -> Result<Vec<Income>, ExchangeError> {
         self.advance().await?;
         let st = self.lock();

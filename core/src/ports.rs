@@ -346,6 +346,14 @@ pub trait Exchange: Send + Sync {
         symbol: &Symbol,
         start_time: i64,
     ) -> Result<Vec<UserTrade>, ExchangeError>;
+    /// Orders on `symbol` created at or after `start_time`, oldest first, up to 1000: ours,
+    /// hand-made, triggered and liquidation ones, any status (`GET /fapi/v1/allOrders`). The sync
+    /// reads their client ids to tell whose each fill is.
+    async fn all_orders(
+        &self,
+        symbol: &Symbol,
+        start_time: i64,
+    ) -> Result<Vec<OrderInfo>, ExchangeError>;
     async fn income(&self, start_time: i64) -> Result<Vec<Income>, ExchangeError>;
 }
 

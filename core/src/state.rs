@@ -9,6 +9,7 @@
 //! | `ACCT#{acct}`  | `STATS#{strategy}`                         | [`StrategyStats`]         |
 //! | `ACCT#{acct}`  | `ENTRY#{strategy}`                         | last entry time (ms)      |
 //! | `ACCT#{acct}`  | `RUN#{tf}#{strategy}#{symbol}#{open_time}` | run marker (TTL 14 days)  |
+//! | `ACCT#{acct}`  | `SHARES#{symbol}`                          | [`ShareBook`]             |
 //!
 //! Every write is conditional (create-if-absent or version match), so two jobs never overwrite
 //! each other; a conflict surfaces as [`StoreError::Conflict`] and the job stops for that item.
@@ -18,6 +19,7 @@ use crate::domain::{
 };
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
+use crate::shares::ShareBook;
 use crate::store::memory::{Table, Update};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -185,6 +187,7 @@ enum Item {
     Run(RunMarker),
     Entry(i64),
     Stats(StrategyStats),
+    Shares(ShareBook),
 }
 
 /// A state type the repo stores: JSON for the key/value stores, an [`Item`] for the typed one.
@@ -214,6 +217,7 @@ stored!(AccountState, Account);
 stored!(RunMarker, Run);
 stored!(i64, Entry);
 stored!(StrategyStats, Stats);
+stored!(ShareBook, Shares);
 
 /// The condition of a write: create when nothing was read, else the version read.
 fn expect_version(version: Option<u64>) -> Expect {
@@ -744,6 +748,34 @@ impl StateRepo {
                 r
             })
         }))
+    }
+
+    /// Who held which share of `symbol` when the last sync found the shares adding up to the net.
+    pub async fn share_book(
+        &self,
+        account: &AccountId,
+        symbol: &Symbol,
+    ) -> Result<Option<Versioned<ShareBook>>, StoreError> {
+        self.get(&pk(account), &format!("SHARES#{}", symbol.0))
+            .await
+    }
+
+    pub async fn save_share_book(
+        &self,
+        account: &AccountId,
+        symbol: &Symbol,
+        book: &ShareBook,
+        version: Option<u64>,
+    ) -> Result<u64, StoreError> {
+        let expect = expect_version(version);
+        self.put(
+            &pk(account),
+            &format!("SHARES#{}", symbol.0),
+            book,
+            expect,
+            None,
+        )
+        .await
     }
 
     pub async fn account_state(

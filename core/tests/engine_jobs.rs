@@ -165,6 +165,9 @@ impl Exchange for Faulty {
     async fn user_trades(&self, s: &Symbol, t: i64) -> Result<Vec<UserTrade>, ExchangeError> {
         self.inner.user_trades(s, t).await
     }
+    async fn all_orders(&self, s: &Symbol, t: i64) -> Result<Vec<OrderInfo>, ExchangeError> {
+        self.inner.all_orders(s, t).await
+    }
     async fn income(&self, t: i64) -> Result<Vec<Income>, ExchangeError> {
         self.inner.income(t).await
     }

@@ -1,7 +1,8 @@
 //! Property test of the position sync over the paper exchange: whatever mix of strategy entries,
-//! hand-placed orders and exchange-side closes happens on a symbol, after a sync the stored
-//! strategy shares plus the MANUAL position add up to the exchange's net position, and a second
-//! sync changes nothing (no trade recorded twice, no state moved twice).
+//! hand-placed orders, hand-made closes and strategy exits the store never heard of happens on a
+//! symbol, after a sync every share (each strategy's and the MANUAL one) equals the sum of its own
+//! fills since the net was last flat, the shares add up to the exchange's net position, and a
+//! second sync changes nothing (no trade recorded twice, no state moved twice).
 
 use albra_core::config::Config;
 use albra_core::data;
@@ -57,8 +58,12 @@ enum Op {
     },
     /// An order placed by hand on the website.
     Manual { long: bool, lots: u32 },
-    /// A strategy's share closed on the exchange behind the system's back.
+    /// An order placed by hand for the size of a strategy's share, the other way (a person
+    /// "closing the bot's position" on the website: in one-way mode it is their own fill).
     CloseShare { strategy: usize },
+    /// A strategy's own exit order filled, its record never updated (the job died after the
+    /// fill): its client id says whose fill it was.
+    ExitUnbooked { strategy: usize },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -70,6 +75,7 @@ fn op() -> impl Strategy<Value = Op> {
         }),
         (any::<bool>(), 1u32..20).prop_map(|(long, lots)| Op::Manual { long, lots }),
         (0usize..2).prop_map(|strategy| Op::CloseShare { strategy }),
+        (0usize..2).prop_map(|strategy| Op::ExitUnbooked { strategy }),
     ]
 }
 
@@ -95,6 +101,23 @@ async fn stored_sum(repo: &StateRepo, sym: &Symbol) -> Decimal {
         .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
         .map(|v| v.value.side.sign() * v.value.qty.0)
         .sum()
+}
+
+/// Every owner's stored share on `sym` (EMA_CROSS, TFPE, MANUAL), zero when it holds none.
+async fn shares(repo: &StateRepo, sym: &Symbol) -> Vec<(String, Decimal)> {
+    let stored = repo.positions(&AccountId::new("main")).await.unwrap();
+    ["EMA_CROSS", "TFPE", "MANUAL"]
+        .into_iter()
+        .map(|owner| {
+            let share = stored
+                .iter()
+                .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
+                .filter(|v| v.value.key.strategy.as_str() == owner)
+                .map(|v| v.value.side.sign() * v.value.qty.0)
+                .sum();
+            (owner.to_string(), share)
+        })
+        .collect()
 }
 
 async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
@@ -129,6 +152,8 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let names = ["EMA_CROSS", "TFPE"];
     let mut now = start;
     let mut seq = 0u32;
+    // The reference: each owner's signed sum of its own fills since the net was last flat.
+    let mut own: std::collections::BTreeMap<&str, Decimal> = Default::default();
     for op in ops {
         now += 60_000;
         clock.set(now);
@@ -187,8 +212,11 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     exit_generation: 0,
                 };
                 repo.save_position(&p, None).await.unwrap();
+                *own.entry(names[strategy]).or_default() += side.sign() * fill.executed_qty.0;
             }
             Op::Manual { long, lots } => {
+                let q = lot() * Decimal::from(lots);
+                *own.entry("MANUAL").or_default() += if long { q } else { -q };
                 ex.place_market(&MarketOrder {
                     symbol: sym.clone(),
                     side: if long {
@@ -221,12 +249,42 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 })
                 .await
                 .unwrap();
+                *own.entry("MANUAL").or_default() -= p.value.side.sign() * p.value.qty.0;
             }
+            Op::ExitUnbooked { strategy } => {
+                let sid = StrategyId::new(names[strategy]);
+                let key = PositionKey {
+                    account: main.clone(),
+                    strategy: sid.clone(),
+                    symbol: sym.clone(),
+                };
+                let Some(p) = repo.position(&key).await.unwrap() else {
+                    continue;
+                };
+                let candle = p.value.signal_open_time + i64::from(seq) * 900_000;
+                ex.place_market(&MarketOrder {
+                    symbol: sym.clone(),
+                    side: p.value.side.exit_order_side(),
+                    qty: p.value.qty,
+                    reduce_only: false,
+                    client_id: ClientId::derive(&main, &sid, &sym, candle, Intent::Exit, 0),
+                })
+                .await
+                .unwrap();
+                *own.entry(names[strategy]).or_default() -= p.value.side.sign() * p.value.qty.0;
+            }
+        }
+        if own.values().sum::<Decimal>().is_zero() {
+            own.clear();
         }
         let r = engine.sync_positions(now).await;
         prop_assert!(r.ok(), "{:?}", r.errors);
         let exchange = net(&ex, &sym).await;
         prop_assert_eq!(stored_sum(&repo, &sym).await, exchange);
+        for (owner, share) in shares(&repo, &sym).await {
+            let want = own.get(owner.as_str()).copied().unwrap_or_default();
+            prop_assert_eq!(share, want, "{}'s share against its own fills", owner);
+        }
         // A second sync at the same moment changes nothing.
         let trades = repo.trades(&main).await.unwrap().len();
         let state = repo.account_state(&main).await.unwrap().map(|v| v.value);

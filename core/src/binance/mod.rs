@@ -349,7 +349,8 @@ impl BinanceClient {
                     if !idempotent {
                         rate_retry_used = true;
                     }
-                    tracing::debug!(%endpoint, attempt, wait_ms = wait.as_millis() as u64, "retrying");
+                    // Warn, not debug: a fault the client rides out must still show in the log.
+                    tracing::warn!(%endpoint, attempt, wait_ms = wait.as_millis() as u64, error = %error, "retrying");
                     tokio::time::sleep(wait).await;
                     continue;
                 }
@@ -862,6 +863,26 @@ impl Exchange for BinanceClient {
             )
             .await?;
         decode("GET /fapi/v1/userTrades", &v, parse::user_trades)
+    }
+
+    async fn all_orders(
+        &self,
+        symbol: &Symbol,
+        start_time: i64,
+    ) -> Result<Vec<OrderInfo>, ExchangeError> {
+        let v = self
+            .call(
+                Method::GET,
+                "/fapi/v1/allOrders",
+                vec![
+                    ("symbol", symbol.as_str().to_string()),
+                    ("startTime", start_time.to_string()),
+                    ("limit", HISTORY_LIMIT.to_string()),
+                ],
+                Auth::Signed,
+            )
+            .await?;
+        decode("GET /fapi/v1/allOrders", &v, parse::orders)
     }
 
     /// Income rows from `start_time` on (up to 1000 per call).

@@ -401,6 +401,15 @@ pub(crate) fn order(v: &Value) -> Result<OrderInfo, String> {
     })
 }
 
+/// `GET /fapi/v1/allOrders`: an array of orders.
+pub(crate) fn orders(v: &Value) -> Result<Vec<OrderInfo>, String> {
+    as_array(v, "allOrders")?
+        .iter()
+        .enumerate()
+        .map(|(i, row)| order(row).map_err(|e| format!("[{i}]: {e}")))
+        .collect()
+}
+
 /// The Algo API's `orderType` (+ `callbackRate`) as an [`AlgoKind`].
 ///
 /// `STOP` and `TAKE_PROFIT` (limit-after-trigger, only ever placed by hand) are reported as
