@@ -317,6 +317,7 @@ impl WaitBudget {
             return Err(e);
         }
         self.left -= wait;
+        tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "waiting out a retryable failure");
         pause(wait).await;
         Ok(())
     }
@@ -447,6 +448,7 @@ pub async fn submit_algo(
         match ex.place_algo(order).await.map_err(unparsed_is_unknown) {
             Ok(o) => return Ok(o),
             Err(ExchangeError::UnknownOutcome { endpoint, detail }) => {
+                tracing::warn!(client_algo_id = id, %endpoint, %detail, "algo order outcome unknown; looking it up");
                 for _ in 0..policy.lookups {
                     pause(policy.pause).await;
                     match ex.algo_by_client_id(id).await {
