@@ -13,11 +13,16 @@ use std::process::{Command, Output, Stdio};
 pub const MAIN_KEY: &str = "test-main-api-key-0123456789";
 pub const MAIN_SECRET: &str = "test-main-secret-abcdefghijklmnop";
 
-/// The directory cargo put this test's sibling binaries in (`…/target/debug`).
+/// The directory cargo put the workspace binaries in (`…/target/debug`): the parent of a test
+/// executable's `deps/`, or the directory of a binary such as `albra-chaos`.
 pub fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable dir");
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// Path of a workspace binary; panics with the fix if it was not built.
