@@ -296,9 +296,6 @@ fn signed(p: &Position) -> Decimal {
     p.side.sign() * p.qty.0
 }
 
-/// Whether other strategies hold open positions on `pos`'s symbol, and whether all of those sit
-/// on `pos`'s side (reduce-only orders of this share are then safe in one-way mode). The stop
-/// and the exit orders are shaped from it.
 /// Moves the positions marked closed out of `stored` into `closed`.
 fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>) {
     let (gone, open): (Vec<_>, Vec<_>) = std::mem::take(stored)
@@ -308,6 +305,9 @@ fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>
     closed.extend(gone.into_iter().map(|v| v.value));
 }
 
+/// Whether other strategies hold open positions on `pos`'s symbol, and whether all of those sit
+/// on `pos`'s side (reduce-only orders of this share are then safe in one-way mode). The stop
+/// and the exit orders are shaped from it.
 fn symbol_sharing(pos: &Position, others: &[Versioned<Position>]) -> (bool, bool) {
     let mut sharing = others.iter().filter(|o| {
         o.value.key.symbol == pos.key.symbol
