@@ -216,6 +216,14 @@ async fn every_exchange_method_on_the_wire() {
     assert_eq!(exit.realized_pnl.0, dec!(-16)); // (85400 − 87000) × 0.01
     assert_eq!(exit.commission.0, dec!(0.3416));
     assert_eq!(exit.commission_asset, "USDT");
+    // allOrders names each fill's order: our entry by its client id, and the triggered one.
+    let orders = c.all_orders(&btc(), start_time() - 1).await.unwrap();
+    assert_eq!(orders.len(), 2, "{orders:?}");
+    assert_eq!(orders[0].client_id, "albEN-0a1b2c3d4e5f-q1");
+    assert_eq!(orders[0].order_id, entry.order_id);
+    assert_eq!(orders[1].order_id, fill_order);
+    assert_eq!(orders[1].executed_qty.0, dec!(0.010));
+    assert!(c.all_orders(&btc(), i64::MAX / 2).await.unwrap().is_empty());
 
     let income = c.income(start_time() - 1).await.unwrap();
     let total = |kind: &str| -> Decimal {
