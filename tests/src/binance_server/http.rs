@@ -300,9 +300,11 @@ impl Answer {
             }
             Answer::Html(status) => html_page(status),
             Answer::Broken => {
-                // A Content-Length larger than the body: hyper ends the body early and closes
-                // the connection, so the client reads a truncated answer.
-                let mut resp = "{\"orderId\":".into_response();
+                // A Content-Length larger than a body of unknown length: hyper sends the head,
+                // then the body ends early and it closes the connection, so the client reads a
+                // truncated answer.
+                let partial = axum::body::Body::from("{\"orderId\":").into_data_stream();
+                let mut resp = axum::body::Body::from_stream(partial).into_response();
                 resp.headers_mut().insert(
                     axum::http::header::CONTENT_LENGTH,
                     HeaderValue::from(4096u64),
