@@ -6,7 +6,7 @@ PY ?= python3
 # The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
 PEERS_VENV ?= /tmp/peers/venv
 
-.PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda fuzz
+.PHONY: run test build venv lint fmt clippy bench clean-state lambda deploy bench-lambda fuzz chaos
 
 run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
@@ -114,6 +114,18 @@ bench-lambda: venv
 	$(CARGO) build --locked --profile lambda --bin evaluator --bin position-sync
 	$(CARGO) build --locked --workspace --bins
 	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test --locked -p albra-tests --test lambda -- --ignored --nocapture bench_
+
+# The seeded fault campaign (README "Fault campaign"): the real evaluator and position-sync against
+# the loopback Binance server, at least CHAOS_MIN_FAULTS faults; prints the figures and fails on any
+# violation. A failure prints the --seed/--from that rerun its scenario alone.
+CHAOS_SEED ?= 20
+CHAOS_SCENARIOS ?= 300
+CHAOS_JOBS ?= 8
+CHAOS_MIN_FAULTS ?= 1000
+chaos:
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/albra-chaos --seed $(CHAOS_SEED) --scenarios $(CHAOS_SCENARIOS) \
+	  --jobs $(CHAOS_JOBS) --min-faults $(CHAOS_MIN_FAULTS)
 
 # Fuzzing (README "Fuzzing"): each cargo-fuzz target in fuzz/ for FUZZ_SECS seconds, one after
 # the other, with the stable toolchain (RUSTC_BOOTSTRAP lets cargo-fuzz pass its sanitizer flags).

@@ -152,29 +152,35 @@ impl Tally {
         }
         let d = &self.disruptions;
         let _ = writeln!(s, "chaos campaign, seed {}", self.seed);
-        let _ = writeln!(s, "  scenarios            {}", self.scenarios);
-        let _ = writeln!(s, "  faults               {}", self.faults);
+        let _ = writeln!(s, "  {:<28}{}", "scenarios", self.scenarios);
+        let _ = writeln!(s, "  {:<28}{}", "faults", self.faults);
         let kinds: Vec<String> = self
             .by_kind
             .iter()
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
-        let _ = writeln!(s, "    by kind            {}", kinds.join(", "));
-        let _ = writeln!(s, "    endpoints hit      {} of 18", self.by_endpoint.len());
+        let _ = writeln!(s, "    {:<26}{}", "by kind", kinds.join(", "));
         let _ = writeln!(
             s,
-            "  kills                {} (+{} whose boundary was not reached)",
-            d.kills, d.kills_missed
+            "    {:<26}{} of 18",
+            "endpoints hit",
+            self.by_endpoint.len()
         );
-        let _ = writeln!(s, "  clock jumps          {}", d.clock_jumps);
-        let _ = writeln!(s, "  hand-made orders     {}", d.manual_orders);
-        let _ = writeln!(s, "  stops deleted by hand {}", d.stops_deleted);
+        let _ = writeln!(
+            s,
+            "  {:<28}{} (+{} whose boundary was not reached)",
+            "kills", d.kills, d.kills_missed
+        );
+        let _ = writeln!(s, "  {:<28}{}", "clock jumps", d.clock_jumps);
+        let _ = writeln!(s, "  {:<28}{}", "hand-made orders", d.manual_orders);
+        let _ = writeln!(s, "  {:<28}{}", "stops deleted by hand", d.stops_deleted);
         for (name, n) in &self.counts {
-            let _ = writeln!(s, "  {name:<21}{n}");
+            let _ = writeln!(s, "  {name:<28}{n}");
         }
         let _ = writeln!(
             s,
-            "  wall time            {:.0} s\n{}",
+            "  {:<28}{:.0} s\n{}",
+            "wall time",
             self.wall.as_secs_f64(),
             if self.passed() { "PASS" } else { "FAIL" }
         );
