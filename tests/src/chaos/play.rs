@@ -43,6 +43,7 @@ pub struct Disruptions {
     pub clock_jumps: u32,
     pub manual_orders: u32,
     pub stops_deleted: u32,
+    pub stops_fired: u32,
 }
 
 /// A played scenario: the server and state it left, and every job run.
@@ -272,8 +273,34 @@ async fn after_entry(p: &mut Played) {
                 p.disruptions.stops_deleted += 1;
             }
         }
+        Kind::StopFired => {
+            let fired = fire_stop(&p.server);
+            p.disruptions.stops_fired += fired as u32;
+        }
         _ => {}
     }
+}
+
+/// Moves the price one tick past the open stop on BTCUSDT so it fires; how many fired.
+fn fire_stop(server: &BinanceTestServer) -> usize {
+    let Some(stop) = server
+        .open_algo_orders(MAIN_KEY)
+        .into_iter()
+        .find(|a| a["symbol"] == "BTCUSDT")
+    else {
+        return 0;
+    };
+    let trigger: Decimal = stop["triggerPrice"]
+        .as_str()
+        .and_then(|t| t.parse().ok())
+        .unwrap_or_default();
+    let tick = Decimal::new(1, 1);
+    let price = if stop["side"] == "SELL" {
+        trigger - tick
+    } else {
+        trigger + tick
+    };
+    server.trigger_algo_orders("BTCUSDT", price)
 }
 
 /// A sync under the scenario's sync faults, or killed while it re-places a deleted stop.

@@ -4,6 +4,7 @@
 
 use super::check::Findings;
 use super::play::{Disruptions, Played};
+use super::scenario::ENDPOINTS;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -116,6 +117,7 @@ impl Tally {
         d.clock_jumps += r.disruptions.clock_jumps;
         d.manual_orders += r.disruptions.manual_orders;
         d.stops_deleted += r.disruptions.stops_deleted;
+        d.stops_fired += r.disruptions.stops_fired;
         let mut messages = Vec::new();
         for (i, (name, found)) in r.findings.categories().iter().enumerate() {
             self.counts[i].1 += found.len();
@@ -160,11 +162,22 @@ impl Tally {
             .map(|(k, n)| format!("{k} {n}"))
             .collect();
         let _ = writeln!(s, "    {:<26}{}", "by kind", kinds.join(", "));
+        let missed: Vec<String> = ENDPOINTS
+            .iter()
+            .map(|(m, p)| format!("{m} {p}"))
+            .filter(|e| !self.by_endpoint.contains_key(e))
+            .collect();
+        let never = if missed.is_empty() {
+            String::new()
+        } else {
+            format!(" (never: {})", missed.join(", "))
+        };
         let _ = writeln!(
             s,
-            "    {:<26}{} of 18",
+            "    {:<26}{} of {}{never}",
             "endpoints hit",
-            self.by_endpoint.len()
+            ENDPOINTS.len() - missed.len(),
+            ENDPOINTS.len()
         );
         let _ = writeln!(
             s,
@@ -174,6 +187,7 @@ impl Tally {
         let _ = writeln!(s, "  {:<28}{}", "clock jumps", d.clock_jumps);
         let _ = writeln!(s, "  {:<28}{}", "hand-made orders", d.manual_orders);
         let _ = writeln!(s, "  {:<28}{}", "stops deleted by hand", d.stops_deleted);
+        let _ = writeln!(s, "  {:<28}{}", "stops fired", d.stops_fired);
         for (name, n) in &self.counts {
             let _ = writeln!(s, "  {name:<28}{n}");
         }

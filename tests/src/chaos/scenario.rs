@@ -1,6 +1,6 @@
 //! Scenario generation: from a seed, what one scenario does to the jobs — its kind (faults, a
 //! rate-limit storm, a kill at a step boundary, two evaluators at once, a hand-made position, a
-//! hand-deleted stop, a clock jump), which EMA_CROSS signal it runs at, and the fault rules armed
+//! hand-deleted stop, a stop the price fires, a clock jump), which EMA_CROSS signal it runs at, and the fault rules armed
 //! for the evaluator and for the sync. Pure: nothing here touches a server or a process.
 
 use super::rng::{scenario_seed, Rng};
@@ -72,6 +72,8 @@ pub enum Kind {
     DeletedStop,
     /// The server clock jumps by this many ms while the evaluator runs.
     ClockSkew(i64),
+    /// The price crosses the stop after the entry; the sync records the close.
+    StopFired,
 }
 
 /// One scenario, fully determined by (campaign seed, index).
@@ -115,14 +117,15 @@ impl Scenario {
     pub fn generate(campaign: u64, index: usize) -> Scenario {
         let seed = scenario_seed(campaign, index);
         let mut r = Rng::new(seed);
-        let kind = match r.weighted(&[34, 12, 22, 8, 12, 6, 6]) {
+        let kind = match r.weighted(&[32, 12, 22, 8, 12, 6, 6, 6]) {
             0 => Kind::Faults,
             1 => Kind::Storm,
             2 => Kind::Kill(*r.pick(&KILLS)),
             3 => Kind::Concurrent,
             4 => Kind::Manual(*r.pick(&MANUALS)),
             5 => Kind::DeletedStop,
-            _ => Kind::ClockSkew(*r.pick(&[-9_000, -4_000, 2_500, 7_000])),
+            6 => Kind::ClockSkew(*r.pick(&[-9_000, -4_000, 2_500, 7_000])),
+            _ => Kind::StopFired,
         };
         let (eval_n, sync_n) = match kind {
             Kind::Faults => (r.range(3, 7), r.range(2, 5)),
@@ -130,8 +133,24 @@ impl Scenario {
             Kind::DeletedStop => (r.range(1, 2), r.range(2, 4)),
             _ => (r.range(1, 3), r.range(1, 3)),
         };
-        let mut eval_rules: Vec<FaultRule> = (0..eval_n).map(|_| random_rule(&mut r)).collect();
-        let sync_rules = (0..sync_n).map(|_| random_rule(&mut r)).collect();
+        let mut eval_rules = Vec::new();
+        for _ in 0..eval_n {
+            let endpoint = *r.pick(&ENDPOINTS);
+            eval_rules.extend(rule_and_lookup(&mut r, endpoint));
+        }
+        // Where the sync reconciles (a hand-made trade, a fired stop), its reads of fills and
+        // orders and its stop swaps are where the faults go.
+        let reconciles = matches!(kind, Kind::StopFired | Kind::Manual(Manual::After { .. }));
+        let sync_rules = (0..sync_n)
+            .map(|_| {
+                let endpoint = if reconciles {
+                    *r.pick(&RECONCILE)
+                } else {
+                    *r.pick(&ENDPOINTS)
+                };
+                random_rule(&mut r, endpoint)
+            })
+            .collect();
         if kind == Kind::Storm {
             eval_rules.push(storm(&mut r));
         }
@@ -176,9 +195,41 @@ impl Scenario {
     }
 }
 
-/// A fault of any kind but a hold, on any endpoint, firing once.
-fn random_rule(r: &mut Rng) -> FaultRule {
-    let (method, path) = *r.pick(&ENDPOINTS);
+/// The sync's reconciliation endpoints: fills, income, orders, positions, stops.
+const RECONCILE: [(&str, &str); 6] = [
+    ("GET", "/fapi/v1/userTrades"),
+    ("GET", "/fapi/v1/income"),
+    ("GET", "/fapi/v1/allOrders"),
+    ("GET", "/fapi/v3/positionRisk"),
+    ("GET", "/fapi/v1/openAlgoOrders"),
+    ("DELETE", "/fapi/v1/algoOrder"),
+];
+
+/// A random fault on `endpoint`; an unknown outcome on an order send brings, half the time, a
+/// fault on the lookup that resolves it (GET order or algoOrder), which only then is called.
+fn rule_and_lookup(r: &mut Rng, endpoint: (&'static str, &'static str)) -> Vec<FaultRule> {
+    let first = random_rule(r, endpoint);
+    let unknown = matches!(
+        first.kind,
+        FaultKind::Timeout { .. }
+            | FaultKind::Unknown503 { .. }
+            | FaultKind::Html5xx { .. }
+            | FaultKind::DropAfterApply
+    );
+    let lookup = match (endpoint, unknown) {
+        (("POST", "/fapi/v1/order"), true) => Some(("GET", "/fapi/v1/order")),
+        (("POST", "/fapi/v1/algoOrder"), true) => Some(("GET", "/fapi/v1/algoOrder")),
+        _ => None,
+    };
+    let mut rules = vec![first];
+    if let Some(l) = lookup.filter(|_| r.chance(50)) {
+        rules.push(random_rule(r, l));
+    }
+    rules
+}
+
+/// A fault of any kind but a hold on `endpoint`, firing once (or on a seeded chance).
+fn random_rule(r: &mut Rng, (method, path): (&str, &str)) -> FaultRule {
     let apply = r.chance(50);
     let retry_after_s = retry_after(r);
     let kind = match r.below(8) {
