@@ -256,8 +256,16 @@ async fn faulted_evaluation(p: &mut Played) {
     }
 }
 
-/// Disruptions once the entry stands: hand-made trades on its symbol, hand-deleted stops.
+/// Disruptions once the entry stands: hand-made trades on its symbol, hand-deleted stops,
+/// stops the price fires. Before a trade or a fired stop, the minute's sync runs once, so the
+/// symbol has a share book and the next sync attributes the change to its fills.
 async fn after_entry(p: &mut Played) {
+    if matches!(
+        p.scenario.kind,
+        Kind::StopFired | Kind::Manual(Manual::After { .. })
+    ) {
+        p.run(Job::Sync, "sync before the change").await;
+    }
     match p.scenario.kind {
         Kind::Manual(Manual::After { same_side }) => {
             p.manual(
