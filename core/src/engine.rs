@@ -157,6 +157,10 @@ type Fed = (Box<dyn strategy::Strategy>, i64);
 pub struct StrategyCache {
     fed: std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>,
     quiet: std::sync::Mutex<Option<Box<Quiet>>>,
+    /// When each (account, symbol) share book in the store was dated, as this process last read
+    /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
+    /// unchanged book every minute.
+    books: std::sync::Mutex<std::collections::HashMap<(AccountId, Symbol), i64>>,
 }
 
 impl StrategyCache {
@@ -168,6 +172,14 @@ impl StrategyCache {
             .lock()
             .expect("strategy cache")
             .insert(k, (s, last));
+    }
+    fn book_dated(&self, account: &AccountId, sym: &Symbol) -> Option<i64> {
+        let books = self.books.lock().expect("book dates");
+        books.get(&(account.clone(), sym.clone())).copied()
+    }
+    fn date_book(&self, account: &AccountId, sym: &Symbol, as_of: i64) {
+        let mut books = self.books.lock().expect("book dates");
+        books.insert((account.clone(), sym.clone()), as_of);
     }
     fn take_quiet(&self) -> Option<Box<Quiet>> {
         self.quiet.lock().expect("quiet memo").take()
@@ -1416,6 +1428,11 @@ impl Engine {
             match ex.set_margin_type(sym, margin).await {
                 Ok(()) => {}
                 Err(e) if e.rejected_code() == Some(codes::NO_NEED_TO_CHANGE_MARGIN_TYPE) => {}
+                // A position already open on the symbol (another share, a hand-made one) pins its
+                // margin type: trade under it rather than lose the signal; it is only a setting.
+                Err(e) if e.rejected_code() == Some(codes::MARGIN_TYPE_LOCKED_BY_POSITION) => {
+                    tracing::warn!(symbol = %sym, exchange = ?sc.margin_type, configured = ?margin, "margin type not changed: the symbol holds a position; trading under the exchange's");
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -2593,8 +2610,12 @@ impl Engine {
         // stored gets its missing stop back before anything else is reconciled.
         self.restore_stops(ex, &mut stored, &net, &open_algo_ids, now, report)
             .await?;
+        self.cancel_superseded_stops(ex, &stored, &open_algo_ids, report)
+            .await;
         stored.retain(|v| v.value.status != PositionStatus::Closed);
-        let drift = net
+        // Symbols whose net moved since the stored shares were last true: the ones this sync
+        // reconciles, and whose share books it dates again afterwards.
+        let moved: BTreeSet<Symbol> = net
             .keys()
             .chain(
                 stored
@@ -2602,8 +2623,6 @@ impl Engine {
                     .filter(|v| v.value.is_open())
                     .map(|v| &v.value.key.symbol),
             )
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
             .filter(|sym| {
                 let ex_amt = net.get(*sym).map(|x| x.0).unwrap_or_default();
                 let state_amt: Decimal = stored
@@ -2613,8 +2632,9 @@ impl Engine {
                     .sum();
                 ex_amt != state_amt
             })
-            .count();
-        report.sync_drift += drift as u32;
+            .cloned()
+            .collect();
+        report.sync_drift += moved.len() as u32;
 
         // 1. Entries written ahead of their order: adopt or drop.
         for v in stored
@@ -2816,7 +2836,7 @@ impl Engine {
                 .await?;
         }
 
-        self.save_share_books(account, &ex_positions, &stored, now)
+        self.save_share_books(account, &ex_positions, &stored, &moved, now)
             .await?;
 
         // 5. Account state: equity, its peak, the day's starting equity.

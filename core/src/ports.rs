@@ -281,6 +281,8 @@ pub mod codes {
     pub const REDUCE_ONLY_REJECTED: i64 = -2022;
     pub const PRECISION: i64 = -1111;
     pub const NO_NEED_TO_CHANGE_MARGIN_TYPE: i64 = -4046;
+    /// The margin type cannot change while the symbol holds a position (a hand-made one, say).
+    pub const MARGIN_TYPE_LOCKED_BY_POSITION: i64 = -4048;
     pub const DUPLICATE_CLIENT_ID: i64 = -4116;
     pub const CONDITIONAL_ORDER_TO_ALGO: i64 = -4120;
     pub const MIN_NOTIONAL: i64 = -4164;

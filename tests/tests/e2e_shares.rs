@@ -2,9 +2,12 @@
 //! Binance-speaking loopback server: a hand-made order on the strategy's symbol is the person's
 //! own share, whichever way and however large it is. The strategy's position, its record and its
 //! stop stay as they were; the MANUAL share is tracked beside it, and the shares add up to the
-//! exchange's net after every sync.
+//! exchange's net after every sync. A hand-made position that pins the symbol's margin type
+//! does not cost the strategy its entry, and a stop swap whose cancel failed is finished by the
+//! next sync.
 
 use albra_core::domain::{AccountId, Position, Side};
+use albra_tests::binance_server::{FaultKind, FaultRule};
 use albra_tests::harness::{self, TestConfig, MAIN_KEY};
 use rust_decimal::Decimal;
 
@@ -152,4 +155,68 @@ async fn a_hand_made_partial_close_is_the_persons_share_not_a_smaller_strategy()
     assert!(open.is_empty(), "{open:?}");
     assert_eq!(env.repo().trades(&main_id()).await.unwrap().len(), 1);
     assert!(env.server.open_algo_orders(MAIN_KEY).is_empty());
+}
+
+/// The campaign's finding: a hand-made position on the symbol pins its margin type (Binance
+/// -4048 on `POST /fapi/v1/marginType`); the entry on the same side goes through under the
+/// exchange's margin type instead of the signal being lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_made_position_pinning_the_margin_type_does_not_block_the_entry() {
+    let env = Env::at_signal(&TestConfig::default(), 0).await;
+    let side = env.signal.side;
+    let mine = Decimal::new(2, 3);
+    env.server
+        .manual_market_order(MAIN_KEY, "BTCUSDT", side.entry_order_side().as_str(), mine);
+    let r = env.evaluator().await;
+    assert!(r.ok() && r.stdout.contains("entered"), "{r}");
+    assert!(env.server.count("POST", "/fapi/v1/marginType") >= 1);
+    let s = env.sync().await;
+    assert!(s.ok(), "{s}");
+    let (p, manual) = shares(&env).await;
+    assert_eq!(p.side, side);
+    assert_eq!(manual.map(|m| (m.side, m.qty.0)), Some((side, mine)));
+    assert_eq!(
+        signed(&p) + side.sign() * mine,
+        env.server.position(MAIN_KEY, "BTCUSDT")
+    );
+}
+
+/// A stop swap (closePosition → quantity when a MANUAL share appears) whose cancel of the old
+/// stop times out leaves two stops working; the next sync cancels the replaced one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replaced_stop_left_open_by_a_failed_cancel_is_cancelled_by_the_next_sync() {
+    let (env, p) = entered().await;
+    let old = p.stop_client_id.clone().expect("stop id");
+    env.server.manual_market_order(
+        MAIN_KEY,
+        "BTCUSDT",
+        p.side.entry_order_side().as_str(),
+        Decimal::new(3, 3),
+    );
+    env.server.add_rule(FaultRule::new(
+        "DELETE",
+        "/fapi/v1/algoOrder",
+        FaultKind::Html5xx {
+            status: 504,
+            apply: false,
+        },
+    ));
+    let s = env.sync().await;
+    assert!(s.ok(), "{s}");
+    let open = env.server.open_algo_orders(MAIN_KEY);
+    assert_eq!(open.len(), 2, "the swap's cancel failed: {open:?}");
+    let (now, _) = shares(&env).await;
+    let new = now.stop_client_id.clone().expect("new stop id");
+    assert_ne!(new, old);
+
+    let s = env.sync().await;
+    assert!(s.ok(), "{s}");
+    assert!(
+        s.stdout.contains(&format!("cancelled the stop {old}")),
+        "{s}"
+    );
+    let open = env.server.open_algo_orders(MAIN_KEY);
+    assert_eq!(open.len(), 1, "{open:?}");
+    assert_eq!(open[0]["clientAlgoId"], new.as_str());
+    assert_eq!(open[0]["closePosition"], false);
 }

@@ -170,6 +170,55 @@ impl Engine {
         Ok(reason)
     }
 
+    /// Cancel the open stops a position's later stop generations replaced: a swap whose cancel
+    /// failed (timeout, a 5xx page) leaves the old stop working beside the new one, and a
+    /// `closePosition` one would close every share of the symbol. Later generations than the
+    /// stored one are left alone: an evaluation may be placing one right now.
+    pub(super) async fn cancel_superseded_stops(
+        &self,
+        ex: &dyn Exchange,
+        stored: &[Versioned<Position>],
+        open_ids: &HashSet<&str>,
+        report: &mut JobReport,
+    ) {
+        for p in stored
+            .iter()
+            .map(|v| &v.value)
+            .filter(|p| !p.is_manual && p.is_open() && p.stop_generation > 0)
+        {
+            // Generation 0 is the bare id; generation g > 0 appends `-<g in base 36>`.
+            let base = ClientId::derive(
+                &p.key.account,
+                &p.key.strategy,
+                &p.key.symbol,
+                p.signal_open_time,
+                Intent::StopLoss,
+                0,
+            );
+            let superseded = open_ids.iter().filter(|id| {
+                let generation = match id.strip_prefix(base.as_str()) {
+                    Some("") => Some(0),
+                    Some(rest) => rest
+                        .strip_prefix('-')
+                        .and_then(|g| u32::from_str_radix(g, 36).ok()),
+                    None => None,
+                };
+                generation.is_some_and(|g| g < p.stop_generation)
+            });
+            for id in superseded {
+                match ex.cancel_algo(&p.key.symbol, id).await {
+                    Ok(()) => report.lines.push(format!(
+                        "{}: cancelled the stop {id} that generation {} replaced",
+                        p.key, p.stop_generation
+                    )),
+                    Err(e) => {
+                        tracing::warn!(client_algo_id = %id, error = %e, "replaced stop not cancelled; the next sync tries again");
+                    }
+                }
+            }
+        }
+    }
+
     /// The sync's first pass: re-place the missing stop of every strategy position on a symbol
     /// whose exchange amount equals the stored shares (a symbol that differs is reconciled first,
     /// later in the same sync, since its stop may have fired).

@@ -243,15 +243,18 @@ impl Engine {
         Ok(out)
     }
 
-    /// After the sync: every symbol whose open stored shares add up to the exchange's net gets
-    /// its book written when the shares changed (or the book is a day old). `as_of` is the
-    /// position's last change, or the job's time when that is older or the symbol is flat: no
-    /// fill came between it and the read of the net.
+    /// After the sync: a symbol whose open stored shares add up to the exchange's net gets its
+    /// book written when this sync reconciled a move of its net (`moved`), when it has none, or
+    /// when it is a day old. Between such writes the book stays true on its own: the jobs' own
+    /// fills since it are folded in by whose they are. `as_of` is the position's last change, or
+    /// the job's time when that is older or the symbol is flat: no fill came between it and the
+    /// read of the net.
     pub(super) async fn save_share_books(
         &self,
         account: &AccountId,
         ex_positions: &[ExchangePosition],
         stored: &[Versioned<Position>],
+        moved: &BTreeSet<Symbol>,
         now: i64,
     ) -> Result<(), EngineError> {
         let symbols: BTreeSet<Symbol> = ex_positions
@@ -265,13 +268,28 @@ impl Engine {
                     .map(|v| v.value.key.symbol.clone()),
             )
             .collect();
+        let stale = |as_of: i64| now - as_of >= BOOK_REFRESH_MS;
         for sym in symbols {
+            let moved = moved.contains(&sym);
+            if !moved
+                && self
+                    .cache
+                    .book_dated(account, &sym)
+                    .is_some_and(|t| !stale(t))
+            {
+                continue;
+            }
             let ex = ex_positions
                 .iter()
                 .find(|p| p.symbol == sym && !p.amount.is_zero());
             let ex_amt = ex.map(|p| p.amount).unwrap_or_default();
             let (strategies, manual) = stored_shares(stored, &sym);
             if strategies.values().sum::<Decimal>() + manual != ex_amt {
+                continue;
+            }
+            let old = self.repo.share_book(account, &sym).await?;
+            if let Some(o) = old.as_ref().filter(|o| !moved && !stale(o.value.as_of)) {
+                self.cache.date_book(account, &sym, o.value.as_of);
                 continue;
             }
             let protective = stored
@@ -292,18 +310,10 @@ impl Engine {
                 manual,
                 protective,
             };
-            let old = self.repo.share_book(account, &sym).await?;
-            let unchanged = old.as_ref().is_some_and(|o| {
-                o.value.strategies == book.strategies
-                    && o.value.manual == book.manual
-                    && o.value.protective == book.protective
-                    && now - o.value.as_of < BOOK_REFRESH_MS
-            });
-            if !unchanged {
-                self.repo
-                    .save_share_book(account, &sym, &book, old.map(|o| o.version))
-                    .await?;
-            }
+            self.repo
+                .save_share_book(account, &sym, &book, old.map(|o| o.version))
+                .await?;
+            self.cache.date_book(account, &sym, book.as_of);
         }
         Ok(())
     }
