@@ -624,12 +624,14 @@ impl Config {
             ));
         }
         let lease_ms = self.jobs.claim_lease_secs.saturating_mul(1000);
-        if lease_ms <= self.binance.recv_window_ms || self.jobs.claim_lease_secs > 3600 {
+        // A run sends orders until its lease less recvWindow and 2 s: leave it at least 8 s.
+        if lease_ms < self.binance.recv_window_ms + 10_000 || self.jobs.claim_lease_secs > 3600 {
             return Err(err(
                 "jobs.claim_lease_secs".into(),
                 format!(
-                    "expected more than binance.recv_window_ms ({} ms) and at most 3600, got {}",
-                    self.binance.recv_window_ms, self.jobs.claim_lease_secs
+                    "expected at least binance.recv_window_ms + 10 s ({} ms) and at most 3600 s, got {} s",
+                    self.binance.recv_window_ms + 10_000,
+                    self.jobs.claim_lease_secs
                 ),
             ));
         }

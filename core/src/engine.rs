@@ -665,7 +665,7 @@ impl Engine {
         let early = self.timing.record_holds;
         let mut claimed = None;
         if early {
-            match self.claim(&run, now).await? {
+            match self.claim(acct, &run, now).await? {
                 Ok(c) => claimed = Some(c),
                 Err(line) => return Ok(line),
             }
@@ -679,7 +679,7 @@ impl Engine {
                 }
             }
             if prepared.is_ok() {
-                match self.claim(&run, now).await? {
+                match self.claim(acct, &run, now).await? {
                     Ok(c) => claimed = Some(c),
                     Err(line) => return Ok(line),
                 }
@@ -1218,8 +1218,8 @@ impl Engine {
             reduce_only: false,
             client_id: entry_id.clone(),
         };
-        self.before_send(report).await?;
-        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+        let policy = self.before_send(report).await?;
+        let fill = match orders::submit_market(ex, &order, policy).await {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
                 // Keep the pending record: the sync job will find the order or drop the record.
@@ -1487,8 +1487,8 @@ impl Engine {
                 .await?,
             client_id: id.clone(),
         };
-        self.before_send(report).await?;
-        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+        let policy = self.before_send(report).await?;
+        let fill = match orders::submit_market(ex, &order, policy).await {
             Ok(f) => f,
             Err(e) => {
                 if e.rejected_code().is_some() {
@@ -1642,8 +1642,8 @@ impl Engine {
             reduce_only: self.reduces_net(ex, &pos.key.symbol, pos.side, qty).await?,
             client_id: id.clone(),
         };
-        self.before_send(report).await?;
-        let fill = orders::submit_market(ex, &order, self.timing.submit).await?;
+        let policy = self.before_send(report).await?;
+        let fill = orders::submit_market(ex, &order, policy).await?;
         report.orders_placed += 1;
         let (exit_price, gross, exit_fee) = self.closing_figures(ex, &pos, &fill).await;
         // The entry fee is shared pro rata between the part closed now and the rest.
@@ -1776,8 +1776,8 @@ impl Engine {
             reduce_only: false,
             client_id: id.clone(),
         };
-        self.before_send(report).await?;
-        let fill = match orders::submit_market(ex, &order, self.timing.submit).await {
+        let policy = self.before_send(report).await?;
+        let fill = match orders::submit_market(ex, &order, policy).await {
             Ok(f) => f,
             Err(ExchangeError::Rejected { code, msg, .. }) => {
                 report.orders_rejected += 1;

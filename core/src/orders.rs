@@ -252,6 +252,10 @@ pub struct SubmitPolicy {
     /// Most time spent waiting (Retry-After and pauses) over the whole submission: the share of
     /// the job's time budget one order may use, so no submission waits without a cap.
     pub max_total_wait: Duration,
+    /// No send (first or repeated) starts after this: the end of the candle claim's lease, less
+    /// `recvWindow`, so that once the lease has passed no request of this run can still be
+    /// accepted and another run may trust a lookup that finds nothing. `None`: no such bound.
+    pub send_until: Option<std::time::Instant>,
 }
 
 impl Default for SubmitPolicy {
@@ -262,6 +266,7 @@ impl Default for SubmitPolicy {
             pause: Duration::from_millis(500),
             max_wait: Duration::from_secs(10),
             max_total_wait: Duration::from_secs(20),
+            send_until: None,
         }
     }
 }
@@ -356,6 +361,12 @@ pub async fn submit_market(
     let mut sends = 0;
     let mut budget = WaitBudget::new(&policy);
     loop {
+        if policy
+            .send_until
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
+            return Err(past_send_window(id, sends));
+        }
         sends += 1;
         match ex.place_market(order).await.map_err(unparsed_is_unknown) {
             Ok(o) if o.status.is_final() => return Ok(o),
@@ -405,6 +416,20 @@ pub async fn submit_market(
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// The error of a submission whose claim's lease left no time to (re)send: nothing was sent
+/// when it is the first send; otherwise an earlier send's fate is still unknown.
+fn past_send_window(id: &str, sends: u32) -> ExchangeError {
+    let why = format!("the candle claim's lease leaves no time to send order {id}");
+    if sends == 0 {
+        ExchangeError::Fatal(format!("{why}; nothing sent"))
+    } else {
+        ExchangeError::UnknownOutcome {
+            endpoint: "POST /fapi/v1/order".into(),
+            detail: format!("{why} again; {sends} earlier send(s) unresolved"),
         }
     }
 }

@@ -56,7 +56,9 @@ pub enum RunStage {
     /// anything it wrote (a PENDING record) was written before any order.
     Evaluating,
     /// Orders are being sent (the marker moves here, fenced by its version, before the first
-    /// one). Never taken over: what was sent is resolved by looking the orders up (the sync).
+    /// one) until `lease_until`; the run sends nothing after it. A rerun after the lease may take
+    /// it back only when the candle's entry order is not on the exchange (looked up, never
+    /// assumed); anything else is resolved by the sync.
     Acting,
     /// Finished; `outcome` says how. Markers written before stages existed read as done.
     #[default]
@@ -70,7 +72,8 @@ pub struct RunMarker {
     pub outcome: String,
     #[serde(default)]
     pub stage: RunStage,
-    /// While `Evaluating`: the job time (ms) after which another run may take the claim over.
+    /// While `Evaluating` or `Acting`: the job time (ms) after which another run may take the
+    /// claim over (0 on markers written before leases: never).
     #[serde(default)]
     pub lease_until: i64,
 }
@@ -521,9 +524,44 @@ impl StateRepo {
         run: &RunKey,
         version: u64,
         claimed_at: i64,
+        lease_until: i64,
     ) -> Result<u64, StoreError> {
-        self.write_marker(run, version, claimed_at, RunStage::Acting, "acting")
-            .await
+        let marker = RunMarker {
+            claimed_at,
+            outcome: "acting".into(),
+            stage: RunStage::Acting,
+            lease_until,
+        };
+        self.write_marker(run, version, &marker).await
+    }
+
+    /// Take back an `Acting` claim whose lease has passed, as a fresh `Evaluating` claim until
+    /// `now + lease_ms`. The caller must first have found that the run's order never reached the
+    /// exchange. `None` when the claim is not (or no longer) such a claim.
+    pub async fn take_over_acting(
+        &self,
+        run: &RunKey,
+        now: i64,
+        lease_ms: i64,
+    ) -> Result<Option<(u64, RunMarker)>, StoreError> {
+        let Some(held) = self.get::<RunMarker>(&pk(&run.account), &run.sk()).await? else {
+            return Ok(None);
+        };
+        let m = &held.value;
+        if m.stage != RunStage::Acting || m.lease_until == 0 || m.lease_until >= now {
+            return Ok(None);
+        }
+        let marker = RunMarker {
+            claimed_at: now,
+            outcome: "claimed".into(),
+            stage: RunStage::Evaluating,
+            lease_until: now.saturating_add(lease_ms),
+        };
+        match self.write_marker(run, held.version, &marker).await {
+            Ok(version) => Ok(Some((version, held.value))),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Give a claimed candle back (nothing was sent), so a retry of the job can evaluate it.
@@ -540,32 +578,28 @@ impl StateRepo {
         claimed_at: i64,
         outcome: &str,
     ) -> Result<(), StoreError> {
-        self.write_marker(run, version, claimed_at, RunStage::Done, outcome)
-            .await
-            .map(|_| ())
+        let marker = RunMarker {
+            claimed_at,
+            outcome: outcome.to_string(),
+            stage: RunStage::Done,
+            lease_until: 0,
+        };
+        self.write_marker(run, version, &marker).await.map(|_| ())
     }
 
-    /// Move a held claim (at `version`) to a later stage; the lease ends with `Evaluating`.
+    /// Write a held claim's marker (conditional on `version`).
     async fn write_marker(
         &self,
         run: &RunKey,
         version: u64,
-        claimed_at: i64,
-        stage: RunStage,
-        outcome: &str,
+        marker: &RunMarker,
     ) -> Result<u64, StoreError> {
-        let marker = RunMarker {
-            claimed_at,
-            outcome: outcome.to_string(),
-            stage,
-            lease_until: 0,
-        };
         self.put(
             &pk(&run.account),
             &run.sk(),
-            &marker,
+            marker,
             Expect::Version(version),
-            Some(marker_expiry(claimed_at)),
+            Some(marker_expiry(marker.claimed_at)),
         )
         .await
     }

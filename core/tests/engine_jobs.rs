@@ -520,7 +520,9 @@ async fn a_run_whose_claim_was_taken_over_sends_nothing() {
 }
 
 #[tokio::test]
-async fn a_claim_that_sent_orders_is_never_taken_over() {
+/// An Acting claim past its lease with no unsent PENDING entry of its candle (an exit, or an
+/// entry the sync already resolved) is left to the sync: nothing is sent again.
+async fn an_acting_claim_without_an_unsent_entry_is_never_taken_over() {
     let s = setup();
     let now = eval_time(s.signal.0);
     s.clock.set(now);
@@ -529,10 +531,17 @@ async fn a_claim_that_sent_orders_is_never_taken_over() {
     else {
         panic!("claimed")
     };
-    s.engine.repo.mark_acting(&run, version, now).await.unwrap();
+    s.engine
+        .repo
+        .mark_acting(&run, version, now, now + 60_000)
+        .await
+        .unwrap();
     let r = s.engine.evaluate(Timeframe::M15, now + 10 * 60_000).await;
     assert!(r.ok(), "{r:?}");
-    assert!(r.lines[0].contains("another run is acting"), "{r:?}");
+    assert!(
+        r.lines[0].contains("another run acted on this candle"),
+        "{r:?}"
+    );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
 }
 

@@ -635,3 +635,33 @@ async fn exchange_rejections_carry_binance_codes() {
         Err(ExchangeError::Fatal(_))
     ));
 }
+
+/// A submission whose candle claim's lease leaves no time to send sends nothing (the first
+/// send) and says so; another run may then trust a lookup that finds no order.
+#[tokio::test]
+async fn a_submission_past_its_send_window_sends_nothing() {
+    let s = server().await;
+    let c = client(&s);
+    let policy = albra_core::orders::SubmitPolicy {
+        send_until: Some(Instant::now()),
+        ..albra_core::orders::SubmitPolicy::instant()
+    };
+    let order = market(OrderSide::Buy, dec!(0.010), false, "albEN-0a1b2c3d4e5f-w1");
+    let e = albra_core::orders::submit_market(&c, &order, policy)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(e, ExchangeError::Fatal(ref m) if m.contains("nothing sent")),
+        "{e}"
+    );
+    assert_eq!(s.count("POST", "/fapi/v1/order"), 0);
+    // With time left, the same order goes through.
+    let policy = albra_core::orders::SubmitPolicy {
+        send_until: Some(Instant::now() + Duration::from_secs(30)),
+        ..policy
+    };
+    let o = albra_core::orders::submit_market(&c, &order, policy)
+        .await
+        .unwrap();
+    assert_eq!(o.executed_qty.0, dec!(0.010));
+}

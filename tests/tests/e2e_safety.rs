@@ -1,11 +1,12 @@
 //! Safe under fire, with the real `evaluator` and `position-sync` processes against the
 //! Binance-speaking loopback server: a process killed after claiming its candle is healed by a
-//! rerun once the claim's lease has passed; a transient failure is retried while the candle is
+//! rerun once the claim's lease has passed, and so is one killed after its PENDING write whose
+//! entry never reached the exchange (looked up first); a transient failure is retried while the candle is
 //! fresh; a rate-limit storm on the stop is waited out, and a stop that still cannot be placed
 //! fails the job and is placed first by the next sync; no exchange clock, no evaluation.
 
 use albra_core::domain::{AccountId, PositionStatus};
-use albra_tests::binance_server::Fault;
+use albra_tests::binance_server::{Fault, FaultKind, FaultRule};
 use albra_tests::harness::{self, TestConfig, MAIN_KEY};
 use std::time::{Duration, Instant};
 
@@ -104,6 +105,51 @@ async fn a_run_killed_after_its_claim_is_healed_by_a_rerun_after_the_lease() {
         "{again}"
     );
     assert_eq!(env.orders_posted(), 1);
+}
+
+/// The campaign's finding: killed after its PENDING write and the move to Acting, with the
+/// entry still on its way (the server holds the request and never applies it). Within the lease
+/// the rerun leaves it to the sync; after it, the rerun looks the entry up, finds nothing, takes
+/// the candle back and enters once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_before_its_entry_reached_the_exchange_is_taken_back_after_the_lease() {
+    let env = env_at_signal().await;
+    env.server.add_rule(FaultRule::new(
+        "POST",
+        "/fapi/v1/order",
+        FaultKind::Hold { apply: false },
+    ));
+    let mut child = env.spawn_evaluator();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while env.orders_posted() == 0 {
+        assert!(Instant::now() < deadline, "the entry request never came");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let pending = env.repo().positions(&AccountId::new("main")).await.unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].value.status, PositionStatus::Pending);
+
+    let r = env.evaluator().await;
+    assert!(r.ok() && r.stdout.contains("another run is acting"), "{r}");
+    assert_eq!(env.orders_posted(), 1, "nothing sent within the lease");
+
+    // After the Acting lease (60 s from the move to Acting).
+    env.server.set_time(env.signal.eval_time() + 62_000);
+    let r = env.evaluator().await;
+    assert!(r.ok() && r.stdout.contains("entered"), "{r}");
+    assert!(r.stderr.contains("took back the candle"), "{r}");
+    assert_eq!(env.server.orders(MAIN_KEY).len(), 1, "one entry applied");
+    let stored = env.repo().positions(&AccountId::new("main")).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].value.status, PositionStatus::Active);
+    let again = env.evaluator().await;
+    assert!(
+        again.ok() && again.stdout.contains("already evaluated"),
+        "{again}"
+    );
+    assert_eq!(env.server.orders(MAIN_KEY).len(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,9 +1,22 @@
 //! The evaluator's claim on a candle, as the engine holds it: claiming (and taking over a dead
 //! run's expired claim), giving it back, finishing it, and moving it to Acting, fenced by its
 //! version, right before the first order (the stages live in [`crate::state::RunStage`]).
+//!
+//! An Acting claim has a lease too. The run that holds it starts no send after
+//! `lease − recvWindow − 2 s` (its [`SubmitPolicy::send_until`]), so once the lease has passed no
+//! order of it can still be accepted by the exchange, and a lookup that finds no entry is final:
+//! a rerun then takes the candle back, drops the never-sent PENDING record and evaluates it
+//! again. Without that, a run killed between its PENDING write and its order lost the signal.
 
-use super::{iso, Engine, EngineError, JobReport};
-use crate::state::{Claim, RunKey, RunStage};
+use super::{iso, AccountRuntime, Engine, EngineError, JobReport};
+use crate::domain::{PositionKey, PositionStatus};
+use crate::orders::SubmitPolicy;
+use crate::state::{Claim, RunKey, RunMarker, RunStage};
+use std::time::{Duration, Instant};
+
+/// Slack between the end of an Acting run's sends and its lease, beyond `recvWindow`: the two
+/// runs' estimates of the exchange clock may differ by about that.
+const LEASE_SLACK_MS: i64 = 2_000;
 
 /// A candle claim this run holds: the marker's current version fences every write of it.
 #[derive(Debug, Clone)]
@@ -15,6 +28,24 @@ pub struct HeldClaim {
     pub acting: bool,
     /// Taken over from a run that stopped before sending anything.
     pub took_over: bool,
+    /// When this process claimed it (Acting's lease is counted from the move to Acting).
+    pub started: Instant,
+    /// Once Acting: no send may start after this.
+    pub send_until: Option<Instant>,
+}
+
+impl HeldClaim {
+    fn new(run: &RunKey, version: u64, now: i64, took_over: bool) -> HeldClaim {
+        HeldClaim {
+            run: run.clone(),
+            version,
+            claimed_at: now,
+            acting: false,
+            took_over,
+            started: Instant::now(),
+            send_until: None,
+        }
+    }
 }
 
 impl Engine {
@@ -23,6 +54,7 @@ impl Engine {
     /// lease takes it over if that run died).
     pub(super) async fn claim(
         &self,
+        acct: &AccountRuntime,
         run: &RunKey,
         now: i64,
     ) -> Result<Result<HeldClaim, String>, EngineError> {
@@ -32,18 +64,15 @@ impl Engine {
                 if let Some(m) = &took_over {
                     tracing::warn!(claimed_at = m.claimed_at, lease_until = m.lease_until, "took over the claim of a run that stopped before sending any order");
                 }
-                Ok(Ok(HeldClaim {
-                    run: run.clone(),
-                    version,
-                    claimed_at: now,
-                    acting: false,
-                    took_over: took_over.is_some(),
-                }))
+                Ok(Ok(HeldClaim::new(run, version, now, took_over.is_some())))
             }
             Claim::Taken(m) => match m.stage {
                 RunStage::Done => Ok(Err(
                     "already evaluated by an earlier run; nothing to do".into()
                 )),
+                RunStage::Acting if m.lease_until != 0 && m.lease_until < now => {
+                    self.take_back_acting(acct, run, &m, now).await
+                }
                 RunStage::Acting => Ok(Err(
                     "another run is acting on this candle (orders sent); the sync job resolves them".into(),
                 )),
@@ -53,6 +82,51 @@ impl Engine {
                 ))),
             },
         }
+    }
+
+    /// An Acting claim past its lease: when the candle's PENDING entry is not on the exchange
+    /// (no order of that run can be accepted any more), take the candle back and drop the
+    /// record; otherwise the sync resolves what was sent.
+    async fn take_back_acting(
+        &self,
+        acct: &AccountRuntime,
+        run: &RunKey,
+        m: &RunMarker,
+        now: i64,
+    ) -> Result<Result<HeldClaim, String>, EngineError> {
+        let key = PositionKey {
+            account: run.account.clone(),
+            strategy: run.strategy.clone(),
+            symbol: run.symbol.clone(),
+        };
+        let pending = self.repo.position(&key).await?.filter(|v| {
+            v.value.status == PositionStatus::Pending && v.value.signal_open_time == run.open_time
+        });
+        let Some(pending) = pending else {
+            return Ok(Err(
+                "another run acted on this candle (its lease has passed); the sync job resolves its orders".into(),
+            ));
+        };
+        let id = &pending.value.entry_client_id;
+        if acct
+            .exchange
+            .order_by_client_id(&run.symbol, id)
+            .await?
+            .is_some()
+        {
+            return Ok(Err(format!(
+                "another run sent this candle's entry {id}; the sync job adopts it"
+            )));
+        }
+        let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
+        let Some((version, _)) = self.repo.take_over_acting(run, now, lease).await? else {
+            return Ok(Err(
+                "another run took this candle back first; nothing to do".into(),
+            ));
+        };
+        self.repo.delete_position(&key, pending.version).await?;
+        tracing::warn!(client_id = %id, acting_lease_until = m.lease_until, "took back the candle of a run that died before its entry reached the exchange; its PENDING record is dropped");
+        Ok(Ok(HeldClaim::new(run, version, now, true)))
     }
 
     pub(super) async fn finish_claim(&self, c: &HeldClaim, outcome: String) -> String {
@@ -73,11 +147,23 @@ impl Engine {
     }
 
     /// Right before each market order: the first one of an evaluation moves its candle's claim
-    /// to Acting, fenced by the claim's version, so a run whose claim was taken over (it
-    /// outlived its lease) sends nothing.
-    pub(super) async fn before_send(&self, report: &mut JobReport) -> Result<(), EngineError> {
+    /// to Acting, fenced by the claim's version and with a lease from now, so a run whose claim
+    /// was taken over (it outlived its lease) sends nothing. Returns the submission policy whose
+    /// sends stop in time for that lease.
+    pub(super) async fn before_send(
+        &self,
+        report: &mut JobReport,
+    ) -> Result<SubmitPolicy, EngineError> {
+        let lease_ms = self.config.jobs.claim_lease_secs * 1000;
+        let recv_ms = self.config.binance.recv_window_ms;
         if let Some(c) = report.claim.as_mut().filter(|c| !c.acting) {
-            c.version = match self.repo.mark_acting(&c.run, c.version, c.claimed_at).await {
+            let acting_at = c.claimed_at + c.started.elapsed().as_millis() as i64;
+            let lease_until = acting_at + lease_ms as i64;
+            c.version = match self
+                .repo
+                .mark_acting(&c.run, c.version, c.claimed_at, lease_until)
+                .await
+            {
                 Ok(v) => v,
                 Err(e) if e.is_conflict() => {
                     return Err(EngineError::Other(
@@ -87,8 +173,13 @@ impl Engine {
                 Err(e) => return Err(e.into()),
             };
             c.acting = true;
+            let sends_for = lease_ms.saturating_sub(recv_ms + LEASE_SLACK_MS as u64);
+            c.send_until = Some(Instant::now() + Duration::from_millis(sends_for));
         }
         report.orders_attempted += 1;
-        Ok(())
+        Ok(SubmitPolicy {
+            send_until: report.claim.as_ref().and_then(|c| c.send_until),
+            ..self.timing.submit
+        })
     }
 }
