@@ -2,9 +2,9 @@
 //! a symbol no strategy trades) at a few seconds after a signal candle closed, its own temp dir
 //! with config and state, and the jobs in the order cron would run them: hand-made positions
 //! first, the faulted evaluator (killed at its boundary, doubled, or under a clock jump), then
-//! the cron retry of the evaluator while the candle is fresh (faults off, past the claim lease),
-//! disruptions after the entry (hand-made trades, hand-deleted stops), a faulted sync, and one
-//! clean sync. What the checker needs is kept in [`Played`].
+//! the retry of the evaluator a minute after it failed, while the candle is fresh (faults off,
+//! past the claim lease), disruptions after the entry (hand-made trades, hand-deleted stops), a
+//! faulted sync, and one clean sync. What the checker needs is kept in [`Played`].
 
 use super::jobs::{self, Job, JobRun};
 use super::scenario::{hold_rule, Boundary, Kind, Manual, Scenario};
@@ -180,11 +180,13 @@ pub async fn play(sc: Scenario, f: &Fixture) -> Played {
     };
     before_entry(&mut p).await;
     faulted_evaluation(&mut p).await;
-    // The cron / albra-job retry a minute later: faults over, the claim's lease passed, the
-    // candle still the newest closed one.
+    // The retry a minute after the failed run (Lambda's async retry): faults over, the claim's
+    // lease passed (an Acting lease counts from the move to Acting, so from the failed run's
+    // end), the candle still the newest closed one.
     p.server.clear_rules();
     p.server.release_holds();
-    p.server.set_time(p.signal.eval_time() + 65_000);
+    let retry_at = (p.signal.eval_time() + 65_000).max(p.server.time() + 61_000);
+    p.server.set_time(retry_at);
     p.run(Job::Evaluator, "rerun while fresh").await;
     if p.scenario.kind == Kind::Concurrent {
         p.run(Job::Evaluator, "the same run repeated").await;
