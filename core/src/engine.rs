@@ -148,6 +148,8 @@ pub struct Engine {
 }
 
 type CacheKey = (AccountId, String, Symbol, Timeframe);
+/// When each account's share books were dated, per symbol.
+type BookDates = std::collections::HashMap<AccountId, std::collections::HashMap<Symbol, i64>>;
 /// A fed strategy and the open time of the last candle it was fed.
 type Fed = (Box<dyn strategy::Strategy>, i64);
 
@@ -160,7 +162,7 @@ pub struct StrategyCache {
     /// When each (account, symbol) share book in the store was dated, as this process last read
     /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
     /// unchanged book every minute.
-    books: std::sync::Mutex<std::collections::HashMap<(AccountId, Symbol), i64>>,
+    books: std::sync::Mutex<BookDates>,
 }
 
 impl StrategyCache {
@@ -175,11 +177,12 @@ impl StrategyCache {
     }
     fn book_dated(&self, account: &AccountId, sym: &Symbol) -> Option<i64> {
         let books = self.books.lock().expect("book dates");
-        books.get(&(account.clone(), sym.clone())).copied()
+        books.get(account)?.get(sym).copied()
     }
     fn date_book(&self, account: &AccountId, sym: &Symbol, as_of: i64) {
         let mut books = self.books.lock().expect("book dates");
-        books.insert((account.clone(), sym.clone()), as_of);
+        let of_account = books.entry(account.clone()).or_default();
+        of_account.insert(sym.clone(), as_of);
     }
     fn take_quiet(&self) -> Option<Box<Quiet>> {
         self.quiet.lock().expect("quiet memo").take()
@@ -310,6 +313,12 @@ fn signed(p: &Position) -> Decimal {
 
 /// Moves the positions marked closed out of `stored` into `closed`.
 fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>) {
+    if stored
+        .iter()
+        .all(|v| v.value.status != PositionStatus::Closed)
+    {
+        return;
+    }
     let (gone, open): (Vec<_>, Vec<_>) = std::mem::take(stored)
         .into_iter()
         .partition(|v| v.value.status == PositionStatus::Closed);
@@ -2677,7 +2686,7 @@ impl Engine {
 
         // Shares follow fills: where the net moved, whose fills moved it.
         let books = self
-            .attribute_fills(acct, &net, &stored, &closed, report)
+            .attribute_fills(acct, &net, &stored, &closed, &moved, report)
             .await?;
 
         // 2b. Strategy positions: closed or resized on the exchange? stop still there?

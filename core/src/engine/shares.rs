@@ -92,31 +92,23 @@ pub(super) fn by_sizes(ex_amt: Decimal, ours: Decimal, p: &Position) -> Verdict 
 }
 
 impl Engine {
-    /// For every symbol whose exchange net differs from its open stored shares, the shares the
-    /// fills since its book explain. Symbols missing here (no book yet, fills unreadable or not
-    /// adding up) are left to the size rules; each such case is a line in the report.
-    /// `closed`: positions this sync has already recorded closed (their stops may have fired).
+    /// For every symbol whose net moved (`moved`, read at the start of the sync) and still
+    /// differs from its open stored shares, the shares the fills since its book explain. Symbols
+    /// missing here (no book yet, fills unreadable or not adding up) are left to the size rules;
+    /// each such case is a line in the report. `closed`: positions this sync has already
+    /// recorded closed (their stops may have fired).
     pub(super) async fn attribute_fills(
         &self,
         acct: &AccountRuntime,
         net: &BTreeMap<Symbol, (Decimal, Price)>,
         stored: &[Versioned<Position>],
         closed: &[Position],
+        moved: &BTreeSet<Symbol>,
         report: &mut JobReport,
     ) -> Result<BTreeMap<Symbol, ShareBook>, EngineError> {
         let account = &acct.config.id;
-        let symbols: BTreeSet<Symbol> = net
-            .keys()
-            .cloned()
-            .chain(
-                stored
-                    .iter()
-                    .filter(|v| v.value.is_open())
-                    .map(|v| v.value.key.symbol.clone()),
-            )
-            .collect();
         let mut out = BTreeMap::new();
-        for sym in symbols {
+        for sym in moved.iter().cloned() {
             let ex_amt = net.get(&sym).map(|x| x.0).unwrap_or_default();
             let (held, manual) = stored_shares(stored, &sym);
             if held.values().sum::<Decimal>() + manual == ex_amt {
@@ -257,44 +249,40 @@ impl Engine {
         moved: &BTreeSet<Symbol>,
         now: i64,
     ) -> Result<(), EngineError> {
-        let symbols: BTreeSet<Symbol> = ex_positions
+        let symbols: BTreeSet<&Symbol> = ex_positions
             .iter()
             .filter(|p| !p.amount.is_zero())
-            .map(|p| p.symbol.clone())
+            .map(|p| &p.symbol)
             .chain(
                 stored
                     .iter()
                     .filter(|v| v.value.is_open())
-                    .map(|v| v.value.key.symbol.clone()),
+                    .map(|v| &v.value.key.symbol),
             )
             .collect();
         let stale = |as_of: i64| now - as_of >= BOOK_REFRESH_MS;
         for sym in symbols {
-            let moved = moved.contains(&sym);
-            if !moved
-                && self
-                    .cache
-                    .book_dated(account, &sym)
-                    .is_some_and(|t| !stale(t))
-            {
+            let moved = moved.contains(sym);
+            let dated = self.cache.book_dated(account, sym);
+            if !moved && dated.is_some_and(|t| !stale(t)) {
                 continue;
             }
             let ex = ex_positions
                 .iter()
-                .find(|p| p.symbol == sym && !p.amount.is_zero());
+                .find(|p| p.symbol == *sym && !p.amount.is_zero());
             let ex_amt = ex.map(|p| p.amount).unwrap_or_default();
-            let (strategies, manual) = stored_shares(stored, &sym);
+            let (strategies, manual) = stored_shares(stored, sym);
             if strategies.values().sum::<Decimal>() + manual != ex_amt {
                 continue;
             }
-            let old = self.repo.share_book(account, &sym).await?;
+            let old = self.repo.share_book(account, sym).await?;
             if let Some(o) = old.as_ref().filter(|o| !moved && !stale(o.value.as_of)) {
-                self.cache.date_book(account, &sym, o.value.as_of);
+                self.cache.date_book(account, sym, o.value.as_of);
                 continue;
             }
             let protective = stored
                 .iter()
-                .filter(|v| v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+                .filter(|v| v.value.key.symbol == *sym && !v.value.is_manual && v.value.is_open())
                 .flat_map(|v| {
                     protective_ids(&v.value)
                         .into_iter()
@@ -311,9 +299,9 @@ impl Engine {
                 protective,
             };
             self.repo
-                .save_share_book(account, &sym, &book, old.map(|o| o.version))
+                .save_share_book(account, sym, &book, old.map(|o| o.version))
                 .await?;
-            self.cache.date_book(account, &sym, book.as_of);
+            self.cache.date_book(account, sym, book.as_of);
         }
         Ok(())
     }
