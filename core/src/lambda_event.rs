@@ -1,5 +1,5 @@
 //! The scheduled event a Lambda function is invoked with: its strict parsing, kept here (pure, no
-//! AWS types) so the functions (`functions/evaluator/src/lambda.rs`) and the fuzz targets
+//! AWS types) so the functions (`albra_adapters::lambda`) and the fuzz targets
 //! (`crate::fuzzing`) run the same code.
 //!
 //! Event contract (JSON object; any other member is rejected):

@@ -4,16 +4,14 @@
 //!
 //! With `AWS_LAMBDA_RUNTIME_API` set it is a Lambda function instead: the app (clients, SSM keys,
 //! store) is built once per cold start and each EventBridge Scheduler event evaluates the candle
-//! of its scheduled `time` (see `lambda.rs` for the event contract). Both worlds call
+//! of its scheduled `time` (see `albra_adapters::lambda` for the event contract). Both worlds call
 //! [`evaluate_at`].
 
-mod lambda;
-
+use albra_adapters::lambda::{self, JobFailure, Runtime, ScheduleEvent};
 use albra_core::config;
 use albra_core::domain::Timeframe;
 use albra_core::engine::JobReport;
 use clap::Parser;
-use lambda::{JobFailure, Runtime, ScheduleEvent};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -5,13 +5,10 @@
 //! With `AWS_LAMBDA_RUNTIME_API` set it is a Lambda function instead: the app is built once per
 //! cold start and each scheduled event runs one reconciliation. Both worlds call [`sync_once`].
 
-#[path = "../../evaluator/src/lambda.rs"]
-mod lambda;
-
+use albra_adapters::lambda::{self, JobFailure, Runtime, ScheduleEvent};
 use albra_core::config;
 use albra_core::engine::JobReport;
 use clap::Parser;
-use lambda::{JobFailure, Runtime, ScheduleEvent};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,7 +1,7 @@
 //! What the function binaries share between their two worlds (a one-shot CLI, or a Lambda
 //! function when `AWS_LAMBDA_RUNTIME_API` is set): the cold-start wiring, the scheduled-event
-//! contract, the retryable / non-retryable error type and the metrics of a run. `position-sync`
-//! compiles this same file (`#[path]`), so both functions follow one contract.
+//! contract, the retryable / non-retryable error type and the metrics of a run. `evaluator` and
+//! `position-sync` both use it, so both functions follow one contract.
 //!
 //! Event contract: [`albra_core::lambda_event`] (a JSON object with the RFC 3339 scheduled `time`
 //! and, for the evaluator, the `timeframe`; anything else is rejected).
