@@ -42,6 +42,20 @@ async fn one_entry_and_one_stop_per_signal_and_a_rerun_places_nothing() {
     assert_eq!(algos[0]["closePosition"], true, "{algos:?}");
     // The entry notification names the conditions that fired.
     assert!(r.stdout.contains("cross_"), "{r}");
+    // The history is asked for as exactly 1000 closed candles ending before the forming one:
+    // weight 5 (1001 rows would cost 10).
+    let klines: Vec<_> = env
+        .server
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/fapi/v1/klines")
+        .collect();
+    assert!(!klines.is_empty());
+    let forming = env.signal.open_time + 900_000;
+    for k in &klines {
+        assert_eq!(k.params["limit"], "1000", "{k:?}");
+        assert_eq!(k.params["endTime"], (forming - 1).to_string(), "{k:?}");
+    }
 
     let p = env.repo().positions(&AccountId::new("main")).await.unwrap();
     assert_eq!(p.len(), 1);

@@ -269,10 +269,15 @@ async fn public_endpoints_and_exchange_info_cache() {
         .closed_klines(&Symbol::new("BTCUSDT"), Timeframe::M15, 100, t0 + 1_000_000)
         .await
         .unwrap();
-    assert_eq!(k.len(), 1, "the forming candle is dropped");
+    assert_eq!(k.len(), 1, "a forming candle served anyway is dropped");
     assert_eq!(k[0].open_time, t0);
+    // The window ends before the forming candle (open t0 + 900 000): exactly `limit` closed rows
+    // are asked for, so 1000 of them cost weight 5, not 10 as 1001 would.
     let kh = &server.hits("/fapi/v1/klines")[0];
-    assert_eq!(kh.query, "symbol=BTCUSDT&interval=15m&limit=101");
+    assert_eq!(
+        kh.query,
+        format!("symbol=BTCUSDT&interval=15m&endTime={}&limit=100", t0 + 899_999)
+    );
     assert_eq!(kh.api_key, None);
 
     let btc = c.symbol_filters(&Symbol::new("BTCUSDT")).await.unwrap();

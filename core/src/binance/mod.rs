@@ -629,8 +629,9 @@ impl Exchange for BinanceClient {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // One extra row because the newest one returned is the candle still forming.
-        let request_limit = limit.saturating_add(1).min(MAX_KLINES);
+        // Ending the window before the candle still forming asks for exactly the closed rows:
+        // `limit` 1000 costs weight 5, where 1001 (one more for the forming row) cost 10.
+        let last_closed_open = tf.open_of(now) - 1;
         let v = self
             .call(
                 Method::GET,
@@ -638,7 +639,8 @@ impl Exchange for BinanceClient {
                 vec![
                     ("symbol", symbol.as_str().to_string()),
                     ("interval", tf.as_str().to_string()),
-                    ("limit", request_limit.to_string()),
+                    ("endTime", last_closed_open.to_string()),
+                    ("limit", limit.min(MAX_KLINES).to_string()),
                 ],
                 Auth::Public,
             )
