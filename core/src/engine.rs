@@ -2060,17 +2060,20 @@ impl Engine {
     /// Cancel a position's protective orders that are still open (no piling up).
     async fn cancel_protection(&self, ex: &dyn Exchange, pos: &Position) {
         let mut ids: Vec<String> = pos.stop_client_id.iter().cloned().collect();
-        ids.push(
-            ClientId::derive(
-                &pos.key.account,
-                &pos.key.strategy,
-                &pos.key.symbol,
-                pos.signal_open_time,
-                Intent::TakeProfit,
-                0,
-            )
-            .0,
-        );
+        // A take-profit is placed only with a level: without one there is nothing to look up.
+        if pos.take_profit.is_some() {
+            ids.push(
+                ClientId::derive(
+                    &pos.key.account,
+                    &pos.key.strategy,
+                    &pos.key.symbol,
+                    pos.signal_open_time,
+                    Intent::TakeProfit,
+                    0,
+                )
+                .0,
+            );
+        }
         ids.extend(pos.exit_orders.iter().map(|e| e.client_id.clone()));
         for id in ids {
             match ex.algo_by_client_id(&id).await {
@@ -3163,7 +3166,7 @@ impl Engine {
                 }
             }
         }
-        if close_order.is_none() {
+        if close_order.is_none() && pos.take_profit.is_some() {
             let tp = ClientId::derive(
                 &pos.key.account,
                 &pos.key.strategy,

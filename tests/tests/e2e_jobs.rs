@@ -85,6 +85,40 @@ async fn one_entry_and_one_stop_per_signal_and_a_rerun_places_nothing() {
     assert!(!s.stdout.contains("MANUAL"), "{s}");
 }
 
+/// A reversal (the next EMA_CROSS signal) closes the position, cancels its stop and opens the
+/// other way, without looking up a take-profit that was never placed (EMA_CROSS sets none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reversal_cancels_the_stop_and_looks_up_no_take_profit_never_placed() {
+    let env = env_at_signal(TestConfig::default()).await;
+    let r = env.evaluator().await;
+    assert!(r.ok() && r.stdout.contains("entered"), "{r}");
+    let candles = harness::btc_15m();
+    let next = harness::signals(&candles, 1000, env.signal.index + 1, 1)[0];
+    assert_ne!(next.side, env.signal.side, "EMA_CROSS signals alternate");
+    env.server.set_time(next.eval_time());
+    let r = env.evaluator().await;
+    assert!(r.ok(), "{r}");
+    assert_eq!(env.orders_posted(), 3, "entry, exit, entry: {r}");
+    assert_eq!(
+        env.server.position(MAIN_KEY, "BTCUSDT").signum(),
+        expected_amount_sign(next.side)
+    );
+    let open = env.server.open_algo_orders(MAIN_KEY);
+    assert_eq!(open.len(), 1, "only the new position's stop: {open:?}");
+    let tp_lookups = env
+        .server
+        .requests()
+        .into_iter()
+        .filter(|q| q.path == "/fapi/v1/algoOrder" && q.method == "GET")
+        .filter(|q| {
+            q.params
+                .get("clientAlgoId")
+                .is_some_and(|id| id.starts_with("albTP"))
+        })
+        .count();
+    assert_eq!(tp_lookups, 0, "no take-profit was ever placed");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_candle_is_never_evaluated() {
     let env = env_at_signal(TestConfig::default()).await;
