@@ -79,10 +79,22 @@ async fn one_entry_and_one_stop_per_signal_and_a_rerun_places_nothing() {
     assert_eq!(env.server.count("POST", "/fapi/v1/algoOrder"), 1);
 
     // A sync now finds everything in order: no manual position, no new stop.
+    let before = env.server.requests().len();
     let s = env.sync().await;
     assert!(s.ok(), "{s}");
     assert_eq!(env.server.count("POST", "/fapi/v1/algoOrder"), 1, "{s}");
     assert!(!s.stdout.contains("MANUAL"), "{s}");
+    // Its open-algo read is asked for the symbol it holds (weight 1), not the account (40).
+    let lists: Vec<_> = env.server.requests()[before..]
+        .iter()
+        .filter(|q| q.path == "/fapi/v1/openAlgoOrders")
+        .cloned()
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+    assert_eq!(
+        lists[0].params.get("symbol").map(String::as_str),
+        Some("BTCUSDT")
+    );
 }
 
 /// A reversal (the next EMA_CROSS signal) closes the position, cancels its stop and opens the
