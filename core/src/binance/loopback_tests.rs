@@ -276,7 +276,10 @@ async fn public_endpoints_and_exchange_info_cache() {
     let kh = &server.hits("/fapi/v1/klines")[0];
     assert_eq!(
         kh.query,
-        format!("symbol=BTCUSDT&interval=15m&endTime={}&limit=100", t0 + 899_999)
+        format!(
+            "symbol=BTCUSDT&interval=15m&endTime={}&limit=100",
+            t0 + 899_999
+        )
     );
     assert_eq!(kh.api_key, None);
 
