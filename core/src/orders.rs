@@ -350,6 +350,73 @@ async fn pause(d: Duration) {
     }
 }
 
+/// One kind of order as the exactly-once loop ([`submit_once`]) sends and looks it up.
+#[async_trait::async_trait]
+trait Submission: Sync {
+    /// What the exchange reports of the order.
+    type Info: Send;
+    /// The client id every send and lookup of it carries.
+    fn id(&self) -> &str;
+    async fn send(&self, ex: &dyn Exchange) -> Result<Self::Info, ExchangeError>;
+    /// `None` when the exchange does not know the order.
+    async fn lookup(&self, ex: &dyn Exchange) -> Result<Option<Self::Info>, ExchangeError>;
+    /// Waits until a found order is final (a market order still working), if it has to.
+    async fn settle(
+        &self,
+        ex: &dyn Exchange,
+        found: Self::Info,
+        policy: SubmitPolicy,
+    ) -> Result<Self::Info, ExchangeError>;
+}
+
+#[async_trait::async_trait]
+impl Submission for MarketOrder {
+    type Info = OrderInfo;
+    fn id(&self) -> &str {
+        self.client_id.as_str()
+    }
+    async fn send(&self, ex: &dyn Exchange) -> Result<OrderInfo, ExchangeError> {
+        ex.place_market(self).await
+    }
+    async fn lookup(&self, ex: &dyn Exchange) -> Result<Option<OrderInfo>, ExchangeError> {
+        ex.order_by_client_id(&self.symbol, self.id()).await
+    }
+    async fn settle(
+        &self,
+        ex: &dyn Exchange,
+        found: OrderInfo,
+        policy: SubmitPolicy,
+    ) -> Result<OrderInfo, ExchangeError> {
+        if found.status.is_final() {
+            Ok(found)
+        } else {
+            poll_until_final(ex, self, policy).await
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Submission for AlgoOrder {
+    type Info = AlgoOrderInfo;
+    fn id(&self) -> &str {
+        self.client_algo_id.as_str()
+    }
+    async fn send(&self, ex: &dyn Exchange) -> Result<AlgoOrderInfo, ExchangeError> {
+        ex.place_algo(self).await
+    }
+    async fn lookup(&self, ex: &dyn Exchange) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
+        ex.algo_by_client_id(self.id()).await
+    }
+    async fn settle(
+        &self,
+        _ex: &dyn Exchange,
+        found: AlgoOrderInfo,
+        _policy: SubmitPolicy,
+    ) -> Result<AlgoOrderInfo, ExchangeError> {
+        Ok(found)
+    }
+}
+
 /// Send a market order exactly once (see the module docs). Returns the order as the exchange
 /// reports it; a still-working order is polled until it is final or the lookups run out.
 pub async fn submit_market(
@@ -357,27 +424,46 @@ pub async fn submit_market(
     order: &MarketOrder,
     policy: SubmitPolicy,
 ) -> Result<OrderInfo, ExchangeError> {
-    let id = order.client_id.as_str();
+    submit_once(ex, order, policy).await
+}
+
+/// Place a conditional order exactly once: an existing order with the same client algo id is
+/// returned instead of sending a second one.
+pub async fn submit_algo(
+    ex: &dyn Exchange,
+    order: &AlgoOrder,
+    policy: SubmitPolicy,
+) -> Result<AlgoOrderInfo, ExchangeError> {
+    submit_once(ex, order, policy).await
+}
+
+/// The exactly-once loop every order kind goes through: an unknown outcome is looked up before
+/// anything else and only sent again (same id) once the exchange has said, after
+/// `policy.lookups` lookups, that it does not know it; a duplicate-id rejection resolves to a
+/// lookup; a retryable failure is waited out within the policy's budget, then looked up first
+/// (a 5xx may have executed it, and Binance refuses a duplicate id only among open orders). No
+/// send starts after `policy.send_until`.
+async fn submit_once<S: Submission>(
+    ex: &dyn Exchange,
+    order: &S,
+    policy: SubmitPolicy,
+) -> Result<S::Info, ExchangeError> {
+    let id = order.id();
     let mut sends = 0;
     let mut budget = WaitBudget::new(&policy);
     loop {
-        if policy
-            .send_until
-            .is_some_and(|t| std::time::Instant::now() >= t)
-        {
+        if policy.send_until.is_some_and(|t| std::time::Instant::now() >= t) {
             return Err(past_send_window(id, sends));
         }
         sends += 1;
-        match ex.place_market(order).await.map_err(unparsed_is_unknown) {
-            Ok(o) if o.status.is_final() => return Ok(o),
-            Ok(_) => return poll_until_final(ex, order, policy).await,
+        match order.send(ex).await.map_err(unparsed_is_unknown) {
+            Ok(o) => return order.settle(ex, o, policy).await,
             Err(ExchangeError::UnknownOutcome { endpoint, detail }) => {
                 tracing::warn!(client_id = id, %endpoint, %detail, "order outcome unknown; looking it up");
                 for _ in 0..policy.lookups {
                     pause(policy.pause).await;
-                    match ex.order_by_client_id(&order.symbol, id).await {
-                        Ok(Some(o)) if o.status.is_final() => return Ok(o),
-                        Ok(Some(_)) => return poll_until_final(ex, order, policy).await,
+                    match order.lookup(ex).await {
+                        Ok(Some(o)) => return order.settle(ex, o, policy).await,
                         Ok(None) => continue,
                         // The lookup itself failing is no licence to resend: keep looking.
                         Err(e) => tracing::warn!(client_id = id, error = %e, "lookup failed"),
@@ -395,9 +481,8 @@ pub async fn submit_market(
                 );
             }
             Err(e) if e.rejected_code() == Some(codes::DUPLICATE_CLIENT_ID) => {
-                return match ex.order_by_client_id(&order.symbol, id).await? {
-                    Some(o) if o.status.is_final() => Ok(o),
-                    Some(_) => poll_until_final(ex, order, policy).await,
+                return match lookup_waiting(ex, order, policy, &mut budget).await? {
+                    Some(o) => order.settle(ex, o, policy).await,
                     None => Err(e),
                 };
             }
@@ -405,17 +490,29 @@ pub async fn submit_market(
                 budget
                     .wait_out(e, &policy, sends >= policy.max_sends)
                     .await?;
-                // A 5xx may have executed the order, and Binance only rejects duplicate ids among
-                // OPEN orders: a filled market order's id would be accepted again. Look first.
-                if let Some(o) = ex.order_by_client_id(&order.symbol, id).await? {
-                    return if o.status.is_final() {
-                        Ok(o)
-                    } else {
-                        poll_until_final(ex, order, policy).await
-                    };
+                if let Some(o) = lookup_waiting(ex, order, policy, &mut budget).await? {
+                    return order.settle(ex, o, policy).await;
                 }
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Look an order up by its client id, waiting out rate limits on the lookup itself within the
+/// submission's budget (a protective stop must not be abandoned over a 429 on a read).
+async fn lookup_waiting<S: Submission>(
+    ex: &dyn Exchange,
+    order: &S,
+    policy: SubmitPolicy,
+    budget: &mut WaitBudget,
+) -> Result<Option<S::Info>, ExchangeError> {
+    loop {
+        match order.lookup(ex).await {
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                budget.wait_out(e, &policy, false).await?;
+            }
+            other => return other,
         }
     }
 }
@@ -456,69 +553,6 @@ async fn poll_until_final(
         endpoint: "GET /fapi/v1/order".into(),
         detail: format!("order {} vanished while working", order.client_id),
     })
-}
-
-/// Place a conditional order exactly once: an existing order with the same client algo id is
-/// returned instead of sending a second one.
-pub async fn submit_algo(
-    ex: &dyn Exchange,
-    order: &AlgoOrder,
-    policy: SubmitPolicy,
-) -> Result<AlgoOrderInfo, ExchangeError> {
-    let id = order.client_algo_id.as_str();
-    let mut sends = 0;
-    let mut budget = WaitBudget::new(&policy);
-    loop {
-        sends += 1;
-        match ex.place_algo(order).await.map_err(unparsed_is_unknown) {
-            Ok(o) => return Ok(o),
-            Err(ExchangeError::UnknownOutcome { endpoint, detail }) => {
-                tracing::warn!(client_algo_id = id, %endpoint, %detail, "algo order outcome unknown; looking it up");
-                for _ in 0..policy.lookups {
-                    pause(policy.pause).await;
-                    match ex.algo_by_client_id(id).await {
-                        Ok(Some(o)) => return Ok(o),
-                        Ok(None) => continue,
-                        Err(e) => tracing::warn!(client_algo_id = id, error = %e, "lookup failed"),
-                    }
-                }
-                if sends >= policy.max_sends {
-                    return Err(ExchangeError::UnknownOutcome { endpoint, detail });
-                }
-            }
-            Err(e) if e.rejected_code() == Some(codes::DUPLICATE_CLIENT_ID) => {
-                return lookup_algo(ex, id, policy, &mut budget).await?.ok_or(e);
-            }
-            Err(e @ ExchangeError::Retryable { .. }) => {
-                budget
-                    .wait_out(e, &policy, sends >= policy.max_sends)
-                    .await?;
-                // The lookup is rate-limited too: a 429 on it is waited out like the send's.
-                if let Some(o) = lookup_algo(ex, id, policy, &mut budget).await? {
-                    return Ok(o);
-                }
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Look an algo order up by its client id, waiting out rate limits on the lookup itself within
-/// the submission's budget (a protective stop must not be abandoned over a 429 on a read).
-async fn lookup_algo(
-    ex: &dyn Exchange,
-    id: &str,
-    policy: SubmitPolicy,
-    budget: &mut WaitBudget,
-) -> Result<Option<AlgoOrderInfo>, ExchangeError> {
-    loop {
-        match ex.algo_by_client_id(id).await {
-            Err(e @ ExchangeError::Retryable { .. }) => {
-                budget.wait_out(e, &policy, false).await?;
-            }
-            other => return other,
-        }
-    }
 }
 
 #[cfg(test)]
