@@ -13,6 +13,9 @@
 //! pages, dropped connections, holds released by hand), or inject the older one-shot [`Fault`]s.
 //! Every fault that fires is journaled ([`BinanceTestServer::fired_faults`]).
 //!
+//! A fixed latency can be added to every request ([`BinanceTestServer::set_latency`], zero by
+//! default): `make bench-live` uses it to count the sequential round trips of the jobs.
+//!
 //! The server clock runs at wall-clock speed from the last [`BinanceTestServer::set_time`], so a
 //! client that syncs its offset from `/fapi/v1/time` stays inside `recvWindow` while it works.
 
@@ -105,6 +108,11 @@ pub struct LoggedRequest {
     pub api_key: Option<String>,
     /// Server time when it arrived.
     pub time: i64,
+    /// Its IP request weight as the server counted it (the documented weight of the endpoint for
+    /// these parameters; 0 for orders, which count against order limits instead).
+    pub weight: u64,
+    /// Server time when the answer was ready (after any added latency); `None` while unanswered.
+    pub answered: Option<i64>,
     /// HTTP status of the answer; `None` while unanswered (timeouts, holds).
     pub status: Option<u16>,
     /// The fault that hit it, if one did.
@@ -120,6 +128,8 @@ pub(crate) struct Inner {
     pub log: Vec<LoggedRequest>,
     weight_minute: i64,
     weight: u64,
+    /// Added to every request before it is processed and answered (see [`BinanceTestServer::set_latency`]).
+    pub latency: Duration,
 }
 
 impl Inner {
@@ -215,6 +225,7 @@ impl BinanceTestServer {
                 log: Vec::new(),
                 weight_minute: i64::MIN,
                 weight: 0,
+                latency: Duration::ZERO,
             }),
             applied_orders: watch::channel(0).0,
             shutdown: watch::channel(false).0,
@@ -256,6 +267,13 @@ impl BinanceTestServer {
     /// fire conditional orders; see [`trigger_algo_orders`](Self::trigger_algo_orders).
     pub fn set_mark_price(&self, symbol: &str, p: Decimal) {
         self.shared.lock().x.market.set_mark(symbol, p);
+    }
+
+    /// Adds a fixed latency to every request from now on (zero: none, the default): each one is
+    /// journaled on arrival, then waits `latency` before it takes effect and is answered, as if
+    /// the exchange were a round trip of `latency` away. Concurrent requests wait side by side.
+    pub fn set_latency(&self, latency: Duration) {
+        self.shared.lock().latency = latency;
     }
 
     /// Moves the exchange clock by `delta_ms` (negative: back), as a clock jump or skew.
@@ -488,5 +506,85 @@ impl Drop for BinanceTestServer {
     fn drop(&mut self) {
         // Releases held answers and stops accepting connections.
         let _ = self.shared.shutdown.send(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn empty_server() -> BinanceTestServer {
+        BinanceTestServer::start(ServerOptions {
+            base_tf_ms: 900_000,
+            start_time_ms: 1_700_000_000_000,
+            ..ServerOptions::default()
+        })
+        .await
+    }
+
+    #[tokio::test]
+    async fn the_journal_keeps_each_requests_own_weight_and_answer_time() {
+        let s = empty_server().await;
+        let http = reqwest::Client::new();
+        for path in [
+            "/fapi/v1/time",
+            "/fapi/v1/openAlgoOrders",
+            "/fapi/v1/openAlgoOrders?symbol=BTCUSDT",
+        ] {
+            http.get(format!("{}{path}", s.url)).send().await.unwrap();
+        }
+        let log = s.requests();
+        let weights: Vec<u64> = log.iter().map(|r| r.weight).collect();
+        // The unsigned time (1), the account-wide open algo list (40) and one symbol's (1): the
+        // weight is counted even when the signed request is then refused.
+        assert_eq!(weights, [1, 40, 1]);
+        for r in &log {
+            let answered = r.answered.expect("answered");
+            assert!(answered >= r.time, "{r:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_added_latency_delays_every_answer_and_concurrent_requests_wait_side_by_side() {
+        let s = empty_server().await;
+        let http = reqwest::Client::new();
+        let url = format!("{}/fapi/v1/time", s.url);
+        // Zero by default: a loopback answer is far under 50 ms.
+        let t = Instant::now();
+        http.get(&url).send().await.unwrap();
+        assert!(t.elapsed() < Duration::from_millis(50));
+
+        s.set_latency(Duration::from_millis(100));
+        let t = Instant::now();
+        let r = http.get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert!(t.elapsed() >= Duration::from_millis(100));
+        let last = s.requests().pop().unwrap();
+        assert!(last.answered.unwrap() - last.time >= 100, "{last:?}");
+
+        // Four at once take about one latency, not four.
+        let t = Instant::now();
+        let all = (0..4).map(|_| http.get(&url).send());
+        for r in futures_join(all).await {
+            assert_eq!(r.unwrap().status(), 200);
+        }
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(100), "{took:?}");
+        assert!(took < Duration::from_millis(300), "{took:?}");
+    }
+
+    /// Awaits every future concurrently on the current task's runtime.
+    async fn futures_join<F: std::future::Future + Send + 'static>(
+        futs: impl Iterator<Item = F>,
+    ) -> Vec<F::Output>
+    where
+        F::Output: Send + 'static,
+    {
+        let handles: Vec<_> = futs.map(tokio::spawn).collect();
+        let mut out = Vec::new();
+        for h in handles {
+            out.push(h.await.expect("join"));
+        }
+        out
     }
 }

@@ -241,28 +241,43 @@ pub(crate) async fn handle(
             .map(str::to_string),
     };
     let endpoint = Endpoint::route(&req.method, &req.path);
-    let (index, weight, fault) = {
+    let (index, weight, fault, latency) = {
         let mut g = s.lock();
         let now = g.now();
-        let weight = g.add_weight(endpoint.map_or(1, |e| e.weight(&req)), now);
+        let own = endpoint.map_or(1, |e| e.weight(&req));
+        let weight = g.add_weight(own, now);
         g.log.push(LoggedRequest {
             method: req.method.as_str().to_string(),
             path: req.path.clone(),
             params: req.params.clone(),
             api_key: req.api_key.clone(),
             time: now,
+            weight: own,
+            answered: None,
             status: None,
             fault: None,
         });
         let index = g.log.len() - 1;
         let get = |name: &str| req.params.get(name).cloned();
-        (index, weight, g.take_fault(index, &get))
+        (index, weight, g.take_fault(index, &get), g.latency)
     };
+    if !latency.is_zero() {
+        tokio::select! {
+            _ = tokio::time::sleep(latency) => {}
+            _ = s.closed() => {}
+        }
+    }
     let answer = match fault {
         None => Answer::Json(process(&s, endpoint, &req)),
         Some(kind) => act_out(&s, endpoint, &req, kind, released).await,
     };
-    s.lock().log[index].status = Some(answer.status());
+    {
+        let mut g = s.lock();
+        let now = g.now();
+        let logged = &mut g.log[index];
+        logged.status = Some(answer.status());
+        logged.answered = Some(now);
+    }
     answer.into_response(weight)
 }
 
