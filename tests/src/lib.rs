@@ -1,6 +1,8 @@
 //! Loopback protocol peers and harnesses for the integration tests: the Binance-speaking server,
-//! moto, the job harness, the store contract, and the seeded fault campaign (`chaos`).
+//! moto, the job harness, the store contract, the seeded fault campaign (`chaos`) and the live-path
+//! cost measurement (`bench_live`, what `make bench-live` prints).
 
+pub mod bench_live;
 pub mod binance_server;
 pub mod chaos;
 pub mod harness;
