@@ -1907,7 +1907,9 @@ impl Engine {
             }
         }
         if let Some(id) = old_id {
-            if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
+            if let Err(e) =
+                orders::cancel_algo(ex, &p.value.key.symbol, &id, self.timing.submit).await
+            {
                 tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
             }
         }
@@ -1975,7 +1977,9 @@ impl Engine {
             .await
             == Protection::Placed
         {
-            if let Err(e) = ex.cancel_algo(&p.value.key.symbol, &id).await {
+            if let Err(e) =
+                orders::cancel_algo(ex, &p.value.key.symbol, &id, self.timing.submit).await
+            {
                 tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
             }
             p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
@@ -2039,7 +2043,7 @@ impl Engine {
             if self.protect(ex, &mut p.value, f, &all, now, report).await != Protection::Placed {
                 continue;
             }
-            if let Err(e) = ex.cancel_algo(sym, &id).await {
+            if let Err(e) = orders::cancel_algo(ex, sym, &id, self.timing.submit).await {
                 tracing::warn!(client_algo_id = %id, error = %e, "old stop not cancelled");
             }
             p.value.updated_at = now;
@@ -2096,7 +2100,9 @@ impl Engine {
         for id in ids {
             match ex.algo_by_client_id(&id).await {
                 Ok(Some(a)) if a.status.is_open() => {
-                    if let Err(e) = ex.cancel_algo(&pos.key.symbol, &id).await {
+                    if let Err(e) =
+                        orders::cancel_algo(ex, &pos.key.symbol, &id, self.timing.submit).await
+                    {
                         tracing::warn!(client_algo_id = %id, error = %e, "could not cancel a protective order");
                     }
                 }
@@ -2328,7 +2334,9 @@ impl Engine {
             }
         }
         for e in &stale {
-            if let Err(err) = ex.cancel_algo(&pos.key.symbol, &e.client_id).await {
+            if let Err(err) =
+                orders::cancel_algo(ex, &pos.key.symbol, &e.client_id, self.timing.submit).await
+            {
                 tracing::warn!(client_algo_id = %e.client_id, error = %err, "stale exit order not cancelled");
             }
         }

@@ -9,7 +9,7 @@
 //! Exchange-side exits: [`plan_exits`] turns a strategy's [`ExitPlan`] (take-profit ladder,
 //! trailing stop) into trigger prices and quantities on the symbol's grids, from the actual fill.
 
-use crate::domain::{ExitKind, Price, Qty, Side};
+use crate::domain::{ExitKind, Price, Qty, Side, Symbol};
 use crate::ports::{
     codes, AlgoOrder, AlgoOrderInfo, Exchange, ExchangeError, MarketOrder, OrderInfo, SymbolFilters,
 };
@@ -417,6 +417,48 @@ impl Submission for AlgoOrder {
     }
 }
 
+/// Cancelling a conditional order, sent through the same exactly-once loop: after an unknown
+/// outcome the order is looked up, and the cancel is sent again only while it is still open.
+struct AlgoCancel<'a> {
+    symbol: &'a Symbol,
+    client_algo_id: &'a str,
+}
+
+#[async_trait::async_trait]
+impl Submission for AlgoCancel<'_> {
+    type Info = ();
+    fn id(&self) -> &str {
+        self.client_algo_id
+    }
+    async fn send(&self, ex: &dyn Exchange) -> Result<(), ExchangeError> {
+        ex.cancel_algo(self.symbol, self.client_algo_id).await
+    }
+    /// Done (`Some`) once the order is no longer open: cancelled, fired, or unknown.
+    async fn lookup(&self, ex: &dyn Exchange) -> Result<Option<()>, ExchangeError> {
+        Ok(match ex.algo_by_client_id(self.client_algo_id).await? {
+            Some(a) if a.status.is_open() => None,
+            _ => Some(()),
+        })
+    }
+    async fn settle(&self, _: &dyn Exchange, _: (), _: SubmitPolicy) -> Result<(), ExchangeError> {
+        Ok(())
+    }
+}
+
+/// Cancel a conditional order exactly once (see [`submit_once`]).
+pub async fn cancel_algo(
+    ex: &dyn Exchange,
+    symbol: &Symbol,
+    client_algo_id: &str,
+    policy: SubmitPolicy,
+) -> Result<(), ExchangeError> {
+    let cancel = AlgoCancel {
+        symbol,
+        client_algo_id,
+    };
+    submit_once(ex, &cancel, policy).await
+}
+
 /// Send a market order exactly once (see the module docs). Returns the order as the exchange
 /// reports it; a still-working order is polled until it is final or the lookups run out.
 pub async fn submit_market(
@@ -452,7 +494,10 @@ async fn submit_once<S: Submission>(
     let mut sends = 0;
     let mut budget = WaitBudget::new(&policy);
     loop {
-        if policy.send_until.is_some_and(|t| std::time::Instant::now() >= t) {
+        if policy
+            .send_until
+            .is_some_and(|t| std::time::Instant::now() >= t)
+        {
             return Err(past_send_window(id, sends));
         }
         sends += 1;

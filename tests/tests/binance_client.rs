@@ -665,3 +665,51 @@ async fn a_submission_past_its_send_window_sends_nothing() {
         .unwrap();
     assert_eq!(o.executed_qty.0, dec!(0.010));
 }
+
+/// A cancel goes through the same exactly-once loop: a cancel applied whose answer was lost
+/// (503, outcome unknown) is looked up, found no longer open, and not sent again; one whose
+/// answer was lost before it applied is sent again.
+#[tokio::test]
+async fn a_cancel_with_an_unknown_outcome_is_looked_up_before_it_is_sent_again() {
+    let s = server().await;
+    let c = client(&s);
+    c.place_market(&market(
+        OrderSide::Buy,
+        dec!(0.010),
+        false,
+        "albEN-0a1b2c3d4e5f-c1",
+    ))
+    .await
+    .unwrap();
+    for id in ["albSL-0a1b2c3d4e5f-c1", "albSL-0a1b2c3d4e5f-c2"] {
+        c.place_algo(&close_all_stop(OrderSide::Sell, dec!(85500), id))
+            .await
+            .unwrap();
+    }
+    let policy = albra_core::orders::SubmitPolicy::instant();
+    s.inject(Fault::Unknown503 {
+        path: "/fapi/v1/algoOrder".into(),
+        apply: true,
+    });
+    albra_core::orders::cancel_algo(&c, &btc(), "albSL-0a1b2c3d4e5f-c1", policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.count("DELETE", "/fapi/v1/algoOrder"),
+        1,
+        "applied: not sent again"
+    );
+    s.inject(Fault::Unknown503 {
+        path: "/fapi/v1/algoOrder".into(),
+        apply: false,
+    });
+    albra_core::orders::cancel_algo(&c, &btc(), "albSL-0a1b2c3d4e5f-c2", policy)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.count("DELETE", "/fapi/v1/algoOrder"),
+        3,
+        "not applied: sent again"
+    );
+    assert!(c.open_algo_orders(None).await.unwrap().is_empty());
+}

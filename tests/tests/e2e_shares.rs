@@ -7,7 +7,7 @@
 //! next sync.
 
 use albra_core::domain::{AccountId, Position, Side};
-use albra_tests::binance_server::{FaultKind, FaultRule};
+use albra_tests::binance_server::{FaultKind, FaultRule, When};
 use albra_tests::harness::{self, TestConfig, MAIN_KEY};
 use rust_decimal::Decimal;
 
@@ -182,7 +182,9 @@ async fn a_hand_made_position_pinning_the_margin_type_does_not_block_the_entry()
 }
 
 /// A stop swap (closePosition → quantity when a MANUAL share appears) whose cancel of the old
-/// stop times out leaves two stops working; the next sync cancels the replaced one.
+/// stop keeps failing (a CDN 504 page, outcome unknown) is looked up and sent again within the
+/// sync; when every try fails two stops are left working, and the next sync cancels the replaced
+/// one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replaced_stop_left_open_by_a_failed_cancel_is_cancelled_by_the_next_sync() {
     let (env, p) = entered().await;
@@ -193,18 +195,27 @@ async fn a_replaced_stop_left_open_by_a_failed_cancel_is_cancelled_by_the_next_s
         p.side.entry_order_side().as_str(),
         Decimal::new(3, 3),
     );
-    env.server.add_rule(FaultRule::new(
-        "DELETE",
-        "/fapi/v1/algoOrder",
-        FaultKind::Html5xx {
-            status: 504,
-            apply: false,
-        },
-    ));
+    env.server.add_rule(
+        FaultRule::new(
+            "DELETE",
+            "/fapi/v1/algoOrder",
+            FaultKind::Html5xx {
+                status: 504,
+                apply: false,
+            },
+        )
+        .when(When::Next(10)),
+    );
     let s = env.sync().await;
     assert!(s.ok(), "{s}");
+    assert_eq!(
+        env.server.count("DELETE", "/fapi/v1/algoOrder"),
+        3,
+        "sent, looked up, sent again: at most 3 sends"
+    );
     let open = env.server.open_algo_orders(MAIN_KEY);
     assert_eq!(open.len(), 2, "the swap's cancel failed: {open:?}");
+    env.server.clear_rules();
     let (now, _) = shares(&env).await;
     let new = now.stop_client_id.clone().expect("new stop id");
     assert_ne!(new, old);

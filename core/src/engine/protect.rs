@@ -206,7 +206,7 @@ impl Engine {
                 generation.is_some_and(|g| g < p.stop_generation)
             });
             for id in superseded {
-                match ex.cancel_algo(&p.key.symbol, id).await {
+                match orders::cancel_algo(ex, &p.key.symbol, id, self.timing.submit).await {
                     Ok(()) => report.lines.push(format!(
                         "{}: cancelled the stop {id} that generation {} replaced",
                         p.key, p.stop_generation
