@@ -104,6 +104,8 @@ pub struct JobFigures {
     /// Sequential round trips before the first entry order and before the first stop arrived.
     pub to_entry: Option<RoundTrips>,
     pub to_stop: Option<RoundTrips>,
+    /// Sequential round trips before the last stop arrived (the last symbol and account done).
+    pub to_last_stop: Option<RoundTrips>,
     /// The job's requests as the server journaled them, oldest first.
     pub log: Vec<LoggedRequest>,
 }
@@ -298,9 +300,11 @@ pub fn figures(
     }
     let is = |r: &LoggedRequest, path: &str| r.method == "POST" && r.path == path;
     let entry = log.iter().position(|r| is(r, "/fapi/v1/order"));
-    let stop = log.iter().position(|r| {
+    let is_stop = |r: &LoggedRequest| {
         is(r, "/fapi/v1/algoOrder") && r.params.get("type").is_some_and(|t| t == "STOP_MARKET")
-    });
+    };
+    let stop = log.iter().position(is_stop);
+    let last_stop = log.iter().rposition(is_stop);
     JobFigures {
         job,
         wall,
@@ -311,6 +315,7 @@ pub fn figures(
         algo_orders: log.iter().filter(|r| is(r, "/fapi/v1/algoOrder")).count(),
         to_entry: entry.map(|i| round_trips(log, i, latency)),
         to_stop: stop.map(|i| round_trips(log, i, latency)),
+        to_last_stop: last_stop.map(|i| round_trips(log, i, latency)),
         log: log.to_vec(),
     }
 }
@@ -407,5 +412,6 @@ mod tests {
         assert_eq!(f.weight_by_account["unsigned"], 3);
         assert_eq!(f.to_entry.unwrap().by_chain, 2);
         assert_eq!(f.to_stop.unwrap().by_chain, 3);
+        assert_eq!(f.to_last_stop, f.to_stop);
     }
 }

@@ -26,7 +26,8 @@ accounts (main, sub1, sub2, keys from BINANCE_*, SUB1_*, SUB2_*), then runs, as 
 
 Per job it prints the wall time (spawn to exit), the requests, their weight (the documented
 IP weights the server counted) and, on the trading close, the sequential round trips before the
-first entry order arrived and before its stop did, two ways: by time, (arrival - first request's
+first entry order arrived, before its stop did and before the last stop did (every symbol and
+account done), two ways: by time, (arrival - first request's
 arrival) / latency rounded, which also counts the job's own work between requests; and by chain
 [in brackets], the longest run of requests each sent after the one before it was answered.
 Then a table of medians over the runs, the quiet sync's weight per account, and the wall-time
@@ -221,7 +222,7 @@ async fn main() -> ExitCode {
                     for f in &figures {
                         println!(
                             "run {run}/{}  {:<16} {:<26} {:>6} ms  {:>3} requests  weight {:>4}  \
-                             entry {:<7} stop {}",
+                             entry {:<7} stop {:<7} last stop {}",
                             s.runs,
                             case_name(case),
                             f.job.label(),
@@ -229,7 +230,8 @@ async fn main() -> ExitCode {
                             f.requests,
                             f.weight,
                             rt(f.to_entry),
-                            rt(f.to_stop)
+                            rt(f.to_stop),
+                            rt(f.to_last_stop)
                         );
                         if s.journal {
                             print_journal(f);
@@ -246,8 +248,15 @@ async fn main() -> ExitCode {
         results.push((case, runs));
     }
     println!(
-        "\n{:<16} {:<26} {:>18} {:>8} {:>7} {:>10} {:>10}",
-        "case", "job", "wall ms med (min-max)", "requests", "weight", "rt>entry", "rt>stop"
+        "\n{:<16} {:<26} {:>21} {:>8} {:>7} {:>16} {:>16} {:>16}",
+        "case",
+        "job",
+        "wall ms med (min-max)",
+        "requests",
+        "weight",
+        "rt>entry",
+        "rt>stop",
+        "rt>last stop"
     );
     for (case, runs) in &results {
         for (j, job) in Job::ALL.iter().enumerate() {
@@ -260,15 +269,17 @@ async fn main() -> ExitCode {
             );
             let entry = distinct(of_job.iter().map(|f| rt(f.to_entry)));
             let stop = distinct(of_job.iter().map(|f| rt(f.to_stop)));
+            let last = distinct(of_job.iter().map(|f| rt(f.to_last_stop)));
             println!(
-                "{:<16} {:<26} {:>18} {:>8} {:>7} {:>10} {:>10}",
+                "{:<16} {:<26} {:>21} {:>8} {:>7} {:>16} {:>16} {:>16}",
                 case_name(*case),
                 job.label(),
                 wall,
                 spread(of_job.iter().map(|f| f.requests)),
                 spread(of_job.iter().map(|f| f.weight)),
                 entry,
-                stop
+                stop,
+                last
             );
         }
     }
