@@ -6,7 +6,7 @@ PY ?= python3
 # The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
 PEERS_VENV ?= /tmp/peers/venv
 
-.PHONY: run test build static venv lint fmt clippy bench clean-state lambda deploy bench-lambda fuzz chaos
+.PHONY: run test build static venv lint fmt clippy bench clean-state lambda deploy bench-lambda bench-live fuzz chaos
 
 run: build
 	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
@@ -119,6 +119,16 @@ bench-lambda: venv
 	$(CARGO) build --locked --profile lambda --bin evaluator --bin position-sync
 	$(CARGO) build --locked --workspace --bins
 	ALBRA_BENCH_BIN_DIR=$(CARGO_TARGET_DIR)/lambda $(CARGO) test --locked -p albra-tests --test lambda -- --ignored --nocapture bench_
+
+# What the live path costs (measured, never asserted; README "Speed"): the real evaluator and
+# position-sync (debug builds) against the loopback Binance server with BENCH_LATENCY_MS added to
+# every request, for 1 and 4 symbols and 1 and 3 accounts: wall time, requests, weight, and the
+# sequential round trips before the entry order and its stop. albra-bench-live --help says more.
+BENCH_LATENCY_MS ?= 50
+BENCH_RUNS ?= 3
+bench-live:
+	$(CARGO) build --locked --workspace --bins
+	$(CARGO_TARGET_DIR)/debug/albra-bench-live --latency-ms $(BENCH_LATENCY_MS) --runs $(BENCH_RUNS)
 
 # The seeded fault campaign (README "Fault campaign"): the real evaluator and position-sync against
 # the loopback Binance server, at least CHAOS_MIN_FAULTS faults; prints the figures and fails on any
