@@ -83,6 +83,17 @@ impl JobReport {
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
     }
+
+    /// Adds another part of the same job (one account's) after this one.
+    fn absorb(&mut self, other: JobReport) {
+        self.lines.extend(other.lines);
+        self.errors.extend(other.errors);
+        self.orders_placed += other.orders_placed;
+        self.orders_rejected += other.orders_rejected;
+        self.orders_attempted += other.orders_attempted;
+        self.sync_drift += other.sync_drift;
+        self.retry_after = self.retry_after.max(other.retry_after);
+    }
 }
 
 /// The most one protective stop may wait on rate limits: most of the sync's 50 s Lambda
@@ -418,54 +429,77 @@ impl Engine {
     /// Evaluate the candle of `tf` that closed last at `now`, for every enabled account and every
     /// enabled strategy of that timeframe.
     pub async fn evaluate(&self, tf: Timeframe, now: i64) -> JobReport {
-        let mut report = JobReport::default();
         let open_time = tf.last_closed_open(now);
         self.cache.release_quiet();
-        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
-            let id = &acct.config.id;
-            match self.repo.account_state(id).await {
-                Ok(Some(s)) if s.value.paused => {
-                    report
-                        .lines
-                        .push(format!("{id}: paused; nothing evaluated"));
-                    continue;
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    report.errors.push(format!("{id}: {e}"));
-                    continue;
-                }
+        // Accounts share nothing on the exchange or in the store: they are evaluated at once,
+        // and their reports joined in configuration order.
+        let parts = futures::future::join_all(
+            self.accounts
+                .iter()
+                .filter(|a| a.config.enabled)
+                .map(|acct| self.evaluate_account(acct, tf, open_time, now)),
+        )
+        .await;
+        let mut report = JobReport::default();
+        for part in parts {
+            report.absorb(part);
+        }
+        self.remember_quiet(tf).await;
+        report
+    }
+
+    /// One account's part of [`Engine::evaluate`]: each of its strategies of `tf` on each of
+    /// their symbols, one after another (shares of one symbol must not interleave).
+    async fn evaluate_account(
+        &self,
+        acct: &AccountRuntime,
+        tf: Timeframe,
+        open_time: i64,
+        now: i64,
+    ) -> JobReport {
+        let mut report = JobReport::default();
+        let id = &acct.config.id;
+        match self.repo.account_state(id).await {
+            Ok(Some(s)) if s.value.paused => {
+                report
+                    .lines
+                    .push(format!("{id}: paused; nothing evaluated"));
+                return report;
             }
-            let strategies: Vec<&StrategyConfig> = self
-                .config
-                .account_strategies(&acct.config)
-                .filter(|s| s.timeframe == tf)
-                .collect();
-            for s in strategies {
-                for sym in &s.symbols {
-                    let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
-                    match self
-                        .evaluate_one(acct, s, sym, tf, open_time, now, &mut report)
-                        .await
-                    {
-                        // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
-                        Ok(line) if line.is_empty() => {}
-                        Ok(line) => report.lines.push(format!("{}: {line}", tag())),
-                        Err(e) => {
-                            if let EngineError::Exchange(ExchangeError::Retryable {
-                                retry_after: Some(d),
-                                ..
-                            }) = &e
-                            {
-                                report.retry_after = report.retry_after.max(Some(*d));
-                            }
-                            report.errors.push(format!("{}: {e}", tag()))
+            Ok(_) => {}
+            Err(e) => {
+                report.errors.push(format!("{id}: {e}"));
+                return report;
+            }
+        }
+        let strategies: Vec<&StrategyConfig> = self
+            .config
+            .account_strategies(&acct.config)
+            .filter(|s| s.timeframe == tf)
+            .collect();
+        for s in strategies {
+            for sym in &s.symbols {
+                let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
+                match self
+                    .evaluate_one(acct, s, sym, tf, open_time, now, &mut report)
+                    .await
+                {
+                    // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
+                    Ok(line) if line.is_empty() => {}
+                    Ok(line) => report.lines.push(format!("{}: {line}", tag())),
+                    Err(e) => {
+                        if let EngineError::Exchange(ExchangeError::Retryable {
+                            retry_after: Some(d),
+                            ..
+                        }) = &e
+                        {
+                            report.retry_after = report.retry_after.max(Some(*d));
                         }
+                        report.errors.push(format!("{}: {e}", tag()))
                     }
                 }
             }
         }
-        self.remember_quiet(tf).await;
         report
     }
 
@@ -2570,13 +2604,23 @@ impl Engine {
 
     /// Reconcile every enabled account's stored positions with the exchange.
     pub async fn sync_positions(&self, now: i64) -> JobReport {
+        // Accounts are reconciled at once (they share nothing), their reports joined in
+        // configuration order.
+        let parts =
+            futures::future::join_all(self.accounts.iter().filter(|a| a.config.enabled).map(
+                |acct| async move {
+                    let mut part = JobReport::default();
+                    if let Err(e) = self.sync_account(acct, now, &mut part).await {
+                        part.errors
+                            .push(format!("{}: sync failed: {e}", acct.config.id));
+                    }
+                    part
+                },
+            ))
+            .await;
         let mut report = JobReport::default();
-        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
-            if let Err(e) = self.sync_account(acct, now, &mut report).await {
-                report
-                    .errors
-                    .push(format!("{}: sync failed: {e}", acct.config.id));
-            }
+        for part in parts {
+            report.absorb(part);
         }
         self.portfolio_view(now, &mut report).await;
         report
