@@ -322,6 +322,34 @@ fn signed(p: &Position) -> Decimal {
     p.side.sign() * p.qty.0
 }
 
+/// The client algo id of a position's take-profit order (placed only when it has a level).
+fn take_profit_id(p: &Position) -> ClientId {
+    ClientId::derive(
+        &p.key.account,
+        &p.key.strategy,
+        &p.key.symbol,
+        p.signal_open_time,
+        Intent::TakeProfit,
+        0,
+    )
+}
+
+/// Client ids of a position's stop and take-profit orders, as far as it has placed them.
+fn stop_and_take_profit_ids(p: &Position) -> Vec<String> {
+    let mut ids: Vec<String> = p.stop_client_id.iter().cloned().collect();
+    if p.take_profit.is_some() {
+        ids.push(take_profit_id(p).0);
+    }
+    ids
+}
+
+/// Client ids of every protective and exit order a position has on the exchange.
+fn protective_ids(p: &Position) -> Vec<String> {
+    let mut ids = stop_and_take_profit_ids(p);
+    ids.extend(p.exit_orders.iter().map(|e| e.client_id.clone()));
+    ids
+}
+
 /// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
 /// once); above it, once for the account (weight 40).
 const ALGO_LISTS_PER_SYMBOL_MAX: usize = 10;
@@ -2115,22 +2143,7 @@ impl Engine {
 
     /// Cancel a position's protective orders that are still open (no piling up).
     async fn cancel_protection(&self, ex: &dyn Exchange, pos: &Position) {
-        let mut ids: Vec<String> = pos.stop_client_id.iter().cloned().collect();
-        // A take-profit is placed only with a level: without one there is nothing to look up.
-        if pos.take_profit.is_some() {
-            ids.push(
-                ClientId::derive(
-                    &pos.key.account,
-                    &pos.key.strategy,
-                    &pos.key.symbol,
-                    pos.signal_open_time,
-                    Intent::TakeProfit,
-                    0,
-                )
-                .0,
-            );
-        }
-        ids.extend(pos.exit_orders.iter().map(|e| e.client_id.clone()));
+        let ids = protective_ids(pos);
         for id in ids {
             match ex.algo_by_client_id(&id).await {
                 Ok(Some(a)) if a.status.is_open() => {
@@ -3091,20 +3104,7 @@ impl Engine {
         p: &Position,
         open_ids: &HashSet<&str>,
     ) -> Result<bool, EngineError> {
-        let mut ids: Vec<String> = p.stop_client_id.iter().cloned().collect();
-        if p.take_profit.is_some() {
-            ids.push(
-                ClientId::derive(
-                    &p.key.account,
-                    &p.key.strategy,
-                    &p.key.symbol,
-                    p.signal_open_time,
-                    Intent::TakeProfit,
-                    0,
-                )
-                .0,
-            );
-        }
+        let ids = stop_and_take_profit_ids(p);
         for id in ids.iter().filter(|id| !open_ids.contains(id.as_str())) {
             if let Some(a) = ex.algo_by_client_id(id).await? {
                 if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
@@ -3243,14 +3243,7 @@ impl Engine {
             }
         }
         if close_order.is_none() && pos.take_profit.is_some() {
-            let tp = ClientId::derive(
-                &pos.key.account,
-                &pos.key.strategy,
-                &pos.key.symbol,
-                pos.signal_open_time,
-                Intent::TakeProfit,
-                0,
-            );
+            let tp = take_profit_id(pos);
             if let Some(a) = ex.algo_by_client_id(tp.as_str()).await? {
                 if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
                     reason = "take_profit".into();

@@ -613,6 +613,27 @@ fn margin_type_str(m: MarginType) -> &'static str {
     }
 }
 
+impl BinanceClient {
+    /// One signed page of an account's history on `path` (`userTrades`, `allOrders`, `income`):
+    /// the rows from `start_time` on, up to 1000, on `symbol` when given.
+    async fn history<T>(
+        &self,
+        path: &'static str,
+        symbol: Option<&Symbol>,
+        start_time: i64,
+        parse: fn(&Value) -> Result<T, String>,
+    ) -> Result<T, ExchangeError> {
+        let mut params = Vec::with_capacity(3);
+        if let Some(s) = symbol {
+            params.push(("symbol", s.as_str().to_string()));
+        }
+        params.push(("startTime", start_time.to_string()));
+        params.push(("limit", HISTORY_LIMIT.to_string()));
+        let v = self.call(Method::GET, path, params, Auth::Signed).await?;
+        decode(&format!("GET {path}"), &v, parse)
+    }
+}
+
 #[async_trait]
 impl Exchange for BinanceClient {
     async fn server_time(&self) -> Result<i64, ExchangeError> {
@@ -852,19 +873,13 @@ impl Exchange for BinanceClient {
         symbol: &Symbol,
         start_time: i64,
     ) -> Result<Vec<UserTrade>, ExchangeError> {
-        let v = self
-            .call(
-                Method::GET,
-                "/fapi/v1/userTrades",
-                vec![
-                    ("symbol", symbol.as_str().to_string()),
-                    ("startTime", start_time.to_string()),
-                    ("limit", HISTORY_LIMIT.to_string()),
-                ],
-                Auth::Signed,
-            )
-            .await?;
-        decode("GET /fapi/v1/userTrades", &v, parse::user_trades)
+        self.history(
+            "/fapi/v1/userTrades",
+            Some(symbol),
+            start_time,
+            parse::user_trades,
+        )
+        .await
     }
 
     async fn all_orders(
@@ -872,35 +887,19 @@ impl Exchange for BinanceClient {
         symbol: &Symbol,
         start_time: i64,
     ) -> Result<Vec<OrderInfo>, ExchangeError> {
-        let v = self
-            .call(
-                Method::GET,
-                "/fapi/v1/allOrders",
-                vec![
-                    ("symbol", symbol.as_str().to_string()),
-                    ("startTime", start_time.to_string()),
-                    ("limit", HISTORY_LIMIT.to_string()),
-                ],
-                Auth::Signed,
-            )
-            .await?;
-        decode("GET /fapi/v1/allOrders", &v, parse::orders)
+        self.history(
+            "/fapi/v1/allOrders",
+            Some(symbol),
+            start_time,
+            parse::orders,
+        )
+        .await
     }
 
     /// Income rows from `start_time` on (up to 1000 per call).
     async fn income(&self, start_time: i64) -> Result<Vec<Income>, ExchangeError> {
-        let v = self
-            .call(
-                Method::GET,
-                "/fapi/v1/income",
-                vec![
-                    ("startTime", start_time.to_string()),
-                    ("limit", HISTORY_LIMIT.to_string()),
-                ],
-                Auth::Signed,
-            )
-            .await?;
-        decode("GET /fapi/v1/income", &v, parse::income)
+        self.history("/fapi/v1/income", None, start_time, parse::income)
+            .await
     }
 }
 

@@ -103,14 +103,7 @@ impl Engine {
             }
         };
         if let Some(tp) = pos.take_profit {
-            let tp_id = ClientId::derive(
-                &pos.key.account,
-                &pos.key.strategy,
-                &pos.key.symbol,
-                pos.signal_open_time,
-                Intent::TakeProfit,
-                0,
-            );
+            let tp_id = take_profit_id(pos);
             let order = AlgoOrder {
                 symbol: pos.key.symbol.clone(),
                 side: pos.side.exit_order_side(),

@@ -16,26 +16,6 @@ const ORDER_LOOKBACK_MS: i64 = 60_000;
 /// starts well inside the exchange's 7-day `userTrades` window.
 const BOOK_REFRESH_MS: i64 = 24 * 3600 * 1000;
 
-/// Client ids of a strategy position's protective and exit orders on the exchange.
-fn protective_ids(p: &Position) -> Vec<String> {
-    let mut ids: Vec<String> = p.stop_client_id.iter().cloned().collect();
-    if p.take_profit.is_some() {
-        ids.push(
-            ClientId::derive(
-                &p.key.account,
-                &p.key.strategy,
-                &p.key.symbol,
-                p.signal_open_time,
-                Intent::TakeProfit,
-                0,
-            )
-            .0,
-        );
-    }
-    ids.extend(p.exit_orders.iter().map(|e| e.client_id.clone()));
-    ids
-}
-
 /// The open stored shares on `sym`: signed quantity per strategy, and the MANUAL one.
 fn stored_shares(
     stored: &[Versioned<Position>],
