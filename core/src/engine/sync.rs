@@ -1,0 +1,624 @@
+//! The position-sync job: reconcile every enabled account with the exchange (protection first,
+//! then pending entries, fired exits, shares that moved, strategies no longer enabled, what no
+//! strategy explains, the stops' shape, the account state), and the portfolio view over them.
+//! Backtests call [`Engine::observe_equity`] on candles where nothing changed.
+
+use super::*;
+
+/// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
+/// once); above it, once for the account (weight 40).
+const ALGO_LISTS_PER_SYMBOL_MAX: usize = 10;
+
+/// The open conditional orders on `symbols` (the ones with a position or a stored share): a
+/// quiet sync's heaviest read, 40 of its 54 weight when asked for the whole account.
+async fn open_algo_orders_on(
+    ex: &dyn Exchange,
+    symbols: &BTreeSet<&Symbol>,
+) -> Result<Vec<AlgoOrderInfo>, ExchangeError> {
+    if symbols.len() > ALGO_LISTS_PER_SYMBOL_MAX {
+        return ex.open_algo_orders(None).await;
+    }
+    let lists =
+        futures::future::try_join_all(symbols.iter().map(|s| ex.open_algo_orders(Some(s)))).await?;
+    Ok(lists.into_iter().flatten().collect())
+}
+
+/// Moves the positions marked closed out of `stored` into `closed`.
+fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>) {
+    if stored
+        .iter()
+        .all(|v| v.value.status != PositionStatus::Closed)
+    {
+        return;
+    }
+    let (gone, open): (Vec<_>, Vec<_>) = std::mem::take(stored)
+        .into_iter()
+        .partition(|v| v.value.status == PositionStatus::Closed);
+    *stored = open;
+    closed.extend(gone.into_iter().map(|v| v.value));
+}
+
+impl Engine {
+    /// Reconcile every enabled account's stored positions with the exchange.
+    pub async fn sync_positions(&self, now: i64) -> JobReport {
+        // Accounts are reconciled at once (they share nothing), their reports joined in
+        // configuration order.
+        let parts =
+            futures::future::join_all(self.accounts.iter().filter(|a| a.config.enabled).map(
+                |acct| async move {
+                    let mut part = JobReport::default();
+                    if let Err(e) = self.sync_account(acct, now, &mut part).await {
+                        part.errors
+                            .push(format!("{}: sync failed: {e}", acct.config.id));
+                    }
+                    part
+                },
+            ))
+            .await;
+        let mut report = JobReport::default();
+        for part in parts {
+            report.absorb(part);
+        }
+        self.portfolio_view(now, &mut report).await;
+        report
+    }
+
+    /// The advisory portfolio view across accounts: warnings in the report and one notification
+    /// per warning and day. It never closes or blocks anything.
+    async fn portfolio_view(&self, now: i64, report: &mut JobReport) {
+        let mut states = Vec::new();
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            if let Ok(Some(v)) = self.repo.account_state(&acct.config.id).await {
+                states.push((acct.config.id.0.clone(), v.value));
+            }
+        }
+        let day = risk::trading_day(now, self.config.risk.day_start_hour_utc);
+        for w in risk::portfolio_warnings(&states, &self.config.risk) {
+            report.lines.push(format!("portfolio (advisory): {w}"));
+            self.notify(
+                &AccountId::new("portfolio"),
+                Priority::Low,
+                "portfolio_warning",
+                || {
+                    (
+                        format!("portfolio:{day}:{w}"),
+                        format!("portfolio (advisory, nothing is closed): {w}"),
+                    )
+                },
+                now,
+            )
+            .await;
+        }
+    }
+
+    pub(super) async fn sync_account(
+        &self,
+        acct: &AccountRuntime,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let account = &acct.config.id;
+        let ex = acct.exchange.as_ref();
+        // Protection needs only the positions and the open algo orders: the account read comes
+        // last, so a rate limit on it cannot hold up a stop's repair.
+        let ex_positions = ex.positions().await?;
+        let mut stored = self.repo.positions(account).await?;
+        let symbols: BTreeSet<&Symbol> = ex_positions
+            .iter()
+            .filter(|p| !p.amount.is_zero())
+            .map(|p| &p.symbol)
+            .chain(stored.iter().map(|v| &v.value.key.symbol))
+            .collect();
+        // Without the list every stop is looked up by its own id instead: slower, same answer.
+        let open_algos = match open_algo_orders_on(ex, &symbols).await {
+            Ok(list) => Some(list),
+            Err(e) => {
+                report.errors.push(format!(
+                    "{account}: open algo orders unreadable ({e}); stops looked up one by one"
+                ));
+                None
+            }
+        };
+        let open_algo_ids: HashSet<&str> = open_algos
+            .iter()
+            .flatten()
+            .map(|a| a.client_algo_id.as_str())
+            .collect();
+        let mut net: BTreeMap<Symbol, (Decimal, Price)> = BTreeMap::new();
+        for p in &ex_positions {
+            if !p.amount.is_zero() {
+                net.insert(p.symbol.clone(), (p.amount, p.entry_price));
+            }
+        }
+
+        // 0. Protection first: a strategy position whose symbol the exchange holds exactly as
+        // stored gets its missing stop back before anything else is reconciled.
+        self.restore_stops(ex, &mut stored, &net, &open_algo_ids, now, report)
+            .await?;
+        self.cancel_superseded_stops(ex, &stored, &open_algo_ids, report)
+            .await;
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+        // Symbols whose net moved since the stored shares were last true: the ones this sync
+        // reconciles, and whose share books it dates again afterwards.
+        let moved: BTreeSet<Symbol> = net
+            .keys()
+            .chain(
+                stored
+                    .iter()
+                    .filter(|v| v.value.is_open())
+                    .map(|v| &v.value.key.symbol),
+            )
+            .filter(|sym| {
+                let ex_amt = net.get(*sym).map(|x| x.0).unwrap_or_default();
+                let state_amt: Decimal = stored
+                    .iter()
+                    .filter(|v| &v.value.key.symbol == *sym && v.value.is_open())
+                    .map(|v| signed(&v.value))
+                    .sum();
+                ex_amt != state_amt
+            })
+            .cloned()
+            .collect();
+        report.sync_drift += moved.len() as u32;
+
+        // 1. Entries written ahead of their order: adopt or drop.
+        for v in stored
+            .iter_mut()
+            .filter(|v| v.value.status == PositionStatus::Pending)
+        {
+            self.resolve_pending(ex, v, now, report).await?;
+        }
+        // Positions this sync records closed: their protective orders' fills are still theirs.
+        let mut closed: Vec<Position> = Vec::new();
+        drop_closed(&mut stored, &mut closed);
+
+        // 2a. Take-profit steps and trailing stops that fired on the exchange, in fill order:
+        // partial closes are recorded before anything compares sizes.
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open() && !v.value.exit_orders.is_empty())
+        {
+            if self
+                .record_exit_fills(ex, v, &open_algo_ids, now, report)
+                .await?
+            {
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        drop_closed(&mut stored, &mut closed);
+
+        // A protective order of ours that fired closed exactly that strategy's share, even
+        // when other strategies hold the same symbol: record those closes first.
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+        {
+            if self.protection_fired(ex, &v.value, &open_algo_ids).await? {
+                self.record_exchange_close(ex, v, now).await?;
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        drop_closed(&mut stored, &mut closed);
+
+        // Shares follow fills: where the net moved, whose fills moved it.
+        let books = self
+            .attribute_fills(acct, &net, &stored, &closed, &moved, report)
+            .await?;
+
+        // 2b. Strategy positions: closed or resized on the exchange? stop still there?
+        let symbols: Vec<Symbol> = stored
+            .iter()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+            .map(|v| v.value.key.symbol.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for sym in &symbols {
+            let ex_amt = net.get(sym).map(|x| x.0).unwrap_or_default();
+            let on_sym = |v: &&Versioned<Position>| &v.value.key.symbol == sym && v.value.is_open();
+            let ours: Decimal = stored
+                .iter()
+                .filter(on_sym)
+                .filter(|v| !v.value.is_manual)
+                .map(|v| signed(&v.value))
+                .sum();
+            let all: Decimal = stored.iter().filter(on_sym).map(|v| signed(&v.value)).sum();
+            for v in stored
+                .iter_mut()
+                .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+            {
+                let verdict = match books.get(sym) {
+                    // Nothing moved (a flat net, though, holds no share at all).
+                    _ if all == ex_amt && !ex_amt.is_zero() => Verdict::Held,
+                    Some(book) => shares::by_fills(book.share(&v.value.key.strategy), &v.value),
+                    None => shares::by_sizes(ex_amt, ours, &v.value),
+                };
+                if verdict == Verdict::Closed {
+                    self.record_exchange_close(ex, v, now).await?;
+                    v.value.status = PositionStatus::Closed;
+                } else if let Verdict::Resized(qty) = verdict {
+                    // Its own fills, or (by sizes) the exchange holding less than its sole share.
+                    let before = v.value.qty;
+                    v.value.qty = qty;
+                    v.value.status = PositionStatus::Modified;
+                    v.value.updated_at = now;
+                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                    self.notify(
+                        account,
+                        Priority::High,
+                        "size_changed",
+                        || {
+                            (
+                                format!("resize:{}:{}:{}", v.value.entry_client_id, before, qty),
+                                format!(
+                                    "{}: size changed on the exchange {before} → {qty}",
+                                    v.value.key
+                                ),
+                            )
+                        },
+                        now,
+                    )
+                    .await;
+                } else {
+                    self.check_stop(ex, v, &open_algo_ids, now, report).await?;
+                    if v.value.is_open() {
+                        self.check_exits(ex, v, &open_algo_ids, now, report).await?;
+                    }
+                }
+            }
+        }
+        stored.retain(|v| v.value.status != PositionStatus::Closed);
+
+        // 2c. A position whose strategy no longer runs on this account is PAUSED: still tracked
+        // and protected, managed by nobody until the strategy is enabled again.
+        let running: HashSet<&str> = self
+            .config
+            .account_strategies(&acct.config)
+            .map(|s| s.name.as_str())
+            .collect();
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+        {
+            let runs = running.contains(v.value.key.strategy.as_str());
+            let next = match (v.value.status, runs) {
+                (PositionStatus::Paused, true) => PositionStatus::Active,
+                (PositionStatus::Active | PositionStatus::Modified, false) => {
+                    PositionStatus::Paused
+                }
+                _ => continue,
+            };
+            v.value.status = next;
+            v.value.updated_at = now;
+            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+            let text = if next == PositionStatus::Paused {
+                format!(
+                    "{}: PAUSED: strategy {} is not enabled on this account; the position stays tracked and its stop stays on the exchange",
+                    v.value.key, v.value.key.strategy
+                )
+            } else {
+                format!(
+                    "{}: resumed: strategy {} is enabled again",
+                    v.value.key, v.value.key.strategy
+                )
+            };
+            self.notify(
+                account,
+                Priority::High,
+                "position_paused",
+                || (format!("pause:{}:{now}", v.value.entry_client_id), text),
+                now,
+            )
+            .await;
+        }
+
+        // 3. Exchange amounts no strategy explains: adopt our own orders, otherwise MANUAL.
+        let all_symbols: std::collections::BTreeSet<Symbol> = net
+            .keys()
+            .cloned()
+            .chain(
+                stored
+                    .iter()
+                    .filter(|v| v.value.is_manual)
+                    .map(|v| v.value.key.symbol.clone()),
+            )
+            .collect();
+        for sym in all_symbols {
+            let (ex_amt, ex_entry) = net
+                .get(&sym)
+                .cloned()
+                .unwrap_or((Decimal::ZERO, Price::ZERO));
+            let ours: Decimal = stored
+                .iter()
+                .filter(|v| v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
+                .map(|v| signed(&v.value))
+                .sum();
+            let mut residual = ex_amt - ours;
+            if !residual.is_zero() {
+                if let Some(adopted) = self
+                    .adopt_by_client_id(acct, &sym, residual, now, report)
+                    .await?
+                {
+                    residual -= signed(&adopted);
+                    stored.push(Versioned {
+                        value: adopted,
+                        version: 0,
+                    });
+                }
+            }
+            self.reconcile_manual(account, &sym, residual, ex_entry, &mut stored, now)
+                .await?;
+        }
+
+        // 4. Every strategy stop matches its symbol's sharing (closePosition vs quantity).
+        let shared_symbols: std::collections::BTreeSet<Symbol> = stored
+            .iter()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+            .map(|v| v.value.key.symbol.clone())
+            .collect();
+        for sym in &shared_symbols {
+            self.reshape_stops(ex, account, sym, open_algos.as_deref(), now, report)
+                .await?;
+        }
+
+        self.save_share_books(account, &ex_positions, &stored, &moved, now)
+            .await?;
+
+        // 5. Account state: equity, its peak, the day's starting equity.
+        let snap = ex.account().await?;
+        self.observe_account_then(&acct.config, snap.equity, now, |_| ())
+            .await?;
+        let open = stored.iter().filter(|v| v.value.is_open()).count();
+        report.lines.push(format!(
+            "{account}: {open} open position(s), equity {} USDT",
+            snap.equity.0.round_dp(2)
+        ));
+        Ok(())
+    }
+
+    /// Only the account-state part of a sync: fold each enabled account's equity into its risk
+    /// state (peak, MDD level, day start, daily-loss halt). Backtests call it instead of
+    /// [`Engine::sync_positions`] on candles where the paper exchange shows no change since the
+    /// last full sync (same wallet, positions and open protective orders): reconciliation would
+    /// find nothing, but equity still moves with the price.
+    pub async fn observe_equity(&self, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        for acct in self.accounts.iter().filter(|a| a.config.enabled) {
+            let r = match acct.exchange.equity().await {
+                Ok(equity) => {
+                    self.observe_account_then(&acct.config, equity, now, |_| ())
+                        .await
+                }
+                Err(e) => Err(e.into()),
+            };
+            if let Err(e) = r {
+                report
+                    .errors
+                    .push(format!("{}: sync failed: {e}", acct.config.id));
+            }
+        }
+        report
+    }
+
+    /// Look for one of our entry orders (recent candles of every strategy that trades `sym` on this
+    /// account) that explains an exchange position no record covers, and adopt it.
+    async fn adopt_by_client_id(
+        &self,
+        acct: &AccountRuntime,
+        sym: &Symbol,
+        residual: Decimal,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<Option<Position>, EngineError> {
+        let ex = acct.exchange.as_ref();
+        let account = &acct.config.id;
+        for s in self
+            .config
+            .account_strategies(&acct.config)
+            .filter(|s| s.symbols.contains(sym))
+        {
+            let sid = StrategyId::new(&s.name);
+            let key = PositionKey {
+                account: account.clone(),
+                strategy: sid.clone(),
+                symbol: sym.clone(),
+            };
+            if self.repo.position(&key).await?.is_some() {
+                continue;
+            }
+            let last = s.timeframe.last_closed_open(now);
+            for k in 0..4 {
+                let open_time = last - k * s.timeframe.millis();
+                let id = ClientId::derive(account, &sid, sym, open_time, Intent::Entry, 0);
+                let Some(o) = ex.order_by_client_id(sym, id.as_str()).await? else {
+                    continue;
+                };
+                if o.status != OrderStatus::Filled || o.executed_qty.is_zero() {
+                    continue;
+                }
+                let side = if o.side == crate::domain::OrderSide::Buy {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                if side.sign() != residual.signum() || o.executed_qty.0 > residual.abs() {
+                    continue;
+                }
+                // Rebuild the stop the strategy attaches at entry from its current view of the market.
+                let mut strat =
+                    strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                let candles = ex
+                    .closed_klines(
+                        sym,
+                        s.timeframe,
+                        self.config.jobs.history.max(strat.warmup() as u32 + 2),
+                        now,
+                    )
+                    .await?;
+                for c in candles.iter().filter(|c| c.open_time <= open_time) {
+                    strat.update(c);
+                }
+                let stop = strat.protective_stop(side);
+                let filters = ex.symbol_filters(sym).await?;
+                let (lev, _) = self.config.effective_sizing(&acct.config, s);
+                let mut p = Position {
+                    key: key.clone(),
+                    side,
+                    qty: o.executed_qty,
+                    entry_price: o.avg_price,
+                    leverage: lev,
+                    status: PositionStatus::Active,
+                    is_manual: false,
+                    entry_client_id: id.0.clone(),
+                    signal_open_time: open_time,
+                    opened_at: o.update_time,
+                    stop_loss: stop.map(|sp| {
+                        orders::stop_price(&filters, side, sp.stop_price(side, o.avg_price))
+                    }),
+                    take_profit: None,
+                    stop_client_id: None,
+                    stop_generation: 0,
+                    partial_exits_done: 0,
+                    pyramids_done: 0,
+                    best_price: Some(o.avg_price),
+                    entry_fee: Notional::ZERO,
+                    updated_at: now,
+                    exit_orders: Vec::new(),
+                    exit_generation: 0,
+                };
+                if let Some(stop_id) = self.existing_stop(ex, &p).await? {
+                    p.stop_client_id = Some(stop_id);
+                } else {
+                    let others = self.repo.positions(account).await?;
+                    match self
+                        .protect(ex, &mut p, &filters, &others, now, report)
+                        .await
+                    {
+                        Protection::Placed => {}
+                        // Adopted without its stop: check_stop, first in the next sync,
+                        // closes a passed level at market or places the stop.
+                        Protection::Passed(level) => report.errors.push(unprotected(
+                            &p,
+                            &format!("its level {level} is already passed"),
+                        )),
+                        Protection::Failed(why) => report.errors.push(unprotected(&p, &why)),
+                    }
+                }
+                if let Some(plan) = self.exit_plan(&p) {
+                    let others = self.repo.positions(account).await?;
+                    self.reconcile_exits(ex, &mut p, &filters, &others, &plan, None, now, report)
+                        .await?;
+                }
+                self.repo.save_position(&p, None).await?;
+                self.notify(account, Priority::High, "adopted", || (format!("adopt:{id}"), format!("{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)", p.key, p.side, p.qty, p.entry_price)), now).await;
+                return Ok(Some(p));
+            }
+        }
+        Ok(None)
+    }
+
+    async fn reconcile_manual(
+        &self,
+        account: &AccountId,
+        sym: &Symbol,
+        residual: Decimal,
+        ex_entry: Price,
+        stored: &mut Vec<Versioned<Position>>,
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let idx = stored
+            .iter()
+            .position(|v| v.value.is_manual && &v.value.key.symbol == sym);
+        match (idx, residual.is_zero()) {
+            (None, true) => {}
+            (Some(i), true) => {
+                let v = stored.remove(i);
+                self.repo.delete_position(&v.value.key, v.version).await?;
+                self.notify(
+                    account,
+                    Priority::Medium,
+                    "manual_closed",
+                    || {
+                        (
+                            format!("mclose:{account}:{sym}:{}", v.value.opened_at),
+                            format!("MANUAL {} {} {sym} is closed", v.value.side, v.value.qty),
+                        )
+                    },
+                    now,
+                )
+                .await;
+            }
+            (None, false) => {
+                let side = if residual > Decimal::ZERO {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                let p = Position {
+                    key: PositionKey {
+                        account: account.clone(),
+                        strategy: StrategyId::manual(),
+                        symbol: sym.clone(),
+                    },
+                    side,
+                    qty: Qty(residual.abs()),
+                    entry_price: ex_entry,
+                    leverage: 0,
+                    status: PositionStatus::Active,
+                    is_manual: true,
+                    entry_client_id: String::new(),
+                    signal_open_time: 0,
+                    opened_at: now,
+                    stop_loss: None,
+                    take_profit: None,
+                    stop_client_id: None,
+                    stop_generation: 0,
+                    partial_exits_done: 0,
+                    pyramids_done: 0,
+                    best_price: None,
+                    entry_fee: Notional::ZERO,
+                    updated_at: now,
+                    exit_orders: Vec::new(),
+                    exit_generation: 0,
+                };
+                let version = self.repo.save_position(&p, None).await?;
+                self.notify(account, Priority::High, "manual_found", || (format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs())), now).await;
+                stored.push(Versioned { value: p, version });
+            }
+            (Some(i), false) => {
+                let v = &mut stored[i];
+                let side = if residual > Decimal::ZERO {
+                    Side::Long
+                } else {
+                    Side::Short
+                };
+                if v.value.side != side || v.value.qty.0 != residual.abs() {
+                    let before = format!("{} {}", v.value.side, v.value.qty);
+                    v.value.side = side;
+                    v.value.qty = Qty(residual.abs());
+                    v.value.status = PositionStatus::Modified;
+                    v.value.updated_at = now;
+                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                    self.notify(
+                        account,
+                        Priority::Medium,
+                        "manual_changed",
+                        || {
+                            (
+                                format!("mchange:{account}:{sym}:{now}"),
+                                format!(
+                                    "MANUAL {sym} changed: {before} → {side} {}",
+                                    residual.abs()
+                                ),
+                            )
+                        },
+                        now,
+                    )
+                    .await;
+                }
+            }
+        }
+        Ok(())
+    }
+}
