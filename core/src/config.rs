@@ -413,7 +413,7 @@ pub fn parse_key_source(s: &str, account: &AccountId) -> Result<KeySource, Strin
             })
         }
         ("ssm", None) => Ok(KeySource::Ssm {
-            prefix: crate::secrets::default_ssm_prefix(account),
+            prefix: default_ssm_prefix(account),
         }),
         ("ssm", Some(p)) if p.starts_with('/') && !p.ends_with('/') => Ok(KeySource::Ssm {
             prefix: p.to_string(),
@@ -1023,6 +1023,33 @@ pub fn default_path() -> PathBuf {
     std::env::var("ALBRA_CONFIG")
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from("config/albra.toml"))
+}
+
+/// The variable naming the deployment stage whose SSM parameters are read (the Lambda functions
+/// get the template's `Stage` in it; it is also their metrics' `Stage` dimension).
+pub const STAGE_VAR: &str = "ALBRA_STAGE";
+/// The stage SSM names use when [`STAGE_VAR`] is unset: what `make deploy` deploys by default.
+pub const DEFAULT_SSM_STAGE: &str = "prod";
+
+/// The stage the SSM names live under: [`STAGE_VAR`], default [`DEFAULT_SSM_STAGE`]. Every name
+/// is under `/albra/{stage}/`, so a stage's functions are granted that path only and cannot read
+/// another stage's keys.
+pub fn ssm_stage() -> String {
+    std::env::var(STAGE_VAR)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| DEFAULT_SSM_STAGE.to_string())
+}
+
+/// An account's SSM prefix in a stage: `/albra/{stage}/{account}`.
+pub fn ssm_account_prefix(stage: &str, account: &AccountId) -> String {
+    format!("/albra/{stage}/{}", account.as_str())
+}
+
+/// The default SSM prefix of an account: `/albra/{stage}/{account}`, stage from [`ssm_stage`].
+pub fn default_ssm_prefix(account: &AccountId) -> String {
+    ssm_account_prefix(&ssm_stage(), account)
 }
 
 #[cfg(test)]

@@ -230,11 +230,7 @@ fn header(bytes: &[u8], source: &str) -> Result<(usize, usize), DataError> {
 /// consecutive rows are repeated at each seam, the spacing tallies are merged exactly, and any
 /// failure is reported by re-reading sequentially (errors are rare; the re-read gives the first
 /// failing line and its exact message without tracking line numbers across chunks).
-pub(crate) fn parse_bytes(
-    bytes: &[u8],
-    source: &str,
-    chunks: usize,
-) -> Result<CandleSeries, DataError> {
+pub fn parse_bytes(bytes: &[u8], source: &str, chunks: usize) -> Result<CandleSeries, DataError> {
     let bytes = bytes.strip_prefix(BOM).unwrap_or(bytes);
     let (start, line) = header(bytes, source)?;
     let body = &bytes[start..];

@@ -1,23 +1,20 @@
-//! Albra core: everything that decides (strategies, risk, sizing, the jobs) and the adapters behind
-//! the ports that let the same decisions run live, on paper, in replay and in backtests.
+//! Albra core: everything that decides (strategies, risk, sizing, the jobs written over the port
+//! traits), the paper exchange and in-memory state, and the research tools (backtest, walk-forward,
+//! replay). It depends on no network, AWS, SQLite or wall-clock crate: what talks to the outside
+//! world (Binance REST, the SQLite and DynamoDB stores, env/SSM secrets, Telegram, EMF, app
+//! wiring, Lambda glue) is in `albra-adapters`, behind the traits of [`ports`].
 //!
-//! Dependency direction is one way: `domain` ← `ports` ← decision code (`strategy`, `engine`) ←
-//! adapters (`binance`, `paper`, `store`, `secrets`, `notify`). Decision code never touches the
-//! network, the disk or a clock; it gets `now` and the ports as arguments.
+//! Dependency direction is one way: `domain` ← `ports` ← decision code (`strategy`, `risk`,
+//! `engine`) ← research (`backtest`, `walkforward`, `replay`). Decision code gets `now` and the
+//! ports as arguments.
 
-pub mod app;
 pub mod backtest;
-pub mod binance;
 pub mod config;
 pub mod data;
 pub mod domain;
-pub mod emf;
 pub mod engine;
-pub mod fuzzing;
-mod http;
 mod hugepages;
 pub mod indicators;
-pub mod lambda_event;
 pub mod logging;
 pub mod notify;
 pub mod orders;
@@ -25,7 +22,6 @@ pub mod paper;
 pub mod ports;
 pub mod replay;
 pub mod risk;
-pub mod secrets;
 pub mod shares;
 pub mod signals;
 pub mod state;

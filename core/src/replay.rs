@@ -1,6 +1,6 @@
 //! Replay: the live jobs over recorded candles. A simulated clock walks the data minute by minute;
 //! `evaluate` runs a few seconds after every candle close of each configured timeframe and
-//! `sync_positions` every simulated 60 s, against the paper exchange and a fresh embedded store.
+//! `sync_positions` every simulated 60 s, against the paper exchange and a fresh store the caller opens (the CLI: an SQLite file).
 //! Nothing here decides anything: it only drives the same [`Engine`] the scheduled jobs run.
 
 use crate::config::Config;
@@ -8,9 +8,8 @@ use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
 use crate::engine::{AccountRuntime, Engine, EngineTiming, JobReport};
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
-use crate::ports::{Clock, Exchange, Notifier, SimClock};
+use crate::ports::{Clock, Exchange, Notifier, SimClock, StateStore};
 use crate::state::StateRepo;
-use crate::store::sqlite::SqliteStore;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,8 +27,6 @@ pub struct ReplayOptions {
     /// Symbol of the data; by default from the file name (`BTCUSDT-perp-15m.csv`).
     pub symbol: Option<Symbol>,
     pub config: Config,
-    /// Where the fresh embedded store lives (a temporary directory by default).
-    pub state_dir: Option<PathBuf>,
 }
 
 /// What a replay did.
@@ -112,10 +109,13 @@ const EVAL_DELAY_MS: i64 = 3_000;
 /// Offset of the sync within each simulated minute.
 const SYNC_OFFSET_MS: i64 = 30_000;
 
-/// Run a replay; `notifier` receives every notification as it happens.
+/// Run a replay over `store`, which must be fresh (the caller picks it: the CLI hands an SQLite
+/// file, so the jobs run on the embedded store as they do on EC2); `notifier` receives every
+/// notification as it happens.
 pub async fn run(
     opts: ReplayOptions,
     notifier: Arc<dyn Notifier>,
+    store: Arc<dyn StateStore>,
 ) -> Result<ReplaySummary, ReplayError> {
     let series: CandleSeries = data::load_csv(&opts.data)?;
     let symbol = match opts.symbol.clone() {
@@ -200,26 +200,9 @@ pub async fn run(
             exchange: ex as Arc<dyn Exchange>,
         });
     }
-    // A replay's own state directory when the caller gave none, removed when the replay ends
-    // however it ends. Declared before the store so it is dropped (and removed) after it.
-    let scratch;
-    let dir = match &opts.state_dir {
-        Some(d) => d.clone(),
-        None => {
-            scratch = tempfile::Builder::new()
-                .prefix("albra-replay-")
-                .tempdir()
-                .map_err(|e| {
-                    ReplayError::Setup(format!("cannot create a scratch directory: {e}"))
-                })?;
-            scratch.path().to_path_buf()
-        }
-    };
-    let store = SqliteStore::open_fast(dir.join("replay.db"))
-        .map_err(|e| ReplayError::Setup(e.to_string()))?;
     let engine = Engine {
         config: Arc::new(config),
-        repo: StateRepo::new(Arc::new(store)),
+        repo: StateRepo::new(store),
         accounts,
         notifier,
         timing: EngineTiming::instant(),

@@ -1,4 +1,4 @@
-//! Algo Order API answers (one order, the open list, a cancel): see `albra_core::fuzzing::algo_order`.
+//! Algo Order API answers (one order, the open list, a cancel): see `albra_adapters::fuzzing::algo_order`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::algo_order(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::algo_order(data));

@@ -1,4 +1,4 @@
-//! The TOML config: see `albra_core::fuzzing::config`.
+//! The TOML config: see `albra_adapters::fuzzing::config`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::config(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::config(data));

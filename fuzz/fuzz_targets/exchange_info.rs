@@ -1,4 +1,4 @@
-//! `GET /fapi/v1/exchangeInfo` answers and their symbol filters: see `albra_core::fuzzing::exchange_info`.
+//! `GET /fapi/v1/exchangeInfo` answers and their symbol filters: see `albra_adapters::fuzzing::exchange_info`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::exchange_info(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::exchange_info(data));

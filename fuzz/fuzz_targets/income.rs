@@ -1,4 +1,4 @@
-//! `GET /fapi/v1/income` answers: see `albra_core::fuzzing::income`.
+//! `GET /fapi/v1/income` answers: see `albra_adapters::fuzzing::income`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::income(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::income(data));

@@ -1,4 +1,4 @@
-//! `POST`/`GET /fapi/v1/order` answers: see `albra_core::fuzzing::order`.
+//! `POST`/`GET /fapi/v1/order` answers: see `albra_adapters::fuzzing::order`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::order(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::order(data));

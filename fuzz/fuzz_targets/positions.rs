@@ -1,4 +1,4 @@
-//! `GET /fapi/v3/positionRisk` answers: see `albra_core::fuzzing::positions`.
+//! `GET /fapi/v3/positionRisk` answers: see `albra_adapters::fuzzing::positions`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::positions(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::positions(data));

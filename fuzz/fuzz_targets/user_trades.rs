@@ -1,4 +1,4 @@
-//! `GET /fapi/v1/userTrades` answers: see `albra_core::fuzzing::user_trades`.
+//! `GET /fapi/v1/userTrades` answers: see `albra_adapters::fuzzing::user_trades`.
 #![no_main]
 
-libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_core::fuzzing::user_trades(data));
+libfuzzer_sys::fuzz_target!(|data: &[u8]| albra_adapters::fuzzing::user_trades(data));

@@ -299,7 +299,7 @@ impl JobEnv {
     /// The state the binaries wrote.
     pub fn repo(&self) -> albra_core::state::StateRepo {
         albra_core::state::StateRepo::new(std::sync::Arc::new(
-            albra_core::store::sqlite::SqliteStore::open(self.dir().join("state/albra.db"))
+            albra_adapters::store::sqlite::SqliteStore::open(self.dir().join("state/albra.db"))
                 .expect("open state"),
         ))
     }

@@ -3,7 +3,7 @@
 //! (429 honoured via Retry-After, -1021 resync + resend, 503 / timeout on an order = unknown
 //! outcome that a lookup resolves, rejections with Binance's codes, the open candle never returned).
 
-use albra_core::binance::{BinanceClient, BinanceConfig};
+use albra_adapters::binance::{BinanceClient, BinanceConfig};
 use albra_core::domain::{Candle, ClientId, OrderSide, Price, Qty, Symbol, Timeframe};
 use albra_core::ports::{
     AlgoKind, AlgoOrder, AlgoStatus, ApiKeys, Exchange, ExchangeError, MarginType, MarketOrder,

@@ -395,7 +395,7 @@ async fn a_bad_config_exits_2_naming_the_key() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_evaluator_runs_on_dynamodb_state() {
     let moto = albra_tests::moto::MotoServer::start();
-    let store = albra_core::store::dynamo::DynamoStore::new(
+    let store = albra_adapters::store::dynamo::DynamoStore::new(
         aws_sdk_dynamodb::Client::new(&moto.sdk_config().await),
         "albra-e2e",
     );

@@ -3,9 +3,9 @@
 //! DynamoDB and SSM (SSM behind a counting proxy) and the Binance-speaking test server. Events are
 //! real EventBridge Scheduler payloads (fixtures in `tests/fixtures/events/`).
 
+use albra_adapters::store::dynamo::DynamoStore;
 use albra_core::domain::{AccountId, Candle, Price, StrategyId, Symbol, Timeframe};
 use albra_core::state::{RunKey, StateRepo};
-use albra_core::store::dynamo::DynamoStore;
 use albra_tests::binance_server::BinanceTestServer;
 use albra_tests::harness::{self, signals, MAIN_KEY, MAIN_SECRET};
 use albra_tests::moto::{workspace_root, MotoServer};

@@ -3,8 +3,8 @@
 //! at each timeframe's closes; the install script is valid bash, idempotent, and switches between
 //! the systemd unit and the crontab; the unit passes `systemd-analyze verify`.
 
-use albra_core::emf::{names, NAMESPACE};
-use albra_core::store::dynamo::ATTR_TTL;
+use albra_adapters::emf::{names, NAMESPACE};
+use albra_adapters::store::dynamo::ATTR_TTL;
 use albra_tests::harness;
 use albra_tests::moto::workspace_root;
 use serde_json::Value;
@@ -440,7 +440,7 @@ fn the_functions_read_only_their_stages_keys() {
             .as_array()
             .unwrap();
         let text = serde_json::to_string(stmts).unwrap();
-        // SSM: this stage's parameters (what core/src/secrets.rs names), nothing wider.
+        // SSM: this stage's parameters (what core/adapters/src/secrets.rs names), nothing wider.
         let keys = stmts
             .iter()
             .find(|s| s["Sid"] == "Keys")
@@ -480,7 +480,8 @@ fn the_functions_read_only_their_stages_keys() {
     );
     // The functions know their stage: the SSM names and the metrics' Stage come from it.
     assert_eq!(
-        t["Globals"]["Function"]["Environment"]["Variables"][albra_core::secrets::STAGE_VAR]["Ref"],
+        t["Globals"]["Function"]["Environment"]["Variables"][albra_adapters::secrets::STAGE_VAR]
+            ["Ref"],
         "Stage"
     );
 }
@@ -733,7 +734,7 @@ fn the_packed_lambda_config_loads_and_reads_every_key_from_ssm() {
     for a in &cfg.accounts {
         match a.key_source().unwrap() {
             albra_core::ports::KeySource::Ssm { prefix } => {
-                let stage = albra_core::secrets::ssm_stage();
+                let stage = albra_adapters::secrets::ssm_stage();
                 assert_eq!(prefix, format!("/albra/{stage}/{}", a.id));
             }
             other => panic!("account {} still reads {other:?}", a.id),

@@ -2,11 +2,11 @@
 //! written with the SDK), `EnvSecrets` on real `.env` files and the process environment, and
 //! `ChainSecrets` dispatching between them.
 
-use albra_core::domain::AccountId;
-use albra_core::ports::{KeySource, Secrets, SecretsError};
-use albra_core::secrets::{
+use albra_adapters::secrets::{
     ssm_stage, ssm_telegram_names, ChainSecrets, EnvSecrets, SsmSecrets, TelegramSource,
 };
+use albra_core::domain::AccountId;
+use albra_core::ports::{KeySource, Secrets, SecretsError};
 use albra_tests::moto::MotoServer;
 use aws_sdk_ssm::types::ParameterType;
 

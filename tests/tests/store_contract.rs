@@ -3,8 +3,8 @@
 //! a real moto server (one handle, and this process plus a second one reaching it through
 //! `open_store` and the standard AWS environment variables).
 
+use albra_adapters::store::{open_store, DynamoStore, SqliteStore};
 use albra_core::ports::{Expect, StateStore, StoreError};
-use albra_core::store::{open_store, DynamoStore, SqliteStore};
 use albra_tests::moto::MotoServer;
 use albra_tests::store_contract::{self as contract, unique_pk};
 use aws_sdk_dynamodb::types::{AttributeValue, TimeToLiveStatus};

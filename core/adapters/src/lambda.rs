@@ -3,7 +3,7 @@
 //! contract, the retryable / non-retryable error type and the metrics of a run. `evaluator` and
 //! `position-sync` both use it, so both functions follow one contract.
 //!
-//! Event contract: [`albra_core::lambda_event`] (a JSON object with the RFC 3339 scheduled `time`
+//! Event contract: [`crate::lambda_event`] (a JSON object with the RFC 3339 scheduled `time`
 //! and, for the evaluator, the `timeframe`; anything else is rejected).
 //!
 //! Errors posted to the runtime's `/error` carry `errorType` `Albra.Retryable` (nothing was sent
@@ -12,13 +12,13 @@
 //! sent: a redelivery would fail the same way or do nothing). Redeliveries are always safe: the
 //! run marker makes a second evaluation of the same candle a no-op.
 
-use albra_core::app::{self, App};
-use albra_core::binance::BinanceClient;
+use crate::app::{self, App};
+use crate::binance::BinanceClient;
+use crate::emf::{self, Detail, JobMeasures};
+use crate::store::StoreSpec;
 use albra_core::config::Config;
-use albra_core::emf::{self, Detail, JobMeasures};
 use albra_core::engine::JobReport;
 use albra_core::ports::{Exchange, KeySource};
-use albra_core::store::StoreSpec;
 use aws_sdk_ssm::config::ProvideCredentials;
 use serde_json::Value;
 use std::path::Path;
@@ -286,11 +286,11 @@ pub async fn report_init_error(err: &InitError) {
     }
 }
 
-pub use albra_core::lambda_event::ScheduleEvent;
+pub use crate::lambda_event::ScheduleEvent;
 
 /// A refused event: a redelivery of the same event would be refused the same way.
-impl From<albra_core::lambda_event::EventError> for JobFailure {
-    fn from(e: albra_core::lambda_event::EventError) -> Self {
+impl From<crate::lambda_event::EventError> for JobFailure {
+    fn from(e: crate::lambda_event::EventError) -> Self {
         JobFailure::non_retryable(e.0)
     }
 }

@@ -1,8 +1,24 @@
-//! Albra's adapters: the code the function binaries share to meet the outside world. Today it
-//! holds the Lambda glue ([`lambda`]: cold-start wiring, the scheduled-event contract, retryable
-//! errors, run metrics), which `evaluator` and `position-sync` both link instead of compiling one
-//! file twice. The other adapters (Binance REST, the SQLite and DynamoDB stores, env/SSM secrets,
-//! Telegram, EMF, app wiring) still live in `albra-core` and move here with issue 21's split, so
-//! that `albra-core` depends on no network, AWS, SQLite or clock crate.
+//! Albra's adapters: everything that talks to the outside world, behind the ports of
+//! `albra_core::ports`, shared by the function binaries and the operator CLI.
+//!
+//! - [`binance`]: the Binance USD-M REST client (signing, weights, error classification, wire
+//!   parsing) behind `Exchange`;
+//! - [`store`]: the SQLite and DynamoDB state stores behind `StateStore`, and [`store::open_store`];
+//! - [`secrets`]: keys from `.env`/the environment and SSM Parameter Store behind `Secrets`;
+//! - [`telegram`]: the Telegram Bot API notifier;
+//! - [`http`]: the outbound HTTP policy every client carrying a secret follows;
+//! - [`emf`]: CloudWatch Embedded Metric Format lines;
+//! - [`app`]: wiring a configuration into an `Engine` (exchange, store, notifier, secrets);
+//! - [`lambda`] and [`lambda_event`]: the Lambda glue of `evaluator` and `position-sync`;
+//! - [`fuzzing`]: the entry points the fuzz targets and their corpus test share.
 
+pub mod app;
+pub mod binance;
+pub mod emf;
+pub mod fuzzing;
+pub mod http;
 pub mod lambda;
+pub mod lambda_event;
+pub mod secrets;
+pub mod store;
+pub mod telegram;

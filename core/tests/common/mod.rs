@@ -39,8 +39,12 @@ strategies = ["EMA_CROSS"]
 
 /// `data/BTCUSDT-perp-15m.csv`, loaded.
 pub fn perp_15m() -> CandleSeries {
-    let path =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../data/BTCUSDT-perp-15m.csv");
+    // The repository's data folder, from `core/` or `core/adapters/` (whose tests share this file).
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .ancestors()
+        .map(|d| d.join("data/BTCUSDT-perp-15m.csv"))
+        .find(|p| p.exists())
+        .expect("data/BTCUSDT-perp-15m.csv above the crate");
     data::load_csv(&path).unwrap()
 }
 

@@ -3,8 +3,9 @@
 //! - `albra` runs the candle-file tools itself ([`tools`]: indicators, signals, backtest,
 //!   walk-forward) and hands every other command to `albra-ops` beside it ([`exec_ops`]), which
 //!   takes over the process with the same arguments, environment and pid.
-//! - `albra-ops` runs every command ([`ops`]: replay, run, status, positions, validate, and the
-//!   tools through [`tools`]).
+//! - `albra-ops` (its own package, `functions/albra-ops`, the only one of the two that links
+//!   `albra-adapters`) runs every command: replay, run, status, positions, validate, and the
+//!   tools through [`tools`].
 //!
 //! Why two: a program that links the AWS SDK, TLS and SQLite carries 51,656 relocations that the
 //! loader applies before `main` on every start. `albra` leaves those crates out (7,005
@@ -15,9 +16,7 @@
 //! `albra-ops`).
 
 pub mod cli;
-pub mod ops;
 pub mod tools;
-pub mod watch;
 
 use std::process::ExitCode;
 
@@ -40,7 +39,7 @@ pub fn exit_code(r: anyhow::Result<()>) -> ExitCode {
 
 /// A run over candles that printed its results still fails when a job reported errors on the
 /// way: how many, and the first.
-fn no_job_errors(run: &str, errors: &[String]) -> anyhow::Result<()> {
+pub fn no_job_errors(run: &str, errors: &[String]) -> anyhow::Result<()> {
     match errors.first() {
         None => Ok(()),
         Some(first) => anyhow::bail!(

@@ -8,9 +8,9 @@
 use super::jobs::JobRun;
 use super::play::Played;
 use crate::harness::{MAIN_KEY, MAIN_SECRET};
+use albra_adapters::store::SqliteStore;
 use albra_core::domain::{AccountId, Position, PositionStatus, Side};
 use albra_core::ports::StateStore;
-use albra_core::store::SqliteStore;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use std::collections::BTreeMap;

@@ -6,7 +6,7 @@
 //! the current version and writes inside one `BEGIN IMMEDIATE` transaction, so the check and the
 //! write cannot interleave with another connection's (two processes cannot both win).
 
-use crate::ports::{Expect, Record, StateStore, StoreError};
+use albra_core::ports::{Expect, Record, StateStore, StoreError};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OpenFlags, OptionalExtension, TransactionBehavior};
 use std::path::{Path, PathBuf};

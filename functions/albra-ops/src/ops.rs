@@ -2,16 +2,17 @@
 //! validate. Only `albra-ops` links this module; it also runs the candle-file tools, so it serves
 //! every command on its own.
 
-use crate::cli::{Cli, Command};
-use albra_core::app::{self, Mode};
-use albra_core::binance::BinanceClient;
+use albra_adapters::app::{self, Mode};
+use albra_adapters::binance::BinanceClient;
+use albra_adapters::store::{open_store, SqliteStore};
+use albra_adapters::telegram::TelegramNotifier;
+use albra_cli::cli::{Cli, Command};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
-use albra_core::notify::{ConsoleNotifier, FanoutNotifier, TelegramNotifier};
+use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
 use albra_core::ports::{Exchange, Notification, Notifier, Priority, Secrets};
 use albra_core::replay::{self, ReplayOptions};
 use albra_core::state::StateRepo;
-use albra_core::store::open_store;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -21,7 +22,7 @@ use std::sync::Arc;
 /// validated) first and on a multi-threaded runtime (the scheduler's jobs, the SDK's I/O).
 pub fn run(cli: Cli) -> ExitCode {
     if cli.cmd.is_tool() {
-        return crate::tools::run(cli);
+        return albra_cli::tools::run(cli);
     }
     let cfg = match Config::load(&cli.config) {
         Ok(c) => c,
@@ -37,7 +38,7 @@ pub fn run(cli: Cli) -> ExitCode {
         }
     }
     let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
-    crate::exit_code(rt.block_on(dispatch(cli, cfg)))
+    albra_cli::exit_code(rt.block_on(dispatch(cli, cfg)))
 }
 
 async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
@@ -94,20 +95,34 @@ async fn cmd_replay(
         vec![Arc::new(ConsoleNotifier)]
     };
     let notifier = Arc::new(FanoutNotifier::new(inner, Priority::Low));
+    // A replay's own state directory when none was given, removed when the replay ends however
+    // it ends (declared before the store, so dropped after it).
+    let scratch;
+    let dir = match state_dir {
+        Some(d) => d,
+        None => {
+            scratch = tempfile::Builder::new()
+                .prefix("albra-replay-")
+                .tempdir()
+                .context("creating a scratch directory for the replay's store")?;
+            scratch.path().to_path_buf()
+        }
+    };
+    let store = SqliteStore::open_fast(dir.join("replay.db"))?;
     let started = std::time::Instant::now();
     let summary = replay::run(
         ReplayOptions {
             data,
             symbol: symbol.map(Symbol::new),
             config: cfg,
-            state_dir,
         },
         notifier,
+        Arc::new(store),
     )
     .await?;
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
-    crate::no_job_errors("replay", &summary.errors)
+    albra_cli::no_job_errors("replay", &summary.errors)
 }
 
 async fn cmd_run(
@@ -404,7 +419,7 @@ async fn cmd_validate(
             .map_err(|m| anyhow!("account {}: {m}", a.id))?;
         let shown = match &source {
             albra_core::ports::KeySource::Env { prefix } => {
-                let (k, s) = albra_core::secrets::env_key_names(prefix);
+                let (k, s) = albra_adapters::secrets::env_key_names(prefix);
                 format!("env {k} / {s}")
             }
             albra_core::ports::KeySource::Ssm { prefix } => {

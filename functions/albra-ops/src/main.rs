@@ -2,6 +2,9 @@
 //! and AWS (replay, run, status, positions, validate). `albra` executes it for those; it can also
 //! be run directly, with the same arguments.
 
+mod ops;
+mod watch;
+
 use albra_cli::cli::Cli;
 use clap::Parser;
 use std::process::ExitCode;
@@ -12,5 +15,5 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     albra_core::logging::init();
-    albra_cli::ops::run(Cli::parse())
+    ops::run(Cli::parse())
 }

@@ -3,8 +3,8 @@
 //! Each test scripts the server's answers per request; short timeouts keep them quick.
 
 use super::*;
-use crate::domain::{ClientId, OrderSide, Qty};
-use crate::ports::{ApiKeys, Secret};
+use albra_core::domain::{ClientId, OrderSide, Qty};
+use albra_core::ports::{ApiKeys, Secret};
 use rust_decimal_macros::dec;
 use std::sync::atomic::AtomicUsize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

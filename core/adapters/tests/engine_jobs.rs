@@ -3,8 +3,11 @@
 //! candle, and answers that do not parse. Checks that nothing is evaluated stale and nothing is
 //! half-written.
 
+// The engine fixtures the core crate's own tests use (EMA_CROSS on the 15m file, paper exchange).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
+use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
@@ -13,7 +16,6 @@ use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
 use albra_core::state::{Claim, RunKey, RunMarker, RunStage, StateRepo};
-use albra_core::store::sqlite::SqliteStore;
 use albra_core::strategy::{self, Action};
 use async_trait::async_trait;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};

@@ -4,8 +4,11 @@
 //! a partial close with the exchange's own figures, leaving the rest of the ladder in place; when
 //! the position closes, nothing of it stays open.
 
+// The engine fixtures the core crate's own tests use (EMA_CROSS on the 15m file, paper exchange).
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
+use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::{
     AccountId, Candle, ExitKind, OrderSide, Position, Side, Symbol, Timeframe,
@@ -15,7 +18,6 @@ use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{PaperConfig, PaperExchange};
 use albra_core::ports::*;
 use albra_core::state::StateRepo;
-use albra_core::store::sqlite::SqliteStore;
 use albra_core::strategy::{self, Action};
 use rust_decimal::Decimal;
 use std::sync::Arc;

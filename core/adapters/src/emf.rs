@@ -6,8 +6,8 @@
 //! Dimension sets are chosen so that the alarms in `infra/template.yaml` can watch an aggregate
 //! over all accounts (`[Stage]` / `[Stage, Job]`) while dashboards can still split by account.
 
-use crate::domain::{AccountId, AccountState};
-use crate::engine::JobReport;
+use albra_core::domain::{AccountId, AccountState};
+use albra_core::engine::JobReport;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 
@@ -356,7 +356,7 @@ pub fn account_line(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::Notional;
+    use albra_core::domain::Notional;
     use rust_decimal_macros::dec;
 
     #[test]

@@ -22,8 +22,8 @@
 //! - `trade/rest-api/Account-Trade-List`, `account/rest-api/Get-Income-History` (`tranId` shown
 //!   both as number and string, `tradeId` `""` when not applicable)
 
-use crate::domain::{Candle, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
-use crate::ports::{
+use albra_core::domain::{Candle, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
+use albra_core::ports::{
     AccountSnapshot, AlgoKind, AlgoOrderInfo, AlgoStatus, ExchangeError, ExchangePosition, Income,
     MarginType, OrderInfo, OrderStatus, SymbolConfig, SymbolFilters, UserTrade,
 };

@@ -7,7 +7,7 @@
 //! request or try again later." means the execution status is unknown; 4xx carry `{code,msg}`.
 //! Pure functions so the whole table is unit-tested without a network.
 
-use crate::ports::ExchangeError;
+use albra_core::ports::ExchangeError;
 use std::time::Duration;
 
 /// API key / signature problems: retrying the same request can never succeed.

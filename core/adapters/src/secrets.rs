@@ -5,8 +5,11 @@
 //! Every value is held as a [`Secret`] from the moment it is read, so no Debug or Display of these
 //! types (or of what they return) can leak a key into a log.
 
-use crate::domain::AccountId;
-use crate::ports::{ApiKeys, KeySource, Secret, Secrets, SecretsError, TelegramCreds};
+pub use albra_core::config::{
+    default_ssm_prefix, ssm_account_prefix, ssm_stage, DEFAULT_SSM_STAGE, STAGE_VAR,
+};
+use albra_core::domain::AccountId;
+use albra_core::ports::{ApiKeys, KeySource, Secret, Secrets, SecretsError, TelegramCreds};
 use async_trait::async_trait;
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_ssm::error::DisplayErrorContext;
@@ -16,11 +19,6 @@ use std::path::{Path, PathBuf};
 
 pub const TELEGRAM_TOKEN_VAR: &str = "TELEGRAM_BOT_TOKEN";
 pub const TELEGRAM_CHAT_VAR: &str = "TELEGRAM_CHAT_ID";
-/// The variable naming the deployment stage whose SSM parameters are read (the Lambda functions
-/// get the template's `Stage` in it; it is also their metrics' `Stage` dimension).
-pub const STAGE_VAR: &str = "ALBRA_STAGE";
-/// The stage SSM names use when [`STAGE_VAR`] is unset: what `make deploy` deploys by default.
-pub const DEFAULT_SSM_STAGE: &str = "prod";
 
 /// Environment variable names holding an account's keys for `KeySource::Env { prefix }`:
 /// `BINANCE` keeps the original system's `BINANCE_API_KEY` / `BINANCE_SECRET_KEY`; any other
@@ -42,27 +40,6 @@ pub fn ssm_key_names(prefix: &str) -> (String, String) {
         format!("{p}/binance_api_key"),
         format!("{p}/binance_api_secret"),
     )
-}
-
-/// The stage the SSM names live under: [`STAGE_VAR`], default [`DEFAULT_SSM_STAGE`]. Every name
-/// is under `/albra/{stage}/`, so a stage's functions are granted that path only and cannot read
-/// another stage's keys.
-pub fn ssm_stage() -> String {
-    std::env::var(STAGE_VAR)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| DEFAULT_SSM_STAGE.to_string())
-}
-
-/// An account's SSM prefix in a stage: `/albra/{stage}/{account}`.
-pub fn ssm_account_prefix(stage: &str, account: &AccountId) -> String {
-    format!("/albra/{stage}/{}", account.as_str())
-}
-
-/// The default SSM prefix of an account: `/albra/{stage}/{account}`, stage from [`ssm_stage`].
-pub fn default_ssm_prefix(account: &AccountId) -> String {
-    ssm_account_prefix(&ssm_stage(), account)
 }
 
 /// The Telegram SecureStrings of a stage: `/albra/{stage}/telegram/bot_token` and

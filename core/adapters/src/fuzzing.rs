@@ -15,11 +15,11 @@
 //! crashed on outside input, or it accepted what it promises to refuse.
 
 use crate::binance::parse;
-use crate::config::Config;
-use crate::data;
-use crate::domain::{Candle, Symbol, Timeframe};
 use crate::lambda_event::ScheduleEvent;
-use crate::ports::{
+use albra_core::config::Config;
+use albra_core::data;
+use albra_core::domain::{Candle, Symbol, Timeframe};
+use albra_core::ports::{
     AccountSnapshot, AlgoKind, AlgoOrderInfo, ExchangePosition, Income, OrderInfo, SymbolFilters,
     UserTrade,
 };

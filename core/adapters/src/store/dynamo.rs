@@ -5,7 +5,7 @@
 //! (`attribute_not_exists(pk)` to create, `#v = :v` to update or delete the version read), and every
 //! read is strongly consistent so a job always sees the write the previous job made.
 
-use crate::ports::{Expect, Record, StateStore, StoreError};
+use albra_core::ports::{Expect, Record, StateStore, StoreError};
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};

@@ -3,15 +3,16 @@
 //! never inside a job.
 
 use crate::binance::{BinanceClient, BinanceConfig};
-use crate::config::Config;
-use crate::domain::Notional;
-use crate::engine::{AccountRuntime, Engine, EngineTiming};
-use crate::notify::{ConsoleNotifier, FanoutNotifier, TelegramNotifier};
-use crate::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
-use crate::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
 use crate::secrets::{ChainSecrets, EnvSecrets, TelegramSource};
-use crate::state::StateRepo;
 use crate::store::open_store;
+use crate::telegram::TelegramNotifier;
+use albra_core::config::Config;
+use albra_core::domain::Notional;
+use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
+use albra_core::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
+use albra_core::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
+use albra_core::state::StateRepo;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;

@@ -13,15 +13,15 @@
 //! is signed is byte for byte the string that is sent. Neither the secret, the API key nor the
 //! signature ever appears in an error or log line: errors carry `METHOD /path` only.
 //!
-//! [`ports::Exchange`]: crate::ports::Exchange
+//! [`ports::Exchange`]: albra_core::ports::Exchange
 
 mod classify;
 #[cfg(test)]
 mod loopback_tests;
 pub(crate) mod parse;
 
-use crate::domain::{Candle, Price, Symbol, Timeframe};
-use crate::ports::{
+use albra_core::domain::{Candle, Price, Symbol, Timeframe};
+use albra_core::ports::{
     codes, AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, ApiKeys, Exchange, ExchangeError,
     ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, SymbolConfig, SymbolFilters,
     UserTrade,
@@ -156,7 +156,7 @@ impl From<ExchangeError> for Failure {
 
 struct Keys {
     api_key: HeaderValue,
-    secret: crate::ports::Secret,
+    secret: albra_core::ports::Secret,
 }
 
 type SymbolTable = Arc<HashMap<String, Value>>;
@@ -593,8 +593,8 @@ fn algo_order_params(order: &AlgoOrder) -> Result<Vec<(&'static str, String)>, E
         }
     }
     let working_type = match order.working_type {
-        crate::ports::WorkingType::MarkPrice => "MARK_PRICE",
-        crate::ports::WorkingType::ContractPrice => "CONTRACT_PRICE",
+        albra_core::ports::WorkingType::MarkPrice => "MARK_PRICE",
+        albra_core::ports::WorkingType::ContractPrice => "CONTRACT_PRICE",
     };
     p.push(("workingType", working_type.to_string()));
     if order.close_position {
@@ -906,8 +906,8 @@ impl Exchange for BinanceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::domain::{ClientId, OrderSide, Price, Qty};
-    use crate::ports::WorkingType;
+    use albra_core::domain::{ClientId, OrderSide, Price, Qty};
+    use albra_core::ports::WorkingType;
     use rust_decimal_macros::dec;
 
     #[test]

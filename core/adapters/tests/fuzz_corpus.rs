@@ -1,12 +1,12 @@
 //! The fuzz targets' committed corpora (`fuzz/corpus/<target>/`) replayed as ordinary tests: every
-//! file through the same function its fuzz target runs (`albra_core::fuzzing`), so `make test`
+//! file through the same function its fuzz target runs (`albra_adapters::fuzzing`), so `make test`
 //! checks on the stable toolchain what `make fuzz` found and the seeds it starts from.
 
-use albra_core::fuzzing::TARGETS;
+use albra_adapters::fuzzing::TARGETS;
 use std::path::{Path, PathBuf};
 
 fn corpus_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus")
 }
 
 /// The files of one target's corpus, sorted (a failure names the same file on every run).
@@ -33,8 +33,8 @@ fn every_target_has_a_seed_corpus_and_every_corpus_a_target() {
         let source = std::fs::read_to_string(&target)
             .unwrap_or_else(|e| panic!("no fuzz target {}: {e}", target.display()));
         assert!(
-            source.contains(&format!("albra_core::fuzzing::{name}(")),
-            "{} does not call albra_core::fuzzing::{name}",
+            source.contains(&format!("albra_adapters::fuzzing::{name}(")),
+            "{} does not call albra_adapters::fuzzing::{name}",
             target.display()
         );
     }
@@ -43,7 +43,7 @@ fn every_target_has_a_seed_corpus_and_every_corpus_a_target() {
         let name = name.to_string_lossy();
         assert!(
             TARGETS.iter().any(|(t, _)| *t == name),
-            "fuzz/corpus/{name} belongs to no target in albra_core::fuzzing::TARGETS"
+            "fuzz/corpus/{name} belongs to no target in albra_adapters::fuzzing::TARGETS"
         );
     }
 }
