@@ -30,7 +30,9 @@ use crate::risk;
 use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
 
 mod claim;
+mod notices;
 mod protect;
+mod reconcile;
 mod shares;
 mod sync;
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
@@ -38,7 +40,6 @@ pub use claim::HeldClaim;
 use protect::{unprotected, Protection};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
-use shares::Verdict;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;

@@ -2,6 +2,7 @@
 //! the fills since the symbol's [`ShareBook`] and let [`crate::shares::attribute`] say whose
 //! share changed; after the sync, write the book again where the shares add up to the net.
 
+use super::reconcile::stored_shares;
 use super::*;
 use crate::ports::ExchangePosition;
 use crate::shares::{attribute, Owners, RawFill, ShareBook};
@@ -15,61 +16,6 @@ const ORDER_LOOKBACK_MS: i64 = 60_000;
 /// A book whose shares have not changed is still re-dated this often, so the next read of fills
 /// starts well inside the exchange's 7-day `userTrades` window.
 const BOOK_REFRESH_MS: i64 = 24 * 3600 * 1000;
-
-/// The open stored shares on `sym`: signed quantity per strategy, and the MANUAL one.
-fn stored_shares(
-    stored: &[Versioned<Position>],
-    sym: &Symbol,
-) -> (BTreeMap<StrategyId, Decimal>, Decimal) {
-    let mut strategies = BTreeMap::new();
-    let mut manual = Decimal::ZERO;
-    for v in stored
-        .iter()
-        .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
-    {
-        if v.value.is_manual {
-            manual += signed(&v.value);
-        } else {
-            *strategies.entry(v.value.key.strategy.clone()).or_default() += signed(&v.value);
-        }
-    }
-    (strategies, manual)
-}
-
-/// What the sync makes of a strategy position whose symbol's net changed.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(super) enum Verdict {
-    /// The exchange no longer holds it.
-    Closed,
-    /// It holds this quantity now.
-    Resized(Qty),
-    /// As stored: check its protection.
-    Held,
-}
-
-/// The verdict from the share the fills give the position's strategy.
-pub(super) fn by_fills(share: Decimal, p: &Position) -> Verdict {
-    if share.is_zero() || share.signum() != p.side.sign() {
-        Verdict::Closed
-    } else if share.abs() != p.qty.0 {
-        Verdict::Resized(Qty(share.abs()))
-    } else {
-        Verdict::Held
-    }
-}
-
-/// The verdict from sizes alone, when the net moved and fills cannot tell whose fills moved it
-/// (no book yet, fills unreadable): the net gone or turned means closed; a sole strategy holding
-/// more than the net was reduced.
-pub(super) fn by_sizes(ex_amt: Decimal, ours: Decimal, p: &Position) -> Verdict {
-    if ex_amt.is_zero() || ex_amt.signum() != ours.signum() {
-        Verdict::Closed
-    } else if ex_amt.abs() < ours.abs() && ours.abs() == p.qty.0 {
-        Verdict::Resized(Qty(ex_amt.abs()))
-    } else {
-        Verdict::Held
-    }
-}
 
 impl Engine {
     /// For every symbol whose net moved (`moved`, read at the start of the sync) and still

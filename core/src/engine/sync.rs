@@ -3,6 +3,7 @@
 //! strategy explains, the stops' shape, the account state), and the portfolio view over them.
 //! Backtests call [`Engine::observe_equity`] on candles where nothing changed.
 
+use super::reconcile::{self, ManualStep, Verdict};
 use super::*;
 
 /// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
@@ -91,6 +92,11 @@ impl Engine {
         }
     }
 
+    /// One account's sync, in phases: gather the exchange's positions and open conditional
+    /// orders beside the stored positions; repair protection first; record what the exchange
+    /// did (pending entries, exit fills, fired stops) and whose fills moved each net; then apply
+    /// the pure reconciliation plans of [`reconcile`] (share verdicts, paused strategies, the
+    /// MANUAL share); last, reshape stops, date the share books and fold the account's equity.
     pub(super) async fn sync_account(
         &self,
         acct: &AccountRuntime,
@@ -103,33 +109,15 @@ impl Engine {
         // last, so a rate limit on it cannot hold up a stop's repair.
         let ex_positions = ex.positions().await?;
         let mut stored = self.repo.positions(account).await?;
-        let symbols: BTreeSet<&Symbol> = ex_positions
-            .iter()
-            .filter(|p| !p.amount.is_zero())
-            .map(|p| &p.symbol)
-            .chain(stored.iter().map(|v| &v.value.key.symbol))
-            .collect();
-        // Without the list every stop is looked up by its own id instead: slower, same answer.
-        let open_algos = match open_algo_orders_on(ex, &symbols).await {
-            Ok(list) => Some(list),
-            Err(e) => {
-                report.errors.push(format!(
-                    "{account}: open algo orders unreadable ({e}); stops looked up one by one"
-                ));
-                None
-            }
-        };
+        let net = reconcile::net_of(&ex_positions);
+        let open_algos = self
+            .gather_open_algos(ex, account, &net, &stored, report)
+            .await;
         let open_algo_ids: HashSet<&str> = open_algos
             .iter()
             .flatten()
             .map(|a| a.client_algo_id.as_str())
             .collect();
-        let mut net: BTreeMap<Symbol, (Decimal, Price)> = BTreeMap::new();
-        for p in &ex_positions {
-            if !p.amount.is_zero() {
-                net.insert(p.symbol.clone(), (p.amount, p.entry_price));
-            }
-        }
 
         // 0. Protection first: a strategy position whose symbol the exchange holds exactly as
         // stored gets its missing stop back before anything else is reconciled.
@@ -140,227 +128,37 @@ impl Engine {
         stored.retain(|v| v.value.status != PositionStatus::Closed);
         // Symbols whose net moved since the stored shares were last true: the ones this sync
         // reconciles, and whose share books it dates again afterwards.
-        let moved: BTreeSet<Symbol> = net
-            .keys()
-            .chain(
-                stored
-                    .iter()
-                    .filter(|v| v.value.is_open())
-                    .map(|v| &v.value.key.symbol),
-            )
-            .filter(|sym| {
-                let ex_amt = net.get(*sym).map(|x| x.0).unwrap_or_default();
-                let state_amt: Decimal = stored
-                    .iter()
-                    .filter(|v| &v.value.key.symbol == *sym && v.value.is_open())
-                    .map(|v| signed(&v.value))
-                    .sum();
-                ex_amt != state_amt
-            })
-            .cloned()
-            .collect();
+        let moved = reconcile::drifted(&net, &stored);
         report.sync_drift += moved.len() as u32;
 
-        // 1. Entries written ahead of their order: adopt or drop.
-        for v in stored
-            .iter_mut()
-            .filter(|v| v.value.status == PositionStatus::Pending)
-        {
-            self.resolve_pending(ex, v, now, report).await?;
-        }
-        // Positions this sync records closed: their protective orders' fills are still theirs.
-        let mut closed: Vec<Position> = Vec::new();
-        drop_closed(&mut stored, &mut closed);
-
-        // 2a. Take-profit steps and trailing stops that fired on the exchange, in fill order:
-        // partial closes are recorded before anything compares sizes.
-        for v in stored
-            .iter_mut()
-            .filter(|v| !v.value.is_manual && v.value.is_open() && !v.value.exit_orders.is_empty())
-        {
-            if self
-                .record_exit_fills(ex, v, &open_algo_ids, now, report)
-                .await?
-            {
-                v.value.status = PositionStatus::Closed;
-            }
-        }
-        drop_closed(&mut stored, &mut closed);
-
-        // A protective order of ours that fired closed exactly that strategy's share, even
-        // when other strategies hold the same symbol: record those closes first.
-        for v in stored
-            .iter_mut()
-            .filter(|v| !v.value.is_manual && v.value.is_open())
-        {
-            if self.protection_fired(ex, &v.value, &open_algo_ids).await? {
-                self.record_exchange_close(ex, v, now).await?;
-                v.value.status = PositionStatus::Closed;
-            }
-        }
-        drop_closed(&mut stored, &mut closed);
-
+        // 1–2a. What the exchange did on its own: entries, exit fills, fired protection.
+        let closed = self
+            .record_exchange_events(ex, &mut stored, &open_algo_ids, now, report)
+            .await?;
         // Shares follow fills: where the net moved, whose fills moved it.
         let books = self
             .attribute_fills(acct, &net, &stored, &closed, &moved, report)
             .await?;
-
         // 2b. Strategy positions: closed or resized on the exchange? stop still there?
-        let symbols: Vec<Symbol> = stored
-            .iter()
-            .filter(|v| !v.value.is_manual && v.value.is_open())
-            .map(|v| v.value.key.symbol.clone())
-            .collect::<std::collections::BTreeSet<_>>()
-            .into_iter()
-            .collect();
-        for sym in &symbols {
-            let ex_amt = net.get(sym).map(|x| x.0).unwrap_or_default();
-            let on_sym = |v: &&Versioned<Position>| &v.value.key.symbol == sym && v.value.is_open();
-            let ours: Decimal = stored
-                .iter()
-                .filter(on_sym)
-                .filter(|v| !v.value.is_manual)
-                .map(|v| signed(&v.value))
-                .sum();
-            let all: Decimal = stored.iter().filter(on_sym).map(|v| signed(&v.value)).sum();
-            for v in stored
-                .iter_mut()
-                .filter(|v| &v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
-            {
-                let verdict = match books.get(sym) {
-                    // Nothing moved (a flat net, though, holds no share at all).
-                    _ if all == ex_amt && !ex_amt.is_zero() => Verdict::Held,
-                    Some(book) => shares::by_fills(book.share(&v.value.key.strategy), &v.value),
-                    None => shares::by_sizes(ex_amt, ours, &v.value),
-                };
-                if verdict == Verdict::Closed {
-                    self.record_exchange_close(ex, v, now).await?;
-                    v.value.status = PositionStatus::Closed;
-                } else if let Verdict::Resized(qty) = verdict {
-                    // Its own fills, or (by sizes) the exchange holding less than its sole share.
-                    let before = v.value.qty;
-                    v.value.qty = qty;
-                    v.value.status = PositionStatus::Modified;
-                    v.value.updated_at = now;
-                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
-                    self.notify(
-                        account,
-                        Priority::High,
-                        "size_changed",
-                        || {
-                            (
-                                format!("resize:{}:{}:{}", v.value.entry_client_id, before, qty),
-                                format!(
-                                    "{}: size changed on the exchange {before} → {qty}",
-                                    v.value.key
-                                ),
-                            )
-                        },
-                        now,
-                    )
-                    .await;
-                } else {
-                    self.check_stop(ex, v, &open_algo_ids, now, report).await?;
-                    if v.value.is_open() {
-                        self.check_exits(ex, v, &open_algo_ids, now, report).await?;
-                    }
-                }
+        for sym in reconcile::strategy_symbols(&stored) {
+            let verdicts = reconcile::symbol_verdicts(&stored, &net, &sym, books.get(&sym));
+            for (i, verdict) in verdicts {
+                self.apply_verdict(ex, &mut stored[i], verdict, &open_algo_ids, now, report)
+                    .await?;
             }
         }
         stored.retain(|v| v.value.status != PositionStatus::Closed);
-
-        // 2c. A position whose strategy no longer runs on this account is PAUSED: still tracked
-        // and protected, managed by nobody until the strategy is enabled again.
-        let running: HashSet<&str> = self
-            .config
-            .account_strategies(&acct.config)
-            .map(|s| s.name.as_str())
-            .collect();
-        for v in stored
-            .iter_mut()
-            .filter(|v| !v.value.is_manual && v.value.is_open())
-        {
-            let runs = running.contains(v.value.key.strategy.as_str());
-            let next = match (v.value.status, runs) {
-                (PositionStatus::Paused, true) => PositionStatus::Active,
-                (PositionStatus::Active | PositionStatus::Modified, false) => {
-                    PositionStatus::Paused
-                }
-                _ => continue,
-            };
-            v.value.status = next;
-            v.value.updated_at = now;
-            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
-            let text = if next == PositionStatus::Paused {
-                format!(
-                    "{}: PAUSED: strategy {} is not enabled on this account; the position stays tracked and its stop stays on the exchange",
-                    v.value.key, v.value.key.strategy
-                )
-            } else {
-                format!(
-                    "{}: resumed: strategy {} is enabled again",
-                    v.value.key, v.value.key.strategy
-                )
-            };
-            self.notify(
-                account,
-                Priority::High,
-                "position_paused",
-                || (format!("pause:{}:{now}", v.value.entry_client_id), text),
-                now,
-            )
-            .await;
-        }
-
+        // 2c. Positions of strategies no longer enabled pause; enabled again, they resume.
+        self.apply_status_changes(acct, &mut stored, now).await?;
         // 3. Exchange amounts no strategy explains: adopt our own orders, otherwise MANUAL.
-        let all_symbols: std::collections::BTreeSet<Symbol> = net
-            .keys()
-            .cloned()
-            .chain(
-                stored
-                    .iter()
-                    .filter(|v| v.value.is_manual)
-                    .map(|v| v.value.key.symbol.clone()),
-            )
-            .collect();
-        for sym in all_symbols {
-            let (ex_amt, ex_entry) = net
-                .get(&sym)
-                .cloned()
-                .unwrap_or((Decimal::ZERO, Price::ZERO));
-            let ours: Decimal = stored
-                .iter()
-                .filter(|v| v.value.key.symbol == sym && !v.value.is_manual && v.value.is_open())
-                .map(|v| signed(&v.value))
-                .sum();
-            let mut residual = ex_amt - ours;
-            if !residual.is_zero() {
-                if let Some(adopted) = self
-                    .adopt_by_client_id(acct, &sym, residual, now, report)
-                    .await?
-                {
-                    residual -= signed(&adopted);
-                    stored.push(Versioned {
-                        value: adopted,
-                        version: 0,
-                    });
-                }
-            }
-            self.reconcile_manual(account, &sym, residual, ex_entry, &mut stored, now)
-                .await?;
-        }
+        self.reconcile_residuals(acct, &net, &mut stored, now, report)
+            .await?;
 
         // 4. Every strategy stop matches its symbol's sharing (closePosition vs quantity).
-        let shared_symbols: std::collections::BTreeSet<Symbol> = stored
-            .iter()
-            .filter(|v| !v.value.is_manual && v.value.is_open())
-            .map(|v| v.value.key.symbol.clone())
-            .collect();
-        for sym in &shared_symbols {
-            self.reshape_stops(ex, account, sym, open_algos.as_deref(), now, report)
+        for sym in reconcile::strategy_symbols(&stored) {
+            self.reshape_stops(ex, account, &sym, open_algos.as_deref(), now, report)
                 .await?;
         }
-
         self.save_share_books(account, &ex_positions, &stored, &moved, now)
             .await?;
 
@@ -373,6 +171,185 @@ impl Engine {
             "{account}: {open} open position(s), equity {} USDT",
             snap.equity.0.round_dp(2)
         ));
+        Ok(())
+    }
+
+    /// The open conditional orders on every symbol with a position or a stored share; `None`
+    /// (said in the report) when unreadable: every stop is then looked up by its own id instead,
+    /// slower, same answer.
+    async fn gather_open_algos(
+        &self,
+        ex: &dyn Exchange,
+        account: &AccountId,
+        net: &reconcile::Net,
+        stored: &[Versioned<Position>],
+        report: &mut JobReport,
+    ) -> Option<Vec<AlgoOrderInfo>> {
+        let symbols: BTreeSet<&Symbol> = net
+            .keys()
+            .chain(stored.iter().map(|v| &v.value.key.symbol))
+            .collect();
+        match open_algo_orders_on(ex, &symbols).await {
+            Ok(list) => Some(list),
+            Err(e) => {
+                report.errors.push(format!(
+                    "{account}: open algo orders unreadable ({e}); stops looked up one by one"
+                ));
+                None
+            }
+        }
+    }
+
+    /// Record what the exchange did on its own since the last sync, in this order: entries
+    /// written ahead of their order (adopted or dropped), take-profit steps and trailing stops
+    /// that filled (partial closes come before anything compares sizes), and protective orders
+    /// of ours that fired (each closed exactly its strategy's share, even on a shared symbol).
+    /// Returns the positions recorded closed (their protective orders' fills are still theirs).
+    async fn record_exchange_events(
+        &self,
+        ex: &dyn Exchange,
+        stored: &mut Vec<Versioned<Position>>,
+        open_algo_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<Vec<Position>, EngineError> {
+        let mut closed: Vec<Position> = Vec::new();
+        for v in stored
+            .iter_mut()
+            .filter(|v| v.value.status == PositionStatus::Pending)
+        {
+            self.resolve_pending(ex, v, now, report).await?;
+        }
+        drop_closed(stored, &mut closed);
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open() && !v.value.exit_orders.is_empty())
+        {
+            if self
+                .record_exit_fills(ex, v, open_algo_ids, now, report)
+                .await?
+            {
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        drop_closed(stored, &mut closed);
+        for v in stored
+            .iter_mut()
+            .filter(|v| !v.value.is_manual && v.value.is_open())
+        {
+            if self.protection_fired(ex, &v.value, open_algo_ids).await? {
+                self.record_exchange_close(ex, v, now).await?;
+                v.value.status = PositionStatus::Closed;
+            }
+        }
+        drop_closed(stored, &mut closed);
+        Ok(closed)
+    }
+
+    /// Apply one strategy position's [`Verdict`]: record its close, store its new size, or (held)
+    /// check that its stop and exit orders are in place.
+    async fn apply_verdict(
+        &self,
+        ex: &dyn Exchange,
+        v: &mut Versioned<Position>,
+        verdict: Verdict,
+        open_algo_ids: &HashSet<&str>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        match verdict {
+            Verdict::Closed => {
+                self.record_exchange_close(ex, v, now).await?;
+                v.value.status = PositionStatus::Closed;
+            }
+            // Its own fills, or (by sizes) the exchange holding less than its sole share.
+            Verdict::Resized(qty) => {
+                let before = v.value.qty;
+                v.value.qty = qty;
+                v.value.status = PositionStatus::Modified;
+                v.value.updated_at = now;
+                v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                let (id, text) = notices::size_changed(&v.value, before, qty);
+                self.notify(
+                    &v.value.key.account,
+                    Priority::High,
+                    "size_changed",
+                    || (id, text),
+                    now,
+                )
+                .await;
+            }
+            Verdict::Held => {
+                self.check_stop(ex, v, open_algo_ids, now, report).await?;
+                if v.value.is_open() {
+                    self.check_exits(ex, v, open_algo_ids, now, report).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Pause the positions of strategies no longer enabled on the account, resume those enabled
+    /// again ([`reconcile::status_changes`]), each with its notification.
+    async fn apply_status_changes(
+        &self,
+        acct: &AccountRuntime,
+        stored: &mut [Versioned<Position>],
+        now: i64,
+    ) -> Result<(), EngineError> {
+        let running: HashSet<&str> = self
+            .config
+            .account_strategies(&acct.config)
+            .map(|s| s.name.as_str())
+            .collect();
+        for (i, next) in reconcile::status_changes(stored, &running) {
+            let v = &mut stored[i];
+            v.value.status = next;
+            v.value.updated_at = now;
+            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+            let (id, text) = notices::position_paused(&v.value, now);
+            self.notify(
+                &acct.config.id,
+                Priority::High,
+                "position_paused",
+                || (id, text),
+                now,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    /// For every symbol with an amount no strategy share explains: adopt an entry of ours that
+    /// explains it (a crash between order and write), then reconcile the MANUAL share with what
+    /// is left ([`reconcile::manual_step`]).
+    async fn reconcile_residuals(
+        &self,
+        acct: &AccountRuntime,
+        net: &reconcile::Net,
+        stored: &mut Vec<Versioned<Position>>,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        for sym in reconcile::manual_symbols(net, stored) {
+            let (mut residual, ex_entry) = reconcile::residual(net, stored, &sym);
+            if !residual.is_zero() {
+                if let Some(adopted) = self
+                    .adopt_by_client_id(acct, &sym, residual, now, report)
+                    .await?
+                {
+                    residual -= signed(&adopted);
+                    stored.push(Versioned {
+                        value: adopted,
+                        version: 0,
+                    });
+                }
+            }
+            let step =
+                reconcile::manual_step(&acct.config.id, &sym, (residual, ex_entry), stored, now);
+            self.apply_manual_step(&acct.config.id, step, stored, now)
+                .await?;
+        }
         Ok(())
     }
 
@@ -518,107 +495,49 @@ impl Engine {
         Ok(None)
     }
 
-    async fn reconcile_manual(
+    /// Apply a [`ManualStep`]: close, open or change the stored MANUAL share, with its
+    /// notification.
+    async fn apply_manual_step(
         &self,
         account: &AccountId,
-        sym: &Symbol,
-        residual: Decimal,
-        ex_entry: Price,
+        step: ManualStep,
         stored: &mut Vec<Versioned<Position>>,
         now: i64,
     ) -> Result<(), EngineError> {
-        let idx = stored
-            .iter()
-            .position(|v| v.value.is_manual && &v.value.key.symbol == sym);
-        match (idx, residual.is_zero()) {
-            (None, true) => {}
-            (Some(i), true) => {
+        let (priority, kind, (id, text)) = match step {
+            ManualStep::Nothing => return Ok(()),
+            ManualStep::Close(i) => {
                 let v = stored.remove(i);
                 self.repo.delete_position(&v.value.key, v.version).await?;
-                self.notify(
-                    account,
+                (
                     Priority::Medium,
                     "manual_closed",
-                    || {
-                        (
-                            format!("mclose:{account}:{sym}:{}", v.value.opened_at),
-                            format!("MANUAL {} {} {sym} is closed", v.value.side, v.value.qty),
-                        )
-                    },
-                    now,
+                    notices::manual_closed(&v.value),
                 )
-                .await;
             }
-            (None, false) => {
-                let side = if residual > Decimal::ZERO {
-                    Side::Long
-                } else {
-                    Side::Short
-                };
-                let p = Position {
-                    key: PositionKey {
-                        account: account.clone(),
-                        strategy: StrategyId::manual(),
-                        symbol: sym.clone(),
-                    },
-                    side,
-                    qty: Qty(residual.abs()),
-                    entry_price: ex_entry,
-                    leverage: 0,
-                    status: PositionStatus::Active,
-                    is_manual: true,
-                    entry_client_id: String::new(),
-                    signal_open_time: 0,
-                    opened_at: now,
-                    stop_loss: None,
-                    take_profit: None,
-                    stop_client_id: None,
-                    stop_generation: 0,
-                    partial_exits_done: 0,
-                    pyramids_done: 0,
-                    best_price: None,
-                    entry_fee: Notional::ZERO,
-                    updated_at: now,
-                    exit_orders: Vec::new(),
-                    exit_generation: 0,
-                };
+            ManualStep::Open(p) => {
                 let version = self.repo.save_position(&p, None).await?;
-                self.notify(account, Priority::High, "manual_found", || (format!("manual:{account}:{sym}:{now}"), format!("MANUAL position found: {side} {} {sym} @ {ex_entry} (tracked, never touched)", residual.abs())), now).await;
-                stored.push(Versioned { value: p, version });
+                let notice = notices::manual_found(&p, now);
+                stored.push(Versioned { value: *p, version });
+                (Priority::High, "manual_found", notice)
             }
-            (Some(i), false) => {
+            ManualStep::Change(i, side, qty) => {
                 let v = &mut stored[i];
-                let side = if residual > Decimal::ZERO {
-                    Side::Long
-                } else {
-                    Side::Short
-                };
-                if v.value.side != side || v.value.qty.0 != residual.abs() {
-                    let before = format!("{} {}", v.value.side, v.value.qty);
-                    v.value.side = side;
-                    v.value.qty = Qty(residual.abs());
-                    v.value.status = PositionStatus::Modified;
-                    v.value.updated_at = now;
-                    v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
-                    self.notify(
-                        account,
-                        Priority::Medium,
-                        "manual_changed",
-                        || {
-                            (
-                                format!("mchange:{account}:{sym}:{now}"),
-                                format!(
-                                    "MANUAL {sym} changed: {before} → {side} {}",
-                                    residual.abs()
-                                ),
-                            )
-                        },
-                        now,
-                    )
-                    .await;
-                }
+                let before = format!("{} {}", v.value.side, v.value.qty);
+                v.value.side = side;
+                v.value.qty = qty;
+                v.value.status = PositionStatus::Modified;
+                v.value.updated_at = now;
+                v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+                (
+                    Priority::Medium,
+                    "manual_changed",
+                    notices::manual_changed(&v.value, &before, now),
+                )
             }
-        }
+        };
+        self.notify(account, priority, kind, || (id, text), now)
+            .await;
         Ok(())
     }
 }
