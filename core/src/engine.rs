@@ -22,8 +22,8 @@ use crate::domain::{
 };
 use crate::orders::{self, SubmitPolicy};
 use crate::ports::{
-    codes, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Exchange, ExchangeError, MarketOrder,
-    Notification, Notifier, OrderInfo, OrderStatus, Priority, StoreError, SymbolFilters,
+    AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Exchange, ExchangeError, MarketOrder,
+    Notification, Notifier, OrderInfo, OrderStatus, Priority, Refusal, StoreError, SymbolFilters,
     WorkingType,
 };
 use crate::risk;
@@ -1287,7 +1287,7 @@ impl Engine {
             Err(e) => {
                 // The exchange said no (or never executed it): nothing is open, drop the intent.
                 self.repo.delete_position(&key, version).await?;
-                if let ExchangeError::Rejected { code, msg, .. } = &e {
+                if let ExchangeError::Rejected { msg, .. } = &e {
                     report.orders_rejected += 1;
                     self.notify(
                         account,
@@ -1296,14 +1296,14 @@ impl Engine {
                         || {
                             (
                                 format!("rejected:{entry_id}"),
-                                format!("{sid}/{sym}: entry {side} {qty} rejected: {code} {msg}"),
+                                format!("{sid}/{sym}: entry {side} {qty} rejected: {msg}"),
                             )
                         },
                         now,
                     )
                     .await;
                     return Ok(format!(
-                        "entry {side} {qty} rejected by the exchange: {code} {msg}"
+                        "entry {side} {qty} rejected by the exchange: {msg}"
                     ));
                 }
                 return Err(e.into());
@@ -1485,10 +1485,10 @@ impl Engine {
         if sc.margin_type != margin {
             match ex.set_margin_type(sym, margin).await {
                 Ok(()) => {}
-                Err(e) if e.rejected_code() == Some(codes::NO_NEED_TO_CHANGE_MARGIN_TYPE) => {}
+                Err(e) if e.refusal() == Some(Refusal::MarginTypeUnchanged) => {}
                 // A position already open on the symbol (another share, a hand-made one) pins its
                 // margin type: trade under it rather than lose the signal; it is only a setting.
-                Err(e) if e.rejected_code() == Some(codes::MARGIN_TYPE_LOCKED_BY_POSITION) => {
+                Err(e) if e.refusal() == Some(Refusal::MarginTypeLocked) => {
                     tracing::warn!(symbol = %sym, exchange = ?sc.margin_type, configured = ?margin, "margin type not changed: the symbol holds a position; trading under the exchange's");
                 }
                 Err(e) => return Err(e.into()),
@@ -1549,7 +1549,7 @@ impl Engine {
         let fill = match orders::submit_market(ex, &order, policy).await {
             Ok(f) => f,
             Err(e) => {
-                if e.rejected_code().is_some() {
+                if e.refusal().is_some() {
                     report.orders_rejected += 1;
                 }
                 self.notify(
@@ -1837,9 +1837,9 @@ impl Engine {
         let policy = self.before_send(report).await?;
         let fill = match orders::submit_market(ex, &order, policy).await {
             Ok(f) => f,
-            Err(ExchangeError::Rejected { code, msg, .. }) => {
+            Err(ExchangeError::Rejected { msg, .. }) => {
                 report.orders_rejected += 1;
-                return Ok(format!("pyramid step {stage} rejected: {code} {msg}"));
+                return Ok(format!("pyramid step {stage} rejected: {msg}"));
             }
             Err(e) => return Err(e.into()),
         };
@@ -2317,7 +2317,7 @@ impl Engine {
                     }
                 }
                 Err(e) => {
-                    if e.rejected_code().is_some() {
+                    if e.refusal().is_some() {
                         report.orders_rejected += 1;
                     }
                     let text = format!(

@@ -11,7 +11,8 @@
 
 use crate::domain::{ExitKind, Price, Qty, Side, Symbol};
 use crate::ports::{
-    codes, AlgoOrder, AlgoOrderInfo, Exchange, ExchangeError, MarketOrder, OrderInfo, SymbolFilters,
+    AlgoOrder, AlgoOrderInfo, Exchange, ExchangeError, MarketOrder, OrderInfo, Refusal,
+    SymbolFilters,
 };
 use crate::strategy::ExitPlan;
 use rust_decimal::{Decimal, RoundingStrategy};
@@ -525,7 +526,7 @@ async fn submit_once<S: Submission>(
                     "exchange does not know the order; sending it again with the same id"
                 );
             }
-            Err(e) if e.rejected_code() == Some(codes::DUPLICATE_CLIENT_ID) => {
+            Err(e) if e.refusal() == Some(Refusal::DuplicateId) => {
                 return match lookup_waiting(ex, order, policy, &mut budget).await? {
                     Some(o) => order.settle(ex, o, policy).await,
                     None => Err(e),

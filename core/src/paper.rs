@@ -13,11 +13,11 @@
 //!   slippage against the taker (buys higher, sells lower), and pay `commission_rate` on the fill's
 //!   notional. With [`RecordedMarket`] the price is the open of the candle containing `now`, so an
 //!   order sent a few seconds after a close fills at the next candle's open.
-//! - **Rejections** use Binance's codes and messages: -1111 quantity off the MARKET_LOT_SIZE step,
-//!   -4003/-4004/-4005 quantity bounds, -4164 notional below MIN_NOTIONAL (reduce-only exempt),
-//!   -2022 reduce-only that would increase or flip, -2019 insufficient margin, -4116 a client id
-//!   already used, -2021 a conditional order that would trigger immediately, -4014 a trigger off the
-//!   tick. A rejected order leaves no trace (looking it up finds nothing, as on Binance).
+//! - **Rejections** carry the port's [`Refusal`] reasons with Binance's messages: a quantity off
+//!   the MARKET_LOT_SIZE step or outside its bounds, or a trigger off the tick (`Precision`), a
+//!   notional below MIN_NOTIONAL (reduce-only exempt), a reduce-only order that would increase or
+//!   flip, insufficient margin, a client id already used, a conditional order that would trigger
+//!   immediately. A rejected order leaves no trace (looking it up finds nothing, as on Binance).
 //! - **Margin**: initial margin = |amount| × mark / leverage per position; equity = wallet +
 //!   unrealised PnL at the latest price; available = equity − initial margin. An order that adds
 //!   exposure needs the initial margin after the fill plus its commission and slippage within equity.
@@ -43,9 +43,9 @@
 use crate::data::{resample, CandleSeries};
 use crate::domain::{Candle, ClientId, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
 use crate::ports::{
-    codes, AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Clock, Exchange,
+    AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Clock, Exchange,
     ExchangeError, ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, OrderStatus,
-    SymbolConfig, SymbolFilters, UserTrade,
+    Refusal, SymbolConfig, SymbolFilters, UserTrade,
 };
 use crate::store::memory::Fnv;
 use async_trait::async_trait;
@@ -642,10 +642,10 @@ struct State {
 const EP_ORDER: &str = "POST /fapi/v1/order";
 const EP_ALGO: &str = "POST /fapi/v1/algoOrder";
 
-fn rejected(endpoint: &str, code: i64, msg: impl Into<String>) -> ExchangeError {
+fn rejected(endpoint: &str, reason: Refusal, msg: impl Into<String>) -> ExchangeError {
     ExchangeError::Rejected {
         endpoint: endpoint.to_string(),
-        code,
+        reason,
         msg: msg.into(),
     }
 }
@@ -1297,7 +1297,7 @@ impl PaperExchange {
         if st.order_by_client.contains_key(order.client_id.as_str()) {
             return Err(rejected(
                 EP_ORDER,
-                codes::DUPLICATE_CLIENT_ID,
+                Refusal::DuplicateId,
                 "ClientOrderId is duplicated.",
             ));
         }
@@ -1305,28 +1305,28 @@ impl PaperExchange {
         if q <= Decimal::ZERO {
             return Err(rejected(
                 EP_ORDER,
-                -4003,
+                Refusal::Precision,
                 "Quantity less than or equal to zero.",
             ));
         }
         if !on_step(q, f.market_step_size) {
             return Err(rejected(
                 EP_ORDER,
-                codes::PRECISION,
+                Refusal::Precision,
                 "Precision is over the maximum defined for this asset.",
             ));
         }
         if q < f.market_min_qty {
             return Err(rejected(
                 EP_ORDER,
-                -4004,
+                Refusal::Precision,
                 "Quantity less than min quantity.",
             ));
         }
         if q > f.market_max_qty {
             return Err(rejected(
                 EP_ORDER,
-                -4005,
+                Refusal::Precision,
                 "Quantity greater than max quantity.",
             ));
         }
@@ -1334,14 +1334,14 @@ impl PaperExchange {
         if order.reduce_only && (!reduces(order.side, amount) || q > amount.abs()) {
             return Err(rejected(
                 EP_ORDER,
-                codes::REDUCE_ONLY_REJECTED,
+                Refusal::ReduceOnlyRejected,
                 "ReduceOnly Order is rejected.",
             ));
         }
         if !order.reduce_only && q * price < f.min_notional {
             return Err(rejected(
                 EP_ORDER,
-                codes::MIN_NOTIONAL,
+                Refusal::BelowMinNotional,
                 format!(
                     "Order's notional must be no smaller than {} (unless you choose reduce only).",
                     f.min_notional.normalize()
@@ -1352,7 +1352,7 @@ impl PaperExchange {
         {
             return Err(rejected(
                 EP_ORDER,
-                codes::MARGIN_INSUFFICIENT,
+                Refusal::InsufficientMargin,
                 "Margin is insufficient.",
             ));
         }
@@ -1372,7 +1372,7 @@ impl PaperExchange {
         {
             return Err(rejected(
                 EP_ALGO,
-                codes::DUPLICATE_CLIENT_ID,
+                Refusal::DuplicateId,
                 "ClientOrderId is duplicated.",
             ));
         }
@@ -1380,14 +1380,14 @@ impl PaperExchange {
             (true, Some(_)) => {
                 return Err(rejected(
                     EP_ALGO,
-                    -4137,
+                    Refusal::Other,
                     "Quantity must be zero with closePosition equals true",
                 ))
             }
             (false, None) => {
                 return Err(rejected(
                     EP_ALGO,
-                    -1102,
+                    Refusal::Other,
                     "Mandatory parameter 'quantity' was not sent, was empty/null, or malformed.",
                 ))
             }
@@ -1396,24 +1396,28 @@ impl PaperExchange {
                 if q <= Decimal::ZERO {
                     return Err(rejected(
                         EP_ALGO,
-                        -4003,
+                        Refusal::Precision,
                         "Quantity less than or equal to zero.",
                     ));
                 }
                 if !on_step(q, f.step_size) {
                     return Err(rejected(
                         EP_ALGO,
-                        codes::PRECISION,
+                        Refusal::Precision,
                         "Precision is over the maximum defined for this asset.",
                     ));
                 }
                 if q < f.min_qty {
-                    return Err(rejected(EP_ALGO, -4004, "Quantity less than min quantity."));
+                    return Err(rejected(
+                        EP_ALGO,
+                        Refusal::Precision,
+                        "Quantity less than min quantity.",
+                    ));
                 }
                 if q > f.max_qty {
                     return Err(rejected(
                         EP_ALGO,
-                        -4005,
+                        Refusal::Precision,
                         "Quantity greater than max quantity.",
                     ));
                 }
@@ -1424,14 +1428,14 @@ impl PaperExchange {
             if p <= Decimal::ZERO || p < f.min_price {
                 return Err(rejected(
                     EP_ALGO,
-                    -4013,
+                    Refusal::Precision,
                     format!("{name}: Price less than min price."),
                 ));
             }
             if p > f.max_price {
                 return Err(rejected(
                     EP_ALGO,
-                    -4007,
+                    Refusal::Precision,
                     format!("{name}: Stop price greater than max price."),
                 ));
             }
@@ -1439,7 +1443,7 @@ impl PaperExchange {
             if !on_step(p - f.min_price, f.tick_size) {
                 return Err(rejected(
                     EP_ALGO,
-                    -4014,
+                    Refusal::Precision,
                     "Price not increased by tick size.",
                 ));
             }
@@ -1450,7 +1454,7 @@ impl PaperExchange {
                 let Some(t) = order.trigger_price else {
                     return Err(rejected(
                         EP_ALGO,
-                        -1102,
+                        Refusal::Other,
                         "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.",
                     ));
                 };
@@ -1461,14 +1465,18 @@ impl PaperExchange {
                     (OrderSide::Buy, true) | (OrderSide::Sell, false) => t.0 <= price,
                 };
                 if immediate {
-                    return Err(rejected(EP_ALGO, -2021, "Order would immediately trigger."));
+                    return Err(rejected(
+                        EP_ALGO,
+                        Refusal::WouldTriggerImmediately,
+                        "Order would immediately trigger.",
+                    ));
                 }
             }
             AlgoKind::TrailingStopMarket { callback_rate } => {
                 if callback_rate < Decimal::new(1, 1) || callback_rate > Decimal::from(10) {
                     return Err(rejected(
                         EP_ALGO,
-                        -1130,
+                        Refusal::Other,
                         "Data sent for parameter 'callbackRate' is not valid.",
                     ));
                 }
@@ -1577,7 +1585,7 @@ impl Exchange for PaperExchange {
         if !(1..=125).contains(&leverage) {
             return Err(rejected(
                 "POST /fapi/v1/leverage",
-                -4028,
+                Refusal::Other,
                 format!("Leverage {leverage} is not valid"),
             ));
         }
@@ -1600,14 +1608,14 @@ impl Exchange for PaperExchange {
         if current.1 == margin {
             return Err(rejected(
                 EP,
-                codes::NO_NEED_TO_CHANGE_MARGIN_TYPE,
+                Refusal::MarginTypeUnchanged,
                 "No need to change margin type.",
             ));
         }
         if !st.amount(symbol).is_zero() {
             return Err(rejected(
                 EP,
-                -4048,
+                Refusal::MarginTypeLocked,
                 "Margin type cannot be changed if there exists position.",
             ));
         }
@@ -1733,7 +1741,13 @@ impl Exchange for PaperExchange {
                 let a = &st.algos[i].info;
                 &a.symbol == symbol && a.status == AlgoStatus::New
             })
-            .ok_or_else(|| rejected("DELETE /fapi/v1/algoOrder", -2011, "Unknown order sent."))?;
+            .ok_or_else(|| {
+                rejected(
+                    "DELETE /fapi/v1/algoOrder",
+                    Refusal::UnknownOrder,
+                    "Unknown order sent.",
+                )
+            })?;
         let a = &mut st.algos[idx].info;
         a.status = AlgoStatus::Canceled;
         a.update_time = now;
@@ -1940,9 +1954,9 @@ mod tests {
         }
     }
 
-    fn code(r: Result<impl std::fmt::Debug, ExchangeError>) -> i64 {
+    fn code(r: Result<impl std::fmt::Debug, ExchangeError>) -> Refusal {
         r.expect_err("expected a rejection")
-            .rejected_code()
+            .refusal()
             .expect("a Rejected error")
     }
 
@@ -2076,13 +2090,19 @@ mod tests {
         let buy = |q: Decimal, id: &str| mkt(OrderSide::Buy, q, id);
         assert_eq!(
             code(ex.place_market(&buy(dec!(0.0015), "x1")).await),
-            codes::PRECISION
+            Refusal::Precision
         );
-        assert_eq!(code(ex.place_market(&buy(dec!(0), "x2")).await), -4003);
-        assert_eq!(code(ex.place_market(&buy(dec!(121), "x3")).await), -4005);
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(0), "x2")).await),
+            Refusal::Precision
+        );
+        assert_eq!(
+            code(ex.place_market(&buy(dec!(121), "x3")).await),
+            Refusal::Precision
+        );
         assert_eq!(
             code(ex.place_market(&buy(dec!(0.001), "x4")).await),
-            codes::MIN_NOTIONAL,
+            Refusal::BelowMinNotional,
             "50.06 USDT < 100"
         );
         assert_eq!(
@@ -2090,7 +2110,7 @@ mod tests {
                 ex.place_market(&reduce(OrderSide::Sell, dec!(0.01), "x5"))
                     .await
             ),
-            codes::REDUCE_ONLY_REJECTED,
+            Refusal::ReduceOnlyRejected,
             "nothing to reduce"
         );
         ex.place_market(&buy(dec!(0.01), "ok1")).await.unwrap();
@@ -2099,7 +2119,7 @@ mod tests {
                 ex.place_market(&reduce(OrderSide::Buy, dec!(0.01), "x6"))
                     .await
             ),
-            codes::REDUCE_ONLY_REJECTED,
+            Refusal::ReduceOnlyRejected,
             "would increase"
         );
         assert_eq!(
@@ -2107,7 +2127,7 @@ mod tests {
                 ex.place_market(&reduce(OrderSide::Sell, dec!(0.02), "x7"))
                     .await
             ),
-            codes::REDUCE_ONLY_REJECTED,
+            Refusal::ReduceOnlyRejected,
             "would flip"
         );
         // Reduce-only is exempt from MIN_NOTIONAL.
@@ -2116,21 +2136,21 @@ mod tests {
             .unwrap();
         assert_eq!(
             code(ex.place_market(&buy(dec!(0.01), "ok1")).await),
-            codes::DUPLICATE_CLIENT_ID
+            Refusal::DuplicateId
         );
         assert_eq!(
             code(ex.place_market(&buy(dec!(0.01), "ok2")).await),
-            codes::DUPLICATE_CLIENT_ID
+            Refusal::DuplicateId
         );
         // Leverage 20 on ~10,000 USDT: 4.5 BTC needs 11,263 of margin, 3.9 BTC fits.
         assert_eq!(
             code(ex.place_market(&buy(dec!(4.5), "x8")).await),
-            codes::MARGIN_INSUFFICIENT
+            Refusal::InsufficientMargin
         );
         ex.place_market(&buy(dec!(3.9), "ok3")).await.unwrap();
         assert_eq!(
             code(ex.place_market(&buy(dec!(0.5), "x9")).await),
-            codes::MARGIN_INSUFFICIENT,
+            Refusal::InsufficientMargin,
             "margin already in use counts"
         );
         // Rejected orders leave no trace.
@@ -2443,7 +2463,7 @@ mod tests {
     async fn equity_margin_and_symbol_settings() {
         let (clock, ex) = setup(&[C0, C1, QUIET]);
         assert_eq!(ex.symbol_config(&btc()).await.unwrap().leverage, 20);
-        assert_eq!(code(ex.set_leverage(&btc(), 0).await), -4028);
+        assert_eq!(code(ex.set_leverage(&btc(), 0).await), Refusal::Other);
         ex.set_leverage(&btc(), 10).await.unwrap();
         long_01_at_c1(&clock, &ex).await;
         clock.set(at(2)); // price = c2 open 50200
@@ -2466,11 +2486,11 @@ mod tests {
 
         assert_eq!(
             code(ex.set_margin_type(&btc(), MarginType::Crossed).await),
-            codes::NO_NEED_TO_CHANGE_MARGIN_TYPE
+            Refusal::MarginTypeUnchanged
         );
         assert_eq!(
             code(ex.set_margin_type(&btc(), MarginType::Isolated).await),
-            -4048
+            Refusal::MarginTypeLocked
         );
         let eth = Symbol::new("ETHUSDT");
         ex.set_margin_type(&eth, MarginType::Isolated)
@@ -2615,7 +2635,10 @@ mod tests {
         let (clock, ex) = setup(&[C0, C1, QUIET]);
         clock.set(at(1)); // price 50060
         let sl = |t: Decimal, id: &str| algo(OrderSide::Sell, AlgoKind::StopMarket, Some(t), id);
-        assert_eq!(code(ex.place_algo(&sl(dec!(50100), "a1")).await), -2021);
+        assert_eq!(
+            code(ex.place_algo(&sl(dec!(50100), "a1")).await),
+            Refusal::WouldTriggerImmediately
+        );
         assert_eq!(
             code(
                 ex.place_algo(&algo(
@@ -2626,7 +2649,7 @@ mod tests {
                 ))
                 .await
             ),
-            -2021
+            Refusal::WouldTriggerImmediately
         );
         assert_eq!(
             code(
@@ -2638,22 +2661,25 @@ mod tests {
                 ))
                 .await
             ),
-            -2021
+            Refusal::WouldTriggerImmediately
         );
-        assert_eq!(code(ex.place_algo(&sl(dec!(49500.05), "a4")).await), -4014);
+        assert_eq!(
+            code(ex.place_algo(&sl(dec!(49500.05), "a4")).await),
+            Refusal::Precision
+        );
         assert_eq!(
             code(
                 ex.place_algo(&algo(OrderSide::Sell, AlgoKind::StopMarket, None, "a5"))
                     .await
             ),
-            -1102
+            Refusal::Other
         );
         let mut with_qty = sl(dec!(49500), "a6");
         with_qty.qty = Some(Qty(dec!(0.1)));
-        assert_eq!(code(ex.place_algo(&with_qty).await), -4137);
+        assert_eq!(code(ex.place_algo(&with_qty).await), Refusal::Other);
         with_qty.close_position = false;
         with_qty.qty = Some(Qty(dec!(0.0015)));
-        assert_eq!(code(ex.place_algo(&with_qty).await), codes::PRECISION);
+        assert_eq!(code(ex.place_algo(&with_qty).await), Refusal::Precision);
         let bad_rate = algo(
             OrderSide::Sell,
             AlgoKind::TrailingStopMarket {
@@ -2662,12 +2688,12 @@ mod tests {
             None,
             "a7",
         );
-        assert_eq!(code(ex.place_algo(&bad_rate).await), -1130);
+        assert_eq!(code(ex.place_algo(&bad_rate).await), Refusal::Other);
 
         ex.place_algo(&sl(dec!(49500), "ok")).await.unwrap();
         assert_eq!(
             code(ex.place_algo(&sl(dec!(49400), "ok")).await),
-            codes::DUPLICATE_CLIENT_ID
+            Refusal::DuplicateId
         );
         assert_eq!(ex.algo_by_client_id("a1").await.unwrap(), None);
         assert_eq!(ex.open_algo_orders(Some(&btc())).await.unwrap().len(), 1);
@@ -2678,7 +2704,7 @@ mod tests {
             .is_empty());
         assert_eq!(
             code(ex.cancel_algo(&Symbol::new("ETHUSDT"), "ok").await),
-            -2011
+            Refusal::UnknownOrder
         );
         ex.cancel_algo(&btc(), "ok").await.unwrap();
         assert_eq!(
@@ -2686,8 +2712,14 @@ mod tests {
             AlgoStatus::Canceled
         );
         assert!(ex.open_algo_orders(None).await.unwrap().is_empty());
-        assert_eq!(code(ex.cancel_algo(&btc(), "ok").await), -2011);
-        assert_eq!(code(ex.cancel_algo(&btc(), "unknown").await), -2011);
+        assert_eq!(
+            code(ex.cancel_algo(&btc(), "ok").await),
+            Refusal::UnknownOrder
+        );
+        assert_eq!(
+            code(ex.cancel_algo(&btc(), "unknown").await),
+            Refusal::UnknownOrder
+        );
     }
 
     #[tokio::test]

@@ -239,11 +239,13 @@ pub enum ExchangeError {
         detail: String,
         retry_after: Option<Duration>,
     },
-    /// The exchange refused the request; sending it again will not help.
-    #[error("{endpoint}: rejected by the exchange: code {code}: {msg}")]
+    /// The exchange refused the request; sending it again will not help. `reason` is what the
+    /// jobs act on; `msg` is the exchange's own words for people (an adapter may put its own
+    /// error code in it).
+    #[error("{endpoint}: rejected by the exchange: {msg}")]
     Rejected {
         endpoint: String,
-        code: i64,
+        reason: Refusal,
         msg: String,
     },
     /// The request may or may not have taken effect (timeout after sending, 503 "Unknown error").
@@ -263,29 +265,59 @@ pub enum ExchangeError {
 }
 
 impl ExchangeError {
-    pub fn rejected_code(&self) -> Option<i64> {
+    /// Why the exchange refused the request, when it did.
+    pub fn refusal(&self) -> Option<Refusal> {
         match self {
-            ExchangeError::Rejected { code, .. } => Some(*code),
+            ExchangeError::Rejected { reason, .. } => Some(*reason),
             _ => None,
         }
     }
 }
 
-/// Binance error codes the engine reacts to.
-pub mod codes {
-    pub const TIMESTAMP_OUTSIDE_RECV_WINDOW: i64 = -1021;
-    pub const UNKNOWN_ORDER: i64 = -2013;
+/// Why an exchange refused a request, in the port's words: each adapter maps its own error codes
+/// to these (Binance's live in `albra_adapters::binance::codes`). The jobs decide on these alone.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Not enough margin for the order.
+    InsufficientMargin,
+    /// The order's notional is below the symbol's minimum.
+    BelowMinNotional,
     /// A conditional order whose trigger the market has already passed.
-    pub const WOULD_TRIGGER_IMMEDIATELY: i64 = -2021;
-    pub const MARGIN_INSUFFICIENT: i64 = -2019;
-    pub const REDUCE_ONLY_REJECTED: i64 = -2022;
-    pub const PRECISION: i64 = -1111;
-    pub const NO_NEED_TO_CHANGE_MARGIN_TYPE: i64 = -4046;
+    WouldTriggerImmediately,
+    /// The client id is already taken (by an earlier send of the same order).
+    DuplicateId,
+    /// A reduce-only order that would not reduce the position.
+    ReduceOnlyRejected,
+    /// A quantity or price off the symbol's step, or outside its limits.
+    Precision,
+    /// The margin type asked is already the symbol's.
+    MarginTypeUnchanged,
     /// The margin type cannot change while the symbol holds a position (a hand-made one, say).
-    pub const MARGIN_TYPE_LOCKED_BY_POSITION: i64 = -4048;
-    pub const DUPLICATE_CLIENT_ID: i64 = -4116;
-    pub const CONDITIONAL_ORDER_TO_ALGO: i64 = -4120;
-    pub const MIN_NOTIONAL: i64 = -4164;
+    MarginTypeLocked,
+    /// No such order (unknown client id, or already gone).
+    UnknownOrder,
+    /// The request's timestamp is outside the exchange's receive window (the clocks drifted).
+    ClockOutOfWindow,
+    /// Anything else the exchange refused: its message says what.
+    Other,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Refusal::InsufficientMargin => "insufficient margin",
+            Refusal::BelowMinNotional => "below the minimum notional",
+            Refusal::WouldTriggerImmediately => "would trigger at once",
+            Refusal::DuplicateId => "duplicate client id",
+            Refusal::ReduceOnlyRejected => "reduce-only refused",
+            Refusal::Precision => "quantity or price off the symbol's rules",
+            Refusal::MarginTypeUnchanged => "margin type already set",
+            Refusal::MarginTypeLocked => "margin type locked by an open position",
+            Refusal::UnknownOrder => "unknown order",
+            Refusal::ClockOutOfWindow => "timestamp outside the receive window",
+            Refusal::Other => "refused",
+        })
+    }
 }
 
 /// One USDⓈ-M futures account on an exchange (live Binance, paper, or a test server).

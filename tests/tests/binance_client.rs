@@ -270,7 +270,7 @@ async fn every_exchange_method_on_the_wire() {
         .cancel_algo(&btc(), "albSL-0a1b2c3d4e5f-q2")
         .await
         .unwrap_err();
-    assert_eq!(err.rejected_code(), Some(-2011), "{err}");
+    assert_eq!(code::<()>(Err(err)), -2011);
 
     assert!(c.used_weight_1m().unwrap_or(0) > 0, "weight header tracked");
 }
@@ -559,9 +559,23 @@ async fn timeout_on_an_order_is_unknown_outcome() {
     );
 }
 
+/// The Binance code of a rejection, from its message (`code -2022: …`), after checking that the
+/// reason the port sees is the one that code stands for.
 fn code<T: std::fmt::Debug>(r: Result<T, ExchangeError>) -> i64 {
     match r {
-        Err(ExchangeError::Rejected { code, .. }) => code,
+        Err(ExchangeError::Rejected { reason, msg, .. }) => {
+            let code: i64 = msg
+                .strip_prefix("code ")
+                .and_then(|m| m.split(':').next())
+                .and_then(|c| c.parse().ok())
+                .unwrap_or_else(|| panic!("no Binance code in {msg:?}"));
+            assert_eq!(
+                reason,
+                albra_adapters::binance::codes::refusal(code),
+                "{msg}"
+            );
+            code
+        }
         other => panic!("expected a rejection, got {other:?}"),
     }
 }

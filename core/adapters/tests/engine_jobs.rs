@@ -138,7 +138,7 @@ impl Exchange for Faulty {
             if open.iter().any(|a| a.kind == AlgoKind::StopMarket) {
                 return Err(ExchangeError::Rejected {
                     endpoint: "POST /fapi/v1/algoOrder".into(),
-                    code: -2021,
+                    reason: albra_core::ports::Refusal::WouldTriggerImmediately,
                     msg: "Order would immediately trigger.".into(),
                 });
             }
@@ -146,7 +146,7 @@ impl Exchange for Faulty {
         if o.kind == AlgoKind::StopMarket && self.stop_passed.swap(false, Ordering::SeqCst) {
             return Err(ExchangeError::Rejected {
                 endpoint: "POST /fapi/v1/algoOrder".into(),
-                code: -2021,
+                reason: albra_core::ports::Refusal::WouldTriggerImmediately,
                 msg: "Order would immediately trigger.".into(),
             });
         }

@@ -76,11 +76,11 @@ impl Engine {
                 Protection::Placed
             }
             // The caller closes at market; that is no failure to announce.
-            Err(e) if e.rejected_code() == Some(codes::WOULD_TRIGGER_IMMEDIATELY) => {
+            Err(e) if e.refusal() == Some(Refusal::WouldTriggerImmediately) => {
                 return Protection::Passed(trigger);
             }
             Err(e) => {
-                if e.rejected_code().is_some() {
+                if e.refusal().is_some() {
                     report.orders_rejected += 1;
                 }
                 self.notify(

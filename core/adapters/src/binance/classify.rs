@@ -156,11 +156,7 @@ pub(crate) fn status_error(
         Some((code, msg)) if FATAL_CODES.contains(&code) => ExchangeError::Fatal(format!(
             "{endpoint}: API key or signature refused (code {code}: {msg}); check the account's keys"
         )),
-        Some((code, msg)) => ExchangeError::Rejected {
-            endpoint: endpoint.to_string(),
-            code,
-            msg,
-        },
+        Some((code, msg)) => super::codes::rejected(endpoint, code, &msg),
         None => ExchangeError::Decode {
             endpoint: endpoint.to_string(),
             error: format!("HTTP {status} without a Binance error body"),
@@ -172,11 +168,13 @@ pub(crate) fn status_error(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::binance::codes::refusal;
+    use albra_core::ports::Refusal;
 
     #[derive(Debug, PartialEq)]
     enum Kind {
         Retryable(Option<u64>),
-        Rejected(i64),
+        Rejected(Refusal),
         Unknown,
         Decode,
         Fatal,
@@ -187,7 +185,7 @@ mod tests {
             ExchangeError::Retryable { retry_after, .. } => {
                 Kind::Retryable(retry_after.map(|d| d.as_secs()))
             }
-            ExchangeError::Rejected { code, .. } => Kind::Rejected(*code),
+            ExchangeError::Rejected { reason, .. } => Kind::Rejected(*reason),
             ExchangeError::UnknownOutcome { .. } => Kind::Unknown,
             ExchangeError::Decode { .. } => Kind::Decode,
             ExchangeError::Fatal(_) => Kind::Fatal,
@@ -261,35 +259,35 @@ mod tests {
                 400,
                 None,
                 r#"{"code":-2019,"msg":"Margin is insufficient."}"#,
-                Kind::Rejected(-2019),
+                Kind::Rejected(refusal(-2019)),
             ),
             (
                 POST,
                 400,
                 None,
                 r#"{"code":-1021,"msg":"Timestamp for this request is outside of the recvWindow."}"#,
-                Kind::Rejected(-1021),
+                Kind::Rejected(refusal(-1021)),
             ),
             (
                 GET,
                 400,
                 None,
                 r#"{"code":-2013,"msg":"Order does not exist."}"#,
-                Kind::Rejected(-2013),
+                Kind::Rejected(refusal(-2013)),
             ),
             (
                 POST,
                 400,
                 None,
                 r#"{"code":-4164,"msg":"Order's notional must be no smaller than 100"}"#,
-                Kind::Rejected(-4164),
+                Kind::Rejected(refusal(-4164)),
             ),
             (
                 POST,
                 400,
                 None,
                 r#"{"code":"-4116","msg":"ClientOrderId is duplicated."}"#,
-                Kind::Rejected(-4116),
+                Kind::Rejected(refusal(-4116)),
             ),
             (
                 GET,

@@ -540,8 +540,8 @@ async fn lookups_map_unknown_ids_to_none() {
         c.cancel_algo(&btc, "al-SL-x")
             .await
             .unwrap_err()
-            .rejected_code(),
-        Some(-2011)
+            .to_string(),
+        "DELETE /fapi/v1/algoOrder: rejected by the exchange: code -2011: Unknown order sent."
     );
     c.set_margin_type(&btc, MarginType::Isolated).await.unwrap();
     let cancel = server

@@ -16,15 +16,16 @@
 //! [`ports::Exchange`]: albra_core::ports::Exchange
 
 mod classify;
+pub mod codes;
 #[cfg(test)]
 mod loopback_tests;
 pub(crate) mod parse;
 
 use albra_core::domain::{Candle, Price, Symbol, Timeframe};
 use albra_core::ports::{
-    codes, AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, ApiKeys, Exchange, ExchangeError,
-    ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, SymbolConfig, SymbolFilters,
-    UserTrade,
+    AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, ApiKeys, Exchange, ExchangeError,
+    ExchangePosition, Income, MarginType, MarketOrder, OrderInfo, Refusal, SymbolConfig,
+    SymbolFilters, UserTrade,
 };
 use async_trait::async_trait;
 use classify::Transport;
@@ -321,9 +322,7 @@ impl BinanceClient {
             } = failure;
             // -1021: our clock drifted. The exchange rejected the request, so resync and send it
             // once more (any method); a second -1021 is reported as retryable.
-            if auth == Auth::Signed
-                && error.rejected_code() == Some(codes::TIMESTAMP_OUTSIDE_RECV_WINDOW)
-            {
+            if auth == Auth::Signed && error.refusal() == Some(Refusal::ClockOutOfWindow) {
                 if !resynced {
                     resynced = true;
                     tracing::warn!(%endpoint, "timestamp outside recvWindow; resyncing clock");
@@ -757,7 +756,7 @@ impl Exchange for BinanceClient {
         match result {
             Ok(_) => Ok(()),
             // -4046 "No need to change margin type.": already what we asked for.
-            Err(e) if e.rejected_code() == Some(codes::NO_NEED_TO_CHANGE_MARGIN_TYPE) => Ok(()),
+            Err(e) if e.refusal() == Some(Refusal::MarginTypeUnchanged) => Ok(()),
             Err(e) => Err(e),
         }
     }
@@ -792,7 +791,7 @@ impl Exchange for BinanceClient {
             .await;
         match result {
             Ok(v) => decode("GET /fapi/v1/order", &v, parse::order).map(Some),
-            Err(e) if e.rejected_code() == Some(codes::UNKNOWN_ORDER) => Ok(None),
+            Err(e) if e.refusal() == Some(Refusal::UnknownOrder) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -821,7 +820,7 @@ impl Exchange for BinanceClient {
             Ok(v) => decode("GET /fapi/v1/algoOrder", &v, parse::algo_order).map(Some),
             // -2013 "Order does not exist." / -2011 "Unknown order sent.": not known here
             // (never placed, or purged: Binance forgets unfilled cancelled orders after 3 days).
-            Err(e) if matches!(e.rejected_code(), Some(codes::UNKNOWN_ORDER | -2011)) => Ok(None),
+            Err(e) if e.refusal() == Some(Refusal::UnknownOrder) => Ok(None),
             Err(e) => Err(e),
         }
     }
@@ -845,11 +844,7 @@ impl Exchange for BinanceClient {
             .await?;
         match decode(endpoint, &v, parse::cancel_algo_failure)? {
             None => Ok(()),
-            Some((code, msg)) => Err(ExchangeError::Rejected {
-                endpoint: endpoint.to_string(),
-                code,
-                msg,
-            }),
+            Some((code, msg)) => Err(codes::rejected(endpoint, code, &msg)),
         }
     }
 
