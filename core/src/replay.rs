@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
 use crate::engine::{AccountRuntime, Engine, EngineTiming, JobReport};
-use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use crate::paper::{
+    MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, ORDERS_CSV_HEADER,
+};
 use crate::ports::{Clock, Exchange, Notifier, SimClock};
 use crate::state::StateRepo;
 use crate::store::sqlite::SqliteStore;
@@ -50,9 +52,19 @@ pub struct ReplaySummary {
     /// Largest fall of equity from its running peak, as a fraction.
     pub max_drawdown: f64,
     pub fees: Notional,
+    /// Every order each account's paper exchange was sent (`--orders-out`).
+    pub orders: Vec<(AccountId, OrderJournal)>,
 }
 
 impl ReplaySummary {
+    /// Every order as CSV ([`ORDERS_CSV_HEADER`]), each labelled with its account.
+    pub fn orders_csv(&self) -> String {
+        let mut s = String::from(ORDERS_CSV_HEADER);
+        for (id, j) in &self.orders {
+            j.csv_rows(&id.0, &mut s);
+        }
+        s
+    }
     pub fn win_rate(&self) -> f64 {
         if self.trades.is_empty() {
             return 0.0;
@@ -270,6 +282,10 @@ pub async fn run(
         m += 60_000;
     }
 
+    let journals = exchanges
+        .iter()
+        .map(|(id, ex)| (id.clone(), ex.journal()))
+        .collect();
     let mut trades = Vec::new();
     let mut open_positions = 0;
     let mut final_equity = Decimal::ZERO;
@@ -308,5 +324,6 @@ pub async fn run(
         final_equity: Notional(final_equity),
         max_drawdown: max_dd,
         fees,
+        orders: journals,
     })
 }
