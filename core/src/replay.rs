@@ -121,8 +121,11 @@ impl ReplaySummary {
 
 /// Seconds after a close at which the evaluator runs (as the scheduled job does).
 const EVAL_DELAY_MS: i64 = 3_000;
-/// Offset of the sync within each simulated minute.
-const SYNC_OFFSET_MS: i64 = 30_000;
+/// Offset of the sync within each simulated minute: at its start, before the evaluations of a
+/// close, as cron starts the minute's `position-sync` at the close while the evaluator waits out
+/// its close delay. An evaluation then decides on what the exchange did up to the close (a stop
+/// or take-profit that fired is recorded first), as `albra backtest` and the jobs do.
+const SYNC_OFFSET_MS: i64 = 1_000;
 
 /// Run a replay; `notifier` receives every notification as it happens.
 pub async fn run(
@@ -252,6 +255,10 @@ pub async fn run(
     let mut m = first + 60_000;
     while m <= end {
         if !in_gap(m - 1) {
+            let now = m + SYNC_OFFSET_MS;
+            clock.set(now);
+            absorb(engine.sync_positions(now).await, &mut summary_errors);
+            syncs += 1;
             for tf in &tfs {
                 if m % tf.millis() == 0 {
                     let now = m + EVAL_DELAY_MS;
@@ -259,12 +266,6 @@ pub async fn run(
                     absorb(engine.evaluate(*tf, now).await, &mut summary_errors);
                     evaluations += 1;
                 }
-            }
-            if m < end {
-                let now = m + SYNC_OFFSET_MS;
-                clock.set(now);
-                absorb(engine.sync_positions(now).await, &mut summary_errors);
-                syncs += 1;
             }
             if m % base.millis() == 0 && m < end {
                 let mut eq = 0.0;
