@@ -14,7 +14,7 @@
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::engine::{AccountRuntime, Engine, EngineTiming};
+use crate::engine::{AccountRuntime, Engine, EngineTiming, StrategyCache};
 use crate::notify::DiscardNotifier;
 use crate::paper::{
     MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, SyncView,
@@ -462,7 +462,8 @@ pub async fn run_series(
             quiet_memo: !opts.full_jobs,
             ..EngineTiming::instant()
         },
-        cache: Default::default(),
+        // Fed from the first candle on, never rebuilt from a window (see `StrategyCache`).
+        cache: StrategyCache::unbounded(),
         risk_off: opts.risk_off,
     };
 

@@ -239,3 +239,128 @@ async fn backtest_replay_and_fresh_jobs_decide_order_and_trade_alike() {
     }
     assert!(all.is_empty(), "the paths differ:\n{}", all.join("\n"));
 }
+
+/// One process evaluating close after close, as a warm Lambda container or `albra run` does,
+/// against a fresh engine for every close, as a cold start: the paper exchange and a memory
+/// store each (in process: the cache is the only thing that differs). Returns each (strategy,
+/// candle)'s run-marker outcome and every order the accounts were sent, as one text per row.
+async fn warm_or_cold(warm: bool, candles: &std::path::Path, history: usize) -> Vec<String> {
+    use albra_core::config::Config;
+    use albra_core::domain::{AccountId, StrategyId, Symbol};
+    use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+    use albra_core::notify::DiscardNotifier;
+    use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+    use albra_core::ports::{Clock, Exchange, SimClock};
+    use albra_core::state::{RunKey, StateRepo};
+    use albra_core::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    let tf = Timeframe::M15;
+    let series = albra_core::data::load_csv(candles).expect("candles");
+    let opens: Vec<i64> = series.candles.iter().map(|c| c.open_time).collect();
+    let config = Arc::new(
+        Config::parse(&differential::config_text(tf, history), "differential").expect("config"),
+    );
+    let clock = Arc::new(SimClock::new(opens[0]));
+    let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(Symbol::new("BTCUSDT"), series));
+    let exchanges: Vec<Arc<PaperExchange>> = config
+        .accounts
+        .iter()
+        .map(|_| {
+            Arc::new(PaperExchange::new(
+                market.clone(),
+                clock.clone() as Arc<dyn Clock>,
+                PaperConfig {
+                    slippage: Decimal::ZERO,
+                    ..PaperConfig::default()
+                },
+            ))
+        })
+        .collect();
+    let accounts: Vec<AccountRuntime> = config
+        .accounts
+        .iter()
+        .zip(&exchanges)
+        .map(|(a, ex)| AccountRuntime {
+            config: a.clone(),
+            exchange: ex.clone() as Arc<dyn Exchange>,
+        })
+        .collect();
+    let repo = StateRepo::new(Arc::new(MemoryStore::new()));
+    let engine = || Engine {
+        config: config.clone(),
+        repo: repo.clone(),
+        accounts: accounts.clone(),
+        notifier: Arc::new(DiscardNotifier),
+        timing: EngineTiming::instant(),
+        cache: Default::default(),
+        risk_off: false,
+    };
+    let kept = engine();
+    for &open in &opens {
+        let close = open + tf.millis();
+        let fresh;
+        let e = if warm {
+            &kept
+        } else {
+            fresh = engine();
+            &fresh
+        };
+        clock.set(close + 1_000);
+        let r = e.sync_positions(close + 1_000).await;
+        assert!(r.errors.is_empty(), "sync: {:?}", r.errors);
+        clock.set(close + 3_000);
+        let r = e.evaluate(tf, close + 3_000).await;
+        assert!(r.errors.is_empty(), "evaluate: {:?}", r.errors);
+    }
+    let mut rows = Vec::new();
+    for r in &RUNNERS {
+        for &open_time in &opens {
+            let key = RunKey {
+                account: AccountId::new(r.account),
+                strategy: StrategyId::new(r.strategy),
+                symbol: Symbol::new("BTCUSDT"),
+                tf,
+                open_time,
+            };
+            let m = repo.run_marker(&key).await.expect("run marker");
+            rows.push(format!(
+                "{} {open_time}: {}",
+                r.strategy,
+                m.map_or("(no run marker)".into(), |m| m.outcome)
+            ));
+        }
+    }
+    for (r, ex) in RUNNERS.iter().zip(&exchanges) {
+        let mut csv = String::new();
+        ex.journal().csv_rows(r.strategy, &mut csv);
+        rows.extend(csv.lines().map(str::to_string));
+    }
+    rows
+}
+
+/// A warm process decides exactly as a cold one at every close: 400 candles with a history of
+/// 100, so the warm engine's strategies have been fed up to four times the window a cold start
+/// builds them from.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_warm_process_decides_as_a_cold_start_at_every_close() {
+    let dir = tempfile::tempdir().unwrap();
+    let slice = Slice {
+        file: "BTCUSDT-perp-15m.csv",
+        from: 6_000,
+        len: 400,
+        tf: Timeframe::M15,
+    };
+    let (data, _) = differential::write_slice(&slice, dir.path());
+    let warm = warm_or_cold(true, &data, 100).await;
+    let cold = warm_or_cold(false, &data, 100).await;
+    let entries = cold.iter().filter(|r| r.contains("entered")).count();
+    assert!(entries >= 20, "too few entries to show anything: {entries}");
+    let diff = first_difference(
+        "warm / cold",
+        ("warm", &warm),
+        ("cold", &cold),
+        PartialEq::eq,
+    );
+    assert!(diff.is_none(), "{}", diff.unwrap_or_default());
+}
