@@ -117,5 +117,8 @@ async fn replay_records_the_exchange_before_it_decides_as_the_backtest_does() {
     let end = runs[0].equity.last().unwrap().0;
     let (r, b) = (rows(&summary.trades, end), rows(&runs[0].trades, end));
     assert!(r.len() >= 5, "too few trades to show anything: {r:#?}");
-    assert_eq!(r, b, "replay (left) and backtest (right) trade TFPE differently");
+    assert_eq!(
+        r, b,
+        "replay (left) and backtest (right) trade TFPE differently"
+    );
 }
