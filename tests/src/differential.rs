@@ -167,16 +167,6 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    /// The decisions every path shows: (strategy, intent, decision candle, side) of each order
-    /// this strategy sent under its own client id (an entry, exit, pyramid add, partial exit, a
-    /// stop or take-profit placed or moved), from the ids the orders carry.
-    pub fn order_decisions(&self) -> Vec<String> {
-        self.orders
-            .iter()
-            .filter(|o| o.id.starts_with("alb"))
-            .map(|o| format!("{} {} {} {}", o.strategy, o.kind, o.id, o.side))
-            .collect()
-    }
     pub fn trades_of(&self, strategy: &str) -> usize {
         self.trades
             .iter()
@@ -637,8 +627,11 @@ pub fn play_candle(
 }
 
 /// (c) The real binaries against the loopback server, started fresh for each close of `tf` from
-/// candle `start` on, as cron would start them: `evaluator` a few seconds after the close, then
-/// `position-sync` within the minute, then the next candle plays against the conditional orders.
+/// candle `start` on, as cron would start them: the minute's `position-sync` at the close, the
+/// `evaluator` after its close delay; then the next candle plays against the conditional orders.
+/// One sync per close does what the replay's sync every minute does: on both exchanges nothing
+/// happens inside a candle (conditional orders fire once it has closed), so the other syncs of
+/// the candle find nothing new.
 pub async fn jobs(
     dir: &Path,
     candles: &[Candle],

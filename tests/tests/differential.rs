@@ -230,6 +230,15 @@ async fn run_slice(slice: Slice) -> (String, Vec<String>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backtest_replay_and_fresh_jobs_decide_order_and_trade_alike() {
+    // Every registered strategy runs (a strategy added to the registry needs a runner here).
+    let mut registered = strategy::names();
+    let mut run: Vec<&str> = RUNNERS.iter().map(|r| r.strategy).collect();
+    registered.sort_unstable();
+    run.sort_unstable();
+    assert_eq!(
+        registered, run,
+        "differential::RUNNERS must list every registered strategy"
+    );
     let [first, second] = slices();
     let (x, y) = tokio::join!(run_slice(first), run_slice(second));
     let mut all = Vec::new();
