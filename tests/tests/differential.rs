@@ -3,16 +3,22 @@
 //! loopback Binance server give the same decisions, orders and closed trades, for every
 //! registered strategy, on slices of two real candle files (see `albra_tests::differential`).
 //!
-//! Compared exactly (prices, quantities, PnL and fees to the last digit the paths keep): every
-//! order's kind, decision (the intent and candle in its client id), side, quantity, reduce-only
-//! and close-position flags, stop/take-profit trigger, trailing callback, final status, fill
-//! price and the candle it was filled or cancelled in; every closed trade's entry and exit
-//! candle, side, quantity, prices, PnL and fees; and between the two job paths, each evaluated
-//! candle's run-marker outcome (the decision and what was done, hold included). Nothing is
-//! compared within a tolerance: fees are the server's 0.04 % on every path and slippage is 0.
+//! Compared exactly: every order's kind, decision (the intent and candle in its client id),
+//! side, quantity, reduce-only and close-position flags, stop/take-profit trigger, trailing
+//! callback, final status, fill price and the candle it was filled or cancelled in; every closed
+//! trade's entry and exit candle, side, quantity and prices; and between the two job paths, each
+//! evaluated candle's run-marker outcome (the decision with every condition's value, and what was
+//! done, hold included). Fees are the server's 0.04 % on every path and slippage is 0, so fills
+//! are priced alike. Two representation details are allowed, each where it is explained: a
+//! conditional order's fill price as the server's query shape renders it (2 decimals; see
+//! `differential::algo_price`) and a trade's PnL and fees within [`MONEY_TOLERANCE`].
 //!
 //! One design difference is taken out before comparing, and only it: the backtest closes what is
 //! still open at the end of the data, the jobs keep it open (see `differential::backtest`).
+//! Another is avoided by the config: a backtest feeds its strategies every candle since the file's
+//! first, a job the last `jobs.history`; the history here is longer than the slice, so both see
+//! every candle before each close (`a_warm_process_decides_as_a_cold_start_at_every_close`
+//! checks the windowed jobs against themselves).
 
 use albra_core::domain::Timeframe;
 use albra_core::strategy;
