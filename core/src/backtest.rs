@@ -14,9 +14,12 @@
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::engine::{AccountRuntime, Engine, EngineTiming};
+use crate::engine::{AccountRuntime, Engine, EngineTiming, StrategyCache};
 use crate::notify::DiscardNotifier;
-use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket, SyncView};
+use crate::paper::{
+    MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, SyncView,
+    ORDERS_CSV_HEADER,
+};
 use crate::ports::{Clock, Exchange, MarginType, SimClock, SymbolFilters};
 use crate::state::StateRepo;
 use rust_decimal::Decimal;
@@ -92,6 +95,8 @@ pub struct RunResult {
     pub job_errors: Vec<String>,
     /// Candles decided on the quiet-candle shortcut ([`Engine::evaluate_quiet`]).
     pub quiet_candles: usize,
+    /// Every order the run's paper account was sent (`--orders-out`).
+    pub orders: OrderJournal,
 }
 
 const EVAL_DELAY_MS: i64 = 3_000;
@@ -457,7 +462,8 @@ pub async fn run_series(
             quiet_memo: !opts.full_jobs,
             ..EngineTiming::instant()
         },
-        cache: Default::default(),
+        // Fed from the first candle on, never rebuilt from a window (see `StrategyCache`).
+        cache: StrategyCache::unbounded(),
         risk_off: opts.risk_off,
     };
 
@@ -585,6 +591,7 @@ pub async fn run_series(
         metrics,
         job_errors,
         quiet_candles,
+        orders: ex.journal(),
     })
 }
 
@@ -627,6 +634,15 @@ pub fn trades_csv(runs: &[RunResult]) -> String {
                 t.fees.0.round_dp(8).normalize()
             ));
         }
+    }
+    s
+}
+
+/// Every order of every run as CSV ([`ORDERS_CSV_HEADER`]), each labelled with its strategy.
+pub fn orders_csv(runs: &[RunResult]) -> String {
+    let mut s = String::from(ORDERS_CSV_HEADER);
+    for r in runs {
+        r.orders.csv_rows(&r.strategy, &mut s);
     }
     s
 }

@@ -153,7 +153,8 @@ pub struct Engine {
     pub notifier: Arc<dyn Notifier>,
     pub timing: EngineTiming,
     /// Strategies already fed, for processes that evaluate again and again (scheduler, replay,
-    /// backtest): the next evaluation feeds only the candles that closed since.
+    /// backtest, a warm Lambda): the next evaluation fetches only the candles that closed since
+    /// and decides exactly as a cold start would (see [`StrategyCache`]).
     pub cache: StrategyCache,
     /// Backtest policy `--risk off`: every entry uses all equity (quantity = equity / price), no
     /// position limit, no protective stop orders. Never set by the jobs.
@@ -168,9 +169,23 @@ type Fed = (Box<dyn strategy::Strategy>, i64);
 
 /// Fed strategy instances with the open time of the last candle each was fed, and a backtest's
 /// quiet-candle memo ([`Engine::evaluate_quiet`]).
+///
+/// A cold start builds a strategy from the last `jobs.history` candles (its window). A strategy
+/// fed every candle since the process started has seen older candles too, and indicators with an
+/// infinite memory (every EMA, Wilder's averages) would read differently: a warm process could
+/// decide otherwise than a cold one. So the default cache also keeps each strategy's window, and
+/// once the new candles push it past `history` it builds the strategy again from the window (the
+/// candles a cold start would fetch, none fetched twice). Backtests use
+/// [`StrategyCache::unbounded`]: a run decides as a job whose history reaches back to the first
+/// candle of its file.
 #[derive(Default)]
 pub struct StrategyCache {
     fed: std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>,
+    /// The candles each strategy in `fed` was built from, oldest first (not kept when unbounded).
+    windows:
+        std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::VecDeque<Candle>>>,
+    /// Feed cached strategies every new candle and never build them again (backtests).
+    unbounded: bool,
     quiet: std::sync::Mutex<Option<Box<Quiet>>>,
     /// When each (account, symbol) share book in the store was dated, as this process last read
     /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
@@ -179,6 +194,38 @@ pub struct StrategyCache {
 }
 
 impl StrategyCache {
+    /// A cache that feeds its strategies every candle since the first, never rebuilding them from
+    /// a window: a backtest's (its decisions see the whole file before each close).
+    pub fn unbounded() -> Self {
+        StrategyCache {
+            unbounded: true,
+            ..StrategyCache::default()
+        }
+    }
+    /// Remember the candles a strategy was just built from.
+    fn start_window(&self, k: &CacheKey, candles: &[Candle]) {
+        if !self.unbounded {
+            let mut w = self.windows.lock().expect("strategy windows");
+            w.insert(k.clone(), candles.iter().copied().collect());
+        }
+    }
+    /// Add `fresh` to `k`'s window. When that makes it longer than `limit` (the candles a cold
+    /// start fetches), drop the oldest and return the window: the strategy must be built again
+    /// from it. `None`: feeding `fresh` leaves it as a cold start would build it.
+    fn slide(&self, k: &CacheKey, fresh: &[Candle], limit: usize) -> Option<Vec<Candle>> {
+        if self.unbounded {
+            return None;
+        }
+        let mut w = self.windows.lock().expect("strategy windows");
+        let window = w.entry(k.clone()).or_default();
+        window.extend(fresh.iter().copied());
+        if window.len() <= limit {
+            return None;
+        }
+        let surplus = window.len() - limit;
+        window.drain(..surplus);
+        Some(window.iter().copied().collect())
+    }
     fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
         self.fed.lock().expect("strategy cache").remove(k)
     }
@@ -968,6 +1015,13 @@ impl Engine {
     ) -> Result<Option<(Decision, Option<Versioned<Position>>, Price)>, EngineError> {
         let ex = acct.exchange.as_ref();
         let cache_key = (acct.config.id.clone(), s.name.clone(), sym.clone(), tf);
+        let build = || {
+            strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                .map_err(|e| EngineError::Other(e.to_string()))
+        };
+        // The candles a cold start fetches (at least the strategy's warm-up).
+        let limit =
+            |st: &dyn strategy::Strategy| self.config.jobs.history.max(st.warmup() as u32 + 2);
         // A strategy fed up to an earlier candle only needs the candles closed since.
         let mut fed = None;
         if let Some((st, last)) = self.cache.take(&cache_key) {
@@ -982,7 +1036,12 @@ impl Engine {
                     Fetched::Ready(c) if c.first().is_some_and(|f| f.open_time <= last) => {
                         let close = c.last().map(|x| x.close).unwrap_or_default();
                         let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
-                        fed = Some((st, fresh, close));
+                        let limit = limit(st.as_ref()) as usize;
+                        fed = Some(match self.cache.slide(&cache_key, &fresh, limit) {
+                            // Its window moved on: built again from it, as a cold start would be.
+                            Some(window) => (build()?, window, close),
+                            None => (st, fresh, close),
+                        });
                     }
                     Fetched::Ready(_) => {}
                     Fetched::NotYet { .. } => {
@@ -995,16 +1054,15 @@ impl Engine {
         let (mut strat, candles, last_close) = match fed {
             Some((st, fresh, close)) => (st, fresh, close),
             None => {
-                let st =
-                    strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
-                        .map_err(|e| EngineError::Other(e.to_string()))?;
-                let limit = self.config.jobs.history.max(st.warmup() as u32 + 2);
+                let st = build()?;
+                let limit = limit(st.as_ref());
                 match self
                     .fetch_closed(ex, sym, tf, limit, open_time, now)
                     .await?
                 {
                     Fetched::Ready(c) => {
                         let close = c.last().map(|x| x.close).unwrap_or_default();
+                        self.cache.start_window(&cache_key, &c);
                         (st, c, close)
                     }
                     Fetched::NotYet { newest } => {

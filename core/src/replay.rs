@@ -7,7 +7,9 @@ use crate::config::Config;
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
 use crate::engine::{AccountRuntime, Engine, EngineTiming, JobReport};
-use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
+use crate::paper::{
+    MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, ORDERS_CSV_HEADER,
+};
 use crate::ports::{Clock, Exchange, Notifier, SimClock, StateStore};
 use crate::state::StateRepo;
 use rust_decimal::Decimal;
@@ -47,9 +49,19 @@ pub struct ReplaySummary {
     /// Largest fall of equity from its running peak, as a fraction.
     pub max_drawdown: f64,
     pub fees: Notional,
+    /// Every order each account's paper exchange was sent (`--orders-out`).
+    pub orders: Vec<(AccountId, OrderJournal)>,
 }
 
 impl ReplaySummary {
+    /// Every order as CSV ([`ORDERS_CSV_HEADER`]), each labelled with its account.
+    pub fn orders_csv(&self) -> String {
+        let mut s = String::from(ORDERS_CSV_HEADER);
+        for (id, j) in &self.orders {
+            j.csv_rows(&id.0, &mut s);
+        }
+        s
+    }
     pub fn win_rate(&self) -> f64 {
         if self.trades.is_empty() {
             return 0.0;
@@ -106,8 +118,11 @@ impl ReplaySummary {
 
 /// Seconds after a close at which the evaluator runs (as the scheduled job does).
 const EVAL_DELAY_MS: i64 = 3_000;
-/// Offset of the sync within each simulated minute.
-const SYNC_OFFSET_MS: i64 = 30_000;
+/// Offset of the sync within each simulated minute: at its start, before the evaluations of a
+/// close, as cron starts the minute's `position-sync` at the close while the evaluator waits out
+/// its close delay. An evaluation then decides on what the exchange did up to the close (a stop
+/// or take-profit that fired is recorded first), as `albra backtest` and the jobs do.
+const SYNC_OFFSET_MS: i64 = 1_000;
 
 /// Run a replay over `store`, which must be fresh (the caller picks it: the CLI hands an SQLite
 /// file, so the jobs run on the embedded store as they do on EC2); `notifier` receives every
@@ -223,6 +238,10 @@ pub async fn run(
     let mut m = first + 60_000;
     while m <= end {
         if !in_gap(m - 1) {
+            let now = m + SYNC_OFFSET_MS;
+            clock.set(now);
+            absorb(engine.sync_positions(now).await, &mut summary_errors);
+            syncs += 1;
             for tf in &tfs {
                 if m % tf.millis() == 0 {
                     let now = m + EVAL_DELAY_MS;
@@ -230,12 +249,6 @@ pub async fn run(
                     absorb(engine.evaluate(*tf, now).await, &mut summary_errors);
                     evaluations += 1;
                 }
-            }
-            if m < end {
-                let now = m + SYNC_OFFSET_MS;
-                clock.set(now);
-                absorb(engine.sync_positions(now).await, &mut summary_errors);
-                syncs += 1;
             }
             if m % base.millis() == 0 && m < end {
                 let mut eq = 0.0;
@@ -253,6 +266,10 @@ pub async fn run(
         m += 60_000;
     }
 
+    let journals = exchanges
+        .iter()
+        .map(|(id, ex)| (id.clone(), ex.journal()))
+        .collect();
     let mut trades = Vec::new();
     let mut open_positions = 0;
     let mut final_equity = Decimal::ZERO;
@@ -291,5 +308,6 @@ pub async fn run(
         final_equity: Notional(final_equity),
         max_drawdown: max_dd,
         fees,
+        orders: journals,
     })
 }

@@ -486,6 +486,35 @@ impl BinanceTestServer {
         g.x.trigger(symbol, price, now)
     }
 
+    /// The activation price and callback rate (percent) a conditional order was placed with.
+    pub fn trailing_params(
+        &self,
+        api_key: &str,
+        client_algo_id: &str,
+    ) -> Option<(Option<Decimal>, Option<Decimal>)> {
+        self.shared
+            .lock()
+            .x
+            .trailing_params(api_key, client_algo_id)
+    }
+
+    /// Fires one open conditional order of the account `api_key` at `price`, stamped `time`
+    /// (server ms), whatever the mark: for a test that plays each candle against the orders by its
+    /// own market model (the differential test plays the paper exchange's). Returns whether an
+    /// open order with that `clientAlgoId` was found.
+    pub fn fire_algo_order(
+        &self,
+        api_key: &str,
+        client_algo_id: &str,
+        price: Decimal,
+        time: i64,
+    ) -> bool {
+        self.shared
+            .lock()
+            .x
+            .fire_one(api_key, client_algo_id, price, time)
+    }
+
     /// Resolves `true` once a `POST /fapi/v1/order` has taken effect beyond those already reported
     /// by earlier calls (the first call: any order since start); `false` on timeout.
     pub async fn wait_for_order(&self, timeout: Duration) -> bool {

@@ -5,6 +5,7 @@
 pub mod bench_live;
 pub mod binance_server;
 pub mod chaos;
+pub mod differential;
 pub mod harness;
 pub mod moto;
 pub mod store_contract;

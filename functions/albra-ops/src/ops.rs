@@ -48,7 +48,8 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             data,
             symbol,
             quiet,
-        } => cmd_replay(cfg, cli.state, data, symbol, quiet).await,
+            orders_out,
+        } => cmd_replay(cfg, cli.state, data, symbol, quiet, orders_out).await,
         Command::Run { paper: _, live } => {
             cmd_run(cfg, &state, live, cli.env_file.as_deref()).await
         }
@@ -77,6 +78,7 @@ async fn cmd_replay(
     data: PathBuf,
     symbol: Option<String>,
     quiet: bool,
+    orders_out: Option<PathBuf>,
 ) -> Result<()> {
     let state_dir = match state {
         Some(s) => {
@@ -122,6 +124,11 @@ async fn cmd_replay(
     .await?;
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some(p) = orders_out {
+        std::fs::write(&p, summary.orders_csv())
+            .with_context(|| format!("writing {}", p.display()))?;
+        println!("orders written to {}", p.display());
+    }
     albra_cli::no_job_errors("replay", &summary.errors)
 }
 

@@ -74,6 +74,10 @@ pub enum Command {
         /// Print only the summary, not every notification.
         #[arg(long)]
         quiet: bool,
+        /// Write every order each account's paper exchange was sent as CSV (the columns of
+        /// `backtest --orders-out`, labelled by account).
+        #[arg(long)]
+        orders_out: Option<PathBuf>,
     },
     /// Long-running local scheduler: evaluators a few seconds after each 15m/1h/4h close and the
     /// sync every 60 s. Paper by default; --live trades real money with the accounts' keys.
@@ -146,6 +150,10 @@ pub enum Command {
         /// exit_price,qty,pnl,fees).
         #[arg(long)]
         trades_out: Option<PathBuf>,
+        /// Write every order each run's paper account was sent as CSV (run,symbol,kind,client_id,
+        /// side,qty,reduce_only,close_position,trigger_price,callback_rate,status,avg_price,time).
+        #[arg(long)]
+        orders_out: Option<PathBuf>,
         /// Write a self-contained HTML report with equity and drawdown charts.
         #[arg(long)]
         report: Option<PathBuf>,

@@ -43,6 +43,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             timeframe,
             sim,
             trades_out,
+            orders_out,
             report,
         } => {
             for s in &strategy {
@@ -83,6 +84,11 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 std::fs::write(&p, albra_core::backtest::trades_csv(&runs))
                     .with_context(|| format!("writing {}", p.display()))?;
                 println!("trades written to {}", p.display());
+            }
+            if let Some(p) = orders_out {
+                std::fs::write(&p, albra_core::backtest::orders_csv(&runs))
+                    .with_context(|| format!("writing {}", p.display()))?;
+                println!("orders written to {}", p.display());
             }
             if let Some(p) = report {
                 std::fs::write(&p, albra_core::backtest::html_report(&runs))

@@ -668,6 +668,37 @@ impl Exchange {
         fired.len()
     }
 
+    /// The activation price and callback rate (percent) of `key`'s conditional order
+    /// `client_algo_id`, as placed (the query shapes leave them out).
+    pub fn trailing_params(
+        &self,
+        key: &str,
+        client_algo_id: &str,
+    ) -> Option<(Option<Decimal>, Option<Decimal>)> {
+        self.account(key)
+            .algos
+            .iter()
+            .find(|a| a.client_algo_id == client_algo_id)
+            .map(|a| (a.activate_price, a.callback_rate))
+    }
+
+    /// Fires `key`'s open conditional order `client_algo_id` at `price` (the mark is left as it
+    /// is), as if its trigger was crossed at `now`; `false` when no such order is open.
+    pub fn fire_one(&mut self, key: &str, client_algo_id: &str, price: Decimal, now: i64) -> bool {
+        let found = self
+            .account(key)
+            .algos
+            .iter()
+            .position(|a| a.is_open() && a.client_algo_id == client_algo_id);
+        match found {
+            Some(i) => {
+                self.fire(key, i, price, now);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Executes a triggered conditional order: closePosition closes whatever position is open on
     /// the other side (nothing when flat); reduce-only never adds; the fill is booked like a
     /// MARKET order at `price`.
