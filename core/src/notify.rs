@@ -2,7 +2,7 @@
 //! that discards, and a fan-out that filters by priority and drops duplicate event ids. Telegram
 //! is an adapter (`albra_adapters::telegram`).
 
-use crate::ports::{Notification, Notifier, Priority};
+use crate::ports::{Notification, Notifier, NotifyError, Priority};
 use async_trait::async_trait;
 use std::collections::HashSet;
 use std::io::Write;
@@ -27,9 +27,12 @@ pub fn format_line(n: &Notification) -> String {
 
 #[async_trait]
 impl Notifier for ConsoleNotifier {
-    async fn notify(&self, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "{}", format_line(n)).map_err(|e| e.to_string())
+        writeln!(out, "{}", format_line(n)).map_err(|e| NotifyError::Undelivered {
+            channel: "console",
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -47,7 +50,7 @@ impl CollectingNotifier {
 
 #[async_trait]
 impl Notifier for CollectingNotifier {
-    async fn notify(&self, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
         self.items.lock().expect("notifier lock").push(n.clone());
         Ok(())
     }
@@ -59,7 +62,7 @@ pub struct DiscardNotifier;
 
 #[async_trait]
 impl Notifier for DiscardNotifier {
-    async fn notify(&self, _: &Notification) -> Result<(), String> {
+    async fn notify(&self, _: &Notification) -> Result<(), NotifyError> {
         Ok(())
     }
     fn enabled(&self) -> bool {
@@ -86,7 +89,7 @@ impl FanoutNotifier {
 
 #[async_trait]
 impl Notifier for FanoutNotifier {
-    async fn notify(&self, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
         if n.priority < self.min
             || !self
                 .seen
@@ -102,10 +105,10 @@ impl Notifier for FanoutNotifier {
                 errors.push(e);
             }
         }
-        if errors.is_empty() {
-            Ok(())
-        } else {
-            Err(errors.join("; "))
+        match errors.len() {
+            0 => Ok(()),
+            1 => Err(errors.remove(0)),
+            _ => Err(NotifyError::Several(errors)),
         }
     }
 }
@@ -137,5 +140,39 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event_id, "a");
         assert!(format_line(&got[0]).contains("[HIGH] main entry: hello"));
+    }
+
+    struct Failing(&'static str);
+
+    #[async_trait]
+    impl Notifier for Failing {
+        async fn notify(&self, _: &Notification) -> Result<(), NotifyError> {
+            Err(NotifyError::Undelivered {
+                channel: self.0,
+                detail: "down".into(),
+            })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_fanout_reports_every_channel_that_failed_and_still_delivers_to_the_rest() {
+        let c = Arc::new(CollectingNotifier::default());
+        let one = FanoutNotifier::new(vec![Arc::new(Failing("a")), c.clone()], Priority::Low);
+        let e = one.notify(&n("x", Priority::High)).await.unwrap_err();
+        assert_eq!(
+            e,
+            NotifyError::Undelivered {
+                channel: "a",
+                detail: "down".into()
+            }
+        );
+        assert_eq!(c.take().len(), 1, "the working channel still got it");
+        let two = FanoutNotifier::new(
+            vec![Arc::new(Failing("a")), Arc::new(Failing("b"))],
+            Priority::Low,
+        );
+        let e = two.notify(&n("y", Priority::High)).await.unwrap_err();
+        assert!(matches!(&e, NotifyError::Several(v) if v.len() == 2));
+        assert_eq!(e.to_string(), "a: down; b: down");
     }
 }

@@ -565,11 +565,26 @@ pub struct Notification {
 #[async_trait]
 pub trait Notifier: Send + Sync {
     /// Deliver one notification. Failures are reported, never fatal to the job that raised it.
-    async fn notify(&self, n: &Notification) -> Result<(), String>;
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError>;
     /// `false` when notifications are thrown away unread: callers may then skip making them.
     fn enabled(&self) -> bool {
         true
     }
+}
+
+/// A notification that did not arrive.
+#[derive(thiserror::Error, Debug, Clone, PartialEq, Eq)]
+pub enum NotifyError {
+    /// A channel did not take it (after its own retries); `detail` says why and never holds a
+    /// secret (a bot token travels in Telegram's URLs, so no URL is ever quoted).
+    #[error("{channel}: {detail}")]
+    Undelivered {
+        channel: &'static str,
+        detail: String,
+    },
+    /// Several channels of a fan-out failed.
+    #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; "))]
+    Several(Vec<NotifyError>),
 }
 
 /// The current time in ms since the epoch. Only adapters and binaries read it; decision code gets

@@ -1,7 +1,7 @@
 //! Telegram Bot API notifier: `sendMessage` to the configured chat, retried with backoff, through
 //! the outbound HTTP policy of [`crate::http`] (the bot token travels in the URL).
 
-use albra_core::ports::{Notification, Notifier, TelegramCreds};
+use albra_core::ports::{Notification, Notifier, NotifyError, TelegramCreds};
 use async_trait::async_trait;
 use std::time::Duration;
 
@@ -50,7 +50,7 @@ impl TelegramNotifier {
 
 #[async_trait]
 impl Notifier for TelegramNotifier {
-    async fn notify(&self, n: &Notification) -> Result<(), String> {
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
         let url = format!(
             "{}/bot{}/sendMessage",
             self.base,
@@ -73,19 +73,26 @@ impl Notifier for TelegramNotifier {
                 // Never followed (it would send the token elsewhere), and asking again would
                 // get the same answer.
                 Ok(r) if r.status().is_redirection() => {
-                    return Err(format!(
-                        "telegram sendMessage answered HTTP {}, a redirect, which is never \
-                         followed; check {}",
+                    return Err(undelivered(format!(
+                        "sendMessage answered HTTP {}, a redirect, which is never followed; \
+                         check {}",
                         r.status(),
                         Self::URL_ENV
-                    ))
+                    )))
                 }
                 // The token is part of the URL: report the status only, never the URL.
-                Ok(r) => last = format!("telegram sendMessage answered HTTP {}", r.status()),
-                Err(e) => last = format!("telegram sendMessage failed: {}", e.without_url()),
+                Ok(r) => last = format!("sendMessage answered HTTP {}", r.status()),
+                Err(e) => last = format!("sendMessage failed: {}", e.without_url()),
             }
         }
-        Err(last)
+        Err(undelivered(last))
+    }
+}
+
+fn undelivered(detail: String) -> NotifyError {
+    NotifyError::Undelivered {
+        channel: "telegram",
+        detail,
     }
 }
 
@@ -126,7 +133,11 @@ mod tests {
                     .await;
             let mut t = TelegramNotifier::with_base_url(creds(), &server.base).unwrap();
             t.backoff = Duration::from_millis(1);
-            let err = t.notify(&n("r", Priority::High)).await.unwrap_err();
+            let err = t
+                .notify(&n("r", Priority::High))
+                .await
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(&format!("HTTP {status}")), "{err}");
             assert!(!err.contains("bot-token-xyz"), "{err}");
             let heads = server.heads();

@@ -401,7 +401,7 @@ struct Discarding(AtomicUsize);
 
 #[async_trait]
 impl Notifier for Discarding {
-    async fn notify(&self, _: &Notification) -> Result<(), String> {
+    async fn notify(&self, _: &Notification) -> Result<(), albra_core::ports::NotifyError> {
         self.0.fetch_add(1, Ordering::SeqCst);
         Ok(())
     }
