@@ -5,6 +5,9 @@
 
 use super::*;
 
+/// The job name the sync records its runs under ([`crate::state::JobRun`]).
+pub const SYNC_JOB: &str = "position-sync";
+
 /// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
 /// once); above it, once for the account (weight 40).
 const ALGO_LISTS_PER_SYMBOL_MAX: usize = 10;
@@ -51,6 +54,7 @@ impl Engine {
                         part.errors
                             .push(format!("{}: sync failed: {e}", acct.config.id));
                     }
+                    self.record_sync_run(&acct.config.id, now, &mut part).await;
                     part
                 },
             ))
@@ -61,6 +65,43 @@ impl Engine {
         }
         self.portfolio_view(now, &mut report).await;
         report
+    }
+
+    /// Reconcile one account (enabled or not) as [`Engine::sync_positions`] does, without the
+    /// portfolio view: the operator's `sync ACCOUNT`. An account the engine does not trade is an
+    /// error in the report.
+    pub async fn sync_one(&self, account: &AccountId, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        let Some(acct) = self.accounts.iter().find(|a| &a.config.id == account) else {
+            report
+                .errors
+                .push(format!("{account}: no such account in this engine"));
+            return report;
+        };
+        if let Err(e) = self.sync_account(acct, now, &mut report).await {
+            report.errors.push(format!("{account}: sync failed: {e}"));
+        }
+        self.record_sync_run(account, now, &mut report).await;
+        report
+    }
+
+    /// Leave the account's last sync run in the store (job health reads it). A failure to write
+    /// it is one more error of the run, never a reason to undo what the sync did.
+    async fn record_sync_run(&self, account: &AccountId, now: i64, report: &mut JobReport) {
+        let run = crate::state::JobRun {
+            at: now,
+            ok: report.errors.is_empty(),
+            outcome: report
+                .errors
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("ok: {} line(s)", report.lines.len())),
+        };
+        if let Err(e) = self.repo.record_job_run(account, SYNC_JOB, &run).await {
+            report
+                .errors
+                .push(format!("{account}: sync run not recorded: {e}"));
+        }
     }
 
     /// The advisory portfolio view across accounts: warnings in the report and one notification
