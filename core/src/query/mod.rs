@@ -11,6 +11,7 @@
 //!   with the jobs' safety rules (deterministic client ids, exactly-once submission,
 //!   conditional writes).
 
+pub mod commands;
 pub mod queries;
 
 use crate::engine::EngineError;
@@ -60,3 +61,6 @@ pub(crate) fn select_accounts<'a>(
         },
     }
 }
+
+#[cfg(test)]
+mod tests;
