@@ -42,7 +42,7 @@ use shares::Verdict;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
-pub use sync::SYNC_JOB;
+pub use sync::{SYNC_JOB, SYNC_RECORD_REFRESH_MS};
 
 /// Why a job failed.
 #[derive(thiserror::Error, Debug)]

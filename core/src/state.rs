@@ -537,16 +537,21 @@ impl StateRepo {
     }
 
     /// Record a run of `job` unless a later one is recorded already (conditional on the version
-    /// read; a concurrent writer wins).
+    /// read; a concurrent writer wins). A run without errors after a recorded run without errors
+    /// less than `refresh_ms` before it is not written: the record is a heartbeat with that
+    /// granularity, which spares the minute-by-minute sync (and a replay's every simulated
+    /// minute) a write per run. Failures, and the first success after one, are always written.
     pub async fn record_job_run(
         &self,
         account: &AccountId,
         job: &str,
         run: &JobRun,
+        refresh_ms: i64,
     ) -> Result<(), StoreError> {
         let (p, s) = (pk(account), concat(&["JOB#", job]));
         let expect = match self.get::<JobRun>(&p, &s).await? {
             Some(v) if v.value.at > run.at => return Ok(()),
+            Some(v) if v.value.ok && run.ok && run.at - v.value.at < refresh_ms => return Ok(()),
             Some(v) => Expect::Version(v.version),
             None => Expect::Absent,
         };

@@ -8,6 +8,10 @@ use super::*;
 /// The job name the sync records its runs under ([`crate::state::JobRun`]).
 pub const SYNC_JOB: &str = "position-sync";
 
+/// A sync without errors rewrites its run record at most this often (see
+/// [`crate::state::StateRepo::record_job_run`]): job health's heartbeat granularity.
+pub const SYNC_RECORD_REFRESH_MS: i64 = 300_000;
+
 /// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
 /// once); above it, once for the account (weight 40).
 const ALGO_LISTS_PER_SYMBOL_MAX: usize = 10;
@@ -97,7 +101,11 @@ impl Engine {
                 .cloned()
                 .unwrap_or_else(|| format!("ok: {} line(s)", report.lines.len())),
         };
-        if let Err(e) = self.repo.record_job_run(account, SYNC_JOB, &run).await {
+        if let Err(e) = self
+            .repo
+            .record_job_run(account, SYNC_JOB, &run, SYNC_RECORD_REFRESH_MS)
+            .await
+        {
             report
                 .errors
                 .push(format!("{account}: sync run not recorded: {e}"));

@@ -7,7 +7,7 @@ use crate::domain::{
     AccountId, AccountState, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
     Timeframe, TradeRecord,
 };
-use crate::engine::{AccountRuntime, SYNC_JOB};
+use crate::engine::{AccountRuntime, SYNC_JOB, SYNC_RECORD_REFRESH_MS};
 use crate::ports::AccountSnapshot;
 use crate::risk;
 use crate::state::{RunStage, StateRepo};
@@ -495,8 +495,9 @@ pub struct JobHealth {
     pub ok: bool,
     /// `now` less `last_run` (ms).
     pub age_ms: Option<i64>,
-    /// No run for longer than the job's allowance: two of its periods for an evaluator, five
-    /// minutes for the sync (the spec allows 300 s between syncs when flat).
+    /// No run for longer than the job's allowance: two of its periods for an evaluator, ten
+    /// minutes for the sync (the spec allows 300 s between syncs when flat, and a sync without
+    /// errors refreshes its record every [`SYNC_RECORD_REFRESH_MS`]).
     pub stale: bool,
 }
 
@@ -504,7 +505,7 @@ pub struct JobHealth {
 fn allowance(job_tf: Option<Timeframe>) -> i64 {
     match job_tf {
         Some(tf) => 2 * tf.millis(),
-        None => 300_000,
+        None => 300_000 + SYNC_RECORD_REFRESH_MS,
     }
 }
 

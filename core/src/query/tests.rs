@@ -692,29 +692,36 @@ async fn job_health_reads_the_sync_record_and_the_run_markers() {
             .collect::<Vec<_>>(),
         [("position-sync", None, true), ("evaluator-15m", None, true)]
     );
-    repo.record_job_run(
-        &main,
-        "position-sync",
-        &JobRun {
-            at: NOW - 30_000,
-            ok: true,
-            outcome: "ok: 2 line(s)".into(),
-        },
-    )
-    .await
-    .unwrap();
-    // An older run recorded late does not replace the newer one.
-    repo.record_job_run(
-        &main,
-        "position-sync",
-        &JobRun {
-            at: NOW - 90_000,
-            ok: false,
-            outcome: "old".into(),
-        },
-    )
-    .await
-    .unwrap();
+    let sync = |at: i64, ok: bool, outcome: &str| JobRun {
+        at,
+        ok,
+        outcome: outcome.into(),
+    };
+    let record = |r: JobRun| {
+        let repo = repo.clone();
+        let main = main.clone();
+        async move {
+            repo.record_job_run(&main, "position-sync", &r, 300_000)
+                .await
+                .unwrap();
+            repo.job_run(&main, "position-sync").await.unwrap().unwrap()
+        }
+    };
+    // (run, what is recorded after it): a success within the refresh of a success is not
+    // written; a failure, the first success after it, and a success after the refresh are.
+    let steps = [
+        (sync(NOW - 900_000, true, "a"), "a"),
+        (sync(NOW - 840_000, true, "b"), "a"),
+        (sync(NOW - 780_000, false, "c"), "c"),
+        (sync(NOW - 720_000, true, "d"), "d"),
+        (sync(NOW - 420_000, true, "e"), "e"),
+        (sync(NOW - 30_000, true, "ok: 2 line(s)"), "ok: 2 line(s)"),
+        // An older run recorded late does not replace the newer one.
+        (sync(NOW - 90_000, false, "old"), "ok: 2 line(s)"),
+    ];
+    for (run, recorded) in steps {
+        assert_eq!(record(run).await.outcome, recorded);
+    }
     let run = |open_time| RunKey {
         account: main.clone(),
         strategy: StrategyId::new("EMA_CROSS"),
