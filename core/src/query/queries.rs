@@ -338,15 +338,16 @@ pub enum RiskWarning {
         strategy: StrategyId,
         symbol: Symbol,
     },
-    DailyLossHalt {
-        until: i64,
-    },
-    MddLevel {
-        level: u8,
-    },
+    /// New entries are halted by the daily loss limit until `until` (ms).
+    DailyLossHalt { until: i64 },
+    /// Equity is down far enough from its peak for entry sizes to be cut.
+    MddLevel { level: u8 },
+    /// The account is paused: nothing is evaluated, its stops stay.
     Paused,
-    /// More open positions than the limit (entries are refused until some close).
+    /// A strategy holds as many positions as `risk.max_positions_per_account` allows: its
+    /// entries are refused until one closes.
     PositionLimit {
+        strategy: StrategyId,
         open: usize,
         max: u32,
     },
@@ -422,12 +423,37 @@ pub fn risk_of(
         .map(|v| &v.value)
         .filter(|p| p.is_open())
         .collect();
-    let halted_until = st.daily_halt_until.filter(|t| *t > now);
-    let mdd_blocks_entries =
-        st.mdd_level >= risk::emergency_level(mdd) && !mdd.allow_entries_in_emergency && known;
-    let leverage = leverage_use(cfg, a);
-    let mut warnings = shared_symbols(cfg, a);
-    warnings.extend(
+    let mut check = RiskCheck {
+        account: a.id.clone(),
+        enabled: a.enabled,
+        state_known: known,
+        paused: st.paused,
+        daily_loss: risk::daily_loss(&st),
+        daily_loss_limit: cfg.daily_loss_pct(a),
+        halted_until: st.daily_halt_until.filter(|t| *t > now),
+        mdd_level: st.mdd_level,
+        size_multiplier: risk::mdd_multiplier(mdd, st.mdd_level, st.consecutive_wins),
+        mdd_blocks_entries: known
+            && st.mdd_level >= risk::emergency_level(mdd)
+            && !mdd.allow_entries_in_emergency,
+        open_positions: open.len(),
+        max_positions: cfg.risk.max_positions_per_account,
+        leverage: leverage_use(cfg, a),
+        warnings: Vec::new(),
+    };
+    check.warnings = warnings_of(cfg, a, &check, &open);
+    check
+}
+
+/// What needs attention in a risk check's figures and the open positions.
+fn warnings_of(
+    cfg: &Config,
+    a: &AccountConfig,
+    c: &RiskCheck,
+    open: &[&Position],
+) -> Vec<RiskWarning> {
+    let mut w = shared_symbols(cfg, a);
+    w.extend(
         open.iter()
             .filter(|p| unprotected(p))
             .map(|p| RiskWarning::Unprotected {
@@ -435,48 +461,37 @@ pub fn risk_of(
                 symbol: p.key.symbol.clone(),
             }),
     );
-    if let Some(until) = halted_until {
-        warnings.push(RiskWarning::DailyLossHalt { until });
+    if let Some(until) = c.halted_until {
+        w.push(RiskWarning::DailyLossHalt { until });
     }
-    if st.mdd_level > 0 {
-        warnings.push(RiskWarning::MddLevel {
-            level: st.mdd_level,
-        });
+    if c.mdd_level > 0 {
+        w.push(RiskWarning::MddLevel { level: c.mdd_level });
     }
-    if st.paused {
-        warnings.push(RiskWarning::Paused);
+    if c.paused {
+        w.push(RiskWarning::Paused);
     }
-    let strategy_open = open.iter().filter(|p| !p.is_manual).count();
-    let max_positions = cfg.risk.max_positions_per_account;
-    if strategy_open > max_positions as usize {
-        warnings.push(RiskWarning::PositionLimit {
-            open: strategy_open,
-            max: max_positions,
-        });
+    // The entry check counts each strategy's own positions (MANUAL ones are the trader's).
+    let mut per_strategy: BTreeMap<&StrategyId, usize> = BTreeMap::new();
+    for p in open.iter().filter(|p| !p.is_manual) {
+        *per_strategy.entry(&p.key.strategy).or_default() += 1;
     }
-    warnings.extend(leverage.iter().filter(|l| l.configured > l.cap).map(|l| {
+    for (strategy, n) in per_strategy {
+        if n >= c.max_positions as usize {
+            w.push(RiskWarning::PositionLimit {
+                strategy: strategy.clone(),
+                open: n,
+                max: c.max_positions,
+            });
+        }
+    }
+    w.extend(c.leverage.iter().filter(|l| l.configured > l.cap).map(|l| {
         RiskWarning::LeverageCapped {
             strategy: l.strategy.clone(),
             configured: l.configured,
             cap: l.cap,
         }
     }));
-    RiskCheck {
-        account: a.id.clone(),
-        enabled: a.enabled,
-        state_known: known,
-        paused: st.paused,
-        daily_loss: risk::daily_loss(&st),
-        daily_loss_limit: cfg.daily_loss_pct(a),
-        halted_until,
-        mdd_level: st.mdd_level,
-        size_multiplier: risk::mdd_multiplier(mdd, st.mdd_level, st.consecutive_wins),
-        mdd_blocks_entries,
-        open_positions: open.len(),
-        max_positions,
-        leverage,
-        warnings,
-    }
+    w
 }
 
 /// `health`: the last run of each job of each account.

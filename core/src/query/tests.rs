@@ -678,6 +678,28 @@ async fn status_positions_and_risk_from_the_store() {
     // Once the halt has passed it is no warning.
     let later = &risk_check(&repo, &c, Some(MAIN), NOW + 1000).await.unwrap()[0];
     assert_eq!(later.halted_until, None);
+    assert!(!later.warnings.iter().any(|w| matches!(
+        w,
+        RiskWarning::DailyLossHalt { .. } | RiskWarning::PositionLimit { .. }
+    )));
+    // With one position allowed, EMA_CROSS is at its limit; the MANUAL position counts for none.
+    let mut one = c.clone();
+    one.risk.max_positions_per_account = 1;
+    let held = repo.positions(&main).await.unwrap();
+    let r = risk_of(&one, &one.accounts[0], Some(&st), &held, NOW);
+    let limits: Vec<_> = r
+        .warnings
+        .iter()
+        .filter(|w| matches!(w, RiskWarning::PositionLimit { .. }))
+        .collect();
+    assert_eq!(
+        limits,
+        [&RiskWarning::PositionLimit {
+            strategy: StrategyId::new("EMA_CROSS"),
+            open: 1,
+            max: 1
+        }]
+    );
 }
 
 #[tokio::test]
