@@ -627,21 +627,21 @@ pub fn apply_switch(
     }
     let mut doc: toml_edit::DocumentMut = config_text
         .parse()
-        .map_err(|e| QueryError::Refused(format!("{file}: {e}")))?;
+        .map_err(|e| QueryError::Config(format!("{file}: {e}")))?;
     let accounts = doc
         .get_mut("accounts")
         .and_then(|a| a.as_array_of_tables_mut())
-        .ok_or_else(|| QueryError::Refused(format!("{file}: no [[accounts]]")))?;
+        .ok_or_else(|| QueryError::Config(format!("{file}: no [[accounts]]")))?;
     let entry = accounts
         .iter_mut()
         .find(|t| t.get("id").and_then(|v| v.as_str()) == Some(plan.account.as_str()))
         .ok_or_else(|| {
-            QueryError::Refused(format!("{file}: no [[accounts]] id = \"{}\"", plan.account))
+            QueryError::Config(format!("{file}: no [[accounts]] id = \"{}\"", plan.account))
         })?;
     let mut list = toml_edit::Array::new();
     list.push(plan.to.as_str());
     entry["strategies"] = toml_edit::value(list);
     let text = doc.to_string();
-    Config::parse(&text, file).map_err(|e| QueryError::Refused(e.to_string()))?;
+    Config::parse(&text, file).map_err(|e| QueryError::Config(e.to_string()))?;
     Ok(text)
 }

@@ -14,7 +14,6 @@
 pub mod commands;
 pub mod queries;
 
-use crate::engine::EngineError;
 use crate::ports::{ExchangeError, StoreError};
 
 /// Why a query or command could not be answered or carried out.
@@ -29,15 +28,14 @@ pub enum QueryError {
     /// The command's plan refuses to go ahead; the text says why and what would unblock it.
     #[error("refused: {0}")]
     Refused(String),
+    /// The configuration text cannot take the change (unparseable, no such account entry, or
+    /// invalid once changed).
+    #[error("{0}")]
+    Config(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
     Exchange(#[from] ExchangeError),
-    #[error(transparent)]
-    Engine(#[from] EngineError),
-    /// A command ran but some of its steps failed (each listed); rerunning it is safe.
-    #[error("incomplete: {}", .0.join("; "))]
-    Incomplete(Vec<String>),
 }
 
 /// The accounts of `cfg`, or the one named: an unknown name is an error listing the known ones.

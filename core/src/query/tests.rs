@@ -474,6 +474,13 @@ fn switch_plans_validate_and_refuse_while_a_dropped_strategy_holds_a_position() 
     }
     let p = plan_switch(&c, &snap(None, vec![], vec![], vec![]), "EMA_CROSS").unwrap();
     assert!(p.unchanged);
+    // A config text without the account's entry (edited since) takes no change.
+    let other = config("").replace("id = \"main\"", "id = \"other\"");
+    let err = apply_switch(&p, &other, "test.toml").unwrap_err();
+    assert!(
+        matches!(err, QueryError::Config(ref m) if m.contains("id = \"main\"")),
+        "{err}"
+    );
 }
 
 fn trade(strategy: &str, pnl: Decimal, exit_time: i64) -> TradeRecord {
