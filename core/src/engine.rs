@@ -43,6 +43,7 @@ use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
+pub use sync::{SYNC_JOB, SYNC_RECORD_REFRESH_MS};
 
 /// Why a job failed.
 #[derive(thiserror::Error, Debug)]

@@ -20,6 +20,7 @@ pub mod notify;
 pub mod orders;
 pub mod paper;
 pub mod ports;
+pub mod query;
 pub mod replay;
 pub mod risk;
 pub mod shares;

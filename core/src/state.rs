@@ -10,6 +10,7 @@
 //! | `ACCT#{acct}`  | `ENTRY#{strategy}`                         | last entry time (ms)      |
 //! | `ACCT#{acct}`  | `RUN#{tf}#{strategy}#{symbol}#{open_time}` | run marker (TTL 14 days)  |
 //! | `ACCT#{acct}`  | `SHARES#{symbol}`                          | [`ShareBook`]             |
+//! | `ACCT#{acct}`  | `JOB#{job}`                                | [`JobRun`] (last run)     |
 //!
 //! Every write is conditional (create-if-absent or version match), so two jobs never overwrite
 //! each other; a conflict surfaces as [`StoreError::Conflict`] and the job stops for that item.
@@ -78,6 +79,17 @@ pub struct RunMarker {
     pub lease_until: i64,
 }
 
+/// The last run of a job for an account (`position-sync`): when it ran and how it ended, so job
+/// health can be answered from the store (evaluations leave their run markers instead).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct JobRun {
+    /// Job time of the run (ms).
+    pub at: i64,
+    pub ok: bool,
+    /// The first error, or a short summary of a run without errors.
+    pub outcome: String,
+}
+
 /// The answer to [`StateRepo::claim_run`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Claim {
@@ -107,6 +119,20 @@ impl RunKey {
             "RUN#{}#{}#{}#{}",
             self.tf, self.strategy.0, self.symbol.0, self.open_time
         )
+    }
+
+    /// The key of a run marker's sort key (`None` for one that is not a run marker).
+    fn parse(account: &AccountId, sk: &str) -> Option<RunKey> {
+        let mut parts = sk.strip_prefix("RUN#")?.split('#');
+        let (tf, strategy, symbol, open) =
+            (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+        Some(RunKey {
+            account: account.clone(),
+            strategy: StrategyId::new(strategy),
+            symbol: Symbol::new(symbol),
+            tf: tf.parse().ok()?,
+            open_time: open.parse().ok()?,
+        })
     }
 }
 
@@ -191,6 +217,7 @@ enum Item {
     Entry(i64),
     Stats(StrategyStats),
     Shares(ShareBook),
+    Job(JobRun),
 }
 
 /// A state type the repo stores: JSON for the key/value stores, an [`Item`] for the typed one.
@@ -221,6 +248,7 @@ stored!(RunMarker, Run);
 stored!(i64, Entry);
 stored!(StrategyStats, Stats);
 stored!(ShareBook, Shares);
+stored!(JobRun, Job);
 
 /// The condition of a write: create when nothing was read, else the version read.
 fn expect_version(version: Option<u64>) -> Expect {
@@ -454,6 +482,83 @@ impl StateRepo {
                 })
                 .collect(),
             Backend::Typed(t) => t.query(pk, prefix),
+        }
+    }
+
+    /// The items under `prefix` with their sort keys.
+    async fn query_keyed<T: Stored>(
+        &self,
+        pk: &str,
+        prefix: &str,
+    ) -> Result<Vec<(String, T)>, StoreError> {
+        match &self.backend {
+            Backend::Kv(store) => store
+                .query(pk, prefix)
+                .await?
+                .into_iter()
+                .map(|r| Ok((r.sk.clone(), decode(pk, &r.sk, &r.body)?)))
+                .collect(),
+            Backend::Typed(t) => t
+                .table
+                .query_with(pk, prefix, |sk, _, item| {
+                    Ok((
+                        sk.to_string(),
+                        T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
+                    ))
+                })
+                .into_iter()
+                .collect(),
+        }
+    }
+
+    /// Every run marker of an account (the evaluator's audit trail, kept 14 days), by sort key.
+    pub async fn run_markers(
+        &self,
+        account: &AccountId,
+    ) -> Result<Vec<(RunKey, RunMarker)>, StoreError> {
+        Ok(self
+            .query_keyed::<RunMarker>(&pk(account), "RUN#")
+            .await?
+            .into_iter()
+            .filter_map(|(sk, m)| Some((RunKey::parse(account, &sk)?, m)))
+            .collect())
+    }
+
+    /// The last recorded run of `job` for the account.
+    pub async fn job_run(
+        &self,
+        account: &AccountId,
+        job: &str,
+    ) -> Result<Option<JobRun>, StoreError> {
+        Ok(self
+            .get::<JobRun>(&pk(account), &concat(&["JOB#", job]))
+            .await?
+            .map(|v| v.value))
+    }
+
+    /// Record a run of `job` unless a later one is recorded already (conditional on the version
+    /// read; a concurrent writer wins). A run without errors after a recorded run without errors
+    /// less than `refresh_ms` before it is not written: the record is a heartbeat with that
+    /// granularity, which spares the minute-by-minute sync (and a replay's every simulated
+    /// minute) a write per run. Failures, and the first success after one, are always written.
+    pub async fn record_job_run(
+        &self,
+        account: &AccountId,
+        job: &str,
+        run: &JobRun,
+        refresh_ms: i64,
+    ) -> Result<(), StoreError> {
+        let (p, s) = (pk(account), concat(&["JOB#", job]));
+        let expect = match self.get::<JobRun>(&p, &s).await? {
+            Some(v) if v.value.at > run.at => return Ok(()),
+            Some(v) if v.value.ok && run.ok && run.at - v.value.at < refresh_ms => return Ok(()),
+            Some(v) => Expect::Version(v.version),
+            None => Expect::Absent,
+        };
+        match self.put(&p, &s, run, expect, None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.is_conflict() => Ok(()),
+            Err(e) => Err(e),
         }
     }
 

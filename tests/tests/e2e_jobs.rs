@@ -352,6 +352,14 @@ async fn a_manual_position_is_tracked_and_never_touched() {
         "sync never trades a manual position"
     );
     assert!(env.server.open_algo_orders(MAIN_KEY).is_empty());
+    // The job left its run for job health (the query layer's heartbeat).
+    let run = env
+        .repo()
+        .job_run(&AccountId::new("main"), albra_core::engine::SYNC_JOB)
+        .await
+        .unwrap()
+        .expect("the sync job records its run");
+    assert!(run.ok, "{run:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,13 @@
 use super::reconcile::{self, ManualStep, Verdict};
 use super::*;
 
+/// The job name the sync records its runs under ([`crate::state::JobRun`]).
+pub const SYNC_JOB: &str = "position-sync";
+
+/// A sync without errors rewrites its run record at most this often (see
+/// [`crate::state::StateRepo::record_job_run`]): job health's heartbeat granularity.
+pub const SYNC_RECORD_REFRESH_MS: i64 = 300_000;
+
 /// Up to this many symbols, the sync asks `openAlgoOrders` once per symbol (weight 1 each, all at
 /// once); above it, once for the account (weight 40).
 const ALGO_LISTS_PER_SYMBOL_MAX: usize = 10;
@@ -40,8 +47,19 @@ fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>
 }
 
 impl Engine {
-    /// Reconcile every enabled account's stored positions with the exchange.
+    /// Reconcile every enabled account's stored positions with the exchange. Replay and
+    /// backtests drive the reconciliation with this; the scheduled job runs [`Engine::sync_job`].
     pub async fn sync_positions(&self, now: i64) -> JobReport {
+        self.sync_accounts(now, false).await
+    }
+
+    /// The position-sync job: [`Engine::sync_positions`], and each account's run left in the
+    /// store for job health ([`Engine::record_sync_run`]).
+    pub async fn sync_job(&self, now: i64) -> JobReport {
+        self.sync_accounts(now, true).await
+    }
+
+    async fn sync_accounts(&self, now: i64, record_runs: bool) -> JobReport {
         // Accounts are reconciled at once (they share nothing), their reports joined in
         // configuration order.
         let parts =
@@ -51,6 +69,9 @@ impl Engine {
                     if let Err(e) = self.sync_account(acct, now, &mut part).await {
                         part.errors
                             .push(format!("{}: sync failed: {e}", acct.config.id));
+                    }
+                    if record_runs {
+                        self.record_sync_run(&acct.config.id, now, &mut part).await;
                     }
                     part
                 },
@@ -62,6 +83,47 @@ impl Engine {
         }
         self.portfolio_view(now, &mut report).await;
         report
+    }
+
+    /// Reconcile one account (enabled or not) as [`Engine::sync_positions`] does, without the
+    /// portfolio view: the operator's `sync ACCOUNT`. An account the engine does not trade is an
+    /// error in the report.
+    pub async fn sync_one(&self, account: &AccountId, now: i64) -> JobReport {
+        let mut report = JobReport::default();
+        let Some(acct) = self.accounts.iter().find(|a| &a.config.id == account) else {
+            report
+                .errors
+                .push(format!("{account}: no such account in this engine"));
+            return report;
+        };
+        if let Err(e) = self.sync_account(acct, now, &mut report).await {
+            report.errors.push(format!("{account}: sync failed: {e}"));
+        }
+        self.record_sync_run(account, now, &mut report).await;
+        report
+    }
+
+    /// Leave the account's last sync run in the store (job health reads it). A failure to write
+    /// it is one more error of the run, never a reason to undo what the sync did.
+    async fn record_sync_run(&self, account: &AccountId, now: i64, report: &mut JobReport) {
+        let run = crate::state::JobRun {
+            at: now,
+            ok: report.errors.is_empty(),
+            outcome: report
+                .errors
+                .first()
+                .cloned()
+                .unwrap_or_else(|| format!("ok: {} line(s)", report.lines.len())),
+        };
+        if let Err(e) = self
+            .repo
+            .record_job_run(account, SYNC_JOB, &run, SYNC_RECORD_REFRESH_MS)
+            .await
+        {
+            report
+                .errors
+                .push(format!("{account}: sync run not recorded: {e}"));
+        }
     }
 
     /// The advisory portfolio view across accounts: warnings in the report and one notification

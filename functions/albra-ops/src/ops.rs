@@ -11,6 +11,7 @@ use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
 use albra_core::ports::{Exchange, Notification, Notifier, Priority, Secrets};
+use albra_core::query::queries;
 use albra_core::replay::{self, ReplayOptions};
 use albra_core::state::StateRepo;
 use anyhow::{anyhow, bail, Context, Result};
@@ -218,7 +219,7 @@ async fn cmd_run(
                 Box::pin(async move {
                     let _g = gate.lock().await;
                     let now = app.exchange_now().await;
-                    let r = app.engine.sync_positions(now).await;
+                    let r = app.engine.sync_job(now).await;
                     for e in &r.errors {
                         eprintln!("sync error: {e}");
                     }
@@ -296,88 +297,55 @@ async fn cmd_notify(
         .map_err(|e| anyhow!("notification not delivered: {e}"))
 }
 
+/// `status`: the query layer's answer, one line per account.
 async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
     let repo = StateRepo::new(open_store(state).await?);
-    println!("state: {}", repo.describe());
-    for a in &cfg.accounts {
-        let st = repo.account_state(&a.id).await?;
-        let positions = repo.positions(&a.id).await?;
-        let open: Vec<_> = positions.iter().filter(|p| p.value.is_open()).collect();
-        let trades = repo.trades(&a.id).await?;
-        let pnl: rust_decimal::Decimal = trades.iter().map(|t| t.pnl.0).sum();
+    let report = queries::status(&repo, &cfg).await?;
+    println!("state: {}", report.state);
+    for a in &report.accounts {
         let flag = if a.enabled { "" } else { " (disabled)" };
-        match st {
-            Some(s) => println!(
+        match &a.figures {
+            Some(f) => println!(
                 "{}{flag}: equity {} USDT, peak {}, drawdown {:.2}%, paused {}; {} open position(s); {} closed trade(s), PnL {}",
-                a.id,
-                s.value.equity.0.round_dp(2),
-                s.value.peak_equity.0.round_dp(2),
-                s.value.drawdown() * rust_decimal::Decimal::ONE_HUNDRED,
-                s.value.paused,
-                open.len(),
-                trades.len(),
-                pnl.round_dp(2)
+                a.account,
+                f.equity.round_dp(2),
+                f.peak_equity.round_dp(2),
+                f.drawdown_pct,
+                f.paused,
+                a.open_positions,
+                a.closed_trades,
+                a.realized_pnl.round_dp(2)
             ),
-            None => println!("{}{flag}: no state yet (the sync job has not run); {} open position(s)", a.id, open.len()),
+            None => println!("{}{flag}: no state yet (the sync job has not run); {} open position(s)", a.account, a.open_positions),
         }
     }
     Ok(())
 }
 
-/// A position's status as `positions` shows it: a strategy position whose stop is not on the
-/// exchange says so (the evaluator or sync that failed to place it exited non-zero).
-fn status_label(p: &albra_core::domain::Position) -> String {
-    let status = format!("{:?}", p.status).to_uppercase();
-    if p.is_open() && !p.is_manual && p.stop_loss.is_some() && p.stop_client_id.is_none() {
-        format!("{status} UNPROTECTED")
-    } else {
-        status
-    }
-}
-
+/// `positions`: the query layer's rows in columns.
 async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Result<()> {
     let repo = StateRepo::new(open_store(state).await?);
-    if let Some(a) = &account {
-        if !cfg.accounts.iter().any(|x| x.id.0 == *a) {
-            bail!(
-                "no account `{a}` in config (accounts: {})",
-                cfg.accounts
-                    .iter()
-                    .map(|a| a.id.0.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-        }
-    }
+    let rows = queries::positions(&repo, &cfg, account.as_deref()).await?;
     println!(
         "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
         "account", "strategy", "symbol", "side", "qty", "entry", "stop", "status"
     );
-    let mut n = 0;
-    for a in cfg
-        .accounts
-        .iter()
-        .filter(|a| account.as_deref().is_none_or(|x| x == a.id.0))
-    {
-        for p in repo.positions(&a.id).await? {
-            let p = p.value;
-            n += 1;
-            println!(
-                "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
-                a.id.0,
-                p.key.strategy.0,
-                p.key.symbol.0,
-                p.side.to_string(),
-                p.qty.to_string(),
-                p.entry_price.to_string(),
-                p.stop_loss
-                    .map(|s| s.to_string())
-                    .unwrap_or_else(|| "-".into()),
-                status_label(&p)
-            );
-        }
+    for p in &rows {
+        println!(
+            "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
+            p.account.0,
+            p.strategy.0,
+            p.symbol.0,
+            p.side.to_string(),
+            p.qty.to_string(),
+            p.entry_price.to_string(),
+            p.stop_loss
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "-".into()),
+            p.label
+        );
     }
-    if n == 0 {
+    if rows.is_empty() {
         println!("(no positions)");
     }
     Ok(())

@@ -49,7 +49,7 @@ struct Args {
 async fn sync_once(rt: &Runtime) -> JobReport {
     let started = Instant::now();
     let now = rt.app.exchange_now().await;
-    let report = rt.app.engine.sync_positions(now).await;
+    let report = rt.app.engine.sync_job(now).await;
     for l in &report.lines {
         println!("{l}");
     }
