@@ -490,7 +490,7 @@ async fn refused_connection_is_retryable() {
     drop(listener);
     let c = client_with(&base, true, Duration::from_millis(500));
     // Nothing was sent, so even a POST may be retried by the caller.
-    *c.inner.time_offset.lock().unwrap() = Some(0);
+    *c.inner.link.time_offset.lock().unwrap() = Some(0);
     let e = c.place_market(&market()).await.unwrap_err();
     assert!(matches!(e, ExchangeError::Retryable { .. }), "{e:?}");
     assert_no_secrets(&e, &[]);
