@@ -8,7 +8,7 @@
 //! costs at most 15 weight per account; with 4 symbols on 3 accounts every symbol and account is
 //! worked at once (the last stop within 2 round trips of the first entry's).
 
-use albra_tests::bench_live::{run_case, Case, Job, JobFigures};
+use albra_tests::bench_live::{run_case, run_case_limited, Case, Job, JobFigures};
 use std::time::Duration;
 
 /// Round trips before the first entry order, at most (issue 21 point 10).
@@ -127,4 +127,20 @@ async fn four_symbols_on_three_accounts_are_worked_at_once() {
         last <= ENTRY_ROUND_TRIPS + STOP_AFTER_ENTRY + 1,
         "{last} round trips before the last stop: symbols or accounts worked one after another? {trading:?}"
     );
+}
+
+/// Symbols worked at once still share the account's limits: with room for 2 positions, 4 symbols
+/// signalling on the same close enter exactly 2 (each entry is sized after the one before it wrote
+/// its PENDING record), whatever order their answers come in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn symbols_worked_at_once_keep_the_position_limit() {
+    let case = Case {
+        symbols: 4,
+        accounts: 1,
+    };
+    // run_case_limited fails unless the trading close sends exactly 2 entries with their stops.
+    let figures = run_case_limited(case, Duration::from_millis(50), Some(2))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(figures[0].orders, 2, "{:?}", figures[0]);
 }
