@@ -30,6 +30,7 @@ use crate::risk;
 use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
 
 mod claim;
+mod margin;
 mod notices;
 mod protect;
 mod reconcile;
@@ -37,6 +38,7 @@ mod shares;
 mod sync;
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
 pub use claim::HeldClaim;
+use margin::MarginLedger;
 use protect::{unprotected, Protection};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
@@ -430,6 +432,43 @@ fn view(p: &Position) -> PositionView {
     }
 }
 
+/// Take quantity and price from the fill, and move planned stop / target by the difference
+/// between the reference price and the actual fill.
+fn apply_fill(
+    pos: &mut Position,
+    fill: &OrderInfo,
+    filters: &SymbolFilters,
+    stop: Option<StopSpec>,
+    take_profit: Option<StopSpec>,
+) {
+    pos.qty = fill.executed_qty;
+    pos.entry_price = fill.avg_price;
+    pos.best_price = Some(fill.avg_price);
+    pos.stop_loss = stop
+        .map(|sp| orders::stop_price(filters, pos.side, sp.stop_price(pos.side, fill.avg_price)));
+    pos.take_profit = take_profit.map(|sp| {
+        orders::target_price(filters, pos.side, sp.target_price(pos.side, fill.avg_price))
+    });
+}
+
+/// The commission the exchange charged for entry order `order_id` (zero, with a warning, when
+/// `userTrades` cannot say).
+async fn entry_fee(ex: &dyn Exchange, symbol: Symbol, opened_at: i64, order_id: i64) -> Notional {
+    match ex.user_trades(&symbol, opened_at - 60_000).await {
+        Ok(trades) => Notional(
+            trades
+                .iter()
+                .filter(|t| t.order_id == order_id)
+                .map(|t| t.commission.0)
+                .sum(),
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, "entry fee unknown (userTrades failed)");
+            Notional::ZERO
+        }
+    }
+}
+
 /// Outcome of fetching candles for one evaluation.
 enum Fetched {
     Ready(Vec<crate::domain::Candle>),
@@ -517,32 +556,77 @@ impl Engine {
                 return report;
             }
         }
-        let strategies: Vec<&StrategyConfig> = self
+        let items: Vec<(&StrategyConfig, &Symbol)> = self
             .config
             .account_strategies(&acct.config)
             .filter(|s| s.timeframe == tf)
+            .flat_map(|s| s.symbols.iter().map(move |sym| (s, sym)))
             .collect();
-        for s in strategies {
-            for sym in &s.symbols {
-                let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
-                match self
-                    .evaluate_one(acct, s, sym, tf, open_time, now, &mut report)
-                    .await
-                {
-                    // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
-                    Ok(line) if line.is_empty() => {}
-                    Ok(line) => report.lines.push(format!("{}: {line}", tag())),
-                    Err(e) => {
-                        if let EngineError::Exchange(ExchangeError::Retryable {
-                            retry_after: Some(d),
-                            ..
-                        }) = &e
-                        {
-                            report.retry_after = report.retry_after.max(Some(*d));
-                        }
-                        report.errors.push(format!("{}: {e}", tag()))
-                    }
+        // The symbols are worked at once, the strategies of one symbol one after another in
+        // configuration order (their shares of the symbol's net must not interleave); entries
+        // and pyramid adds are sized one at a time (`MarginLedger`). Lines keep that order.
+        let mut groups: Vec<(&Symbol, Vec<usize>)> = Vec::new();
+        for (i, (_, sym)) in items.iter().enumerate() {
+            match groups.iter_mut().find(|(g, _)| g == sym) {
+                Some((_, of_symbol)) => of_symbol.push(i),
+                None => groups.push((sym, vec![i])),
+            }
+        }
+        let ledger = MarginLedger::default();
+        let parts = futures::future::join_all(groups.iter().map(|(_, of_symbol)| {
+            let (items, ledger) = (&items, &ledger);
+            async move {
+                let mut out = Vec::with_capacity(of_symbol.len());
+                for &i in of_symbol {
+                    let (s, sym) = items[i];
+                    let part = self
+                        .evaluate_item(acct, s, sym, tf, open_time, now, ledger)
+                        .await;
+                    out.push((i, part));
                 }
+                out
+            }
+        }))
+        .await;
+        let mut parts: Vec<(usize, JobReport)> = parts.into_iter().flatten().collect();
+        parts.sort_by_key(|(i, _)| *i);
+        for (_, part) in parts {
+            report.absorb(part);
+        }
+        report
+    }
+
+    /// One strategy on one symbol of [`Engine::evaluate_account`], with its own report.
+    #[allow(clippy::too_many_arguments)]
+    async fn evaluate_item(
+        &self,
+        acct: &AccountRuntime,
+        s: &StrategyConfig,
+        sym: &Symbol,
+        tf: Timeframe,
+        open_time: i64,
+        now: i64,
+        ledger: &MarginLedger,
+    ) -> JobReport {
+        let mut report = JobReport::default();
+        let id = &acct.config.id;
+        let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
+        match self
+            .evaluate_one(acct, s, sym, tf, open_time, now, &mut report, ledger)
+            .await
+        {
+            // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
+            Ok(line) if line.is_empty() => {}
+            Ok(line) => report.lines.push(format!("{}: {line}", tag())),
+            Err(e) => {
+                if let EngineError::Exchange(ExchangeError::Retryable {
+                    retry_after: Some(d),
+                    ..
+                }) = &e
+                {
+                    report.retry_after = report.retry_after.max(Some(*d));
+                }
+                report.errors.push(format!("{}: {e}", tag()))
             }
         }
         report
@@ -756,6 +840,7 @@ impl Engine {
         open_time: i64,
         now: i64,
         report: &mut JobReport,
+        ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
         let account = &acct.config.id;
         let sid = StrategyId::new(&s.name);
@@ -828,7 +913,7 @@ impl Engine {
         report.claim = claimed;
         let result = self
             .act(
-                acct, s, sym, open_time, now, decision, position, ref_price, report,
+                acct, s, sym, open_time, now, decision, position, ref_price, report, ledger,
             )
             .await;
         let claim = report.claim.take().expect("claimed before acting");
@@ -859,6 +944,7 @@ impl Engine {
         mut position: Option<Versioned<Position>>,
         ref_price: Price,
         report: &mut JobReport,
+        ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
         let account = &acct.config.id;
         if let Some(p) = position.take_if(|p| p.value.status == PositionStatus::Pending) {
@@ -947,7 +1033,7 @@ impl Engine {
             },
             Action::Pyramid { fraction, stage } => match open {
                 Some(p) => {
-                    self.pyramid(acct, s, p, fraction, stage, ref_price, now, report)
+                    self.pyramid(acct, s, p, fraction, stage, ref_price, now, report, ledger)
                         .await?
                 }
                 None => "hold (pyramid while flat)".into(),
@@ -998,6 +1084,7 @@ impl Engine {
                     ref_price,
                     &decision,
                     report,
+                    ledger,
                 )
                 .await?
             }
@@ -1154,11 +1241,14 @@ impl Engine {
         ref_price: Price,
         decision: &Decision,
         report: &mut JobReport,
+        ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
         let account = &acct.config.id;
         let ex = acct.exchange.as_ref();
         let sid = StrategyId::new(&s.name);
 
+        // Checked before anything is asked of the exchange: a blocked entry changes nothing
+        // there (not even the symbol's leverage, which a hand-made position shares).
         let stored = self.repo.positions(account).await?;
         if let Some(why) = self.against_manual(&stored, sym, side) {
             self.notify(
@@ -1178,7 +1268,19 @@ impl Engine {
         }
         // Risk off (backtests only): no protective stop, no limits, all equity.
         let stop = if self.risk_off { None } else { stop };
-        let filters = match ex.symbol_filters(sym).await {
+        let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
+        // Everything the order waits for from the exchange is asked at once: the trading rules,
+        // the account, the price, and the symbol's margin type and leverage set. The answers are
+        // then taken in the order the entry uses them, so a failure reports as it would one
+        // after another.
+        let read_at = ledger.mark();
+        let (filters, snap, ref_price, setup) = futures::join!(
+            ex.symbol_filters(sym),
+            ex.account(),
+            self.sizing_price(ex, sym, ref_price),
+            self.ensure_symbol_setup(ex, sym, lev, s.margin_type),
+        );
+        let filters = match filters {
             Ok(f) => f,
             Err(ExchangeError::Fatal(m)) => {
                 let why = format!("entry blocked: no trading filters for {sym}: {m}");
@@ -1199,12 +1301,15 @@ impl Engine {
             }
             Err(e) => return Err(e.into()),
         };
-        let snap = ex.account().await?;
-        let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
-        let ref_price = self.sizing_price(ex, sym, ref_price).await;
+        let mut snap = snap?;
         if ref_price.is_zero() {
             return Err(EngineError::Other(format!("no reference price for {sym}")));
         }
+        // Sized one at a time, from the store as the entries before this one left it and with
+        // the margin of this evaluation's orders the account read may not show (`MarginLedger`).
+        let turn = ledger.size().await;
+        let stored = self.repo.positions(account).await?;
+        snap.total_initial_margin = Notional(snap.total_initial_margin.0 + ledger.unseen(read_at));
         let mut risk_notes: Vec<String> = Vec::new();
         let mut risk_reduced = false;
         let raw_qty = if self.risk_off {
@@ -1290,8 +1395,7 @@ impl Engine {
             )
             .await;
         }
-        self.ensure_symbol_setup(ex, sym, lev, s.margin_type)
-            .await?;
+        setup?;
 
         let entry_id = ClientId::derive(account, &sid, sym, open_time, Intent::Entry, 0);
         let key = PositionKey {
@@ -1327,6 +1431,9 @@ impl Engine {
         // The reverse path deleted the old record; anything still here is a conflict to surface.
         let existing = self.repo.position(&key).await?.map(|v| v.version);
         let mut version = self.repo.save_position(&pos, existing).await?;
+        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
+        let slot = ledger.take(margin(qty, ref_price));
+        drop(turn);
 
         let order = MarketOrder {
             symbol: sym.clone(),
@@ -1336,7 +1443,14 @@ impl Engine {
             client_id: entry_id.clone(),
         };
         let policy = self.before_send(report).await?;
-        let fill = match orders::submit_market(ex, &order, policy).await {
+        let sent = orders::submit_market(ex, &order, policy).await;
+        match &sent {
+            Ok(o) => ledger.answered(slot, margin(o.executed_qty, o.avg_price)),
+            // Maybe filled: its margin stays counted.
+            Err(ExchangeError::UnknownOutcome { .. }) => {}
+            Err(_) => ledger.answered(slot, Decimal::ZERO),
+        }
+        let fill = match sent {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
                 // Keep the pending record: the sync job will find the order or drop the record.
@@ -1376,13 +1490,15 @@ impl Engine {
                 fill.status
             ));
         }
-        self.apply_fill(ex, &mut pos, &fill, &filters, stop, take_profit)
-            .await;
+        apply_fill(&mut pos, &fill, &filters, stop, take_profit);
         pos.status = PositionStatus::Active;
         pos.updated_at = now;
-        let protection = self
-            .protect(ex, &mut pos, &filters, &stored, now, report)
-            .await;
+        // The stop goes out right after the fill; the fee is read beside it.
+        let (entry_fee, protection) = futures::join!(
+            entry_fee(ex, pos.key.symbol.clone(), pos.opened_at, fill.order_id),
+            self.protect(ex, &mut pos, &filters, &stored, now, report)
+        );
+        pos.entry_fee = entry_fee;
         if let Protection::Passed(level) = protection {
             version = self.repo.save_position(&pos, Some(version)).await?;
             self.repo.record_entry(account, &sid, now).await?;
@@ -1409,9 +1525,10 @@ impl Engine {
         }
         version = self.repo.save_position(&pos, Some(version)).await?;
         self.repo.record_entry(account, &sid, now).await?;
-        if !self.risk_off {
+        if !self.risk_off && symbol_sharing(&pos, &stored).0 {
             // Another share on this symbol may carry a closePosition stop that would now close
-            // this entry too: reshape the symbol's stops to the new sharing.
+            // this entry too: reshape the symbol's stops to the new sharing. (Alone on the
+            // symbol, the entry's own stop was placed in the shape it needs.)
             if let Err(e) = self
                 .reshape_stops(ex, account, sym, None, now, report)
                 .await
@@ -1481,44 +1598,6 @@ impl Engine {
         ))
     }
 
-    /// Take quantity, price and entry fee from the fill, and move planned stop / target by the
-    /// difference between the reference price and the actual fill.
-    async fn apply_fill(
-        &self,
-        ex: &dyn Exchange,
-        pos: &mut Position,
-        fill: &OrderInfo,
-        filters: &SymbolFilters,
-        stop: Option<StopSpec>,
-        take_profit: Option<StopSpec>,
-    ) {
-        pos.qty = fill.executed_qty;
-        pos.entry_price = fill.avg_price;
-        pos.best_price = Some(fill.avg_price);
-        pos.stop_loss = stop.map(|sp| {
-            orders::stop_price(filters, pos.side, sp.stop_price(pos.side, fill.avg_price))
-        });
-        pos.take_profit = take_profit.map(|sp| {
-            orders::target_price(filters, pos.side, sp.target_price(pos.side, fill.avg_price))
-        });
-        pos.entry_fee = match ex
-            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
-            .await
-        {
-            Ok(trades) => Notional(
-                trades
-                    .iter()
-                    .filter(|t| t.order_id == fill.order_id)
-                    .map(|t| t.commission.0)
-                    .sum(),
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "entry fee unknown (userTrades failed)");
-                Notional::ZERO
-            }
-        };
-    }
-
     /// The price an order sent now will fill near: the exchange's last trade, or the decision
     /// candle's close when the exchange cannot say.
     async fn sizing_price(&self, ex: &dyn Exchange, sym: &Symbol, candle_close: Price) -> Price {
@@ -1532,7 +1611,11 @@ impl Engine {
         }
     }
 
-    /// Set leverage and margin type for a symbol if they differ (idempotent).
+    /// Set the symbol's margin type and leverage to the configured ones, both at once and
+    /// without reading them first: each request is idempotent (-4046 when the margin type is
+    /// already that; the same leverage is accepted again), so this costs two weight-1 requests
+    /// side by side instead of a read (weight 5) and up to two writes one after another, and
+    /// it puts back whatever was changed by hand.
     async fn ensure_symbol_setup(
         &self,
         ex: &dyn Exchange,
@@ -1540,22 +1623,19 @@ impl Engine {
         lev: u32,
         margin: crate::ports::MarginType,
     ) -> Result<(), EngineError> {
-        let sc = ex.symbol_config(sym).await?;
-        if sc.margin_type != margin {
-            match ex.set_margin_type(sym, margin).await {
-                Ok(()) => {}
-                Err(e) if e.refusal() == Some(Refusal::MarginTypeUnchanged) => {}
-                // A position already open on the symbol (another share, a hand-made one) pins its
-                // margin type: trade under it rather than lose the signal; it is only a setting.
-                Err(e) if e.refusal() == Some(Refusal::MarginTypeLocked) => {
-                    tracing::warn!(symbol = %sym, exchange = ?sc.margin_type, configured = ?margin, "margin type not changed: the symbol holds a position; trading under the exchange's");
-                }
-                Err(e) => return Err(e.into()),
+        let (margin_set, lev_set) =
+            futures::join!(ex.set_margin_type(sym, margin), ex.set_leverage(sym, lev));
+        match margin_set {
+            Ok(()) => {}
+            Err(e) if e.refusal() == Some(Refusal::MarginTypeUnchanged) => {}
+            // A position already open on the symbol (another share, a hand-made one) pins its
+            // margin type: trade under it rather than lose the signal; it is only a setting.
+            Err(e) if e.refusal() == Some(Refusal::MarginTypeLocked) => {
+                tracing::warn!(symbol = %sym, configured = ?margin, "margin type not changed: the symbol holds a position; trading under the exchange's");
             }
+            Err(e) => return Err(e.into()),
         }
-        if sc.leverage != lev {
-            ex.set_leverage(sym, lev).await?;
-        }
+        lev_set?;
         Ok(())
     }
 
@@ -1828,15 +1908,20 @@ impl Engine {
         ref_price: Price,
         now: i64,
         report: &mut JobReport,
+        ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
         if stage <= p.value.pyramids_done {
             return Ok(format!("hold (pyramid step {stage} already done)"));
         }
         let ex = acct.exchange.as_ref();
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
-        let snap = ex.account().await?;
+        let read_at = ledger.mark();
+        let mut snap = ex.account().await?;
         let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
         let ref_price = self.sizing_price(ex, &p.value.key.symbol, ref_price).await;
+        // Sized one at a time with the evaluation's other orders (`MarginLedger`).
+        let turn = ledger.size().await;
+        snap.total_initial_margin = Notional(snap.total_initial_margin.0 + ledger.unseen(read_at));
         let mut raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
         if !self.risk_off {
             let state = self.observe_account(&acct.config, snap.equity, now).await?;
@@ -1893,8 +1978,17 @@ impl Engine {
             reduce_only: false,
             client_id: id.clone(),
         };
+        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
+        let slot = ledger.take(margin(qty, ref_price));
+        drop(turn);
         let policy = self.before_send(report).await?;
-        let fill = match orders::submit_market(ex, &order, policy).await {
+        let sent = orders::submit_market(ex, &order, policy).await;
+        match &sent {
+            Ok(f) => ledger.answered(slot, margin(f.executed_qty, f.avg_price)),
+            Err(ExchangeError::UnknownOutcome { .. }) => {}
+            Err(_) => ledger.answered(slot, Decimal::ZERO),
+        }
+        let fill = match sent {
             Ok(f) => f,
             Err(ExchangeError::Rejected { msg, .. }) => {
                 report.orders_rejected += 1;
@@ -2114,17 +2208,20 @@ impl Engine {
                 .collect();
             let shared = !sharing.is_empty();
             let reduce_only = shared && sharing.iter().all(|o| o.value.side == v.value.side);
+            // A closePosition stop alone on its symbol fits as it is: no trading rules needed.
+            if !shared && a.close_position {
+                continue;
+            }
             if filters.is_none() {
                 filters = Some(ex.symbol_filters(sym).await?);
             }
             let f = filters.as_ref().expect("filters just read");
             let want_qty = orders::close_qty(f, v.value.qty);
-            let fits = if shared {
-                !a.close_position && a.reduce_only == reduce_only && a.qty == Some(want_qty)
-            } else {
-                a.close_position
-            };
-            if fits {
+            if shared
+                && !a.close_position
+                && a.reduce_only == reduce_only
+                && a.qty == Some(want_qty)
+            {
                 continue;
             }
             let mut p = (*v).clone();

@@ -124,6 +124,16 @@ pub struct RoundTrips {
 /// Runs the three jobs of one scenario against a fresh server with `latency` added per request.
 /// Fails with the process output when a job fails or the trading close does not enter.
 pub async fn run_case(case: Case, latency: Duration) -> Result<Vec<JobFigures>, String> {
+    run_case_limited(case, latency, None).await
+}
+
+/// [`run_case`] with `risk.max_positions_per_account` set to `max_positions` when given (room
+/// for every symbol otherwise): the trading close must then enter that many symbols per account.
+pub async fn run_case_limited(
+    case: Case,
+    latency: Duration,
+    max_positions: Option<usize>,
+) -> Result<Vec<JobFigures>, String> {
     if !(1..=SYMBOLS.len()).contains(&case.symbols)
         || !(1..=ACCOUNTS.len()).contains(&case.accounts)
     {
@@ -164,7 +174,8 @@ pub async fn run_case(case: Case, latency: Duration) -> Result<Vec<JobFigures>, 
     .await;
     server.set_latency(latency);
     let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
-    write_config(dir.path(), symbols, accounts, history)?;
+    let positions = max_positions.unwrap_or(symbols.len().max(3));
+    write_config(dir.path(), symbols, accounts, history, positions)?;
     let env: Vec<(&str, String)> = accounts
         .iter()
         .flat_map(|a| {
@@ -195,16 +206,20 @@ pub async fn run_case(case: Case, latency: Duration) -> Result<Vec<JobFigures>, 
         }
         let log = server.requests().split_off(before);
         let figures = figures(job, wall, &log, accounts, latency);
-        check(job, &figures, case, &run)?;
+        check(
+            job,
+            &figures,
+            case.symbols.min(positions) * case.accounts,
+            &run,
+        )?;
         out.push(figures);
     }
     Ok(out)
 }
 
-/// The trading close must enter every symbol on every account with a stop each; the quiet jobs
-/// must send no order.
-fn check(job: Job, f: &JobFigures, case: Case, run: &Run) -> Result<(), String> {
-    let entries = case.symbols * case.accounts;
+/// The trading close must send `entries` entries (every symbol on every account, unless the
+/// positions are limited) with a stop each; the quiet jobs must send no order.
+fn check(job: Job, f: &JobFigures, entries: usize, run: &Run) -> Result<(), String> {
     let ok = match job {
         Job::TradingClose => f.orders == entries && f.algo_orders >= entries,
         Job::QuietClose | Job::QuietSync => f.orders == 0 && f.algo_orders == 0,
@@ -222,13 +237,14 @@ fn check(job: Job, f: &JobFigures, case: Case, run: &Run) -> Result<(), String> 
     }
 }
 
-/// The config: EMA_CROSS 50/200 on 15m for `symbols`, on each of `accounts` (room for every
-/// symbol as a position).
+/// The config: EMA_CROSS 50/200 on 15m for `symbols`, on each of `accounts`, at most `positions`
+/// positions per account.
 fn write_config(
     dir: &Path,
     symbols: &[&str],
     accounts: &[BenchAccount],
     history: usize,
+    positions: usize,
 ) -> Result<(), String> {
     let list = symbols
         .iter()
@@ -265,7 +281,6 @@ fast = 50
 slow = 200
 stop_loss_pct = 0.03
 "#,
-        positions = symbols.len().max(3),
     );
     for a in accounts {
         text.push_str(&format!(

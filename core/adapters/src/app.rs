@@ -30,11 +30,20 @@ pub enum Mode {
 #[error("{0}")]
 pub struct AppError(pub String);
 
+/// How old a measurement of the exchange clock may be and still date a job's step: the
+/// evaluator reads the clock at its start and again before it waits for the close, and a
+/// process measures it once for both (and for every account's signatures). Each measurement
+/// is moved on by the monotonic clock, and a -1021 answer measures it again.
+pub const CLOCK_REUSE: Duration = Duration::from_secs(5);
+
 /// A ready engine plus the exchange whose clock the jobs follow.
 pub struct App {
     pub engine: Engine,
     /// Public client for the exchange clock and market data.
     pub clock_exchange: Arc<dyn Exchange>,
+    /// The same client, typed: the account clients share its clock, weight gauge and
+    /// exchangeInfo table (see [`BinanceClient::with_keys`]).
+    pub binance: BinanceClient,
 }
 
 impl App {
@@ -42,7 +51,7 @@ impl App {
     /// its close on this clock, and a host clock that runs ahead or behind would pick the wrong
     /// candle or sleep by the skew.
     pub async fn exchange_clock(&self) -> Result<i64, AppError> {
-        self.clock_exchange.server_time().await.map_err(|e| {
+        self.binance.exchange_now(CLOCK_REUSE).await.map_err(|e| {
             AppError(format!(
                 "exchange clock unavailable ({e}); no candle is chosen from the local clock"
             ))
@@ -52,7 +61,7 @@ impl App {
     /// The exchange's clock (ms), falling back to the local clock if the exchange cannot answer:
     /// for the sync, which only dates what it records.
     pub async fn exchange_now(&self) -> i64 {
-        match self.clock_exchange.server_time().await {
+        match self.binance.exchange_now(CLOCK_REUSE).await {
             Ok(t) => t,
             Err(e) => {
                 tracing::warn!(error = %e, "exchange clock unavailable; using the local clock");
@@ -132,8 +141,8 @@ pub async fn build(
         .await
         .map_err(|e| AppError(e.to_string()))?;
     let bcfg = binance_config(&cfg);
-    let public: Arc<dyn Exchange> =
-        Arc::new(BinanceClient::new(bcfg.clone(), None).map_err(|e| AppError(e.to_string()))?);
+    let binance = BinanceClient::new(bcfg.clone(), None).map_err(|e| AppError(e.to_string()))?;
+    let public: Arc<dyn Exchange> = Arc::new(binance.clone());
     let mut accounts = Vec::new();
     match mode {
         Mode::Live => {
@@ -145,7 +154,8 @@ pub async fn build(
                     .binance_keys(&a.id, &source)
                     .await
                     .map_err(|e| AppError(format!("account {}: {e}", a.id)))?;
-                let client = BinanceClient::new(bcfg.clone(), Some(keys))
+                let client = binance
+                    .with_keys(keys)
                     .map_err(|e| AppError(e.to_string()))?;
                 accounts.push(AccountRuntime {
                     config: a.clone(),
@@ -186,5 +196,6 @@ pub async fn build(
             risk_off: false,
         },
         clock_exchange: public,
+        binance,
     })
 }

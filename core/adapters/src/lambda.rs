@@ -123,8 +123,8 @@ impl InitError {
 /// Everything built once per process (once per cold start in Lambda), never inside a handler.
 pub struct Runtime {
     pub app: App,
-    /// A public client sampled after each job for the exchange's `X-MBX-USED-WEIGHT-1M` (the
-    /// weight is per IP, so any client of this host sees the total).
+    /// The app's public client, whose weight gauge every client of the process updates with the
+    /// exchange's `X-MBX-USED-WEIGHT-1M` (the weight is per IP, so any answer gives the total).
     weight_probe: BinanceClient,
     pub stage: String,
     /// `ALBRA_METRICS`: how much becomes CloudWatch metrics; `None` prints no EMF lines.
@@ -147,11 +147,10 @@ impl Runtime {
         aws_preflight(&cfg, state)
             .await
             .map_err(|m| InitError::new(1, m))?;
-        let weight_probe = BinanceClient::new(app::binance_config(&cfg), None)
-            .map_err(|e| InitError::new(2, e.to_string()))?;
         let app = app::build(cfg, state, app::Mode::Live, env_file)
             .await
             .map_err(|e| InitError::new(1, e.to_string()))?;
+        let weight_probe = app.binance.clone();
         Ok(Runtime {
             app,
             weight_probe,
@@ -175,13 +174,18 @@ impl Runtime {
             return;
         };
         let duration_ms = started.elapsed().as_millis() as u64;
-        // One weight-1 request after the job reads what the job (and this IP) used this minute.
-        let api_weight_1m = match self.weight_probe.server_time().await {
-            Ok(_) => self.weight_probe.used_weight_1m(),
-            Err(e) => {
-                tracing::warn!(error = %e, "could not sample the API weight");
-                None
-            }
+        // Every answer carries what this IP used this minute, and the process's clients share
+        // one gauge: the job's last answer says it. Only a job that asked nothing sends one
+        // weight-1 request to learn it.
+        let api_weight_1m = match self.weight_probe.used_weight_1m() {
+            Some(w) => Some(w),
+            None => match self.weight_probe.server_time().await {
+                Ok(_) => self.weight_probe.used_weight_1m(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not sample the API weight");
+                    None
+                }
+            },
         };
         let m = JobMeasures {
             duration_ms,

@@ -249,6 +249,57 @@ async fn signed_market_order_on_the_wire() {
     assert_eq!(server.hits("/fapi/v1/time")[0].api_key, None);
 }
 
+/// One process measures the exchange clock once: an account client made `with_keys` signs with
+/// the public client's offset (no time request of its own), shares its exchangeInfo table and
+/// weight gauge, and `exchange_now` reuses a fresh measurement moved on by the monotonic clock.
+#[tokio::test]
+async fn clients_with_keys_share_the_clock_the_rules_and_the_weight() {
+    let server = Server::start(|req, _| match req.path.as_str() {
+        "/fapi/v1/time" => ok(&format!(r#"{{"serverTime": {}}}"#, local_now_ms() + 7_000)),
+        "/fapi/v1/exchangeInfo" => ok(r#"{"symbols": []}"#),
+        "/fapi/v1/order" => {
+            let mut r = ok(FILLED);
+            if let Reply::Json(_, h, _) = &mut r {
+                h.push(("X-MBX-USED-WEIGHT-1M", "17".to_string()));
+            }
+            r
+        }
+        _ => Reply::Json(404, vec![], "{}".into()),
+    })
+    .await;
+    let public = client(&server.base, false);
+    let first = public.exchange_now(Duration::from_secs(5)).await.unwrap();
+    let account = public
+        .with_keys(ApiKeys {
+            api_key: Secret::new(KEY),
+            api_secret: Secret::new(SECRET),
+        })
+        .unwrap();
+    assert_eq!(account.time_offset_ms(), public.time_offset_ms());
+    account.place_market(&market()).await.unwrap();
+    let again = public.exchange_now(Duration::from_secs(5)).await.unwrap();
+    assert!(again >= first && again - first < 2_000, "{first} {again}");
+    assert_eq!(server.hits("/fapi/v1/time").len(), 1, "one clock read");
+    let h = &server.hits("/fapi/v1/order")[0];
+    assert!(h.signature_ok());
+    let ts: i64 = h.param("timestamp").unwrap().parse().unwrap();
+    assert!((ts - (local_now_ms() + 7_000)).abs() < 2_000, "ts {ts}");
+    // The order's answer set the gauge the public client reads.
+    assert_eq!(public.used_weight_1m(), Some(17));
+    // One exchangeInfo for both.
+    let btc = Symbol::new("BTCUSDT");
+    assert!(public.symbol_filters(&btc).await.is_err());
+    assert!(account.symbol_filters(&btc).await.is_err());
+    assert_eq!(server.hits("/fapi/v1/exchangeInfo").len(), 1);
+    // A measurement older than allowed is taken again.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    public
+        .exchange_now(Duration::from_millis(10))
+        .await
+        .unwrap();
+    assert_eq!(server.hits("/fapi/v1/time").len(), 2);
+}
+
 #[tokio::test]
 async fn public_endpoints_and_exchange_info_cache() {
     let t0 = 1_751_626_800_000_i64;
@@ -490,7 +541,7 @@ async fn refused_connection_is_retryable() {
     drop(listener);
     let c = client_with(&base, true, Duration::from_millis(500));
     // Nothing was sent, so even a POST may be retried by the caller.
-    *c.inner.time_offset.lock().unwrap() = Some(0);
+    *c.inner.link.time_offset.lock().unwrap() = Some(0);
     let e = c.place_market(&market()).await.unwrap_err();
     assert!(matches!(e, ExchangeError::Retryable { .. }), "{e:?}");
     assert_no_secrets(&e, &[]);

@@ -168,9 +168,49 @@ struct Inner {
     recv_window_ms: u64,
     max_retry_wait: Duration,
     keys: Option<Keys>,
+    link: Arc<Link>,
+}
+
+/// What the clients of one process and host share (see [`BinanceClient::with_keys`]): the
+/// exchange clock, the IP weight gauge and the exchangeInfo table. One `/fapi/v1/time` then
+/// serves every account's signatures, and one exchangeInfo every account's filters.
+struct Link {
+    /// Exchange clock minus local clock in ms, once measured.
     time_offset: Mutex<Option<i64>>,
+    /// The exchange clock at the last measurement and the monotonic instant it stood for.
+    clock: Mutex<Option<(i64, Instant)>>,
     used_weight: AtomicU64,
     exchange_info: tokio::sync::Mutex<Option<(Instant, SymbolTable)>>,
+}
+
+impl Link {
+    fn new() -> Self {
+        Link {
+            time_offset: Mutex::new(None),
+            clock: Mutex::new(None),
+            used_weight: AtomicU64::new(NO_WEIGHT),
+            exchange_info: tokio::sync::Mutex::new(None),
+        }
+    }
+}
+
+/// The checked form of a key pair.
+fn checked_keys(k: ApiKeys) -> Result<Keys, ExchangeError> {
+    if k.api_key.is_empty() || k.api_secret.is_empty() {
+        return Err(ExchangeError::Fatal(
+            "Binance API key or secret is empty".to_string(),
+        ));
+    }
+    let mut api_key = HeaderValue::from_str(k.api_key.expose()).map_err(|_| {
+        ExchangeError::Fatal(
+            "Binance API key contains characters not allowed in an HTTP header".to_string(),
+        )
+    })?;
+    api_key.set_sensitive(true);
+    Ok(Keys {
+        api_key,
+        secret: k.api_secret,
+    })
 }
 
 /// Binance USDⓈ-M futures REST client. Cheap to clone (shared state behind an `Arc`).
@@ -201,27 +241,7 @@ impl BinanceClient {
         let base_url = cfg.base_url.trim().trim_end_matches('/').to_string();
         let url = crate::http::checked_base_url("Binance base URL", &base_url)
             .map_err(ExchangeError::Fatal)?;
-        let keys = match keys {
-            None => None,
-            Some(k) => {
-                if k.api_key.is_empty() || k.api_secret.is_empty() {
-                    return Err(ExchangeError::Fatal(
-                        "Binance API key or secret is empty".to_string(),
-                    ));
-                }
-                let mut api_key = HeaderValue::from_str(k.api_key.expose()).map_err(|_| {
-                    ExchangeError::Fatal(
-                        "Binance API key contains characters not allowed in an HTTP header"
-                            .to_string(),
-                    )
-                })?;
-                api_key.set_sensitive(true);
-                Some(Keys {
-                    api_key,
-                    secret: k.api_secret,
-                })
-            }
-        };
+        let keys = keys.map(checked_keys).transpose()?;
         // A connect timeout shorter than the whole-request timeout makes "could not connect"
         // surface as a connect error (nothing sent → retryable), never as an ambiguous timeout.
         let connect_timeout = (cfg.timeout / 2).min(Duration::from_secs(5));
@@ -237,16 +257,32 @@ impl BinanceClient {
                 recv_window_ms: cfg.recv_window_ms,
                 max_retry_wait: cfg.max_retry_wait,
                 keys,
-                time_offset: Mutex::new(None),
-                used_weight: AtomicU64::new(NO_WEIGHT),
-                exchange_info: tokio::sync::Mutex::new(None),
+                link: Arc::new(Link::new()),
+            }),
+        })
+    }
+
+    /// Another client of the same host and settings that signs with `keys` and shares this
+    /// one's connections, exchange clock offset, weight gauge and exchangeInfo table: the
+    /// process measures the clock once for every account (a -1021 resync by any of them serves
+    /// them all) and reads the trading rules once.
+    pub fn with_keys(&self, keys: ApiKeys) -> Result<Self, ExchangeError> {
+        let i = &self.inner;
+        Ok(BinanceClient {
+            inner: Arc::new(Inner {
+                http: i.http.clone(),
+                base_url: i.base_url.clone(),
+                recv_window_ms: i.recv_window_ms,
+                max_retry_wait: i.max_retry_wait,
+                keys: Some(checked_keys(keys)?),
+                link: i.link.clone(),
             }),
         })
     }
 
     /// The last `X-MBX-USED-WEIGHT-1M` the exchange reported.
     pub fn used_weight_1m(&self) -> Option<u32> {
-        match self.inner.used_weight.load(Ordering::Relaxed) {
+        match self.inner.link.used_weight.load(Ordering::Relaxed) {
             NO_WEIGHT => None,
             w => u32::try_from(w).ok(),
         }
@@ -254,7 +290,20 @@ impl BinanceClient {
 
     /// Exchange clock minus local clock in ms, once synced.
     pub fn time_offset_ms(&self) -> Option<i64> {
-        *self.inner.time_offset.lock().expect("offset lock")
+        *self.inner.link.time_offset.lock().expect("offset lock")
+    }
+
+    /// The exchange clock (ms): from the last measurement when it is at most `max_age` old (its
+    /// server time plus the monotonic time since), otherwise measured now.
+    pub async fn exchange_now(&self, max_age: Duration) -> Result<i64, ExchangeError> {
+        let last = *self.inner.link.clock.lock().expect("clock lock");
+        if let Some((server, at)) = last {
+            let age = at.elapsed();
+            if age <= max_age {
+                return Ok(server + age.as_millis() as i64);
+            }
+        }
+        Ok(self.fetch_time().await?.0)
     }
 
     /// Measure the exchange clock offset (`GET /fapi/v1/time`), store it and return it.
@@ -264,14 +313,15 @@ impl BinanceClient {
 
     /// Server time and the offset measured against the midpoint of the round trip.
     async fn fetch_time(&self) -> Result<(i64, i64), ExchangeError> {
-        let t0 = local_now_ms();
+        let (t0, i0) = (local_now_ms(), Instant::now());
         let v = self
             .call(Method::GET, "/fapi/v1/time", vec![], Auth::Public)
             .await?;
-        let t1 = local_now_ms();
+        let (t1, i1) = (local_now_ms(), Instant::now());
         let server = decode("GET /fapi/v1/time", &v, parse::server_time)?;
         let offset = server - (t0 + t1) / 2;
-        *self.inner.time_offset.lock().expect("offset lock") = Some(offset);
+        *self.inner.link.time_offset.lock().expect("offset lock") = Some(offset);
+        *self.inner.link.clock.lock().expect("clock lock") = Some((server, i0 + (i1 - i0) / 2));
         tracing::debug!(offset_ms = offset, "binance clock offset synced");
         Ok((server, offset))
     }
@@ -423,6 +473,7 @@ impl BinanceClient {
             .and_then(|v| v.trim().parse::<u32>().ok())
         {
             self.inner
+                .link
                 .used_weight
                 .store(u64::from(w), Ordering::Relaxed);
         }
@@ -462,7 +513,7 @@ impl BinanceClient {
 
     /// Symbol table from exchangeInfo, fetched once per [`EXCHANGE_INFO_TTL`].
     async fn exchange_info(&self) -> Result<SymbolTable, ExchangeError> {
-        let mut cache = self.inner.exchange_info.lock().await;
+        let mut cache = self.inner.link.exchange_info.lock().await;
         if let Some((at, table)) = cache.as_ref() {
             if at.elapsed() < EXCHANGE_INFO_TTL {
                 return Ok(table.clone());
