@@ -1443,7 +1443,12 @@ impl Engine {
             client_id: entry_id.clone(),
         };
         let policy = self.before_send(report).await?;
-        let sent = orders::submit_market(ex, &order, policy).await;
+        let sent = match orders::submit_market(ex, &order, policy).await {
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                self.unsent_entry(ex, &order, e, report).await
+            }
+            other => other,
+        };
         match &sent {
             Ok(o) => ledger.answered(slot, margin(o.executed_qty, o.avg_price)),
             // Maybe filled: its margin stays counted.
@@ -1637,6 +1642,41 @@ impl Engine {
         }
         lev_set?;
         Ok(())
+    }
+
+    /// An entry whose every send was refused as retryable (a 429 storm past the submission's
+    /// budget, say): no send executed, which one lookup by its client id confirms for the last
+    /// one. Confirmed, the candle is given back (its claim released although Acting: nothing of
+    /// this entry is on the exchange, and whatever else the candle did is already recorded), so
+    /// the next run decides it again instead of the signal being lost. Found after all, the
+    /// order is the fill; the lookup failing leaves the outcome unknown (the pending record
+    /// stays for the sync).
+    async fn unsent_entry(
+        &self,
+        ex: &dyn Exchange,
+        order: &MarketOrder,
+        e: ExchangeError,
+        report: &mut JobReport,
+    ) -> Result<OrderInfo, ExchangeError> {
+        match ex
+            .order_by_client_id(&order.symbol, order.client_id.as_str())
+            .await
+        {
+            Ok(Some(o)) => Ok(o),
+            Ok(None) => {
+                if let Some(c) = report.claim.as_mut() {
+                    c.acting = false;
+                }
+                Err(e)
+            }
+            Err(lookup) => Err(ExchangeError::UnknownOutcome {
+                endpoint: "POST /fapi/v1/order".into(),
+                detail: format!(
+                    "{e}; and the lookup of {} failed: {lookup}",
+                    order.client_id
+                ),
+            }),
+        }
     }
 
     /// Close a position with a reduce-only market order, cancel its protective orders and record
@@ -1982,7 +2022,12 @@ impl Engine {
         let slot = ledger.take(margin(qty, ref_price));
         drop(turn);
         let policy = self.before_send(report).await?;
-        let sent = orders::submit_market(ex, &order, policy).await;
+        let sent = match orders::submit_market(ex, &order, policy).await {
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                self.unsent_entry(ex, &order, e, report).await
+            }
+            other => other,
+        };
         match &sent {
             Ok(f) => ledger.answered(slot, margin(f.executed_qty, f.avg_price)),
             Err(ExchangeError::UnknownOutcome { .. }) => {}

@@ -30,6 +30,8 @@ struct Faulty {
     orders_sent: AtomicUsize,
     /// The next this many algo orders are answered 429 with `Retry-After: storm_wait_ms`.
     algo_storm: AtomicUsize,
+    /// The next this many market orders are answered 429 with `Retry-After: storm_wait_ms`.
+    market_storm: AtomicUsize,
     storm_wait_ms: AtomicU64,
     /// The next protective stop is refused with -2021 (the market is past its level).
     stop_passed: AtomicBool,
@@ -105,6 +107,18 @@ impl Exchange for Faulty {
     }
     async fn place_market(&self, o: &MarketOrder) -> Result<OrderInfo, ExchangeError> {
         self.orders_sent.fetch_add(1, Ordering::SeqCst);
+        let storm = self
+            .market_storm
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if storm.is_ok() {
+            return Err(ExchangeError::Retryable {
+                endpoint: "POST /fapi/v1/order".into(),
+                detail: "HTTP 429 code -1003 Too many requests".into(),
+                retry_after: Some(std::time::Duration::from_millis(
+                    self.storm_wait_ms.load(Ordering::SeqCst),
+                )),
+            });
+        }
         let r = self.inner.place_market(o).await;
         if self.garble_next_order.swap(false, Ordering::SeqCst) {
             // Executed, but the answer is lost in a garbled body.
@@ -212,6 +226,7 @@ fn setup_with(config: &str) -> Setup {
         garble_next_order: AtomicBool::new(false),
         orders_sent: AtomicUsize::new(0),
         algo_storm: AtomicUsize::new(0),
+        market_storm: AtomicUsize::new(0),
         storm_wait_ms: AtomicU64::new(0),
         stop_passed: AtomicBool::new(false),
         moved_stop_passed: AtomicBool::new(false),
@@ -561,6 +576,43 @@ async fn a_rate_limit_storm_on_the_stop_is_waited_out() {
     let id = p.stop_client_id.expect("stop placed after the storm");
     let a = s.ex.inner.algo_by_client_id(&id).await.unwrap().unwrap();
     assert!(a.status.is_open());
+}
+
+/// A rate-limit storm on the entry order that outlasts the submission's budget, after the claim
+/// went Acting: the order was never executed (a lookup confirms it), so the candle is given back
+/// and the rerun enters it, once. Before, the pending record was dropped while the claim stayed
+/// Acting, and the signal was lost (found by the fault campaign, seed 20 scenario 458).
+#[tokio::test]
+async fn an_entry_refused_by_a_rate_limit_storm_is_given_back_and_entered_by_the_rerun() {
+    let s = setup();
+    let now = eval_time(s.signal.0);
+    s.clock.set(now);
+    s.ex.market_storm.store(usize::MAX, Ordering::SeqCst);
+    s.ex.storm_wait_ms.store(40_000, Ordering::SeqCst);
+    let r = s.engine.evaluate(Timeframe::M15, now).await;
+    assert!(!r.ok(), "the job fails: {r:?}");
+    assert!(open_position(&s).await.is_none(), "nothing entered");
+    assert!(
+        s.engine
+            .repo
+            .positions(&AccountId::new("main"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "no pending record left"
+    );
+    // The storm is over: the rerun of the same candle enters, with its stop.
+    s.ex.market_storm.store(0, Ordering::SeqCst);
+    let r = s.engine.evaluate(Timeframe::M15, now + 5_000).await;
+    assert!(r.ok(), "{r:?}");
+    let p = open_position(&s)
+        .await
+        .expect("the rerun entered the signal");
+    assert!(p.stop_client_id.is_some(), "{p:?}");
+    // A third run finds the candle done and sends nothing.
+    let sent = s.ex.orders_sent.load(Ordering::SeqCst);
+    assert!(s.engine.evaluate(Timeframe::M15, now + 10_000).await.ok());
+    assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), sent);
 }
 
 #[tokio::test]

@@ -6,15 +6,15 @@
 use super::rng::{scenario_seed, Rng};
 use crate::binance_server::{FaultKind, FaultRule, When};
 
-/// Every endpoint the evaluator and position-sync call (method, path).
-pub const ENDPOINTS: [(&str, &str); 18] = [
+/// Every endpoint the evaluator and position-sync call (method, path). `symbolConfig` is not one
+/// since the entry sets margin type and leverage without reading them first.
+pub const ENDPOINTS: [(&str, &str); 17] = [
     ("GET", "/fapi/v1/time"),
     ("GET", "/fapi/v1/klines"),
     ("GET", "/fapi/v1/exchangeInfo"),
     ("GET", "/fapi/v1/ticker/price"),
     ("GET", "/fapi/v3/account"),
     ("GET", "/fapi/v3/positionRisk"),
-    ("GET", "/fapi/v1/symbolConfig"),
     ("POST", "/fapi/v1/leverage"),
     ("POST", "/fapi/v1/marginType"),
     ("POST", "/fapi/v1/order"),
