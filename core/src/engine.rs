@@ -54,8 +54,30 @@ pub enum EngineError {
     Exchange(#[from] ExchangeError),
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
-    Other(String),
+    /// A configured strategy's parameters do not build it.
+    #[error(transparent)]
+    Strategy(#[from] strategy::StrategyError),
+    /// The exchange gave no usable price to size an order against.
+    #[error("no reference price for {0}")]
+    NoReferencePrice(Symbol),
+    /// A stop that had to move could not be placed at its new level; the old stop stays.
+    #[error("{key}: could not place the moved stop at {level} ({detail}); the old stop stays")]
+    StopNotMoved {
+        key: PositionKey,
+        level: Price,
+        detail: String,
+    },
+    /// Other writers kept changing the account state between this job's read and its write.
+    #[error("{0}: account state kept changing under concurrent writers")]
+    StateContended(AccountId),
+    /// Another run holds the candle's claim (still evaluating) until its lease ends.
+    #[error("claimed by another run until {} (its lease); a rerun after that takes it over if that run has died", iso(*.until))]
+    ClaimedElsewhere { until: i64 },
+    /// Another run took this candle over (this run outlived its claim's lease); nothing was sent.
+    #[error(
+        "another run took this candle over (this run outlived its claim's lease); nothing sent"
+    )]
+    TakenOver,
 }
 
 /// One account the jobs run for, with the exchange connection that trades it.
@@ -1105,7 +1127,7 @@ impl Engine {
         let cache_key = (acct.config.id.clone(), s.name.clone(), sym.clone(), tf);
         let build = || {
             strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
-                .map_err(|e| EngineError::Other(e.to_string()))
+                .map_err(EngineError::from)
         };
         // The candles a cold start fetches (at least the strategy's warm-up).
         let limit =
@@ -1303,7 +1325,7 @@ impl Engine {
         };
         let mut snap = snap?;
         if ref_price.is_zero() {
-            return Err(EngineError::Other(format!("no reference price for {sym}")));
+            return Err(EngineError::NoReferencePrice(sym.clone()));
         }
         // Sized one at a time, from the store as the entries before this one left it and with
         // the margin of this evaluation's orders the account read may not show (`MarginLedger`).
@@ -2129,10 +2151,11 @@ impl Engine {
                 return self.close_passed_stop(ex, p, level, now, report).await;
             }
             Protection::Failed(e) => {
-                return Err(EngineError::Other(format!(
-                    "{}: could not place the moved stop at {new} ({e}); the old stop stays",
-                    p.value.key
-                )));
+                return Err(EngineError::StopNotMoved {
+                    key: p.value.key.clone(),
+                    level: new,
+                    detail: e.to_string(),
+                });
             }
         }
         if let Some(id) = old_id {
@@ -3241,9 +3264,7 @@ impl Engine {
                 .await;
             return Ok(then(&st));
         }
-        Err(EngineError::Other(format!(
-            "{account}: account state kept changing under concurrent writers"
-        )))
+        Err(EngineError::StateContended(account.clone()))
     }
 
     /// Tell the trader what a written risk fold changed (level, halt, halt lifted).

@@ -566,13 +566,16 @@ async fn lookup_waiting<S: Submission>(
 /// The error of a submission whose claim's lease left no time to (re)send: nothing was sent
 /// when it is the first send; otherwise an earlier send's fate is still unknown.
 fn past_send_window(id: &str, sends: u32) -> ExchangeError {
-    let why = format!("the candle claim's lease leaves no time to send order {id}");
     if sends == 0 {
-        ExchangeError::Fatal(format!("{why}; nothing sent"))
+        ExchangeError::SendWindowClosed {
+            client_id: id.to_string(),
+        }
     } else {
         ExchangeError::UnknownOutcome {
             endpoint: "POST /fapi/v1/order".into(),
-            detail: format!("{why} again; {sends} earlier send(s) unresolved"),
+            detail: format!(
+                "the candle claim's lease leaves no time to send order {id} again; {sends} earlier send(s) unresolved"
+            ),
         }
     }
 }

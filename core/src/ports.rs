@@ -259,6 +259,10 @@ pub enum ExchangeError {
         error: String,
         excerpt: String,
     },
+    /// The candle claim's lease left no time to send the order, so it was not sent (a rerun after
+    /// the lease may take the candle over).
+    #[error("the candle claim's lease leaves no time to send order {client_id}; nothing sent")]
+    SendWindowClosed { client_id: String },
     /// Anything else that retrying cannot fix (bad keys, bad configuration, missing filter).
     #[error("{0}")]
     Fatal(String),

@@ -665,7 +665,8 @@ async fn a_submission_past_its_send_window_sends_nothing() {
         .await
         .unwrap_err();
     assert!(
-        matches!(e, ExchangeError::Fatal(ref m) if m.contains("nothing sent")),
+        matches!(e, ExchangeError::SendWindowClosed { ref client_id } if client_id == "albEN-0a1b2c3d4e5f-w1")
+            && e.to_string().ends_with("nothing sent"),
         "{e}"
     );
     assert_eq!(s.count("POST", "/fapi/v1/order"), 0);

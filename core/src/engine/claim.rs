@@ -8,7 +8,7 @@
 //! a rerun then takes the candle back, drops the never-sent PENDING record and evaluates it
 //! again. Without that, a run killed between its PENDING write and its order lost the signal.
 
-use super::{iso, AccountRuntime, Engine, EngineError, JobReport};
+use super::{AccountRuntime, Engine, EngineError, JobReport};
 use crate::domain::{PositionKey, PositionStatus};
 use crate::orders::SubmitPolicy;
 use crate::state::{Claim, RunKey, RunMarker, RunStage};
@@ -76,10 +76,9 @@ impl Engine {
                 RunStage::Acting => Ok(Err(
                     "another run is acting on this candle (orders sent); the sync job resolves them".into(),
                 )),
-                RunStage::Evaluating => Err(EngineError::Other(format!(
-                    "claimed by another run until {} (its lease); a rerun after that takes it over if that run has died",
-                    iso(m.lease_until)
-                ))),
+                RunStage::Evaluating => Err(EngineError::ClaimedElsewhere {
+                    until: m.lease_until,
+                }),
             },
         }
     }
@@ -165,11 +164,7 @@ impl Engine {
                 .await
             {
                 Ok(v) => v,
-                Err(e) if e.is_conflict() => {
-                    return Err(EngineError::Other(
-                        "another run took this candle over (this run outlived its claim's lease); nothing sent".into(),
-                    ))
-                }
+                Err(e) if e.is_conflict() => return Err(EngineError::TakenOver),
                 Err(e) => return Err(e.into()),
             };
             c.acting = true;

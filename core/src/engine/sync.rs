@@ -486,7 +486,7 @@ impl Engine {
                 // Rebuild the stop the strategy attaches at entry from its current view of the market.
                 let mut strat =
                     strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
-                        .map_err(|e| EngineError::Other(e.to_string()))?;
+                        .map_err(EngineError::from)?;
                 let candles = ex
                     .closed_klines(
                         sym,

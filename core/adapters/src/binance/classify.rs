@@ -188,7 +188,7 @@ mod tests {
             ExchangeError::Rejected { reason, .. } => Kind::Rejected(*reason),
             ExchangeError::UnknownOutcome { .. } => Kind::Unknown,
             ExchangeError::Decode { .. } => Kind::Decode,
-            ExchangeError::Fatal(_) => Kind::Fatal,
+            ExchangeError::Fatal(_) | ExchangeError::SendWindowClosed { .. } => Kind::Fatal,
         }
     }
 
