@@ -1465,18 +1465,9 @@ impl Engine {
             client_id: entry_id.clone(),
         };
         let policy = self.before_send(report).await?;
-        let sent = match orders::submit_market(ex, &order, policy).await {
-            Err(e @ ExchangeError::Retryable { .. }) => {
-                self.unsent_entry(ex, &order, e, report).await
-            }
-            other => other,
-        };
-        match &sent {
-            Ok(o) => ledger.answered(slot, margin(o.executed_qty, o.avg_price)),
-            // Maybe filled: its margin stays counted.
-            Err(ExchangeError::UnknownOutcome { .. }) => {}
-            Err(_) => ledger.answered(slot, Decimal::ZERO),
-        }
+        let sent = self
+            .send_adding(ex, &order, policy, (ledger, slot, &margin), report)
+            .await;
         let fill = match sent {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
@@ -1666,14 +1657,44 @@ impl Engine {
         Ok(())
     }
 
-    /// An entry whose every send was refused as retryable (a 429 storm past the submission's
-    /// budget, say): no send executed, which one lookup by its client id confirms for the last
-    /// one. Confirmed, the candle is given back (its claim released although Acting: nothing of
-    /// this entry is on the exchange, and whatever else the candle did is already recorded), so
-    /// the next run decides it again instead of the signal being lost. Found after all, the
-    /// order is the fill; the lookup failing leaves the outcome unknown (the pending record
-    /// stays for the sync).
-    async fn unsent_entry(
+    /// Send a market order that adds exposure (an entry or a pyramid add) exactly once, and tell
+    /// the margin ledger what it took: a fill its margin, a refusal nothing, an unknown outcome
+    /// keeps the estimate (it may have filled). A retryable refusal of every send goes through
+    /// [`Engine::unsent_order`].
+    async fn send_adding(
+        &self,
+        ex: &dyn Exchange,
+        order: &MarketOrder,
+        policy: SubmitPolicy,
+        (ledger, slot, margin): (
+            &MarginLedger,
+            margin::Slot,
+            &(dyn Fn(Qty, Price) -> Decimal + Sync),
+        ),
+        report: &mut JobReport,
+    ) -> Result<OrderInfo, ExchangeError> {
+        let sent = match orders::submit_market(ex, order, policy).await {
+            Err(e @ ExchangeError::Retryable { .. }) => {
+                self.unsent_order(ex, order, e, report).await
+            }
+            other => other,
+        };
+        match &sent {
+            Ok(o) => ledger.answered(slot, margin(o.executed_qty, o.avg_price)),
+            Err(ExchangeError::UnknownOutcome { .. }) => {}
+            Err(_) => ledger.answered(slot, Decimal::ZERO),
+        }
+        sent
+    }
+
+    /// An entry or add whose every send was refused as retryable (a 429 storm past the
+    /// submission's budget, say): no send executed, which one lookup by its client id confirms
+    /// for the last one. Confirmed, the candle is given back (its claim released although
+    /// Acting: nothing of this order is on the exchange, and whatever else the candle did is
+    /// already recorded), so the next run decides it again instead of the signal being lost.
+    /// Found after all, the order is the fill; the lookup failing leaves the outcome unknown
+    /// (an entry's pending record stays for the sync).
+    async fn unsent_order(
         &self,
         ex: &dyn Exchange,
         order: &MarketOrder,
@@ -2044,17 +2065,9 @@ impl Engine {
         let slot = ledger.take(margin(qty, ref_price));
         drop(turn);
         let policy = self.before_send(report).await?;
-        let sent = match orders::submit_market(ex, &order, policy).await {
-            Err(e @ ExchangeError::Retryable { .. }) => {
-                self.unsent_entry(ex, &order, e, report).await
-            }
-            other => other,
-        };
-        match &sent {
-            Ok(f) => ledger.answered(slot, margin(f.executed_qty, f.avg_price)),
-            Err(ExchangeError::UnknownOutcome { .. }) => {}
-            Err(_) => ledger.answered(slot, Decimal::ZERO),
-        }
+        let sent = self
+            .send_adding(ex, &order, policy, (ledger, slot, &margin), report)
+            .await;
         let fill = match sent {
             Ok(f) => f,
             Err(ExchangeError::Rejected { msg, .. }) => {
