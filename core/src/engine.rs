@@ -916,12 +916,7 @@ impl Engine {
                 account,
                 Priority::Medium,
                 "skipped",
-                || {
-                    (
-                        format!("skip:{account}:{}:{sym}:{open_time}", s.name),
-                        format!("{}/{sym}: {why}", s.name),
-                    )
-                },
+                || notices::blocked("skip", account, &s.name, sym, open_time, &why),
                 now,
             )
             .await;
@@ -1277,12 +1272,7 @@ impl Engine {
                 account,
                 Priority::High,
                 "blocked",
-                || {
-                    (
-                        format!("manual:{account}:{sid}:{sym}:{open_time}"),
-                        format!("{sid}/{sym}: {why}"),
-                    )
-                },
+                || notices::blocked("manual", account, sid.as_str(), sym, open_time, &why),
                 now,
             )
             .await;
@@ -1310,12 +1300,7 @@ impl Engine {
                     account,
                     Priority::High,
                     "blocked",
-                    || {
-                        (
-                            format!("nofilter:{account}:{sid}:{sym}:{open_time}"),
-                            format!("{sid}/{sym}: {why}"),
-                        )
-                    },
+                    || notices::blocked("nofilter", account, sid.as_str(), sym, open_time, &why),
                     now,
                 )
                 .await;
@@ -1353,12 +1338,7 @@ impl Engine {
                         account,
                         Priority::Medium,
                         "blocked",
-                        || {
-                            (
-                                format!("blocked:{account}:{sid}:{sym}:{open_time}"),
-                                format!("{sid}/{sym}: {why}"),
-                            )
-                        },
+                        || notices::blocked("blocked", account, sid.as_str(), sym, open_time, &why),
                         now,
                     )
                     .await;
@@ -1387,12 +1367,7 @@ impl Engine {
                     account,
                     Priority::Medium,
                     "skipped",
-                    || {
-                        (
-                            format!("size:{account}:{sid}:{sym}:{open_time}"),
-                            format!("{sid}/{sym}: {why}"),
-                        )
-                    },
+                    || notices::blocked("size", account, sid.as_str(), sym, open_time, &why),
                     now,
                 )
                 .await;
@@ -1568,18 +1543,7 @@ impl Engine {
             account,
             Priority::High,
             "entry",
-            || {
-                let text = format!(
-                    "ENTRY {side} {} {sym} @ {} ({} {}, lev {lev}x) {stop_txt}. {} | {}",
-                    pos.qty,
-                    pos.entry_price,
-                    s.name,
-                    s.timeframe,
-                    decision.note,
-                    decision.conditions_line()
-                );
-                (format!("entry:{entry_id}"), text)
-            },
+            || notices::entry(&pos, s, lev, &stop_txt, decision),
             now,
         )
         .await;
@@ -1820,20 +1784,7 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "exit",
-            || {
-                (
-                    format!("exit:{id}"),
-                    format!(
-                        "EXIT {} {} {} @ {} ({reason}); PnL {} after fees {}",
-                        pos.side,
-                        trade.qty,
-                        pos.key.symbol,
-                        exit_price,
-                        trade.pnl.0.round_dp(2),
-                        trade.fees.0.round_dp(2)
-                    ),
-                )
-            },
+            || notices::exit(&id, pos, &trade, reason),
             now,
         )
         .await;
@@ -1957,19 +1908,7 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "partial_exit",
-            || {
-                (
-                    format!("partial:{id}"),
-                    format!(
-                        "PARTIAL EXIT {stage}: {} {} of {} {} @ {exit_price} ({reason}); PnL {}",
-                        pos.side,
-                        fill.executed_qty,
-                        pos.qty,
-                        pos.key.symbol,
-                        trade.pnl.0.round_dp(2)
-                    ),
-                )
-            },
+            || notices::partial_exit(&id, &pos, stage, fill.executed_qty, &trade, reason),
             now,
         )
         .await;
@@ -2101,19 +2040,7 @@ impl Engine {
             &pos.key.account,
             Priority::High,
             "pyramid",
-            || {
-                (
-                    format!("pyramid:{id}"),
-                    format!(
-                        "PYRAMID {stage}: added {} {} @ {} → {} @ avg {}",
-                        fill.executed_qty,
-                        pos.key.symbol,
-                        fill.avg_price,
-                        p.value.qty,
-                        p.value.entry_price.0.round_dp(2)
-                    ),
-                )
-            },
+            || notices::pyramid(&id, stage, &fill, &p.value),
             now,
         )
         .await;
@@ -3158,16 +3085,13 @@ impl Engine {
         } else {
             (Priority::High, "closed_on_exchange")
         };
-        self.notify(&pos.key.account, priority, kind, || (format!("xclose:{}", pos.entry_client_id), format!(
-                "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {} and funding {}",
-                pos.side,
-                pos.qty,
-                pos.key.symbol,
-                exit_price,
-                trade.pnl.0.round_dp(2),
-                trade.fees.0.round_dp(2),
-                trade.funding.0.round_dp(2)
-            )), now)
+        self.notify(
+            &pos.key.account,
+            priority,
+            kind,
+            || notices::closed_on_exchange(pos, &trade, &reason),
+            now,
+        )
         .await;
         Ok(())
     }

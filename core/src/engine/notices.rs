@@ -3,7 +3,10 @@
 //! (a notifier drops a second notification with the same id), so an event reported again by a
 //! later run of the same job is not sent twice.
 
-use crate::domain::{Position, PositionStatus, Qty};
+use crate::config::StrategyConfig;
+use crate::domain::{AccountId, ClientId, Position, PositionStatus, Qty, Symbol, TradeRecord};
+use crate::ports::OrderInfo;
+use crate::strategy::Decision;
 
 /// A strategy position whose size the exchange changed (its own fills, or the exchange holding
 /// less than its sole share).
@@ -60,5 +63,121 @@ pub(super) fn manual_changed(p: &Position, before: &str, now: i64) -> (String, S
     (
         format!("mchange:{account}:{sym}:{now}"),
         format!("MANUAL {sym} changed: {before} → {} {}", p.side, p.qty.0),
+    )
+}
+
+/// A strategy entered: side, size, price, strategy and timeframe, leverage, its stop as placed
+/// (`stop`), and the decision's note and conditions.
+pub(super) fn entry(
+    p: &Position,
+    s: &StrategyConfig,
+    lev: u32,
+    stop: &str,
+    decision: &Decision,
+) -> (String, String) {
+    (
+        format!("entry:{}", p.entry_client_id),
+        format!(
+            "ENTRY {} {} {} @ {} ({} {}, lev {lev}x) {stop}. {} | {}",
+            p.side,
+            p.qty,
+            p.key.symbol,
+            p.entry_price,
+            s.name,
+            s.timeframe,
+            decision.note,
+            decision.conditions_line()
+        ),
+    )
+}
+
+/// A strategy's exit order filled (`id`: its client id), with the trade it closed.
+pub(super) fn exit(id: &ClientId, p: &Position, t: &TradeRecord, reason: &str) -> (String, String) {
+    (
+        format!("exit:{id}"),
+        format!(
+            "EXIT {} {} {} @ {} ({reason}); PnL {} after fees {}",
+            p.side,
+            t.qty,
+            p.key.symbol,
+            t.exit_price,
+            t.pnl.0.round_dp(2),
+            t.fees.0.round_dp(2)
+        ),
+    )
+}
+
+/// A partial close of step `stage` filled `qty` of the position `p` held before it.
+pub(super) fn partial_exit(
+    id: &ClientId,
+    p: &Position,
+    stage: u8,
+    qty: Qty,
+    t: &TradeRecord,
+    reason: &str,
+) -> (String, String) {
+    (
+        format!("partial:{id}"),
+        format!(
+            "PARTIAL EXIT {stage}: {} {qty} of {} {} @ {} ({reason}); PnL {}",
+            p.side,
+            p.qty,
+            p.key.symbol,
+            t.exit_price,
+            t.pnl.0.round_dp(2)
+        ),
+    )
+}
+
+/// A pyramid add of step `stage` filled; `after` is the position it made.
+pub(super) fn pyramid(
+    id: &ClientId,
+    stage: u8,
+    fill: &OrderInfo,
+    after: &Position,
+) -> (String, String) {
+    (
+        format!("pyramid:{id}"),
+        format!(
+            "PYRAMID {stage}: added {} {} @ {} → {} @ avg {}",
+            fill.executed_qty,
+            after.key.symbol,
+            fill.avg_price,
+            after.qty,
+            after.entry_price.0.round_dp(2)
+        ),
+    )
+}
+
+/// The exchange closed a position itself (its stop, a take-profit, a liquidation: `reason`).
+pub(super) fn closed_on_exchange(p: &Position, t: &TradeRecord, reason: &str) -> (String, String) {
+    (
+        format!("xclose:{}", p.entry_client_id),
+        format!(
+            "CLOSED by the exchange ({reason}): {} {} {} @ {}; PnL {} after fees {} and funding {}",
+            p.side,
+            p.qty,
+            p.key.symbol,
+            t.exit_price,
+            t.pnl.0.round_dp(2),
+            t.fees.0.round_dp(2),
+            t.funding.0.round_dp(2)
+        ),
+    )
+}
+
+/// A candle's entry or evaluation that did not go ahead, and `why` (`kind`: what stopped it,
+/// also the event id's prefix: `skip`, `manual`, `nofilter`, `blocked`, `size`).
+pub(super) fn blocked(
+    kind: &str,
+    account: &AccountId,
+    strategy: &str,
+    sym: &Symbol,
+    open_time: i64,
+    why: &str,
+) -> (String, String) {
+    (
+        format!("{kind}:{account}:{strategy}:{sym}:{open_time}"),
+        format!("{strategy}/{sym}: {why}"),
     )
 }
