@@ -1379,15 +1379,7 @@ impl Engine {
                 account,
                 Priority::Medium,
                 "risk_reduced",
-                || {
-                    (
-                        format!("reduced:{account}:{sid}:{sym}:{open_time}"),
-                        format!(
-                            "{sid}/{sym}: entry {side} sized {qty} by risk: {}",
-                            risk_notes.join("; ")
-                        ),
-                    )
-                },
+                || notices::risk_reduced(account, &sid, sym, open_time, side, qty, &risk_notes),
                 now,
             )
             .await;
@@ -1447,7 +1439,14 @@ impl Engine {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
                 // Keep the pending record: the sync job will find the order or drop the record.
-                self.notify(account, Priority::Critical, "order_unknown", || (format!("unknown:{entry_id}"), format!("{sid}/{sym}: entry {entry_id} outcome unknown; the sync job will resolve it ({e})")), now).await;
+                self.notify(
+                    account,
+                    Priority::Critical,
+                    "order_unknown",
+                    || notices::order_unknown(&sid, sym, &entry_id, &e),
+                    now,
+                )
+                .await;
                 return Err(e.into());
             }
             Err(e) => {
@@ -1459,12 +1458,7 @@ impl Engine {
                         account,
                         Priority::High,
                         "order_rejected",
-                        || {
-                            (
-                                format!("rejected:{entry_id}"),
-                                format!("{sid}/{sym}: entry {side} {qty} rejected: {msg}"),
-                            )
-                        },
+                        || notices::order_rejected(&sid, sym, &entry_id, side, qty, msg),
                         now,
                     )
                     .await;
@@ -1742,12 +1736,7 @@ impl Engine {
                     &pos.key.account,
                     Priority::Critical,
                     "exit_failed",
-                    || {
-                        (
-                            format!("exitfail:{id}"),
-                            format!("{}: exit ({reason}) failed: {e}", pos.key),
-                        )
-                    },
+                    || notices::exit_failed(&id, pos, reason, &e),
                     now,
                 )
                 .await;
@@ -2111,21 +2100,7 @@ impl Engine {
             &p.value.key.account,
             Priority::Medium,
             "stop_moved",
-            || {
-                (
-                    format!(
-                        "move:{}:{}",
-                        p.value.entry_client_id, p.value.stop_generation
-                    ),
-                    format!(
-                        "{}: stop moved {} → {new} ({reason})",
-                        p.value.key,
-                        old_stop
-                            .map(|s| s.to_string())
-                            .unwrap_or_else(|| "none".into())
-                    ),
-                )
-            },
+            || notices::stop_moved(&p.value, old_stop, new, reason),
             now,
         )
         .await;
@@ -2813,7 +2788,14 @@ impl Engine {
                     .record_entry(account, &p.key.strategy, p.opened_at)
                     .await?;
                 v.value = p.clone();
-                self.notify(account, Priority::High, "adopted", || (format!("adopt:{}", p.entry_client_id), format!("{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}", p.key, p.entry_client_id, p.side, p.qty, p.entry_price, p.stop_loss.map(|s| s.to_string()).unwrap_or_else(|| "none".into()))), now).await;
+                self.notify(
+                    account,
+                    Priority::High,
+                    "adopted",
+                    || notices::adopted_pending(&p),
+                    now,
+                )
+                .await;
                 if let Protection::Passed(level) = protection {
                     self.close_passed_stop(ex, v.clone(), level, now, report)
                         .await?;
@@ -2828,12 +2810,9 @@ impl Engine {
                     Priority::Medium,
                     "entry_dropped",
                     || {
-                        (
-                            format!("drop:{}", pos.entry_client_id),
-                            format!(
-                                "{}: entry {} ended {:?} without a fill",
-                                pos.key, pos.entry_client_id, o.status
-                            ),
+                        notices::entry_dropped(
+                            &pos,
+                            &format!("ended {:?} without a fill", o.status),
                         )
                     },
                     now,
@@ -2851,12 +2830,9 @@ impl Engine {
                         Priority::Medium,
                         "entry_dropped",
                         || {
-                            (
-                                format!("drop:{}", pos.entry_client_id),
-                                format!(
-                                    "{}: entry {} never reached the exchange; intent dropped",
-                                    pos.key, pos.entry_client_id
-                                ),
+                            notices::entry_dropped(
+                                &pos,
+                                "never reached the exchange; intent dropped",
                             )
                         },
                         now,

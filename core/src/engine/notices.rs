@@ -4,8 +4,11 @@
 //! later run of the same job is not sent twice.
 
 use crate::config::StrategyConfig;
-use crate::domain::{AccountId, ClientId, Position, PositionStatus, Qty, Symbol, TradeRecord};
-use crate::ports::OrderInfo;
+use crate::domain::{
+    AccountId, ClientId, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
+    TradeRecord,
+};
+use crate::ports::{ExchangeError, OrderInfo};
 use crate::strategy::Decision;
 
 /// A strategy position whose size the exchange changed (its own fills, or the exchange holding
@@ -179,5 +182,110 @@ pub(super) fn blocked(
     (
         format!("{kind}:{account}:{strategy}:{sym}:{open_time}"),
         format!("{strategy}/{sym}: {why}"),
+    )
+}
+
+/// An entry sized down by the risk rules (`notes`: which, and by how much).
+pub(super) fn risk_reduced(
+    account: &AccountId,
+    sid: &StrategyId,
+    sym: &Symbol,
+    open_time: i64,
+    side: Side,
+    qty: Qty,
+    notes: &[String],
+) -> (String, String) {
+    (
+        format!("reduced:{account}:{sid}:{sym}:{open_time}"),
+        format!(
+            "{sid}/{sym}: entry {side} sized {qty} by risk: {}",
+            notes.join("; ")
+        ),
+    )
+}
+
+/// An entry order whose outcome is unknown after its lookups: the sync resolves it.
+pub(super) fn order_unknown(
+    sid: &StrategyId,
+    sym: &Symbol,
+    entry_id: &ClientId,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("unknown:{entry_id}"),
+        format!(
+            "{sid}/{sym}: entry {entry_id} outcome unknown; the sync job will resolve it ({e})"
+        ),
+    )
+}
+
+/// An entry order the exchange refused (`msg`: its words).
+pub(super) fn order_rejected(
+    sid: &StrategyId,
+    sym: &Symbol,
+    entry_id: &ClientId,
+    side: Side,
+    qty: Qty,
+    msg: &str,
+) -> (String, String) {
+    (
+        format!("rejected:{entry_id}"),
+        format!("{sid}/{sym}: entry {side} {qty} rejected: {msg}"),
+    )
+}
+
+/// A strategy's exit order failed (`id`: its client id); the position stays open.
+pub(super) fn exit_failed(
+    id: &ClientId,
+    p: &Position,
+    reason: &str,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("exitfail:{id}"),
+        format!("{}: exit ({reason}) failed: {e}", p.key),
+    )
+}
+
+/// A position's stop moved from `old` (none when it had none) to `new`.
+pub(super) fn stop_moved(
+    p: &Position,
+    old: Option<Price>,
+    new: Price,
+    reason: &str,
+) -> (String, String) {
+    (
+        format!("move:{}:{}", p.entry_client_id, p.stop_generation),
+        format!(
+            "{}: stop moved {} → {new} ({reason})",
+            p.key,
+            old.map(|s| s.to_string()).unwrap_or_else(|| "none".into())
+        ),
+    )
+}
+
+/// A pending entry that an interrupted run wrote turned out filled on the exchange: adopted.
+pub(super) fn adopted_pending(p: &Position) -> (String, String) {
+    (
+        format!("adopt:{}", p.entry_client_id),
+        format!(
+            "{}: entry {} confirmed on the exchange after an interrupted run: {} {} @ {}; stop {}",
+            p.key,
+            p.entry_client_id,
+            p.side,
+            p.qty,
+            p.entry_price,
+            p.stop_loss
+                .map(|s| s.to_string())
+                .unwrap_or_else(|| "none".into())
+        ),
+    )
+}
+
+/// A pending entry dropped: its order never filled (`what` happened to it).
+pub(super) fn entry_dropped(p: &Position, what: &str) -> (String, String) {
+    (
+        format!("drop:{}", p.entry_client_id),
+        format!("{}: entry {} {what}", p.key, p.entry_client_id),
     )
 }
