@@ -14,7 +14,7 @@
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::engine::{AccountRuntime, Engine, EngineTiming, StrategyCache};
+use crate::jobs::{AccountRuntime, Engine, EngineTiming, StrategyCache};
 use crate::notify::DiscardNotifier;
 use crate::paper::{
     MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, SyncView,

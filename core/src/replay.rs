@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::engine::{AccountRuntime, Engine, EngineTiming, JobReport};
+use crate::jobs::{AccountRuntime, Engine, EngineTiming, JobReport};
 use crate::paper::{
     MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, ORDERS_CSV_HEADER,
 };

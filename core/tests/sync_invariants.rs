@@ -10,7 +10,7 @@ use albra_core::domain::{
     AccountId, ClientId, Intent, Notional, OrderSide, Position, PositionKey, PositionStatus, Qty,
     Side, StrategyId, Symbol,
 };
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use albra_core::ports::{Clock, Exchange, MarketOrder, SimClock};

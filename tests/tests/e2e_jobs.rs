@@ -355,7 +355,7 @@ async fn a_manual_position_is_tracked_and_never_touched() {
     // The job left its run for job health (the query layer's heartbeat).
     let run = env
         .repo()
-        .job_run(&AccountId::new("main"), albra_core::engine::SYNC_JOB)
+        .job_run(&AccountId::new("main"), albra_core::jobs::SYNC_JOB)
         .await
         .unwrap()
         .expect("the sync job records its run");

@@ -8,7 +8,7 @@ use crate::store::open_store;
 use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
 use albra_core::domain::Notional;
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
 use albra_core::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
 use albra_core::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};

@@ -7,7 +7,7 @@
 //! over all accounts (`[Stage]` / `[Stage, Job]`) while dashboards can still split by account.
 
 use albra_core::domain::{AccountId, AccountState};
-use albra_core::engine::JobReport;
+use albra_core::jobs::JobReport;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{json, Map, Value};
 

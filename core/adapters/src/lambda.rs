@@ -17,7 +17,7 @@ use crate::binance::BinanceClient;
 use crate::emf::{self, Detail, JobMeasures};
 use crate::store::StoreSpec;
 use albra_core::config::Config;
-use albra_core::engine::JobReport;
+use albra_core::jobs::JobReport;
 use albra_core::ports::{Exchange, KeySource};
 use aws_sdk_ssm::config::ProvideCredentials;
 use serde_json::Value;

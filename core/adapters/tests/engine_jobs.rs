@@ -11,7 +11,7 @@ use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;

@@ -13,7 +13,7 @@ use albra_core::config::Config;
 use albra_core::domain::{
     AccountId, Candle, ExitKind, OrderSide, Position, Side, Symbol, Timeframe,
 };
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{PaperConfig, PaperExchange};
 use albra_core::ports::*;

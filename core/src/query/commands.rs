@@ -16,7 +16,7 @@ use crate::domain::{
     AccountId, AccountState, ClientId, Intent, OrderSide, Position, PositionKey, PositionStatus,
     Qty, Side, StrategyId, Symbol, Timeframe,
 };
-use crate::engine::{AccountRuntime, Engine};
+use crate::jobs::{AccountRuntime, Engine};
 use crate::orders;
 use crate::ports::{AlgoOrderInfo, Exchange, ExchangePosition, MarketOrder};
 use crate::state::{StateRepo, Versioned};
@@ -348,7 +348,7 @@ pub async fn apply_emergency(
     Ok(out)
 }
 
-fn absorb(out: &mut EmergencyOutcome, r: crate::engine::JobReport) {
+fn absorb(out: &mut EmergencyOutcome, r: crate::jobs::JobReport) {
     out.lines.extend(r.lines);
     out.errors.extend(r.errors);
 }

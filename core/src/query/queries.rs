@@ -7,7 +7,7 @@ use crate::domain::{
     AccountId, AccountState, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
     Timeframe, TradeRecord,
 };
-use crate::engine::{AccountRuntime, SYNC_JOB, SYNC_RECORD_REFRESH_MS};
+use crate::jobs::{AccountRuntime, SYNC_JOB, SYNC_RECORD_REFRESH_MS};
 use crate::ports::AccountSnapshot;
 use crate::risk;
 use crate::state::{RunStage, StateRepo};

@@ -6,7 +6,7 @@ use super::queries::*;
 use super::QueryError;
 use crate::config::Config;
 use crate::domain::*;
-use crate::engine::{AccountRuntime, Engine, EngineTiming};
+use crate::jobs::{AccountRuntime, Engine, EngineTiming};
 use crate::notify::CollectingNotifier;
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use crate::ports::*;

@@ -7,7 +7,7 @@
 use albra_core::config::Config;
 use albra_core::data::{self, CandleSeries};
 use albra_core::domain::{Notional, Symbol};
-use albra_core::engine::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use albra_core::ports::{Clock, SimClock};

@@ -7,7 +7,7 @@
 
 use albra_adapters::lambda::{self, JobFailure, Runtime, ScheduleEvent};
 use albra_core::config;
-use albra_core::engine::JobReport;
+use albra_core::jobs::JobReport;
 use clap::Parser;
 use serde_json::{json, Value};
 use std::path::PathBuf;

@@ -232,3 +232,51 @@ impl Engine {
         Ok(())
     }
 }
+
+impl Engine {
+    /// Whether closing `qty` of a `side` share reduces the exchange's net position. In one-way
+    /// mode with two strategies holding opposite shares, closing one share can grow the net the
+    /// other way; such an order cannot be reduce-only (Binance rejects it with -2022).
+    pub(super) async fn reduces_net(
+        &self,
+        ex: &dyn Exchange,
+        sym: &Symbol,
+        side: Side,
+        qty: Qty,
+    ) -> Result<bool, EngineError> {
+        let net: Decimal = ex
+            .positions()
+            .await?
+            .iter()
+            .filter(|x| &x.symbol == sym)
+            .map(|x| x.amount)
+            .sum();
+        Ok(net.signum() == side.sign() && net.abs() >= qty.0)
+    }
+
+    /// Whether the exchange's net position on the symbol is exactly what the stored shares (every
+    /// strategy's and MANUAL) add up to. When it is not, something happened on the exchange that
+    /// the sync job must reconcile before anyone trades that symbol.
+    pub(super) async fn shares_match(
+        &self,
+        ex: &dyn Exchange,
+        p: &Position,
+    ) -> Result<bool, EngineError> {
+        let net: Decimal = ex
+            .positions()
+            .await?
+            .iter()
+            .filter(|x| x.symbol == p.key.symbol)
+            .map(|x| x.amount)
+            .sum();
+        let stored: Decimal = self
+            .repo
+            .positions(&p.key.account)
+            .await?
+            .iter()
+            .filter(|v| v.value.key.symbol == p.key.symbol && v.value.is_open())
+            .map(|v| signed(&v.value))
+            .sum();
+        Ok(net == stored)
+    }
+}

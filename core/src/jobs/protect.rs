@@ -357,3 +357,43 @@ impl Engine {
         Ok(())
     }
 }
+
+impl Engine {
+    /// Whether the position's stop or take-profit has fired on the exchange (only orders no longer
+    /// open are looked up).
+    pub(super) async fn protection_fired(
+        &self,
+        ex: &dyn Exchange,
+        p: &Position,
+        open_ids: &HashSet<&str>,
+    ) -> Result<bool, EngineError> {
+        let ids = stop_and_take_profit_ids(p);
+        for id in ids.iter().filter(|id| !open_ids.contains(id.as_str())) {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    pub(super) async fn existing_stop(
+        &self,
+        ex: &dyn Exchange,
+        p: &Position,
+    ) -> Result<Option<String>, EngineError> {
+        let id = ClientId::derive(
+            &p.key.account,
+            &p.key.strategy,
+            &p.key.symbol,
+            p.signal_open_time,
+            Intent::StopLoss,
+            p.stop_generation,
+        );
+        Ok(match ex.algo_by_client_id(id.as_str()).await? {
+            Some(a) if a.status.is_open() => Some(a.client_algo_id),
+            _ => None,
+        })
+    }
+}

@@ -1,0 +1,118 @@
+//! Strategies already fed, kept between evaluations of one process ([`StrategyCache`]), and
+//! when each share book was last dated.
+
+use super::*;
+
+pub(super) type CacheKey = (AccountId, String, Symbol, Timeframe);
+/// When each account's share books were dated, per symbol.
+pub(super) type BookDates =
+    std::collections::HashMap<AccountId, std::collections::HashMap<Symbol, i64>>;
+/// A fed strategy and the open time of the last candle it was fed.
+pub(super) type Fed = (Box<dyn strategy::Strategy>, i64);
+
+/// Fed strategy instances with the open time of the last candle each was fed, and a backtest's
+/// quiet-candle memo ([`Engine::evaluate_quiet`]).
+///
+/// A cold start builds a strategy from the last `jobs.history` candles (its window). A strategy
+/// fed every candle since the process started has seen older candles too, and indicators with an
+/// infinite memory (every EMA, Wilder's averages) would read differently: a warm process could
+/// decide otherwise than a cold one. So the default cache also keeps each strategy's window, and
+/// once the new candles push it past `history` it builds the strategy again from the window (the
+/// candles a cold start would fetch, none fetched twice). Backtests use
+/// [`StrategyCache::unbounded`]: a run decides as a job whose history reaches back to the first
+/// candle of its file.
+#[derive(Default)]
+pub struct StrategyCache {
+    fed: std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>,
+    /// The candles each strategy in `fed` was built from, oldest first (not kept when unbounded).
+    windows:
+        std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::VecDeque<Candle>>>,
+    /// Feed cached strategies every new candle and never build them again (backtests).
+    unbounded: bool,
+    quiet: std::sync::Mutex<Option<Box<Quiet>>>,
+    /// When each (account, symbol) share book in the store was dated, as this process last read
+    /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
+    /// unchanged book every minute.
+    books: std::sync::Mutex<BookDates>,
+}
+
+impl StrategyCache {
+    /// A cache that feeds its strategies every candle since the first, never rebuilding them from
+    /// a window: a backtest's (its decisions see the whole file before each close).
+    pub fn unbounded() -> Self {
+        StrategyCache {
+            unbounded: true,
+            ..StrategyCache::default()
+        }
+    }
+    /// Remember the candles a strategy was just built from.
+    pub(super) fn start_window(&self, k: &CacheKey, candles: &[Candle]) {
+        if !self.unbounded {
+            let mut w = self.windows.lock().expect("strategy windows");
+            w.insert(k.clone(), candles.iter().copied().collect());
+        }
+    }
+    /// Add `fresh` to `k`'s window. When that makes it longer than `limit` (the candles a cold
+    /// start fetches), drop the oldest and return the window: the strategy must be built again
+    /// from it. `None`: feeding `fresh` leaves it as a cold start would build it.
+    pub(super) fn slide(
+        &self,
+        k: &CacheKey,
+        fresh: &[Candle],
+        limit: usize,
+    ) -> Option<Vec<Candle>> {
+        if self.unbounded {
+            return None;
+        }
+        let mut w = self.windows.lock().expect("strategy windows");
+        let window = w.entry(k.clone()).or_default();
+        window.extend(fresh.iter().copied());
+        if window.len() <= limit {
+            return None;
+        }
+        let surplus = window.len() - limit;
+        window.drain(..surplus);
+        Some(window.iter().copied().collect())
+    }
+    pub(super) fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
+        self.fed.lock().expect("strategy cache").remove(k)
+    }
+    pub(super) fn put(&self, k: CacheKey, s: Box<dyn strategy::Strategy>, last: i64) {
+        self.fed
+            .lock()
+            .expect("strategy cache")
+            .insert(k, (s, last));
+    }
+    pub(super) fn book_dated(&self, account: &AccountId, sym: &Symbol) -> Option<i64> {
+        let books = self.books.lock().expect("book dates");
+        books.get(account)?.get(sym).copied()
+    }
+    pub(super) fn date_book(&self, account: &AccountId, sym: &Symbol, as_of: i64) {
+        let mut books = self.books.lock().expect("book dates");
+        let of_account = books.entry(account.clone()).or_default();
+        of_account.insert(sym.clone(), as_of);
+    }
+    pub(super) fn take_quiet(&self) -> Option<Box<Quiet>> {
+        self.quiet.lock().expect("quiet memo").take()
+    }
+    pub(super) fn keep_quiet(&self, q: Box<Quiet>) {
+        *self.quiet.lock().expect("quiet memo") = Some(q);
+    }
+    /// Hand the memo's strategy back to the cache (the full evaluation feeds it from there).
+    pub(super) fn release_quiet(&self) {
+        if let Some(q) = self.take_quiet() {
+            self.hand_back(q);
+        }
+    }
+    /// Drop a memo taken out, its strategy back in the cache.
+    pub(super) fn hand_back(&self, q: Box<Quiet>) {
+        if let Quiet {
+            key,
+            fed: Some((st, last)),
+            ..
+        } = *q
+        {
+            self.put(key, st, last);
+        }
+    }
+}

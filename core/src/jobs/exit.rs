@@ -1,0 +1,283 @@
+//! Exits at market: whole closes (signal, reversal, operator), partial closes, and the figures
+//! of a close.
+
+use super::*;
+
+impl Engine {
+    /// Close a position with a reduce-only market order, cancel its protective orders and record
+    /// the trade with the realised figures the exchange reports.
+    pub(super) async fn exit(
+        &self,
+        ex: &dyn Exchange,
+        p: Versioned<Position>,
+        reason: &str,
+        open_time: i64,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let pos = &p.value;
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            open_time,
+            Intent::Exit,
+            0,
+        );
+        self.exit_as(ex, p, reason, id, now, report).await
+    }
+
+    /// [`Engine::exit`] with the closing order's client id given.
+    pub(super) async fn exit_as(
+        &self,
+        ex: &dyn Exchange,
+        p: Versioned<Position>,
+        reason: &str,
+        id: ClientId,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        // `ex` trades this position's account.
+        let pos = &p.value;
+        let filters = ex.symbol_filters(&pos.key.symbol).await?;
+        let order = MarketOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.exit_order_side(),
+            qty: orders::close_qty(&filters, pos.qty),
+            reduce_only: self
+                .reduces_net(ex, &pos.key.symbol, pos.side, pos.qty)
+                .await?,
+            client_id: id.clone(),
+        };
+        let policy = self.before_send(report).await?;
+        let fill = match orders::submit_market(ex, &order, policy).await {
+            Ok(f) => f,
+            Err(e) => {
+                if e.refusal().is_some() {
+                    report.orders_rejected += 1;
+                }
+                self.notify(
+                    &pos.key.account,
+                    Priority::Critical,
+                    "exit_failed",
+                    || notices::exit_failed(&id, pos, reason, &e),
+                    now,
+                )
+                .await;
+                return Err(e.into());
+            }
+        };
+        report.orders_placed += 1;
+        self.cancel_protection(ex, pos).await;
+        let (exit_price, gross, exit_fee) = self.closing_figures(ex, pos, &fill).await;
+        // The order is done: missing income history must not fail the exit (logged, funding 0).
+        let (funding, _) = self.position_income(ex, pos, now).await.unwrap_or_else(|e| {
+            tracing::warn!(position = %pos.key, error = %e, "funding unknown (income history failed)");
+            (Decimal::ZERO, Decimal::ZERO)
+        });
+        let trade = TradeRecord {
+            id: format!("{}:close", pos.entry_client_id),
+            account: pos.key.account.clone(),
+            strategy: pos.key.strategy.clone(),
+            symbol: pos.key.symbol.clone(),
+            side: pos.side,
+            qty: fill.executed_qty,
+            entry_price: pos.entry_price,
+            exit_price,
+            entry_time: pos.opened_at,
+            exit_time: now,
+            pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
+            fees: Notional(exit_fee + pos.entry_fee.0),
+            funding: Notional(funding),
+            reason: "signal".into(),
+        };
+        self.record_trade(&trade).await?;
+        self.repo.delete_position(&pos.key, p.version).await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "exit",
+            || notices::exit(&id, pos, &trade, reason),
+            now,
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Realised figures of one closing order from the exchange's fills: (avg price, gross PnL, fees).
+    pub(super) async fn closing_figures(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        fill: &OrderInfo,
+    ) -> (Price, Decimal, Decimal) {
+        let trades = ex
+            .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
+            .await
+            .unwrap_or_default();
+        let closing: Vec<_> = trades
+            .iter()
+            .filter(|t| t.order_id == fill.order_id)
+            .collect();
+        if closing.is_empty() {
+            let gross =
+                pos.side.sign() * fill.executed_qty.0 * (fill.avg_price.0 - pos.entry_price.0);
+            return (fill.avg_price, gross, Decimal::ZERO);
+        }
+        let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
+        let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+        (
+            Price(px),
+            closing.iter().map(|t| t.realized_pnl.0).sum(),
+            closing.iter().map(|t| t.commission.0).sum(),
+        )
+    }
+
+    /// Close part of a position (a take-profit step) and record it as a trade of its own.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn partial_close(
+        &self,
+        acct: &AccountRuntime,
+        mut p: Versioned<Position>,
+        fraction: Decimal,
+        stage: u8,
+        reason: &str,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<String, EngineError> {
+        if stage <= p.value.partial_exits_done {
+            return Ok(format!("hold (take-profit step {stage} already done)"));
+        }
+        let ex = acct.exchange.as_ref();
+        let filters = ex.symbol_filters(&p.value.key.symbol).await?;
+        let qty = orders::close_qty(&filters, Qty(p.value.qty.0 * fraction.min(Decimal::ONE)));
+        if qty.is_zero() {
+            return Ok(format!(
+                "take-profit step {stage} skipped: {} × {fraction} is below one lot",
+                p.value.qty
+            ));
+        }
+        if qty.0 >= p.value.qty.0 {
+            let line = format!("closed: {reason}");
+            self.exit(
+                acct.exchange.as_ref(),
+                p,
+                reason,
+                Timeframe::M1.last_closed_open(now),
+                now,
+                report,
+            )
+            .await?;
+            return Ok(line);
+        }
+        let pos = p.value.clone();
+        let id = ClientId::derive(
+            &pos.key.account,
+            &pos.key.strategy,
+            &pos.key.symbol,
+            pos.signal_open_time,
+            Intent::PartialExit,
+            stage as u32,
+        );
+        let order = MarketOrder {
+            symbol: pos.key.symbol.clone(),
+            side: pos.side.exit_order_side(),
+            qty,
+            reduce_only: self.reduces_net(ex, &pos.key.symbol, pos.side, qty).await?,
+            client_id: id.clone(),
+        };
+        let policy = self.before_send(report).await?;
+        let fill = orders::submit_market(ex, &order, policy).await?;
+        report.orders_placed += 1;
+        let (exit_price, gross, exit_fee) = self.closing_figures(ex, &pos, &fill).await;
+        // The entry fee is shared pro rata between the part closed now and the rest.
+        let fee_share = pos.entry_fee.0 * fill.executed_qty.0 / pos.qty.0;
+        let trade = TradeRecord {
+            id: format!("{}:tp{stage}", pos.entry_client_id),
+            account: pos.key.account.clone(),
+            strategy: pos.key.strategy.clone(),
+            symbol: pos.key.symbol.clone(),
+            side: pos.side,
+            qty: fill.executed_qty,
+            entry_price: pos.entry_price,
+            exit_price,
+            entry_time: pos.opened_at,
+            exit_time: now,
+            pnl: Notional(gross - exit_fee - fee_share),
+            fees: Notional(exit_fee + fee_share),
+            // Funding is attributed once, to the close of what remains.
+            funding: Notional::ZERO,
+            reason: format!("partial_take_profit_{stage}"),
+        };
+        self.record_trade(&trade).await?;
+        p.value.qty = Qty(pos.qty.0 - fill.executed_qty.0);
+        p.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+        p.value.partial_exits_done = stage;
+        p.value.updated_at = now;
+        p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
+        self.resize_protection(ex, &mut p, &filters, now, report)
+            .await?;
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "partial_exit",
+            || notices::partial_exit(&id, &pos, stage, fill.executed_qty, &trade, reason),
+            now,
+        )
+        .await;
+        Ok(format!(
+            "take-profit step {stage}: closed {} @ {exit_price}",
+            fill.executed_qty
+        ))
+    }
+
+    /// Close every open strategy position of the enabled accounts (or of one account) at market,
+    /// cancelling their protective orders and recording the trades. MANUAL positions are never
+    /// touched. Used at the end of a backtest and by an emergency stop.
+    pub async fn close_positions(
+        &self,
+        account: Option<&AccountId>,
+        reason: &str,
+        now: i64,
+    ) -> JobReport {
+        let mut report = JobReport::default();
+        for acct in self
+            .accounts
+            .iter()
+            .filter(|a| a.config.enabled && account.is_none_or(|x| x == &a.config.id))
+        {
+            let positions = match self.repo.positions(&acct.config.id).await {
+                Ok(p) => p,
+                Err(e) => {
+                    report.errors.push(format!("{}: {e}", acct.config.id));
+                    continue;
+                }
+            };
+            for p in positions
+                .into_iter()
+                .filter(|p| p.value.is_open() && !p.value.is_manual)
+            {
+                let key = p.value.key.clone();
+                match self
+                    .exit(
+                        acct.exchange.as_ref(),
+                        p,
+                        reason,
+                        Timeframe::M1.last_closed_open(now),
+                        now,
+                        &mut report,
+                    )
+                    .await
+                {
+                    Ok(()) => report.lines.push(format!("{key}: closed ({reason})")),
+                    Err(e) => report.errors.push(format!("{key}: {e}")),
+                }
+            }
+        }
+        report
+    }
+
+    // -----------------------------------------------------------------------------------------
+    // sync
+    // -----------------------------------------------------------------------------------------
+}
