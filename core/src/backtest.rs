@@ -14,7 +14,8 @@
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::jobs::{AccountRuntime, Engine, EngineTiming, StrategyCache};
+use crate::fastpath::FastPath;
+use crate::jobs::{AccountRuntime, Engine, EngineTiming, Sizing, StrategyCache};
 use crate::notify::DiscardNotifier;
 use crate::paper::{
     MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, SyncView,
@@ -52,7 +53,7 @@ pub struct BacktestOptions {
     /// Print a progress line on stderr.
     pub progress: bool,
     /// Run the full evaluation job on every candle, never the quiet-candle shortcut
-    /// ([`Engine::evaluate_quiet`]): the same results, slower; for checking that claim.
+    /// ([`FastPath::evaluate_quiet`]): the same results, slower; for checking that claim.
     pub full_jobs: bool,
 }
 
@@ -93,7 +94,7 @@ pub struct RunResult {
     pub exposed: Vec<bool>,
     pub metrics: Metrics,
     pub job_errors: Vec<String>,
-    /// Candles decided on the quiet-candle shortcut ([`Engine::evaluate_quiet`]).
+    /// Candles decided on the quiet-candle shortcut ([`FastPath::evaluate_quiet`]).
     pub quiet_candles: usize,
     /// Every order the run's paper account was sent (`--orders-out`).
     pub orders: OrderJournal,
@@ -457,15 +458,17 @@ pub async fn run_series(
             exchange: ex.clone(),
         }],
         notifier: Arc::new(DiscardNotifier),
-        timing: EngineTiming {
-            record_holds: false,
-            quiet_memo: !opts.full_jobs,
-            ..EngineTiming::instant()
-        },
+        timing: EngineTiming::instant(),
         // Fed from the first candle on, never rebuilt from a window (see `StrategyCache`).
         cache: StrategyCache::unbounded(),
-        risk_off: opts.risk_off,
+        sizing: if opts.risk_off {
+            Sizing::AllEquity
+        } else {
+            Sizing::Risk
+        },
     };
+    // Every evaluation goes the research way; the quiet-candle memo unless `--full-jobs`.
+    let fast = FastPath::new(&engine, !opts.full_jobs);
 
     // The curve starts at the initial equity, before the first candle: one vector, never copied.
     let mut equity = Vec::with_capacity(eval.len() + 1);
@@ -504,9 +507,7 @@ pub async fn run_series(
             .as_ref()
             .is_some_and(|v| unchanged && v.open_algos.is_empty() && marking.is_of(v));
         if opts.risk_off && !opts.full_jobs && idle {
-            let held = engine
-                .evaluate_quiet_run(tf, &eval[i..], EVAL_DELAY_MS)
-                .await;
+            let held = fast.evaluate_quiet_run(tf, &eval[i..], EVAL_DELAY_MS).await;
             if held > 0 {
                 for (k, c) in eval[i..i + held].iter().enumerate() {
                     curve.mark(c, tf, &marking);
@@ -533,13 +534,13 @@ pub async fn run_series(
         }
         // A HOLD on unchanged state touches nothing on the exchange: the view synced above is
         // still the account's.
-        let quiet = !opts.full_jobs && engine.evaluate_quiet(tf, now, c).await;
+        let quiet = !opts.full_jobs && fast.evaluate_quiet(tf, now, c).await;
         quiet_candles += usize::from(quiet);
         match (&synced, quiet && unchanged) {
             (Some(v), true) if marking.is_of(v) => {}
             _ => {
                 if !quiet {
-                    let r = engine.evaluate(tf, now).await;
+                    let r = fast.evaluate(tf, now).await;
                     job_errors.extend(r.errors);
                 }
                 marking = Marking::new(ex.sync_view().await.map_err(setup)?);

@@ -12,6 +12,7 @@ pub mod backtest;
 pub mod config;
 pub mod data;
 pub mod domain;
+pub mod fastpath;
 mod hugepages;
 pub mod indicators;
 pub mod jobs;

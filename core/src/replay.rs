@@ -6,7 +6,7 @@
 use crate::config::Config;
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::jobs::{AccountRuntime, Engine, EngineTiming, JobReport};
+use crate::jobs::{AccountRuntime, Engine, EngineTiming, JobReport, Sizing};
 use crate::paper::{
     MarketData, OrderJournal, PaperConfig, PaperExchange, RecordedMarket, ORDERS_CSV_HEADER,
 };
@@ -222,7 +222,7 @@ pub async fn run(
         notifier,
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
 
     let in_gap = |t: i64| gaps.iter().any(|(a, b)| t >= *a && t < *b);

@@ -10,7 +10,7 @@ use albra_core::domain::{
     AccountId, ClientId, Intent, Notional, OrderSide, Position, PositionKey, PositionStatus, Qty,
     Side, StrategyId, Symbol,
 };
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use albra_core::ports::{Clock, Exchange, MarketOrder, SimClock};
@@ -146,7 +146,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
         notifier: Arc::new(CollectingNotifier::default()),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     let main = AccountId::new("main");
     let names = ["EMA_CROSS", "TFPE"];

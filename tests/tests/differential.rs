@@ -262,7 +262,7 @@ async fn backtest_replay_and_fresh_jobs_decide_order_and_trade_alike() {
 async fn warm_or_cold(warm: bool, candles: &std::path::Path, history: usize) -> Vec<String> {
     use albra_core::config::Config;
     use albra_core::domain::{AccountId, StrategyId, Symbol};
-    use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+    use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
     use albra_core::notify::DiscardNotifier;
     use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
     use albra_core::ports::{Clock, Exchange, SimClock};
@@ -309,7 +309,7 @@ async fn warm_or_cold(warm: bool, candles: &std::path::Path, history: usize) -> 
         notifier: Arc::new(DiscardNotifier),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     let kept = engine();
     for &open in &opens {

@@ -8,7 +8,7 @@ use crate::store::open_store;
 use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
 use albra_core::domain::Notional;
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
 use albra_core::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
 use albra_core::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
@@ -193,7 +193,7 @@ pub async fn build(
             notifier,
             timing,
             cache: Default::default(),
-            risk_off: false,
+            sizing: Sizing::Risk,
         },
         clock_exchange: public,
         binance,

@@ -11,7 +11,7 @@ use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
@@ -247,7 +247,7 @@ fn setup_with(config: &str) -> Setup {
         notifier: notes.clone(),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     Setup {
         engine,

@@ -13,7 +13,7 @@ use albra_core::config::Config;
 use albra_core::domain::{
     AccountId, Candle, ExitKind, OrderSide, Position, Side, Symbol, Timeframe,
 };
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{PaperConfig, PaperExchange};
 use albra_core::ports::*;
@@ -105,7 +105,7 @@ fn setup() -> Setup {
         notifier: notes.clone(),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     Setup {
         engine,

@@ -3,15 +3,14 @@
 
 use super::*;
 
-pub(super) type CacheKey = (AccountId, String, Symbol, Timeframe);
+pub(crate) type CacheKey = (AccountId, String, Symbol, Timeframe);
 /// When each account's share books were dated, per symbol.
 pub(super) type BookDates =
     std::collections::HashMap<AccountId, std::collections::HashMap<Symbol, i64>>;
 /// A fed strategy and the open time of the last candle it was fed.
-pub(super) type Fed = (Box<dyn strategy::Strategy>, i64);
+pub(crate) type Fed = (Box<dyn strategy::Strategy>, i64);
 
-/// Fed strategy instances with the open time of the last candle each was fed, and a backtest's
-/// quiet-candle memo ([`Engine::evaluate_quiet`]).
+/// Fed strategy instances with the open time of the last candle each was fed.
 ///
 /// A cold start builds a strategy from the last `jobs.history` candles (its window). A strategy
 /// fed every candle since the process started has seen older candles too, and indicators with an
@@ -29,7 +28,6 @@ pub struct StrategyCache {
         std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::VecDeque<Candle>>>,
     /// Feed cached strategies every new candle and never build them again (backtests).
     unbounded: bool,
-    quiet: std::sync::Mutex<Option<Box<Quiet>>>,
     /// When each (account, symbol) share book in the store was dated, as this process last read
     /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
     /// unchanged book every minute.
@@ -74,10 +72,10 @@ impl StrategyCache {
         window.drain(..surplus);
         Some(window.iter().copied().collect())
     }
-    pub(super) fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
+    pub(crate) fn take(&self, k: &CacheKey) -> Option<(Box<dyn strategy::Strategy>, i64)> {
         self.fed.lock().expect("strategy cache").remove(k)
     }
-    pub(super) fn put(&self, k: CacheKey, s: Box<dyn strategy::Strategy>, last: i64) {
+    pub(crate) fn put(&self, k: CacheKey, s: Box<dyn strategy::Strategy>, last: i64) {
         self.fed
             .lock()
             .expect("strategy cache")
@@ -91,28 +89,5 @@ impl StrategyCache {
         let mut books = self.books.lock().expect("book dates");
         let of_account = books.entry(account.clone()).or_default();
         of_account.insert(sym.clone(), as_of);
-    }
-    pub(super) fn take_quiet(&self) -> Option<Box<Quiet>> {
-        self.quiet.lock().expect("quiet memo").take()
-    }
-    pub(super) fn keep_quiet(&self, q: Box<Quiet>) {
-        *self.quiet.lock().expect("quiet memo") = Some(q);
-    }
-    /// Hand the memo's strategy back to the cache (the full evaluation feeds it from there).
-    pub(super) fn release_quiet(&self) {
-        if let Some(q) = self.take_quiet() {
-            self.hand_back(q);
-        }
-    }
-    /// Drop a memo taken out, its strategy back in the cache.
-    pub(super) fn hand_back(&self, q: Box<Quiet>) {
-        if let Quiet {
-            key,
-            fed: Some((st, last)),
-            ..
-        } = *q
-        {
-            self.put(key, st, last);
-        }
     }
 }

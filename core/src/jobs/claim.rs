@@ -52,7 +52,7 @@ impl Engine {
     /// Claim a candle (see [`crate::state::StateRepo::claim_run`]). `Ok(Err(line))` when there is nothing to
     /// do for it; an error when another run still holds it within its lease (a retry after the
     /// lease takes it over if that run died).
-    pub(super) async fn claim(
+    pub(crate) async fn claim(
         &self,
         acct: &AccountRuntime,
         run: &RunKey,
@@ -139,7 +139,7 @@ impl Engine {
         outcome
     }
 
-    pub(super) async fn release_claim(&self, c: &HeldClaim) {
+    pub(crate) async fn release_claim(&self, c: &HeldClaim) {
         if let Err(e) = self.repo.release_run(&c.run, c.version).await {
             tracing::warn!(error = %e, "could not release the run marker");
         }

@@ -2,6 +2,44 @@
 //! order sent exactly once, then its protective stop and exit orders.
 
 use super::*;
+use crate::ports::AccountSnapshot;
+
+/// What the exchange answered for an entry (see [`Engine::gather_entry`]).
+struct EntryMarket {
+    filters: SymbolFilters,
+    snap: AccountSnapshot,
+    /// The price the order will fill near.
+    ref_price: Price,
+    /// Setting the symbol's margin type and leverage (checked once the entry is sized).
+    setup: Result<(), EngineError>,
+}
+
+/// An entry refused before anything was sent: the notice's priority, kind and event tag, and why.
+struct Refused {
+    priority: Priority,
+    kind: &'static str,
+    tag: &'static str,
+    why: String,
+}
+
+impl Refused {
+    fn new(priority: Priority, kind: &'static str, tag: &'static str, why: String) -> Self {
+        Refused {
+            priority,
+            kind,
+            tag,
+            why,
+        }
+    }
+}
+
+/// A market order that adds exposure and the margin ledger it takes its margin from: the
+/// ledger, the slot reserved, and the margin of a quantity at a price.
+pub(super) type Adding<'a> = (
+    &'a MarginLedger,
+    margin::Slot,
+    &'a (dyn Fn(Qty, Price) -> Decimal + Sync),
+);
 
 /// Take quantity and price from the fill, and move planned stop / target by the difference
 /// between the reference price and the actual fill.
@@ -46,106 +84,252 @@ pub(super) async fn entry_fee(
 }
 
 impl Engine {
-    /// Open a position: size, write the pending record, send the entry exactly once, protect it.
-    #[allow(clippy::too_many_arguments)]
+    /// Open a position, in phases: gather (the stored positions, then the trading rules, the
+    /// account and the price at once), size it by risk and plan the PENDING record (pure:
+    /// [`plan`]), then apply (write the record, send the entry exactly once, protect it).
     pub(super) async fn enter(
         &self,
-        acct: &AccountRuntime,
-        s: &StrategyConfig,
-        sym: &Symbol,
-        side: Side,
-        stop: Option<StopSpec>,
-        take_profit: Option<StopSpec>,
-        open_time: i64,
-        now: i64,
+        it: Item<'_>,
+        signal: EntrySignal,
         ref_price: Price,
         decision: &Decision,
         report: &mut JobReport,
         ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
-        let account = &acct.config.id;
-        let ex = acct.exchange.as_ref();
-        let sid = StrategyId::new(&s.name);
-
+        let account = &it.acct.config.id;
         // Checked before anything is asked of the exchange: a blocked entry changes nothing
         // there (not even the symbol's leverage, which a hand-made position shares).
         let stored = self.repo.positions(account).await?;
-        if let Some(why) = self.against_manual(&stored, sym, side) {
-            self.notify(
-                account,
-                Priority::High,
-                "blocked",
-                || notices::blocked("manual", account, sid.as_str(), sym, open_time, &why),
-                now,
-            )
-            .await;
-            return Ok(why);
+        let allowed = self.config.risk.entries_against_manual;
+        if let Some(why) = plan::against_manual(&stored, it.sym, signal.side, allowed) {
+            return Ok(self
+                .refuse(it, Priority::High, "blocked", "manual", why)
+                .await);
         }
-        // Risk off (backtests only): no protective stop, no limits, all equity.
-        let stop = if self.risk_off { None } else { stop };
-        let (lev, size_pct) = self.config.effective_sizing(&acct.config, s);
-        // Everything the order waits for from the exchange is asked at once: the trading rules,
-        // the account, the price, and the symbol's margin type and leverage set. The answers are
-        // then taken in the order the entry uses them, so a failure reports as it would one
-        // after another.
-        let read_at = ledger.mark();
-        let (filters, snap, ref_price, setup) = futures::join!(
-            ex.symbol_filters(sym),
-            ex.account(),
-            self.sizing_price(ex, sym, ref_price),
-            self.ensure_symbol_setup(ex, sym, lev, s.margin_type),
-        );
-        let filters = match filters {
-            Ok(f) => f,
-            Err(ExchangeError::Fatal(m)) => {
-                let why = format!("entry blocked: no trading filters for {sym}: {m}");
-                self.notify(
-                    account,
-                    Priority::High,
-                    "blocked",
-                    || notices::blocked("nofilter", account, sid.as_str(), sym, open_time, &why),
-                    now,
-                )
-                .await;
-                return Ok(why);
-            }
-            Err(e) => return Err(e.into()),
+        // All-equity sizing (research only): no protective stop, no limits, all equity.
+        let signal = EntrySignal {
+            stop: signal.stop.filter(|_| self.sizing.protects()),
+            ..signal
         };
-        let mut snap = snap?;
-        if ref_price.is_zero() {
-            return Err(EngineError::NoReferencePrice(sym.clone()));
-        }
+        let read_at = ledger.mark();
+        let mut m = match self.gather_entry(it, ref_price).await? {
+            Ok(m) => m,
+            Err(why) => {
+                return Ok(self
+                    .refuse(it, Priority::High, "blocked", "nofilter", why)
+                    .await)
+            }
+        };
         // Sized one at a time, from the store as the entries before this one left it and with
         // the margin of this evaluation's orders the account read may not show (`MarginLedger`).
         let turn = ledger.size().await;
         let stored = self.repo.positions(account).await?;
-        snap.total_initial_margin = Notional(snap.total_initial_margin.0 + ledger.unseen(read_at));
+        let margin_in = m.snap.total_initial_margin.0 + ledger.unseen(read_at);
+        m.snap.total_initial_margin = Notional(margin_in);
+        let (qty, risk_notes) = match self.size_entry(it, signal, &m, &stored).await? {
+            Ok(sized) => sized,
+            Err(r) => return Ok(self.refuse(it, r.priority, r.kind, r.tag, r.why).await),
+        };
+        let EntryMarket {
+            filters,
+            ref_price,
+            setup,
+            ..
+        } = m;
+        setup?;
+        let lev = self.config.effective_sizing(&it.acct.config, it.s).0;
+        let pending = self
+            .write_pending(it, signal, qty, &filters, ref_price)
+            .await?;
+        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
+        let slot = ledger.take(margin(qty, ref_price));
+        drop(turn);
+        let sent = self
+            .send_entry(it, &pending, (ledger, slot, &margin), report)
+            .await?;
+        let (mut pos, version, fill) = match sent {
+            Ok(sent) => sent,
+            Err(line) => return Ok(line),
+        };
+        apply_fill(&mut pos, &fill, &filters, signal.stop, signal.take_profit);
+        pos.status = PositionStatus::Active;
+        pos.updated_at = it.now;
+        let entered = Versioned {
+            value: pos,
+            version,
+        };
+        let done = self
+            .protect_entry(it, entered, &filters, &stored, fill.order_id, report)
+            .await?;
+        let (pos, placed) = match done {
+            Ok(done) => done,
+            Err(line) => return Ok(line),
+        };
+        Ok(self
+            .announce_entry(it, &pos, placed, decision, &risk_notes)
+            .await)
+    }
+
+    /// Write the PENDING record (with the entry's deterministic client id) before its order
+    /// leaves; a record still there is a conflict to surface (the reverse path deleted the old one).
+    async fn write_pending(
+        &self,
+        it: Item<'_>,
+        signal: EntrySignal,
+        qty: Qty,
+        filters: &SymbolFilters,
+        ref_price: Price,
+    ) -> Result<Versioned<Position>, EngineError> {
+        let key = it.position_key();
+        let entry_id = ClientId::derive(
+            &key.account,
+            &key.strategy,
+            it.sym,
+            it.open_time,
+            Intent::Entry,
+            0,
+        );
+        let pos = plan::PendingEntry {
+            key,
+            signal,
+            qty,
+            leverage: self.config.effective_sizing(&it.acct.config, it.s).0,
+            ref_price,
+            filters,
+            entry_id: &entry_id,
+            open_time: it.open_time,
+            now: it.now,
+        }
+        .position();
+        let existing = self.repo.position(&pos.key).await?.map(|v| v.version);
+        let version = self.repo.save_position(&pos, existing).await?;
+        Ok(Versioned {
+            value: pos,
+            version,
+        })
+    }
+
+    /// Tell the trader about a completed entry; the report line.
+    async fn announce_entry(
+        &self,
+        it: Item<'_>,
+        pos: &Position,
+        placed: bool,
+        decision: &Decision,
+        risk_notes: &[String],
+    ) -> String {
+        let stop_txt = plan::stop_text(pos.stop_loss, placed);
+        self.notify(
+            &it.acct.config.id,
+            Priority::High,
+            "entry",
+            || notices::entry(pos, it.s, pos.leverage, &stop_txt, decision),
+            it.now,
+        )
+        .await;
+        plan::entered_line(pos, &stop_txt, risk_notes)
+    }
+
+    /// An entry refused before anything was sent: tell the trader (`kind` and the event id's
+    /// `tag`), and return why as the report line.
+    async fn refuse(
+        &self,
+        it: Item<'_>,
+        priority: Priority,
+        kind: &str,
+        tag: &str,
+        why: String,
+    ) -> String {
+        let (account, name) = (&it.acct.config.id, it.s.name.as_str());
+        self.notify(
+            account,
+            priority,
+            kind,
+            || notices::blocked(tag, account, name, it.sym, it.open_time, &why),
+            it.now,
+        )
+        .await;
+        why
+    }
+
+    /// Everything the entry order waits for from the exchange, asked at once: the trading rules,
+    /// the account, the price, and the symbol's margin type and leverage set. The answers are
+    /// taken in the order the entry uses them, so a failure reports as it would one after
+    /// another; the setup's outcome is checked once the entry is sized. `Err(why)`: the symbol
+    /// has no trading rules (the entry is blocked).
+    async fn gather_entry(
+        &self,
+        it: Item<'_>,
+        candle_close: Price,
+    ) -> Result<Result<EntryMarket, String>, EngineError> {
+        let (ex, sym) = (it.acct.exchange.as_ref(), it.sym);
+        let lev = self.config.effective_sizing(&it.acct.config, it.s).0;
+        let (filters, snap, ref_price, setup) = futures::join!(
+            ex.symbol_filters(sym),
+            ex.account(),
+            self.sizing_price(ex, sym, candle_close),
+            self.ensure_symbol_setup(ex, sym, lev, it.s.margin_type),
+        );
+        let filters = match filters {
+            Ok(f) => f,
+            Err(ExchangeError::Fatal(m)) => {
+                return Ok(Err(format!(
+                    "entry blocked: no trading filters for {sym}: {m}"
+                )))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let snap = snap?;
+        if ref_price.is_zero() {
+            return Err(EngineError::NoReferencePrice(sym.clone()));
+        }
+        Ok(Ok(EntryMarket {
+            filters,
+            snap,
+            ref_price,
+            setup,
+        }))
+    }
+
+    /// The entry's quantity on the symbol's grid and the risk rules' notes (the risk state is
+    /// folded from the account's equity first). `Err`: refused, and why.
+    async fn size_entry(
+        &self,
+        it: Item<'_>,
+        signal: EntrySignal,
+        m: &EntryMarket,
+        stored: &[Versioned<Position>],
+    ) -> Result<Result<(Qty, Vec<String>), Refused>, EngineError> {
+        let (lev, size_pct) = self.config.effective_sizing(&it.acct.config, it.s);
+        let (side, ref_price, filters) = (signal.side, m.ref_price, &m.filters);
         let mut risk_notes: Vec<String> = Vec::new();
         let mut risk_reduced = false;
-        let raw_qty = if self.risk_off {
-            snap.equity.0 / ref_price.0
+        let raw_qty = if !self.sizing.protects() {
+            crate::fastpath::all_equity_qty(m.snap.equity.0, ref_price.0)
         } else {
-            let state = self.observe_account(&acct.config, snap.equity, now).await?;
-            let stop_px =
-                stop.map(|sp| orders::stop_price(&filters, side, sp.stop_price(side, ref_price)).0);
+            let state = self
+                .observe_account(&it.acct.config, m.snap.equity, it.now)
+                .await?;
+            let stop_px = signal
+                .stop
+                .map(|sp| orders::stop_price(filters, side, sp.stop_price(side, ref_price)).0);
             let req = self
                 .entry_request(
-                    acct, s, sym, &stored, &snap, ref_price, stop_px, lev, size_pct, now,
+                    it.acct, it.s, it.sym, stored, &m.snap, ref_price, stop_px, lev, size_pct,
+                    it.now,
                 )
                 .await?;
-            let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
+            let limits =
+                risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&it.s.name));
             match risk::size_entry(&state, &req, &limits) {
                 risk::EntryVerdict::Blocked(reason) => {
                     let why = format!("entry {side} blocked by risk: {reason}");
-                    self.notify(
-                        account,
+                    return Ok(Err(Refused::new(
                         Priority::Medium,
                         "blocked",
-                        || notices::blocked("blocked", account, sid.as_str(), sym, open_time, &why),
-                        now,
-                    )
-                    .await;
-                    return Ok(why);
+                        "blocked",
+                        why,
+                    )));
                 }
                 risk::EntryVerdict::Sized(sz) => {
                     risk_reduced = sz.reduced;
@@ -154,79 +338,43 @@ impl Engine {
                 }
             }
         };
-        let qty = match orders::market_qty(&filters, raw_qty, ref_price, false) {
+        let qty = match orders::market_qty(filters, raw_qty, ref_price, false) {
             Ok(q) => q,
             Err(e) => {
-                let why = format!(
-                    "entry {side} skipped: {e} (equity {}, size {size_pct}, leverage {lev}{})",
-                    snap.equity,
-                    if risk_notes.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {}", risk_notes.join("; "))
-                    }
-                );
-                self.notify(
-                    account,
-                    Priority::Medium,
-                    "skipped",
-                    || notices::blocked("size", account, sid.as_str(), sym, open_time, &why),
-                    now,
-                )
-                .await;
-                return Ok(why);
+                let eq = m.snap.equity;
+                let why = plan::size_skipped(side, &e, eq, size_pct, lev, &risk_notes);
+                return Ok(Err(Refused::new(Priority::Medium, "skipped", "size", why)));
             }
         };
         if risk_reduced {
+            let (account, sid) = (&it.acct.config.id, StrategyId::new(&it.s.name));
+            let (sym, open_time) = (it.sym, it.open_time);
             self.notify(
                 account,
                 Priority::Medium,
                 "risk_reduced",
                 || notices::risk_reduced(account, &sid, sym, open_time, side, qty, &risk_notes),
-                now,
+                it.now,
             )
             .await;
         }
-        setup?;
+        Ok(Ok((qty, risk_notes)))
+    }
 
-        let entry_id = ClientId::derive(account, &sid, sym, open_time, Intent::Entry, 0);
-        let key = PositionKey {
-            account: account.clone(),
-            strategy: sid.clone(),
-            symbol: sym.clone(),
-        };
-        let mut pos = Position {
-            key: key.clone(),
-            side,
-            qty,
-            entry_price: ref_price,
-            leverage: lev,
-            status: PositionStatus::Pending,
-            is_manual: false,
-            entry_client_id: entry_id.0.clone(),
-            signal_open_time: open_time,
-            opened_at: now,
-            stop_loss: stop
-                .map(|sp| orders::stop_price(&filters, side, sp.stop_price(side, ref_price))),
-            take_profit: take_profit
-                .map(|sp| orders::target_price(&filters, side, sp.target_price(side, ref_price))),
-            stop_client_id: None,
-            stop_generation: 0,
-            partial_exits_done: 0,
-            pyramids_done: 0,
-            best_price: Some(ref_price),
-            entry_fee: Notional::ZERO,
-            updated_at: now,
-            exit_orders: Vec::new(),
-            exit_generation: 0,
-        };
-        // The reverse path deleted the old record; anything still here is a conflict to surface.
-        let existing = self.repo.position(&key).await?.map(|v| v.version);
-        let mut version = self.repo.save_position(&pos, existing).await?;
-        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
-        let slot = ledger.take(margin(qty, ref_price));
-        drop(turn);
-
+    /// Send the entry of the PENDING record exactly once. `Ok(Ok(..))`: the record, its version
+    /// and the fill; `Ok(Err(line))`: refused or not filled (the record is dropped); an unknown
+    /// outcome keeps the record for the sync and fails the job.
+    async fn send_entry(
+        &self,
+        it: Item<'_>,
+        pending: &Versioned<Position>,
+        adding: Adding<'_>,
+        report: &mut JobReport,
+    ) -> Result<Result<(Position, u64, OrderInfo), String>, EngineError> {
+        let (ex, account) = (it.acct.exchange.as_ref(), &it.acct.config.id);
+        let pos = &pending.value;
+        let (key, sid, sym, side, qty) = (&pos.key, &pos.key.strategy, it.sym, pos.side, pos.qty);
+        let entry_id = ClientId(pos.entry_client_id.clone());
         let order = MarketOrder {
             symbol: sym.clone(),
             side: side.entry_order_side(),
@@ -235,10 +383,7 @@ impl Engine {
             client_id: entry_id.clone(),
         };
         let policy = self.before_send(report).await?;
-        let sent = self
-            .send_adding(ex, &order, policy, (ledger, slot, &margin), report)
-            .await;
-        let fill = match sent {
+        let fill = match self.send_adding(ex, &order, policy, adding, report).await {
             Ok(o) => o,
             Err(e @ ExchangeError::UnknownOutcome { .. }) => {
                 // Keep the pending record: the sync job will find the order or drop the record.
@@ -246,135 +391,109 @@ impl Engine {
                     account,
                     Priority::Critical,
                     "order_unknown",
-                    || notices::order_unknown(&sid, sym, &entry_id, &e),
-                    now,
+                    || notices::order_unknown(sid, sym, &entry_id, &e),
+                    it.now,
                 )
                 .await;
                 return Err(e.into());
             }
             Err(e) => {
                 // The exchange said no (or never executed it): nothing is open, drop the intent.
-                self.repo.delete_position(&key, version).await?;
-                if let ExchangeError::Rejected { msg, .. } = &e {
-                    report.orders_rejected += 1;
-                    self.notify(
-                        account,
-                        Priority::High,
-                        "order_rejected",
-                        || notices::order_rejected(&sid, sym, &entry_id, side, qty, msg),
-                        now,
-                    )
-                    .await;
-                    return Ok(format!(
-                        "entry {side} {qty} rejected by the exchange: {msg}"
-                    ));
-                }
-                return Err(e.into());
+                self.repo.delete_position(key, pending.version).await?;
+                let ExchangeError::Rejected { msg, .. } = &e else {
+                    return Err(e.into());
+                };
+                report.orders_rejected += 1;
+                self.notify(
+                    account,
+                    Priority::High,
+                    "order_rejected",
+                    || notices::order_rejected(sid, sym, &entry_id, side, qty, msg),
+                    it.now,
+                )
+                .await;
+                return Ok(Err(format!(
+                    "entry {side} {qty} rejected by the exchange: {msg}"
+                )));
             }
         };
         report.orders_placed += 1;
         if fill.executed_qty.is_zero() {
-            self.repo.delete_position(&key, version).await?;
-            return Ok(format!(
+            self.repo.delete_position(key, pending.version).await?;
+            return Ok(Err(format!(
                 "entry {entry_id} ended {:?} without a fill",
                 fill.status
-            ));
+            )));
         }
-        apply_fill(&mut pos, &fill, &filters, stop, take_profit);
-        pos.status = PositionStatus::Active;
-        pos.updated_at = now;
-        // The stop goes out right after the fill; the fee is read beside it.
+        Ok(Ok((pos.clone(), pending.version, fill)))
+    }
+
+    /// After the fill: the stop right away with the fee read beside it, then the exit orders,
+    /// the record saved ACTIVE and the symbol's stops reshaped when it is shared. `Ok(Ok((pos,
+    /// placed)))`: the entry stands (`placed`: its stop is on the exchange); `Ok(Err(line))`:
+    /// the price had passed the stop and the position was closed at market.
+    async fn protect_entry(
+        &self,
+        it: Item<'_>,
+        entered: Versioned<Position>,
+        filters: &SymbolFilters,
+        stored: &[Versioned<Position>],
+        order_id: i64,
+        report: &mut JobReport,
+    ) -> Result<Result<(Position, bool), String>, EngineError> {
+        let (ex, account, now) = (it.acct.exchange.as_ref(), &it.acct.config.id, it.now);
+        let Versioned {
+            value: mut pos,
+            mut version,
+        } = entered;
+        let (sid, sym) = (pos.key.strategy.clone(), pos.key.symbol.clone());
         let (entry_fee, protection) = futures::join!(
-            entry_fee(ex, pos.key.symbol.clone(), pos.opened_at, fill.order_id),
-            self.protect(ex, &mut pos, &filters, &stored, now, report)
+            entry_fee(ex, sym.clone(), pos.opened_at, order_id),
+            self.protect(ex, &mut pos, filters, stored, now, report)
         );
         pos.entry_fee = entry_fee;
         if let Protection::Passed(level) = protection {
             version = self.repo.save_position(&pos, Some(version)).await?;
             self.repo.record_entry(account, &sid, now).await?;
-            let (qty, price) = (pos.qty, pos.entry_price);
+            let (side, qty, price) = (pos.side, pos.qty, pos.entry_price);
             let p = Versioned {
                 value: pos,
                 version,
             };
             let why = self.close_passed_stop(ex, p, level, now, report).await?;
-            return Ok(format!("entered {side} {qty} @ {price}, then {why}"));
+            return Ok(Err(format!("entered {side} {qty} @ {price}, then {why}")));
         }
         if let Protection::Failed(why) = &protection {
             report.errors.push(unprotected(&pos, why));
         }
         if let Some(plan) = self.exit_plan(&pos) {
             if let Err(e) = self
-                .reconcile_exits(ex, &mut pos, &filters, &stored, &plan, None, now, report)
+                .reconcile_exits(ex, &mut pos, filters, stored, &plan, None, now, report)
                 .await
             {
+                let key = &pos.key;
                 report.errors.push(format!(
                     "{key}: exit orders not placed after the entry: {e}"
                 ));
             }
         }
-        version = self.repo.save_position(&pos, Some(version)).await?;
+        self.repo.save_position(&pos, Some(version)).await?;
         self.repo.record_entry(account, &sid, now).await?;
-        if !self.risk_off && symbol_sharing(&pos, &stored).0 {
+        if self.sizing.protects() && symbol_sharing(&pos, stored).0 {
             // Another share on this symbol may carry a closePosition stop that would now close
             // this entry too: reshape the symbol's stops to the new sharing. (Alone on the
             // symbol, the entry's own stop was placed in the shape it needs.)
             if let Err(e) = self
-                .reshape_stops(ex, account, sym, None, now, report)
+                .reshape_stops(ex, account, &sym, None, now, report)
                 .await
             {
+                let key = &pos.key;
                 report.errors.push(format!(
                     "{key}: stops of {sym} not reshaped after the entry: {e}"
                 ));
             }
         }
-        let _ = version;
-        let stop_txt = match (&pos.stop_loss, protection == Protection::Placed) {
-            (Some(p), true) => format!("stop {p}"),
-            (Some(p), false) => {
-                format!("STOP {p} NOT PLACED (UNPROTECTED; the sync places it first)")
-            }
-            (None, _) => "no stop".to_string(),
-        };
-        self.notify(
-            account,
-            Priority::High,
-            "entry",
-            || notices::entry(&pos, s, lev, &stop_txt, decision),
-            now,
-        )
-        .await;
-        let risk_txt = if risk_notes.is_empty() {
-            String::new()
-        } else {
-            format!(" [risk: {}]", risk_notes.join("; "))
-        };
-        Ok(format!(
-            "entered {side} {} @ {} ({stop_txt}){risk_txt}",
-            pos.qty, pos.entry_price
-        ))
-    }
-
-    /// Why an entry of `side` on `sym` must not be sent: a hand-made position on the other side
-    /// of the symbol, which one-way mode would net with it (reduce or flip the person's position),
-    /// unless `risk.entries_against_manual` allows it.
-    pub(super) fn against_manual(
-        &self,
-        stored: &[Versioned<Position>],
-        sym: &Symbol,
-        side: Side,
-    ) -> Option<String> {
-        if self.config.risk.entries_against_manual {
-            return None;
-        }
-        let m = stored
-            .iter()
-            .map(|v| &v.value)
-            .find(|p| p.is_manual && p.is_open() && &p.key.symbol == sym && p.side != side)?;
-        Some(format!(
-            "entry {side} not sent: the MANUAL {} {} {sym} on this account would be netted with it (one-way mode) and reduced or flipped; set risk.entries_against_manual = true to allow it",
-            m.side, m.qty
-        ))
+        Ok(Ok((pos, protection == Protection::Placed)))
     }
 
     /// The price an order sent now will fill near: the exchange's last trade, or the decision
@@ -432,11 +551,7 @@ impl Engine {
         ex: &dyn Exchange,
         order: &MarketOrder,
         policy: SubmitPolicy,
-        (ledger, slot, margin): (
-            &MarginLedger,
-            margin::Slot,
-            &(dyn Fn(Qty, Price) -> Decimal + Sync),
-        ),
+        (ledger, slot, margin): Adding<'_>,
         report: &mut JobReport,
     ) -> Result<OrderInfo, ExchangeError> {
         let sent = match orders::submit_market(ex, order, policy).await {

@@ -1,39 +1,99 @@
 //! The candle-close evaluation job: every enabled account, its strategies of the timeframe on
-//! each of their symbols. Per candle: claim it, gather and decide, act, finish the claim.
+//! each of their symbols. Per candle, in phases: claim it, gather and decide ([`Engine::prepare`]),
+//! plan and apply ([`Engine::act`]), then record the outcome on the claim.
 
 use super::*;
+
+/// How one candle of one strategy on one symbol is evaluated: the jobs' way (claim the candle,
+/// then decide and act: [`Engine::evaluate`]) or the research fast path's
+/// ([`crate::fastpath`]: decide first, claim only a candle that acts).
+#[async_trait::async_trait]
+pub(crate) trait CandleRunner: Sync {
+    async fn run(
+        &self,
+        engine: &Engine,
+        it: Item<'_>,
+        report: &mut JobReport,
+        ledger: &MarginLedger,
+    ) -> Result<String, EngineError>;
+}
+
+/// The jobs' way: every candle claimed before anything else, so its run marker is the audit
+/// trail of every decision, HOLD included.
+struct Jobs;
+
+#[async_trait::async_trait]
+impl CandleRunner for Jobs {
+    async fn run(
+        &self,
+        engine: &Engine,
+        it: Item<'_>,
+        report: &mut JobReport,
+        ledger: &MarginLedger,
+    ) -> Result<String, EngineError> {
+        let claimed = match engine.claim(it.acct, &it.run_key(), it.now).await? {
+            Ok(c) => c,
+            Err(line) => return Ok(line),
+        };
+        // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
+        let prepared = match engine.prepare(it, explained).await {
+            Ok(p) => p,
+            Err(e) => {
+                engine.release_claim(&claimed).await;
+                return Err(e);
+            }
+        };
+        engine
+            .act_claimed(it, claimed, prepared, report, ledger)
+            .await
+    }
+}
+
+/// The strategy's decision with every condition it checked (the jobs' report and notices show it).
+fn explained(_: &Engine, strat: &dyn strategy::Strategy, ctx: &strategy::Context) -> Decision {
+    strat.decide(ctx)
+}
 
 impl Engine {
     /// Evaluate the candle of `tf` that closed last at `now`, for every enabled account and every
     /// enabled strategy of that timeframe.
     pub async fn evaluate(&self, tf: Timeframe, now: i64) -> JobReport {
+        self.evaluate_with(tf, now, &Jobs).await
+    }
+
+    /// [`Engine::evaluate`] with each candle evaluated by `runner`.
+    pub(crate) async fn evaluate_with(
+        &self,
+        tf: Timeframe,
+        now: i64,
+        runner: &dyn CandleRunner,
+    ) -> JobReport {
         let open_time = tf.last_closed_open(now);
-        self.cache.release_quiet();
         // Accounts share nothing on the exchange or in the store: they are evaluated at once,
         // and their reports joined in configuration order.
         let parts = futures::future::join_all(
             self.accounts
                 .iter()
                 .filter(|a| a.config.enabled)
-                .map(|acct| self.evaluate_account(acct, tf, open_time, now)),
+                .map(|acct| self.evaluate_account(acct, tf, open_time, now, runner)),
         )
         .await;
         let mut report = JobReport::default();
         for part in parts {
             report.absorb(part);
         }
-        self.remember_quiet(tf).await;
         report
     }
 
     /// One account's part of [`Engine::evaluate`]: each of its strategies of `tf` on each of
     /// their symbols, one after another (shares of one symbol must not interleave).
-    pub(super) async fn evaluate_account(
+    async fn evaluate_account(
         &self,
         acct: &AccountRuntime,
         tf: Timeframe,
         open_time: i64,
         now: i64,
+        runner: &dyn CandleRunner,
     ) -> JobReport {
         let mut report = JobReport::default();
         let id = &acct.config.id;
@@ -73,9 +133,15 @@ impl Engine {
                 let mut out = Vec::with_capacity(of_symbol.len());
                 for &i in of_symbol {
                     let (s, sym) = items[i];
-                    let part = self
-                        .evaluate_item(acct, s, sym, tf, open_time, now, ledger)
-                        .await;
+                    let it = Item {
+                        acct,
+                        s,
+                        sym,
+                        tf,
+                        open_time,
+                        now,
+                    };
+                    let part = self.evaluate_item(it, ledger, runner).await;
                     out.push((i, part));
                 }
                 out
@@ -91,25 +157,19 @@ impl Engine {
     }
 
     /// One strategy on one symbol of [`Engine::evaluate_account`], with its own report.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn evaluate_item(
+    async fn evaluate_item(
         &self,
-        acct: &AccountRuntime,
-        s: &StrategyConfig,
-        sym: &Symbol,
-        tf: Timeframe,
-        open_time: i64,
-        now: i64,
+        it: Item<'_>,
         ledger: &MarginLedger,
+        runner: &dyn CandleRunner,
     ) -> JobReport {
         let mut report = JobReport::default();
-        let id = &acct.config.id;
-        let tag = || format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(open_time));
-        match self
-            .evaluate_one(acct, s, sym, tf, open_time, now, &mut report, ledger)
-            .await
-        {
-            // Empty: a HOLD that leaves no record (see `EngineTiming::record_holds`).
+        let tag = || {
+            let (id, s, sym, tf) = (&it.acct.config.id, it.s, it.sym, it.tf);
+            format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(it.open_time))
+        };
+        match runner.run(self, it, &mut report, ledger).await {
+            // Empty: a HOLD that leaves no record (the research fast path's).
             Ok(line) if line.is_empty() => {}
             Ok(line) => report.lines.push(format!("{}: {line}", tag())),
             Err(e) => {
@@ -126,86 +186,24 @@ impl Engine {
         report
     }
 
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn evaluate_one(
+    /// Act on a claimed candle's decision ([`Engine::act`]) and record the outcome on the claim;
+    /// `prepared` is `None` when the exchange has not served the candle.
+    pub(crate) async fn act_claimed(
         &self,
-        acct: &AccountRuntime,
-        s: &StrategyConfig,
-        sym: &Symbol,
-        tf: Timeframe,
-        open_time: i64,
-        now: i64,
+        it: Item<'_>,
+        claimed: HeldClaim,
+        prepared: Option<Prepared>,
         report: &mut JobReport,
         ledger: &MarginLedger,
     ) -> Result<String, EngineError> {
-        let account = &acct.config.id;
-        let sid = StrategyId::new(&s.name);
-        let run = RunKey {
-            account: account.clone(),
-            strategy: sid.clone(),
-            symbol: sym.clone(),
-            tf,
-            open_time,
-        };
-        // The jobs claim the candle before anything else; a backtest decides first and claims
-        // only candles that act (a HOLD changes nothing, so it needs no marker).
-        let early = self.timing.record_holds;
-        let mut claimed = None;
-        if early {
-            match self.claim(acct, &run, now).await? {
-                Ok(c) => claimed = Some(c),
-                Err(line) => return Ok(line),
-            }
-        }
-        // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
-        let prepared = self.prepare(acct, s, sym, tf, open_time, now).await;
-        if !early {
-            if let Ok(Some((d, _, _))) = &prepared {
-                if d.action == Action::Hold {
-                    return Ok(String::new());
-                }
-            }
-            if prepared.is_ok() {
-                match self.claim(acct, &run, now).await? {
-                    Ok(c) => claimed = Some(c),
-                    Err(line) => return Ok(line),
-                }
-            }
-        }
-        let prepared = match prepared {
-            Ok(x) => x,
-            Err(e) => {
-                if let Some(c) = &claimed {
-                    self.release_claim(c).await;
-                }
-                return Err(e);
-            }
-        };
         let Some((decision, position, ref_price)) = prepared else {
-            let why = format!(
-                "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
-                iso(open_time)
-            );
-            self.notify(
-                account,
-                Priority::Medium,
-                "skipped",
-                || notices::blocked("skip", account, &s.name, sym, open_time, &why),
-                now,
-            )
-            .await;
-            return Ok(match claimed {
-                Some(c) => self.finish_claim(&c, why).await,
-                None => why,
-            });
+            return Ok(self.skip_unserved(it, claimed).await);
         };
-        tracing::info!(account = %account, strategy = %s.name, symbol = %sym, action = ?decision.action, conditions = %decision.conditions_line(), "decision");
+        tracing::info!(account = %it.acct.config.id, strategy = %it.s.name, symbol = %it.sym, action = ?decision.action, conditions = %decision.conditions_line(), "decision");
         // The claim travels with the report: the first order moves it to Acting (`before_send`).
-        report.claim = claimed;
+        report.claim = Some(claimed);
         let result = self
-            .act(
-                acct, s, sym, open_time, now, decision, position, ref_price, report, ledger,
-            )
+            .act(it, decision, position, ref_price, report, ledger)
             .await;
         let claim = report.claim.take().expect("claimed before acting");
         match result {
@@ -218,6 +216,56 @@ impl Engine {
                 }
                 Err(e)
             }
+        }
+    }
+
+    /// The exchange has not served the candle: tell the trader, and record it on the claim.
+    async fn skip_unserved(&self, it: Item<'_>, claimed: HeldClaim) -> String {
+        let (account, open_time) = (&it.acct.config.id, it.open_time);
+        let why = format!(
+            "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
+            iso(open_time)
+        );
+        self.notify(
+            account,
+            Priority::Medium,
+            "skipped",
+            || notices::blocked("skip", account, &it.s.name, it.sym, open_time, &why),
+            it.now,
+        )
+        .await;
+        self.finish_claim(&claimed, why).await
+    }
+}
+
+/// One strategy on one symbol at one candle close: what every phase of an evaluation works on.
+#[derive(Clone, Copy)]
+pub(crate) struct Item<'a> {
+    pub acct: &'a AccountRuntime,
+    pub s: &'a StrategyConfig,
+    pub sym: &'a Symbol,
+    pub tf: Timeframe,
+    /// Open time of the candle being evaluated (the one that closed last at `now`).
+    pub open_time: i64,
+    pub now: i64,
+}
+
+impl Item<'_> {
+    pub(crate) fn run_key(&self) -> RunKey {
+        RunKey {
+            account: self.acct.config.id.clone(),
+            strategy: StrategyId::new(&self.s.name),
+            symbol: self.sym.clone(),
+            tf: self.tf,
+            open_time: self.open_time,
+        }
+    }
+
+    pub(super) fn position_key(&self) -> PositionKey {
+        PositionKey {
+            account: self.acct.config.id.clone(),
+            strategy: StrategyId::new(&self.s.name),
+            symbol: self.sym.clone(),
         }
     }
 }

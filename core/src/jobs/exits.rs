@@ -8,7 +8,7 @@ impl Engine {
     /// protective orders at all) and for MANUAL positions; `None` (leave what is on the exchange
     /// as it is) for a strategy no longer configured or whose parameters no longer build.
     pub(super) fn exit_plan(&self, pos: &Position) -> Option<strategy::ExitPlan> {
-        if self.risk_off || pos.is_manual {
+        if !self.sizing.protects() || pos.is_manual {
             return Some(strategy::ExitPlan::default());
         }
         let s = self.config.strategy(pos.key.strategy.as_str())?;

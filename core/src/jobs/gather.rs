@@ -4,17 +4,17 @@
 use super::*;
 
 /// What a decision reads from the stored state besides the candles and `now`.
-pub(super) struct DecisionInputs {
+pub(crate) struct DecisionInputs {
     /// The strategy's position on the symbol (any status).
-    pub(super) position: Option<Versioned<Position>>,
+    pub(crate) position: Option<Versioned<Position>>,
     /// Open or pending positions of the strategy on the account (concurrency limits).
-    pub(super) open_positions: usize,
+    pub(crate) open_positions: usize,
     /// The strategy's latest entry on the account (signal intervals).
-    pub(super) last_entry_time: Option<i64>,
+    pub(crate) last_entry_time: Option<i64>,
 }
 
 impl DecisionInputs {
-    pub(super) fn new(
+    pub(crate) fn new(
         all: &[Versioned<Position>],
         key: &PositionKey,
         last_entry: Option<i64>,
@@ -38,7 +38,7 @@ impl DecisionInputs {
         }
     }
 
-    pub(super) fn open_view(&self) -> Option<PositionView> {
+    pub(crate) fn open_view(&self) -> Option<PositionView> {
         self.position
             .as_ref()
             .filter(|p| p.value.is_open())
@@ -48,7 +48,7 @@ impl DecisionInputs {
 
 /// Move an open position's best price since entry by the closed `candles` (trailing stops and
 /// give-back exits); whether it moved.
-pub(super) fn track_best(
+pub(crate) fn track_best(
     p: &mut Position,
     candles: &[crate::domain::Candle],
     tf: Timeframe,
@@ -84,90 +84,44 @@ pub(super) enum Fetched {
     },
 }
 
+/// A decision gathered for one candle: the decision, the strategy's stored position on the
+/// symbol (any status), and the price to size against (the candle's close).
+pub(crate) type Prepared = (Decision, Option<Versioned<Position>>, Price);
+
+/// How the strategy decides once fed: with every condition explained (the jobs), or only as
+/// far as someone reads it (the research fast path).
+pub(crate) type Decide = fn(&Engine, &dyn strategy::Strategy, &strategy::Context) -> Decision;
+
 impl Engine {
-    /// Fetch candles, build the strategy and decide. `Ok(None)` when the candle is not served yet.
-    pub(super) async fn prepare(
+    /// The evaluation's gather phase and the strategy's decision: the strategy fed up to the
+    /// candle, what the decision reads from the store, then the decision. `Ok(None)` when the
+    /// candle is not served yet.
+    pub(crate) async fn prepare(
         &self,
-        acct: &AccountRuntime,
-        s: &StrategyConfig,
-        sym: &Symbol,
-        tf: Timeframe,
-        open_time: i64,
-        now: i64,
-    ) -> Result<Option<(Decision, Option<Versioned<Position>>, Price)>, EngineError> {
-        let ex = acct.exchange.as_ref();
-        let cache_key = (acct.config.id.clone(), s.name.clone(), sym.clone(), tf);
-        let build = || {
-            strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
-                .map_err(EngineError::from)
-        };
-        // The candles a cold start fetches (at least the strategy's warm-up).
-        let limit =
-            |st: &dyn strategy::Strategy| self.config.jobs.history.max(st.warmup() as u32 + 2);
-        // A strategy fed up to an earlier candle only needs the candles closed since.
-        let mut fed = None;
-        if let Some((st, last)) = self.cache.take(&cache_key) {
-            // `last == open_time`: it has seen this candle already (a retry, or a backtest's
-            // quiet path that handed the candle over): it is fed nothing again.
-            if last <= open_time {
-                let need = ((open_time - last) / tf.millis()) as u32 + 1;
-                match self
-                    .fetch_closed(ex, sym, tf, need.max(2), open_time, now)
-                    .await?
-                {
-                    Fetched::Ready(c) if c.first().is_some_and(|f| f.open_time <= last) => {
-                        let close = c.last().map(|x| x.close).unwrap_or_default();
-                        let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
-                        let limit = limit(st.as_ref()) as usize;
-                        fed = Some(match self.cache.slide(&cache_key, &fresh, limit) {
-                            // Its window moved on: built again from it, as a cold start would be.
-                            Some(window) => (build()?, window, close),
-                            None => (st, fresh, close),
-                        });
-                    }
-                    Fetched::Ready(_) => {}
-                    Fetched::NotYet { .. } => {
-                        self.cache.put(cache_key, st, last);
-                        return Ok(None);
-                    }
-                }
-            }
-        }
-        let (mut strat, candles, last_close) = match fed {
-            Some((st, fresh, close)) => (st, fresh, close),
-            None => {
-                let st = build()?;
-                let limit = limit(st.as_ref());
-                match self
-                    .fetch_closed(ex, sym, tf, limit, open_time, now)
-                    .await?
-                {
-                    Fetched::Ready(c) => {
-                        let close = c.last().map(|x| x.close).unwrap_or_default();
-                        self.cache.start_window(&cache_key, &c);
-                        (st, c, close)
-                    }
-                    Fetched::NotYet { newest } => {
-                        tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
-                        return Ok(None);
-                    }
-                }
-            }
+        it: Item<'_>,
+        decide: Decide,
+    ) -> Result<Option<Prepared>, EngineError> {
+        let cache_key = (
+            it.acct.config.id.clone(),
+            it.s.name.clone(),
+            it.sym.clone(),
+            it.tf,
+        );
+        let Some((mut strat, candles, last_close)) = self.fed_strategy(it, &cache_key).await?
+        else {
+            return Ok(None);
         };
         for c in &candles {
             strat.update(c);
         }
-        let key = PositionKey {
-            account: acct.config.id.clone(),
-            strategy: StrategyId::new(&s.name),
-            symbol: sym.clone(),
-        };
-        let all = self.repo.positions(&acct.config.id).await?;
-        let last_entry = self.repo.last_entry(&acct.config.id, &key.strategy).await?;
+        let (account, now) = (&it.acct.config.id, it.now);
+        let key = it.position_key();
+        let all = self.repo.positions(account).await?;
+        let last_entry = self.repo.last_entry(account, &key.strategy).await?;
         let mut inputs = DecisionInputs::new(&all, &key, last_entry);
         // Keep the best price stored: a strategy fed only fresh candles relies on it.
         if let Some(p) = inputs.position.as_mut().filter(|p| p.value.is_open()) {
-            if track_best(&mut p.value, &candles, tf) {
+            if track_best(&mut p.value, &candles, it.tf) {
                 p.value.updated_at = now;
                 p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
             }
@@ -179,20 +133,71 @@ impl Engine {
             last_entry_time: inputs.last_entry_time,
             open_positions: inputs.open_positions,
         };
-        // A backtest keeps no record of a HOLD (`record_holds`), and with a discarding notifier
-        // and the decision log off nothing reads any decision's explanation: skip building it.
-        let quick = (!self.timing.record_holds).then(|| strat.decide_action(&ctx));
-        let unread = || !self.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO);
-        let decision = match quick {
-            Some(action) if action == Action::Hold || unread() => Decision {
-                action,
-                conditions: Vec::new(),
-                note: String::new(),
-            },
-            _ => strat.decide(&ctx),
-        };
-        self.cache.put(cache_key, strat, open_time);
+        let decision = decide(self, strat.as_ref(), &ctx);
+        self.cache.put(cache_key, strat, it.open_time);
         Ok(Some((decision, inputs.position, last_close)))
+    }
+
+    /// The strategy fed up to the candle being evaluated, with the candles it has still to be
+    /// fed and the newest close: from the cache (fetching only the candles closed since it was
+    /// fed, or rebuilt from its window when that moved on) or built cold from `history`
+    /// candles. `Ok(None)` when the exchange has not served the candle yet.
+    async fn fed_strategy(
+        &self,
+        it: Item<'_>,
+        cache_key: &CacheKey,
+    ) -> Result<Option<(Box<dyn strategy::Strategy>, Vec<Candle>, Price)>, EngineError> {
+        let (ex, sym, tf, open_time) = (it.acct.exchange.as_ref(), it.sym, it.tf, it.open_time);
+        let build = || {
+            let s = it.s;
+            strategy::build(&s.name, &s.params, &format!("strategies.{}.params", s.name))
+                .map_err(EngineError::from)
+        };
+        // The candles a cold start fetches (at least the strategy's warm-up).
+        let limit =
+            |st: &dyn strategy::Strategy| self.config.jobs.history.max(st.warmup() as u32 + 2);
+        // A strategy fed up to an earlier candle only needs the candles closed since.
+        // `last == open_time`: it has seen this candle already (a retry, or a backtest's quiet
+        // path that handed the candle over): it is fed nothing again.
+        if let Some((st, last)) = self.cache.take(cache_key).filter(|(_, l)| *l <= open_time) {
+            let need = ((open_time - last) / tf.millis()) as u32 + 1;
+            match self
+                .fetch_closed(ex, sym, tf, need.max(2), open_time, it.now)
+                .await?
+            {
+                Fetched::Ready(c) if c.first().is_some_and(|f| f.open_time <= last) => {
+                    let close = c.last().map(|x| x.close).unwrap_or_default();
+                    let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
+                    let limit = limit(st.as_ref()) as usize;
+                    return Ok(Some(match self.cache.slide(cache_key, &fresh, limit) {
+                        // Its window moved on: built again from it, as a cold start would be.
+                        Some(window) => (build()?, window, close),
+                        None => (st, fresh, close),
+                    }));
+                }
+                Fetched::Ready(_) => {}
+                Fetched::NotYet { .. } => {
+                    self.cache.put(cache_key.clone(), st, last);
+                    return Ok(None);
+                }
+            }
+        }
+        let st = build()?;
+        let limit = limit(st.as_ref());
+        match self
+            .fetch_closed(ex, sym, tf, limit, open_time, it.now)
+            .await?
+        {
+            Fetched::Ready(c) => {
+                let close = c.last().map(|x| x.close).unwrap_or_default();
+                self.cache.start_window(cache_key, &c);
+                Ok(Some((st, c, close)))
+            }
+            Fetched::NotYet { newest } => {
+                tracing::warn!(symbol = %sym, newest = ?newest, expected = open_time, "newest closed candle missing");
+                Ok(None)
+            }
+        }
     }
 
     pub(super) async fn fetch_closed(

@@ -17,7 +17,7 @@ use std::sync::Mutex;
 
 /// One evaluation's orders of one account; see the module documentation.
 #[derive(Default)]
-pub(super) struct MarginLedger {
+pub(crate) struct MarginLedger {
     /// Held while an entry or pyramid add reads the store, sizes and writes its intent, so the
     /// next one sees its PENDING record (open positions, last entry) and its margin here.
     sizing: tokio::sync::Mutex<()>,

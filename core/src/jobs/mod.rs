@@ -27,7 +27,7 @@ use crate::ports::{
     WorkingType,
 };
 use crate::risk;
-use crate::state::{RunKey, StateRepo, Versioned, WriteMarks};
+use crate::state::{RunKey, StateRepo, Versioned};
 
 mod act;
 mod adopt;
@@ -40,9 +40,9 @@ mod exits;
 mod gather;
 mod margin;
 mod notices;
+mod plan;
 mod protect;
 mod pyramid;
-mod quiet;
 mod reconcile;
 mod records;
 mod report;
@@ -50,14 +50,14 @@ mod shares;
 mod stops;
 mod sync;
 use crate::strategy::{self, Action, Decision, PositionView, StopSpec};
-use cache::CacheKey;
-use cache::Fed;
 pub use cache::StrategyCache;
+pub(crate) use cache::{CacheKey, Fed};
 pub use claim::HeldClaim;
-use gather::{track_best, DecisionInputs};
-use margin::MarginLedger;
+pub(crate) use evaluate::{CandleRunner, Item};
+pub(crate) use gather::{track_best, DecisionInputs, Prepared};
+pub(crate) use margin::MarginLedger;
+use plan::{EntrySignal, Step};
 use protect::{unprotected, Protection};
-use quiet::Quiet;
 pub use report::{EngineError, JobReport};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
@@ -87,13 +87,6 @@ pub struct EngineTiming {
     pub kline_pause: Duration,
     /// How many times to ask before skipping the candle.
     pub kline_attempts: u32,
-    /// Claim and record a run marker for every candle, HOLD decisions included (the jobs' audit
-    /// trail). Backtests switch it off: a HOLD changes nothing and leaves no marker, and only
-    /// candles that act claim theirs, after deciding.
-    pub record_holds: bool,
-    /// Keep what each evaluation read for the candles after it ([`Engine::evaluate_quiet`]):
-    /// only backtests that call it, and only with `record_holds` off.
-    pub quiet_memo: bool,
 }
 
 impl EngineTiming {
@@ -104,8 +97,6 @@ impl EngineTiming {
             protect: SubmitPolicy::default().protective(PROTECT_BUDGET),
             kline_pause: Duration::from_secs(2),
             kline_attempts: attempts,
-            record_holds: true,
-            quiet_memo: false,
         }
     }
     pub fn instant() -> Self {
@@ -114,8 +105,6 @@ impl EngineTiming {
             protect: SubmitPolicy::instant().protective(PROTECT_BUDGET),
             kline_pause: Duration::ZERO,
             kline_attempts: 1,
-            record_holds: true,
-            quiet_memo: false,
         }
     }
 }
@@ -130,9 +119,28 @@ pub struct Engine {
     /// backtest, a warm Lambda): the next evaluation fetches only the candles that closed since
     /// and decides exactly as a cold start would (see [`StrategyCache`]).
     pub cache: StrategyCache,
-    /// Backtest policy `--risk off`: every entry uses all equity (quantity = equity / price), no
-    /// position limit, no protective stop orders. Never set by the jobs.
-    pub risk_off: bool,
+    /// How entries are sized and protected.
+    pub sizing: Sizing,
+}
+
+/// How entries are sized and protected: by the risk rules, or with all equity and no protective
+/// orders (the reference backtest's `--risk off`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Sizing {
+    /// Size, leverage and limits from the risk rules; every position has its stop on the
+    /// exchange and its exit orders. What the jobs always use.
+    #[default]
+    Risk,
+    /// Every entry takes all equity ([`crate::fastpath::all_equity_qty`]); no position limit,
+    /// no stop, no exit orders. Research only (`albra backtest --risk off`).
+    AllEquity,
+}
+
+impl Sizing {
+    /// Whether positions get protective stops and exit orders, and entries the risk limits.
+    pub fn protects(self) -> bool {
+        self == Sizing::Risk
+    }
 }
 
 /// A candle's time as `2025-07-04 12:00 UTC`, for report lines.

@@ -31,7 +31,7 @@ impl Engine {
         let turn = ledger.size().await;
         snap.total_initial_margin = Notional(snap.total_initial_margin.0 + ledger.unseen(read_at));
         let mut raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
-        if !self.risk_off {
+        if self.sizing.protects() {
             let state = self.observe_account(&acct.config, snap.equity, now).await?;
             let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
             let held_margin = p.value.qty.0 * ref_price.0 / Decimal::from(lev.max(1));

@@ -6,7 +6,7 @@ use super::queries::*;
 use super::QueryError;
 use crate::config::Config;
 use crate::domain::*;
-use crate::jobs::{AccountRuntime, Engine, EngineTiming};
+use crate::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use crate::notify::CollectingNotifier;
 use crate::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use crate::ports::*;
@@ -840,7 +840,7 @@ fn setup() -> Setup {
         notifier: Arc::new(CollectingNotifier::default()),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     Setup {
         engine,

@@ -7,7 +7,7 @@
 use albra_core::config::Config;
 use albra_core::data::{self, CandleSeries};
 use albra_core::domain::{Notional, Symbol};
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming};
+use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::{MarketData, PaperConfig, PaperExchange, RecordedMarket};
 use albra_core::ports::{Clock, SimClock};
@@ -83,7 +83,7 @@ pub fn paper_engine(
         notifier: Arc::new(CollectingNotifier::default()),
         timing: EngineTiming::instant(),
         cache: Default::default(),
-        risk_off: false,
+        sizing: Sizing::Risk,
     };
     (engine, clock)
 }

@@ -1,17 +1,22 @@
-//! The research fast path's quiet-candle memo: what a backtest's last full evaluation of its
-//! single (account, strategy, symbol) read, kept so that the candles after it that decide HOLD
-//! are decided on those reads without asking the exchange or the store again. It is the one
-//! place an evaluation skips work; it is safe because the typed in-process state's write marks
-//! say when any of those reads would differ, and because only backtests that keep no record of
-//! a HOLD (`EngineTiming::record_holds` off, `quiet_memo` on) use it. `core/tests/quiet_path.rs`
-//! checks it against `--full-jobs`, and `tests/tests/differential.rs` against the real jobs.
+//! The quiet-candle memo: what a backtest's last full evaluation of its single (account,
+//! strategy, symbol) read, kept so that the candles after it that decide HOLD are decided on
+//! those reads without asking the exchange or the store again. It is safe because the typed
+//! in-process state's write marks say when any of those reads would differ, and because a
+//! research run keeps no record of a HOLD ([`Research`]). `core/tests/quiet_path.rs` checks it
+//! against `--full-jobs`, and `tests/tests/differential.rs` against the real jobs.
 
 use super::*;
+use crate::config::StrategyConfig;
+use crate::domain::{Candle, PositionKey, StrategyId, Symbol, Timeframe};
+use crate::jobs::{track_best, AccountRuntime, CacheKey, DecisionInputs, Fed};
+use crate::ports::StoreError;
+use crate::state::WriteMarks;
+use crate::strategy::{self, Action};
 
 /// What a backtest's last full evaluation of its single (account, strategy, symbol) read from the
 /// state, with the strategy it fed: the shortcut for the candles after it. The reads stay valid
 /// while the typed state's write marks for them are unchanged.
-pub(super) struct Quiet {
+pub(crate) struct Quiet {
     pub(super) key: CacheKey,
     pub(super) fed: Option<Fed>,
     pub(super) marks: WriteMarks,
@@ -19,16 +24,17 @@ pub(super) struct Quiet {
     pub(super) inputs: DecisionInputs,
 }
 
-impl Engine {
+impl FastPath<'_> {
     /// The only (account, strategy, symbol) evaluated at `tf`, if there is exactly one (a
     /// backtest's shape).
     fn single_target(&self, tf: Timeframe) -> Option<(&AccountRuntime, &StrategyConfig, &Symbol)> {
-        let mut accounts = self.accounts.iter().filter(|a| a.config.enabled);
+        let mut accounts = self.engine.accounts.iter().filter(|a| a.config.enabled);
         let acct = accounts.next()?;
         if accounts.next().is_some() {
             return None;
         }
         let mut strategies = self
+            .engine
             .config
             .account_strategies(&acct.config)
             .filter(|s| s.timeframe == tf);
@@ -43,13 +49,13 @@ impl Engine {
     }
 
     /// After a backtest's full evaluation: keep what the next candle's decision would read, for
-    /// [`Engine::evaluate_quiet`]. Only for the typed in-process state (its write marks tell
+    /// [`FastPath::evaluate_quiet`]. Only for the typed in-process state (its write marks tell
     /// when a read would differ) and only when HOLDs leave no record.
-    pub(super) async fn remember_quiet(&self, tf: Timeframe) {
-        if self.timing.record_holds || !self.timing.quiet_memo {
+    pub(super) async fn remember(&self, tf: Timeframe) {
+        if !self.memo_on {
             return;
         }
-        let Some(marks) = self.repo.write_marks() else {
+        let Some(marks) = self.engine.repo.write_marks() else {
             return;
         };
         let Some((acct, s, sym)) = self.single_target(tf) else {
@@ -57,7 +63,7 @@ impl Engine {
         };
         let account = &acct.config.id;
         let key = (account.clone(), s.name.clone(), sym.clone(), tf);
-        let Some(fed) = self.cache.take(&key) else {
+        let Some(fed) = self.engine.cache.take(&key) else {
             return;
         };
         let pkey = PositionKey {
@@ -67,37 +73,37 @@ impl Engine {
         };
         let reads = async {
             let paused = self
+                .engine
                 .repo
                 .account_state(account)
                 .await?
                 .is_some_and(|v| v.value.paused);
-            let all = self.repo.positions(account).await?;
-            let last_entry = self.repo.last_entry(account, &pkey.strategy).await?;
+            let all = self.engine.repo.positions(account).await?;
+            let last_entry = self.engine.repo.last_entry(account, &pkey.strategy).await?;
             Ok::<_, StoreError>((paused, DecisionInputs::new(&all, &pkey, last_entry)))
         };
         match reads.await {
-            Ok((paused, inputs)) if self.repo.write_marks() == Some(marks) => {
-                self.cache.keep_quiet(Box::new(Quiet {
+            Ok((paused, inputs)) if self.engine.repo.write_marks() == Some(marks) => self
+                .keep_quiet(Box::new(Quiet {
                     key,
                     fed: Some(fed),
                     marks,
                     paused,
                     inputs,
-                }))
-            }
+                })),
             // A read failed (the full evaluation reports it next time) or something wrote meanwhile.
-            _ => self.cache.put(key, fed.0, fed.1),
+            _ => self.engine.cache.put(key, fed.0, fed.1),
         }
     }
 
     /// A backtest's shortcut for `candle`, the candle of `tf` that closed last at `now`: when the
     /// state the last full evaluation read is unchanged (see [`Quiet`]), run what
-    /// [`Engine::evaluate`] runs for it — keep the position's best price, feed the strategy,
+    /// [`FastPath::evaluate`] runs for it — keep the position's best price, feed the strategy,
     /// decide — on those reads, without asking the exchange for the candle it already has.
     ///
     /// `true`: the decision is HOLD and the candle is done; a backtest's full evaluation would
-    /// have done exactly this (a HOLD leaves no record there, `EngineTiming::record_holds`).
-    /// `false`: run [`Engine::evaluate`]. If the strategy has seen the candle by then, it is not
+    /// have done exactly this (a HOLD leaves no record there, [`Research`]).
+    /// `false`: run [`FastPath::evaluate`]. If the strategy has seen the candle by then, it is not
     /// fed it again, and the best price it moved is already stored.
     pub async fn evaluate_quiet(&self, tf: Timeframe, now: i64, candle: &Candle) -> bool {
         let delay = now - candle.close_time(tf);
@@ -106,46 +112,46 @@ impl Engine {
             == 1
     }
 
-    /// [`Engine::evaluate_quiet`] for consecutive `candles` of `tf`, each decided `delay` ms after
+    /// [`FastPath::evaluate_quiet`] for consecutive `candles` of `tf`, each decided `delay` ms after
     /// it closes, with nothing else acting between them (a backtest's stretch where the exchange
     /// has no order that a candle could fill and no risk state is kept): the memo is checked
-    /// against the state once, then each candle gets exactly what [`Engine::evaluate_quiet`]
+    /// against the state once, then each candle gets exactly what [`FastPath::evaluate_quiet`]
     /// gives it, except that the best price is saved once, when the run stops, rather than on
     /// each candle that moves it.
     ///
     /// Returns how many candles, from the first, were decided HOLD and are done. The candle after
-    /// them, if any, is left to [`Engine::evaluate`] as a `false` from
-    /// [`Engine::evaluate_quiet`] leaves it.
+    /// them, if any, is left to [`FastPath::evaluate`] as a `false` from
+    /// [`FastPath::evaluate_quiet`] leaves it.
     pub async fn evaluate_quiet_run(&self, tf: Timeframe, candles: &[Candle], delay: i64) -> usize {
-        if self.timing.record_holds || !self.timing.quiet_memo {
+        if !self.memo_on {
             return 0;
         }
-        let Some(marks) = self.repo.write_marks() else {
+        let Some(marks) = self.engine.repo.write_marks() else {
             return 0;
         };
-        let Some(mut q) = self.cache.take_quiet() else {
+        let Some(mut q) = self.take_quiet() else {
             return 0;
         };
         if q.key.3 != tf || marks.positions != q.marks.positions || marks.entries != q.marks.entries
         {
-            self.cache.keep_quiet(q);
+            self.keep_quiet(q);
             return 0;
         }
         if marks.paused != q.marks.paused {
             // Only `paused` is read from the account state.
-            match self.repo.account_paused(&q.key.0).await {
+            match self.engine.repo.account_paused(&q.key.0).await {
                 Ok(paused) => {
                     q.paused = paused.unwrap_or(false);
                     q.marks.paused = marks.paused;
                 }
                 Err(_) => {
-                    self.cache.keep_quiet(q);
+                    self.keep_quiet(q);
                     return 0;
                 }
             }
         }
         if q.paused {
-            self.cache.keep_quiet(q);
+            self.keep_quiet(q);
             return 0;
         }
         // The best price is kept in the memo as it moves and written once, when the run stops:
@@ -202,8 +208,13 @@ impl Engine {
     ) -> usize {
         if let (Some(first), Some(p)) = (unsaved, q.inputs.position.as_mut()) {
             let written = q.marks.positions + 1;
-            match self.repo.save_position(&p.value, Some(p.version)).await {
-                Ok(v) if self.repo.write_marks().map(|m| m.positions) == Some(written) => {
+            match self
+                .engine
+                .repo
+                .save_position(&p.value, Some(p.version))
+                .await
+            {
+                Ok(v) if self.engine.repo.write_marks().map(|m| m.positions) == Some(written) => {
                     p.version = v;
                     q.marks.positions = written;
                 }
@@ -211,9 +222,9 @@ impl Engine {
             }
         }
         if acting {
-            self.cache.hand_back(q);
+            self.hand_back(q);
         } else {
-            self.cache.keep_quiet(q);
+            self.keep_quiet(q);
         }
         done
     }

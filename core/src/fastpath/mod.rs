@@ -1,0 +1,141 @@
+//! The research fast path: the only place in Albra that skips work for speed. Backtests and
+//! walk-forward use it; the jobs (Lambda, cron, the scheduler, `albra replay`) never do, and the
+//! live engine ([`crate::jobs`]) has no field, branch or method that exists for it.
+//!
+//! What it holds, and why each shortcut is safe:
+//! - **Decide first, claim only what acts** ([`Research`]): the jobs claim every candle before
+//!   deciding, so each decision leaves a run marker (their audit trail). A backtest decides
+//!   first and claims only a candle whose decision is not HOLD. A HOLD changes nothing else, so
+//!   the trades, orders and state are the same; only the markers nobody reads in a backtest are
+//!   missing, and the decision's explanation is built only when someone reads it.
+//! - **The quiet-candle memo** ([`FastPath::evaluate_quiet`], `quiet.rs`): what the last full
+//!   evaluation of a backtest's single (account, strategy, symbol) read, reused for the candles
+//!   after it while the typed state's write marks say none of those reads would differ.
+//! - **All-equity sizing** ([`all_equity_qty`]): `--risk off` sizes every entry with all equity
+//!   and places no protective orders ([`crate::jobs::Sizing::AllEquity`]), the reference
+//!   backtest's rules.
+//!
+//! `core/tests/quiet_path.rs` proves the memo gives what `--full-jobs` gives, and
+//! `tests/tests/differential.rs` that a backtest, `albra replay` and the real job binaries make
+//! the same decisions, orders and trades.
+
+mod quiet;
+
+use crate::domain::Timeframe;
+use crate::jobs::{CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger};
+use crate::strategy::{self, Action, Decision};
+use quiet::Quiet;
+use rust_decimal::Decimal;
+use std::sync::Mutex;
+
+/// A research run's evaluations over an [`Engine`]: [`Research`] per candle, and the
+/// quiet-candle memo between candles when `memo_on`.
+pub struct FastPath<'e> {
+    engine: &'e Engine,
+    memo_on: bool,
+    memo: Mutex<Option<Box<Quiet>>>,
+}
+
+impl<'e> FastPath<'e> {
+    /// `memo_on`: keep the quiet-candle memo (off for `--full-jobs`, which checks it).
+    pub fn new(engine: &'e Engine, memo_on: bool) -> Self {
+        FastPath {
+            engine,
+            memo_on,
+            memo: Mutex::new(None),
+        }
+    }
+
+    /// [`Engine::evaluate`] the research way ([`Research`]), remembering what it read for the
+    /// quiet candles after it.
+    pub async fn evaluate(&self, tf: Timeframe, now: i64) -> JobReport {
+        // The memo's strategy goes back to the cache: the full evaluation feeds it from there.
+        if let Some(q) = self.take_quiet() {
+            self.hand_back(q);
+        }
+        let report = self.engine.evaluate_with(tf, now, &Research).await;
+        self.remember(tf).await;
+        report
+    }
+
+    fn take_quiet(&self) -> Option<Box<Quiet>> {
+        self.memo.lock().expect("quiet memo").take()
+    }
+
+    fn keep_quiet(&self, q: Box<Quiet>) {
+        *self.memo.lock().expect("quiet memo") = Some(q);
+    }
+
+    /// Drop a memo taken out, its strategy back in the engine's cache.
+    fn hand_back(&self, q: Box<Quiet>) {
+        if let Quiet {
+            key,
+            fed: Some((st, last)),
+            ..
+        } = *q
+        {
+            self.engine.cache.put(key, st, last);
+        }
+    }
+}
+
+/// The research way to evaluate a candle: decide first, and claim the candle only when the
+/// decision acts (a HOLD leaves no run marker and is not acted on).
+pub struct Research;
+
+#[async_trait::async_trait]
+impl CandleRunner for Research {
+    async fn run(
+        &self,
+        engine: &Engine,
+        it: Item<'_>,
+        report: &mut JobReport,
+        ledger: &MarginLedger,
+    ) -> Result<String, EngineError> {
+        let prepared = engine.prepare(it, when_read).await?;
+        if prepared
+            .as_ref()
+            .is_some_and(|(d, _, _)| d.action == Action::Hold)
+        {
+            return Ok(String::new());
+        }
+        let claimed = match engine.claim(it.acct, &it.run_key(), it.now).await? {
+            Ok(c) => c,
+            Err(line) => return Ok(line),
+        };
+        engine
+            .act_claimed(it, claimed, prepared, report, ledger)
+            .await
+    }
+}
+
+/// The decision, explained only when someone reads it: nothing records a research run's HOLD,
+/// and with a discarding notifier and the decision log off nothing reads any explanation.
+fn when_read(engine: &Engine, strat: &dyn strategy::Strategy, ctx: &strategy::Context) -> Decision {
+    let action = strat.decide_action(ctx);
+    let unread = || !engine.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO);
+    if action == Action::Hold || unread() {
+        return Decision {
+            action,
+            conditions: Vec::new(),
+            note: String::new(),
+        };
+    }
+    strat.decide(ctx)
+}
+
+/// An entry's quantity with all equity at `price` (`--risk off`).
+pub fn all_equity_qty(equity: Decimal, price: Decimal) -> Decimal {
+    equity / price
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_equity_buys_what_the_equity_pays_for() {
+        let q = all_equity_qty(Decimal::from(10_000), Decimal::from(40_000));
+        assert_eq!(q, Decimal::new(25, 2));
+    }
+}
