@@ -13,6 +13,7 @@ pub mod config;
 pub mod data;
 pub mod domain;
 pub mod engine;
+pub mod fastpath;
 mod hugepages;
 pub mod indicators;
 pub mod logging;
