@@ -18,13 +18,15 @@
 use crate::domain::{
     AccountId, AccountState, Position, PositionKey, StrategyId, Symbol, Timeframe, TradeRecord,
 };
+use crate::fastpath::typed_state::{TypedItem, TypedState};
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::store::memory::{Table, Update};
+use crate::store::memory::Update;
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+
+pub use crate::fastpath::typed_state::WriteMarks;
 
 /// How long run markers are kept (DynamoDB TTL).
 pub const RUN_MARKER_TTL_SECS: i64 = 14 * 24 * 3600;
@@ -142,113 +144,27 @@ enum Backend {
     /// JSON bodies in a key/value store (DynamoDB, SQLite, memory): what the jobs use.
     Kv(Arc<dyn StateStore>),
     /// Decoded items in process, under the same conditional-write rules: a backtest's state,
-    /// which lives and dies with the run and is read and written every candle.
+    /// which lives and dies with the run and is read and written every candle. All of its logic
+    /// is in the research fast path ([`crate::fastpath::typed_state`]); the arms here only call it.
     Typed(Arc<TypedState>),
 }
 
-/// The typed backend's items and how many writes each kind of item has had.
-#[derive(Default)]
-struct TypedState {
-    table: Table<Item>,
-    writes: [AtomicU64; 3],
+/// A state type the repo stores: JSON for the key/value stores, an item of the typed one.
+pub(crate) trait Stored: Serialize + DeserializeOwned + TypedItem {}
+impl<T: Serialize + DeserializeOwned + TypedItem> Stored for T {}
+
+/// Why [`StateRepo::update_account_state`] or [`StateRepo::update_strategy_stats`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UpdateError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Every attempt's conditional write lost to another writer ([`UPDATE_ATTEMPTS`] in a row).
+    #[error("state item {pk}/{sk} contended: {UPDATE_ATTEMPTS} conditional writes in a row lost to other writers")]
+    Contended { pk: String, sk: String },
 }
 
-impl TypedState {
-    /// The items under `prefix`, each copied once (no sort key or wrapper copied with it).
-    fn query<T: Stored>(&self, pk: &str, prefix: &str) -> Result<Vec<Versioned<T>>, StoreError> {
-        self.table
-            .query_with(pk, prefix, |sk, version, item| {
-                Ok(Versioned {
-                    value: T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
-                    version,
-                })
-            })
-            .into_iter()
-            .collect()
-    }
-
-    /// Write `value` if `expect` holds.
-    fn put<T: Stored>(
-        &self,
-        pk: &str,
-        sk: &str,
-        value: &T,
-        expect: Expect,
-    ) -> Result<u64, StoreError> {
-        let v = self.table.put(pk, sk, value.clone().wrap(), expect)?;
-        self.wrote(sk);
-        Ok(v)
-    }
-
-    /// Count a successful write or delete of the item at `sk`.
-    fn wrote(&self, sk: &str) {
-        let kind = if sk.starts_with("POS#") {
-            0
-        } else if sk.starts_with("ENTRY#") {
-            1
-        } else if sk == "STATE" {
-            2
-        } else {
-            return;
-        };
-        self.writes[kind].fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// How many writes the positions and the entry times of an in-process typed state have had, and
-/// how many writes could have changed whether the account is paused ([`StateRepo::write_marks`]):
-/// equal marks mean every read of those items, and of `paused`, returns what it returned before.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct WriteMarks {
-    pub positions: u64,
-    pub entries: u64,
-    /// Puts and deletes of the account state, and folds that create it or flip `paused`; not
-    /// the per-candle equity folds that leave `paused` as it was.
-    pub paused: u64,
-}
-
-/// One stored item of the typed backend.
-#[derive(Clone)]
-enum Item {
-    Position(Position),
-    Trade(TradeRecord),
-    Account(AccountState),
-    Run(RunMarker),
-    Entry(i64),
-    Stats(StrategyStats),
-    Shares(ShareBook),
-    Job(JobRun),
-}
-
-/// A state type the repo stores: JSON for the key/value stores, an [`Item`] for the typed one.
-trait Stored: Serialize + DeserializeOwned + Clone + 'static {
-    fn wrap(self) -> Item;
-    fn peek(item: &Item) -> Option<&Self>;
-}
-
-macro_rules! stored {
-    ($t:ty, $variant:ident) => {
-        impl Stored for $t {
-            fn wrap(self) -> Item {
-                Item::$variant(self)
-            }
-            fn peek(item: &Item) -> Option<&Self> {
-                match item {
-                    Item::$variant(v) => Some(v),
-                    _ => None,
-                }
-            }
-        }
-    };
-}
-stored!(Position, Position);
-stored!(TradeRecord, Trade);
-stored!(AccountState, Account);
-stored!(RunMarker, Run);
-stored!(i64, Entry);
-stored!(StrategyStats, Stats);
-stored!(ShareBook, Shares);
-stored!(JobRun, Job);
+/// How many times an update of a key/value store reads, applies and saves before giving up.
+pub const UPDATE_ATTEMPTS: usize = 3;
 
 /// The condition of a write: create when nothing was read, else the version read.
 fn expect_version(version: Option<u64>) -> Expect {
@@ -256,10 +172,6 @@ fn expect_version(version: Option<u64>) -> Expect {
         None => Expect::Absent,
         Some(v) => Expect::Version(v),
     }
-}
-
-fn wrong_type(pk: &str, sk: &str) -> StoreError {
-    StoreError::Other(format!("corrupt item {pk}/{sk}: not the expected type"))
 }
 
 #[derive(Clone)]
@@ -277,44 +189,20 @@ fn concat(parts: &[&str]) -> String {
 }
 
 /// The parts of an account's partition key.
-fn pk_parts(account: &AccountId) -> [&str; 2] {
+pub(crate) fn pk_parts(account: &AccountId) -> [&str; 2] {
     ["ACCT#", &account.0]
 }
 
-fn pk(account: &AccountId) -> String {
+pub(crate) fn pk(account: &AccountId) -> String {
     concat(&pk_parts(account))
 }
 
-/// `f` of the key made of `parts`, built in a buffer kept per thread instead of a new String:
-/// the typed backend looks keys up on every candle of a backtest. Buffers are taken from a
-/// per-thread stack, so nested calls (a partition and a sort key) each have their own.
-fn with_key<R>(parts: &[&str], f: impl FnOnce(&str) -> R) -> R {
-    thread_local! {
-        static KEYS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
-    }
-    let mut k = KEYS
-        .with(|keys| keys.borrow_mut().pop())
-        .unwrap_or_default();
-    k.clear();
-    for p in parts {
-        k.push_str(p);
-    }
-    let r = f(&k);
-    KEYS.with(|keys| keys.borrow_mut().push(k));
-    r
-}
-
-/// `f` of the account's partition key (see [`with_key`]).
-fn with_pk<R>(account: &AccountId, f: impl FnOnce(&str) -> R) -> R {
-    with_key(&pk_parts(account), f)
-}
-
 /// The parts of a position's sort key.
-fn pos_sk_parts<'a>(strategy: &'a StrategyId, symbol: &'a Symbol) -> [&'a str; 4] {
+pub(crate) fn pos_sk_parts<'a>(strategy: &'a StrategyId, symbol: &'a Symbol) -> [&'a str; 4] {
     ["POS#", &strategy.0, "#", &symbol.0]
 }
 
-fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
+pub(crate) fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
     concat(&pos_sk_parts(strategy, symbol))
 }
 
@@ -394,14 +282,7 @@ impl StateRepo {
     pub fn write_marks(&self) -> Option<WriteMarks> {
         match &self.backend {
             Backend::Kv(_) => None,
-            Backend::Typed(t) => {
-                let [p, e, a] = &t.writes;
-                Some(WriteMarks {
-                    positions: p.load(Ordering::Relaxed),
-                    entries: e.load(Ordering::Relaxed),
-                    paused: a.load(Ordering::Relaxed),
-                })
-            }
+            Backend::Typed(t) => Some(t.marks()),
         }
     }
 
@@ -421,15 +302,7 @@ impl StateRepo {
                 })),
                 None => Ok(None),
             },
-            Backend::Typed(t) => t
-                .table
-                .read(pk, sk, |version, item| {
-                    Ok(Versioned {
-                        value: T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
-                        version,
-                    })
-                })
-                .transpose(),
+            Backend::Typed(t) => t.get(pk, sk),
         }
     }
 
@@ -456,11 +329,7 @@ impl StateRepo {
     async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
         match &self.backend {
             Backend::Kv(store) => store.delete(pk, sk, expect).await,
-            Backend::Typed(t) => {
-                t.table.delete(pk, sk, expect)?;
-                t.wrote(sk);
-                Ok(())
-            }
+            Backend::Typed(t) => t.delete(pk, sk, expect),
         }
     }
 
@@ -498,16 +367,7 @@ impl StateRepo {
                 .into_iter()
                 .map(|r| Ok((r.sk.clone(), decode(pk, &r.sk, &r.body)?)))
                 .collect(),
-            Backend::Typed(t) => t
-                .table
-                .query_with(pk, prefix, |sk, _, item| {
-                    Ok((
-                        sk.to_string(),
-                        T::peek(item).ok_or_else(|| wrong_type(pk, sk))?.clone(),
-                    ))
-                })
-                .into_iter()
-                .collect(),
+            Backend::Typed(t) => t.query_keyed(pk, prefix),
         }
     }
 
@@ -730,11 +590,10 @@ impl StateRepo {
         &self,
         account: &AccountId,
     ) -> Result<Vec<Versioned<Position>>, StoreError> {
-        if let Backend::Typed(t) = &self.backend {
-            // The partition key in the thread's buffer: every evaluation lists positions.
-            return with_pk(account, |pk| t.query(pk, "POS#"));
+        match &self.backend {
+            Backend::Kv(_) => self.query(&pk(account), "POS#").await,
+            Backend::Typed(t) => t.positions(account),
         }
-        self.query(&pk(account), "POS#").await
     }
 
     /// Create (`version = None`) or update (`Some(v)`, must match) a position; returns the new version.
@@ -746,13 +605,7 @@ impl StateRepo {
         let expect = expect_version(version);
         let k = &pos.key;
         if let Backend::Typed(t) = &self.backend {
-            // Keys in the thread's buffers: the quiet candles of a backtest save here whenever
-            // the best price moves.
-            return with_pk(&k.account, |pk| {
-                with_key(&pos_sk_parts(&k.strategy, &k.symbol), |sk| {
-                    t.put(pk, sk, pos, expect)
-                })
-            });
+            return t.save_position(pos, expect);
         }
         self.put(
             &pk(&k.account),
@@ -855,11 +708,61 @@ impl StateRepo {
         .await
     }
 
+    /// Let `f` update the strategy's stats item, on either backend: `f` gets the item (`None`
+    /// when there is none) and says what to write — [`Update::Keep`] (nothing; it must have left
+    /// the item as it was), [`Update::Changed`] (the item as `f` changed it; nothing with no
+    /// item) or [`Update::Put`] (this item, replacing or creating it) — and a result.
+    ///
+    /// The typed backend runs `f` on the item in place under its lock, without copying the
+    /// window of recent trades. A key/value store reads the item, runs `f` on the decoded copy
+    /// and saves conditionally on the version read (create-if-absent when there was none); when
+    /// another writer came in between, it does all of that again on what that writer left, up
+    /// to [`UPDATE_ATTEMPTS`] times, then gives [`UpdateError::Contended`]. `f` may therefore
+    /// run more than once, each time on a fresh read; the result of the last run is returned.
+    pub async fn update_strategy_stats<R>(
+        &self,
+        account: &AccountId,
+        strategy: &StrategyId,
+        mut f: impl FnMut(Option<&mut StrategyStats>) -> (Update<StrategyStats>, R),
+    ) -> Result<R, UpdateError> {
+        if let Backend::Typed(t) = &self.backend {
+            return Ok(t.update_strategy_stats(account, strategy, f)?);
+        }
+        let (p, s) = (pk(account), concat(&["STATS#", &strategy.0]));
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get::<StrategyStats>(&p, &s).await?;
+            let version = current.as_ref().map(|v| v.version);
+            let (write, r) = match current {
+                Some(v) => {
+                    let mut st = v.value;
+                    match f(Some(&mut st)) {
+                        (Update::Keep, r) => return Ok(r),
+                        (Update::Changed, r) => (st, r),
+                        (Update::Put(st), r) => (st, r),
+                    }
+                }
+                None => match f(None) {
+                    (Update::Put(st), r) => (st, r),
+                    (Update::Keep | Update::Changed, r) => return Ok(r),
+                },
+            };
+            match self
+                .put(&p, &s, &write, expect_version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(r),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(UpdateError::Contended { pk: p, sk: s })
+    }
+
     /// Let `f` update the strategy's stats item in place, for the typed backend (`None`: a
-    /// key/value store, where the caller reads and saves conditionally instead). `f` returns
-    /// whether it changed the item (written, version + 1) and a result; `Some(Ok(None))` when
-    /// there is no item. Like [`StateRepo::fold_account_state`], a read and a conditional write
-    /// that nothing can come between, without copying the window of recent trades twice.
+    /// key/value store). `f` returns whether it changed the item and a result; `Some(Ok(None))`
+    /// when there is no item.
+    // To be removed once the engine calls update_*: use `update_strategy_stats`.
+    #[doc(hidden)]
     pub fn fold_strategy_stats<R>(
         &self,
         account: &AccountId,
@@ -869,23 +772,12 @@ impl StateRepo {
         let Backend::Typed(t) = &self.backend else {
             return None;
         };
-        Some(with_pk(account, |pk| {
-            with_key(&["STATS#", &strategy.0], |sk| {
-                let (r, _) = t.table.update(pk, sk, |item| match item {
-                    None => (Update::Keep, Ok(None)),
-                    Some(Item::Stats(st)) => {
-                        let (changed, r) = f(st);
-                        let update = if changed {
-                            Update::Changed
-                        } else {
-                            Update::Keep
-                        };
-                        (update, Ok(Some(r)))
-                    }
-                    Some(_) => (Update::Keep, Err(wrong_type(pk, sk))),
-                });
-                r
-            })
+        Some(t.update_strategy_stats(account, strategy, |st| match st {
+            None => (Update::Keep, None),
+            Some(st) => match f(st) {
+                (true, r) => (Update::Changed, Some(r)),
+                (false, r) => (Update::Keep, Some(r)),
+            },
         }))
     }
 
@@ -924,12 +816,55 @@ impl StateRepo {
         self.get(&pk(account), "STATE").await
     }
 
+    /// Fold `f` into the account's state, on either backend. `f` gets the state (a default one
+    /// and `false` when there is none yet) and returns whether to write it, having left it as it
+    /// was if not, and a result.
+    ///
+    /// The typed backend folds in place under its lock: a read and a conditional write that
+    /// nothing can come between, without copying the state. A key/value store reads the state,
+    /// runs `f` on the decoded copy and, when `f` says write, saves it conditionally on the
+    /// version read (create-if-absent when there was none); when another writer came in
+    /// between, it does all of that again on what that writer left, up to [`UPDATE_ATTEMPTS`]
+    /// times, then gives [`UpdateError::Contended`]. `f` may therefore run more than once, each
+    /// time on a fresh read; the result of the last run is returned.
+    pub async fn update_account_state<R>(
+        &self,
+        account: &AccountId,
+        mut f: impl FnMut(&mut AccountState, bool) -> (bool, R),
+    ) -> Result<R, UpdateError> {
+        if let Backend::Typed(t) = &self.backend {
+            return Ok(t.update_account_state(account, f)?);
+        }
+        let p = pk(account);
+        for _ in 0..UPDATE_ATTEMPTS {
+            let current = self.get::<AccountState>(&p, "STATE").await?;
+            let (mut st, version) = match current {
+                Some(v) => (v.value, Some(v.version)),
+                None => (AccountState::default(), None),
+            };
+            let (write, r) = f(&mut st, version.is_some());
+            if !write {
+                return Ok(r);
+            }
+            match self
+                .put(&p, "STATE", &st, expect_version(version), None)
+                .await
+            {
+                Ok(_) => return Ok(r),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(UpdateError::Contended {
+            pk: p,
+            sk: "STATE".to_string(),
+        })
+    }
+
     /// Fold `f` into the account's state in place, for the typed backend (`None`: a key/value
-    /// store, where the caller reads and saves conditionally instead). `f` gets the state (a
-    /// default one and `false` when there is none yet) and returns whether to write it, having
-    /// left it as it was if not, and a result. It runs under the table's lock, so this is a read
-    /// and a conditional write that nothing can come between: the outcome of the read–save loop
-    /// when its save succeeds, without copying the state.
+    /// store, where the caller reads and saves conditionally instead).
+    // To be removed once the engine calls update_*: use `update_account_state`.
+    #[doc(hidden)]
     pub fn fold_account_state<R>(
         &self,
         account: &AccountId,
@@ -938,50 +873,14 @@ impl StateRepo {
         let Backend::Typed(t) = &self.backend else {
             return None;
         };
-        Some(with_pk(account, |pk| {
-            // Whether the write (if any) can change what `account_paused` reads.
-            let mut flips = true;
-            let (r, wrote) = t.table.update(pk, "STATE", |item| match item {
-                None => {
-                    let mut st = AccountState::default();
-                    let (write, r) = f(&mut st, false);
-                    let update = if write {
-                        Update::Put(Item::Account(st))
-                    } else {
-                        Update::Keep
-                    };
-                    (update, Some(r))
-                }
-                Some(Item::Account(st)) => {
-                    let was = st.paused;
-                    let (write, r) = f(st, true);
-                    flips = st.paused != was;
-                    let update = if write { Update::Changed } else { Update::Keep };
-                    (update, Some(r))
-                }
-                Some(_) => (Update::Keep, None),
-            });
-            if wrote.is_some() && flips {
-                t.wrote("STATE");
-            }
-            r.ok_or_else(|| wrong_type(pk, "STATE"))
-        }))
+        Some(t.update_account_state(account, f))
     }
 
     /// Whether the account is paused (`None`: no state yet): what an evaluation reads of the
     /// account state, read in place by the typed backend.
     pub async fn account_paused(&self, account: &AccountId) -> Result<Option<bool>, StoreError> {
         match &self.backend {
-            Backend::Typed(t) => with_pk(account, |pk| {
-                match t.table.read(pk, "STATE", |_, item| match item {
-                    Item::Account(st) => Some(st.paused),
-                    _ => None,
-                }) {
-                    Some(Some(p)) => Ok(Some(p)),
-                    Some(None) => Err(wrong_type(pk, "STATE")),
-                    None => Ok(None),
-                }
-            }),
+            Backend::Typed(t) => t.account_paused(account),
             Backend::Kv(_) => Ok(self.account_state(account).await?.map(|v| v.value.paused)),
         }
     }
@@ -994,77 +893,5 @@ impl StateRepo {
     ) -> Result<u64, StoreError> {
         let expect = expect_version(version);
         self.put(&pk(account), "STATE", st, expect, None).await
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::Notional;
-    use rust_decimal::Decimal;
-
-    #[test]
-    fn keys_built_in_the_thread_buffers_nest() {
-        let (a, b) = (AccountId::new("main"), AccountId::new("sub1"));
-        let (outer, inner, sk) = with_pk(&a, |ka| {
-            let inner = with_pk(&b, |kb| kb.to_string());
-            let sk = with_key(&["POS#", "TFPE", "#", "BTCUSDT"], |sk| {
-                // Every buffer in use still holds its own key.
-                assert_eq!(ka, "ACCT#main");
-                sk.to_string()
-            });
-            assert_eq!(ka, "ACCT#main");
-            (ka.to_string(), inner, sk)
-        });
-        assert_eq!((outer.as_str(), inner.as_str()), ("ACCT#main", "ACCT#sub1"));
-        assert_eq!(
-            sk,
-            pos_sk(&StrategyId::new("TFPE"), &Symbol::new("BTCUSDT"))
-        );
-        // A shorter key after a longer one in the same buffer.
-        assert_eq!(with_pk(&b, |k| k.to_string()), pk(&b));
-        assert_eq!(with_key(&["A", "B"], |k| k.to_string()), "AB");
-    }
-
-    #[tokio::test]
-    async fn the_paused_mark_moves_on_every_write_that_can_change_paused_and_only_then() {
-        let repo = StateRepo::typed();
-        let a = AccountId::new("main");
-        let mark = || repo.write_marks().expect("typed").paused;
-        let fold = |f: fn(&mut AccountState)| {
-            repo.fold_account_state(&a, |st, _| {
-                f(st);
-                (true, ())
-            })
-            .expect("typed")
-            .expect("fold");
-        };
-        let m0 = mark();
-        // Created by a fold: what `account_paused` reads changes from "no state".
-        fold(|st| st.equity = Notional(Decimal::from(100)));
-        let m1 = mark();
-        assert_ne!(m1, m0);
-        // Equity folds that leave `paused` alone do not move it.
-        fold(|st| st.peak_equity = Notional(Decimal::from(120)));
-        fold(|st| st.mdd_level = 2);
-        assert_eq!(mark(), m1);
-        assert_eq!(repo.account_paused(&a).await.unwrap(), Some(false));
-        // A fold that pauses, then one that resumes: each moves it.
-        fold(|st| st.paused = true);
-        let m2 = mark();
-        assert_ne!(m2, m1);
-        assert_eq!(repo.account_paused(&a).await.unwrap(), Some(true));
-        fold(|st| st.paused = false);
-        let m3 = mark();
-        assert_ne!(m3, m2);
-        // A fold that writes nothing moves nothing.
-        repo.fold_account_state(&a, |_, _| (false, ()));
-        assert_eq!(mark(), m3);
-        // Any put does (it may change anything).
-        let st = repo.account_state(&a).await.unwrap().expect("stored");
-        repo.save_account_state(&a, &st.value, Some(st.version))
-            .await
-            .unwrap();
-        assert_ne!(mark(), m3);
     }
 }

@@ -1,17 +1,22 @@
 //! The typed in-process state of backtests (`StateRepo::typed`) must behave exactly like the
 //! JSON-over-store state the jobs use: the same operation sequence gives the same results
 //! (versions, conflicts, "already recorded") and the same reads, on both. Random sequences of
-//! every `StateRepo` write and read, with stale versions and replays mixed in.
+//! every `StateRepo` write and read, with stale versions and replays mixed in; and the updates
+//! (`update_account_state`, `update_strategy_stats`) that callers make the same way on both,
+//! including the key/value path's retry when another writer comes between its read and its save.
 
 use albra_core::domain::{
     AccountId, AccountState, Notional, Position, PositionKey, StrategyId, Symbol, Timeframe,
     TradeRecord,
 };
+use albra_core::ports::{Expect, Record, StateStore, StoreError};
 use albra_core::risk::StrategyStats;
-use albra_core::state::{RunKey, StateRepo};
-use albra_core::store::memory::MemoryStore;
+use albra_core::state::{RunKey, StateRepo, UpdateError};
+use albra_core::store::memory::{MemoryStore, Update};
 use proptest::prelude::*;
+use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 #[derive(Clone, Debug)]
@@ -41,6 +46,10 @@ enum Op {
     FoldState {
         equity: u32,
     },
+    /// The same fold through `update_account_state`, the same code on both backends.
+    UpdateState {
+        equity: u32,
+    },
     SaveStats {
         strategy: u8,
         version: Option<u64>,
@@ -49,6 +58,13 @@ enum Op {
     /// Count a trade in a strategy's stats as the engine does: in place when the item exists
     /// and keeps 3 trades; a missing or differently sized item is left alone.
     FoldStats {
+        strategy: u8,
+        n: u8,
+        pnl: i32,
+    },
+    /// Count a trade through `update_strategy_stats`: in place when the item keeps 3 trades,
+    /// else (missing or another size) replaced by a window of 3 built afresh.
+    UpdateStats {
         strategy: u8,
         n: u8,
         pnl: i32,
@@ -80,12 +96,18 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..2, 0i64..10).prop_map(|(strategy, time)| Op::RecordEntry { strategy, time }),
         (v.clone(), 1u32..20_000).prop_map(|(version, equity)| Op::SaveState { version, equity }),
         (1u32..5).prop_map(|equity| Op::FoldState { equity }),
+        (1u32..5).prop_map(|equity| Op::UpdateState { equity }),
         (0u8..2, v, 0u8..5).prop_map(|(strategy, version, n)| Op::SaveStats {
             strategy,
             version,
             n
         }),
         (0u8..2, 0u8..8, -50i32..50).prop_map(|(strategy, n, pnl)| Op::FoldStats {
+            strategy,
+            n,
+            pnl
+        }),
+        (0u8..2, 0u8..8, -50i32..50).prop_map(|(strategy, n, pnl)| Op::UpdateStats {
             strategy,
             n,
             pnl
@@ -202,6 +224,52 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
                 }
             }
         }
+        Op::UpdateState { equity } => {
+            let reading = Notional(Decimal::from(*equity));
+            out(repo
+                .update_account_state(&acct(), |st, existing| {
+                    let before = st.clone();
+                    st.equity = reading;
+                    st.peak_equity = st.peak_equity.max(reading);
+                    let write = !existing || *st != before;
+                    if !write {
+                        *st = before;
+                    }
+                    (write, (existing, st.clone()))
+                })
+                .await)
+        }
+        Op::UpdateStats {
+            strategy: s,
+            n,
+            pnl,
+        } => out(repo
+            .update_strategy_stats(&acct(), &strategy(*s), |st| {
+                let id = format!("t{n}");
+                match st {
+                    Some(st) if st.keep == 3 => {
+                        let counted = st.apply(i64::from(*n), &id, Decimal::from(*pnl), 0, 3);
+                        let update = if counted {
+                            Update::Changed
+                        } else {
+                            Update::Keep
+                        };
+                        (update, format!("counted {counted}"))
+                    }
+                    other => {
+                        let fresh = StrategyStats::from_trades(
+                            [(i64::from(*n), id.as_str(), Decimal::from(*pnl))],
+                            0,
+                            3,
+                        );
+                        (
+                            Update::Put(fresh),
+                            format!("rebuilt over {}", other.is_some()),
+                        )
+                    }
+                }
+            })
+            .await),
         Op::SaveStats {
             strategy: s,
             version,
@@ -304,4 +372,252 @@ proptest! {
             Ok(())
         })?;
     }
+}
+
+/// A store through which another writer saves right after each of the first `interfere` reads
+/// of an item: the reader's conditional save on the version it read then conflicts.
+struct Interfering {
+    inner: Arc<MemoryStore>,
+    interfere: AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl StateStore for Interfering {
+    async fn get(&self, pk: &str, sk: &str) -> Result<Option<Record>, StoreError> {
+        let read = self.inner.get(pk, sk).await?;
+        let left = self.interfere.load(Ordering::SeqCst);
+        if left > 0 {
+            self.interfere.store(left - 1, Ordering::SeqCst);
+            // The other writer re-saves what is there (or creates it), moving the version on.
+            let (body, expect) = match &read {
+                Some(r) => (r.body.clone(), Expect::Version(r.version)),
+                None if sk == "STATE" => (
+                    serde_json::to_string(&AccountState::default()).unwrap(),
+                    Expect::Absent,
+                ),
+                None => (
+                    serde_json::to_string(&StrategyStats::from_trades([], 0, 3)).unwrap(),
+                    Expect::Absent,
+                ),
+            };
+            self.inner.put(pk, sk, &body, expect, None).await?;
+        }
+        Ok(read)
+    }
+    async fn put(
+        &self,
+        pk: &str,
+        sk: &str,
+        body: &str,
+        expect: Expect,
+        expires_at: Option<i64>,
+    ) -> Result<u64, StoreError> {
+        self.inner.put(pk, sk, body, expect, expires_at).await
+    }
+    async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
+        self.inner.delete(pk, sk, expect).await
+    }
+    async fn query(&self, pk: &str, sk_prefix: &str) -> Result<Vec<Record>, StoreError> {
+        self.inner.query(pk, sk_prefix).await
+    }
+    fn describe(&self) -> String {
+        "interfering memory".into()
+    }
+}
+
+fn interfering(times: usize) -> (StateRepo, Arc<MemoryStore>) {
+    let inner = Arc::new(MemoryStore::new());
+    let store = Interfering {
+        inner: inner.clone(),
+        interfere: AtomicUsize::new(times),
+    };
+    (StateRepo::new(Arc::new(store)), inner)
+}
+
+fn equity(st: &AccountState) -> u32 {
+    st.equity.0.to_u32().unwrap()
+}
+
+/// The fold the checks below make: set equity to `to` unless it is there already.
+fn set_equity(to: u32) -> impl FnMut(&mut AccountState, bool) -> (bool, (bool, u32)) {
+    move |st, existing| {
+        let write = equity(st) != to || !existing;
+        if write {
+            st.equity = Notional(Decimal::from(to));
+        }
+        (write, (existing, equity(st)))
+    }
+}
+
+#[tokio::test]
+async fn account_updates_give_the_same_results_and_versions_on_both_backends() {
+    let a = acct();
+    for repo in [
+        StateRepo::new(Arc::new(MemoryStore::new())),
+        StateRepo::typed(),
+    ] {
+        let name = repo.describe();
+        let version = || async { repo.account_state(&a).await.unwrap().map(|v| v.version) };
+        // Absent: `f` gets a default state and `false`; writing nothing leaves it absent.
+        let r = repo.update_account_state(&a, |st, existing| {
+            assert_eq!(*st, AccountState::default());
+            (false, existing)
+        });
+        assert!(!r.await.unwrap(), "{name}");
+        assert_eq!(version().await, None, "{name}");
+        // A write creates it at version 1.
+        let r = repo.update_account_state(&a, set_equity(100)).await;
+        assert_eq!(r.unwrap(), (false, 100), "{name}");
+        assert_eq!(version().await, Some(1), "{name}");
+        // A fold that writes nothing leaves the version.
+        let r = repo.update_account_state(&a, set_equity(100)).await;
+        assert_eq!(r.unwrap(), (true, 100), "{name}");
+        assert_eq!(version().await, Some(1), "{name}");
+        // A write bumps it, and what was written is read back.
+        let r = repo.update_account_state(&a, set_equity(7)).await;
+        assert_eq!(r.unwrap(), (true, 7), "{name}");
+        let st = repo.account_state(&a).await.unwrap().unwrap();
+        assert_eq!((st.version, equity(&st.value)), (2, 7), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn stats_updates_give_the_same_results_and_versions_on_both_backends() {
+    let a = acct();
+    let s = strategy(0);
+    for repo in [
+        StateRepo::new(Arc::new(MemoryStore::new())),
+        StateRepo::typed(),
+    ] {
+        let name = repo.describe();
+        let version = || async {
+            repo.strategy_stats(&a, &s)
+                .await
+                .unwrap()
+                .map(|v| v.version)
+        };
+        let count = |n: i64, pnl: i64| {
+            move |st: Option<&mut StrategyStats>| match st {
+                Some(st) if st.keep == 3 => {
+                    let counted = st.apply(n, &format!("t{n}"), Decimal::from(pnl), 0, 3);
+                    let u = if counted {
+                        Update::Changed
+                    } else {
+                        Update::Keep
+                    };
+                    (u, Some(counted))
+                }
+                _ => (Update::Keep, None),
+            }
+        };
+        // Absent: `f` gets `None`; keeping writes nothing, and `Changed` has nothing to write.
+        assert_eq!(
+            repo.update_strategy_stats(&a, &s, count(1, 5))
+                .await
+                .unwrap(),
+            None
+        );
+        let r = repo.update_strategy_stats(&a, &s, |st| (Update::Changed, st.is_none()));
+        assert!(r.await.unwrap(), "{name}");
+        assert_eq!(version().await, None, "{name}");
+        // `Put` creates it at version 1.
+        let r = repo.update_strategy_stats(&a, &s, |_| {
+            (Update::Put(StrategyStats::from_trades([], 0, 3)), ())
+        });
+        r.await.unwrap();
+        assert_eq!(version().await, Some(1), "{name}");
+        // A count bumps the version; the same trade again is not counted and writes nothing.
+        let r = repo.update_strategy_stats(&a, &s, count(1, 5)).await;
+        assert_eq!(r.unwrap(), Some(true), "{name}");
+        assert_eq!(version().await, Some(2), "{name}");
+        let r = repo.update_strategy_stats(&a, &s, count(1, 5)).await;
+        assert_eq!(r.unwrap(), Some(false), "{name}");
+        assert_eq!(version().await, Some(2), "{name}");
+        // `Put` over an existing item replaces it.
+        let r = repo.update_strategy_stats(&a, &s, |_| {
+            (Update::Put(StrategyStats::from_trades([], 0, 2)), ())
+        });
+        r.await.unwrap();
+        let st = repo.strategy_stats(&a, &s).await.unwrap().unwrap();
+        assert_eq!((st.version, st.value.keep), (3, 2), "{name}");
+        assert_eq!(st.value, StrategyStats::from_trades([], 0, 2), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn a_key_value_update_reads_again_when_another_writer_came_in_between() {
+    // The account state: created by the other writer between the read and the save.
+    let (repo, inner) = interfering(1);
+    let mut calls = Vec::new();
+    let r = repo
+        .update_account_state(&acct(), |st, existing| {
+            calls.push(existing);
+            set_equity(9)(st, existing)
+        })
+        .await;
+    // The first run saw no state; its create conflicted; the second saw the other's, at 1.
+    assert_eq!(r.unwrap(), (true, 9));
+    assert_eq!(calls, vec![false, true]);
+    let other = StateRepo::new(inner);
+    let st = other.account_state(&acct()).await.unwrap().unwrap();
+    assert_eq!((st.version, equity(&st.value)), (2, 9));
+
+    // The stats: updated by the other writer between each of two reads and their saves.
+    let (repo, inner) = interfering(0);
+    let s = strategy(1);
+    let fresh = StrategyStats::from_trades([], 0, 3);
+    repo.save_strategy_stats(&acct(), &s, &fresh, None)
+        .await
+        .unwrap();
+    let repo = {
+        let store = Interfering {
+            inner: inner.clone(),
+            interfere: AtomicUsize::new(2),
+        };
+        StateRepo::new(Arc::new(store))
+    };
+    let mut runs = 0;
+    let r = repo
+        .update_strategy_stats(&acct(), &s, |st| {
+            runs += 1;
+            let st = st.expect("there is an item");
+            let counted = st.apply(3, "t3", Decimal::from(4), 0, 3);
+            (Update::Changed, counted)
+        })
+        .await;
+    assert_eq!((r.unwrap(), runs), (true, 3));
+    // Created at 1, re-saved by the other writer twice, then this update's save.
+    let st = StateRepo::new(inner)
+        .strategy_stats(&acct(), &s)
+        .await
+        .unwrap();
+    assert_eq!(st.map(|v| v.version), Some(4));
+}
+
+#[tokio::test]
+async fn a_key_value_update_that_always_loses_is_contended_after_three_attempts() {
+    let (repo, inner) = interfering(usize::MAX);
+    let mut runs = 0;
+    let r = repo
+        .update_account_state(&acct(), |st, existing| {
+            runs += 1;
+            set_equity(5)(st, existing)
+        })
+        .await;
+    assert!(matches!(r, Err(UpdateError::Contended { .. })), "{r:?}");
+    assert_eq!(runs, albra_core::state::UPDATE_ATTEMPTS);
+    // Only the other writer's saves landed (created, then re-saved twice).
+    let st = StateRepo::new(inner)
+        .account_state(&acct())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((st.version, equity(&st.value)), (3, 0));
+    let (repo, _) = interfering(usize::MAX);
+    let r = repo
+        .update_strategy_stats(&acct(), &strategy(0), |_| {
+            (Update::Put(StrategyStats::from_trades([], 0, 3)), ())
+        })
+        .await;
+    assert!(matches!(r, Err(UpdateError::Contended { .. })), "{r:?}");
 }

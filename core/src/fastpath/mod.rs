@@ -1,6 +1,8 @@
 //! The research fast path: the only place in Albra that skips work for speed. Backtests and
 //! walk-forward use it; the jobs (Lambda, cron, the scheduler, `albra replay`) never do, and the
-//! live engine ([`crate::jobs`]) has no field, branch or method that exists for it.
+//! live engine ([`crate::jobs`]) has no field, branch or method that exists for it. Backtests run
+//! the same engine, rules and state layout as the jobs (nothing is implemented twice); these
+//! shortcuts are valid only for a process that owns all of its state.
 //!
 //! What it holds, and why each shortcut is safe:
 //! - **Decide first, claim only what acts** ([`Research`]): the jobs claim every candle before
@@ -8,18 +10,29 @@
 //!   first and claims only a candle whose decision is not HOLD. A HOLD changes nothing else, so
 //!   the trades, orders and state are the same; only the markers nobody reads in a backtest are
 //!   missing, and the decision's explanation is built only when someone reads it.
+//! - **The typed in-process state and its write marks** ([`typed_state`]): a backtest's state is
+//!   kept decoded in a [`Table`](crate::store::memory::Table) instead of JSON bodies, keys are
+//!   built in per-thread buffers, and the account state and strategy stats are folded in place.
+//!   It keeps the stores' rules: every write is conditional with the same versions and conflicts,
+//!   and callers use the same [`StateRepo`](crate::state::StateRepo) methods on either backend
+//!   (`update_account_state`, `update_strategy_stats`). `core/tests/state_backends.rs` runs random
+//!   sequences of every write and read on both and requires equal results, versions and reads.
+//!   Every write that can change what an evaluation reads moves a counter
+//!   ([`WriteMarks`](typed_state::WriteMarks)); a key/value store has none, so the jobs never
+//!   skip anything.
 //! - **The quiet-candle memo** ([`FastPath::evaluate_quiet`], `quiet.rs`): what the last full
 //!   evaluation of a backtest's single (account, strategy, symbol) read, reused for the candles
-//!   after it while the typed state's write marks say none of those reads would differ.
+//!   after it while the write marks say none of those reads would differ.
+//!   `core/tests/quiet_path.rs` requires it to equal full evaluations of every candle.
 //! - **All-equity sizing** ([`all_equity_qty`]): `--risk off` sizes every entry with all equity
 //!   and places no protective orders ([`crate::jobs::Sizing::AllEquity`]), the reference
 //!   backtest's rules.
 //!
-//! `core/tests/quiet_path.rs` proves the memo gives what `--full-jobs` gives, and
-//! `tests/tests/differential.rs` that a backtest, `albra replay` and the real job binaries make
-//! the same decisions, orders and trades.
+//! `tests/tests/differential.rs` shows that a backtest, `albra replay` and the real job binaries
+//! make the same decisions, orders and trades on the same candles.
 
 mod quiet;
+pub mod typed_state;
 
 use crate::domain::Timeframe;
 use crate::jobs::{CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger};
