@@ -367,3 +367,45 @@ pub(super) fn exchange_partial_exit(
         ),
     )
 }
+
+/// A protective stop (`id`) at `trigger` that could not be placed: the position is unprotected.
+pub(super) fn stop_failed(
+    p: &Position,
+    id: &ClientId,
+    trigger: Price,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("stopfail:{id}"),
+        format!(
+            "{}: protective stop {trigger} could not be placed: {e}",
+            p.key
+        ),
+    )
+}
+
+/// A take-profit order (`id`) at `tp` that could not be placed.
+pub(super) fn tp_failed(
+    p: &Position,
+    id: &ClientId,
+    tp: Price,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("tpfail:{id}"),
+        format!("{}: take-profit {tp} could not be placed: {e}", p.key),
+    )
+}
+
+/// A protective stop that had gone (`was`: what the exchange said of it) re-placed; `p` is the
+/// position with its new stop generation.
+pub(super) fn stop_replaced(p: &Position, was: &str) -> (String, String) {
+    (
+        format!("restop:{}:{}", p.entry_client_id, p.stop_generation),
+        format!(
+            "{}: protective stop was missing ({was}); re-placed at {}",
+            p.key,
+            p.stop_loss.map(|s| s.to_string()).unwrap_or_default()
+        ),
+    )
+}
