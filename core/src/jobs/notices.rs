@@ -409,3 +409,28 @@ pub(super) fn stop_replaced(p: &Position, was: &str) -> (String, String) {
         ),
     )
 }
+
+/// A stop re-placed in the shape the symbol's sharing asks for: a quantity stop of `qty`
+/// (reduce-only or not) when `shared`, closePosition otherwise.
+pub(super) fn stop_resized(
+    p: &Position,
+    shared: bool,
+    reduce_only: bool,
+    qty: Qty,
+) -> (String, String) {
+    (
+        format!("reshape:{}:{}", p.entry_client_id, p.stop_generation),
+        format!(
+            "{}: stop re-placed as {} for the symbol's sharing",
+            p.key,
+            if shared {
+                format!(
+                    "{}quantity {qty}",
+                    if reduce_only { "reduce-only " } else { "" }
+                )
+            } else {
+                "closePosition".to_string()
+            }
+        ),
+    )
+}
