@@ -662,7 +662,7 @@ mod tests {
     }
 
     #[test]
-    fn exit_fits_table() {
+    fn exit_fits_take_profit_exactly() {
         // (order, plan, shared, reduce_only, fits)
         let table = [
             (
@@ -700,6 +700,16 @@ mod tests {
                 true,
                 false,
             ),
+        ];
+        for (i, (e, w, shared, reduce_only, want)) in table.into_iter().enumerate() {
+            assert_eq!(exit_fits(&e, &w, shared, reduce_only), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn exit_fits_trailing_stop_table() {
+        // (order, plan, shared, reduce_only, fits)
+        let table = [
             // Held alone, a larger reduce-only trailing stop stays; shared it must be exact.
             (
                 working(trail(), "120", "3", true),
