@@ -2,6 +2,7 @@
 //! from its strategy's plan, and their fills recorded.
 
 use super::*;
+use crate::ports::UserTrade;
 
 impl Engine {
     /// The exchange-side exits the position's strategy declares: none under `--risk off` (no
@@ -74,6 +75,49 @@ impl Engine {
         );
         // Same sharing rule as the stop (see `protect`): reduce-only unless opposite shares.
         let (shared, reduce_only) = symbol_sharing(pos, others);
+        let Some((live, gone)) = self.exit_orders_on_exchange(ex, pos, open_ids).await? else {
+            // Fired: the sync records the fill first (`record_exit_fills`).
+            return Ok(false);
+        };
+        let ExitDiff {
+            mut keep,
+            todo,
+            stale,
+        } = diff_exits(&want, live, shared, reduce_only);
+        if todo.is_empty() && stale.is_empty() && gone.is_empty() {
+            return Ok(false);
+        }
+        if !todo.is_empty() {
+            pos.exit_generation += 1;
+            for n in &notes {
+                report.lines.push(format!("{}: {n}", pos.key));
+            }
+        }
+        let placed = self
+            .place_exits(ex, pos, todo, &gone, reduce_only, now, report)
+            .await;
+        for e in &stale {
+            if let Err(err) =
+                orders::cancel_algo(ex, &pos.key.symbol, &e.client_id, self.timing.submit).await
+            {
+                tracing::warn!(client_algo_id = %e.client_id, error = %err, "stale exit order not cancelled");
+            }
+        }
+        keep.extend(placed);
+        keep.sort_by_key(|e| exit_rank(e.kind));
+        pos.exit_orders = keep;
+        Ok(true)
+    }
+
+    /// The position's recorded exit orders as the exchange has them, looked up in order: those
+    /// still working (`open_ids`, this sync's snapshot of open orders, or a lookup) and those gone
+    /// with what the exchange said of them. `None` as soon as one has fired.
+    async fn exit_orders_on_exchange(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        open_ids: Option<&HashSet<&str>>,
+    ) -> Result<Option<(Vec<ExitOrder>, Vec<(ExitOrder, String)>)>, EngineError> {
         let mut live: Vec<ExitOrder> = Vec::new();
         let mut gone: Vec<(ExitOrder, String)> = Vec::new();
         for e in &pos.exit_orders {
@@ -81,83 +125,34 @@ impl Engine {
                 live.push(e.clone());
                 continue;
             }
-            match ex.algo_by_client_id(&e.client_id).await? {
-                Some(a) if a.status.is_open() => live.push(e.clone()),
-                Some(a)
-                    if matches!(
-                        a.status,
-                        AlgoStatus::Triggering | AlgoStatus::Triggered | AlgoStatus::Finished
-                    ) =>
-                {
-                    // Fired: the sync records the fill first (`record_exit_fills`).
-                    return Ok(false);
-                }
-                Some(a) => gone.push((e.clone(), format!("{:?}", a.status).to_uppercase())),
-                None => gone.push((e.clone(), "unknown to the exchange".into())),
+            let found = ex.algo_by_client_id(&e.client_id).await?;
+            match exit_order_state(found.map(|a| a.status)) {
+                ExitOrderState::Live => live.push(e.clone()),
+                ExitOrderState::Fired => return Ok(None),
+                ExitOrderState::Gone(was) => gone.push((e.clone(), was)),
             }
         }
-        let fits = |e: &ExitOrder, w: &orders::PlannedExit| {
-            e.kind == w.kind
-                && e.trigger_price == w.trigger
-                && e.reduce_only == reduce_only
-                && match w.kind {
-                    ExitKind::TakeProfit { .. } => e.qty == w.qty,
-                    // Re-placing a trailing stop restarts its tracking of the best price. Held
-                    // alone, a larger reduce-only quantity is capped by the exchange at what is
-                    // left after a ladder step, so it stays; a shared symbol needs the exact share.
-                    ExitKind::Trailing { .. } => {
-                        e.qty == w.qty || (!shared && reduce_only && e.qty.0 > w.qty.0)
-                    }
-                }
-        };
-        let mut keep: Vec<ExitOrder> = Vec::new();
-        let mut todo: Vec<orders::PlannedExit> = Vec::new();
-        for w in &want {
-            match live.iter().position(|e| fits(e, w)) {
-                Some(i) => keep.push(live.remove(i)),
-                None => todo.push(*w),
-            }
-        }
-        let stale = live;
-        if todo.is_empty() && stale.is_empty() && gone.is_empty() {
-            return Ok(false);
-        }
-        let same_slot = |a: ExitKind, b: ExitKind| match (a, b) {
-            (ExitKind::TakeProfit { stage: x }, ExitKind::TakeProfit { stage: y }) => x == y,
-            (ExitKind::Trailing { .. }, ExitKind::Trailing { .. }) => true,
-            _ => false,
-        };
-        let describe = |k: ExitKind| match k {
-            ExitKind::TakeProfit { stage } => format!("take-profit step {stage}"),
-            ExitKind::Trailing { callback_rate } => {
-                format!("trailing stop (callback {callback_rate} %)")
-            }
-        };
-        if !todo.is_empty() {
-            pos.exit_generation += 1;
-            for n in &notes {
-                report.lines.push(format!("{}: {n}", pos.key));
-            }
-        }
+        Ok(Some((live, gone)))
+    }
+
+    /// Place the planned exits in order with ids of the position's current exit generation;
+    /// returns the orders placed. A re-placed order that had gone (`gone`) is alerted, and one
+    /// that could not be placed is reported and alerted (the at-close rule stays in charge).
+    #[allow(clippy::too_many_arguments)]
+    async fn place_exits(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        todo: Vec<orders::PlannedExit>,
+        gone: &[(ExitOrder, String)],
+        reduce_only: bool,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Vec<ExitOrder> {
         let mut placed = Vec::new();
         for w in todo {
             let id = Self::exit_client_id(pos, w.kind, pos.exit_generation);
-            let order = AlgoOrder {
-                symbol: pos.key.symbol.clone(),
-                side: pos.side.exit_order_side(),
-                kind: match w.kind {
-                    ExitKind::TakeProfit { .. } => AlgoKind::TakeProfitMarket,
-                    ExitKind::Trailing { callback_rate } => {
-                        AlgoKind::TrailingStopMarket { callback_rate }
-                    }
-                },
-                trigger_price: Some(w.trigger),
-                qty: Some(w.qty),
-                close_position: false,
-                reduce_only,
-                working_type: WorkingType::MarkPrice,
-                client_algo_id: id.clone(),
-            };
+            let order = exit_algo_order(pos, &w, reduce_only, &id);
             match orders::submit_algo(ex, &order, self.timing.submit).await {
                 Ok(_) => {
                     report.orders_placed += 1;
@@ -173,18 +168,7 @@ impl Engine {
                             &pos.key.account,
                             Priority::High,
                             "exit_replaced",
-                            || {
-                                (
-                                    format!("reexit:{id}"),
-                                    format!(
-                                        "{}: {} was missing ({was}); re-placed at {} for {}",
-                                        pos.key,
-                                        describe(w.kind),
-                                        w.trigger,
-                                        w.qty
-                                    ),
-                                )
-                            },
+                            || notices::exit_replaced(pos, &id, w.kind, was, w.trigger, w.qty),
                             now,
                         )
                         .await;
@@ -194,49 +178,21 @@ impl Engine {
                     if e.refusal().is_some() {
                         report.orders_rejected += 1;
                     }
-                    let text = format!(
-                        "{}: {} at {} for {} could not be placed: {e}; the strategy's at-close rule stays in charge",
-                        pos.key,
-                        describe(w.kind),
-                        w.trigger,
-                        w.qty
-                    );
+                    let (event, text) =
+                        notices::exit_order_failed(pos, w.kind, w.trigger, w.qty, &e);
                     report.lines.push(text.clone());
                     self.notify(
                         &pos.key.account,
                         Priority::High,
                         "exit_failed",
-                        || {
-                            (
-                                format!(
-                                    "exitfail:{}:{}:{}",
-                                    pos.entry_client_id,
-                                    describe(w.kind),
-                                    w.trigger
-                                ),
-                                text,
-                            )
-                        },
+                        || (event, text),
                         now,
                     )
                     .await;
                 }
             }
         }
-        for e in &stale {
-            if let Err(err) =
-                orders::cancel_algo(ex, &pos.key.symbol, &e.client_id, self.timing.submit).await
-            {
-                tracing::warn!(client_algo_id = %e.client_id, error = %err, "stale exit order not cancelled");
-            }
-        }
-        keep.extend(placed);
-        keep.sort_by_key(|e| match e.kind {
-            ExitKind::TakeProfit { stage } => u16::from(stage),
-            ExitKind::Trailing { .. } => u16::MAX,
-        });
-        pos.exit_orders = keep;
-        Ok(true)
+        placed
     }
 
     /// The sync's check of a position's exchange-side exits: re-place what is missing (alerted
@@ -293,37 +249,16 @@ impl Engine {
         now: i64,
         report: &mut JobReport,
     ) -> Result<bool, EngineError> {
-        let mut fired: Vec<(ExitOrder, AlgoOrderInfo)> = Vec::new();
-        for e in v
-            .value
-            .exit_orders
-            .iter()
-            .filter(|e| !open_ids.contains(e.client_id.as_str()))
-        {
-            if let Some(a) = ex.algo_by_client_id(&e.client_id).await? {
-                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
-                    fired.push((e.clone(), a));
-                }
-            }
-        }
+        let fired = self.fired_exit_orders(ex, &v.value, open_ids).await?;
         if fired.is_empty() {
             return Ok(false);
         }
-        fired.sort_by_key(|(e, a)| {
-            (
-                a.update_time,
-                match e.kind {
-                    ExitKind::TakeProfit { stage } => u16::from(stage),
-                    ExitKind::Trailing { .. } => u16::MAX,
-                },
-            )
-        });
         let sym = v.value.key.symbol.clone();
         let trades = ex.user_trades(&sym, v.value.opened_at - 60_000).await?;
         let mut reduced = false;
         for (e, a) in fired {
             v.value.exit_orders.retain(|x| x.client_id != e.client_id);
-            let fills: Vec<_> = trades
+            let fills: Vec<&UserTrade> = trades
                 .iter()
                 .filter(|t| Some(t.order_id) == a.actual_order_id)
                 .collect();
@@ -341,70 +276,630 @@ impl Engine {
                     .await?;
                 return Ok(true);
             }
-            let pos = v.value.clone();
-            let exit_price = fills.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / executed;
-            let gross: Decimal = fills.iter().map(|t| t.realized_pnl.0).sum();
-            let exit_fee: Decimal = fills.iter().map(|t| t.commission.0).sum();
-            // The entry fee is shared pro rata between the part closed now and the rest.
-            let fee_share = pos.entry_fee.0 * executed / pos.qty.0;
-            let (id, reason, stage) = match e.kind {
-                ExitKind::TakeProfit { stage } => (
-                    format!("{}:tp{stage}", pos.entry_client_id),
-                    format!("partial_take_profit_{stage}"),
-                    stage,
-                ),
-                ExitKind::Trailing { .. } => (
-                    format!("{}:trail{}", pos.entry_client_id, a.algo_id),
-                    "partial_trailing_stop".to_string(),
-                    pos.partial_exits_done,
-                ),
-            };
-            let trade = TradeRecord {
-                id,
-                account: pos.key.account.clone(),
-                strategy: pos.key.strategy.clone(),
-                symbol: sym.clone(),
-                side: pos.side,
-                qty: Qty(executed),
-                entry_price: pos.entry_price,
-                exit_price: Price(exit_price),
-                entry_time: pos.opened_at,
-                exit_time: fills.iter().map(|t| t.time).max().unwrap_or(now),
-                pnl: Notional(gross - exit_fee - fee_share),
-                fees: Notional(exit_fee + fee_share),
-                // Funding is attributed once, to the close of what remains.
-                funding: Notional::ZERO,
-                reason: reason.clone(),
-            };
-            self.record_trade(&trade).await?;
-            v.value.qty = Qty(pos.qty.0 - executed);
-            v.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
-            v.value.partial_exits_done = pos.partial_exits_done.max(stage);
-            v.value.updated_at = now;
-            v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+            let partial = plan_partial_exit(&v.value, &e, &a, &fills, now);
+            self.record_partial_exit(v, &e, partial, now, report)
+                .await?;
             reduced = true;
-            let text = format!(
-                "PARTIAL EXIT {stage} on the exchange ({reason}): {} {executed} of {} {sym} @ {}; PnL {} after fees {}",
-                pos.side,
-                pos.qty,
-                exit_price.round_dp(8).normalize(),
-                trade.pnl.0.round_dp(2),
-                trade.fees.0.round_dp(2)
-            );
-            report.lines.push(format!("{}: {text}", pos.key));
-            self.notify(
-                &pos.key.account,
-                Priority::High,
-                "partial_exit",
-                || (format!("xpartial:{}", e.client_id), text),
-                now,
-            )
-            .await;
         }
         if reduced {
             let filters = ex.symbol_filters(&sym).await?;
             self.resize_protection(ex, v, &filters, now, report).await?;
         }
         Ok(false)
+    }
+
+    /// The position's exit orders that have fired (only orders no longer open are looked up),
+    /// in the order they filled: by update time, ladder steps before the trailing stop.
+    async fn fired_exit_orders(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        open_ids: &HashSet<&str>,
+    ) -> Result<Vec<(ExitOrder, AlgoOrderInfo)>, EngineError> {
+        let mut fired: Vec<(ExitOrder, AlgoOrderInfo)> = Vec::new();
+        for e in pos
+            .exit_orders
+            .iter()
+            .filter(|e| !open_ids.contains(e.client_id.as_str()))
+        {
+            if let Some(a) = ex.algo_by_client_id(&e.client_id).await? {
+                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
+                    fired.push((e.clone(), a));
+                }
+            }
+        }
+        fired.sort_by_key(|(e, a)| (a.update_time, exit_rank(e.kind)));
+        Ok(fired)
+    }
+
+    /// Write a partial close on the exchange (`e` filled part of the position): its trade, then
+    /// the position with the quantity, entry fee and steps done that are left; reported and
+    /// alerted.
+    async fn record_partial_exit(
+        &self,
+        v: &mut Versioned<Position>,
+        e: &ExitOrder,
+        partial: PartialExit,
+        now: i64,
+        report: &mut JobReport,
+    ) -> Result<(), EngineError> {
+        let pos = v.value.clone();
+        let PartialExit {
+            trade,
+            stage,
+            fee_share,
+        } = partial;
+        self.record_trade(&trade).await?;
+        v.value.qty = Qty(pos.qty.0 - trade.qty.0);
+        v.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+        v.value.partial_exits_done = pos.partial_exits_done.max(stage);
+        v.value.updated_at = now;
+        v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
+        let (event, text) = notices::exchange_partial_exit(&pos, &e.client_id, stage, &trade);
+        report.lines.push(format!("{}: {text}", pos.key));
+        self.notify(
+            &pos.key.account,
+            Priority::High,
+            "partial_exit",
+            || (event, text),
+            now,
+        )
+        .await;
+        Ok(())
+    }
+}
+
+/// Where an exit order sorts: ladder steps by stage, the trailing stop last.
+fn exit_rank(kind: ExitKind) -> u16 {
+    match kind {
+        ExitKind::TakeProfit { stage } => u16::from(stage),
+        ExitKind::Trailing { .. } => u16::MAX,
+    }
+}
+
+/// Whether two exit orders hold the same place in the plan (the same ladder step, or the
+/// trailing stop), whatever their price and quantity.
+fn same_slot(a: ExitKind, b: ExitKind) -> bool {
+    match (a, b) {
+        (ExitKind::TakeProfit { stage: x }, ExitKind::TakeProfit { stage: y }) => x == y,
+        (ExitKind::Trailing { .. }, ExitKind::Trailing { .. }) => true,
+        _ => false,
+    }
+}
+
+/// What the exchange says of a recorded exit order.
+#[derive(Debug, PartialEq)]
+enum ExitOrderState {
+    /// Still waiting for its trigger.
+    Live,
+    /// Triggering or done: its fill is the sync's to record.
+    Fired,
+    /// Cancelled, expired, rejected or unknown (the words for the alert).
+    Gone(String),
+}
+
+/// The state of an exit order from its status on the exchange (`None`: unknown to it).
+fn exit_order_state(status: Option<AlgoStatus>) -> ExitOrderState {
+    match status {
+        Some(s) if s.is_open() => ExitOrderState::Live,
+        Some(AlgoStatus::Triggering | AlgoStatus::Triggered | AlgoStatus::Finished) => {
+            ExitOrderState::Fired
+        }
+        Some(s) => ExitOrderState::Gone(format!("{s:?}").to_uppercase()),
+        None => ExitOrderState::Gone("unknown to the exchange".into()),
+    }
+}
+
+/// Whether a working exit order `e` serves the planned exit `w` as it is, given the symbol's
+/// sharing (`shared`) and the reduce-only flag its orders need.
+fn exit_fits(e: &ExitOrder, w: &orders::PlannedExit, shared: bool, reduce_only: bool) -> bool {
+    e.kind == w.kind
+        && e.trigger_price == w.trigger
+        && e.reduce_only == reduce_only
+        && match w.kind {
+            ExitKind::TakeProfit { .. } => e.qty == w.qty,
+            // Re-placing a trailing stop restarts its tracking of the best price. Held
+            // alone, a larger reduce-only quantity is capped by the exchange at what is
+            // left after a ladder step, so it stays; a shared symbol needs the exact share.
+            ExitKind::Trailing { .. } => {
+                e.qty == w.qty || (!shared && reduce_only && e.qty.0 > w.qty.0)
+            }
+        }
+}
+
+/// The working exit orders against the planned ones: those that fit stay (`keep`, in plan
+/// order), planned exits no order fits are to be placed (`todo`), and the orders left over no
+/// longer fit (`stale`: cancelled once the replacements are placed).
+#[derive(Debug, PartialEq)]
+struct ExitDiff {
+    keep: Vec<ExitOrder>,
+    todo: Vec<orders::PlannedExit>,
+    stale: Vec<ExitOrder>,
+}
+
+/// Match each planned exit, in order, with the first working order that fits it.
+fn diff_exits(
+    want: &[orders::PlannedExit],
+    mut live: Vec<ExitOrder>,
+    shared: bool,
+    reduce_only: bool,
+) -> ExitDiff {
+    let mut keep: Vec<ExitOrder> = Vec::new();
+    let mut todo: Vec<orders::PlannedExit> = Vec::new();
+    for w in want {
+        match live
+            .iter()
+            .position(|e| exit_fits(e, w, shared, reduce_only))
+        {
+            Some(i) => keep.push(live.remove(i)),
+            None => todo.push(*w),
+        }
+    }
+    ExitDiff {
+        keep,
+        todo,
+        stale: live,
+    }
+}
+
+/// The algo order that places the planned exit `w` of `pos` with the client id `id`.
+fn exit_algo_order(
+    pos: &Position,
+    w: &orders::PlannedExit,
+    reduce_only: bool,
+    id: &ClientId,
+) -> AlgoOrder {
+    AlgoOrder {
+        symbol: pos.key.symbol.clone(),
+        side: pos.side.exit_order_side(),
+        kind: match w.kind {
+            ExitKind::TakeProfit { .. } => AlgoKind::TakeProfitMarket,
+            ExitKind::Trailing { callback_rate } => AlgoKind::TrailingStopMarket { callback_rate },
+        },
+        trigger_price: Some(w.trigger),
+        qty: Some(w.qty),
+        close_position: false,
+        reduce_only,
+        working_type: WorkingType::MarkPrice,
+        client_algo_id: id.clone(),
+    }
+}
+
+/// A partial close on the exchange, worked out from its fills: the trade to record, the step it
+/// counts as, and the share of the entry fee that goes with it.
+#[derive(Debug, PartialEq)]
+struct PartialExit {
+    trade: TradeRecord,
+    stage: u8,
+    fee_share: Decimal,
+}
+
+/// The partial close that the fills of the exit order `e` (fired as `a`) made of `pos`, which
+/// they did not close: at least one fill, less than the position's quantity.
+fn plan_partial_exit(
+    pos: &Position,
+    e: &ExitOrder,
+    a: &AlgoOrderInfo,
+    fills: &[&UserTrade],
+    now: i64,
+) -> PartialExit {
+    let executed: Decimal = fills.iter().map(|t| t.qty.0).sum();
+    let exit_price = fills.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / executed;
+    let gross: Decimal = fills.iter().map(|t| t.realized_pnl.0).sum();
+    let exit_fee: Decimal = fills.iter().map(|t| t.commission.0).sum();
+    // The entry fee is shared pro rata between the part closed now and the rest.
+    let fee_share = pos.entry_fee.0 * executed / pos.qty.0;
+    let (id, reason, stage) = match e.kind {
+        ExitKind::TakeProfit { stage } => (
+            format!("{}:tp{stage}", pos.entry_client_id),
+            format!("partial_take_profit_{stage}"),
+            stage,
+        ),
+        ExitKind::Trailing { .. } => (
+            format!("{}:trail{}", pos.entry_client_id, a.algo_id),
+            "partial_trailing_stop".to_string(),
+            pos.partial_exits_done,
+        ),
+    };
+    let trade = TradeRecord {
+        id,
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty: Qty(executed),
+        entry_price: pos.entry_price,
+        exit_price: Price(exit_price),
+        entry_time: pos.opened_at,
+        exit_time: fills.iter().map(|t| t.time).max().unwrap_or(now),
+        pnl: Notional(gross - exit_fee - fee_share),
+        fees: Notional(exit_fee + fee_share),
+        // Funding is attributed once, to the close of what remains.
+        funding: Notional::ZERO,
+        reason,
+    };
+    PartialExit {
+        trade,
+        stage,
+        fee_share,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn tp(stage: u8) -> ExitKind {
+        ExitKind::TakeProfit { stage }
+    }
+
+    fn trail() -> ExitKind {
+        ExitKind::Trailing {
+            callback_rate: d("1.5"),
+        }
+    }
+
+    fn planned(kind: ExitKind, trigger: &str, qty: &str) -> orders::PlannedExit {
+        orders::PlannedExit {
+            kind,
+            trigger: Price(d(trigger)),
+            qty: Qty(d(qty)),
+        }
+    }
+
+    fn working(kind: ExitKind, trigger: &str, qty: &str, reduce_only: bool) -> ExitOrder {
+        ExitOrder {
+            kind,
+            client_id: format!("{kind:?}-{trigger}-{qty}"),
+            trigger_price: Price(d(trigger)),
+            qty: Qty(d(qty)),
+            reduce_only,
+        }
+    }
+
+    fn position(qty: &str, entry_fee: &str, done: u8) -> Position {
+        Position {
+            key: PositionKey {
+                account: AccountId::new("a"),
+                strategy: StrategyId::new("s"),
+                symbol: Symbol::new("BTCUSDT"),
+            },
+            side: Side::Long,
+            qty: Qty(d(qty)),
+            entry_price: Price(d("100")),
+            leverage: 1,
+            status: PositionStatus::Active,
+            is_manual: false,
+            entry_client_id: "E1".into(),
+            signal_open_time: 0,
+            opened_at: 1_000,
+            stop_loss: None,
+            take_profit: None,
+            stop_client_id: None,
+            stop_generation: 0,
+            partial_exits_done: done,
+            pyramids_done: 0,
+            best_price: None,
+            entry_fee: Notional(d(entry_fee)),
+            updated_at: 0,
+            exit_orders: Vec::new(),
+            exit_generation: 0,
+        }
+    }
+
+    fn fill(qty: &str, price: &str, pnl: &str, fee: &str, time: i64) -> UserTrade {
+        UserTrade {
+            symbol: Symbol::new("BTCUSDT"),
+            id: time,
+            order_id: 7,
+            side: Side::Long.exit_order_side(),
+            price: Price(d(price)),
+            qty: Qty(d(qty)),
+            realized_pnl: Notional(d(pnl)),
+            commission: Notional(d(fee)),
+            commission_asset: "USDT".into(),
+            time,
+        }
+    }
+
+    fn fired(algo_id: i64) -> AlgoOrderInfo {
+        AlgoOrderInfo {
+            algo_id,
+            client_algo_id: "x".into(),
+            symbol: Symbol::new("BTCUSDT"),
+            side: Side::Long.exit_order_side(),
+            kind: AlgoKind::TakeProfitMarket,
+            status: AlgoStatus::Finished,
+            trigger_price: None,
+            qty: None,
+            close_position: false,
+            reduce_only: true,
+            actual_order_id: Some(7),
+            actual_price: None,
+            update_time: 0,
+        }
+    }
+
+    #[test]
+    fn exit_order_state_by_status() {
+        let gone = |s: &str| ExitOrderState::Gone(s.into());
+        let table = [
+            (None, gone("unknown to the exchange")),
+            (Some(AlgoStatus::New), ExitOrderState::Live),
+            (Some(AlgoStatus::Triggering), ExitOrderState::Fired),
+            (Some(AlgoStatus::Triggered), ExitOrderState::Fired),
+            (Some(AlgoStatus::Finished), ExitOrderState::Fired),
+            (Some(AlgoStatus::Canceled), gone("CANCELED")),
+            (Some(AlgoStatus::Expired), gone("EXPIRED")),
+            (Some(AlgoStatus::Rejected), gone("REJECTED")),
+        ];
+        for (status, want) in table {
+            assert_eq!(exit_order_state(status), want, "{status:?}");
+        }
+    }
+
+    #[test]
+    fn ranks_and_slots() {
+        assert!(exit_rank(tp(1)) < exit_rank(tp(2)));
+        assert_eq!(exit_rank(trail()), u16::MAX);
+        let other_trail = ExitKind::Trailing {
+            callback_rate: d("3"),
+        };
+        let table = [
+            (tp(1), tp(1), true),
+            (tp(1), tp(2), false),
+            (tp(1), trail(), false),
+            (trail(), tp(1), false),
+            (trail(), other_trail, true),
+        ];
+        for (a, b, want) in table {
+            assert_eq!(same_slot(a, b), want, "{a:?} {b:?}");
+        }
+    }
+
+    #[test]
+    fn exit_fits_take_profit_exactly() {
+        // (order, plan, shared, reduce_only, fits)
+        let table = [
+            (
+                working(tp(1), "110", "2", true),
+                planned(tp(1), "110", "2"),
+                false,
+                true,
+                true,
+            ),
+            (
+                working(tp(1), "110", "3", true),
+                planned(tp(1), "110", "2"),
+                false,
+                true,
+                false,
+            ),
+            (
+                working(tp(1), "111", "2", true),
+                planned(tp(1), "110", "2"),
+                false,
+                true,
+                false,
+            ),
+            (
+                working(tp(1), "110", "2", false),
+                planned(tp(1), "110", "2"),
+                false,
+                true,
+                false,
+            ),
+            (
+                working(tp(2), "110", "2", true),
+                planned(tp(1), "110", "2"),
+                false,
+                true,
+                false,
+            ),
+        ];
+        for (i, (e, w, shared, reduce_only, want)) in table.into_iter().enumerate() {
+            assert_eq!(exit_fits(&e, &w, shared, reduce_only), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn exit_fits_trailing_stop_table() {
+        // (order, plan, shared, reduce_only, fits)
+        let table = [
+            // Held alone, a larger reduce-only trailing stop stays; shared it must be exact.
+            (
+                working(trail(), "120", "3", true),
+                planned(trail(), "120", "2"),
+                false,
+                true,
+                true,
+            ),
+            (
+                working(trail(), "120", "3", true),
+                planned(trail(), "120", "2"),
+                true,
+                true,
+                false,
+            ),
+            (
+                working(trail(), "120", "3", false),
+                planned(trail(), "120", "2"),
+                true,
+                false,
+                false,
+            ),
+            (
+                working(trail(), "120", "1", true),
+                planned(trail(), "120", "2"),
+                false,
+                true,
+                false,
+            ),
+            (
+                working(trail(), "120", "2", false),
+                planned(trail(), "120", "2"),
+                true,
+                false,
+                true,
+            ),
+        ];
+        for (i, (e, w, shared, reduce_only, want)) in table.into_iter().enumerate() {
+            assert_eq!(exit_fits(&e, &w, shared, reduce_only), want, "row {i}");
+        }
+    }
+
+    #[test]
+    fn diff_exits_keeps_places_and_cancels() {
+        let a = working(tp(1), "110", "1", true);
+        let b = working(tp(2), "120", "1", true);
+        let c = working(trail(), "130", "2", true);
+        let want = [
+            planned(tp(1), "110", "1"),
+            planned(tp(2), "125", "1"),
+            planned(trail(), "130", "1"),
+        ];
+        // (working orders, shared, kept, to place, stale)
+        let table = [
+            (vec![], false, vec![], want.to_vec(), vec![]),
+            (
+                vec![c.clone(), b.clone(), a.clone()],
+                false,
+                vec![a.clone(), c.clone()],
+                vec![want[1]],
+                vec![b.clone()],
+            ),
+            (
+                vec![a.clone(), b.clone(), c.clone()],
+                true,
+                vec![a.clone()],
+                vec![want[1], want[2]],
+                vec![b.clone(), c.clone()],
+            ),
+        ];
+        for (i, (live, shared, keep, todo, stale)) in table.into_iter().enumerate() {
+            assert_eq!(
+                diff_exits(&want, live, shared, true),
+                ExitDiff { keep, todo, stale },
+                "row {i}"
+            );
+        }
+        assert_eq!(
+            diff_exits(&[], vec![a.clone()], false, true),
+            ExitDiff {
+                keep: vec![],
+                todo: vec![],
+                stale: vec![a],
+            }
+        );
+    }
+
+    #[test]
+    fn exit_algo_order_kinds() {
+        let pos = position("2", "0", 0);
+        let id = ClientId("cid".into());
+        let o = exit_algo_order(&pos, &planned(tp(1), "110", "1"), true, &id);
+        assert_eq!(o.kind, AlgoKind::TakeProfitMarket);
+        assert_eq!(
+            (o.trigger_price, o.qty),
+            (Some(Price(d("110"))), Some(Qty(d("1"))))
+        );
+        assert!(o.reduce_only && !o.close_position);
+        assert_eq!(o.side, Side::Long.exit_order_side());
+        let o = exit_algo_order(&pos, &planned(trail(), "120", "2"), false, &id);
+        assert_eq!(
+            o.kind,
+            AlgoKind::TrailingStopMarket {
+                callback_rate: d("1.5")
+            }
+        );
+        assert!(!o.reduce_only && !o.close_position);
+        assert_eq!(o.client_algo_id, id);
+    }
+
+    #[test]
+    fn partial_exit_plans() {
+        let pos = position("4", "2", 1);
+        let fills = [
+            fill("1", "110", "10", "0.1", 5_000),
+            fill("1", "112", "12", "0.2", 6_000),
+        ];
+        let fills: Vec<&UserTrade> = fills.iter().collect();
+        // (order kind, trade id, reason, stage)
+        let table = [
+            (tp(2), "E1:tp2", "partial_take_profit_2", 2),
+            (trail(), "E1:trail42", "partial_trailing_stop", 1),
+        ];
+        for (kind, id, reason, stage) in table {
+            let e = working(kind, "110", "2", true);
+            let p = plan_partial_exit(&pos, &e, &fired(42), &fills, 9_000);
+            assert_eq!(p.stage, stage);
+            // Half the position: half the entry fee goes with it.
+            assert_eq!(p.fee_share, d("1"));
+            let t = &p.trade;
+            assert_eq!((t.id.as_str(), t.reason.as_str()), (id, reason));
+            assert_eq!(t.qty, Qty(d("2")));
+            assert_eq!(t.exit_price, Price(d("111")));
+            assert_eq!(t.pnl, Notional(d("20.7")));
+            assert_eq!(t.fees, Notional(d("1.3")));
+            assert_eq!(t.funding, Notional::ZERO);
+            assert_eq!((t.entry_time, t.exit_time), (1_000, 6_000));
+            assert_eq!(t.symbol, pos.key.symbol);
+        }
+    }
+
+    /// The notices made in notices.rs read exactly as the texts these jobs made themselves.
+    #[test]
+    fn exit_notices_unchanged() {
+        let pos = position("4", "2", 1);
+        let id = ClientId("cid".into());
+        for (kind, describe) in [
+            (tp(2), "take-profit step 2".to_string()),
+            (trail(), "trailing stop (callback 1.5 %)".to_string()),
+        ] {
+            let (t, q) = (Price(d("110.5")), Qty(d("0.25")));
+            assert_eq!(notices::describe_exit(kind), describe);
+            assert_eq!(
+                notices::exit_replaced(&pos, &id, kind, "CANCELED", t, q),
+                (
+                    "reexit:cid".to_string(),
+                    format!(
+                        "{}: {describe} was missing (CANCELED); re-placed at {t} for {q}",
+                        pos.key
+                    )
+                )
+            );
+            let e = ExchangeError::Fatal("bad".into());
+            assert_eq!(
+                notices::exit_order_failed(&pos, kind, t, q, &e),
+                (
+                    format!("exitfail:E1:{describe}:{t}"),
+                    format!(
+                        "{}: {describe} at {t} for {q} could not be placed: {e}; the strategy's at-close rule stays in charge",
+                        pos.key
+                    )
+                )
+            );
+        }
+        let fills = [fill("1", "110.123456789", "10", "0.1", 5_000)];
+        let fills: Vec<&UserTrade> = fills.iter().collect();
+        let e = working(tp(2), "110", "1", true);
+        let p = plan_partial_exit(&pos, &e, &fired(42), &fills, 9_000);
+        assert_eq!(
+            notices::exchange_partial_exit(&pos, &e.client_id, p.stage, &p.trade),
+            (
+                format!("xpartial:{}", e.client_id),
+                format!(
+                    "PARTIAL EXIT 2 on the exchange (partial_take_profit_2): {} 1 of {} BTCUSDT @ 110.12345679; PnL {} after fees {}",
+                    pos.side,
+                    pos.qty,
+                    p.trade.pnl.0.round_dp(2),
+                    p.trade.fees.0.round_dp(2)
+                )
+            )
+        );
     }
 }

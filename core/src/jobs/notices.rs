@@ -289,3 +289,148 @@ pub(super) fn entry_dropped(p: &Position, what: &str) -> (String, String) {
         format!("{}: entry {} {what}", p.key, p.entry_client_id),
     )
 }
+
+// --- exchange-side exits, protection and stops ---
+
+/// How an exchange-side exit order is named in texts and in the ids of its failures.
+pub(super) fn describe_exit(kind: crate::domain::ExitKind) -> String {
+    match kind {
+        crate::domain::ExitKind::TakeProfit { stage } => format!("take-profit step {stage}"),
+        crate::domain::ExitKind::Trailing { callback_rate } => {
+            format!("trailing stop (callback {callback_rate} %)")
+        }
+    }
+}
+
+/// An exchange-side exit order that had gone (`was`: what the exchange said of it) and was
+/// re-placed as `id` at `trigger` for `qty`.
+pub(super) fn exit_replaced(
+    p: &Position,
+    id: &ClientId,
+    kind: crate::domain::ExitKind,
+    was: &str,
+    trigger: Price,
+    qty: Qty,
+) -> (String, String) {
+    (
+        format!("reexit:{id}"),
+        format!(
+            "{}: {} was missing ({was}); re-placed at {trigger} for {qty}",
+            p.key,
+            describe_exit(kind)
+        ),
+    )
+}
+
+/// An exchange-side exit order that could not be placed; the text is also the job's report line.
+pub(super) fn exit_order_failed(
+    p: &Position,
+    kind: crate::domain::ExitKind,
+    trigger: Price,
+    qty: Qty,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!(
+            "exitfail:{}:{}:{trigger}",
+            p.entry_client_id,
+            describe_exit(kind)
+        ),
+        format!(
+            "{}: {} at {trigger} for {qty} could not be placed: {e}; the strategy's at-close rule stays in charge",
+            p.key,
+            describe_exit(kind)
+        ),
+    )
+}
+
+/// A take-profit step or trailing stop (`client_id`) that filled part of the position `p` held
+/// before it on the exchange: `t` is the trade it made, `stage` the step it counts as.
+pub(super) fn exchange_partial_exit(
+    p: &Position,
+    client_id: &str,
+    stage: u8,
+    t: &TradeRecord,
+) -> (String, String) {
+    (
+        format!("xpartial:{client_id}"),
+        format!(
+            "PARTIAL EXIT {stage} on the exchange ({}): {} {} of {} {} @ {}; PnL {} after fees {}",
+            t.reason,
+            p.side,
+            t.qty.0,
+            p.qty,
+            p.key.symbol,
+            t.exit_price.0.round_dp(8).normalize(),
+            t.pnl.0.round_dp(2),
+            t.fees.0.round_dp(2)
+        ),
+    )
+}
+
+/// A protective stop (`id`) at `trigger` that could not be placed: the position is unprotected.
+pub(super) fn stop_failed(
+    p: &Position,
+    id: &ClientId,
+    trigger: Price,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("stopfail:{id}"),
+        format!(
+            "{}: protective stop {trigger} could not be placed: {e}",
+            p.key
+        ),
+    )
+}
+
+/// A take-profit order (`id`) at `tp` that could not be placed.
+pub(super) fn tp_failed(
+    p: &Position,
+    id: &ClientId,
+    tp: Price,
+    e: &ExchangeError,
+) -> (String, String) {
+    (
+        format!("tpfail:{id}"),
+        format!("{}: take-profit {tp} could not be placed: {e}", p.key),
+    )
+}
+
+/// A protective stop that had gone (`was`: what the exchange said of it) re-placed; `p` is the
+/// position with its new stop generation.
+pub(super) fn stop_replaced(p: &Position, was: &str) -> (String, String) {
+    (
+        format!("restop:{}:{}", p.entry_client_id, p.stop_generation),
+        format!(
+            "{}: protective stop was missing ({was}); re-placed at {}",
+            p.key,
+            p.stop_loss.map(|s| s.to_string()).unwrap_or_default()
+        ),
+    )
+}
+
+/// A stop re-placed in the shape the symbol's sharing asks for: a quantity stop of `qty`
+/// (reduce-only or not) when `shared`, closePosition otherwise.
+pub(super) fn stop_resized(
+    p: &Position,
+    shared: bool,
+    reduce_only: bool,
+    qty: Qty,
+) -> (String, String) {
+    (
+        format!("reshape:{}:{}", p.entry_client_id, p.stop_generation),
+        format!(
+            "{}: stop re-placed as {} for the symbol's sharing",
+            p.key,
+            if shared {
+                format!(
+                    "{}quantity {qty}",
+                    if reduce_only { "reduce-only " } else { "" }
+                )
+            } else {
+                "closePosition".to_string()
+            }
+        ),
+    )
+}

@@ -150,14 +150,9 @@ impl Engine {
             let Some(a) = found.filter(|a| a.status.is_open()) else {
                 continue;
             };
-            let sharing: Vec<_> = on_sym
-                .iter()
-                .filter(|o| o.value.key != v.value.key)
-                .collect();
-            let shared = !sharing.is_empty();
-            let reduce_only = shared && sharing.iter().all(|o| o.value.side == v.value.side);
+            let shape = sharing_shape(&v.value, &on_sym);
             // A closePosition stop alone on its symbol fits as it is: no trading rules needed.
-            if !shared && a.close_position {
+            if !shape.shared && a.close_position {
                 continue;
             }
             if filters.is_none() {
@@ -165,11 +160,7 @@ impl Engine {
             }
             let f = filters.as_ref().expect("filters just read");
             let want_qty = orders::close_qty(f, v.value.qty);
-            if shared
-                && !a.close_position
-                && a.reduce_only == reduce_only
-                && a.qty == Some(want_qty)
-            {
+            if quantity_stop_fits(&a, shape, want_qty) {
                 continue;
             }
             let mut p = (*v).clone();
@@ -187,26 +178,7 @@ impl Engine {
                 account,
                 Priority::Medium,
                 "stop_resized",
-                || {
-                    (
-                        format!(
-                            "reshape:{}:{}",
-                            p.value.entry_client_id, p.value.stop_generation
-                        ),
-                        format!(
-                            "{}: stop re-placed as {} for the symbol's sharing",
-                            p.value.key,
-                            if shared {
-                                format!(
-                                    "{}quantity {want_qty}",
-                                    if reduce_only { "reduce-only " } else { "" }
-                                )
-                            } else {
-                                "closePosition".to_string()
-                            }
-                        ),
-                    )
-                },
+                || notices::stop_resized(&p.value, shape.shared, shape.reduce_only, want_qty),
                 now,
             )
             .await;
@@ -232,5 +204,176 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The stop a share of a symbol needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct SharingShape {
+    /// Another open position (any strategy, or MANUAL) holds the symbol too.
+    shared: bool,
+    /// Shared, and every other share is on this one's side.
+    reduce_only: bool,
+}
+
+/// The shape of `pos`'s stop among `on_sym`, the open positions on its symbol (itself included).
+fn sharing_shape(pos: &Position, on_sym: &[&Versioned<Position>]) -> SharingShape {
+    let sharing: Vec<_> = on_sym.iter().filter(|o| o.value.key != pos.key).collect();
+    let shared = !sharing.is_empty();
+    let reduce_only = shared && sharing.iter().all(|o| o.value.side == pos.side);
+    SharingShape {
+        shared,
+        reduce_only,
+    }
+}
+
+/// Whether the open stop `a` of a shared symbol is already the quantity stop `shape` needs for
+/// `want_qty`.
+fn quantity_stop_fits(a: &AlgoOrderInfo, shape: SharingShape, want_qty: Qty) -> bool {
+    shape.shared
+        && !a.close_position
+        && a.reduce_only == shape.reduce_only
+        && a.qty == Some(want_qty)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        s.parse().unwrap()
+    }
+
+    fn position(strategy: &str, side: Side) -> Versioned<Position> {
+        Versioned {
+            value: Position {
+                key: PositionKey {
+                    account: AccountId::new("a"),
+                    strategy: StrategyId::new(strategy),
+                    symbol: Symbol::new("BTCUSDT"),
+                },
+                side,
+                qty: Qty(d("2")),
+                entry_price: Price(d("100")),
+                leverage: 1,
+                status: PositionStatus::Active,
+                is_manual: false,
+                entry_client_id: "E1".into(),
+                signal_open_time: 0,
+                opened_at: 0,
+                stop_loss: Some(Price(d("95"))),
+                take_profit: None,
+                stop_client_id: Some("S1".into()),
+                stop_generation: 4,
+                partial_exits_done: 0,
+                pyramids_done: 0,
+                best_price: None,
+                entry_fee: Notional::ZERO,
+                updated_at: 0,
+                exit_orders: Vec::new(),
+                exit_generation: 0,
+            },
+            version: 1,
+        }
+    }
+
+    fn stop(close_position: bool, reduce_only: bool, qty: Option<&str>) -> AlgoOrderInfo {
+        AlgoOrderInfo {
+            algo_id: 1,
+            client_algo_id: "S1".into(),
+            symbol: Symbol::new("BTCUSDT"),
+            side: Side::Long.exit_order_side(),
+            kind: AlgoKind::StopMarket,
+            status: AlgoStatus::New,
+            trigger_price: Some(Price(d("95"))),
+            qty: qty.map(|q| Qty(d(q))),
+            close_position,
+            reduce_only,
+            actual_order_id: None,
+            actual_price: None,
+            update_time: 0,
+        }
+    }
+
+    #[test]
+    fn sharing_shape_of_a_symbol() {
+        let me = position("s", Side::Long);
+        let long = position("t", Side::Long);
+        let short = position("u", Side::Short);
+        // (open positions on the symbol, shared, reduce_only)
+        let table = [
+            (vec![&me], false, false),
+            (vec![&me, &long], true, true),
+            (vec![&long, &me], true, true),
+            (vec![&me, &short], true, false),
+            (vec![&me, &long, &short], true, false),
+        ];
+        for (i, (on_sym, shared, reduce_only)) in table.into_iter().enumerate() {
+            let got = sharing_shape(&me.value, &on_sym);
+            assert_eq!(
+                got,
+                SharingShape {
+                    shared,
+                    reduce_only
+                },
+                "row {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn quantity_stop_fits_only_its_exact_shape() {
+        let shape = |shared, reduce_only| SharingShape {
+            shared,
+            reduce_only,
+        };
+        let two = Qty(d("2"));
+        // (stop on the exchange, shape wanted, fits)
+        let table = [
+            (stop(false, true, Some("2")), shape(true, true), true),
+            (stop(false, false, Some("2")), shape(true, false), true),
+            (stop(false, false, Some("2")), shape(true, true), false),
+            (stop(false, true, Some("2")), shape(true, false), false),
+            (stop(false, true, Some("3")), shape(true, true), false),
+            (stop(false, true, None), shape(true, true), false),
+            (stop(true, true, None), shape(true, true), false),
+            // Alone on the symbol a quantity stop is replaced by closePosition.
+            (stop(false, false, Some("2")), shape(false, false), false),
+        ];
+        for (i, (a, want_shape, fits)) in table.into_iter().enumerate() {
+            assert_eq!(quantity_stop_fits(&a, want_shape, two), fits, "row {i}");
+        }
+    }
+
+    /// The notice made in notices.rs reads exactly as the text reshape_stops made itself.
+    #[test]
+    fn stop_resized_notice_unchanged() {
+        let p = position("s", Side::Long).value;
+        let q = Qty(d("1.5"));
+        let text = |what: &str| {
+            (
+                "reshape:E1:4".to_string(),
+                format!(
+                    "{}: stop re-placed as {what} for the symbol's sharing",
+                    p.key
+                ),
+            )
+        };
+        assert_eq!(
+            notices::stop_resized(&p, true, true, q),
+            text("reduce-only quantity 1.5")
+        );
+        assert_eq!(
+            notices::stop_resized(&p, true, false, q),
+            text("quantity 1.5")
+        );
+        assert_eq!(
+            notices::stop_resized(&p, false, true, q),
+            text("closePosition")
+        );
+        assert_eq!(
+            notices::stop_resized(&p, false, false, q),
+            text("closePosition")
+        );
     }
 }
