@@ -289,3 +289,16 @@ pub(super) fn entry_dropped(p: &Position, what: &str) -> (String, String) {
         format!("{}: entry {} {what}", p.key, p.entry_client_id),
     )
 }
+
+// --- records, adoption, exits and pyramid ---
+
+/// An exchange position no record covered carries our entry id `id`: adopted as `p`.
+pub(super) fn adopted_found(id: &ClientId, p: &Position) -> (String, String) {
+    (
+        format!("adopt:{id}"),
+        format!(
+            "{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)",
+            p.key, p.side, p.qty, p.entry_price
+        ),
+    )
+}
