@@ -302,3 +302,11 @@ pub(super) fn adopted_found(id: &ClientId, p: &Position) -> (String, String) {
         ),
     )
 }
+
+/// A pyramid step of the position `p` blocked by the risk rules (`why`).
+pub(super) fn pyramid_blocked(p: &Position, stage: u8, why: &str) -> (String, String) {
+    (
+        format!("blocked:{}:{stage}", p.entry_client_id),
+        format!("{}: {why}", p.key),
+    )
+}
