@@ -63,6 +63,33 @@ pub(super) fn after_partial(
     p
 }
 
+/// The trade of a whole close at market that filled `filled` of `pos` with the figures
+/// `(exit price, gross PnL, exit fee)`: the entry fee and the funding share count in its PnL.
+pub(super) fn exit_trade(
+    pos: &Position,
+    filled: Qty,
+    (exit_price, gross, exit_fee): (Price, Decimal, Decimal),
+    funding: Decimal,
+    now: i64,
+) -> TradeRecord {
+    TradeRecord {
+        id: format!("{}:close", pos.entry_client_id),
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty: filled,
+        entry_price: pos.entry_price,
+        exit_price,
+        entry_time: pos.opened_at,
+        exit_time: now,
+        pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
+        fees: Notional(exit_fee + pos.entry_fee.0),
+        funding: Notional(funding),
+        reason: "signal".into(),
+    }
+}
+
 impl Engine {
     /// Close a position with a reduce-only market order, cancel its protective orders and record
     /// the trade with the realised figures the exchange reports.
@@ -129,28 +156,13 @@ impl Engine {
         };
         report.orders_placed += 1;
         self.cancel_protection(ex, pos).await;
-        let (exit_price, gross, exit_fee) = self.closing_figures(ex, pos, &fill).await;
+        let figures = self.closing_figures(ex, pos, &fill).await;
         // The order is done: missing income history must not fail the exit (logged, funding 0).
         let (funding, _) = self.position_income(ex, pos, now).await.unwrap_or_else(|e| {
             tracing::warn!(position = %pos.key, error = %e, "funding unknown (income history failed)");
             (Decimal::ZERO, Decimal::ZERO)
         });
-        let trade = TradeRecord {
-            id: format!("{}:close", pos.entry_client_id),
-            account: pos.key.account.clone(),
-            strategy: pos.key.strategy.clone(),
-            symbol: pos.key.symbol.clone(),
-            side: pos.side,
-            qty: fill.executed_qty,
-            entry_price: pos.entry_price,
-            exit_price,
-            entry_time: pos.opened_at,
-            exit_time: now,
-            pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
-            fees: Notional(exit_fee + pos.entry_fee.0),
-            funding: Notional(funding),
-            reason: "signal".into(),
-        };
+        let trade = exit_trade(pos, fill.executed_qty, figures, funding, now);
         self.record_trade(&trade).await?;
         self.repo.delete_position(&pos.key, p.version).await?;
         self.notify(
@@ -381,6 +393,32 @@ mod tests {
             assert_eq!(rest.qty, Qty(dec!(4) - filled));
             assert_eq!(rest.entry_fee, Notional(dec!(2) - want_share));
             assert_eq!((rest.partial_exits_done, rest.updated_at), (2, 9));
+        }
+    }
+
+    #[test]
+    fn a_whole_close_counts_the_entry_fee_and_funding() {
+        // (gross, exit fee, funding, want pnl, want fees)
+        let cases = [
+            (dec!(40), dec!(0.4), dec!(0), dec!(37.6), dec!(2.4)),
+            (dec!(-8), dec!(0.4), dec!(-0.1), dec!(-10.5), dec!(2.4)),
+        ];
+        for (gross, fee, funding, want_pnl, want_fees) in cases {
+            let t = exit_trade(
+                &pos(),
+                Qty(dec!(4)),
+                (Price(dec!(110)), gross, fee),
+                funding,
+                9,
+            );
+            assert_eq!(
+                (t.pnl, t.fees, t.funding),
+                (Notional(want_pnl), Notional(want_fees), Notional(funding))
+            );
+            assert_eq!(
+                (t.id.as_str(), t.reason.as_str(), t.exit_time),
+                ("e:close", "signal", 9)
+            );
         }
     }
 
