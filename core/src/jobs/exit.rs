@@ -3,6 +3,93 @@
 
 use super::*;
 
+/// The client id of take-profit step `stage` of `pos` (deterministic: a retried step finds it).
+pub(super) fn partial_exit_id(pos: &Position, stage: u8) -> ClientId {
+    ClientId::derive(
+        &pos.key.account,
+        &pos.key.strategy,
+        &pos.key.symbol,
+        pos.signal_open_time,
+        Intent::PartialExit,
+        stage as u32,
+    )
+}
+
+/// The trade of take-profit step `stage`, which closed `filled` of `pos` with the figures
+/// `(exit price, gross PnL, exit fee)`, and the part of the entry fee it carries: the entry fee
+/// is shared pro rata between the part closed now and the rest.
+pub(super) fn partial_trade(
+    pos: &Position,
+    filled: Qty,
+    (exit_price, gross, exit_fee): (Price, Decimal, Decimal),
+    stage: u8,
+    now: i64,
+) -> (TradeRecord, Decimal) {
+    let fee_share = pos.entry_fee.0 * filled.0 / pos.qty.0;
+    let trade = TradeRecord {
+        id: format!("{}:tp{stage}", pos.entry_client_id),
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty: filled,
+        entry_price: pos.entry_price,
+        exit_price,
+        entry_time: pos.opened_at,
+        exit_time: now,
+        pnl: Notional(gross - exit_fee - fee_share),
+        fees: Notional(exit_fee + fee_share),
+        // Funding is attributed once, to the close of what remains.
+        funding: Notional::ZERO,
+        reason: format!("partial_take_profit_{stage}"),
+    };
+    (trade, fee_share)
+}
+
+/// `pos` after take-profit step `stage` closed `filled` of it: the rest, with the rest of the
+/// entry fee (`fee_share` went to the step's trade).
+pub(super) fn after_partial(
+    pos: &Position,
+    filled: Qty,
+    fee_share: Decimal,
+    stage: u8,
+    now: i64,
+) -> Position {
+    let mut p = pos.clone();
+    p.qty = Qty(pos.qty.0 - filled.0);
+    p.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+    p.partial_exits_done = stage;
+    p.updated_at = now;
+    p
+}
+
+/// The trade of a whole close at market that filled `filled` of `pos` with the figures
+/// `(exit price, gross PnL, exit fee)`: the entry fee and the funding share count in its PnL.
+pub(super) fn exit_trade(
+    pos: &Position,
+    filled: Qty,
+    (exit_price, gross, exit_fee): (Price, Decimal, Decimal),
+    funding: Decimal,
+    now: i64,
+) -> TradeRecord {
+    TradeRecord {
+        id: format!("{}:close", pos.entry_client_id),
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty: filled,
+        entry_price: pos.entry_price,
+        exit_price,
+        entry_time: pos.opened_at,
+        exit_time: now,
+        pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
+        fees: Notional(exit_fee + pos.entry_fee.0),
+        funding: Notional(funding),
+        reason: "signal".into(),
+    }
+}
+
 impl Engine {
     /// Close a position with a reduce-only market order, cancel its protective orders and record
     /// the trade with the realised figures the exchange reports.
@@ -69,28 +156,13 @@ impl Engine {
         };
         report.orders_placed += 1;
         self.cancel_protection(ex, pos).await;
-        let (exit_price, gross, exit_fee) = self.closing_figures(ex, pos, &fill).await;
+        let figures = self.closing_figures(ex, pos, &fill).await;
         // The order is done: missing income history must not fail the exit (logged, funding 0).
         let (funding, _) = self.position_income(ex, pos, now).await.unwrap_or_else(|e| {
             tracing::warn!(position = %pos.key, error = %e, "funding unknown (income history failed)");
             (Decimal::ZERO, Decimal::ZERO)
         });
-        let trade = TradeRecord {
-            id: format!("{}:close", pos.entry_client_id),
-            account: pos.key.account.clone(),
-            strategy: pos.key.strategy.clone(),
-            symbol: pos.key.symbol.clone(),
-            side: pos.side,
-            qty: fill.executed_qty,
-            entry_price: pos.entry_price,
-            exit_price,
-            entry_time: pos.opened_at,
-            exit_time: now,
-            pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
-            fees: Notional(exit_fee + pos.entry_fee.0),
-            funding: Notional(funding),
-            reason: "signal".into(),
-        };
+        let trade = exit_trade(pos, fill.executed_qty, figures, funding, now);
         self.record_trade(&trade).await?;
         self.repo.delete_position(&pos.key, p.version).await?;
         self.notify(
@@ -171,14 +243,7 @@ impl Engine {
             return Ok(line);
         }
         let pos = p.value.clone();
-        let id = ClientId::derive(
-            &pos.key.account,
-            &pos.key.strategy,
-            &pos.key.symbol,
-            pos.signal_open_time,
-            Intent::PartialExit,
-            stage as u32,
-        );
+        let id = partial_exit_id(&pos, stage);
         let order = MarketOrder {
             symbol: pos.key.symbol.clone(),
             side: pos.side.exit_order_side(),
@@ -189,31 +254,10 @@ impl Engine {
         let policy = self.before_send(report).await?;
         let fill = orders::submit_market(ex, &order, policy).await?;
         report.orders_placed += 1;
-        let (exit_price, gross, exit_fee) = self.closing_figures(ex, &pos, &fill).await;
-        // The entry fee is shared pro rata between the part closed now and the rest.
-        let fee_share = pos.entry_fee.0 * fill.executed_qty.0 / pos.qty.0;
-        let trade = TradeRecord {
-            id: format!("{}:tp{stage}", pos.entry_client_id),
-            account: pos.key.account.clone(),
-            strategy: pos.key.strategy.clone(),
-            symbol: pos.key.symbol.clone(),
-            side: pos.side,
-            qty: fill.executed_qty,
-            entry_price: pos.entry_price,
-            exit_price,
-            entry_time: pos.opened_at,
-            exit_time: now,
-            pnl: Notional(gross - exit_fee - fee_share),
-            fees: Notional(exit_fee + fee_share),
-            // Funding is attributed once, to the close of what remains.
-            funding: Notional::ZERO,
-            reason: format!("partial_take_profit_{stage}"),
-        };
+        let figures = self.closing_figures(ex, &pos, &fill).await;
+        let (trade, fee_share) = partial_trade(&pos, fill.executed_qty, figures, stage, now);
         self.record_trade(&trade).await?;
-        p.value.qty = Qty(pos.qty.0 - fill.executed_qty.0);
-        p.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
-        p.value.partial_exits_done = stage;
-        p.value.updated_at = now;
+        p.value = after_partial(&pos, fill.executed_qty, fee_share, stage, now);
         p.version = self.repo.save_position(&p.value, Some(p.version)).await?;
         self.resize_protection(ex, &mut p, &filters, now, report)
             .await?;
@@ -226,8 +270,8 @@ impl Engine {
         )
         .await;
         Ok(format!(
-            "take-profit step {stage}: closed {} @ {exit_price}",
-            fill.executed_qty
+            "take-profit step {stage}: closed {} @ {}",
+            fill.executed_qty, trade.exit_price
         ))
     }
 
@@ -280,4 +324,117 @@ impl Engine {
     // -----------------------------------------------------------------------------------------
     // sync
     // -----------------------------------------------------------------------------------------
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal_macros::dec;
+
+    /// An open long of 4 at 100 with an entry fee of 2.
+    fn pos() -> Position {
+        let id = ClientId("e".into());
+        let o = OrderInfo {
+            symbol: Symbol::new("BTCUSDT"),
+            order_id: 1,
+            client_id: "e".into(),
+            side: crate::domain::OrderSide::Buy,
+            status: OrderStatus::Filled,
+            orig_qty: Qty(dec!(4)),
+            executed_qty: Qty(dec!(4)),
+            avg_price: Price(dec!(100)),
+            reduce_only: false,
+            update_time: 1_000,
+        };
+        let found = super::super::adopt::FoundEntry {
+            key: PositionKey {
+                account: AccountId::new("main"),
+                strategy: StrategyId::new("A"),
+                symbol: Symbol::new("BTCUSDT"),
+            },
+            id: &id,
+            open_time: 60_000,
+            side: Side::Long,
+            order: &o,
+        };
+        let filters = crate::paper::generous_filters(&Symbol::new("BTCUSDT"));
+        let mut p = super::super::adopt::found_position(&found, &filters, 3, None, 1_000);
+        p.entry_fee = Notional(dec!(2));
+        p
+    }
+
+    #[test]
+    fn a_partial_close_carries_its_share_of_the_entry_fee() {
+        // (filled, gross, exit fee, want fee share, want pnl)
+        let cases = [
+            (dec!(1), dec!(10), dec!(0.1), dec!(0.5), dec!(9.4)),
+            (dec!(2), dec!(-4), dec!(0.2), dec!(1), dec!(-5.2)),
+            (dec!(3), dec!(0), dec!(0), dec!(1.5), dec!(-1.5)),
+        ];
+        for (filled, gross, fee, want_share, want_pnl) in cases {
+            let p = pos();
+            let figures = (Price(dec!(110)), gross, fee);
+            let (t, share) = partial_trade(&p, Qty(filled), figures, 2, 9);
+            assert_eq!(share, want_share);
+            assert_eq!(
+                (t.pnl, t.fees),
+                (Notional(want_pnl), Notional(fee + want_share))
+            );
+            assert_eq!(
+                (t.id.as_str(), t.reason.as_str()),
+                ("e:tp2", "partial_take_profit_2")
+            );
+            assert_eq!(
+                (t.qty, t.exit_price, t.exit_time),
+                (Qty(filled), Price(dec!(110)), 9)
+            );
+            assert!(t.funding.is_zero());
+            let rest = after_partial(&p, Qty(filled), share, 2, 9);
+            assert_eq!(rest.qty, Qty(dec!(4) - filled));
+            assert_eq!(rest.entry_fee, Notional(dec!(2) - want_share));
+            assert_eq!((rest.partial_exits_done, rest.updated_at), (2, 9));
+        }
+    }
+
+    #[test]
+    fn a_whole_close_counts_the_entry_fee_and_funding() {
+        // (gross, exit fee, funding, want pnl, want fees)
+        let cases = [
+            (dec!(40), dec!(0.4), dec!(0), dec!(37.6), dec!(2.4)),
+            (dec!(-8), dec!(0.4), dec!(-0.1), dec!(-10.5), dec!(2.4)),
+        ];
+        for (gross, fee, funding, want_pnl, want_fees) in cases {
+            let t = exit_trade(
+                &pos(),
+                Qty(dec!(4)),
+                (Price(dec!(110)), gross, fee),
+                funding,
+                9,
+            );
+            assert_eq!(
+                (t.pnl, t.fees, t.funding),
+                (Notional(want_pnl), Notional(want_fees), Notional(funding))
+            );
+            assert_eq!(
+                (t.id.as_str(), t.reason.as_str(), t.exit_time),
+                ("e:close", "signal", 9)
+            );
+        }
+    }
+
+    #[test]
+    fn each_take_profit_step_has_its_own_deterministic_id() {
+        let p = pos();
+        assert_eq!(partial_exit_id(&p, 1), partial_exit_id(&p.clone(), 1));
+        assert_ne!(partial_exit_id(&p, 1), partial_exit_id(&p, 2));
+        let want = ClientId::derive(
+            &p.key.account,
+            &p.key.strategy,
+            &p.key.symbol,
+            60_000,
+            Intent::PartialExit,
+            1,
+        );
+        assert_eq!(partial_exit_id(&p, 1), want);
+    }
 }

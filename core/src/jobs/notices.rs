@@ -434,3 +434,24 @@ pub(super) fn stop_resized(
         ),
     )
 }
+
+// --- records, adoption, exits and pyramid ---
+
+/// An exchange position no record covered carries our entry id `id`: adopted as `p`.
+pub(super) fn adopted_found(id: &ClientId, p: &Position) -> (String, String) {
+    (
+        format!("adopt:{id}"),
+        format!(
+            "{}: exchange position carries our entry id {id}; adopted as {} {} @ {} (not manual)",
+            p.key, p.side, p.qty, p.entry_price
+        ),
+    )
+}
+
+/// A pyramid step of the position `p` blocked by the risk rules (`why`).
+pub(super) fn pyramid_blocked(p: &Position, stage: u8, why: &str) -> (String, String) {
+    (
+        format!("blocked:{}:{stage}", p.entry_client_id),
+        format!("{}: {why}", p.key),
+    )
+}

@@ -2,6 +2,137 @@
 //! trades, and the strategy stats entries are sized from.
 
 use super::*;
+use crate::ports::UserTrade;
+
+/// The order that closed a position, as far as the exchange tells ([`Engine::find_closer`]).
+struct Closer {
+    /// Why it closed: "exchange" (unknown), "stop", "take_profit", "trailing_stop", or the
+    /// caller's reason.
+    reason: String,
+    /// The market order the fired algo order became: its fills closed the position.
+    order: Option<i64>,
+    /// The fired algo order (its price stands in when no fill is found).
+    algo: Option<AlgoOrderInfo>,
+}
+
+impl Closer {
+    fn of(reason: String, a: AlgoOrderInfo) -> Self {
+        Closer {
+            reason,
+            order: a.actual_order_id,
+            algo: Some(a),
+        }
+    }
+}
+
+/// A conditional order that went off (its order sent, or done).
+fn fired(a: &AlgoOrderInfo) -> bool {
+    matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered)
+}
+
+/// The realised figures of a close: average exit price, gross PnL, exit fees, and when.
+#[derive(Clone, PartialEq, Debug)]
+pub(super) struct ExitFigures {
+    pub price: Price,
+    pub gross: Decimal,
+    pub fee: Decimal,
+    pub time: i64,
+}
+
+/// The fills that closed `pos`: those of `close_order` when known, else every fill on its exit
+/// side since it opened that realised a PnL.
+pub(super) fn closing_trades<'a>(
+    trades: &'a [UserTrade],
+    pos: &Position,
+    close_order: Option<i64>,
+) -> Vec<&'a UserTrade> {
+    let exit_side = pos.side.exit_order_side();
+    trades
+        .iter()
+        .filter(|t| match close_order {
+            Some(id) => t.order_id == id,
+            None => t.side == exit_side && t.time >= pos.opened_at && !t.realized_pnl.is_zero(),
+        })
+        .collect()
+}
+
+/// The figures of a close from its fills (`closing`): their volume-weighted price, realised PnL
+/// and commissions, dated by the last. Without fills, the fired order's price (else the entry
+/// price) gives the gross PnL, with no fee, dated `now`.
+pub(super) fn exchange_close_figures(
+    pos: &Position,
+    closing: &[&UserTrade],
+    algo: Option<&AlgoOrderInfo>,
+    now: i64,
+) -> ExitFigures {
+    let time = closing.iter().map(|t| t.time).max().unwrap_or(now);
+    if closing.is_empty() {
+        let px = algo
+            .and_then(|a| a.actual_price.or(a.trigger_price))
+            .unwrap_or(pos.entry_price);
+        return ExitFigures {
+            price: px,
+            gross: pos.side.sign() * pos.qty.0 * (px.0 - pos.entry_price.0),
+            fee: Decimal::ZERO,
+            time,
+        };
+    }
+    let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
+    let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+    ExitFigures {
+        price: Price(px),
+        gross: closing.iter().map(|t| t.realized_pnl.0).sum(),
+        fee: closing.iter().map(|t| t.commission.0).sum(),
+        time,
+    }
+}
+
+/// Why a position closed: `found` (the order that closed it), except that a close by none of
+/// our orders while the exchange booked a liquidation clearance fee on the symbol is a
+/// liquidation.
+pub(super) fn close_reason(found: String, close_order: Option<i64>, clearance: Decimal) -> String {
+    if close_order.is_none() && !clearance.is_zero() {
+        "liquidation".into()
+    } else {
+        found
+    }
+}
+
+/// The trade of a close the exchange made: the entry fee, the clearance fee and the funding
+/// share count in its PnL.
+pub(super) fn exchange_close_trade(
+    pos: &Position,
+    f: &ExitFigures,
+    funding: Decimal,
+    clearance: Decimal,
+    reason: &str,
+) -> TradeRecord {
+    TradeRecord {
+        id: format!("{}:close", pos.entry_client_id),
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty: pos.qty,
+        entry_price: pos.entry_price,
+        exit_price: f.price,
+        entry_time: pos.opened_at,
+        exit_time: f.time,
+        pnl: Notional(f.gross - f.fee - pos.entry_fee.0 - clearance + funding),
+        fees: Notional(f.fee + pos.entry_fee.0 + clearance),
+        funding: Notional(funding),
+        reason: reason.to_string(),
+    }
+}
+
+/// A liquidation is critical; any other close by the exchange is high.
+pub(super) fn close_notice_kind(reason: &str) -> (Priority, &'static str) {
+    if reason == "liquidation" {
+        (Priority::Critical, "liquidation")
+    } else {
+        (Priority::High, "closed_on_exchange")
+    }
+}
 
 impl Engine {
     /// A strategy position the exchange no longer holds: find out how it closed, record the trade
@@ -26,121 +157,19 @@ impl Engine {
         now: i64,
     ) -> Result<(), EngineError> {
         let pos = &v.value;
-        let mut reason = "exchange".to_string();
-        let mut close_order: Option<i64> = None;
-        let mut stop_info: Option<AlgoOrderInfo> = None;
-        if let Some((r, a)) = known {
-            reason = r;
-            close_order = a.actual_order_id;
-            stop_info = Some(a);
-        }
-        if let Some(id) = pos
-            .stop_client_id
-            .as_ref()
-            .filter(|_| close_order.is_none())
-        {
-            if let Some(a) = ex.algo_by_client_id(id).await? {
-                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
-                    reason = "stop".into();
-                    close_order = a.actual_order_id;
-                    stop_info = Some(a);
-                }
-            }
-        }
-        let exit_ids: Vec<(ExitKind, &str)> = if close_order.is_none() {
-            pos.exit_orders
-                .iter()
-                .map(|e| (e.kind, e.client_id.as_str()))
-                .collect()
-        } else {
-            Vec::new()
-        };
-        for (kind, id) in exit_ids {
-            if let Some(a) = ex.algo_by_client_id(id).await? {
-                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered)
-                    && a.actual_order_id.is_some()
-                {
-                    reason = match kind {
-                        ExitKind::TakeProfit { .. } => "take_profit".into(),
-                        ExitKind::Trailing { .. } => "trailing_stop".into(),
-                    };
-                    close_order = a.actual_order_id;
-                    stop_info = Some(a);
-                    break;
-                }
-            }
-        }
-        if close_order.is_none() && pos.take_profit.is_some() {
-            let tp = take_profit_id(pos);
-            if let Some(a) = ex.algo_by_client_id(tp.as_str()).await? {
-                if matches!(a.status, AlgoStatus::Finished | AlgoStatus::Triggered) {
-                    reason = "take_profit".into();
-                    close_order = a.actual_order_id;
-                    stop_info = Some(a);
-                }
-            }
-        }
+        let closer = self.find_closer(ex, pos, known).await?;
         let trades = ex
             .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
             .await?;
-        let exit_side = pos.side.exit_order_side();
-        let closing: Vec<_> = trades
-            .iter()
-            .filter(|t| match close_order {
-                Some(id) => t.order_id == id,
-                None => t.side == exit_side && t.time >= pos.opened_at && !t.realized_pnl.is_zero(),
-            })
-            .collect();
-        let (exit_price, gross, exit_fee) = if closing.is_empty() {
-            let px = stop_info
-                .as_ref()
-                .and_then(|a| a.actual_price.or(a.trigger_price))
-                .unwrap_or(pos.entry_price);
-            (
-                px,
-                pos.side.sign() * pos.qty.0 * (px.0 - pos.entry_price.0),
-                Decimal::ZERO,
-            )
-        } else {
-            let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
-            let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
-            (
-                Price(px),
-                closing.iter().map(|t| t.realized_pnl.0).sum(),
-                closing.iter().map(|t| t.commission.0).sum(),
-            )
-        };
-        let exit_time = closing.iter().map(|t| t.time).max().unwrap_or(now);
+        let closing = closing_trades(&trades, pos, closer.order);
+        let figures = exchange_close_figures(pos, &closing, closer.algo.as_ref(), now);
         let (funding, clearance) = self.position_income(ex, pos, now).await?;
-        // Not our stop or take-profit, and the exchange booked a liquidation clearance fee on the
-        // symbol while the position was open: it was liquidated.
-        if close_order.is_none() && !clearance.is_zero() {
-            reason = "liquidation".into();
-        }
-        let trade = TradeRecord {
-            id: format!("{}:close", pos.entry_client_id),
-            account: pos.key.account.clone(),
-            strategy: pos.key.strategy.clone(),
-            symbol: pos.key.symbol.clone(),
-            side: pos.side,
-            qty: pos.qty,
-            entry_price: pos.entry_price,
-            exit_price,
-            entry_time: pos.opened_at,
-            exit_time,
-            pnl: Notional(gross - exit_fee - pos.entry_fee.0 - clearance + funding),
-            fees: Notional(exit_fee + pos.entry_fee.0 + clearance),
-            funding: Notional(funding),
-            reason: reason.clone(),
-        };
+        let reason = close_reason(closer.reason, closer.order, clearance);
+        let trade = exchange_close_trade(pos, &figures, funding, clearance, &reason);
         self.record_trade(&trade).await?;
         self.cancel_protection(ex, pos).await;
         self.repo.delete_position(&pos.key, v.version).await?;
-        let (priority, kind) = if reason == "liquidation" {
-            (Priority::Critical, "liquidation")
-        } else {
-            (Priority::High, "closed_on_exchange")
-        };
+        let (priority, kind) = close_notice_kind(&reason);
         self.notify(
             &pos.key.account,
             priority,
@@ -150,6 +179,65 @@ impl Engine {
         )
         .await;
         Ok(())
+    }
+
+    /// The order that closed `pos`: the one `known` (when it names the order's fills), else its
+    /// stop, else the first exit order that fired, else its take-profit, looked up in that
+    /// order and only as far as needed. None found: "exchange", with no order.
+    async fn find_closer(
+        &self,
+        ex: &dyn Exchange,
+        pos: &Position,
+        known: Option<(String, AlgoOrderInfo)>,
+    ) -> Result<Closer, EngineError> {
+        let mut closer = Closer {
+            reason: "exchange".to_string(),
+            order: None,
+            algo: None,
+        };
+        if let Some((r, a)) = known {
+            closer = Closer::of(r, a);
+        }
+        if let Some(id) = pos
+            .stop_client_id
+            .as_ref()
+            .filter(|_| closer.order.is_none())
+        {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if fired(&a) {
+                    closer = Closer::of("stop".into(), a);
+                }
+            }
+        }
+        let exit_ids: Vec<(ExitKind, &str)> = if closer.order.is_none() {
+            pos.exit_orders
+                .iter()
+                .map(|e| (e.kind, e.client_id.as_str()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        for (kind, id) in exit_ids {
+            if let Some(a) = ex.algo_by_client_id(id).await? {
+                if fired(&a) && a.actual_order_id.is_some() {
+                    let reason = match kind {
+                        ExitKind::TakeProfit { .. } => "take_profit",
+                        ExitKind::Trailing { .. } => "trailing_stop",
+                    };
+                    closer = Closer::of(reason.into(), a);
+                    break;
+                }
+            }
+        }
+        if closer.order.is_none() && pos.take_profit.is_some() {
+            let tp = take_profit_id(pos);
+            if let Some(a) = ex.algo_by_client_id(tp.as_str()).await? {
+                if fired(&a) {
+                    closer = Closer::of("take_profit".into(), a);
+                }
+            }
+        }
+        Ok(closer)
     }
 
     /// Funding (this position's share) and liquidation clearance fees the exchange booked on the
@@ -415,5 +503,225 @@ impl Engine {
             Err(e) => return Err(e.into()),
         }
         Ok(st)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::OrderSide;
+    use rust_decimal_macros::dec;
+
+    /// An open position of 2 at 100 opened at 1 000, with an entry fee of 0.5.
+    fn pos(side: Side) -> Position {
+        let id = ClientId("e".into());
+        let o = OrderInfo {
+            symbol: Symbol::new("BTCUSDT"),
+            order_id: 1,
+            client_id: "e".into(),
+            side: side.entry_order_side(),
+            status: OrderStatus::Filled,
+            orig_qty: Qty(dec!(2)),
+            executed_qty: Qty(dec!(2)),
+            avg_price: Price(dec!(100)),
+            reduce_only: false,
+            update_time: 1_000,
+        };
+        let found = super::super::adopt::FoundEntry {
+            key: PositionKey {
+                account: AccountId::new("main"),
+                strategy: StrategyId::new("A"),
+                symbol: Symbol::new("BTCUSDT"),
+            },
+            id: &id,
+            open_time: 0,
+            side,
+            order: &o,
+        };
+        let filters = crate::paper::generous_filters(&Symbol::new("BTCUSDT"));
+        let mut p = super::super::adopt::found_position(&found, &filters, 3, None, 1_000);
+        p.entry_fee = Notional(dec!(0.5));
+        p
+    }
+
+    fn fill(
+        order_id: i64,
+        side: OrderSide,
+        qty: Decimal,
+        price: Decimal,
+        pnl: Decimal,
+        time: i64,
+    ) -> UserTrade {
+        UserTrade {
+            symbol: Symbol::new("BTCUSDT"),
+            id: time,
+            order_id,
+            side,
+            price: Price(price),
+            qty: Qty(qty),
+            realized_pnl: Notional(pnl),
+            commission: Notional(dec!(0.1)),
+            commission_asset: "USDT".into(),
+            time,
+        }
+    }
+
+    fn algo(actual: Option<Decimal>, trigger: Option<Decimal>) -> AlgoOrderInfo {
+        AlgoOrderInfo {
+            algo_id: 1,
+            client_algo_id: "s".into(),
+            symbol: Symbol::new("BTCUSDT"),
+            side: OrderSide::Sell,
+            kind: AlgoKind::StopMarket,
+            status: AlgoStatus::Finished,
+            trigger_price: trigger.map(Price),
+            qty: None,
+            close_position: true,
+            reduce_only: false,
+            actual_order_id: Some(9),
+            actual_price: actual.map(Price),
+            update_time: 0,
+        }
+    }
+
+    #[test]
+    fn closing_trades_are_the_orders_fills_or_the_exit_sides_realising_ones() {
+        use OrderSide::*;
+        let trades = [
+            fill(9, Sell, dec!(1), dec!(110), dec!(10), 2_000),
+            fill(8, Sell, dec!(1), dec!(111), dec!(11), 2_000),
+            fill(7, Sell, dec!(1), dec!(111), dec!(0), 2_000),
+            fill(6, Buy, dec!(1), dec!(111), dec!(5), 2_000),
+            fill(5, Sell, dec!(1), dec!(90), dec!(-10), 500),
+        ];
+        let ids = |side, order| -> Vec<i64> {
+            closing_trades(&trades, &pos(side), order)
+                .iter()
+                .map(|t| t.order_id)
+                .collect()
+        };
+        let cases = [
+            (Side::Long, Some(9), vec![9]),
+            (Side::Long, Some(4), vec![]),
+            (Side::Long, None, vec![9, 8]),
+            (Side::Short, None, vec![6]),
+        ];
+        for (side, order, want) in cases {
+            assert_eq!(ids(side, order), want, "{side:?} {order:?}");
+        }
+    }
+
+    #[test]
+    fn exchange_close_figures_from_fills_or_the_fired_orders_price() {
+        let long = pos(Side::Long);
+        let (a, b) = (
+            fill(9, OrderSide::Sell, dec!(1), dec!(110), dec!(10), 2_000),
+            fill(9, OrderSide::Sell, dec!(3), dec!(114), dec!(42), 3_000),
+        );
+        let cases: [(Vec<&UserTrade>, Option<AlgoOrderInfo>, ExitFigures); 5] = [
+            (
+                vec![&a, &b],
+                None,
+                ExitFigures {
+                    price: Price(dec!(113)),
+                    gross: dec!(52),
+                    fee: dec!(0.2),
+                    time: 3_000,
+                },
+            ),
+            (
+                vec![&a],
+                Some(algo(Some(dec!(1)), None)),
+                ExitFigures {
+                    price: Price(dec!(110)),
+                    gross: dec!(10),
+                    fee: dec!(0.1),
+                    time: 2_000,
+                },
+            ),
+            (
+                vec![],
+                Some(algo(Some(dec!(95)), Some(dec!(96)))),
+                ExitFigures {
+                    price: Price(dec!(95)),
+                    gross: dec!(-10),
+                    fee: dec!(0),
+                    time: 7,
+                },
+            ),
+            (
+                vec![],
+                Some(algo(None, Some(dec!(96)))),
+                ExitFigures {
+                    price: Price(dec!(96)),
+                    gross: dec!(-8),
+                    fee: dec!(0),
+                    time: 7,
+                },
+            ),
+            (
+                vec![],
+                None,
+                ExitFigures {
+                    price: Price(dec!(100)),
+                    gross: dec!(0),
+                    fee: dec!(0),
+                    time: 7,
+                },
+            ),
+        ];
+        for (closing, algo, want) in cases {
+            assert_eq!(
+                exchange_close_figures(&long, &closing, algo.as_ref(), 7),
+                want
+            );
+        }
+        let short =
+            exchange_close_figures(&pos(Side::Short), &[], Some(&algo(None, Some(dec!(96)))), 7);
+        assert_eq!(short.gross, dec!(8));
+    }
+
+    #[test]
+    fn a_close_by_none_of_our_orders_with_a_clearance_fee_is_a_liquidation() {
+        let cases = [
+            ("stop", Some(9), dec!(0), "stop"),
+            ("stop", Some(9), dec!(3), "stop"),
+            ("exchange", None, dec!(0), "exchange"),
+            ("exchange", None, dec!(3), "liquidation"),
+            ("take_profit", None, dec!(3), "liquidation"),
+        ];
+        for (found, order, clearance, want) in cases {
+            assert_eq!(close_reason(found.into(), order, clearance), want);
+        }
+        assert_eq!(
+            close_notice_kind("liquidation"),
+            (Priority::Critical, "liquidation")
+        );
+        assert_eq!(
+            close_notice_kind("stop"),
+            (Priority::High, "closed_on_exchange")
+        );
+    }
+
+    #[test]
+    fn exchange_close_trade_counts_entry_fee_clearance_and_funding() {
+        let p = pos(Side::Long);
+        let f = ExitFigures {
+            price: Price(dec!(110)),
+            gross: dec!(20),
+            fee: dec!(0.2),
+            time: 3_000,
+        };
+        let t = exchange_close_trade(&p, &f, dec!(-0.3), dec!(1), "liquidation");
+        assert_eq!(t.id, "e:close");
+        assert_eq!(
+            (t.qty, t.entry_price, t.exit_price),
+            (Qty(dec!(2)), Price(dec!(100)), Price(dec!(110)))
+        );
+        assert_eq!((t.entry_time, t.exit_time), (1_000, 3_000));
+        assert_eq!(t.pnl, Notional(dec!(18.0)));
+        assert_eq!(t.fees, Notional(dec!(1.7)));
+        assert_eq!(t.funding, Notional(dec!(-0.3)));
+        assert_eq!(t.reason, "liquidation");
     }
 }
