@@ -2,6 +2,16 @@
 //! trades, and the strategy stats entries are sized from.
 
 use super::*;
+use crate::state::UpdateError;
+use crate::store::memory::Update;
+
+/// A failed state update as the job's error: a store failure, or writers that kept winning.
+fn contended(e: UpdateError, account: &AccountId) -> EngineError {
+    match e {
+        UpdateError::Store(e) => EngineError::from(e),
+        UpdateError::Contended { .. } => EngineError::StateContended(account.clone()),
+    }
+}
 use crate::ports::UserTrade;
 
 /// The order that closed a position, as far as the exchange tells ([`Engine::find_closer`]).
@@ -304,48 +314,26 @@ impl Engine {
     ) -> Result<R, EngineError> {
         let account = &acct.id;
         let limit = self.config.daily_loss_pct(acct);
-        // The typed backend folds in place: nothing can write in between. A state that exists
-        // and is unchanged is not written, and is left exactly as it was.
-        if let Some(r) = self.repo.fold_account_state(account, |st, existing| {
-            let before = risk::Observed::of(st);
-            let events = risk::observe_equity_in(st, equity, now, &self.config.risk, limit);
-            let write = !existing || risk::Observed::of(st) != before;
-            if write {
-                st.updated_at = now;
-            } else {
-                before.restore(st);
-            }
-            // As the loop below: events are announced only with the write that records them.
-            let events = if write { events } else { Vec::new() };
-            (write, (then(st), st.day, events))
-        }) {
-            let (r, day, events) = r?;
-            self.announce_risk_events(account, day, events, now).await;
-            return Ok(r);
-        }
-        for _ in 0..3 {
-            let current = self.repo.account_state(account).await?;
-            let (prev, version) = match current {
-                Some(v) => (v.value, Some(v.version)),
-                None => (AccountState::default(), None),
-            };
-            let (mut st, events) =
-                risk::observe_equity(&prev, equity, now, &self.config.risk, limit);
-            if version.is_some() && st == prev {
-                return Ok(then(&st));
-            }
-            st.updated_at = now;
-            match self.repo.save_account_state(account, &st, version).await {
-                Ok(_) => {}
-                // Another job wrote in between: read its state and fold our reading in again.
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-            self.announce_risk_events(account, st.day, events, now)
-                .await;
-            return Ok(then(&st));
-        }
-        Err(EngineError::StateContended(account.clone()))
+        // A state that exists and is unchanged is not written, and is left exactly as it was;
+        // events are announced only with the write that records them.
+        let (r, day, events) = self
+            .repo
+            .update_account_state(account, |st, existing| {
+                let before = risk::Observed::of(st);
+                let events = risk::observe_equity_in(st, equity, now, &self.config.risk, limit);
+                let write = !existing || risk::Observed::of(st) != before;
+                if write {
+                    st.updated_at = now;
+                } else {
+                    before.restore(st);
+                }
+                let events = if write { events } else { Vec::new() };
+                (write, (then(st), st.day, events))
+            })
+            .await
+            .map_err(|e| contended(e, account))?;
+        self.announce_risk_events(account, day, events, now).await;
+        Ok(r)
     }
 
     /// Tell the trader what a written risk fold changed (level, halt, halt lifted).
@@ -390,22 +378,25 @@ impl Engine {
         }
         self.count_in_strategy_stats(t).await?;
         let hour = self.config.risk.day_start_hour_utc;
-        for _ in 0..3 {
-            let current = self.repo.account_state(&t.account).await?;
-            let (prev, version) = match current {
-                Some(v) => (v.value, Some(v.version)),
-                None => (AccountState::default(), None),
-            };
-            let Some(st) = risk::apply_trade(&prev, &t.id, t.pnl, t.exit_time, hour) else {
-                return Ok(true);
-            };
-            match self.repo.save_account_state(&t.account, &st, version).await {
-                Ok(_) => return Ok(true),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
+        let counted = self
+            .repo
+            .update_account_state(&t.account, |st, _| {
+                match risk::apply_trade(st, &t.id, t.pnl, t.exit_time, hour) {
+                    Some(next) => {
+                        *st = next;
+                        (true, ())
+                    }
+                    None => (false, ()),
+                }
+            })
+            .await;
+        match counted {
+            Ok(()) => {}
+            Err(UpdateError::Contended { .. }) => {
+                tracing::warn!(trade = %t.id, "trade recorded but not counted in the account state (concurrent writers)");
             }
+            Err(UpdateError::Store(e)) => return Err(e.into()),
         }
-        tracing::warn!(trade = %t.id, "trade recorded but not counted in the account state (concurrent writers)");
         Ok(true)
     }
 
@@ -414,48 +405,44 @@ impl Engine {
     pub(super) async fn count_in_strategy_stats(&self, t: &TradeRecord) -> Result<(), EngineError> {
         let hour = self.config.risk.day_start_hour_utc;
         let window = self.stats_window();
-        // The typed backend counts in place (the loop below would copy the window on the read
-        // and again on the write). A missing or differently sized window goes to the loop.
-        if let Some(r) = self
+        let count = |st: &mut risk::StrategyStats| {
+            if st.apply(t.exit_time, &t.id, t.pnl.0, hour, window) {
+                Update::Changed
+            } else {
+                Update::Keep
+            }
+        };
+        let (acct, strategy) = (&t.account, &t.strategy);
+        // Counted where it is when the item keeps this window (in place on the typed state).
+        let counted = self
             .repo
-            .fold_strategy_stats(&t.account, &t.strategy, |st| {
-                if st.keep != window {
-                    return (false, false);
-                }
-                (st.apply(t.exit_time, &t.id, t.pnl.0, hour, window), true)
+            .update_strategy_stats(acct, strategy, |st| match st {
+                Some(st) if st.keep == window => (count(st), true),
+                _ => (Update::Keep, false),
             })
-        {
-            if r? == Some(true) {
-                return Ok(());
+            .await;
+        let done = match counted {
+            Ok(counted) if !counted => {
+                // Missing or sized for another lookback: rebuilt from the trade records (which
+                // hold `t`); a writer that rebuilt it meanwhile left a window to count in.
+                let fresh = self.rebuild_strategy_stats(acct, strategy).await?;
+                self.repo
+                    .update_strategy_stats(acct, strategy, |st| match st {
+                        Some(st) if st.keep == window => (count(st), ()),
+                        _ => (Update::Put(fresh.clone()), ()),
+                    })
+                    .await
             }
-        }
-        for _ in 0..3 {
-            let current = self.repo.strategy_stats(&t.account, &t.strategy).await?;
-            let (st, version) = match current {
-                Some(v) if v.value.keep == self.stats_window() => {
-                    let mut st = v.value;
-                    if !st.apply(t.exit_time, &t.id, t.pnl.0, hour, st.keep) {
-                        return Ok(());
-                    }
-                    (st, Some(v.version))
-                }
-                other => (
-                    self.rebuild_strategy_stats(&t.account, &t.strategy).await?,
-                    other.map(|v| v.version),
-                ),
-            };
-            match self
-                .repo
-                .save_strategy_stats(&t.account, &t.strategy, &st, version)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
+            other => other.map(|_| ()),
+        };
+        match done {
+            Ok(()) => Ok(()),
+            Err(UpdateError::Contended { .. }) => {
+                tracing::warn!(trade = %t.id, "trade recorded but not counted in the strategy stats (concurrent writers)");
+                Ok(())
             }
+            Err(UpdateError::Store(e)) => Err(e.into()),
         }
-        tracing::warn!(trade = %t.id, "trade recorded but not counted in the strategy stats (concurrent writers)");
-        Ok(())
     }
 
     pub(super) fn stats_window(&self) -> usize {
