@@ -525,12 +525,12 @@ pub async fn run_series(
             } else {
                 None
             };
-            job_errors.extend(r.errors);
+            job_errors.extend(r.error_texts());
         } else if !opts.risk_off {
             // Fold equity into the risk state (peak, MDD level, daily loss), which `--risk off`
             // does not use.
             let r = engine.observe_equity(now).await;
-            job_errors.extend(r.errors);
+            job_errors.extend(r.error_texts());
         }
         // A HOLD on unchanged state touches nothing on the exchange: the view synced above is
         // still the account's.
@@ -541,7 +541,7 @@ pub async fn run_series(
             _ => {
                 if !quiet {
                     let r = fast.evaluate(tf, now).await;
-                    job_errors.extend(r.errors);
+                    job_errors.extend(r.error_texts());
                 }
                 marking = Marking::new(ex.sync_view().await.map_err(setup)?);
             }
@@ -558,10 +558,10 @@ pub async fn run_series(
     // Record what the last evaluation did before closing what is still open.
     if synced.as_ref() != Some(&ex.sync_view().await.map_err(setup)?) {
         let r = engine.sync_positions(end).await;
-        job_errors.extend(r.errors);
+        job_errors.extend(r.error_texts());
     }
     let r = engine.close_positions(None, "end of data", end).await;
-    job_errors.extend(r.errors);
+    job_errors.extend(r.error_texts());
     let final_eq = ex
         .account()
         .await

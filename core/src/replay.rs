@@ -233,7 +233,7 @@ pub async fn run(
     let mut max_dd = 0.0f64;
     let mut absorb = |r: JobReport, errors: &mut Vec<String>| {
         orders += r.orders_placed;
-        errors.extend(r.errors);
+        errors.extend(r.error_texts());
     };
     let mut m = first + 60_000;
     while m <= end {

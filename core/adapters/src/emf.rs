@@ -356,6 +356,12 @@ pub fn account_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job failure whose text is `text` after its scope.
+    fn failure(text: &str) -> albra_core::jobs::JobFailure {
+        let e = albra_core::ports::ExchangeError::Fatal(text.into());
+        albra_core::jobs::JobFailure::step("test", e)
+    }
     use albra_core::domain::Notional;
     use rust_decimal_macros::dec;
 
@@ -364,7 +370,7 @@ mod tests {
         let report = JobReport {
             orders_placed: 2,
             orders_rejected: 1,
-            errors: vec!["x".into()],
+            errors: vec![failure("x")],
             sync_drift: 3,
             ..JobReport::default()
         };
@@ -545,7 +551,10 @@ mod tests {
     fn the_heartbeat_counts_only_a_run_without_errors() {
         let ok = JobReport::default();
         let failed = JobReport {
-            errors: vec!["main: exchange unreachable".into(), "sub1: timeout".into()],
+            errors: vec![
+                failure("main: exchange unreachable"),
+                failure("sub1: timeout"),
+            ],
             ..JobReport::default()
         };
         let hb = |r: &JobReport, detail| {
@@ -567,7 +576,7 @@ mod tests {
             assert_eq!(hb(&failed, detail), 0.0);
         }
         let one_failed = JobReport {
-            errors: vec!["sub1: timeout".into()],
+            errors: vec![failure("sub1: timeout")],
             orders_placed: 1,
             ..JobReport::default()
         };
@@ -611,7 +620,7 @@ mod tests {
             ])
         );
         let failed = JobReport {
-            errors: vec!["main: 429".into()],
+            errors: vec![failure("main: 429")],
             ..JobReport::default()
         };
         let v = job_line(

@@ -86,7 +86,7 @@ impl JobFailure {
     /// A job that reported errors: retryable only while nothing reached the exchange (the engine
     /// then gave the candle back), otherwise a redelivery would find the candle already claimed.
     pub fn from_report(job: &str, report: &JobReport) -> Self {
-        let message = format!("{job} failed: {}", report.errors.join("; "));
+        let message = format!("{job} failed: {}", report.error_texts().join("; "));
         if report.orders_attempted == 0 {
             Self::retryable(message)
         } else {
@@ -345,6 +345,12 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A job failure whose text is `text` after its scope.
+    fn failure(text: &str) -> albra_core::jobs::JobFailure {
+        let e = albra_core::ports::ExchangeError::Fatal(text.into());
+        albra_core::jobs::JobFailure::step("test", e)
+    }
     use serde_json::json;
 
     #[test]
@@ -372,7 +378,7 @@ mod tests {
     #[test]
     fn report_errors_are_retryable_only_before_any_order() {
         let mut r = JobReport {
-            errors: vec!["main: exchange unreachable".into()],
+            errors: vec![failure("main: exchange unreachable")],
             ..JobReport::default()
         };
         let f = JobFailure::from_report("evaluator", &r);

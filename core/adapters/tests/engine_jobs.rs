@@ -11,7 +11,7 @@ use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
-use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
+use albra_core::jobs::{AccountRuntime, Engine, EngineError, EngineTiming, JobFailure, Sizing};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
@@ -310,7 +310,8 @@ async fn an_unparseable_answer_fails_the_job_with_endpoint_and_excerpt_and_write
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
     assert!(
-        r.errors[0].contains("GET /fapi/v3/account") && r.errors[0].contains("<html>502"),
+        r.errors[0].to_string().contains("GET /fapi/v3/account")
+            && r.errors[0].to_string().contains("<html>502"),
         "{r:?}"
     );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
@@ -478,7 +479,12 @@ async fn a_run_killed_after_its_claim_is_taken_over_once_the_lease_has_passed() 
     let r = s.engine.evaluate(Timeframe::M15, now + 1_000).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
     assert!(
-        r.errors[0].contains("claimed by another run until"),
+        matches!(
+            r.errors[0].error(),
+            Some(EngineError::ClaimedElsewhere { .. })
+        ) && r.errors[0]
+            .to_string()
+            .contains("claimed by another run until"),
         "{r:?}"
     );
     assert_eq!(r.orders_attempted, 0);
@@ -512,7 +518,10 @@ async fn a_run_whose_claim_was_taken_over_sends_nothing() {
         Some((s.engine.repo.clone(), run.clone(), now + 61_000));
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert_eq!(r.errors.len(), 1, "{r:?}");
-    assert!(r.errors[0].contains("took this candle over"), "{r:?}");
+    assert!(
+        matches!(r.errors[0].error(), Some(EngineError::TakenOver)),
+        "{r:?}"
+    );
     assert_eq!(
         s.ex.orders_sent.load(Ordering::SeqCst),
         0,
@@ -625,7 +634,13 @@ async fn a_stop_that_cannot_be_placed_fails_the_job_and_the_next_sync_places_it_
     s.ex.storm_wait_ms.store(40_000, Ordering::SeqCst);
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert!(!r.ok(), "an unprotected position must fail the job: {r:?}");
-    assert!(r.errors.iter().any(|e| e.contains("UNPROTECTED")), "{r:?}");
+    assert!(
+        r.errors
+            .iter()
+            .any(|e| matches!(e, JobFailure::Unprotected { .. })
+                && e.to_string().contains("UNPROTECTED")),
+        "{r:?}"
+    );
     assert!(s
         .notes
         .take()

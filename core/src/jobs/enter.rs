@@ -471,10 +471,11 @@ impl Engine {
                 .reconcile_exits(ex, &mut pos, filters, stored, &plan, None, now, report)
                 .await
             {
-                let key = &pos.key;
-                report.errors.push(format!(
-                    "{key}: exit orders not placed after the entry: {e}"
-                ));
+                report.errors.push(JobFailure::AfterEntry {
+                    key: pos.key.clone(),
+                    what: "exit orders not placed after the entry".into(),
+                    error: Arc::new(e),
+                });
             }
         }
         self.repo.save_position(&pos, Some(version)).await?;
@@ -487,10 +488,11 @@ impl Engine {
                 .reshape_stops(ex, account, &sym, None, now, report)
                 .await
             {
-                let key = &pos.key;
-                report.errors.push(format!(
-                    "{key}: stops of {sym} not reshaped after the entry: {e}"
-                ));
+                report.errors.push(JobFailure::AfterEntry {
+                    key: pos.key.clone(),
+                    what: format!("stops of {sym} not reshaped after the entry"),
+                    error: Arc::new(e),
+                });
             }
         }
         Ok(Ok((pos, protection == Protection::Placed)))

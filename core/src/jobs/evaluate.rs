@@ -106,7 +106,7 @@ impl Engine {
             }
             Ok(_) => {}
             Err(e) => {
-                report.errors.push(format!("{id}: {e}"));
+                report.errors.push(JobFailure::step(id, e));
                 return report;
             }
         }
@@ -180,7 +180,7 @@ impl Engine {
                 {
                     report.retry_after = report.retry_after.max(Some(*d));
                 }
-                report.errors.push(format!("{}: {e}", tag()))
+                report.errors.push(JobFailure::step(tag(), e))
             }
         }
         report

@@ -293,7 +293,7 @@ impl Engine {
             let positions = match self.repo.positions(&acct.config.id).await {
                 Ok(p) => p,
                 Err(e) => {
-                    report.errors.push(format!("{}: {e}", acct.config.id));
+                    report.errors.push(JobFailure::step(&acct.config.id, e));
                     continue;
                 }
             };
@@ -314,7 +314,7 @@ impl Engine {
                     .await
                 {
                     Ok(()) => report.lines.push(format!("{key}: closed ({reason})")),
-                    Err(e) => report.errors.push(format!("{key}: {e}")),
+                    Err(e) => report.errors.push(JobFailure::step(key, e)),
                 }
             }
         }

@@ -19,12 +19,12 @@ pub(super) enum Protection {
 /// The job error that says a position is left without its protective stop. Every job that ends
 /// with one exits non-zero, so `JobErrors` and the alarms see it; the next sync re-places the
 /// stop first.
-pub(super) fn unprotected(pos: &Position, why: &str) -> String {
-    format!(
-        "{}: UNPROTECTED: protective stop {} not on the exchange ({why}); the next sync places it first",
-        pos.key,
-        pos.stop_loss.map(|s| s.to_string()).unwrap_or_default()
-    )
+pub(super) fn unprotected(pos: &Position, why: &str) -> JobFailure {
+    JobFailure::Unprotected {
+        key: pos.key.clone(),
+        stop: pos.stop_loss,
+        why: why.to_string(),
+    }
 }
 
 /// How a position's protective orders are shaped on its symbol.

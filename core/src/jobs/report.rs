@@ -1,4 +1,5 @@
-//! What a job returns: its report (lines, failures, counters) and why it failed ([`EngineError`]).
+//! What a job returns: its report (lines, typed failures, counters), each failure
+//! ([`JobFailure`]) and the error behind it ([`EngineError`]).
 
 use super::*;
 
@@ -35,11 +36,103 @@ pub enum EngineError {
     TakenOver,
 }
 
+/// One failure of a job (the job fails, and exits non-zero, when it has any): what went wrong
+/// and where. Its text (`Display`) is what the job prints and alarms carry.
+#[derive(Debug, Clone)]
+pub enum JobFailure {
+    /// A step failed for `scope`: an account, a position, or a candle of a strategy on a symbol
+    /// (`main/EMA_CROSS/BTCUSDT 1h candle 2025-07-04 12:00 UTC`).
+    Step {
+        scope: String,
+        error: Arc<EngineError>,
+    },
+    /// A position is left without its protective stop on the exchange; the next sync places it
+    /// first.
+    Unprotected {
+        key: PositionKey,
+        stop: Option<Price>,
+        why: String,
+    },
+    /// A follow-up of an entry failed (`what`: its exit orders, the symbol's stops reshaped);
+    /// the entry stands.
+    AfterEntry {
+        key: PositionKey,
+        what: String,
+        error: Arc<EngineError>,
+    },
+    /// An account's sync failed.
+    SyncFailed {
+        account: AccountId,
+        error: Arc<EngineError>,
+    },
+    /// The sync's run record (what job health reads) could not be written; the sync itself stands.
+    RunNotRecorded {
+        account: AccountId,
+        error: Arc<EngineError>,
+    },
+    /// A job was asked for an account it does not run.
+    UnknownAccount(AccountId),
+    /// The account's open algo orders could not be listed; the sync looked each stop up instead.
+    AlgoOrdersUnreadable {
+        account: AccountId,
+        error: Arc<EngineError>,
+    },
+}
+
+impl JobFailure {
+    /// A step of `scope` failed with `error`.
+    pub fn step(scope: impl std::fmt::Display, error: impl Into<EngineError>) -> Self {
+        JobFailure::Step {
+            scope: scope.to_string(),
+            error: Arc::new(error.into()),
+        }
+    }
+
+    /// The error behind the failure, if one is.
+    pub fn error(&self) -> Option<&EngineError> {
+        match self {
+            JobFailure::Step { error, .. }
+            | JobFailure::AfterEntry { error, .. }
+            | JobFailure::SyncFailed { error, .. }
+            | JobFailure::RunNotRecorded { error, .. }
+            | JobFailure::AlgoOrdersUnreadable { error, .. } => Some(error),
+            JobFailure::Unprotected { .. } | JobFailure::UnknownAccount(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFailure::Step { scope, error } => write!(f, "{scope}: {error}"),
+            JobFailure::Unprotected { key, stop, why } => write!(
+                f,
+                "{key}: UNPROTECTED: protective stop {} not on the exchange ({why}); the next sync places it first",
+                stop.map(|s| s.to_string()).unwrap_or_default()
+            ),
+            JobFailure::AfterEntry { key, what, error } => write!(f, "{key}: {what}: {error}"),
+            JobFailure::SyncFailed { account, error } => {
+                write!(f, "{account}: sync failed: {error}")
+            }
+            JobFailure::RunNotRecorded { account, error } => {
+                write!(f, "{account}: sync run not recorded: {error}")
+            }
+            JobFailure::UnknownAccount(account) => {
+                write!(f, "{account}: no such account in this engine")
+            }
+            JobFailure::AlgoOrdersUnreadable { account, error } => write!(
+                f,
+                "{account}: open algo orders unreadable ({error}); stops looked up one by one"
+            ),
+        }
+    }
+}
+
 /// What a job did: one line per item, and the failures (the job fails when there are any).
 #[derive(Debug, Default, Clone)]
 pub struct JobReport {
     pub lines: Vec<String>,
-    pub errors: Vec<String>,
+    pub errors: Vec<JobFailure>,
     pub orders_placed: u32,
     pub orders_rejected: u32,
     /// Orders handed to the exchange (whatever came of them): a failure before any was sent
@@ -57,6 +150,11 @@ pub struct JobReport {
 impl JobReport {
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The failures as the job prints them.
+    pub fn error_texts(&self) -> Vec<String> {
+        self.errors.iter().map(ToString::to_string).collect()
     }
 
     /// Adds another part of the same job (one account's) after this one.

@@ -67,8 +67,10 @@ impl Engine {
                 |acct| async move {
                     let mut part = JobReport::default();
                     if let Err(e) = self.sync_account(acct, now, &mut part).await {
-                        part.errors
-                            .push(format!("{}: sync failed: {e}", acct.config.id));
+                        part.errors.push(JobFailure::SyncFailed {
+                            account: acct.config.id.clone(),
+                            error: Arc::new(e),
+                        });
                     }
                     if record_runs {
                         self.record_sync_run(&acct.config.id, now, &mut part).await;
@@ -93,11 +95,14 @@ impl Engine {
         let Some(acct) = self.accounts.iter().find(|a| &a.config.id == account) else {
             report
                 .errors
-                .push(format!("{account}: no such account in this engine"));
+                .push(JobFailure::UnknownAccount(account.clone()));
             return report;
         };
         if let Err(e) = self.sync_account(acct, now, &mut report).await {
-            report.errors.push(format!("{account}: sync failed: {e}"));
+            report.errors.push(JobFailure::SyncFailed {
+                account: account.clone(),
+                error: Arc::new(e),
+            });
         }
         self.record_sync_run(account, now, &mut report).await;
         report
@@ -112,7 +117,7 @@ impl Engine {
             outcome: report
                 .errors
                 .first()
-                .cloned()
+                .map(ToString::to_string)
                 .unwrap_or_else(|| format!("ok: {} line(s)", report.lines.len())),
         };
         if let Err(e) = self
@@ -120,9 +125,10 @@ impl Engine {
             .record_job_run(account, SYNC_JOB, &run, SYNC_RECORD_REFRESH_MS)
             .await
         {
-            report
-                .errors
-                .push(format!("{account}: sync run not recorded: {e}"));
+            report.errors.push(JobFailure::RunNotRecorded {
+                account: account.clone(),
+                error: Arc::new(e.into()),
+            });
         }
     }
 
@@ -254,9 +260,10 @@ impl Engine {
         match open_algo_orders_on(ex, &symbols).await {
             Ok(list) => Some(list),
             Err(e) => {
-                report.errors.push(format!(
-                    "{account}: open algo orders unreadable ({e}); stops looked up one by one"
-                ));
+                report.errors.push(JobFailure::AlgoOrdersUnreadable {
+                    account: account.clone(),
+                    error: Arc::new(e.into()),
+                });
                 None
             }
         }
@@ -431,9 +438,10 @@ impl Engine {
                 Err(e) => Err(e.into()),
             };
             if let Err(e) = r {
-                report
-                    .errors
-                    .push(format!("{}: sync failed: {e}", acct.config.id));
+                report.errors.push(JobFailure::SyncFailed {
+                    account: acct.config.id.clone(),
+                    error: Arc::new(e),
+                });
             }
         }
         report

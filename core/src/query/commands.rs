@@ -349,8 +349,8 @@ pub async fn apply_emergency(
 }
 
 fn absorb(out: &mut EmergencyOutcome, r: crate::jobs::JobReport) {
+    out.errors.extend(r.error_texts());
     out.lines.extend(r.lines);
-    out.errors.extend(r.errors);
 }
 
 /// Cancel every conditional order open now, each exactly once.
@@ -550,8 +550,8 @@ pub async fn apply_sync(engine: &Engine, plan: &SyncPlan, now: i64) -> SyncOutco
     let r = engine.sync_one(&plan.account, now).await;
     SyncOutcome {
         account: plan.account.clone(),
+        errors: r.error_texts(),
         lines: r.lines,
-        errors: r.errors,
         orders_placed: r.orders_placed,
     }
 }

@@ -204,9 +204,8 @@ async fn cmd_run(
                         eprintln!("evaluate {tf} error: {e}");
                     }
                     let job = format!("evaluator-{tf}");
-                    watch
-                        .record(&job, r.errors.first().map(String::as_str), now)
-                        .await;
+                    let first = r.errors.first().map(ToString::to_string);
+                    watch.record(&job, first.as_deref(), now).await;
                 })
             })?)
             .await?;
@@ -223,9 +222,8 @@ async fn cmd_run(
                     for e in &r.errors {
                         eprintln!("sync error: {e}");
                     }
-                    watch
-                        .record("position-sync", r.errors.first().map(String::as_str), now)
-                        .await;
+                    let first = r.errors.first().map(ToString::to_string);
+                    watch.record("position-sync", first.as_deref(), now).await;
                 })
             })?)
             .await?;

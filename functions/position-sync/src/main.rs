@@ -78,7 +78,7 @@ async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
         // The next minute's run repeats the reconciliation whatever the cause.
         return Err(JobFailure::retryable(format!(
             "{JOB} failed: {}",
-            report.errors.join("; ")
+            report.error_texts().join("; ")
         )));
     }
     Ok(json!({
