@@ -8,7 +8,8 @@ use crate::domain::{
     AccountId, ClientId, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
     TradeRecord,
 };
-use crate::ports::{ExchangeError, OrderInfo};
+use crate::ports::{ExchangeError, OrderInfo, Priority};
+use crate::risk;
 use crate::strategy::Decision;
 
 /// A strategy position whose size the exchange changed (its own fills, or the exchange holding
@@ -453,5 +454,34 @@ pub(super) fn pyramid_blocked(p: &Position, stage: u8, why: &str) -> (String, St
     (
         format!("blocked:{}:{stage}", p.entry_client_id),
         format!("{}: {why}", p.key),
+    )
+}
+
+// --- risk events and the portfolio view ---
+
+/// How a risk event is delivered: its priority and kind.
+pub(super) fn risk_event_kind(ev: &risk::RiskEvent) -> (Priority, &'static str) {
+    match ev {
+        risk::RiskEvent::MddLevelChanged { .. } => (Priority::High, "mdd_level"),
+        risk::RiskEvent::DailyLossHalt { .. } => (Priority::Critical, "daily_loss_limit"),
+        risk::RiskEvent::HaltLifted => (Priority::Medium, "daily_loss_reset"),
+    }
+}
+
+/// A risk event of `account` on trading day `day`: one per level, halt and day.
+pub(super) fn risk_event(account: &AccountId, day: i64, ev: &risk::RiskEvent) -> (String, String) {
+    let id = match ev {
+        risk::RiskEvent::MddLevelChanged { to, .. } => format!("mdd:{account}:{day}:{to}"),
+        risk::RiskEvent::DailyLossHalt { until, .. } => format!("halt:{account}:{until}"),
+        risk::RiskEvent::HaltLifted => format!("unhalt:{account}:{day}"),
+    };
+    (id, ev.describe())
+}
+
+/// An advisory portfolio warning, once per warning and trading day.
+pub(super) fn portfolio_warning(day: i64, w: &str) -> (String, String) {
+    (
+        format!("portfolio:{day}:{w}"),
+        format!("portfolio (advisory, nothing is closed): {w}"),
     )
 }

@@ -345,28 +345,12 @@ impl Engine {
         now: i64,
     ) {
         for ev in events {
-            let (priority, kind, id) = match &ev {
-                risk::RiskEvent::MddLevelChanged { to, .. } => (
-                    Priority::High,
-                    "mdd_level",
-                    format!("mdd:{account}:{day}:{to}"),
-                ),
-                risk::RiskEvent::DailyLossHalt { until, .. } => (
-                    Priority::Critical,
-                    "daily_loss_limit",
-                    format!("halt:{account}:{until}"),
-                ),
-                risk::RiskEvent::HaltLifted => (
-                    Priority::Medium,
-                    "daily_loss_reset",
-                    format!("unhalt:{account}:{day}"),
-                ),
-            };
+            let (priority, kind) = notices::risk_event_kind(&ev);
             // Delivered to the trader by the notifier; the log keeps it at info (backtests
             // would otherwise print every level change).
             tracing::info!(%account, event = %ev.describe(), "risk event");
-            self.notify(account, priority, kind, || (id, ev.describe()), now)
-                .await;
+            let message = || notices::risk_event(account, day, &ev);
+            self.notify(account, priority, kind, message, now).await;
         }
     }
 

@@ -148,12 +148,7 @@ impl Engine {
                 &AccountId::new("portfolio"),
                 Priority::Low,
                 "portfolio_warning",
-                || {
-                    (
-                        format!("portfolio:{day}:{w}"),
-                        format!("portfolio (advisory, nothing is closed): {w}"),
-                    )
-                },
+                || notices::portfolio_warning(day, &w),
                 now,
             )
             .await;
