@@ -225,7 +225,7 @@ pub fn metrics(
     let var = sq / (n - 1.0).max(1.0);
     let down = (down_sq / n).sqrt();
     let per_year = 365.25 * 86_400_000.0 / tf.millis() as f64;
-    let pnls: Vec<f64> = trades.iter().map(|t| f(t.pnl.0)).collect();
+    let pnls: Vec<f64> = trades.iter().map(|t| f(t.pnl.get())).collect();
     let wins: Vec<f64> = pnls.iter().copied().filter(|p| *p > 0.0).collect();
     let losses: Vec<f64> = pnls.iter().copied().filter(|p| *p <= 0.0).collect();
     let gross_win: f64 = wins.iter().sum();
@@ -278,7 +278,7 @@ pub fn metrics(
             in_position as f64 / samples as f64
         },
         trades: trades.len(),
-        fees: trades.iter().map(|t| f(t.fees.0)).sum(),
+        fees: trades.iter().map(|t| f(t.fees.get())).sum(),
     }
 }
 
@@ -434,7 +434,7 @@ pub async fn run_series(
     let market: Arc<dyn MarketData> =
         Arc::new(RecordedMarket::shared(symbol.clone(), series.clone()));
     let mut paper = PaperConfig {
-        initial_balance: Notional(opts.equity),
+        initial_balance: Notional::new(opts.equity),
         commission_rate: opts.fee,
         slippage: opts.slippage,
         ..PaperConfig::default()
@@ -565,7 +565,7 @@ pub async fn run_series(
     let final_eq = ex
         .account()
         .await
-        .map(|a| f(a.equity.0))
+        .map(|a| f(a.equity.get()))
         .unwrap_or(f64::NAN);
     // `eval` is never empty (checked above): the last point is a candle's, not the start.
     if let Some(last) = curve.equity.last_mut() {
@@ -631,8 +631,8 @@ pub fn trades_csv(runs: &[RunResult]) -> String {
                 t.entry_price,
                 t.exit_price,
                 t.qty,
-                t.pnl.0.round_dp(8).normalize(),
-                t.fees.0.round_dp(8).normalize()
+                t.pnl.get().round_dp(8).normalize(),
+                t.fees.get().round_dp(8).normalize()
             ));
         }
     }
@@ -761,14 +761,14 @@ mod tests {
             strategy: StrategyId::new("s"),
             symbol: Symbol::new("BTCUSDT"),
             side: Side::Long,
-            qty: Qty(Decimal::ONE),
-            entry_price: Price(Decimal::from(100)),
-            exit_price: Price(Decimal::from(100)),
+            qty: Qty::new(Decimal::ONE),
+            entry_price: Price::new(Decimal::from(100)),
+            exit_price: Price::new(Decimal::from(100)),
             entry_time: 0,
             exit_time: 1,
-            pnl: Notional(Decimal::from(pnl)),
-            fees: Notional(Decimal::from(fees)),
-            funding: Notional(Decimal::ZERO),
+            pnl: Notional::new(Decimal::from(pnl)),
+            fees: Notional::new(Decimal::from(fees)),
+            funding: Notional::new(Decimal::ZERO),
             reason: "signal".into(),
         }
     }

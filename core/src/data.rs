@@ -931,10 +931,10 @@ fn fast_row(b: &[u8], pos: usize) -> Option<(FastRow, usize)> {
     let [open, high, low, close, volume] = dec;
     let candle = Candle {
         open_time: t,
-        open: Price(open),
-        high: Price(high),
-        low: Price(low),
-        close: Price(close),
+        open: Price::new(open),
+        high: Price::new(high),
+        low: Price::new(low),
+        close: Price::new(close),
         volume,
     };
     Some((Ok(candle), next))
@@ -1092,10 +1092,10 @@ fn make_candle(
     }
     Ok(Candle {
         open_time,
-        open: Price(open),
-        high: Price(high),
-        low: Price(low),
-        close: Price(close),
+        open: Price::new(open),
+        high: Price::new(high),
+        low: Price::new(low),
+        close: Price::new(close),
         volume,
     })
 }
@@ -1240,8 +1240,8 @@ mod tests {
         assert!(s.gaps.is_empty());
         let c = s.candles[0];
         assert_eq!(c.open_time, T0);
-        assert_eq!(c.open, Price(dec!(100.5)));
-        assert_eq!(c.high, Price(dec!(101)));
+        assert_eq!(c.open, Price::new(dec!(100.5)));
+        assert_eq!(c.high, Price::new(dec!(101)));
         assert_eq!(c.volume, dec!(1.25));
         assert_eq!(s.candles[4].open_time, T0 + 4 * M15);
     }
@@ -1261,7 +1261,7 @@ mod tests {
             T0 + M15
         );
         let s = parse_csv(&text, "odd.csv").unwrap();
-        assert_eq!(s.candles[0].open, Price(dec!(100)));
+        assert_eq!(s.candles[0].open, Price::new(dec!(100)));
         assert_eq!(s.candles[1].volume, dec!(0.5));
     }
 
@@ -2187,10 +2187,10 @@ mod tests {
     fn c(t: i64, o: i64, h: i64, l: i64, cl: i64, v: i64) -> Candle {
         Candle {
             open_time: t,
-            open: Price(Decimal::from(o)),
-            high: Price(Decimal::from(h)),
-            low: Price(Decimal::from(l)),
-            close: Price(Decimal::from(cl)),
+            open: Price::new(Decimal::from(o)),
+            high: Price::new(Decimal::from(h)),
+            low: Price::new(Decimal::from(l)),
+            close: Price::new(Decimal::from(cl)),
             volume: Decimal::from(v),
         }
     }
@@ -2230,7 +2230,7 @@ mod tests {
         assert_eq!(out.len(), 2, "the missing hour is not invented");
         assert_eq!(out[0].open_time, T0);
         assert_eq!(out[1].open_time, T0 + 2 * 3_600_000);
-        assert_eq!(out[1].open, Price(dec!(108)));
+        assert_eq!(out[1].open, Price::new(dec!(108)));
         assert_eq!(out[1].volume, dec!(6));
         let series = CandleSeries::new(src, Timeframe::M15).resampled(Timeframe::H1, true);
         assert_eq!(
@@ -2281,8 +2281,8 @@ mod tests {
         assert_eq!(s.len(), 17_280);
         assert!(s.gaps.is_empty());
         assert_eq!(s.candles[0].open_time, 1_751_629_500_000);
-        assert_eq!(s.candles[0].open, Price(dec!(108994.3)));
-        assert_eq!(s.candles[0].close, Price(dec!(108842.3)));
+        assert_eq!(s.candles[0].open, Price::new(dec!(108994.3)));
+        assert_eq!(s.candles[0].close, Price::new(dec!(108842.3)));
         let h1 = s.resampled(Timeframe::H1, true);
         // 11:45 starts a partial hour; the last candle (11:30) leaves 11:00 partial too.
         assert_eq!(h1.len(), (17_280 - 1 - 3) / 4);

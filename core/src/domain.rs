@@ -83,7 +83,7 @@ macro_rules! decimal_newtype {
         $(#[$m])*
         #[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
         #[serde(transparent)]
-        pub struct $name(pub Decimal);
+        pub struct $name(Decimal);
 
         impl Ord for $name {
             fn cmp(&self, other: &Self) -> std::cmp::Ordering {
@@ -98,10 +98,10 @@ macro_rules! decimal_newtype {
 
         impl $name {
             pub const ZERO: $name = $name(Decimal::ZERO);
-            pub fn new(d: Decimal) -> Self {
+            pub const fn new(d: Decimal) -> Self {
                 $name(d)
             }
-            pub fn get(self) -> Decimal {
+            pub const fn get(self) -> Decimal {
                 self.0
             }
             /// Lossy view for indicators and statistics only; never feed it back into an order.
@@ -133,6 +133,60 @@ macro_rules! decimal_newtype {
                 $name(d)
             }
         }
+
+        // Arithmetic: each operator is exactly the one Decimal operation on the inner values
+        // (same operands, same order, no rounding of its own).
+        impl std::ops::Add for $name {
+            type Output = $name;
+            fn add(self, rhs: $name) -> $name {
+                $name(self.0 + rhs.0)
+            }
+        }
+        impl std::ops::Sub for $name {
+            type Output = $name;
+            fn sub(self, rhs: $name) -> $name {
+                $name(self.0 - rhs.0)
+            }
+        }
+        impl std::ops::Neg for $name {
+            type Output = $name;
+            fn neg(self) -> $name {
+                $name(-self.0)
+            }
+        }
+        impl std::ops::AddAssign for $name {
+            fn add_assign(&mut self, rhs: $name) {
+                self.0 += rhs.0;
+            }
+        }
+        impl std::ops::SubAssign for $name {
+            fn sub_assign(&mut self, rhs: $name) {
+                self.0 -= rhs.0;
+            }
+        }
+        impl std::ops::Mul<Decimal> for $name {
+            type Output = $name;
+            fn mul(self, rhs: Decimal) -> $name {
+                $name(self.0 * rhs)
+            }
+        }
+        impl std::ops::Div<Decimal> for $name {
+            type Output = $name;
+            fn div(self, rhs: Decimal) -> $name {
+                $name(self.0 / rhs)
+            }
+        }
+        impl std::iter::Sum for $name {
+            /// Folds from zero in iteration order, as `fold(ZERO, |a, b| a + b)` does.
+            fn sum<I: Iterator<Item = $name>>(iter: I) -> $name {
+                iter.fold($name::ZERO, |a, b| a + b)
+            }
+        }
+        impl<'a> std::iter::Sum<&'a $name> for $name {
+            fn sum<I: Iterator<Item = &'a $name>>(iter: I) -> $name {
+                iter.fold($name::ZERO, |a, b| a + *b)
+            }
+        }
     };
 }
 
@@ -153,6 +207,14 @@ impl Qty {
     /// Notional value of this quantity at `price`.
     pub fn notional(self, price: Price) -> Notional {
         Notional(self.0 * price.0)
+    }
+}
+
+impl std::ops::Mul<Price> for Qty {
+    type Output = Notional;
+    /// `qty * price`, the same as [`Qty::notional`].
+    fn mul(self, price: Price) -> Notional {
+        self.notional(price)
     }
 }
 
@@ -753,6 +815,58 @@ impl AccountState {
 mod tests {
     use super::*;
     use rust_decimal_macros::dec;
+
+    #[test]
+    fn money_operators_are_the_decimal_operations() {
+        // Each operator is the one Decimal operation on the inner values: same value and scale.
+        let (a, b) = (Notional::new(dec!(10.50)), Notional::new(dec!(0.125)));
+        assert_eq!(
+            (a + b).get().to_string(),
+            (dec!(10.50) + dec!(0.125)).to_string()
+        );
+        assert_eq!(
+            (a - b).get().to_string(),
+            (dec!(10.50) - dec!(0.125)).to_string()
+        );
+        assert_eq!((-a).get().to_string(), (-dec!(10.50)).to_string());
+        let mut c = a;
+        c += b;
+        assert_eq!(c.get().to_string(), "10.625");
+        c -= b;
+        assert_eq!(c.get().to_string(), "10.500");
+        assert_eq!(
+            (Price::new(dec!(3.0)) * dec!(1.5)).get().to_string(),
+            (dec!(3.0) * dec!(1.5)).to_string()
+        );
+        assert_eq!((Qty::new(dec!(1)) / dec!(3)).get(), dec!(1) / dec!(3));
+        assert_eq!(
+            Price::new(dec!(2)) - Price::new(dec!(5)),
+            Price::new(dec!(-3))
+        );
+        assert_eq!(
+            Qty::new(dec!(0.5)) + Qty::new(dec!(0.25)),
+            Qty::new(dec!(0.75))
+        );
+    }
+
+    #[test]
+    fn qty_times_price_is_notional() {
+        let (q, p) = (Qty::new(dec!(0.003)), Price::new(dec!(65000.10)));
+        assert_eq!((q * p).get().to_string(), q.notional(p).get().to_string());
+        assert_eq!((q * p).get(), dec!(0.003) * dec!(65000.10));
+    }
+
+    #[test]
+    fn money_sums_fold_in_order_like_decimal() {
+        let xs = [dec!(0.1), dec!(0.20), dec!(-0.005), dec!(7)];
+        let owned: Notional = xs.iter().map(|d| Notional::new(*d)).sum();
+        let plain: Decimal = xs.iter().sum();
+        assert_eq!(owned.get().to_string(), plain.to_string());
+        let qs: Vec<Qty> = xs.iter().map(|d| Qty::new(*d)).collect();
+        let by_ref: Qty = qs.iter().sum();
+        assert_eq!(by_ref.get().to_string(), plain.to_string());
+        assert_eq!(std::iter::empty::<Price>().sum::<Price>(), Price::ZERO);
+    }
 
     #[test]
     fn decimal_cmp_orders_as_decimal_does() {

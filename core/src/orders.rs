@@ -85,14 +85,14 @@ pub fn market_qty(
         });
     }
     // Binance exempts reduce-only orders from MIN_NOTIONAL.
-    if !reduce_only && q * ref_price.0 < f.min_notional {
+    if !reduce_only && q * ref_price.get() < f.min_notional {
         return Err(SizingError::BelowMinNotional {
             symbol: f.symbol.0.clone(),
-            notional: (q * ref_price.0).round_dp(2),
+            notional: (q * ref_price.get()).round_dp(2),
             min: f.min_notional,
         });
     }
-    Ok(Qty(q))
+    Ok(Qty::new(q))
 }
 
 /// A quantity to close (part of) a position: on the step grid, never above `held`.
@@ -102,7 +102,7 @@ pub fn close_qty(f: &SymbolFilters, held: Qty) -> Qty {
     } else {
         f.step_size
     };
-    Qty(floor_to(held.0, step))
+    Qty::new(floor_to(held.get(), step))
 }
 
 /// A stop trigger on the tick grid, rounded AWAY from the position's price (a long's stop is rounded
@@ -112,7 +112,7 @@ pub fn stop_price(f: &SymbolFilters, side: Side, raw: Price) -> Price {
         Side::Long => RoundingStrategy::ToNegativeInfinity,
         Side::Short => RoundingStrategy::ToPositiveInfinity,
     };
-    Price(round_to(raw.0, f.tick_size, strategy).max(f.min_price))
+    Price::new(round_to(raw.get(), f.tick_size, strategy).max(f.min_price))
 }
 
 /// A take-profit trigger on the tick grid, rounded away from the entry (a long's up, a short's down).
@@ -172,18 +172,17 @@ pub fn plan_exits(
 ) -> (Vec<PlannedExit>, Vec<String>) {
     let mut out = Vec::new();
     let mut notes = Vec::new();
-    if qty.0 <= Decimal::ZERO || entry.0 <= Decimal::ZERO {
+    if qty.get() <= Decimal::ZERO || entry.get() <= Decimal::ZERO {
         return (out, notes);
     }
     let min = f.min_qty.max(f.market_min_qty).max(Decimal::ZERO);
-    let at =
-        |pct: Decimal| target_price(f, side, Price(entry.0 * (Decimal::ONE + side.sign() * pct)));
+    let at = |pct: Decimal| target_price(f, side, entry * (Decimal::ONE + side.sign() * pct));
     let steps: Vec<_> = plan
         .take_profits
         .iter()
         .filter(|s| s.stage > done)
         .collect();
-    let mut held = qty.0;
+    let mut held = qty.get();
     // Fraction of `held` carried over from steps merged into the next one.
     let mut carried = Decimal::ZERO;
     for (i, s) in steps.iter().enumerate() {
@@ -211,20 +210,20 @@ pub fn plan_exits(
         out.push(PlannedExit {
             kind: ExitKind::TakeProfit { stage: s.stage },
             trigger: at(s.profit_pct),
-            qty: Qty(q),
+            qty: Qty::new(q),
         });
         held -= q;
         carried = Decimal::ZERO;
     }
     if let Some(t) = plan.trailing {
-        let q = exit_qty(f, qty.0);
+        let q = exit_qty(f, qty.get());
         match callback_rate(t.callback_pct) {
             Some(rate) if q >= min && q > Decimal::ZERO => out.push(PlannedExit {
                 kind: ExitKind::Trailing {
                     callback_rate: rate,
                 },
                 trigger: at(t.activation_pct),
-                qty: Qty(q),
+                qty: Qty::new(q),
             }),
             Some(_) => notes.push(format!(
                 "trailing stop skipped: {} rounds to {q}, below the minimum quantity {min}",
@@ -629,24 +628,24 @@ mod tests {
     #[test]
     fn market_qty_floors_to_step_and_checks_bounds() {
         let f = btc();
-        let p = Price(dec!(100000));
+        let p = Price::new(dec!(100000));
         assert_eq!(
             market_qty(&f, dec!(0.0129), p, false).unwrap(),
-            Qty(dec!(0.012))
+            Qty::new(dec!(0.012))
         );
         assert!(matches!(
             market_qty(&f, dec!(0.0009), p, false),
             Err(SizingError::BelowMinQty { .. })
         ));
         // 0.001 BTC at 50,000 = 50 USDT < 100: rejected, unless reduce-only.
-        let p2 = Price(dec!(50000));
+        let p2 = Price::new(dec!(50000));
         assert!(matches!(
             market_qty(&f, dec!(0.001), p2, false),
             Err(SizingError::BelowMinNotional { .. })
         ));
         assert_eq!(
             market_qty(&f, dec!(0.001), p2, true).unwrap(),
-            Qty(dec!(0.001))
+            Qty::new(dec!(0.001))
         );
         assert!(matches!(
             market_qty(&f, dec!(500), p, false),
@@ -658,18 +657,18 @@ mod tests {
     fn stops_round_away_from_the_position() {
         let f = btc();
         assert_eq!(
-            stop_price(&f, Side::Long, Price(dec!(97000.07))),
-            Price(dec!(97000))
+            stop_price(&f, Side::Long, Price::new(dec!(97000.07))),
+            Price::new(dec!(97000))
         );
         assert_eq!(
-            stop_price(&f, Side::Short, Price(dec!(103000.01))),
-            Price(dec!(103000.1))
+            stop_price(&f, Side::Short, Price::new(dec!(103000.01))),
+            Price::new(dec!(103000.1))
         );
         assert_eq!(
-            target_price(&f, Side::Long, Price(dec!(105000.01))),
-            Price(dec!(105000.1))
+            target_price(&f, Side::Long, Price::new(dec!(105000.01))),
+            Price::new(dec!(105000.1))
         );
-        assert_eq!(close_qty(&f, Qty(dec!(0.0125))), Qty(dec!(0.012)));
+        assert_eq!(close_qty(&f, Qty::new(dec!(0.0125))), Qty::new(dec!(0.012)));
     }
 
     fn ladder_plan(trailing: bool) -> ExitPlan {
@@ -695,8 +694,8 @@ mod tests {
     fn tp(stage: u8, trigger: Decimal, qty: Decimal) -> PlannedExit {
         PlannedExit {
             kind: ExitKind::TakeProfit { stage },
-            trigger: Price(trigger),
-            qty: Qty(qty),
+            trigger: Price::new(trigger),
+            qty: Qty::new(qty),
         }
     }
 
@@ -721,8 +720,8 @@ mod tests {
             &f,
             &ladder_plan(true),
             Side::Long,
-            Price(dec!(100000)),
-            Qty(dec!(0.1)),
+            Price::new(dec!(100000)),
+            Qty::new(dec!(0.1)),
             0,
         );
         assert!(notes.is_empty(), "{notes:?}");
@@ -737,8 +736,8 @@ mod tests {
                     kind: ExitKind::Trailing {
                         callback_rate: dec!(2)
                     },
-                    trigger: Price(dec!(105000)),
-                    qty: Qty(dec!(0.1)),
+                    trigger: Price::new(dec!(105000)),
+                    qty: Qty::new(dec!(0.1)),
                 },
             ]
         );
@@ -747,8 +746,8 @@ mod tests {
             &f,
             &ladder_plan(false),
             Side::Long,
-            Price(dec!(100000)),
-            Qty(dec!(0.075)),
+            Price::new(dec!(100000)),
+            Qty::new(dec!(0.075)),
             1,
         );
         assert_eq!(rest, orders[1..3].to_vec());
@@ -761,8 +760,8 @@ mod tests {
             &f,
             &ladder_plan(true),
             Side::Short,
-            Price(dec!(100000.05)),
-            Qty(dec!(0.013)),
+            Price::new(dec!(100000.05)),
+            Qty::new(dec!(0.013)),
             0,
         );
         // 0.013 × 0.25 = 0.00325 → 0.003; 0.010 × 7/15 = 0.00467 → 0.004; 0.006 left.
@@ -775,12 +774,12 @@ mod tests {
             ]
         );
         // 100000.05 × 0.95 = 95000.0475: a short's target rounds down (away from the entry).
-        assert_eq!(orders[3].trigger, Price(dec!(95000.0)));
-        let total: Decimal = orders[..3].iter().map(|o| o.qty.0).sum();
+        assert_eq!(orders[3].trigger, Price::new(dec!(95000.0)));
+        let total: Decimal = orders[..3].iter().map(|o| o.qty.get()).sum();
         assert_eq!(total, dec!(0.013), "the ladder closes exactly the share");
         for o in &orders {
-            assert_eq!((o.qty.0 / f.step_size).fract(), Decimal::ZERO);
-            assert_eq!((o.trigger.0 / f.tick_size).fract(), Decimal::ZERO);
+            assert_eq!((o.qty.get() / f.step_size).fract(), Decimal::ZERO);
+            assert_eq!((o.trigger.get() / f.tick_size).fract(), Decimal::ZERO);
         }
     }
 
@@ -793,8 +792,8 @@ mod tests {
             &f,
             &ladder_plan(false),
             Side::Long,
-            Price(dec!(100000)),
-            Qty(dec!(0.003)),
+            Price::new(dec!(100000)),
+            Qty::new(dec!(0.003)),
             0,
         );
         assert_eq!(
@@ -811,8 +810,8 @@ mod tests {
             &f,
             &ladder_plan(false),
             Side::Long,
-            Price(dec!(100000)),
-            Qty(dec!(0.001)),
+            Price::new(dec!(100000)),
+            Qty::new(dec!(0.001)),
             0,
         );
         assert_eq!(orders, vec![tp(3, dec!(115000), dec!(0.001))]);
@@ -825,8 +824,8 @@ mod tests {
             &coarse,
             &ladder_plan(true),
             Side::Long,
-            Price(dec!(100000)),
-            Qty(dec!(0.005)),
+            Price::new(dec!(100000)),
+            Qty::new(dec!(0.005)),
             0,
         );
         assert!(orders.is_empty(), "{orders:?}");
@@ -866,12 +865,12 @@ mod tests {
             fn market_qty_on_grid_and_never_above_raw(raw_units in 1u64..10_000_000_000, scale in 0u32..8, step_exp in 0u32..6, px in 1u64..200_000) {
                 let f = filters(2, step_exp);
                 let raw = Decimal::new(raw_units as i64, scale);
-                let price = Price(Decimal::from(px));
+                let price = Price::new(Decimal::from(px));
                 if let Ok(q) = market_qty(&f, raw, price, false) {
-                    prop_assert!(q.0 <= raw);
-                    prop_assert_eq!((q.0 / f.market_step_size).fract(), Decimal::ZERO);
-                    prop_assert!(q.0 * price.0 >= f.min_notional);
-                    prop_assert!(raw - q.0 < f.market_step_size);
+                    prop_assert!(q.get() <= raw);
+                    prop_assert_eq!((q.get() / f.market_step_size).fract(), Decimal::ZERO);
+                    prop_assert!(q.get() * price.get() >= f.min_notional);
+                    prop_assert!(raw - q.get() < f.market_step_size);
                 }
             }
 
@@ -879,15 +878,15 @@ mod tests {
             #[test]
             fn stops_on_tick_grid_never_tighter(raw_units in 1u64..10_000_000_000, scale in 0u32..8, tick_exp in 0u32..5, long in any::<bool>()) {
                 let f = filters(tick_exp, 3);
-                let raw = Price(Decimal::new(raw_units as i64, scale));
+                let raw = Price::new(Decimal::new(raw_units as i64, scale));
                 let side = if long { Side::Long } else { Side::Short };
                 let p = stop_price(&f, side, raw);
-                prop_assert_eq!((p.0 / f.tick_size).fract(), Decimal::ZERO);
+                prop_assert_eq!((p.get() / f.tick_size).fract(), Decimal::ZERO);
                 match side {
-                    Side::Long => prop_assert!(p.0 <= raw.0 || raw.0 < f.tick_size),
-                    Side::Short => prop_assert!(p.0 >= raw.0),
+                    Side::Long => prop_assert!(p.get() <= raw.get() || raw.get() < f.tick_size),
+                    Side::Short => prop_assert!(p.get() >= raw.get()),
                 }
-                prop_assert!((p.0 - raw.0).abs() < f.tick_size || raw.0 < f.tick_size);
+                prop_assert!((p.get() - raw.get()).abs() < f.tick_size || raw.get() < f.tick_size);
             }
         }
     }

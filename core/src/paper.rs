@@ -481,7 +481,7 @@ pub struct PaperConfig {
 impl Default for PaperConfig {
     fn default() -> Self {
         PaperConfig {
-            initial_balance: Notional(Decimal::from(10_000)),
+            initial_balance: Notional::new(Decimal::from(10_000)),
             commission_rate: Decimal::new(4, 4),
             slippage: Decimal::new(1, 4),
             filters: realistic_filters(),
@@ -806,10 +806,10 @@ impl State {
                 id: trade_id,
                 order_id,
                 side,
-                price: Price(price),
-                qty: Qty(qty),
-                realized_pnl: Notional(realized),
-                commission: Notional(commission),
+                price: Price::new(price),
+                qty: Qty::new(qty),
+                realized_pnl: Notional::new(realized),
+                commission: Notional::new(commission),
                 commission_asset: "USDT".into(),
                 time,
             });
@@ -827,9 +827,9 @@ impl State {
             client_id: client_id.clone(),
             side,
             status: OrderStatus::Filled,
-            orig_qty: Qty(qty),
-            executed_qty: Qty(qty),
-            avg_price: Price(price),
+            orig_qty: Qty::new(qty),
+            executed_qty: Qty::new(qty),
+            avg_price: Price::new(price),
             reduce_only,
             update_time: time,
         };
@@ -844,7 +844,7 @@ impl State {
         self.income.push(Income {
             symbol: Some(symbol.clone()),
             income_type: kind.into(),
-            income: Notional(amount),
+            income: Notional::new(amount),
             asset: "USDT".into(),
             time,
             tran_id,
@@ -888,10 +888,10 @@ impl State {
             let qty = if a.close_position {
                 reduces(side, amount).then(|| amount.abs())
             } else if a.reduce_only {
-                let q = a.qty.map_or(Decimal::ZERO, |q| q.0);
+                let q = a.qty.map_or(Decimal::ZERO, |q| q.get());
                 reduces(side, amount).then(|| q.min(amount.abs()))
             } else {
-                a.qty.map(|q| q.0)
+                a.qty.map(|q| q.get())
             };
             // Nothing to reduce: the order does nothing and stays NEW (see the module docs).
             let Some(qty) = qty.filter(|q| *q > Decimal::ZERO) else {
@@ -921,13 +921,13 @@ impl State {
             let a = &mut self.algos[i].info;
             a.status = AlgoStatus::Finished;
             a.actual_order_id = Some(order.order_id);
-            a.actual_price = Some(Price(fill));
+            a.actual_price = Some(Price::new(fill));
             a.update_time = time;
         }
         match self.marks.get_mut(symbol) {
-            Some(m) => *m = c.close.0,
+            Some(m) => *m = c.close.get(),
             None => {
-                self.marks.insert(symbol.clone(), c.close.0);
+                self.marks.insert(symbol.clone(), c.close.get());
             }
         }
         let algos = &self.algos;
@@ -943,7 +943,7 @@ impl State {
     /// The price (before slippage) at which algo order `i` fires in candle `c` during `pass`, if it
     /// does; updates a trailing stop's state (see [`Pass`]).
     fn trigger(&mut self, i: usize, c: &Candle, pass: Pass) -> Option<Decimal> {
-        let (o, h, l, cl) = (c.open.0, c.high.0, c.low.0, c.close.0);
+        let (o, h, l, cl) = (c.open.get(), c.high.get(), c.low.get(), c.close.get());
         let entry = &mut self.algos[i];
         let side = entry.info.side;
         let fires_down = |t: Decimal| (l <= t).then(|| if o <= t { o } else { t });
@@ -955,14 +955,14 @@ impl State {
                 if pass != due {
                     return None;
                 }
-                let t = entry.info.trigger_price?.0;
+                let t = entry.info.trigger_price?.get();
                 match (side, stop) {
                     (OrderSide::Sell, true) | (OrderSide::Buy, false) => fires_down(t),
                     (OrderSide::Buy, true) | (OrderSide::Sell, false) => fires_up(t),
                 }
             }
             AlgoKind::TrailingStopMarket { .. } => {
-                let activation = entry.info.trigger_price.map(|p| p.0);
+                let activation = entry.info.trigger_price.map(|p| p.get());
                 let tr = entry.trail.as_mut()?;
                 let sell = side == OrderSide::Sell;
                 let cb = tr.callback;
@@ -1040,10 +1040,10 @@ impl OrderJournal {
                 o.symbol,
                 o.client_id,
                 o.side.as_str(),
-                o.orig_qty.0.normalize(),
+                o.orig_qty.get().normalize(),
                 o.reduce_only,
                 text(&o.status),
-                o.avg_price.0.normalize(),
+                o.avg_price.get().normalize(),
                 o.update_time
             );
         }
@@ -1062,16 +1062,16 @@ impl OrderJournal {
                 a.client_algo_id,
                 a.side.as_str(),
                 a.qty
-                    .map(|q| q.0.normalize().to_string())
+                    .map(|q| q.get().normalize().to_string())
                     .unwrap_or_default(),
                 a.reduce_only,
                 a.close_position,
                 a.trigger_price
-                    .map(|p| p.0.normalize().to_string())
+                    .map(|p| p.get().normalize().to_string())
                     .unwrap_or_default(),
                 text(&a.status),
                 a.actual_price
-                    .map(|p| p.0.normalize().to_string())
+                    .map(|p| p.get().normalize().to_string())
                     .unwrap_or_default(),
                 a.update_time
             );
@@ -1096,7 +1096,7 @@ impl PaperExchange {
         let now = clock.now_ms();
         let state = State {
             advanced_to: now,
-            wallet: cfg.initial_balance.0,
+            wallet: cfg.initial_balance.get(),
             positions: HashMap::default(),
             configs: HashMap::default(),
             orders: Vec::new(),
@@ -1342,9 +1342,9 @@ impl PaperExchange {
                 }
                 if let Ok(price) = rec.price_at(s, now) {
                     match marks.get_mut(s) {
-                        Some(m) => *m = price.0,
+                        Some(m) => *m = price.get(),
                         None => {
-                            marks.insert(s.clone(), price.0);
+                            marks.insert(s.clone(), price.get());
                         }
                     }
                 }
@@ -1361,7 +1361,7 @@ impl PaperExchange {
         };
         for s in symbols {
             if let Ok(p) = self.market.price(&s, now).await {
-                self.lock().marks.insert(s, p.0);
+                self.lock().marks.insert(s, p.get());
             }
         }
     }
@@ -1381,7 +1381,7 @@ impl PaperExchange {
                 "ClientOrderId is duplicated.",
             ));
         }
-        let q = order.qty.0;
+        let q = order.qty.get();
         if q <= Decimal::ZERO {
             return Err(rejected(
                 EP_ORDER,
@@ -1472,7 +1472,7 @@ impl PaperExchange {
                 ))
             }
             (false, Some(q)) => {
-                let q = q.0;
+                let q = q.get();
                 if q <= Decimal::ZERO {
                     return Err(rejected(
                         EP_ALGO,
@@ -1538,11 +1538,11 @@ impl PaperExchange {
                         "Mandatory parameter 'triggerPrice' was not sent, was empty/null, or malformed.",
                     ));
                 };
-                check_price(t.0, "triggerPrice")?;
+                check_price(t.get(), "triggerPrice")?;
                 let stop = matches!(order.kind, AlgoKind::StopMarket);
                 let immediate = match (order.side, stop) {
-                    (OrderSide::Sell, true) | (OrderSide::Buy, false) => t.0 >= price,
-                    (OrderSide::Buy, true) | (OrderSide::Sell, false) => t.0 <= price,
+                    (OrderSide::Sell, true) | (OrderSide::Buy, false) => t.get() >= price,
+                    (OrderSide::Buy, true) | (OrderSide::Sell, false) => t.get() <= price,
                 };
                 if immediate {
                     return Err(rejected(
@@ -1561,7 +1561,7 @@ impl PaperExchange {
                     ));
                 }
                 if let Some(a) = order.trigger_price {
-                    check_price(a.0, "activatePrice")?;
+                    check_price(a.get(), "activatePrice")?;
                 }
             }
         }
@@ -1603,11 +1603,11 @@ impl Exchange for PaperExchange {
         let (upnl, im) = st.exposure(&self.cfg, None);
         let equity = st.wallet + upnl;
         Ok(AccountSnapshot {
-            equity: Notional(equity),
-            wallet_balance: Notional(st.wallet),
-            available_balance: Notional((equity - im).max(Decimal::ZERO)),
-            total_initial_margin: Notional(im),
-            unrealized_pnl: Notional(upnl),
+            equity: Notional::new(equity),
+            wallet_balance: Notional::new(st.wallet),
+            available_balance: Notional::new((equity - im).max(Decimal::ZERO)),
+            total_initial_margin: Notional::new(im),
+            unrealized_pnl: Notional::new(upnl),
         })
     }
 
@@ -1615,7 +1615,7 @@ impl Exchange for PaperExchange {
         let now = self.advance().await?;
         self.refresh_marks(now).await;
         let st = self.lock();
-        Ok(Notional(st.wallet + st.unrealized_pnl()))
+        Ok(Notional::new(st.wallet + st.unrealized_pnl()))
     }
 
     async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError> {
@@ -1631,9 +1631,9 @@ impl Exchange for PaperExchange {
                 ExchangePosition {
                     symbol: s.clone(),
                     amount: p.amount,
-                    entry_price: Price(p.entry),
-                    mark_price: Price(mark),
-                    unrealized_pnl: Notional(p.amount * (mark - p.entry)),
+                    entry_price: Price::new(p.entry),
+                    mark_price: Price::new(mark),
+                    unrealized_pnl: Notional::new(p.amount * (mark - p.entry)),
                     // Liquidation is not modelled.
                     liquidation_price: Price::ZERO,
                     leverage: Some(st.leverage(&self.cfg, s)),
@@ -1706,7 +1706,7 @@ impl Exchange for PaperExchange {
     async fn place_market(&self, order: &MarketOrder) -> Result<OrderInfo, ExchangeError> {
         let now = self.advance().await?;
         let f = self.filters(&order.symbol)?;
-        let price = self.market.price(&order.symbol, now).await?.0;
+        let price = self.market.price(&order.symbol, now).await?.get();
         let fill = match order.side {
             OrderSide::Buy => price * (Decimal::ONE + self.cfg.slippage),
             OrderSide::Sell => price * (Decimal::ONE - self.cfg.slippage),
@@ -1718,7 +1718,7 @@ impl Exchange for PaperExchange {
             &self.cfg,
             &order.symbol,
             order.side,
-            order.qty.0,
+            order.qty.get(),
             fill,
             order.reduce_only,
             order.client_id.0.clone(),
@@ -1744,7 +1744,7 @@ impl Exchange for PaperExchange {
     async fn place_algo(&self, order: &AlgoOrder) -> Result<AlgoOrderInfo, ExchangeError> {
         let now = self.advance().await?;
         let f = self.filters(&order.symbol)?;
-        let price = self.market.price(&order.symbol, now).await?.0;
+        let price = self.market.price(&order.symbol, now).await?.get();
         let mut st = self.lock();
         st.marks.insert(order.symbol.clone(), price);
         self.check_algo(&st, &f, order, price)?;
@@ -1771,8 +1771,8 @@ impl Exchange for PaperExchange {
                 let activated = match order.trigger_price {
                     None => true,
                     Some(a) => match order.side {
-                        OrderSide::Sell => price >= a.0,
-                        OrderSide::Buy => price <= a.0,
+                        OrderSide::Sell => price >= a.get(),
+                        OrderSide::Buy => price <= a.get(),
                     },
                 };
                 Some(Trail {
@@ -1916,10 +1916,10 @@ mod tests {
             .iter()
             .map(|&k| Candle {
                 open_time: T0 + k * h,
-                open: Price(dec!(1)),
-                high: Price(dec!(1)),
-                low: Price(dec!(1)),
-                close: Price(dec!(1)),
+                open: Price::new(dec!(1)),
+                high: Price::new(dec!(1)),
+                low: Price::new(dec!(1)),
+                close: Price::new(dec!(1)),
                 volume: dec!(1),
             })
             .collect();
@@ -1978,10 +1978,10 @@ mod tests {
             .enumerate()
             .map(|(i, &(o, h, l, c))| Candle {
                 open_time: start + i as i64 * tf.millis(),
-                open: Price(o),
-                high: Price(h),
-                low: Price(l),
-                close: Price(c),
+                open: Price::new(o),
+                high: Price::new(h),
+                low: Price::new(l),
+                close: Price::new(c),
                 volume: dec!(1),
             })
             .collect();
@@ -2007,7 +2007,7 @@ mod tests {
         MarketOrder {
             symbol: btc(),
             side,
-            qty: Qty(qty),
+            qty: Qty::new(qty),
             reduce_only: false,
             client_id: ClientId(id.into()),
         }
@@ -2025,7 +2025,7 @@ mod tests {
             symbol: btc(),
             side,
             kind,
-            trigger_price: trigger.map(Price),
+            trigger_price: trigger.map(Price::new),
             qty: None,
             close_position: true,
             reduce_only: false,
@@ -2054,21 +2054,21 @@ mod tests {
         assert_eq!(o.status, OrderStatus::Filled);
         assert_eq!(
             o.avg_price,
-            Price(dec!(50065.006)),
+            Price::new(dec!(50065.006)),
             "c1 open 50060 + 0.01 %"
         );
-        assert_eq!(o.executed_qty, Qty(dec!(0.1)));
-        assert_eq!(o.orig_qty, Qty(dec!(0.1)));
+        assert_eq!(o.executed_qty, Qty::new(dec!(0.1)));
+        assert_eq!(o.orig_qty, Qty::new(dec!(0.1)));
         assert_eq!(o.update_time, at(1));
 
         let acct = ex.account().await.unwrap();
-        assert_eq!(acct.wallet_balance, Notional(dec!(9997.99739976)));
+        assert_eq!(acct.wallet_balance, Notional::new(dec!(9997.99739976)));
 
         let trades = ex.user_trades(&btc(), 0).await.unwrap();
         assert_eq!(trades.len(), 1);
         assert_eq!(trades[0].order_id, o.order_id);
-        assert_eq!(trades[0].price, Price(dec!(50065.006)));
-        assert_eq!(trades[0].commission, Notional(dec!(2.00260024)));
+        assert_eq!(trades[0].price, Price::new(dec!(50065.006)));
+        assert_eq!(trades[0].commission, Notional::new(dec!(2.00260024)));
         assert_eq!(trades[0].realized_pnl, Notional::ZERO);
         assert_eq!(trades[0].time, at(1));
         assert!(ex.user_trades(&btc(), at(1) + 1).await.unwrap().is_empty());
@@ -2076,7 +2076,7 @@ mod tests {
         let income = ex.income(0).await.unwrap();
         assert_eq!(income.len(), 1, "an opening fill books no REALIZED_PNL");
         assert_eq!(income[0].income_type, "COMMISSION");
-        assert_eq!(income[0].income, Notional(dec!(-2.00260024)));
+        assert_eq!(income[0].income, Notional::new(dec!(-2.00260024)));
 
         assert_eq!(
             ex.order_by_client_id(&btc(), "entry").await.unwrap(),
@@ -2118,7 +2118,7 @@ mod tests {
         assert_eq!(p[0].amount, dec!(0.2));
         assert_eq!(
             p[0].entry_price,
-            Price(dec!(50130)),
+            Price::new(dec!(50130)),
             "average of 50060 and 50200"
         );
 
@@ -2130,10 +2130,10 @@ mod tests {
             .unwrap();
         let p = ex.positions().await.unwrap();
         assert_eq!(p[0].amount, dec!(-0.1));
-        assert_eq!(p[0].entry_price, Price(dec!(50500)));
+        assert_eq!(p[0].entry_price, Price::new(dec!(50500)));
         let t = ex.user_trades(&btc(), at(3)).await.unwrap();
         assert_eq!(t[0].order_id, flip.order_id);
-        assert_eq!(t[0].realized_pnl, Notional(dec!(74)));
+        assert_eq!(t[0].realized_pnl, Notional::new(dec!(74)));
 
         // Buy back half the short at 50300: +10, entry unchanged.
         clock.set(at(4));
@@ -2142,7 +2142,7 @@ mod tests {
             .unwrap();
         let p = ex.positions().await.unwrap();
         assert_eq!(p[0].amount, dec!(-0.05));
-        assert_eq!(p[0].entry_price, Price(dec!(50500)));
+        assert_eq!(p[0].entry_price, Price::new(dec!(50500)));
 
         let realized: Vec<Decimal> = ex
             .income(0)
@@ -2150,15 +2150,15 @@ mod tests {
             .unwrap()
             .into_iter()
             .filter(|i| i.income_type == "REALIZED_PNL")
-            .map(|i| i.income.0)
+            .map(|i| i.income.get())
             .collect();
         assert_eq!(realized, vec![dec!(74), dec!(10)]);
         // 0.04 % of 5006 + 5020 + 15150 + 2515 = 11.0764 in fees.
         let acct = ex.account().await.unwrap();
-        assert_eq!(acct.wallet_balance, Notional(dec!(10072.9236)));
+        assert_eq!(acct.wallet_balance, Notional::new(dec!(10072.9236)));
         assert_eq!(
             acct.unrealized_pnl,
-            Notional(dec!(10)),
+            Notional::new(dec!(10)),
             "short 0.05 from 50500, marked at 50300"
         );
     }
@@ -2288,16 +2288,16 @@ mod tests {
         assert!(ex.positions().await.unwrap().is_empty());
         let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
         assert_eq!(sl.status, AlgoStatus::Finished);
-        assert_eq!(sl.actual_price, Some(Price(dec!(49495.05))));
+        assert_eq!(sl.actual_price, Some(Price::new(dec!(49495.05))));
         let trades = ex.user_trades(&btc(), 0).await.unwrap();
         assert_eq!(trades.len(), 2);
         let exit = &trades[1];
         assert_eq!(Some(exit.order_id), sl.actual_order_id);
         assert_eq!(exit.side, OrderSide::Sell);
-        assert_eq!(exit.price, Price(dec!(49495.05)));
-        assert_eq!(exit.qty, Qty(dec!(0.1)));
-        assert_eq!(exit.realized_pnl, Notional(dec!(-56.9956)));
-        assert_eq!(exit.commission, Notional(dec!(1.979802)));
+        assert_eq!(exit.price, Price::new(dec!(49495.05)));
+        assert_eq!(exit.qty, Qty::new(dec!(0.1)));
+        assert_eq!(exit.realized_pnl, Notional::new(dec!(-56.9956)));
+        assert_eq!(exit.commission, Notional::new(dec!(1.979802)));
         assert_eq!(exit.time, T0 + 3 * M15 - 1, "stamped with c2's close time");
         let fired = ex
             .order_by_client_id(&btc(), triggered_client_id(sl.algo_id).as_str())
@@ -2308,7 +2308,7 @@ mod tests {
         assert!(fired.reduce_only);
         assert_eq!(
             ex.account().await.unwrap().wallet_balance,
-            Notional(dec!(9939.02199776))
+            Notional::new(dec!(9939.02199776))
         );
         assert!(ex.open_algo_orders(Some(&btc())).await.unwrap().is_empty());
     }
@@ -2372,7 +2372,7 @@ mod tests {
         let v = check(&ex, &v, true).await;
         // An opening stop the margin cannot carry: rejected when it fires, with no fill.
         let open = AlgoOrder {
-            qty: Some(Qty(dec!(1000))),
+            qty: Some(Qty::new(dec!(1000))),
             close_position: false,
             ..algo(
                 OrderSide::Buy,
@@ -2425,7 +2425,7 @@ mod tests {
         let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
         let tp = ex.algo_by_client_id("tp").await.unwrap().unwrap();
         assert_eq!(sl.status, AlgoStatus::Finished);
-        assert_eq!(sl.actual_price, Some(Price(dec!(49495.05))));
+        assert_eq!(sl.actual_price, Some(Price::new(dec!(49495.05))));
         assert_eq!(
             tp.status,
             AlgoStatus::New,
@@ -2458,11 +2458,11 @@ mod tests {
         let sl = ex.algo_by_client_id("sl").await.unwrap().unwrap();
         assert_eq!(
             sl.actual_price,
-            Some(Price(dec!(49295.07))),
+            Some(Price::new(dec!(49295.07))),
             "open 49300 less slippage"
         );
         let t = ex.user_trades(&btc(), 0).await.unwrap();
-        assert_eq!(t[1].realized_pnl, Notional(dec!(-76.9936)));
+        assert_eq!(t[1].realized_pnl, Notional::new(dec!(-76.9936)));
 
         // Mirror: a short's take-profit (BUY) fires from the low, at the open when it gapped.
         let down = (dec!(49700), dec!(49750), dec!(49600), dec!(49650));
@@ -2490,10 +2490,10 @@ mod tests {
         clock.set(at(3));
         let tp = ex.algo_by_client_id("tp").await.unwrap().unwrap();
         assert_eq!(tp.status, AlgoStatus::Finished);
-        assert_eq!(tp.actual_price, Some(Price(dec!(49704.97))));
+        assert_eq!(tp.actual_price, Some(Price::new(dec!(49704.97))));
         let t = ex.user_trades(&btc(), 0).await.unwrap();
-        assert_eq!(t[0].price, Price(dec!(50054.994)));
-        assert_eq!(t[1].realized_pnl, Notional(dec!(35.0024)));
+        assert_eq!(t[0].price, Price::new(dec!(50054.994)));
+        assert_eq!(t[1].realized_pnl, Notional::new(dec!(35.0024)));
         assert!(ex.positions().await.unwrap().is_empty());
     }
 
@@ -2517,7 +2517,7 @@ mod tests {
         assert!(ex.user_trades(&btc(), 0).await.unwrap().is_empty());
         assert_eq!(
             ex.account().await.unwrap().wallet_balance,
-            Notional(dec!(10000))
+            Notional::new(dec!(10000))
         );
 
         // A reduce-only quantity larger than the position closes just the position.
@@ -2531,11 +2531,11 @@ mod tests {
         );
         capped.close_position = false;
         capped.reduce_only = true;
-        capped.qty = Some(Qty(dec!(0.5)));
+        capped.qty = Some(Qty::new(dec!(0.5)));
         ex.place_algo(&capped).await.unwrap();
         clock.set(at(3));
         let t = ex.user_trades(&btc(), 0).await.unwrap();
-        assert_eq!(t[1].qty, Qty(dec!(0.1)));
+        assert_eq!(t[1].qty, Qty::new(dec!(0.1)));
         assert!(ex.positions().await.unwrap().is_empty());
     }
 
@@ -2548,19 +2548,19 @@ mod tests {
         long_01_at_c1(&clock, &ex).await;
         clock.set(at(2)); // price = c2 open 50200
         let a = ex.account().await.unwrap();
-        assert_eq!(a.wallet_balance, Notional(dec!(9997.99739976)));
-        assert_eq!(a.unrealized_pnl, Notional(dec!(13.4994)));
-        assert_eq!(a.equity, Notional(dec!(10011.49679976)));
+        assert_eq!(a.wallet_balance, Notional::new(dec!(9997.99739976)));
+        assert_eq!(a.unrealized_pnl, Notional::new(dec!(13.4994)));
+        assert_eq!(a.equity, Notional::new(dec!(10011.49679976)));
         assert_eq!(
             a.total_initial_margin,
-            Notional(dec!(502)),
+            Notional::new(dec!(502)),
             "0.1 × 50200 / 10"
         );
-        assert_eq!(a.available_balance, Notional(dec!(9509.49679976)));
+        assert_eq!(a.available_balance, Notional::new(dec!(9509.49679976)));
         let p = &ex.positions().await.unwrap()[0];
-        assert_eq!(p.mark_price, Price(dec!(50200)));
-        assert_eq!(p.entry_price, Price(dec!(50065.006)));
-        assert_eq!(p.unrealized_pnl, Notional(dec!(13.4994)));
+        assert_eq!(p.mark_price, Price::new(dec!(50200)));
+        assert_eq!(p.entry_price, Price::new(dec!(50065.006)));
+        assert_eq!(p.unrealized_pnl, Notional::new(dec!(13.4994)));
         assert_eq!(p.leverage, Some(10));
         assert_eq!(p.update_time, at(1));
 
@@ -2582,7 +2582,7 @@ mod tests {
         // Past the recorded data the last known price is kept for the account view.
         clock.set(at(10));
         let a = ex.account().await.unwrap();
-        assert_eq!(a.unrealized_pnl, Notional(dec!(13.4994)));
+        assert_eq!(a.unrealized_pnl, Notional::new(dec!(13.4994)));
         assert!(ex
             .place_market(&mkt(OrderSide::Buy, dec!(0.1), "late"))
             .await
@@ -2598,7 +2598,7 @@ mod tests {
         let trail = |id: &str| AlgoOrder {
             close_position: false,
             reduce_only: true,
-            qty: Some(Qty(dec!(0.1))),
+            qty: Some(Qty::new(dec!(0.1))),
             ..algo(
                 OrderSide::Sell,
                 AlgoKind::TrailingStopMarket {
@@ -2624,7 +2624,7 @@ mod tests {
         assert_eq!(tr.status, AlgoStatus::Finished);
         assert_eq!(
             tr.actual_price,
-            Some(Price(dec!(50979.9015))),
+            Some(Price::new(dec!(50979.9015))),
             "50985 less slippage"
         );
         assert!(ex.positions().await.unwrap().is_empty());
@@ -2636,7 +2636,7 @@ mod tests {
         clock.set(at(4));
         let tr = ex.algo_by_client_id("tr").await.unwrap().unwrap();
         assert_eq!(tr.status, AlgoStatus::Finished);
-        assert_eq!(tr.actual_price, Some(Price(dec!(51474.852))));
+        assert_eq!(tr.actual_price, Some(Price::new(dec!(51474.852))));
 
         // Never activated: never fires.
         let (clock, ex) = setup(&[C0, quiet, quiet, quiet]);
@@ -2660,7 +2660,7 @@ mod tests {
         let reduce = |kind, trigger, qty, id: &str| AlgoOrder {
             close_position: false,
             reduce_only: true,
-            qty: Some(Qty(qty)),
+            qty: Some(Qty::new(qty)),
             ..algo(OrderSide::Sell, kind, Some(trigger), id)
         };
         // The trail is placed first (a lower algo id) and still fires second.
@@ -2684,13 +2684,13 @@ mod tests {
         assert_eq!(tp.status, AlgoStatus::Finished);
         assert_eq!(
             tp.actual_price,
-            Some(Price(dec!(51294.87))),
+            Some(Price::new(dec!(51294.87))),
             "51300 less slippage"
         );
         assert_eq!(tr.status, AlgoStatus::Finished);
         assert_eq!(
             tr.actual_price,
-            Some(Price(dec!(51474.852))),
+            Some(Price::new(dec!(51474.852))),
             "51480 less slippage"
         );
         let fills = ex.user_trades(&btc(), 0).await.unwrap();
@@ -2698,7 +2698,7 @@ mod tests {
             fills
                 .iter()
                 .filter(|f| Some(f.order_id) == id)
-                .map(|f| f.qty.0)
+                .map(|f| f.qty.get())
                 .sum::<Decimal>()
         };
         assert_eq!(qty_of(tp.actual_order_id), dec!(0.04));
@@ -2755,10 +2755,10 @@ mod tests {
             Refusal::Other
         );
         let mut with_qty = sl(dec!(49500), "a6");
-        with_qty.qty = Some(Qty(dec!(0.1)));
+        with_qty.qty = Some(Qty::new(dec!(0.1)));
         assert_eq!(code(ex.place_algo(&with_qty).await), Refusal::Other);
         with_qty.close_position = false;
-        with_qty.qty = Some(Qty(dec!(0.0015)));
+        with_qty.qty = Some(Qty::new(dec!(0.0015)));
         assert_eq!(code(ex.place_algo(&with_qty).await), Refusal::Precision);
         let bad_rate = algo(
             OrderSide::Sell,
@@ -2834,8 +2834,8 @@ mod tests {
             "the partial 11:00 hour is not a closed 1h candle"
         );
         assert_eq!(h1[0].open_time, T0);
-        assert_eq!(h1[0].open, Price(dec!(101)));
-        assert_eq!(h1[0].close, Price(dec!(105)));
+        assert_eq!(h1[0].open, Price::new(dec!(101)));
+        assert_eq!(h1[0].close, Price::new(dec!(105)));
         assert_eq!(h1[1].open_time, T0 + 3_600_000);
         // At 13:59 the 13:00 hour is still open.
         let h1 = m
@@ -2864,21 +2864,24 @@ mod tests {
         ));
 
         // Price: the open of the base candle containing now, on both sides of the gap.
-        assert_eq!(m.price(&btc(), T0 + 5_000).await.unwrap(), Price(dec!(101)));
+        assert_eq!(
+            m.price(&btc(), T0 + 5_000).await.unwrap(),
+            Price::new(dec!(101))
+        );
         assert_eq!(
             m.price(&btc(), T0 + 4 * 3_600_000 + M15 + 1).await.unwrap(),
-            Price(dec!(101))
+            Price::new(dec!(101))
         );
         let err = |r: Result<Price, ExchangeError>| r.unwrap_err().to_string();
         // Inside an outage an order waits for the first price after it: the next candle's open.
         assert_eq!(
             m.price(&btc(), T0 + 2 * 3_600_000 + 5_000).await.unwrap(),
-            Price(dec!(100))
+            Price::new(dec!(100))
         );
         // At the last close (within one candle after it) the price is that close; later, none.
         assert_eq!(
             m.price(&btc(), T0 + 5 * 3_600_000).await.unwrap(),
-            Price(dec!(104))
+            Price::new(dec!(104))
         );
         assert!(err(m.price(&btc(), T0 + 5 * 3_600_000 + M15).await).contains("after the end"));
         assert!(err(m.price(&btc(), start - 1).await).contains("before the recorded data"));
@@ -2923,7 +2926,7 @@ mod tests {
         let now = T0 + 10 * m1 + 3_000;
         assert_eq!(
             live.price(&btc(), now).await.unwrap(),
-            Price(dec!(50095)),
+            Price::new(dec!(50095)),
             "close of the 12:09 candle"
         );
         let between = live
@@ -2938,7 +2941,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(m15.len(), 2);
-        assert_eq!(m15[1].close, Price(dec!(50295)));
+        assert_eq!(m15[1].close, Price::new(dec!(50295)));
 
         // Paper fills on live prices: a stop triggered by a 1m low.
         let paper = PaperExchange::new(Arc::new(live), clock.clone(), PaperConfig::default());
@@ -2947,7 +2950,7 @@ mod tests {
             .await
             .unwrap();
         let fill = paper.user_trades(&btc(), 0).await.unwrap()[0].price;
-        assert_eq!(fill, Price(dec!(50095) * dec!(1.0001)));
+        assert_eq!(fill, Price::new(dec!(50095) * dec!(1.0001)));
         paper
             .place_algo(&algo(
                 OrderSide::Sell,
@@ -2963,6 +2966,9 @@ mod tests {
         clock.set(T0 + 14 * m1 + 1_000);
         assert!(paper.positions().await.unwrap().is_empty());
         let tp = paper.algo_by_client_id("tp").await.unwrap().unwrap();
-        assert_eq!(tp.actual_price, Some(Price(dec!(50150) * dec!(0.9999))));
+        assert_eq!(
+            tp.actual_price,
+            Some(Price::new(dec!(50150) * dec!(0.9999)))
+        );
     }
 }

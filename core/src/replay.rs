@@ -68,7 +68,7 @@ impl ReplaySummary {
         }
         self.trades
             .iter()
-            .filter(|t| t.pnl.0 > Decimal::ZERO)
+            .filter(|t| t.pnl.get() > Decimal::ZERO)
             .count() as f64
             / self.trades.len() as f64
     }
@@ -97,12 +97,12 @@ impl ReplaySummary {
             self.win_rate() * 100.0,
             self.total_return() * 100.0,
             self.max_drawdown * 100.0,
-            self.fees.0.round_dp(2)
+            self.fees.get().round_dp(2)
         ));
         s.push_str(&format!(
             "equity {} → {} USDT; {} position(s) still open",
-            self.initial_equity.0.round_dp(2),
-            self.final_equity.0.round_dp(2),
+            self.initial_equity.get().round_dp(2),
+            self.final_equity.get().round_dp(2),
             self.open_positions
         ));
         if !self.errors.is_empty() {
@@ -196,7 +196,7 @@ pub async fn run(
     let clock = Arc::new(SimClock::new(first));
     let market: Arc<dyn MarketData> = Arc::new(RecordedMarket::new(symbol.clone(), series));
     let paper_cfg = PaperConfig {
-        initial_balance: Notional(config.paper.initial_equity),
+        initial_balance: Notional::new(config.paper.initial_equity),
         commission_rate: config.paper.commission,
         slippage: config.paper.slippage,
         ..PaperConfig::default()
@@ -289,10 +289,14 @@ pub async fn run(
             .iter()
             .filter(|p| p.value.is_open())
             .count();
-        final_equity += ex.account().await.map(|a| a.equity.0).unwrap_or_default();
+        final_equity += ex
+            .account()
+            .await
+            .map(|a| a.equity.get())
+            .unwrap_or_default();
     }
     trades.sort_by_key(|t| (t.exit_time, t.id.clone()));
-    let fees = Notional(trades.iter().map(|t| t.fees.0).sum());
+    let fees = trades.iter().map(|t| t.fees).sum();
     Ok(ReplaySummary {
         symbol,
         timeframe: base,
@@ -304,8 +308,8 @@ pub async fn run(
         errors: summary_errors,
         trades,
         open_positions,
-        initial_equity: Notional(initial),
-        final_equity: Notional(final_equity),
+        initial_equity: Notional::new(initial),
+        final_equity: Notional::new(final_equity),
         max_drawdown: max_dd,
         fees,
         orders: journals,

@@ -156,10 +156,10 @@ pub fn observe_equity_in(
     daily_loss_pct: Decimal,
 ) -> Vec<RiskEvent> {
     let mut events = Vec::new();
-    let fresh = st.peak_equity.0 <= Decimal::ZERO && st.day_start_equity.0 <= Decimal::ZERO;
+    let fresh = st.peak_equity.get() <= Decimal::ZERO && st.day_start_equity.get() <= Decimal::ZERO;
     let prev_level = st.mdd_level;
     st.equity = equity;
-    if equity.0 > st.peak_equity.0 {
+    if equity.get() > st.peak_equity.get() {
         st.peak_equity = equity;
     }
     let day = trading_day(now, cfg.day_start_hour_utc);
@@ -174,12 +174,12 @@ pub fn observe_equity_in(
             events.push(RiskEvent::HaltLifted);
         }
     }
-    let level = mdd_level_at(&cfg.mdd, st.peak_equity.0, equity.0, prev_level);
+    let level = mdd_level_at(&cfg.mdd, st.peak_equity.get(), equity.get(), prev_level);
     if level != prev_level {
         events.push(RiskEvent::MddLevelChanged {
             from: prev_level,
             to: level,
-            drawdown: drawdown(st.peak_equity.0, equity.0),
+            drawdown: drawdown(st.peak_equity.get(), equity.get()),
             multiplier: mdd_multiplier(&cfg.mdd, level, st.consecutive_wins),
         });
     }
@@ -240,16 +240,16 @@ impl Observed {
 
 /// Loss of equity since the day's start, as a fraction of the day's starting equity (≥ 0).
 pub fn daily_loss(st: &AccountState) -> Decimal {
-    if st.day_start_equity.0 <= Decimal::ZERO || st.equity.0 >= st.day_start_equity.0 {
+    if st.day_start_equity.get() <= Decimal::ZERO || st.equity.get() >= st.day_start_equity.get() {
         return Decimal::ZERO;
     }
-    ((st.day_start_equity.0 - st.equity.0) / st.day_start_equity.0).max(Decimal::ZERO)
+    ((st.day_start_equity.get() - st.equity.get()) / st.day_start_equity.get()).max(Decimal::ZERO)
 }
 
 /// Whether [`daily_loss`] exceeds `limit`, decided without dividing whenever the quotient is
 /// clearly on one side (the fold runs on every equity reading; see [`side_of`]).
 fn daily_loss_over(st: &AccountState, limit: Decimal) -> bool {
-    let (start, equity) = (st.day_start_equity.0, st.equity.0);
+    let (start, equity) = (st.day_start_equity.get(), st.equity.get());
     if start <= Decimal::ZERO || equity >= start {
         return Decimal::ZERO > limit;
     }
@@ -318,15 +318,15 @@ pub fn apply_trade(
         return None;
     }
     let mut st = prev.clone();
-    if pnl.0 > Decimal::ZERO {
+    if pnl.get() > Decimal::ZERO {
         st.consecutive_wins += 1;
         st.consecutive_losses = 0;
-    } else if pnl.0 < Decimal::ZERO {
+    } else if pnl.get() < Decimal::ZERO {
         st.consecutive_losses += 1;
         st.consecutive_wins = 0;
     }
     if trading_day(exit_time, start_hour_utc) == st.day {
-        st.daily_realized_pnl = Notional(st.daily_realized_pnl.0 + pnl.0);
+        st.daily_realized_pnl += pnl;
     }
     // Shared until a trade changes it: the state is cloned on every equity fold.
     let keys = std::sync::Arc::make_mut(&mut st.counted_trade_keys);
@@ -693,7 +693,7 @@ pub fn size_entry(state: &AccountState, req: &EntryRequest, lim: &Limits) -> Ent
             req.equity, req.price
         ));
     }
-    let peak = state.peak_equity.0.max(req.equity);
+    let peak = state.peak_equity.get().max(req.equity);
     let dd = drawdown(peak, req.equity);
     let level = mdd_level_from(&lim.mdd, dd, state.mdd_level);
     if level >= emergency_level(&lim.mdd) && !lim.mdd.allow_entries_in_emergency {
@@ -719,7 +719,7 @@ pub fn size_entry(state: &AccountState, req: &EntryRequest, lim: &Limits) -> Ent
         }
     }
     if let Some(pct) = lim.strategy_daily_loss_pct {
-        let limit = state.day_start_equity.0.max(Decimal::ZERO) * pct;
+        let limit = state.day_start_equity.get().max(Decimal::ZERO) * pct;
         if limit > Decimal::ZERO && -req.strategy_pnl_today > limit {
             return EntryVerdict::Blocked(format!(
                 "strategy daily loss {} exceeds {}% of the day's starting equity",
@@ -840,7 +840,10 @@ pub fn pyramid_room(
     if let Some(until) = state.daily_halt_until.filter(|u| *u > now) {
         return Err(format!("daily loss limit: no adds until {}", iso(until)));
     }
-    let level = mdd_level(&lim.mdd, drawdown(state.peak_equity.0.max(equity), equity));
+    let level = mdd_level(
+        &lim.mdd,
+        drawdown(state.peak_equity.get().max(equity), equity),
+    );
     if level >= emergency_level(&lim.mdd) && !lim.mdd.allow_entries_in_emergency {
         return Err(format!("MDD emergency level {level}: no adds"));
     }
@@ -864,8 +867,8 @@ pub fn pyramid_room(
 /// Advisory portfolio view across accounts: warnings only, nothing is ever closed from here.
 pub fn portfolio_warnings(accounts: &[(String, AccountState)], cfg: &RiskConfig) -> Vec<String> {
     let mut out = Vec::new();
-    let equity: Decimal = accounts.iter().map(|(_, s)| s.equity.0).sum();
-    let peak: Decimal = accounts.iter().map(|(_, s)| s.peak_equity.0).sum();
+    let equity: Decimal = accounts.iter().map(|(_, s)| s.equity.get()).sum();
+    let peak: Decimal = accounts.iter().map(|(_, s)| s.peak_equity.get()).sum();
     let dd = drawdown(peak, equity);
     if let Some(first) = cfg.mdd.thresholds.first() {
         if accounts.len() > 1 && dd >= *first {
@@ -906,9 +909,9 @@ mod tests {
 
     fn state(peak: Decimal, equity: Decimal) -> AccountState {
         AccountState {
-            equity: Notional(equity),
-            peak_equity: Notional(peak),
-            day_start_equity: Notional(equity),
+            equity: Notional::new(equity),
+            peak_equity: Notional::new(peak),
+            day_start_equity: Notional::new(equity),
             ..AccountState::default()
         }
     }
@@ -965,7 +968,7 @@ mod tests {
         let c = cfg();
         let t0 = 1_700_000_000_000;
         let obs = |st: &AccountState, eq: Decimal, k: i64| {
-            observe_equity(st, Notional(eq), t0 + k * 60_000, &c, dec!(0.99))
+            observe_equity(st, Notional::new(eq), t0 + k * 60_000, &c, dec!(0.99))
         };
         let (s, _) = obs(&AccountState::default(), dec!(10000), 0);
         let (s, ev) = obs(&s, dec!(6990), 1); // 30.1 %: level 1
@@ -1013,17 +1016,17 @@ mod tests {
         let t0 = 1_700_000_000_000; // 2023-11-14 22:13 UTC
         let (s1, ev) = observe_equity(
             &AccountState::default(),
-            Notional(dec!(10000)),
+            Notional::new(dec!(10000)),
             t0,
             &c,
             dec!(0.05),
         );
-        assert_eq!(s1.peak_equity.0, dec!(10000));
-        assert_eq!(s1.day_start_equity.0, dec!(10000));
+        assert_eq!(s1.peak_equity.get(), dec!(10000));
+        assert_eq!(s1.day_start_equity.get(), dec!(10000));
         assert!(ev.is_empty(), "{ev:?}");
         // −6 % on the same day: halt until the next 00:00 UTC, and no level change (6 % < 30 %).
-        let (s2, ev) = observe_equity(&s1, Notional(dec!(9400)), t0 + 60_000, &c, dec!(0.05));
-        assert_eq!(s2.peak_equity.0, dec!(10000));
+        let (s2, ev) = observe_equity(&s1, Notional::new(dec!(9400)), t0 + 60_000, &c, dec!(0.05));
+        assert_eq!(s2.peak_equity.get(), dec!(10000));
         let until = next_day_start(t0, 0);
         assert_eq!(until, 1_700_006_400_000);
         assert_eq!(s2.daily_halt_until, Some(until));
@@ -1033,15 +1036,15 @@ mod tests {
         );
         assert!(ev[0].describe().contains("DAILY LOSS LIMIT"));
         // Observed again: no second event.
-        let (s3, ev) = observe_equity(&s2, Notional(dec!(9300)), t0 + 120_000, &c, dec!(0.05));
+        let (s3, ev) = observe_equity(&s2, Notional::new(dec!(9300)), t0 + 120_000, &c, dec!(0.05));
         assert!(ev.is_empty(), "{ev:?}");
         // The next day: halt lifted, new starting equity.
-        let (s4, ev) = observe_equity(&s3, Notional(dec!(9300)), until + 1, &c, dec!(0.05));
+        let (s4, ev) = observe_equity(&s3, Notional::new(dec!(9300)), until + 1, &c, dec!(0.05));
         assert_eq!(s4.daily_halt_until, None);
-        assert_eq!(s4.day_start_equity.0, dec!(9300));
+        assert_eq!(s4.day_start_equity.get(), dec!(9300));
         assert_eq!(ev, vec![RiskEvent::HaltLifted]);
         // A 36 % drawdown is level 2 and says so.
-        let (s5, ev) = observe_equity(&s4, Notional(dec!(6400)), until + 2, &c, dec!(0.5));
+        let (s5, ev) = observe_equity(&s4, Notional::new(dec!(6400)), until + 2, &c, dec!(0.5));
         assert_eq!(s5.mdd_level, 2);
         assert!(
             matches!(
@@ -1061,12 +1064,12 @@ mod tests {
         let t0 = 1_700_000_000_000;
         let (s1, _) = observe_equity(
             &AccountState::default(),
-            Notional(dec!(1000)),
+            Notional::new(dec!(1000)),
             t0,
             &c,
             dec!(0.05),
         );
-        let (s2, _) = observe_equity(&s1, Notional(dec!(900)), t0 + 1, &c, dec!(0.05));
+        let (s2, _) = observe_equity(&s1, Notional::new(dec!(900)), t0 + 1, &c, dec!(0.05));
         assert_eq!(s2.daily_halt_until, Some(t0 + 1 + DAY_MS));
         assert_eq!(next_day_start(t0, 8) % DAY_MS, 8 * HOUR_MS);
         assert!(next_day_start(t0, 8) > t0);
@@ -1075,13 +1078,13 @@ mod tests {
     #[test]
     fn a_trade_is_counted_once_and_moves_the_streaks() {
         let s = state(dec!(100), dec!(100));
-        let a = apply_trade(&s, "t1", Notional(dec!(5)), 0, 0).unwrap();
+        let a = apply_trade(&s, "t1", Notional::new(dec!(5)), 0, 0).unwrap();
         assert_eq!((a.consecutive_wins, a.consecutive_losses), (1, 0));
-        assert_eq!(a.daily_realized_pnl.0, dec!(5));
-        assert!(apply_trade(&a, "t1", Notional(dec!(5)), 0, 0).is_none());
-        let b = apply_trade(&a, "t2", Notional(dec!(-3)), 0, 0).unwrap();
+        assert_eq!(a.daily_realized_pnl.get(), dec!(5));
+        assert!(apply_trade(&a, "t1", Notional::new(dec!(5)), 0, 0).is_none());
+        let b = apply_trade(&a, "t2", Notional::new(dec!(-3)), 0, 0).unwrap();
         assert_eq!((b.consecutive_wins, b.consecutive_losses), (0, 1));
-        assert_eq!(b.daily_realized_pnl.0, dec!(2));
+        assert_eq!(b.daily_realized_pnl.get(), dec!(2));
     }
 
     #[test]
@@ -1442,8 +1445,8 @@ mod tests {
             let l = limits();
             if let EntryVerdict::Sized(s) = size_entry(&st, &req, &l) {
                 let f = filters(Decimal::new(1, step_exp), dec!(0.01), dec!(5));
-                if let Ok(q) = crate::orders::market_qty(&f, s.qty, crate::domain::Price(price), false) {
-                    let q = q.0;
+                if let Ok(q) = crate::orders::market_qty(&f, s.qty, crate::domain::Price::new(price), false) {
+                    let q = q.get();
                     prop_assert!(q <= s.qty);
                     prop_assert_eq!((q / f.step_size).fract(), Decimal::ZERO);
                     let margin = q * price / Decimal::from(lev);
@@ -1462,13 +1465,13 @@ mod tests {
         fn prices_sit_on_the_tick_grid(raw_cents in 1i64..100_000_000, tick_exp in 0u32..4, long in any::<bool>()) {
             let tick = Decimal::new(1, tick_exp);
             let f = filters(dec!(0.001), tick, dec!(5));
-            let raw = crate::domain::Price(Decimal::new(raw_cents, 2));
+            let raw = crate::domain::Price::new(Decimal::new(raw_cents, 2));
             let side = if long { crate::domain::Side::Long } else { crate::domain::Side::Short };
             let s = crate::orders::stop_price(&f, side, raw);
-            prop_assert_eq!((s.0 / tick).fract(), Decimal::ZERO);
-            if long { prop_assert!(s.0 <= raw.0.max(f.min_price)) } else { prop_assert!(s.0 >= raw.0) }
+            prop_assert_eq!((s.get() / tick).fract(), Decimal::ZERO);
+            if long { prop_assert!(s.get() <= raw.get().max(f.min_price)) } else { prop_assert!(s.get() >= raw.get()) }
             let t = crate::orders::target_price(&f, side, raw);
-            prop_assert_eq!((t.0 / tick).fract(), Decimal::ZERO);
+            prop_assert_eq!((t.get() / tick).fract(), Decimal::ZERO);
         }
 
         /// The in-place fold's change check (the fields [`Observed`] holds) says "changed"
@@ -1490,7 +1493,7 @@ mod tests {
             for (r, dt, is_tight) in steps {
                 let c = if is_tight { &tight } else { &loose };
                 t += [0, 3_600_000, DAY_MS][dt as usize];
-                let equity = Notional(readings[r]);
+                let equity = Notional::new(readings[r]);
                 let (next, events) = observe_equity(&st, equity, t, c, dec!(0.05));
                 let mut x = st.clone();
                 let before = Observed::of(&x);
@@ -1517,11 +1520,11 @@ mod tests {
             let mut t = 1_700_000_000_000i64;
             let mut max_seen = Decimal::ZERO;
             for r in readings {
-                let before = st.peak_equity.0;
-                let (next, _) = observe_equity(&st, Notional(Decimal::from(r)), t, &c, dec!(0.05));
+                let before = st.peak_equity.get();
+                let (next, _) = observe_equity(&st, Notional::new(Decimal::from(r)), t, &c, dec!(0.05));
                 max_seen = max_seen.max(Decimal::from(r));
-                prop_assert!(next.peak_equity.0 >= before);
-                prop_assert_eq!(next.peak_equity.0, max_seen);
+                prop_assert!(next.peak_equity.get() >= before);
+                prop_assert_eq!(next.peak_equity.get(), max_seen);
                 prop_assert!(next.mdd_level <= emergency_level(&c.mdd));
                 st = next;
                 t += 3_600_000;
@@ -1557,8 +1560,8 @@ mod tests {
             let want = mdd_level_from(&c.mdd, drawdown(peak, equity), prev);
             prop_assert_eq!(mdd_level_at(&c.mdd, peak, equity, prev), want);
             let st = AccountState {
-                equity: Notional(equity),
-                day_start_equity: Notional(peak),
+                equity: Notional::new(equity),
+                day_start_equity: Notional::new(peak),
                 ..AccountState::default()
             };
             let limit = Decimal::new(limit_bp, 4);
@@ -1572,13 +1575,13 @@ mod tests {
             let mut st = state(dec!(1000), dec!(1000));
             let mut once = st.clone();
             for (i, p) in pnls.iter().enumerate() {
-                once = apply_trade(&once, &format!("t{i}"), Notional(Decimal::from(*p)), 0, 0).unwrap();
+                once = apply_trade(&once, &format!("t{i}"), Notional::new(Decimal::from(*p)), 0, 0).unwrap();
             }
             for (i, p) in pnls.iter().enumerate() {
-                if let Some(n) = apply_trade(&st, &format!("t{i}"), Notional(Decimal::from(*p)), 0, 0) { st = n; }
+                if let Some(n) = apply_trade(&st, &format!("t{i}"), Notional::new(Decimal::from(*p)), 0, 0) { st = n; }
                 for r in replay.iter().filter(|r| **r <= i) {
                     let id = format!("t{r}");
-                    let again = apply_trade(&st, &id, Notional(Decimal::from(pnls[*r])), 0, 0);
+                    let again = apply_trade(&st, &id, Notional::new(Decimal::from(pnls[*r])), 0, 0);
                     prop_assert!(again.is_none());
                 }
             }

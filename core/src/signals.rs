@@ -43,7 +43,7 @@ pub fn run(strategy: &mut dyn Strategy, candles: &[Candle], tf: Timeframe) -> Ve
         let decision = strategy.decide(&ctx);
         let open = |side: Side| PositionView {
             side,
-            qty: Qty(Decimal::ONE),
+            qty: Qty::new(Decimal::ONE),
             entry_price: c.close,
             opened_at: now,
             best_price: Some(c.close),
@@ -62,7 +62,7 @@ pub fn run(strategy: &mut dyn Strategy, candles: &[Candle], tf: Timeframe) -> Ve
                 fraction, stage, ..
             } => {
                 if let Some(p) = pos.as_mut() {
-                    p.qty = Qty(p.qty.0 * (Decimal::ONE - (*fraction).min(Decimal::ONE)));
+                    p.qty = p.qty * (Decimal::ONE - (*fraction).min(Decimal::ONE));
                     p.partial_exits_done = *stage;
                     if p.qty.is_zero() {
                         pos = None;

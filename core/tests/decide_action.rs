@@ -23,11 +23,11 @@ fn views(entry: Decimal, opened_at: i64, close: Decimal) -> Vec<PositionView> {
             };
             out.push(PositionView {
                 side,
-                qty: Qty(Decimal::new(15, 3)),
-                entry_price: Price(moved),
+                qty: Qty::new(Decimal::new(15, 3)),
+                entry_price: Price::new(moved),
                 opened_at,
-                best_price: Some(Price(best)),
-                stop_loss: Some(Price(if side == Side::Long {
+                best_price: Some(Price::new(best)),
+                stop_loss: Some(Price::new(if side == Side::Long {
                     moved * Decimal::new(97, 2)
                 } else {
                     moved * Decimal::new(103, 2)
@@ -52,8 +52,8 @@ fn check(file: &str, limit: usize) {
         for (i, c) in series.candles.iter().take(limit).enumerate() {
             s.update(c);
             let now = c.open_time + tf + 3_000;
-            let entry = series.candles[i.saturating_sub(30)].close.0;
-            let vs = views(entry, c.open_time - 30 * tf, c.close.0);
+            let entry = series.candles[i.saturating_sub(30)].close.get();
+            let vs = views(entry, c.open_time - 30 * tf, c.close.get());
             let mut ctxs: Vec<Context<'_>> = Vec::new();
             for open_positions in [0, 1, 2, 3] {
                 for last in [None, Some(now - tf), Some(now - 30 * tf)] {

@@ -94,13 +94,13 @@ fn check_against(expected_file: &str, r: &RunResult, tf: Timeframe, last_open: i
         assert!(
             close(t.pnl.to_f64(), e["pnl"].as_f64().unwrap(), 1e-7),
             "trade {i} pnl {} vs {}",
-            t.pnl.0,
+            t.pnl.get(),
             e["pnl"]
         );
         assert!(
             close(t.fees.to_f64(), e["fees"].as_f64().unwrap(), 1e-7),
             "trade {i} fees {} vs {}",
-            t.fees.0,
+            t.fees.get(),
             e["fees"]
         );
     }

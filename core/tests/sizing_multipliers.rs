@@ -27,7 +27,7 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
     let open_time = series.candles[signal].open_time;
     let closes: Vec<Decimal> = series.candles[..=signal]
         .iter()
-        .map(|c| c.close.0)
+        .map(|c| c.close.get())
         .collect();
     let now = open_time + Timeframe::M15.millis() + 3_000;
     let (engine, _) = common::paper_engine(
@@ -45,7 +45,7 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
         .await
         .unwrap();
     assert_eq!(pos.len(), 1, "one entry: {line}");
-    (pos[0].value.qty.0, line, closes)
+    (pos[0].value.qty.get(), line, closes)
 }
 
 fn tail(closes: &[Decimal], lookback: usize) -> &[Decimal] {

@@ -187,14 +187,14 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
         }
         Op::SaveState { version, equity } => {
             let st = AccountState {
-                equity: Notional(Decimal::from(*equity)),
+                equity: Notional::new(Decimal::from(*equity)),
                 counted_trade_keys: vec![u64::from(*equity)].into(),
                 ..AccountState::default()
             };
             out(repo.save_account_state(&acct(), &st, *version).await)
         }
         Op::FoldState { equity } => {
-            let reading = Notional(Decimal::from(*equity));
+            let reading = Notional::new(Decimal::from(*equity));
             // The fold a job makes: write when there is no state yet or it changed; otherwise
             // leave it exactly as it was.
             let fold = |st: &mut AccountState, existing: bool| {
@@ -225,7 +225,7 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
             }
         }
         Op::UpdateState { equity } => {
-            let reading = Notional(Decimal::from(*equity));
+            let reading = Notional::new(Decimal::from(*equity));
             out(repo
                 .update_account_state(&acct(), |st, existing| {
                     let before = st.clone();
@@ -435,7 +435,7 @@ fn interfering(times: usize) -> (StateRepo, Arc<MemoryStore>) {
 }
 
 fn equity(st: &AccountState) -> u32 {
-    st.equity.0.to_u32().unwrap()
+    st.equity.get().to_u32().unwrap()
 }
 
 /// The fold the checks below make: set equity to `to` unless it is there already.
@@ -443,7 +443,7 @@ fn set_equity(to: u32) -> impl FnMut(&mut AccountState, bool) -> (bool, (bool, u
     move |st, existing| {
         let write = equity(st) != to || !existing;
         if write {
-            st.equity = Notional(Decimal::from(to));
+            st.equity = Notional::new(Decimal::from(to));
         }
         (write, (existing, equity(st)))
     }

@@ -50,14 +50,16 @@ async fn run(
             .unwrap()
         {
             if p.value.opened_at == now {
-                entries.push((now, p.value.entry_client_id.clone(), p.value.qty.0));
+                entries.push((now, p.value.entry_client_id.clone(), p.value.qty.get()));
             }
         }
     }
     let main = AccountId::new("main");
     let trades = engine.repo.trades(&main).await.unwrap();
     let rebuilt = StrategyStats::from_trades(
-        trades.iter().map(|t| (t.exit_time, t.id.as_str(), t.pnl.0)),
+        trades
+            .iter()
+            .map(|t| (t.exit_time, t.id.as_str(), t.pnl.get())),
         hour,
         3,
     );

@@ -99,7 +99,7 @@ async fn stored_sum(repo: &StateRepo, sym: &Symbol) -> Decimal {
         .unwrap()
         .iter()
         .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
-        .map(|v| v.value.side.sign() * v.value.qty.0)
+        .map(|v| v.value.side.sign() * v.value.qty.get())
         .sum()
 }
 
@@ -113,7 +113,7 @@ async fn shares(repo: &StateRepo, sym: &Symbol) -> Vec<(String, Decimal)> {
                 .iter()
                 .filter(|v| &v.value.key.symbol == sym && v.value.is_open())
                 .filter(|v| v.value.key.strategy.as_str() == owner)
-                .map(|v| v.value.side.sign() * v.value.qty.0)
+                .map(|v| v.value.side.sign() * v.value.qty.get())
                 .sum();
             (owner.to_string(), share)
         })
@@ -130,7 +130,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
         market,
         clock.clone() as Arc<dyn Clock>,
         PaperConfig {
-            initial_balance: Notional(Decimal::from(1_000_000)),
+            initial_balance: Notional::new(Decimal::from(1_000_000)),
             ..PaperConfig::default()
         },
     ));
@@ -177,7 +177,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 // A candle far in the past: the sync's adoption by entry id never matches it.
                 let signal = start - 40 * 86_400_000 + i64::from(seq) * 900_000;
                 let id = ClientId::derive(&main, &sid, &sym, signal, Intent::Entry, 0);
-                let qty = Qty(lot() * Decimal::from(lots));
+                let qty = Qty::new(lot() * Decimal::from(lots));
                 let fill = ex
                     .place_market(&MarketOrder {
                         symbol: sym.clone(),
@@ -212,7 +212,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     exit_generation: 0,
                 };
                 repo.save_position(&p, None).await.unwrap();
-                *own.entry(names[strategy]).or_default() += side.sign() * fill.executed_qty.0;
+                *own.entry(names[strategy]).or_default() += side.sign() * fill.executed_qty.get();
             }
             Op::Manual { long, lots } => {
                 let q = lot() * Decimal::from(lots);
@@ -224,7 +224,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     } else {
                         OrderSide::Sell
                     },
-                    qty: Qty(lot() * Decimal::from(lots)),
+                    qty: Qty::new(lot() * Decimal::from(lots)),
                     reduce_only: false,
                     client_id: ClientId(format!("web_{seq}")),
                 })
@@ -249,7 +249,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 })
                 .await
                 .unwrap();
-                *own.entry("MANUAL").or_default() -= p.value.side.sign() * p.value.qty.0;
+                *own.entry("MANUAL").or_default() -= p.value.side.sign() * p.value.qty.get();
             }
             Op::ExitUnbooked { strategy } => {
                 let sid = StrategyId::new(names[strategy]);
@@ -271,7 +271,7 @@ async fn scenario(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 })
                 .await
                 .unwrap();
-                *own.entry(names[strategy]).or_default() -= p.value.side.sign() * p.value.qty.0;
+                *own.entry(names[strategy]).or_default() -= p.value.side.sign() * p.value.qty.get();
             }
         }
         if own.values().sum::<Decimal>().is_zero() {

@@ -307,11 +307,11 @@ pub fn trade_row(t: &TradeRecord, base: Timeframe) -> TradeRow {
         side: t.side.to_string(),
         entry_candle: candle_of(t.entry_time, base),
         exit_candle: candle_of(t.exit_time, base),
-        entry_price: num(&t.entry_price.0.to_string()),
-        exit_price: num(&t.exit_price.0.to_string()),
-        qty: num(&t.qty.0.to_string()),
-        pnl: num(&t.pnl.0.round_dp(8).to_string()),
-        fees: num(&t.fees.0.round_dp(8).to_string()),
+        entry_price: num(&t.entry_price.get().to_string()),
+        exit_price: num(&t.exit_price.get().to_string()),
+        qty: num(&t.qty.get().to_string()),
+        pnl: num(&t.pnl.get().round_dp(8).to_string()),
+        fees: num(&t.fees.get().round_dp(8).to_string()),
     }
 }
 
@@ -501,7 +501,7 @@ pub fn play_candle(
     base: Timeframe,
     trails: &mut HashMap<String, Trail>,
 ) -> usize {
-    let (o, h, l, cl) = (c.open.0, c.high.0, c.low.0, c.close.0);
+    let (o, h, l, cl) = (c.open.get(), c.high.get(), c.low.get(), c.close.get());
     let time = c.open_time + base.millis() - 1;
     let fires_down = |t: Decimal| (l <= t).then(|| if o <= t { o } else { t });
     let fires_up = |t: Decimal| (h >= t).then(|| if o >= t { o } else { t });

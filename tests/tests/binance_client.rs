@@ -87,7 +87,7 @@ fn market(side: OrderSide, qty: Decimal, reduce_only: bool, id: &str) -> MarketO
     MarketOrder {
         symbol: btc(),
         side,
-        qty: Qty(qty),
+        qty: Qty::new(qty),
         reduce_only,
         client_id: ClientId(id.to_string()),
     }
@@ -98,7 +98,7 @@ fn close_all_stop(side: OrderSide, trigger: Decimal, id: &str) -> AlgoOrder {
         symbol: btc(),
         side,
         kind: AlgoKind::StopMarket,
-        trigger_price: Some(Price(trigger)),
+        trigger_price: Some(Price::new(trigger)),
         qty: None,
         close_position: true,
         reduce_only: false,
@@ -127,8 +127,8 @@ async fn every_exchange_method_on_the_wire() {
     ));
 
     let acct = c.account().await.unwrap();
-    assert_eq!(acct.equity.0, dec!(10000));
-    assert_eq!(acct.available_balance.0, dec!(10000));
+    assert_eq!(acct.equity.get(), dec!(10000));
+    assert_eq!(acct.available_balance.get(), dec!(10000));
 
     c.set_leverage(&btc(), 10).await.unwrap();
     c.set_margin_type(&btc(), MarginType::Isolated)
@@ -150,8 +150,8 @@ async fn every_exchange_method_on_the_wire() {
         .await
         .unwrap();
     assert_eq!(entry.status, OrderStatus::Filled);
-    assert_eq!(entry.executed_qty.0, dec!(0.010));
-    assert_eq!(entry.avg_price.0, dec!(87000));
+    assert_eq!(entry.executed_qty.get(), dec!(0.010));
+    assert_eq!(entry.avg_price.get(), dec!(87000));
     assert_eq!(entry.client_id, "albEN-0a1b2c3d4e5f-q1");
 
     let found = c
@@ -170,8 +170,8 @@ async fn every_exchange_method_on_the_wire() {
     let positions = c.positions().await.unwrap();
     assert_eq!(positions.len(), 1);
     assert_eq!(positions[0].amount, dec!(0.01));
-    assert_eq!(positions[0].entry_price.0, dec!(87000));
-    assert_eq!(positions[0].mark_price.0, dec!(87000));
+    assert_eq!(positions[0].entry_price.get(), dec!(87000));
+    assert_eq!(positions[0].mark_price.get(), dec!(87000));
 
     let placed = c
         .place_algo(&close_all_stop(
@@ -182,7 +182,7 @@ async fn every_exchange_method_on_the_wire() {
         .await
         .unwrap();
     assert_eq!(placed.status, AlgoStatus::New);
-    assert_eq!(placed.trigger_price, Some(Price(dec!(85500))));
+    assert_eq!(placed.trigger_price, Some(Price::new(dec!(85500))));
     assert!(placed.close_position);
     let open = c.open_algo_orders(Some(&btc())).await.unwrap();
     assert_eq!(open.len(), 1);
@@ -201,7 +201,7 @@ async fn every_exchange_method_on_the_wire() {
         .unwrap()
         .expect("known algo order");
     assert_eq!(done.status, AlgoStatus::Finished);
-    assert_eq!(done.actual_price, Some(Price(dec!(85400))));
+    assert_eq!(done.actual_price, Some(Price::new(dec!(85400))));
     let fill_order = done.actual_order_id.expect("triggered order id");
     assert!(c.positions().await.unwrap().is_empty());
     assert!(c.open_algo_orders(None).await.unwrap().is_empty());
@@ -213,8 +213,8 @@ async fn every_exchange_method_on_the_wire() {
         .find(|t| t.order_id == fill_order)
         .expect("stop fill");
     assert_eq!(exit.side, OrderSide::Sell);
-    assert_eq!(exit.realized_pnl.0, dec!(-16)); // (85400 − 87000) × 0.01
-    assert_eq!(exit.commission.0, dec!(0.3416));
+    assert_eq!(exit.realized_pnl.get(), dec!(-16)); // (85400 − 87000) × 0.01
+    assert_eq!(exit.commission.get(), dec!(0.3416));
     assert_eq!(exit.commission_asset, "USDT");
     // allOrders names each fill's order: our entry by its client id, and the triggered one.
     let orders = c.all_orders(&btc(), start_time() - 1).await.unwrap();
@@ -222,7 +222,7 @@ async fn every_exchange_method_on_the_wire() {
     assert_eq!(orders[0].client_id, "albEN-0a1b2c3d4e5f-q1");
     assert_eq!(orders[0].order_id, entry.order_id);
     assert_eq!(orders[1].order_id, fill_order);
-    assert_eq!(orders[1].executed_qty.0, dec!(0.010));
+    assert_eq!(orders[1].executed_qty.get(), dec!(0.010));
     assert!(c.all_orders(&btc(), i64::MAX / 2).await.unwrap().is_empty());
 
     let income = c.income(start_time() - 1).await.unwrap();
@@ -230,14 +230,14 @@ async fn every_exchange_method_on_the_wire() {
         income
             .iter()
             .filter(|i| i.income_type == kind)
-            .map(|i| i.income.0)
+            .map(|i| i.income.get())
             .sum()
     };
     assert_eq!(total("REALIZED_PNL"), dec!(-16));
     assert_eq!(total("COMMISSION"), -(dec!(0.348) + dec!(0.3416)));
     let after = c.account().await.unwrap();
     assert_eq!(
-        after.wallet_balance.0,
+        after.wallet_balance.get(),
         dec!(10000) - dec!(16) - dec!(0.6896)
     );
 
@@ -332,7 +332,7 @@ async fn rate_limit_on_a_read_is_waited_out_per_retry_after() {
     });
     let started = Instant::now();
     let acct = c.account().await.unwrap();
-    assert_eq!(acct.equity.0, dec!(10000));
+    assert_eq!(acct.equity.get(), dec!(10000));
     assert!(
         started.elapsed() >= Duration::from_millis(950),
         "waited {:?}",
@@ -411,7 +411,7 @@ async fn timestamp_rejection_resyncs_the_clock_and_resends_once() {
         .account()
         .await
         .expect("resync recovers from a real -1021");
-    assert_eq!(acct.wallet_balance.0, dec!(10000) - dec!(0.348));
+    assert_eq!(acct.wallet_balance.get(), dec!(10000) - dec!(0.348));
     let statuses: Vec<_> = s
         .requests()
         .into_iter()
@@ -678,7 +678,7 @@ async fn a_submission_past_its_send_window_sends_nothing() {
     let o = albra_core::orders::submit_market(&c, &order, policy)
         .await
         .unwrap();
-    assert_eq!(o.executed_qty.0, dec!(0.010));
+    assert_eq!(o.executed_qty.get(), dec!(0.010));
 }
 
 /// A cancel goes through the same exactly-once loop: a cancel applied whose answer was lost

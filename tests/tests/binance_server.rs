@@ -323,13 +323,13 @@ async fn klines_include_the_open_candle_and_aggregate_coarser_intervals() {
     assert!(open_row[6].as_i64().unwrap() > s.time());
     assert_eq!(
         num(&open_row[4]),
-        all[200].open.0,
+        all[200].open.get(),
         "open row closes at the mark so far"
     );
     assert_eq!(num(&open_row[5]), Decimal::ZERO);
     // The row before is the newest closed candle with its recorded values.
     assert_eq!(rows[1][0].as_i64().unwrap(), T0 + 199 * M15);
-    assert_eq!(num(&rows[1][4]), all[199].close.0);
+    assert_eq!(num(&rows[1][4]), all[199].close.get());
 
     // Moving the clock across the boundary closes it.
     s.set_time(T0 + 201 * M15 + 2_000);
@@ -337,7 +337,7 @@ async fn klines_include_the_open_candle_and_aggregate_coarser_intervals() {
         .public("/fapi/v1/klines", "symbol=BTCUSDT&interval=15m&limit=2")
         .await;
     assert_eq!(a.body[0][0].as_i64().unwrap(), T0 + 200 * M15);
-    assert_eq!(num(&a.body[0][4]), all[200].close.0);
+    assert_eq!(num(&a.body[0][4]), all[200].close.get());
 
     // 1h rows: open of the first, max high, min low, close of the last, summed volume.
     s.set_time(T0 + 12 * H1 + 1_000);
@@ -356,16 +356,16 @@ async fn klines_include_the_open_candle_and_aggregate_coarser_intervals() {
     let hour: Vec<&Candle> = all[16..20].iter().collect();
     assert_eq!(rows[0][0].as_i64().unwrap(), T0 + 4 * H1);
     assert_eq!(rows[0][6].as_i64().unwrap(), T0 + 5 * H1 - 1);
-    assert_eq!(num(&rows[0][1]), hour[0].open.0);
+    assert_eq!(num(&rows[0][1]), hour[0].open.get());
     assert_eq!(
         num(&rows[0][2]),
-        hour.iter().map(|c| c.high.0).max().unwrap()
+        hour.iter().map(|c| c.high.get()).max().unwrap()
     );
     assert_eq!(
         num(&rows[0][3]),
-        hour.iter().map(|c| c.low.0).min().unwrap()
+        hour.iter().map(|c| c.low.get()).min().unwrap()
     );
-    assert_eq!(num(&rows[0][4]), hour[3].close.0);
+    assert_eq!(num(&rows[0][4]), hour[3].close.get());
     assert_eq!(
         num(&rows[0][5]),
         hour.iter().map(|c| c.volume).sum::<Decimal>()

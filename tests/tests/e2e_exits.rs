@@ -156,7 +156,7 @@ async fn the_ladder_and_the_trail_rest_on_the_exchange_a_step_fill_is_a_partial_
     let pos = position(&env).await.expect("position");
     let side = pos.side;
     assert_eq!(side, env.signal.side);
-    let (q, entry) = (pos.qty.0, pos.entry_price.0);
+    let (q, entry) = (pos.qty.get(), pos.entry_price.get());
     assert_eq!(env.server.position(MAIN_KEY, "BTCUSDT").abs(), q);
 
     // STOP_MARKET (closePosition) + 3 reduce-only TAKE_PROFIT_MARKET + TRAILING_STOP_MARKET.
@@ -216,21 +216,21 @@ async fn the_ladder_and_the_trail_rest_on_the_exchange_a_step_fill_is_a_partial_
     assert_eq!(trades.len(), 1, "{trades:?}");
     let tr = &trades[0];
     assert_eq!(tr.reason, "partial_take_profit_1");
-    assert_eq!(tr.qty.0, q1);
+    assert_eq!(tr.qty.get(), q1);
     // PnL and fees are the server's userTrades figures (the entry fee shared pro rata).
     let fills = env.server.user_trades(MAIN_KEY);
     assert_eq!(fills.len(), 2, "{fills:#?}");
     let (entry_fill, exit_fill) = (&fills[0], &fills[1]);
     let entry_fee = dec(entry_fill, "commission");
     let fee_share = entry_fee * q1 / q;
-    assert_eq!(tr.exit_price.0, dec(exit_fill, "price"));
-    assert_eq!(tr.fees.0, dec(exit_fill, "commission") + fee_share);
+    assert_eq!(tr.exit_price.get(), dec(exit_fill, "price"));
+    assert_eq!(tr.fees.get(), dec(exit_fill, "commission") + fee_share);
     assert_eq!(
-        tr.pnl.0,
+        tr.pnl.get(),
         dec(exit_fill, "realizedPnl") - dec(exit_fill, "commission") - fee_share
     );
     let left = position(&env).await.expect("still open");
-    assert_eq!(left.qty.0, q - q1);
+    assert_eq!(left.qty.get(), q - q1);
     assert_eq!(left.partial_exits_done, 1);
     // Steps 2 and 3, the trail and the stop are still the same orders.
     let open_after = env.server.open_algo_orders(MAIN_KEY);
@@ -293,12 +293,12 @@ async fn the_ladder_and_the_trail_rest_on_the_exchange_a_step_fill_is_a_partial_
     assert_eq!(trades.len(), 2, "{trades:?}");
     let close = trades.iter().find(|t| t.id.ends_with(":close")).unwrap();
     assert_eq!(close.reason, "trailing_stop");
-    assert_eq!(close.qty.0, q - q1);
+    assert_eq!(close.qty.get(), q - q1);
     let fills = env.server.user_trades(MAIN_KEY);
     let last = fills.last().unwrap();
-    assert_eq!(close.exit_price.0, dec(last, "price"));
+    assert_eq!(close.exit_price.get(), dec(last, "price"));
     assert_eq!(
-        close.fees.0,
+        close.fees.get(),
         dec(last, "commission") + (entry_fee - fee_share)
     );
     // Stop, steps 2 and 3: all cancelled, nothing piles up; the record is gone.
@@ -383,7 +383,7 @@ async fn on_a_shared_symbol_a_step_fill_resizes_the_quantity_stop_and_the_trail_
     let r = env.evaluator().await;
     assert!(r.ok() && r.stdout.contains("entered"), "{r}");
     let zl = position(&env).await.unwrap();
-    let (side, q, entry) = (zl.side, zl.qty.0, zl.entry_price.0);
+    let (side, q, entry) = (zl.side, zl.qty.get(), zl.entry_price.get());
 
     // TFPE holds a share on the same side: its order on the exchange and its record.
     let tfpe_qty = Decimal::new(4, 3);
@@ -405,15 +405,15 @@ async fn on_a_shared_symbol_a_step_fill_resizes_the_quantity_stop_and_the_trail_
             symbol: sym.clone(),
         },
         side,
-        qty: Qty(tfpe_qty),
-        entry_price: Price(entry),
+        qty: Qty::new(tfpe_qty),
+        entry_price: Price::new(entry),
         leverage: 3,
         status: PositionStatus::Active,
         is_manual: false,
         entry_client_id: ClientId::derive(&main, &sid, &sym, open4h, Intent::Entry, 0).0,
         signal_open_time: open4h,
         opened_at: now,
-        stop_loss: Some(Price(stop)),
+        stop_loss: Some(Price::new(stop)),
         take_profit: None,
         stop_client_id: None,
         stop_generation: 0,
@@ -470,7 +470,7 @@ async fn on_a_shared_symbol_a_step_fill_resizes_the_quantity_stop_and_the_trail_
     let stored = env.repo().positions(&main).await.unwrap();
     let sum: Decimal = stored
         .iter()
-        .map(|v| v.value.side.sign() * v.value.qty.0)
+        .map(|v| v.value.side.sign() * v.value.qty.get())
         .sum();
     assert_eq!(sum, env.server.position(MAIN_KEY, "BTCUSDT"));
 }

@@ -60,7 +60,7 @@ async fn one_entry_and_one_stop_per_signal_and_a_rerun_places_nothing() {
     let p = env.repo().positions(&AccountId::new("main")).await.unwrap();
     assert_eq!(p.len(), 1);
     assert_eq!(p[0].value.status, PositionStatus::Active);
-    assert_eq!(p[0].value.qty.0, pos.abs());
+    assert_eq!(p[0].value.qty.get(), pos.abs());
     assert!(p[0]
         .value
         .stop_client_id
@@ -303,7 +303,7 @@ async fn a_stop_filled_between_syncs_is_recorded_with_realised_pnl() {
     assert_eq!(trades.len(), 1);
     let t = &trades[0];
     assert_eq!(t.reason, "stop");
-    assert_eq!(t.exit_price.0, trigger);
+    assert_eq!(t.exit_price.get(), trigger);
     // Realised PnL and fees come from the exchange's userTrades.
     let fills = env.server.user_trades(MAIN_KEY);
     let realized: Decimal = fills
@@ -326,9 +326,9 @@ async fn a_stop_filled_between_syncs_is_recorded_with_realised_pnl() {
                 .unwrap()
         })
         .sum();
-    assert_eq!(t.fees.0, fees);
-    assert_eq!(t.pnl.0, realized - fees);
-    assert!(t.pnl.0 < Decimal::ZERO, "a 3 % stop loses money: {t:?}");
+    assert_eq!(t.fees.get(), fees);
+    assert_eq!(t.pnl.get(), realized - fees);
+    assert!(t.pnl.get() < Decimal::ZERO, "a 3 % stop loses money: {t:?}");
     // Recording is idempotent: another sync records nothing new.
     assert!(env.sync().await.ok());
     assert_eq!(repo.trades(&main).await.unwrap().len(), 1);
@@ -345,7 +345,7 @@ async fn a_manual_position_is_tracked_and_never_touched() {
     let p = env.repo().positions(&AccountId::new("main")).await.unwrap();
     assert_eq!(p.len(), 1);
     assert!(p[0].value.is_manual);
-    assert_eq!(p[0].value.qty.0, Decimal::new(5, 3));
+    assert_eq!(p[0].value.qty.get(), Decimal::new(5, 3));
     assert_eq!(
         env.orders_posted(),
         0,

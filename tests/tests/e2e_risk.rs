@@ -52,9 +52,9 @@ async fn env_at_signal(n: usize) -> Env {
 /// An account state of `equity` with its peak at `peak`, for the trading day of `now`.
 fn seeded(equity: Decimal, peak: Decimal, day_start: Decimal, now: i64) -> AccountState {
     AccountState {
-        equity: Notional(equity),
-        peak_equity: Notional(peak),
-        day_start_equity: Notional(day_start),
+        equity: Notional::new(equity),
+        peak_equity: Notional::new(peak),
+        day_start_equity: Notional::new(day_start),
         day: risk::trading_day(now, 0),
         updated_at: now,
         ..AccountState::default()
@@ -96,7 +96,7 @@ async fn mdd_level_two_halves_the_next_entry_and_the_level_change_is_notified() 
     assert!(r.stdout.contains("MDD level 0 → 2"), "{r}");
     let st = env.state().await;
     assert_eq!(st.mdd_level, 2);
-    assert_eq!(st.peak_equity.0, peak, "the peak never moves down");
+    assert_eq!(st.peak_equity.get(), peak, "the peak never moves down");
     // The protective stop still sits on the exchange for the smaller position.
     assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1);
 }
@@ -138,7 +138,7 @@ async fn the_daily_loss_halt_blocks_entries_and_lifts_at_the_next_day_start() {
     let st = env.state().await;
     assert_eq!(st.daily_halt_until, None);
     assert_eq!(st.day, risk::trading_day(next.eval_time(), 0));
-    assert_eq!(st.day_start_equity.0, Decimal::from(10_000));
+    assert_eq!(st.day_start_equity.get(), Decimal::from(10_000));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -160,14 +160,14 @@ async fn a_manual_position_partly_closed_by_hand_is_modified_and_never_traded() 
     let p = env.repo().positions(&main_id()).await.unwrap();
     assert_eq!(p.len(), 1);
     assert!(p[0].value.is_manual);
-    assert_eq!(p[0].value.qty.0, Decimal::new(3, 3));
+    assert_eq!(p[0].value.qty.get(), Decimal::new(3, 3));
     assert_eq!(p[0].value.status, PositionStatus::Modified);
     // Sync never trades or protects a manual position; the sum still matches the exchange.
     assert_eq!(env.orders_posted(), 0);
     assert!(env.server.open_algo_orders(MAIN_KEY).is_empty());
     assert_eq!(
         env.server.position(MAIN_KEY, "BTCUSDT"),
-        p[0].value.qty.0,
+        p[0].value.qty.get(),
         "Σ shares + manual = exchange net"
     );
     // Closed by hand entirely: the record goes.
@@ -207,7 +207,7 @@ async fn a_liquidation_is_recorded_with_the_exchange_fee_and_funding_and_its_sto
     let entry: Decimal = env.repo().positions(&main_id()).await.unwrap()[0]
         .value
         .entry_price
-        .0;
+        .get();
     let px = if amount > Decimal::ZERO {
         (entry * Decimal::new(6, 1)).round_dp(1)
     } else {
@@ -228,7 +228,7 @@ async fn a_liquidation_is_recorded_with_the_exchange_fee_and_funding_and_its_sto
     assert_eq!(trades.len(), 1);
     let tr = &trades[0];
     assert_eq!(tr.reason, "liquidation");
-    assert_eq!(tr.exit_price.0, px);
+    assert_eq!(tr.exit_price.get(), px);
     // Figures from the exchange: realised PnL and commissions from userTrades, the clearance fee
     // and funding from the income history.
     let fills = env.server.user_trades(MAIN_KEY);
@@ -254,9 +254,12 @@ async fn a_liquidation_is_recorded_with_the_exchange_fee_and_funding_and_its_sto
         .sum();
     let clearance = (amount.abs() * px * Decimal::new(5, 3)).round_dp(8);
     assert!(commissions > entry_fee);
-    assert_eq!(tr.funding.0, Decimal::new(-125, 2));
-    assert_eq!(tr.fees.0, commissions + clearance);
-    assert_eq!(tr.pnl.0, realized - commissions - clearance + tr.funding.0);
+    assert_eq!(tr.funding.get(), Decimal::new(-125, 2));
+    assert_eq!(tr.fees.get(), commissions + clearance);
+    assert_eq!(
+        tr.pnl.get(),
+        realized - commissions - clearance + tr.funding.get()
+    );
     // No position left, and the stale stop is gone from the exchange.
     assert!(env.repo().positions(&main_id()).await.unwrap().is_empty());
     assert!(
@@ -360,7 +363,7 @@ async fn two_strategies_long_and_short_on_one_symbol_keep_their_own_stops() {
     );
     let now = env.signal.eval_time();
     let sid = StrategyId::new("TFPE");
-    let px = ema.entry_price.0;
+    let px = ema.entry_price.get();
     let stop = match tfpe_side {
         Side::Long => (px * Decimal::new(98, 2)).round_dp(1),
         Side::Short => (px * Decimal::new(102, 2)).round_dp(1),
@@ -392,7 +395,7 @@ async fn two_strategies_long_and_short_on_one_symbol_keep_their_own_stops() {
     let stored = env.repo().positions(&main_id()).await.unwrap();
     let sum: Decimal = stored
         .iter()
-        .map(|v| v.value.side.sign() * v.value.qty.0)
+        .map(|v| v.value.side.sign() * v.value.qty.get())
         .sum();
     assert_eq!(
         sum,
@@ -410,7 +413,7 @@ async fn two_strategies_long_and_short_on_one_symbol_keep_their_own_stops() {
     let trades = env.repo().trades(&main_id()).await.unwrap();
     assert_eq!(trades.len(), 1);
     assert_eq!(trades[0].strategy, sid);
-    assert_eq!(trades[0].qty.0, tfpe_qty);
+    assert_eq!(trades[0].qty.get(), tfpe_qty);
     let stored = env.repo().positions(&main_id()).await.unwrap();
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].value.key.strategy.as_str(), "EMA_CROSS");
@@ -431,15 +434,15 @@ fn tfpe_position(side: Side, qty: Decimal, px: Decimal, stop: Decimal, now: i64)
             symbol: sym.clone(),
         },
         side,
-        qty: Qty(qty),
-        entry_price: Price(px),
+        qty: Qty::new(qty),
+        entry_price: Price::new(px),
         leverage: 3,
         status: PositionStatus::Active,
         is_manual: false,
         entry_client_id: ClientId::derive(&main_id(), &sid, &sym, open4h, Intent::Entry, 0).0,
         signal_open_time: open4h,
         opened_at: now,
-        stop_loss: Some(Price(stop)),
+        stop_loss: Some(Price::new(stop)),
         take_profit: None,
         stop_client_id: None,
         stop_generation: 0,

@@ -39,7 +39,7 @@ async fn shares(env: &Env) -> (Position, Option<Position>) {
 }
 
 fn signed(p: &Position) -> Decimal {
-    p.side.sign() * p.qty.0
+    p.side.sign() * p.qty.get()
 }
 
 /// The evaluator entered at the first signal and a sync has seen it: the strategy's share and
@@ -63,7 +63,7 @@ async fn assert_shares(env: &Env, before: &Position, manual: Option<(Side, Decim
     assert_eq!((p.side, p.qty), (before.side, before.qty), "strategy share");
     assert_eq!(p.entry_client_id, before.entry_client_id);
     assert_eq!(
-        m.as_ref().map(|m| (m.side, m.qty.0)),
+        m.as_ref().map(|m| (m.side, m.qty.get())),
         manual,
         "MANUAL share"
     );
@@ -89,7 +89,7 @@ async fn assert_shares(env: &Env, before: &Position, manual: Option<(Side, Decim
 async fn a_larger_hand_made_order_the_other_way_leaves_the_strategy_share_in_place() {
     let (env, p) = entered().await;
     let other = p.side.opposite();
-    let size = p.qty.0 * Decimal::TWO;
+    let size = p.qty.get() * Decimal::TWO;
     env.server
         .manual_market_order(MAIN_KEY, "BTCUSDT", other.entry_order_side().as_str(), size);
     let s = env.sync().await;
@@ -126,7 +126,7 @@ async fn a_larger_hand_made_order_the_other_way_leaves_the_strategy_share_in_pla
 async fn a_hand_made_partial_close_is_the_persons_share_not_a_smaller_strategy() {
     let (env, p) = entered().await;
     let part = Decimal::new(1, 3);
-    assert!(p.qty.0 > part);
+    assert!(p.qty.get() > part);
     env.server
         .manual_market_order(MAIN_KEY, "BTCUSDT", p.side.exit_order_side().as_str(), part);
     let s = env.sync().await;
@@ -139,7 +139,7 @@ async fn a_hand_made_partial_close_is_the_persons_share_not_a_smaller_strategy()
         MAIN_KEY,
         "BTCUSDT",
         p.side.exit_order_side().as_str(),
-        p.qty.0 - part,
+        p.qty.get() - part,
     );
     let s = env.sync().await;
     assert!(s.ok(), "{s}");
@@ -174,7 +174,7 @@ async fn a_hand_made_position_pinning_the_margin_type_does_not_block_the_entry()
     assert!(s.ok(), "{s}");
     let (p, manual) = shares(&env).await;
     assert_eq!(p.side, side);
-    assert_eq!(manual.map(|m| (m.side, m.qty.0)), Some((side, mine)));
+    assert_eq!(manual.map(|m| (m.side, m.qty.get())), Some((side, mine)));
     assert_eq!(
         signed(&p) + side.sign() * mine,
         env.server.position(MAIN_KEY, "BTCUSDT")

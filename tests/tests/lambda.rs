@@ -377,8 +377,8 @@ fn hourly(c15: &[Candle]) -> Vec<Candle> {
         out.push(Candle {
             open_time: w[0].open_time,
             open: w[0].open,
-            high: Price(w.iter().map(|c| c.high.0).max().unwrap()),
-            low: Price(w.iter().map(|c| c.low.0).min().unwrap()),
+            high: Price::new(w.iter().map(|c| c.high.get()).max().unwrap()),
+            low: Price::new(w.iter().map(|c| c.low.get()).min().unwrap()),
             close: w[3].close,
             volume: w.iter().map(|c| c.volume).sum(),
         });

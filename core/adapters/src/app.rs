@@ -170,7 +170,7 @@ pub async fn build(
                     market.clone(),
                     Arc::new(SystemClock) as Arc<dyn Clock>,
                     PaperConfig {
-                        initial_balance: Notional(cfg.paper.initial_equity),
+                        initial_balance: Notional::new(cfg.paper.initial_equity),
                         commission_rate: cfg.paper.commission,
                         slippage: cfg.paper.slippage,
                         ..PaperConfig::default()

@@ -336,7 +336,7 @@ pub fn account_line(
         detail,
         names::EQUITY,
         Unit::None,
-        state.equity.0.to_f64().unwrap_or(f64::NAN),
+        state.equity.get().to_f64().unwrap_or(f64::NAN),
     )
     .value(detail, names::DRAWDOWN, Unit::Percent, drawdown_pct)
     .value(
@@ -459,8 +459,8 @@ mod tests {
     fn account_line_reports_drawdown_level_and_halt() {
         let now = 1_700_000_000_000;
         let st = AccountState {
-            equity: Notional(dec!(900)),
-            peak_equity: Notional(dec!(1200)),
+            equity: Notional::new(dec!(900)),
+            peak_equity: Notional::new(dec!(1200)),
             mdd_level: 2,
             daily_halt_until: Some(now + 60_000),
             ..AccountState::default()
@@ -529,8 +529,8 @@ mod tests {
         assert_eq!(v["JobDurationMs"], 40.0);
         assert_eq!(v["ApiWeightUsed1m"], 9.0);
         let st = AccountState {
-            equity: Notional(dec!(100)),
-            peak_equity: Notional(dec!(100)),
+            equity: Notional::new(dec!(100)),
+            peak_equity: Notional::new(dec!(100)),
             ..AccountState::default()
         };
         let v = account_line("prod", &AccountId::new("a"), 5, &st, 1, Detail::Alarms).to_value();

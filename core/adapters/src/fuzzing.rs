@@ -111,10 +111,10 @@ pub fn klines(data: &[u8]) {
 fn kline_row(c: &Candle, tf: Timeframe) -> Value {
     json!([
         c.open_time,
-        s(c.open.0),
-        s(c.high.0),
-        s(c.low.0),
-        s(c.close.0),
+        s(c.open.get()),
+        s(c.high.get()),
+        s(c.low.get()),
+        s(c.close.get()),
         s(c.volume),
         c.open_time.saturating_add(tf.millis() - 1),
         "0",
@@ -134,11 +134,11 @@ pub fn account(data: &[u8]) {
         return;
     };
     let back = json!({
-        "totalMarginBalance": s(a.equity.0),
-        "totalWalletBalance": s(a.wallet_balance.0),
-        "availableBalance": s(a.available_balance.0),
-        "totalInitialMargin": s(a.total_initial_margin.0),
-        "totalUnrealizedProfit": s(a.unrealized_pnl.0),
+        "totalMarginBalance": s(a.equity.get()),
+        "totalWalletBalance": s(a.wallet_balance.get()),
+        "availableBalance": s(a.available_balance.get()),
+        "totalInitialMargin": s(a.total_initial_margin.get()),
+        "totalUnrealizedProfit": s(a.unrealized_pnl.get()),
     });
     assert_eq!(
         parse::account(&back).as_ref(),
@@ -170,10 +170,10 @@ fn position_row(p: &ExchangePosition) -> Value {
     let mut row = json!({
         "symbol": p.symbol.as_str(),
         "positionAmt": s(p.amount),
-        "entryPrice": s(p.entry_price.0),
-        "markPrice": s(p.mark_price.0),
-        "unRealizedProfit": s(p.unrealized_pnl.0),
-        "liquidationPrice": s(p.liquidation_price.0),
+        "entryPrice": s(p.entry_price.get()),
+        "markPrice": s(p.mark_price.get()),
+        "unRealizedProfit": s(p.unrealized_pnl.get()),
+        "liquidationPrice": s(p.liquidation_price.get()),
         "updateTime": p.update_time,
     });
     if let Some(l) = p.leverage {
@@ -191,7 +191,7 @@ pub fn order(data: &[u8]) {
         return;
     };
     assert!(
-        is_normalized(o.avg_price.0),
+        is_normalized(o.avg_price.get()),
         "avg price not normalized: {o:?}"
     );
     let back = json!({
@@ -200,9 +200,9 @@ pub fn order(data: &[u8]) {
         "clientOrderId": o.client_id,
         "side": o.side.as_str(),
         "status": o.status,
-        "origQty": s(o.orig_qty.0),
-        "executedQty": s(o.executed_qty.0),
-        "avgPrice": s(o.avg_price.0),
+        "origQty": s(o.orig_qty.get()),
+        "executedQty": s(o.executed_qty.get()),
+        "avgPrice": s(o.avg_price.get()),
         "reduceOnly": o.reduce_only,
         "updateTime": o.update_time,
     });
@@ -228,9 +228,9 @@ pub fn algo_order(data: &[u8]) {
     };
     for a in &all {
         // Binance's "0" and "" mean "not set": never a zero price or quantity.
-        assert!(a.trigger_price.is_none_or(|p| !p.0.is_zero()), "{a:?}");
-        assert!(a.qty.is_none_or(|q| !q.0.is_zero()), "{a:?}");
-        assert!(a.actual_price.is_none_or(|p| !p.0.is_zero()), "{a:?}");
+        assert!(a.trigger_price.is_none_or(|p| !p.get().is_zero()), "{a:?}");
+        assert!(a.qty.is_none_or(|q| !q.get().is_zero()), "{a:?}");
+        assert!(a.actual_price.is_none_or(|p| !p.get().is_zero()), "{a:?}");
         let back = algo_row(a);
         assert_eq!(
             parse::algo_order(&back).as_ref(),
@@ -256,12 +256,12 @@ fn algo_row(a: &AlgoOrderInfo) -> Value {
         "symbol": a.symbol.as_str(),
         "side": a.side.as_str(),
         "algoStatus": a.status,
-        "triggerPrice": opt(a.trigger_price.map(|p| p.0)),
-        "quantity": opt(a.qty.map(|q| q.0)),
+        "triggerPrice": opt(a.trigger_price.map(|p| p.get())),
+        "quantity": opt(a.qty.map(|q| q.get())),
         "closePosition": a.close_position,
         "reduceOnly": a.reduce_only,
         "actualOrderId": a.actual_order_id.map(|id| id.to_string()).unwrap_or_default(),
-        "actualPrice": opt(a.actual_price.map(|p| p.0)),
+        "actualPrice": opt(a.actual_price.map(|p| p.get())),
         "updateTime": a.update_time,
     })
 }
@@ -282,10 +282,10 @@ pub fn user_trades(data: &[u8]) {
                 "id": t.id,
                 "orderId": t.order_id,
                 "side": t.side.as_str(),
-                "price": s(t.price.0),
-                "qty": s(t.qty.0),
-                "realizedPnl": s(t.realized_pnl.0),
-                "commission": s(t.commission.0),
+                "price": s(t.price.get()),
+                "qty": s(t.qty.get()),
+                "realizedPnl": s(t.realized_pnl.get()),
+                "commission": s(t.commission.get()),
                 "commissionAsset": t.commission_asset,
                 "time": t.time,
             })
@@ -313,7 +313,7 @@ pub fn income(data: &[u8]) {
             json!({
                 "symbol": i.symbol.as_ref().map_or("", Symbol::as_str),
                 "incomeType": i.income_type,
-                "income": s(i.income.0),
+                "income": s(i.income.get()),
                 "asset": i.asset,
                 "time": i.time,
                 "tranId": i.tran_id.to_string(),
@@ -397,7 +397,7 @@ pub fn candle_csv(data: &[u8]) {
     assert!(!series.candles.is_empty());
     for c in &series.candles {
         assert!(
-            Decimal::ZERO < c.low.0
+            Decimal::ZERO < c.low.get()
                 && c.low <= c.open
                 && c.open <= c.high
                 && c.low <= c.close

@@ -394,12 +394,12 @@ async fn sync_records_a_stop_fill_from_the_paper_exchange() {
     assert_eq!(trades[0].reason, "stop");
     let stop = pos.stop_loss.unwrap();
     assert!(
-        trades[0].pnl.0 < rust_decimal::Decimal::ZERO,
+        trades[0].pnl.get() < rust_decimal::Decimal::ZERO,
         "{:?}",
         trades[0]
     );
     // Filled at the trigger (or the open, when a candle gapped through it) less slippage.
-    let off = (trades[0].exit_price.0 - stop.0).abs() / stop.0;
+    let off = (trades[0].exit_price.get() - stop.get()).abs() / stop.get();
     assert!(
         off < rust_decimal::Decimal::new(3, 3),
         "exit {} vs stop {}",
@@ -706,7 +706,7 @@ async fn an_entry_opposite_a_manual_position_is_not_sent() {
     let by_hand = MarketOrder {
         symbol: Symbol::new("BTCUSDT"),
         side: s.signal.1.opposite().entry_order_side(),
-        qty: albra_core::domain::Qty("0.010".parse().unwrap()),
+        qty: albra_core::domain::Qty::new("0.010".parse().unwrap()),
         reduce_only: false,
         client_id: albra_core::domain::ClientId("web_by_hand_1".into()),
     };

@@ -145,7 +145,7 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
     let open = s.ex.open_algo_orders(None).await.unwrap();
     assert_eq!(open.len(), 5, "{open:?}");
     assert_eq!(pos.exit_orders.len(), 4, "{:?}", pos.exit_orders);
-    let entry = pos.entry_price.0;
+    let entry = pos.entry_price.get();
     let mut ladder_qty = Decimal::ZERO;
     for (i, e) in pos.exit_orders.iter().enumerate() {
         let a = open
@@ -162,10 +162,10 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
                 let level = [Decimal::new(4, 3), Decimal::new(8, 3), Decimal::new(12, 3)][i];
                 let want = entry * (Decimal::ONE + side.sign() * level);
                 assert!(
-                    (e.trigger_price.0 - want).abs() <= Decimal::new(1, 1),
+                    (e.trigger_price.get() - want).abs() <= Decimal::new(1, 1),
                     "{e:?} vs {want}"
                 );
-                ladder_qty += e.qty.0;
+                ladder_qty += e.qty.get();
             }
             ExitKind::Trailing { callback_rate } => {
                 assert_eq!(callback_rate, Decimal::new(5, 1));
@@ -179,7 +179,11 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
             }
         }
     }
-    assert_eq!(ladder_qty, pos.qty.0, "the ladder closes exactly the share");
+    assert_eq!(
+        ladder_qty,
+        pos.qty.get(),
+        "the ladder closes exactly the share"
+    );
     let tp1 = pos.exit_orders[0].clone();
 
     // Only the sync runs from here: the exchange does the exiting.
@@ -215,20 +219,20 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
         })
         .expect("fill candle");
     let slip = PaperConfig::default().slippage;
-    let trig = tp1.trigger_price.0;
+    let trig = tp1.trigger_price.get();
     let gapped = match side {
-        Side::Long => c.open.0 >= trig,
-        Side::Short => c.open.0 <= trig,
+        Side::Long => c.open.get() >= trig,
+        Side::Short => c.open.get() <= trig,
     };
-    let base = if gapped { c.open.0 } else { trig };
+    let base = if gapped { c.open.get() } else { trig };
     let want_px = match side.exit_order_side() {
         OrderSide::Sell => base * (Decimal::ONE - slip),
         OrderSide::Buy => base * (Decimal::ONE + slip),
     };
-    assert_eq!(tr.exit_price.0, want_px, "candle {c:?}");
+    assert_eq!(tr.exit_price.get(), want_px, "candle {c:?}");
     match side {
-        Side::Long => assert!(c.high.0 >= trig),
-        Side::Short => assert!(c.low.0 <= trig),
+        Side::Long => assert!(c.high.get() >= trig),
+        Side::Short => assert!(c.low.get() <= trig),
     }
 
     // The exchange's own figures: realised PnL and commission of that fill, less the entry
@@ -243,11 +247,11 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
     let fills = s.ex.user_trades(&Symbol::new("BTCUSDT"), 0).await.unwrap();
     let exit_fill: Vec<_> = fills.iter().filter(|f| f.order_id == order_id).collect();
     assert_eq!(exit_fill.len(), 1, "{fills:?}");
-    let fee_share = pos.entry_fee.0 * tr.qty.0 / pos.qty.0;
-    assert_eq!(tr.fees.0, exit_fill[0].commission.0 + fee_share);
+    let fee_share = pos.entry_fee.get() * tr.qty.get() / pos.qty.get();
+    assert_eq!(tr.fees.get(), exit_fill[0].commission.get() + fee_share);
     assert_eq!(
-        tr.pnl.0,
-        exit_fill[0].realized_pnl.0 - exit_fill[0].commission.0 - fee_share
+        tr.pnl.get(),
+        exit_fill[0].realized_pnl.get() - exit_fill[0].commission.get() - fee_share
     );
 
     // The rest stays: a smaller share, the steps done counted, the other exit orders untouched
@@ -256,8 +260,8 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
         let done: Vec<u8> = (1..=3)
             .filter(|k| trades.iter().any(|x| x.id.ends_with(&format!(":tp{k}"))))
             .collect();
-        let closed: Decimal = trades.iter().map(|x| x.qty.0).sum();
-        assert_eq!(left.qty.0, pos.qty.0 - closed);
+        let closed: Decimal = trades.iter().map(|x| x.qty.get()).sum();
+        assert_eq!(left.qty.get(), pos.qty.get() - closed);
         assert_eq!(left.partial_exits_done, *done.last().unwrap());
         let want_left: Vec<_> = pos
             .exit_orders
@@ -303,8 +307,8 @@ async fn a_ladder_step_fills_intra_candle_at_its_trigger_and_is_recorded_once() 
     }
     assert!(closed, "the stop, the trail or the last step closes it");
     let trades = s.engine.repo.trades(&main).await.unwrap();
-    let total: Decimal = trades.iter().map(|x| x.qty.0).sum();
-    assert_eq!(total, pos.qty.0, "{trades:?}");
+    let total: Decimal = trades.iter().map(|x| x.qty.get()).sum();
+    assert_eq!(total, pos.qty.get(), "{trades:?}");
     let last = trades.iter().find(|x| x.id.ends_with(":close")).unwrap();
     assert!(
         ["stop", "trailing_stop", "take_profit"].contains(&last.reason.as_str()),
@@ -344,7 +348,7 @@ async fn a_step_filled_since_the_last_sync_is_recorded_by_the_evaluator_before_i
         );
         if !s.engine.repo.trades(&main).await.unwrap().is_empty() {
             assert!(
-                on_exchange < pos.qty.0,
+                on_exchange < pos.qty.get(),
                 "a trade recorded before the exchange filled anything: {r:?}"
             );
             acted = Some(r);
@@ -361,7 +365,7 @@ async fn a_step_filled_since_the_last_sync_is_recorded_by_the_evaluator_before_i
     // What is stored is what the exchange holds after the decision acted.
     let left = position(&s).await;
     assert_eq!(
-        left.as_ref().map_or(Decimal::ZERO, |p| p.qty.0),
+        left.as_ref().map_or(Decimal::ZERO, |p| p.qty.get()),
         held(s.ex.positions().await.unwrap()),
         "{r:?}"
     );

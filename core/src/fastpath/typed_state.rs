@@ -381,11 +381,11 @@ mod tests {
         };
         let m0 = mark();
         // Created by a fold: what `account_paused` reads changes from "no state".
-        fold(|st| st.equity = Notional(Decimal::from(100)));
+        fold(|st| st.equity = Notional::new(Decimal::from(100)));
         let m1 = mark();
         assert_ne!(m1, m0);
         // Equity folds that leave `paused` alone do not move it.
-        fold(|st| st.peak_equity = Notional(Decimal::from(120)));
+        fold(|st| st.peak_equity = Notional::new(Decimal::from(120)));
         fold(|st| st.mdd_level = 2);
         assert_eq!(mark(), m1);
         assert_eq!(repo.account_paused(&a).await.unwrap(), Some(false));

@@ -489,7 +489,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, &c)| {
-                let p = Price(Decimal::try_from(c).unwrap());
+                let p = Price::new(Decimal::try_from(c).unwrap());
                 Candle {
                     open_time: i as i64 * 60_000,
                     open: p,
@@ -544,7 +544,7 @@ mod tests {
             .map(|i| {
                 let mid = 100.0 + (i as f64 * 0.13).sin() * 8.0 + (i % 9) as f64 * 0.37;
                 let half = 0.5 + (i % 4) as f64 * 0.3;
-                let dec = |v: f64| Price(Decimal::try_from(v).unwrap().round_dp(4));
+                let dec = |v: f64| Price::new(Decimal::try_from(v).unwrap().round_dp(4));
                 Candle {
                     open_time: i as i64 * 60_000,
                     open: dec(mid),

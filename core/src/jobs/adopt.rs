@@ -59,7 +59,7 @@ pub(super) fn commission_of(trades: &[UserTrade], order_id: i64) -> Decimal {
     trades
         .iter()
         .filter(|t| t.order_id == order_id)
-        .map(|t| t.commission.0)
+        .map(|t| t.commission.get())
         .sum()
 }
 
@@ -73,17 +73,17 @@ pub(super) fn active_from_fill(
     entry_fee: Notional,
     now: i64,
 ) -> Position {
-    let shift = o.avg_price.0 - pos.entry_price.0;
+    let shift = o.avg_price.get() - pos.entry_price.get();
     let mut p = pos.clone();
     p.qty = o.executed_qty;
     p.entry_price = o.avg_price;
     p.best_price = Some(o.avg_price);
     p.stop_loss = pos
         .stop_loss
-        .map(|s| orders::stop_price(filters, p.side, Price(s.0 + shift)));
+        .map(|s| orders::stop_price(filters, p.side, Price::new(s.get() + shift)));
     p.take_profit = pos
         .take_profit
-        .map(|s| orders::target_price(filters, p.side, Price(s.0 + shift)));
+        .map(|s| orders::target_price(filters, p.side, Price::new(s.get() + shift)));
     p.entry_fee = entry_fee;
     p.status = PositionStatus::Active;
     p.updated_at = now;
@@ -101,7 +101,7 @@ pub(super) fn adoptable_side(o: &OrderInfo, residual: Decimal) -> Option<Side> {
     } else {
         Side::Short
     };
-    if side.sign() != residual.signum() || o.executed_qty.0 > residual.abs() {
+    if side.sign() != residual.signum() || o.executed_qty.get() > residual.abs() {
         return None;
     }
     Some(side)
@@ -249,7 +249,7 @@ impl Engine {
         let entry_fee = ex
             .user_trades(&pos.key.symbol, pos.opened_at - 60_000)
             .await
-            .map(|ts| Notional(commission_of(&ts, o.order_id)))
+            .map(|ts| Notional::new(commission_of(&ts, o.order_id)))
             .unwrap_or_default();
         let mut p = active_from_fill(pos, o, &filters, entry_fee, now);
         let (protection, version) = self
@@ -405,9 +405,9 @@ mod tests {
             client_id: "e".into(),
             side,
             status,
-            orig_qty: Qty(dec!(1)),
-            executed_qty: Qty(executed),
-            avg_price: Price(dec!(101)),
+            orig_qty: Qty::new(dec!(1)),
+            executed_qty: Qty::new(executed),
+            avg_price: Price::new(dec!(101)),
             reduce_only: false,
             update_time: 5_000,
         }
@@ -433,8 +433,8 @@ mod tests {
         };
         let mut p = found_position(&found, &filters(), 3, None, 1);
         p.status = PositionStatus::Pending;
-        p.qty = Qty(dec!(1));
-        p.entry_price = Price(dec!(100));
+        p.qty = Qty::new(dec!(1));
+        p.entry_price = Price::new(dec!(100));
         p
     }
 
@@ -516,10 +516,10 @@ mod tests {
             id: 1,
             order_id,
             side: OrderSide::Buy,
-            price: Price(dec!(100)),
-            qty: Qty(dec!(1)),
+            price: Price::new(dec!(100)),
+            qty: Qty::new(dec!(1)),
             realized_pnl: Notional::ZERO,
-            commission: Notional(fee),
+            commission: Notional::new(fee),
             commission_asset: "USDT".into(),
             time: 0,
         };
@@ -545,16 +545,19 @@ mod tests {
         ];
         for (side, stop, tp, want_stop, want_tp) in cases {
             let mut pos = pending(side);
-            pos.stop_loss = stop.map(Price);
-            pos.take_profit = tp.map(Price);
+            pos.stop_loss = stop.map(Price::new);
+            pos.take_profit = tp.map(Price::new);
             let side_o = side.entry_order_side();
             let o = order(side_o, OrderStatus::Filled, dec!(0.5));
-            let p = active_from_fill(&pos, &o, &filters(), Notional(dec!(0.02)), 9);
-            assert_eq!(p.stop_loss, want_stop.map(Price));
-            assert_eq!(p.take_profit, want_tp.map(Price));
-            assert_eq!((p.qty, p.entry_price), (Qty(dec!(0.5)), Price(dec!(101))));
-            assert_eq!(p.best_price, Some(Price(dec!(101))));
-            assert_eq!(p.entry_fee, Notional(dec!(0.02)));
+            let p = active_from_fill(&pos, &o, &filters(), Notional::new(dec!(0.02)), 9);
+            assert_eq!(p.stop_loss, want_stop.map(Price::new));
+            assert_eq!(p.take_profit, want_tp.map(Price::new));
+            assert_eq!(
+                (p.qty, p.entry_price),
+                (Qty::new(dec!(0.5)), Price::new(dec!(101)))
+            );
+            assert_eq!(p.best_price, Some(Price::new(dec!(101))));
+            assert_eq!(p.entry_fee, Notional::new(dec!(0.02)));
             assert_eq!((p.status, p.updated_at), (PositionStatus::Active, 9));
             assert_eq!(p.key, pos.key);
         }
@@ -586,10 +589,10 @@ mod tests {
                 order: &o,
             };
             let p = found_position(&found, &filters(), 5, stop, 9);
-            assert_eq!(p.stop_loss, want.map(Price));
+            assert_eq!(p.stop_loss, want.map(Price::new));
             assert_eq!(
                 (p.side, p.qty, p.entry_price),
-                (side, Qty(dec!(0.3)), Price(dec!(101)))
+                (side, Qty::new(dec!(0.3)), Price::new(dec!(101)))
             );
             assert_eq!((p.leverage, p.entry_client_id.as_str()), (5, "x-entry"));
             assert_eq!(

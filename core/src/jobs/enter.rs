@@ -69,13 +69,11 @@ pub(super) async fn entry_fee(
     order_id: i64,
 ) -> Notional {
     match ex.user_trades(&symbol, opened_at - 60_000).await {
-        Ok(trades) => Notional(
-            trades
-                .iter()
-                .filter(|t| t.order_id == order_id)
-                .map(|t| t.commission.0)
-                .sum(),
-        ),
+        Ok(trades) => trades
+            .iter()
+            .filter(|t| t.order_id == order_id)
+            .map(|t| t.commission)
+            .sum(),
         Err(e) => {
             tracing::warn!(error = %e, "entry fee unknown (userTrades failed)");
             Notional::ZERO
@@ -124,8 +122,8 @@ impl Engine {
         // the margin of this evaluation's orders the account read may not show (`MarginLedger`).
         let turn = ledger.size().await;
         let stored = self.repo.positions(account).await?;
-        let margin_in = m.snap.total_initial_margin.0 + ledger.unseen(read_at);
-        m.snap.total_initial_margin = Notional(margin_in);
+        let margin_in = m.snap.total_initial_margin.get() + ledger.unseen(read_at);
+        m.snap.total_initial_margin = Notional::new(margin_in);
         let (qty, risk_notes) = match self.size_entry(it, signal, &m, &stored).await? {
             Ok(sized) => sized,
             Err(r) => return Ok(self.refuse(it, r.priority, r.kind, r.tag, r.why).await),
@@ -141,7 +139,7 @@ impl Engine {
         let pending = self
             .write_pending(it, signal, qty, &filters, ref_price)
             .await?;
-        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
+        let margin = |q: Qty, p: Price| q.get() * p.get() / Decimal::from(lev.max(1));
         let slot = ledger.take(margin(qty, ref_price));
         drop(turn);
         let sent = self
@@ -305,14 +303,14 @@ impl Engine {
         let mut risk_notes: Vec<String> = Vec::new();
         let mut risk_reduced = false;
         let raw_qty = if !self.sizing.protects() {
-            crate::fastpath::all_equity_qty(m.snap.equity.0, ref_price.0)
+            crate::fastpath::all_equity_qty(m.snap.equity.get(), ref_price.get())
         } else {
             let state = self
                 .observe_account(&it.acct.config, m.snap.equity, it.now)
                 .await?;
             let stop_px = signal
                 .stop
-                .map(|sp| orders::stop_price(filters, side, sp.stop_price(side, ref_price)).0);
+                .map(|sp| orders::stop_price(filters, side, sp.stop_price(side, ref_price)).get());
             let req = self
                 .entry_request(
                     it.acct, it.s, it.sym, stored, &m.snap, ref_price, stop_px, lev, size_pct,
@@ -646,7 +644,7 @@ impl Engine {
                 .closed_klines(sym, s.timeframe, n, now)
                 .await?
                 .iter()
-                .map(|c| c.close.0)
+                .map(|c| c.close.get())
                 .collect();
             let tail = |k: usize| &closes[closes.len().saturating_sub(k + 1)..];
             if rc.regime.enabled {
@@ -662,10 +660,10 @@ impl Engine {
             }
         }
         Ok(risk::EntryRequest {
-            equity: snap.equity.0,
-            margin_in_use: snap.total_initial_margin.0,
+            equity: snap.equity.get(),
+            margin_in_use: snap.total_initial_margin.get(),
             open_positions,
-            price: price.0,
+            price: price.get(),
             stop,
             leverage: lev,
             base_size_pct: size_pct,

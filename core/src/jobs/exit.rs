@@ -25,7 +25,7 @@ pub(super) fn partial_trade(
     stage: u8,
     now: i64,
 ) -> (TradeRecord, Decimal) {
-    let fee_share = pos.entry_fee.0 * filled.0 / pos.qty.0;
+    let fee_share = pos.entry_fee.get() * filled.get() / pos.qty.get();
     let trade = TradeRecord {
         id: format!("{}:tp{stage}", pos.entry_client_id),
         account: pos.key.account.clone(),
@@ -37,8 +37,8 @@ pub(super) fn partial_trade(
         exit_price,
         entry_time: pos.opened_at,
         exit_time: now,
-        pnl: Notional(gross - exit_fee - fee_share),
-        fees: Notional(exit_fee + fee_share),
+        pnl: Notional::new(gross - exit_fee - fee_share),
+        fees: Notional::new(exit_fee + fee_share),
         // Funding is attributed once, to the close of what remains.
         funding: Notional::ZERO,
         reason: format!("partial_take_profit_{stage}"),
@@ -56,8 +56,8 @@ pub(super) fn after_partial(
     now: i64,
 ) -> Position {
     let mut p = pos.clone();
-    p.qty = Qty(pos.qty.0 - filled.0);
-    p.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+    p.qty = pos.qty - filled;
+    p.entry_fee = Notional::new(pos.entry_fee.get() - fee_share);
     p.partial_exits_done = stage;
     p.updated_at = now;
     p
@@ -83,9 +83,9 @@ pub(super) fn exit_trade(
         exit_price,
         entry_time: pos.opened_at,
         exit_time: now,
-        pnl: Notional(gross - exit_fee - pos.entry_fee.0 + funding),
-        fees: Notional(exit_fee + pos.entry_fee.0),
-        funding: Notional(funding),
+        pnl: Notional::new(gross - exit_fee - pos.entry_fee.get() + funding),
+        fees: Notional::new(exit_fee + pos.entry_fee.get()),
+        funding: Notional::new(funding),
         reason: "signal".into(),
     }
 }
@@ -192,16 +192,21 @@ impl Engine {
             .filter(|t| t.order_id == fill.order_id)
             .collect();
         if closing.is_empty() {
-            let gross =
-                pos.side.sign() * fill.executed_qty.0 * (fill.avg_price.0 - pos.entry_price.0);
+            let gross = pos.side.sign()
+                * fill.executed_qty.get()
+                * (fill.avg_price.get() - pos.entry_price.get());
             return (fill.avg_price, gross, Decimal::ZERO);
         }
-        let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
-        let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+        let q: Decimal = closing.iter().map(|t| t.qty.get()).sum();
+        let px = closing
+            .iter()
+            .map(|t| t.qty.get() * t.price.get())
+            .sum::<Decimal>()
+            / q;
         (
-            Price(px),
-            closing.iter().map(|t| t.realized_pnl.0).sum(),
-            closing.iter().map(|t| t.commission.0).sum(),
+            Price::new(px),
+            closing.iter().map(|t| t.realized_pnl.get()).sum(),
+            closing.iter().map(|t| t.commission.get()).sum(),
         )
     }
 
@@ -222,14 +227,14 @@ impl Engine {
         }
         let ex = acct.exchange.as_ref();
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
-        let qty = orders::close_qty(&filters, Qty(p.value.qty.0 * fraction.min(Decimal::ONE)));
+        let qty = orders::close_qty(&filters, p.value.qty * fraction.min(Decimal::ONE));
         if qty.is_zero() {
             return Ok(format!(
                 "take-profit step {stage} skipped: {} × {fraction} is below one lot",
                 p.value.qty
             ));
         }
-        if qty.0 >= p.value.qty.0 {
+        if qty.get() >= p.value.qty.get() {
             let line = format!("closed: {reason}");
             self.exit(
                 acct.exchange.as_ref(),
@@ -340,9 +345,9 @@ mod tests {
             client_id: "e".into(),
             side: crate::domain::OrderSide::Buy,
             status: OrderStatus::Filled,
-            orig_qty: Qty(dec!(4)),
-            executed_qty: Qty(dec!(4)),
-            avg_price: Price(dec!(100)),
+            orig_qty: Qty::new(dec!(4)),
+            executed_qty: Qty::new(dec!(4)),
+            avg_price: Price::new(dec!(100)),
             reduce_only: false,
             update_time: 1_000,
         };
@@ -359,7 +364,7 @@ mod tests {
         };
         let filters = crate::paper::generous_filters(&Symbol::new("BTCUSDT"));
         let mut p = super::super::adopt::found_position(&found, &filters, 3, None, 1_000);
-        p.entry_fee = Notional(dec!(2));
+        p.entry_fee = Notional::new(dec!(2));
         p
     }
 
@@ -373,12 +378,12 @@ mod tests {
         ];
         for (filled, gross, fee, want_share, want_pnl) in cases {
             let p = pos();
-            let figures = (Price(dec!(110)), gross, fee);
-            let (t, share) = partial_trade(&p, Qty(filled), figures, 2, 9);
+            let figures = (Price::new(dec!(110)), gross, fee);
+            let (t, share) = partial_trade(&p, Qty::new(filled), figures, 2, 9);
             assert_eq!(share, want_share);
             assert_eq!(
                 (t.pnl, t.fees),
-                (Notional(want_pnl), Notional(fee + want_share))
+                (Notional::new(want_pnl), Notional::new(fee + want_share))
             );
             assert_eq!(
                 (t.id.as_str(), t.reason.as_str()),
@@ -386,12 +391,12 @@ mod tests {
             );
             assert_eq!(
                 (t.qty, t.exit_price, t.exit_time),
-                (Qty(filled), Price(dec!(110)), 9)
+                (Qty::new(filled), Price::new(dec!(110)), 9)
             );
             assert!(t.funding.is_zero());
-            let rest = after_partial(&p, Qty(filled), share, 2, 9);
-            assert_eq!(rest.qty, Qty(dec!(4) - filled));
-            assert_eq!(rest.entry_fee, Notional(dec!(2) - want_share));
+            let rest = after_partial(&p, Qty::new(filled), share, 2, 9);
+            assert_eq!(rest.qty, Qty::new(dec!(4) - filled));
+            assert_eq!(rest.entry_fee, Notional::new(dec!(2) - want_share));
             assert_eq!((rest.partial_exits_done, rest.updated_at), (2, 9));
         }
     }
@@ -406,14 +411,18 @@ mod tests {
         for (gross, fee, funding, want_pnl, want_fees) in cases {
             let t = exit_trade(
                 &pos(),
-                Qty(dec!(4)),
-                (Price(dec!(110)), gross, fee),
+                Qty::new(dec!(4)),
+                (Price::new(dec!(110)), gross, fee),
                 funding,
                 9,
             );
             assert_eq!(
                 (t.pnl, t.fees, t.funding),
-                (Notional(want_pnl), Notional(want_fees), Notional(funding))
+                (
+                    Notional::new(want_pnl),
+                    Notional::new(want_fees),
+                    Notional::new(funding)
+                )
             );
             assert_eq!(
                 (t.id.as_str(), t.reason.as_str(), t.exit_time),

@@ -262,12 +262,12 @@ impl Engine {
                 .iter()
                 .filter(|t| Some(t.order_id) == a.actual_order_id)
                 .collect();
-            let executed: Decimal = fills.iter().map(|t| t.qty.0).sum();
+            let executed: Decimal = fills.iter().map(|t| t.qty.get()).sum();
             if executed.is_zero() {
                 tracing::warn!(position = %v.value.key, client_algo_id = %e.client_id, "exit order fired without a fill");
                 continue;
             }
-            if executed >= v.value.qty.0 {
+            if executed >= v.value.qty.get() {
                 let reason = match e.kind {
                     ExitKind::TakeProfit { .. } => "take_profit",
                     ExitKind::Trailing { .. } => "trailing_stop",
@@ -330,8 +330,8 @@ impl Engine {
             fee_share,
         } = partial;
         self.record_trade(&trade).await?;
-        v.value.qty = Qty(pos.qty.0 - trade.qty.0);
-        v.value.entry_fee = Notional(pos.entry_fee.0 - fee_share);
+        v.value.qty = pos.qty - trade.qty;
+        v.value.entry_fee = Notional::new(pos.entry_fee.get() - fee_share);
         v.value.partial_exits_done = pos.partial_exits_done.max(stage);
         v.value.updated_at = now;
         v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
@@ -402,7 +402,7 @@ fn exit_fits(e: &ExitOrder, w: &orders::PlannedExit, shared: bool, reduce_only: 
             // alone, a larger reduce-only quantity is capped by the exchange at what is
             // left after a ladder step, so it stays; a shared symbol needs the exact share.
             ExitKind::Trailing { .. } => {
-                e.qty == w.qty || (!shared && reduce_only && e.qty.0 > w.qty.0)
+                e.qty == w.qty || (!shared && reduce_only && e.qty.get() > w.qty.get())
             }
         }
 }
@@ -483,12 +483,16 @@ fn plan_partial_exit(
     fills: &[&UserTrade],
     now: i64,
 ) -> PartialExit {
-    let executed: Decimal = fills.iter().map(|t| t.qty.0).sum();
-    let exit_price = fills.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / executed;
-    let gross: Decimal = fills.iter().map(|t| t.realized_pnl.0).sum();
-    let exit_fee: Decimal = fills.iter().map(|t| t.commission.0).sum();
+    let executed: Decimal = fills.iter().map(|t| t.qty.get()).sum();
+    let exit_price = fills
+        .iter()
+        .map(|t| t.qty.get() * t.price.get())
+        .sum::<Decimal>()
+        / executed;
+    let gross: Decimal = fills.iter().map(|t| t.realized_pnl.get()).sum();
+    let exit_fee: Decimal = fills.iter().map(|t| t.commission.get()).sum();
     // The entry fee is shared pro rata between the part closed now and the rest.
-    let fee_share = pos.entry_fee.0 * executed / pos.qty.0;
+    let fee_share = pos.entry_fee.get() * executed / pos.qty.get();
     let (id, reason, stage) = match e.kind {
         ExitKind::TakeProfit { stage } => (
             format!("{}:tp{stage}", pos.entry_client_id),
@@ -507,13 +511,13 @@ fn plan_partial_exit(
         strategy: pos.key.strategy.clone(),
         symbol: pos.key.symbol.clone(),
         side: pos.side,
-        qty: Qty(executed),
+        qty: Qty::new(executed),
         entry_price: pos.entry_price,
-        exit_price: Price(exit_price),
+        exit_price: Price::new(exit_price),
         entry_time: pos.opened_at,
         exit_time: fills.iter().map(|t| t.time).max().unwrap_or(now),
-        pnl: Notional(gross - exit_fee - fee_share),
-        fees: Notional(exit_fee + fee_share),
+        pnl: Notional::new(gross - exit_fee - fee_share),
+        fees: Notional::new(exit_fee + fee_share),
         // Funding is attributed once, to the close of what remains.
         funding: Notional::ZERO,
         reason,
@@ -546,8 +550,8 @@ mod tests {
     fn planned(kind: ExitKind, trigger: &str, qty: &str) -> orders::PlannedExit {
         orders::PlannedExit {
             kind,
-            trigger: Price(d(trigger)),
-            qty: Qty(d(qty)),
+            trigger: Price::new(d(trigger)),
+            qty: Qty::new(d(qty)),
         }
     }
 
@@ -555,8 +559,8 @@ mod tests {
         ExitOrder {
             kind,
             client_id: format!("{kind:?}-{trigger}-{qty}"),
-            trigger_price: Price(d(trigger)),
-            qty: Qty(d(qty)),
+            trigger_price: Price::new(d(trigger)),
+            qty: Qty::new(d(qty)),
             reduce_only,
         }
     }
@@ -569,8 +573,8 @@ mod tests {
                 symbol: Symbol::new("BTCUSDT"),
             },
             side: Side::Long,
-            qty: Qty(d(qty)),
-            entry_price: Price(d("100")),
+            qty: Qty::new(d(qty)),
+            entry_price: Price::new(d("100")),
             leverage: 1,
             status: PositionStatus::Active,
             is_manual: false,
@@ -584,7 +588,7 @@ mod tests {
             partial_exits_done: done,
             pyramids_done: 0,
             best_price: None,
-            entry_fee: Notional(d(entry_fee)),
+            entry_fee: Notional::new(d(entry_fee)),
             updated_at: 0,
             exit_orders: Vec::new(),
             exit_generation: 0,
@@ -597,10 +601,10 @@ mod tests {
             id: time,
             order_id: 7,
             side: Side::Long.exit_order_side(),
-            price: Price(d(price)),
-            qty: Qty(d(qty)),
-            realized_pnl: Notional(d(pnl)),
-            commission: Notional(d(fee)),
+            price: Price::new(d(price)),
+            qty: Qty::new(d(qty)),
+            realized_pnl: Notional::new(d(pnl)),
+            commission: Notional::new(d(fee)),
             commission_asset: "USDT".into(),
             time,
         }
@@ -805,7 +809,7 @@ mod tests {
         assert_eq!(o.kind, AlgoKind::TakeProfitMarket);
         assert_eq!(
             (o.trigger_price, o.qty),
-            (Some(Price(d("110"))), Some(Qty(d("1"))))
+            (Some(Price::new(d("110"))), Some(Qty::new(d("1"))))
         );
         assert!(o.reduce_only && !o.close_position);
         assert_eq!(o.side, Side::Long.exit_order_side());
@@ -841,10 +845,10 @@ mod tests {
             assert_eq!(p.fee_share, d("1"));
             let t = &p.trade;
             assert_eq!((t.id.as_str(), t.reason.as_str()), (id, reason));
-            assert_eq!(t.qty, Qty(d("2")));
-            assert_eq!(t.exit_price, Price(d("111")));
-            assert_eq!(t.pnl, Notional(d("20.7")));
-            assert_eq!(t.fees, Notional(d("1.3")));
+            assert_eq!(t.qty, Qty::new(d("2")));
+            assert_eq!(t.exit_price, Price::new(d("111")));
+            assert_eq!(t.pnl, Notional::new(d("20.7")));
+            assert_eq!(t.fees, Notional::new(d("1.3")));
             assert_eq!(t.funding, Notional::ZERO);
             assert_eq!((t.entry_time, t.exit_time), (1_000, 6_000));
             assert_eq!(t.symbol, pos.key.symbol);
@@ -860,7 +864,7 @@ mod tests {
             (tp(2), "take-profit step 2".to_string()),
             (trail(), "trailing stop (callback 1.5 %)".to_string()),
         ] {
-            let (t, q) = (Price(d("110.5")), Qty(d("0.25")));
+            let (t, q) = (Price::new(d("110.5")), Qty::new(d("0.25")));
             assert_eq!(notices::describe_exit(kind), describe);
             assert_eq!(
                 notices::exit_replaced(&pos, &id, kind, "CANCELED", t, q),
@@ -896,8 +900,8 @@ mod tests {
                     "PARTIAL EXIT 2 on the exchange (partial_take_profit_2): {} 1 of {} BTCUSDT @ 110.12345679; PnL {} after fees {}",
                     pos.side,
                     pos.qty,
-                    p.trade.pnl.0.round_dp(2),
-                    p.trade.fees.0.round_dp(2)
+                    p.trade.pnl.get().round_dp(2),
+                    p.trade.fees.get().round_dp(2)
                 )
             )
         );

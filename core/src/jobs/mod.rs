@@ -163,7 +163,7 @@ pub(super) fn iso(ms: i64) -> String {
 }
 
 pub(super) fn signed(p: &Position) -> Decimal {
-    p.side.sign() * p.qty.0
+    p.side.sign() * p.qty.get()
 }
 
 /// The client algo id of a position's take-profit order (placed only when it has a level).
@@ -312,7 +312,7 @@ mod tests {
         // so ties and equal-but-rescaled prices are frequent.
         let price = |r: u64| {
             let v = 100 + (r % 5) as i64;
-            Price(if r & 8 == 0 {
+            Price::new(if r & 8 == 0 {
                 Decimal::from(v)
             } else {
                 Decimal::new(v * 10, 1)
@@ -344,7 +344,7 @@ mod tests {
                     symbol: Symbol::new("BTCUSDT"),
                 },
                 side,
-                qty: Qty(Decimal::ONE),
+                qty: Qty::new(Decimal::ONE),
                 entry_price: price(next()),
                 leverage: 1,
                 status: PositionStatus::Active,
@@ -371,8 +371,8 @@ mod tests {
             assert_eq!(moved, expected, "case {case}");
             // Bit for bit: the same representation, scale included.
             assert_eq!(
-                p.best_price.map(|b| b.0.serialize()),
-                q.best_price.map(|b| b.0.serialize()),
+                p.best_price.map(|b| b.get().serialize()),
+                q.best_price.map(|b| b.get().serialize()),
                 "case {case}"
             );
         }

@@ -56,7 +56,9 @@ pub(super) fn manual_found(p: &Position, now: i64) -> (String, String) {
         format!("manual:{account}:{sym}:{now}"),
         format!(
             "MANUAL position found: {} {} {sym} @ {} (tracked, never touched)",
-            p.side, p.qty.0, p.entry_price
+            p.side,
+            p.qty.get(),
+            p.entry_price
         ),
     )
 }
@@ -66,7 +68,11 @@ pub(super) fn manual_changed(p: &Position, before: &str, now: i64) -> (String, S
     let (account, sym) = (&p.key.account, &p.key.symbol);
     (
         format!("mchange:{account}:{sym}:{now}"),
-        format!("MANUAL {sym} changed: {before} → {} {}", p.side, p.qty.0),
+        format!(
+            "MANUAL {sym} changed: {before} → {} {}",
+            p.side,
+            p.qty.get()
+        ),
     )
 }
 
@@ -105,8 +111,8 @@ pub(super) fn exit(id: &ClientId, p: &Position, t: &TradeRecord, reason: &str) -
             t.qty,
             p.key.symbol,
             t.exit_price,
-            t.pnl.0.round_dp(2),
-            t.fees.0.round_dp(2)
+            t.pnl.get().round_dp(2),
+            t.fees.get().round_dp(2)
         ),
     )
 }
@@ -128,7 +134,7 @@ pub(super) fn partial_exit(
             p.qty,
             p.key.symbol,
             t.exit_price,
-            t.pnl.0.round_dp(2)
+            t.pnl.get().round_dp(2)
         ),
     )
 }
@@ -148,7 +154,7 @@ pub(super) fn pyramid(
             after.key.symbol,
             fill.avg_price,
             after.qty,
-            after.entry_price.0.round_dp(2)
+            after.entry_price.get().round_dp(2)
         ),
     )
 }
@@ -163,9 +169,9 @@ pub(super) fn closed_on_exchange(p: &Position, t: &TradeRecord, reason: &str) ->
             p.qty,
             p.key.symbol,
             t.exit_price,
-            t.pnl.0.round_dp(2),
-            t.fees.0.round_dp(2),
-            t.funding.0.round_dp(2)
+            t.pnl.get().round_dp(2),
+            t.fees.get().round_dp(2),
+            t.funding.get().round_dp(2)
         ),
     )
 }
@@ -359,12 +365,12 @@ pub(super) fn exchange_partial_exit(
             "PARTIAL EXIT {stage} on the exchange ({}): {} {} of {} {} @ {}; PnL {} after fees {}",
             t.reason,
             p.side,
-            t.qty.0,
+            t.qty.get(),
             p.qty,
             p.key.symbol,
-            t.exit_price.0.round_dp(8).normalize(),
-            t.pnl.0.round_dp(2),
-            t.fees.0.round_dp(2)
+            t.exit_price.get().round_dp(8).normalize(),
+            t.pnl.get().round_dp(2),
+            t.fees.get().round_dp(2)
         ),
     )
 }

@@ -76,8 +76,8 @@ fn protective_order(
 /// Whether the mark price has reached a `side` position's stop level (at or beyond it).
 fn stop_breached(side: Side, stop: Price, mark: Price) -> bool {
     match side {
-        Side::Long => mark.0 <= stop.0,
-        Side::Short => mark.0 >= stop.0,
+        Side::Long => mark.get() <= stop.get(),
+        Side::Short => mark.get() >= stop.get(),
     }
 }
 
@@ -352,7 +352,7 @@ impl Engine {
         }
         let reason = format!(
             "stop level {stop} already passed (mark {}) while the stop was {was}",
-            mark.0.round_dp(2)
+            mark.get().round_dp(2)
         );
         self.exit(
             ex,
@@ -472,15 +472,15 @@ mod tests {
                     symbol: Symbol::new("BTCUSDT"),
                 },
                 side,
-                qty: Qty(d("1.2345")),
-                entry_price: Price(d("100")),
+                qty: Qty::new(d("1.2345")),
+                entry_price: Price::new(d("100")),
                 leverage: 1,
                 status: PositionStatus::Active,
                 is_manual: manual,
                 entry_client_id: "E1".into(),
                 signal_open_time: 0,
                 opened_at: 0,
-                stop_loss: Some(Price(d("95"))),
+                stop_loss: Some(Price::new(d("95"))),
                 take_profit: None,
                 stop_client_id: None,
                 stop_generation: 3,
@@ -524,7 +524,7 @@ mod tests {
             (Side::Short, "105", "106", true),
         ];
         for (side, stop, mark, want) in table {
-            let got = stop_breached(side, Price(d(stop)), Price(d(mark)));
+            let got = stop_breached(side, Price::new(d(stop)), Price::new(d(mark)));
             assert_eq!(got, want, "{side:?} stop {stop} mark {mark}");
         }
     }
@@ -578,11 +578,11 @@ mod tests {
                 reduce_only,
             };
             for kind in [AlgoKind::StopMarket, AlgoKind::TakeProfitMarket] {
-                let o = protective_order(&me, &f, shape, kind, Price(d("95")), &id);
+                let o = protective_order(&me, &f, shape, kind, Price::new(d("95")), &id);
                 assert_eq!(o.kind, kind);
                 assert_eq!(o.symbol, me.key.symbol);
                 assert_eq!(o.side, Side::Long.exit_order_side());
-                assert_eq!(o.trigger_price, Some(Price(d("95"))));
+                assert_eq!(o.trigger_price, Some(Price::new(d("95"))));
                 assert_eq!(
                     (o.qty, o.close_position, o.reduce_only),
                     (qty, close, reduce_only)
@@ -599,7 +599,7 @@ mod tests {
         let mut p = position("s", Side::Long, false).value;
         let id = ClientId("cid".into());
         let e = ExchangeError::Fatal("bad".into());
-        let trigger = Price(d("95.5"));
+        let trigger = Price::new(d("95.5"));
         assert_eq!(
             notices::stop_failed(&p, &id, trigger, &e),
             (

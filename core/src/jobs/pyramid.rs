@@ -33,12 +33,14 @@ pub(super) fn pyramided(
     stage: u8,
     now: i64,
 ) -> Position {
-    let total = pos.qty.0 + fill.executed_qty.0;
+    let total = pos.qty.get() + fill.executed_qty.get();
     let mut p = pos.clone();
-    p.entry_price =
-        Price((pos.qty.0 * pos.entry_price.0 + fill.executed_qty.0 * fill.avg_price.0) / total);
-    p.qty = Qty(total);
-    p.entry_fee = Notional(pos.entry_fee.0 + add_fee);
+    p.entry_price = Price::new(
+        (pos.qty.get() * pos.entry_price.get() + fill.executed_qty.get() * fill.avg_price.get())
+            / total,
+    );
+    p.qty = Qty::new(total);
+    p.entry_fee = Notional::new(pos.entry_fee.get() + add_fee);
     p.pyramids_done = stage;
     p.updated_at = now;
     p
@@ -70,8 +72,10 @@ impl Engine {
         let ref_price = self.sizing_price(ex, &p.value.key.symbol, ref_price).await;
         // Sized one at a time with the evaluation's other orders (`MarginLedger`).
         let turn = ledger.size().await;
-        snap.total_initial_margin = Notional(snap.total_initial_margin.0 + ledger.unseen(read_at));
-        let mut raw = snap.equity.0 * size_pct * Decimal::from(lev) * fraction / ref_price.0;
+        snap.total_initial_margin =
+            Notional::new(snap.total_initial_margin.get() + ledger.unseen(read_at));
+        let mut raw =
+            snap.equity.get() * size_pct * Decimal::from(lev) * fraction / ref_price.get();
         if self.sizing.protects() {
             match self
                 .risk_room(acct, s, &p.value, &snap, (raw, ref_price, lev), stage, now)
@@ -86,7 +90,7 @@ impl Engine {
             Err(e) => return Ok(format!("pyramid step {stage} skipped: {e}")),
         };
         let order = pyramid_order(&p.value, stage, qty);
-        let margin = |q: Qty, p: Price| q.0 * p.0 / Decimal::from(lev.max(1));
+        let margin = |q: Qty, p: Price| q.get() * p.get() / Decimal::from(lev.max(1));
         let slot = ledger.take(margin(qty, ref_price));
         drop(turn);
         let policy = self.before_send(report).await?;
@@ -134,14 +138,14 @@ impl Engine {
     ) -> Result<Result<Decimal, String>, EngineError> {
         let state = self.observe_account(&acct.config, snap.equity, now).await?;
         let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
-        let held_margin = pos.qty.0 * ref_price.0 / Decimal::from(lev.max(1));
+        let held_margin = pos.qty.get() * ref_price.get() / Decimal::from(lev.max(1));
         match risk::pyramid_room(
             &state,
-            snap.equity.0,
-            snap.total_initial_margin.0,
+            snap.equity.get(),
+            snap.total_initial_margin.get(),
             held_margin,
             raw,
-            ref_price.0,
+            ref_price.get(),
             lev,
             &limits,
             now,
@@ -208,9 +212,9 @@ mod tests {
             client_id: "p".into(),
             side,
             status: OrderStatus::Filled,
-            orig_qty: Qty(qty),
-            executed_qty: Qty(qty),
-            avg_price: Price(price),
+            orig_qty: Qty::new(qty),
+            executed_qty: Qty::new(qty),
+            avg_price: Price::new(price),
             reduce_only: false,
             update_time: 1_000,
         }
@@ -233,7 +237,7 @@ mod tests {
         };
         let filters = crate::paper::generous_filters(&Symbol::new("BTCUSDT"));
         let mut p = super::super::adopt::found_position(&found, &filters, 3, None, 1_000);
-        p.entry_fee = Notional(dec!(0.5));
+        p.entry_fee = Notional::new(dec!(0.5));
         p
     }
 
@@ -254,8 +258,11 @@ mod tests {
                 2,
                 9,
             );
-            assert_eq!((p.qty, p.entry_price), (Qty(want_qty), Price(want_entry)));
-            assert_eq!(p.entry_fee, Notional(dec!(0.7)));
+            assert_eq!(
+                (p.qty, p.entry_price),
+                (Qty::new(want_qty), Price::new(want_entry))
+            );
+            assert_eq!(p.entry_fee, Notional::new(dec!(0.7)));
             assert_eq!((p.pyramids_done, p.updated_at), (2, 9));
             assert_eq!(
                 (p.key, p.side, p.stop_loss),
@@ -268,7 +275,7 @@ mod tests {
     fn pyramid_order_adds_on_the_entry_side_under_the_steps_own_id() {
         for (side, order_side) in [(Side::Long, OrderSide::Buy), (Side::Short, OrderSide::Sell)] {
             let p = pos(side);
-            let o = pyramid_order(&p, 2, Qty(dec!(0.3)));
+            let o = pyramid_order(&p, 2, Qty::new(dec!(0.3)));
             let id = ClientId::derive(
                 &p.key.account,
                 &p.key.strategy,
@@ -279,10 +286,13 @@ mod tests {
             );
             assert_eq!(
                 (o.side, o.qty, o.reduce_only),
-                (order_side, Qty(dec!(0.3)), false)
+                (order_side, Qty::new(dec!(0.3)), false)
             );
             assert_eq!((&o.client_id, &o.symbol), (&id, &p.key.symbol));
-            assert_ne!(pyramid_order(&p, 3, Qty(dec!(0.3))).client_id, o.client_id);
+            assert_ne!(
+                pyramid_order(&p, 3, Qty::new(dec!(0.3))).client_id,
+                o.client_id
+            );
         }
     }
 }

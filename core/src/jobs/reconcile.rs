@@ -99,8 +99,8 @@ pub(super) enum Verdict {
 pub(super) fn by_fills(share: Decimal, p: &Position) -> Verdict {
     if share.is_zero() || share.signum() != p.side.sign() {
         Verdict::Closed
-    } else if share.abs() != p.qty.0 {
-        Verdict::Resized(Qty(share.abs()))
+    } else if share.abs() != p.qty.get() {
+        Verdict::Resized(Qty::new(share.abs()))
     } else {
         Verdict::Held
     }
@@ -112,8 +112,8 @@ pub(super) fn by_fills(share: Decimal, p: &Position) -> Verdict {
 pub(super) fn by_sizes(ex_amt: Decimal, ours: Decimal, p: &Position) -> Verdict {
     if ex_amt.is_zero() || ex_amt.signum() != ours.signum() {
         Verdict::Closed
-    } else if ex_amt.abs() < ours.abs() && ours.abs() == p.qty.0 {
-        Verdict::Resized(Qty(ex_amt.abs()))
+    } else if ex_amt.abs() < ours.abs() && ours.abs() == p.qty.get() {
+        Verdict::Resized(Qty::new(ex_amt.abs()))
     } else {
         Verdict::Held
     }
@@ -247,10 +247,10 @@ pub(super) fn manual_step(
         ))),
         (Some(i), false) => {
             let v = &stored[i].value;
-            if v.side == side && v.qty.0 == residual.abs() {
+            if v.side == side && v.qty.get() == residual.abs() {
                 ManualStep::Nothing
             } else {
-                ManualStep::Change(i, side, Qty(residual.abs()))
+                ManualStep::Change(i, side, Qty::new(residual.abs()))
             }
         }
     }
@@ -272,7 +272,7 @@ fn manual_position(
             symbol: sym.clone(),
         },
         side,
-        qty: Qty(residual.abs()),
+        qty: Qty::new(residual.abs()),
         entry_price: ex_entry,
         leverage: 0,
         status: PositionStatus::Active,
@@ -324,7 +324,7 @@ mod tests {
             &Symbol::new(sym),
             side,
             signed_qty,
-            Price(dec!(100)),
+            Price::new(dec!(100)),
             0,
         );
         if strategy != "MANUAL" {
@@ -346,7 +346,7 @@ mod tests {
     fn net(entries: &[(&str, Decimal)]) -> Net {
         entries
             .iter()
-            .map(|(s, q)| (Symbol::new(*s), (*q, Price(dec!(101)))))
+            .map(|(s, q)| (Symbol::new(*s), (*q, Price::new(dec!(101)))))
             .collect()
     }
 
@@ -407,7 +407,7 @@ mod tests {
     fn verdicts_by_sizes_when_no_fills_explain_the_move() {
         // (exchange net, the strategy shares on BTCUSDT, expected verdicts in order)
         use Verdict::*;
-        let q = |x: Decimal| Resized(Qty(x));
+        let q = |x: Decimal| Resized(Qty::new(x));
         let cases: Vec<(&str, Decimal, Stored, Vec<Verdict>)> = vec![
             (
                 "unchanged",
@@ -509,7 +509,7 @@ mod tests {
         let got = symbol_verdicts(&stored, &n, &Symbol::new("BTCUSDT"), Some(&after));
         assert_eq!(
             got,
-            vec![(0, Closed), (1, Resized(Qty(dec!(1.5)))), (2, Held)]
+            vec![(0, Closed), (1, Resized(Qty::new(dec!(1.5)))), (2, Held)]
         );
     }
 
@@ -577,7 +577,9 @@ mod tests {
                 ManualStep::Nothing => "nothing".to_string(),
                 ManualStep::Close(i) => format!("close {i}"),
                 ManualStep::Open(p) => {
-                    assert!(p.is_manual && p.opened_at == 9 && p.entry_price == Price(dec!(101)));
+                    assert!(
+                        p.is_manual && p.opened_at == 9 && p.entry_price == Price::new(dec!(101))
+                    );
                     format!("open {} {}", p.side, p.qty)
                 }
                 ManualStep::Change(i, side, q) => format!("change {i} {side} {q}"),

@@ -82,17 +82,21 @@ pub(super) fn exchange_close_figures(
             .unwrap_or(pos.entry_price);
         return ExitFigures {
             price: px,
-            gross: pos.side.sign() * pos.qty.0 * (px.0 - pos.entry_price.0),
+            gross: pos.side.sign() * pos.qty.get() * (px.get() - pos.entry_price.get()),
             fee: Decimal::ZERO,
             time,
         };
     }
-    let q: Decimal = closing.iter().map(|t| t.qty.0).sum();
-    let px = closing.iter().map(|t| t.qty.0 * t.price.0).sum::<Decimal>() / q;
+    let q: Decimal = closing.iter().map(|t| t.qty.get()).sum();
+    let px = closing
+        .iter()
+        .map(|t| t.qty.get() * t.price.get())
+        .sum::<Decimal>()
+        / q;
     ExitFigures {
-        price: Price(px),
-        gross: closing.iter().map(|t| t.realized_pnl.0).sum(),
-        fee: closing.iter().map(|t| t.commission.0).sum(),
+        price: Price::new(px),
+        gross: closing.iter().map(|t| t.realized_pnl.get()).sum(),
+        fee: closing.iter().map(|t| t.commission.get()).sum(),
         time,
     }
 }
@@ -128,9 +132,9 @@ pub(super) fn exchange_close_trade(
         exit_price: f.price,
         entry_time: pos.opened_at,
         exit_time: f.time,
-        pnl: Notional(f.gross - f.fee - pos.entry_fee.0 - clearance + funding),
-        fees: Notional(f.fee + pos.entry_fee.0 + clearance),
-        funding: Notional(funding),
+        pnl: Notional::new(f.gross - f.fee - pos.entry_fee.get() - clearance + funding),
+        fees: Notional::new(f.fee + pos.entry_fee.get() + clearance),
+        funding: Notional::new(funding),
         reason: reason.to_string(),
     }
 }
@@ -268,7 +272,7 @@ impl Engine {
                         && i.time <= until
                         && i.income_type == kind
                 })
-                .map(|i| i.income.0)
+                .map(|i| i.income.get())
                 .sum::<Decimal>()
         };
         let funding_total = on_symbol("FUNDING_FEE");
@@ -282,10 +286,10 @@ impl Engine {
             .await?
             .iter()
             .filter(|v| v.value.key.symbol == pos.key.symbol && v.value.is_open())
-            .map(|v| v.value.qty.0)
+            .map(|v| v.value.qty.get())
             .sum();
-        let share = if held > pos.qty.0 {
-            pos.qty.0 / held
+        let share = if held > pos.qty.get() {
+            pos.qty.get() / held
         } else {
             Decimal::ONE
         };
@@ -390,7 +394,7 @@ impl Engine {
         let hour = self.config.risk.day_start_hour_utc;
         let window = self.stats_window();
         let count = |st: &mut risk::StrategyStats| {
-            if st.apply(t.exit_time, &t.id, t.pnl.0, hour, window) {
+            if st.apply(t.exit_time, &t.id, t.pnl.get(), hour, window) {
                 Update::Changed
             } else {
                 Update::Keep
@@ -443,7 +447,7 @@ impl Engine {
             trades
                 .iter()
                 .filter(|t| &t.strategy == strategy)
-                .map(|t| (t.exit_time, t.id.as_str(), t.pnl.0)),
+                .map(|t| (t.exit_time, t.id.as_str(), t.pnl.get())),
             self.config.risk.day_start_hour_utc,
             self.stats_window(),
         ))
@@ -492,9 +496,9 @@ mod tests {
             client_id: "e".into(),
             side: side.entry_order_side(),
             status: OrderStatus::Filled,
-            orig_qty: Qty(dec!(2)),
-            executed_qty: Qty(dec!(2)),
-            avg_price: Price(dec!(100)),
+            orig_qty: Qty::new(dec!(2)),
+            executed_qty: Qty::new(dec!(2)),
+            avg_price: Price::new(dec!(100)),
             reduce_only: false,
             update_time: 1_000,
         };
@@ -511,7 +515,7 @@ mod tests {
         };
         let filters = crate::paper::generous_filters(&Symbol::new("BTCUSDT"));
         let mut p = super::super::adopt::found_position(&found, &filters, 3, None, 1_000);
-        p.entry_fee = Notional(dec!(0.5));
+        p.entry_fee = Notional::new(dec!(0.5));
         p
     }
 
@@ -528,10 +532,10 @@ mod tests {
             id: time,
             order_id,
             side,
-            price: Price(price),
-            qty: Qty(qty),
-            realized_pnl: Notional(pnl),
-            commission: Notional(dec!(0.1)),
+            price: Price::new(price),
+            qty: Qty::new(qty),
+            realized_pnl: Notional::new(pnl),
+            commission: Notional::new(dec!(0.1)),
             commission_asset: "USDT".into(),
             time,
         }
@@ -545,12 +549,12 @@ mod tests {
             side: OrderSide::Sell,
             kind: AlgoKind::StopMarket,
             status: AlgoStatus::Finished,
-            trigger_price: trigger.map(Price),
+            trigger_price: trigger.map(Price::new),
             qty: None,
             close_position: true,
             reduce_only: false,
             actual_order_id: Some(9),
-            actual_price: actual.map(Price),
+            actual_price: actual.map(Price::new),
             update_time: 0,
         }
     }
@@ -594,7 +598,7 @@ mod tests {
                 vec![&a, &b],
                 None,
                 ExitFigures {
-                    price: Price(dec!(113)),
+                    price: Price::new(dec!(113)),
                     gross: dec!(52),
                     fee: dec!(0.2),
                     time: 3_000,
@@ -604,7 +608,7 @@ mod tests {
                 vec![&a],
                 Some(algo(Some(dec!(1)), None)),
                 ExitFigures {
-                    price: Price(dec!(110)),
+                    price: Price::new(dec!(110)),
                     gross: dec!(10),
                     fee: dec!(0.1),
                     time: 2_000,
@@ -614,7 +618,7 @@ mod tests {
                 vec![],
                 Some(algo(Some(dec!(95)), Some(dec!(96)))),
                 ExitFigures {
-                    price: Price(dec!(95)),
+                    price: Price::new(dec!(95)),
                     gross: dec!(-10),
                     fee: dec!(0),
                     time: 7,
@@ -624,7 +628,7 @@ mod tests {
                 vec![],
                 Some(algo(None, Some(dec!(96)))),
                 ExitFigures {
-                    price: Price(dec!(96)),
+                    price: Price::new(dec!(96)),
                     gross: dec!(-8),
                     fee: dec!(0),
                     time: 7,
@@ -634,7 +638,7 @@ mod tests {
                 vec![],
                 None,
                 ExitFigures {
-                    price: Price(dec!(100)),
+                    price: Price::new(dec!(100)),
                     gross: dec!(0),
                     fee: dec!(0),
                     time: 7,
@@ -678,7 +682,7 @@ mod tests {
     fn exchange_close_trade_counts_entry_fee_clearance_and_funding() {
         let p = pos(Side::Long);
         let f = ExitFigures {
-            price: Price(dec!(110)),
+            price: Price::new(dec!(110)),
             gross: dec!(20),
             fee: dec!(0.2),
             time: 3_000,
@@ -687,12 +691,16 @@ mod tests {
         assert_eq!(t.id, "e:close");
         assert_eq!(
             (t.qty, t.entry_price, t.exit_price),
-            (Qty(dec!(2)), Price(dec!(100)), Price(dec!(110)))
+            (
+                Qty::new(dec!(2)),
+                Price::new(dec!(100)),
+                Price::new(dec!(110))
+            )
         );
         assert_eq!((t.entry_time, t.exit_time), (1_000, 3_000));
-        assert_eq!(t.pnl, Notional(dec!(18.0)));
-        assert_eq!(t.fees, Notional(dec!(1.7)));
-        assert_eq!(t.funding, Notional(dec!(-0.3)));
+        assert_eq!(t.pnl, Notional::new(dec!(18.0)));
+        assert_eq!(t.fees, Notional::new(dec!(1.7)));
+        assert_eq!(t.funding, Notional::new(dec!(-0.3)));
         assert_eq!(t.reason, "liquidation");
     }
 }

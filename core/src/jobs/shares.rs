@@ -100,7 +100,7 @@ impl Engine {
                 order_id: t.order_id,
                 time: t.time,
                 side: t.side,
-                qty: t.qty.0,
+                qty: t.qty.get(),
                 client_id: client_ids.get(&t.order_id).cloned(),
             })
             .collect();
@@ -251,7 +251,7 @@ impl Engine {
             .filter(|x| &x.symbol == sym)
             .map(|x| x.amount)
             .sum();
-        Ok(net.signum() == side.sign() && net.abs() >= qty.0)
+        Ok(net.signum() == side.sign() && net.abs() >= qty.get())
     }
 
     /// Whether the exchange's net position on the symbol is exactly what the stored shares (every

@@ -21,8 +21,8 @@ impl Engine {
         let new = orders::stop_price(&filters, side, price);
         let tightens = match (p.value.stop_loss, side) {
             (None, _) => true,
-            (Some(old), Side::Long) => new.0 > old.0,
-            (Some(old), Side::Short) => new.0 < old.0,
+            (Some(old), Side::Long) => new.get() > old.get(),
+            (Some(old), Side::Short) => new.get() < old.get(),
         };
         if !tightens {
             return Ok(format!(
@@ -253,15 +253,15 @@ mod tests {
                     symbol: Symbol::new("BTCUSDT"),
                 },
                 side,
-                qty: Qty(d("2")),
-                entry_price: Price(d("100")),
+                qty: Qty::new(d("2")),
+                entry_price: Price::new(d("100")),
                 leverage: 1,
                 status: PositionStatus::Active,
                 is_manual: false,
                 entry_client_id: "E1".into(),
                 signal_open_time: 0,
                 opened_at: 0,
-                stop_loss: Some(Price(d("95"))),
+                stop_loss: Some(Price::new(d("95"))),
                 take_profit: None,
                 stop_client_id: Some("S1".into()),
                 stop_generation: 4,
@@ -285,8 +285,8 @@ mod tests {
             side: Side::Long.exit_order_side(),
             kind: AlgoKind::StopMarket,
             status: AlgoStatus::New,
-            trigger_price: Some(Price(d("95"))),
-            qty: qty.map(|q| Qty(d(q))),
+            trigger_price: Some(Price::new(d("95"))),
+            qty: qty.map(|q| Qty::new(d(q))),
             close_position,
             reduce_only,
             actual_order_id: None,
@@ -327,7 +327,7 @@ mod tests {
             shared,
             reduce_only,
         };
-        let two = Qty(d("2"));
+        let two = Qty::new(d("2"));
         // (stop on the exchange, shape wanted, fits)
         let table = [
             (stop(false, true, Some("2")), shape(true, true), true),
@@ -349,7 +349,7 @@ mod tests {
     #[test]
     fn stop_resized_notice_unchanged() {
         let p = position("s", Side::Long).value;
-        let q = Qty(d("1.5"));
+        let q = Qty::new(d("1.5"));
         let text = |what: &str| {
             (
                 "reshape:E1:4".to_string(),

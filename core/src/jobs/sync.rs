@@ -232,7 +232,7 @@ impl Engine {
         let open = stored.iter().filter(|v| v.value.is_open()).count();
         report.lines.push(format!(
             "{account}: {open} open position(s), equity {} USDT",
-            snap.equity.0.round_dp(2)
+            snap.equity.get().round_dp(2)
         ));
         Ok(())
     }

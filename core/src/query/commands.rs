@@ -246,7 +246,7 @@ pub fn plan_emergency(snap: &Snapshot) -> EmergencyPlan {
         if p.status == PositionStatus::Pending || (p.is_open() && !held) {
             sync_first.push(p.key.clone());
         } else if p.is_open() && !p.is_manual {
-            *rest.get_mut(&p.key.symbol).expect("held") -= p.side.sign() * p.qty.0;
+            *rest.get_mut(&p.key.symbol).expect("held") -= p.side.sign() * p.qty.get();
             close.push(PlannedClose {
                 key: p.key.clone(),
                 side: p.side,
@@ -264,7 +264,7 @@ pub fn plan_emergency(snap: &Snapshot) -> EmergencyPlan {
             } else {
                 OrderSide::Buy
             },
-            qty: Qty(q.abs()),
+            qty: Qty::new(q.abs()),
             client_id: flatten_client_id(&snap.account, s, snap.now),
         })
         .collect();
@@ -396,7 +396,7 @@ async fn flatten_all(
                 } else {
                     OrderSide::Buy
                 },
-                qty: orders::close_qty(&f, Qty(p.amount.abs())),
+                qty: orders::close_qty(&f, Qty::new(p.amount.abs())),
                 reduce_only: true,
                 client_id: flatten_client_id(account, &p.symbol, now),
             },
@@ -490,7 +490,7 @@ pub fn plan_sync(snap: &Snapshot) -> SyncPlan {
         .map(|v| &v.value)
         .filter(|p| p.is_open())
     {
-        *stored.entry(&p.key.symbol).or_default() += p.side.sign() * p.qty.0;
+        *stored.entry(&p.key.symbol).or_default() += p.side.sign() * p.qty.get();
     }
     let nets = nets(snap);
     let mut symbols: Vec<&Symbol> = stored.keys().chain(nets.keys()).copied().collect();

@@ -53,12 +53,12 @@ pub struct AccountFigures {
 impl AccountFigures {
     fn of(st: &AccountState) -> AccountFigures {
         AccountFigures {
-            equity: st.equity.0,
-            peak_equity: st.peak_equity.0,
+            equity: st.equity.get(),
+            peak_equity: st.peak_equity.get(),
             drawdown_pct: st.drawdown() * Decimal::ONE_HUNDRED,
             mdd_level: st.mdd_level,
             paused: st.paused,
-            daily_pnl: st.daily_realized_pnl.0,
+            daily_pnl: st.daily_realized_pnl.get(),
         }
     }
 }
@@ -76,7 +76,7 @@ pub async fn status(repo: &StateRepo, cfg: &Config) -> Result<StatusReport, Quer
             figures: st.map(|v| AccountFigures::of(&v.value)),
             open_positions: positions.iter().filter(|p| p.value.is_open()).count(),
             closed_trades: trades.len(),
-            realized_pnl: trades.iter().map(|t| t.pnl.0).sum(),
+            realized_pnl: trades.iter().map(|t| t.pnl.get()).sum(),
         });
     }
     Ok(StatusReport {
@@ -176,7 +176,7 @@ pub async fn balance(
         let state_equity = repo
             .account_state(&a.config.id)
             .await?
-            .map(|v| v.value.equity.0);
+            .map(|v| v.value.equity.get());
         let (exchange, error) = match read {
             Ok(s) => (Some(s), None),
             Err(e) => (None, Some(e.to_string())),
@@ -240,14 +240,14 @@ impl PerformanceRow {
             (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
         for t in trades {
             r.trades += 1;
-            r.fees += t.fees.0;
-            if t.pnl.0 > Decimal::ZERO {
+            r.fees += t.fees.get();
+            if t.pnl.get() > Decimal::ZERO {
                 r.wins += 1;
-                profit += t.pnl.0;
+                profit += t.pnl.get();
             } else {
-                loss -= t.pnl.0;
+                loss -= t.pnl.get();
             }
-            cum += t.pnl.0;
+            cum += t.pnl.get();
             peak = peak.max(cum);
             r.max_drawdown = r.max_drawdown.max(peak - cum);
         }

@@ -81,22 +81,22 @@ fn pos(
         value: Position {
             key: key(strategy, symbol),
             side,
-            qty: Qty(qty),
-            entry_price: Price(dec!(100)),
+            qty: Qty::new(qty),
+            entry_price: Price::new(dec!(100)),
             leverage: 3,
             status,
             is_manual: strategy == "MANUAL",
             entry_client_id: String::new(),
             signal_open_time: 0,
             opened_at: 0,
-            stop_loss: stop.map(|s| Price(s.0)),
+            stop_loss: stop.map(|s| Price::new(s.0)),
             take_profit: None,
             stop_client_id: stop.and_then(|s| s.1.map(str::to_string)),
             stop_generation: 0,
             partial_exits_done: 0,
             pyramids_done: 0,
             best_price: None,
-            entry_fee: Notional(Decimal::ZERO),
+            entry_fee: Notional::new(Decimal::ZERO),
             updated_at: 0,
             exit_orders: Vec::new(),
             exit_generation: 0,
@@ -109,10 +109,10 @@ fn xpos(symbol: &str, amount: Decimal) -> ExchangePosition {
     ExchangePosition {
         symbol: Symbol::new(symbol),
         amount,
-        entry_price: Price(dec!(100)),
-        mark_price: Price(dec!(100)),
-        unrealized_pnl: Notional(Decimal::ZERO),
-        liquidation_price: Price(Decimal::ZERO),
+        entry_price: Price::new(dec!(100)),
+        mark_price: Price::new(dec!(100)),
+        unrealized_pnl: Notional::new(Decimal::ZERO),
+        liquidation_price: Price::new(Decimal::ZERO),
         leverage: Some(3),
         update_time: 0,
     }
@@ -126,7 +126,7 @@ fn algo(symbol: &str, id: &str, kind: AlgoKind) -> AlgoOrderInfo {
         side: OrderSide::Sell,
         kind,
         status: AlgoStatus::New,
-        trigger_price: Some(Price(dec!(90))),
+        trigger_price: Some(Price::new(dec!(90))),
         qty: None,
         close_position: true,
         reduce_only: true,
@@ -303,7 +303,11 @@ fn emergency_plans() {
         let p = plan_emergency(&c.snap);
         assert_eq!(p.pause, c.pause, "{}", c.name);
         assert_eq!(p.sync_first, c.sync_first, "{}", c.name);
-        let close: Vec<_> = p.close.iter().map(|x| (x.key.clone(), x.qty.0)).collect();
+        let close: Vec<_> = p
+            .close
+            .iter()
+            .map(|x| (x.key.clone(), x.qty.get()))
+            .collect();
         assert_eq!(close, c.close, "{}", c.name);
         let cancel: Vec<_> = p
             .cancel
@@ -314,7 +318,7 @@ fn emergency_plans() {
         let flatten: Vec<_> = p
             .flatten
             .iter()
-            .map(|x| (x.symbol.as_str(), x.side, x.qty.0))
+            .map(|x| (x.symbol.as_str(), x.side, x.qty.get()))
             .collect();
         assert_eq!(flatten, c.flatten, "{}", c.name);
         for f in &p.flatten {
@@ -490,14 +494,14 @@ fn trade(strategy: &str, pnl: Decimal, exit_time: i64) -> TradeRecord {
         strategy: StrategyId::new(strategy),
         symbol: Symbol::new(BTC),
         side: Side::Long,
-        qty: Qty(dec!(1)),
-        entry_price: Price(dec!(100)),
-        exit_price: Price(dec!(100) + pnl),
+        qty: Qty::new(dec!(1)),
+        entry_price: Price::new(dec!(100)),
+        exit_price: Price::new(dec!(100) + pnl),
         entry_time: exit_time - 1,
         exit_time,
-        pnl: Notional(pnl),
-        fees: Notional(dec!(0.1)),
-        funding: Notional(Decimal::ZERO),
+        pnl: Notional::new(pnl),
+        fees: Notional::new(dec!(0.1)),
+        funding: Notional::new(Decimal::ZERO),
         reason: "signal".into(),
     }
 }
@@ -567,13 +571,13 @@ async fn status_positions_and_risk_from_the_store() {
     let c = Config::parse(&config(", \"TFPE\""), "t").unwrap();
     let main = AccountId::new(MAIN);
     let st = AccountState {
-        equity: Notional(dec!(650)),
-        peak_equity: Notional(dec!(1000)),
-        day_start_equity: Notional(dec!(700)),
+        equity: Notional::new(dec!(650)),
+        peak_equity: Notional::new(dec!(1000)),
+        day_start_equity: Notional::new(dec!(700)),
         mdd_level: 2,
         consecutive_wins: 3,
         daily_halt_until: Some(NOW + 1000),
-        daily_realized_pnl: Notional(dec!(-50)),
+        daily_realized_pnl: Notional::new(dec!(-50)),
         ..Default::default()
     };
     repo.save_account_state(&main, &st, None).await.unwrap();
@@ -877,8 +881,8 @@ impl Setup {
             symbol: Symbol::new(ETH),
             side: OrderSide::Buy,
             kind: AlgoKind::TakeProfitMarket,
-            trigger_price: Some(Price(dec!(1000))),
-            qty: Some(Qty(dec!(0.003))),
+            trigger_price: Some(Price::new(dec!(1000))),
+            qty: Some(Qty::new(dec!(0.003))),
             close_position: false,
             reduce_only: true,
             working_type: WorkingType::MarkPrice,
@@ -894,7 +898,7 @@ impl Setup {
         let o = MarketOrder {
             symbol: Symbol::new(symbol),
             side,
-            qty: Qty(qty),
+            qty: Qty::new(qty),
             reduce_only: false,
             client_id: ClientId(id.into()),
         };
@@ -963,7 +967,7 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
     let flat: Vec<_> = plan
         .flatten
         .iter()
-        .map(|f| (f.symbol.as_str(), f.qty.0))
+        .map(|f| (f.symbol.as_str(), f.qty.get()))
         .collect();
     assert_eq!(flat, [(BTC, dec!(0.002)), (ETH, dec!(0.003))]);
 
@@ -1157,7 +1161,7 @@ async fn the_sync_command_runs_the_job_for_one_account_and_records_the_run() {
         .unwrap()
         .unwrap()
         .value;
-    assert_eq!(manual.qty, Qty(dec!(0.002)));
+    assert_eq!(manual.qty, Qty::new(dec!(0.002)));
     let h = job_health(&s.engine.repo, &s.engine.config, Some(MAIN), now + 1_000)
         .await
         .unwrap();
@@ -1177,8 +1181,8 @@ async fn balance_reads_each_exchange_beside_the_stored_equity() {
     let snap = b.exchange.clone().unwrap();
     assert_eq!(
         (
-            snap.wallet_balance.0,
-            snap.available_balance.0,
+            snap.wallet_balance.get(),
+            snap.available_balance.get(),
             b.error.clone()
         ),
         (dec!(10000), dec!(10000), None)

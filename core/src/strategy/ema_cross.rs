@@ -220,7 +220,7 @@ mod tests {
     use crate::strategy::PositionView;
 
     fn candle(i: i64, close: f64) -> Candle {
-        let p = Price(Decimal::try_from(close).unwrap());
+        let p = Price::new(Decimal::try_from(close).unwrap());
         Candle {
             open_time: i * 60_000,
             open: p,
@@ -242,8 +242,8 @@ mod tests {
     fn view(side: Side) -> PositionView {
         PositionView {
             side,
-            qty: Qty(Decimal::ONE),
-            entry_price: Price(Decimal::ONE),
+            qty: Qty::new(Decimal::ONE),
+            entry_price: Price::new(Decimal::ONE),
             opened_at: 0,
             best_price: None,
             stop_loss: None,

@@ -65,12 +65,12 @@ impl StopSpec {
     /// Trigger price of a stop for a position of `side` filled at `fill`.
     pub fn stop_price(self, side: Side, fill: Price) -> Price {
         let d = match self {
-            StopSpec::Percent(p) => fill.0 * p,
+            StopSpec::Percent(p) => fill.get() * p,
             StopSpec::Distance(d) => d,
         };
         match side {
-            Side::Long => Price(fill.0 - d),
-            Side::Short => Price(fill.0 + d),
+            Side::Long => Price::new(fill.get() - d),
+            Side::Short => Price::new(fill.get() + d),
         }
     }
     /// Take-profit price at the same distance on the profitable side.

@@ -1090,10 +1090,10 @@ mod tests {
     fn candle(i: i64, close: f64, volume: f64) -> Candle {
         Candle {
             open_time: i * BAR,
-            open: Price(dec(close)),
-            high: Price(dec(close + 0.5)),
-            low: Price(dec(close - 0.5)),
-            close: Price(dec(close)),
+            open: Price::new(dec(close)),
+            high: Price::new(dec(close + 0.5)),
+            low: Price::new(dec(close - 0.5)),
+            close: Price::new(dec(close)),
             volume: dec(volume),
         }
     }
@@ -1201,8 +1201,8 @@ mod tests {
     fn view(side: Side, opened_at: i64) -> PositionView {
         PositionView {
             side,
-            qty: Qty(Decimal::ONE),
-            entry_price: Price(Decimal::ONE_HUNDRED),
+            qty: Qty::new(Decimal::ONE),
+            entry_price: Price::new(Decimal::ONE_HUNDRED),
             opened_at,
             best_price: None,
             stop_loss: None,

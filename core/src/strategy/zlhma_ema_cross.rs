@@ -311,9 +311,9 @@ impl ZlhmaEmaCross {
     fn manage(&self, s: &Snapshot, sig: Signals, pos: &PositionView, t: Texts) -> Decision {
         let side = pos.side;
         let long = side == Side::Long;
-        let entry = pos.entry_price.0;
+        let entry = pos.entry_price.get();
         let c = s.candle;
-        let close = c.close.0;
+        let close = c.close.get();
         let mut conditions = sig.conditions.clone();
         if entry <= Decimal::ZERO {
             conditions.push(Condition::new("entry_price", false, entry.to_string()));
@@ -326,8 +326,8 @@ impl ZlhmaEmaCross {
         // Best price since entry; the jobs keep it from closed candles, the latest candle is
         // included again in case it was not yet.
         let best = match (side, pos.best_price) {
-            (Side::Long, b) => b.map_or(entry, |b| b.0).max(entry).max(c.high.0),
-            (Side::Short, b) => b.map_or(entry, |b| b.0).min(entry).min(c.low.0),
+            (Side::Long, b) => b.map_or(entry, |b| b.get()).max(entry).max(c.high.get()),
+            (Side::Short, b) => b.map_or(entry, |b| b.get()).min(entry).min(c.low.get()),
         };
         let best_profit = side.sign() * (best - entry) / entry;
         let dist = self.p.trailing_distance_pct;
@@ -349,8 +349,8 @@ impl ZlhmaEmaCross {
             .map(|_| (self.tp_current[tp_next], tp_next as u8 + 1));
         let tightens = match pos.stop_loss {
             None => true,
-            Some(old) if long => level > old.0,
-            Some(old) => level < old.0,
+            Some(old) if long => level > old.get(),
+            Some(old) => level < old.get(),
         };
         let move_stop = trail_on && !trail_hit && tightens;
         conditions.extend([
@@ -442,7 +442,7 @@ impl ZlhmaEmaCross {
             );
             return Decision {
                 action: Action::MoveStop {
-                    price: Price(level),
+                    price: Price::new(level),
                     reason: reason.clone(),
                 },
                 conditions,
@@ -569,10 +569,10 @@ mod tests {
     fn candle(high: Decimal, low: Decimal, close: Decimal) -> Candle {
         Candle {
             open_time: NOW - HOUR_MS,
-            open: Price(close),
-            high: Price(high),
-            low: Price(low),
-            close: Price(close),
+            open: Price::new(close),
+            high: Price::new(high),
+            low: Price::new(low),
+            close: Price::new(close),
             volume: Decimal::ONE,
         }
     }
@@ -709,11 +709,11 @@ mod tests {
     fn view(side: Side, entry: Decimal) -> PositionView {
         PositionView {
             side,
-            qty: Qty(Decimal::ONE),
-            entry_price: Price(entry),
+            qty: Qty::new(Decimal::ONE),
+            entry_price: Price::new(entry),
             opened_at: NOW - 10 * HOUR_MS,
             best_price: None,
-            stop_loss: Some(StopSpec::Percent(dec!(0.015)).stop_price(side, Price(entry))),
+            stop_loss: Some(StopSpec::Percent(dec!(0.015)).stop_price(side, Price::new(entry))),
             partial_exits_done: 0,
             pyramids_done: 0,
         }
@@ -795,32 +795,32 @@ mod tests {
         });
         let mut p = view(Side::Long, dec!(100));
         // Best +4.9 %: not active.
-        p.best_price = Some(Price(dec!(104.9)));
+        p.best_price = Some(Price::new(dec!(104.9)));
         let d = s.evaluate(&at(Side::Long, dec!(103)), &hold_ctx(&p));
         assert_eq!(d.action, Action::Hold);
         assert!(!held(&d, "trailing_stop_move"));
         // Best +5 %: stop to 105 × 0.98 = 102.9.
-        p.best_price = Some(Price(dec!(105)));
+        p.best_price = Some(Price::new(dec!(105)));
         assert_eq!(
             s.evaluate(&at(Side::Long, dec!(104)), &hold_ctx(&p)).action,
             Action::MoveStop {
-                price: Price(dec!(102.9)),
+                price: Price::new(dec!(102.9)),
                 reason: "trailing stop: best 105 − 2%".into()
             }
         );
         // The stop is there: nothing to do until a new best.
-        p.stop_loss = Some(Price(dec!(102.9)));
+        p.stop_loss = Some(Price::new(dec!(102.9)));
         assert_eq!(
             s.evaluate(&at(Side::Long, dec!(104)), &hold_ctx(&p)).action,
             Action::Hold
         );
-        p.best_price = Some(Price(dec!(110)));
+        p.best_price = Some(Price::new(dec!(110)));
         assert!(matches!(
             s.evaluate(&at(Side::Long, dec!(109)), &hold_ctx(&p)).action,
-            Action::MoveStop { price, .. } if price == Price(dec!(107.8))
+            Action::MoveStop { price, .. } if price == Price::new(dec!(107.8))
         ));
         // A stop already tighter than the trail is not loosened.
-        p.stop_loss = Some(Price(dec!(108)));
+        p.stop_loss = Some(Price::new(dec!(108)));
         assert_eq!(
             s.evaluate(&at(Side::Long, dec!(109)), &hold_ctx(&p)).action,
             Action::Hold
@@ -835,12 +835,12 @@ mod tests {
         );
         // Short: best 90 → 91.8.
         let mut p = view(Side::Short, dec!(100));
-        p.best_price = Some(Price(dec!(90)));
+        p.best_price = Some(Price::new(dec!(90)));
         assert!(matches!(
             s.evaluate(&at(Side::Short, dec!(91)), &hold_ctx(&p)).action,
-            Action::MoveStop { price, .. } if price == Price(dec!(91.8))
+            Action::MoveStop { price, .. } if price == Price::new(dec!(91.8))
         ));
-        p.stop_loss = Some(Price(dec!(91)));
+        p.stop_loss = Some(Price::new(dec!(91)));
         assert_eq!(
             s.evaluate(&at(Side::Short, dec!(90.5)), &hold_ctx(&p))
                 .action,
@@ -857,7 +857,7 @@ mod tests {
     fn partial_take_profit_steps_fire_once_in_order() {
         let s = strat();
         let mut p = view(Side::Long, dec!(100));
-        p.stop_loss = Some(Price(dec!(1000))); // keep the trail move out of the way
+        p.stop_loss = Some(Price::new(dec!(1000))); // keep the trail move out of the way
         assert_eq!(
             s.evaluate(&at(Side::Long, dec!(104.99)), &hold_ctx(&p))
                 .action,
@@ -887,7 +887,7 @@ mod tests {
         );
         // Step 2 waits for +10 %.
         p.partial_exits_done = 1;
-        p.best_price = Some(Price(dec!(109.9)));
+        p.best_price = Some(Price::new(dec!(109.9)));
         assert_eq!(
             s.evaluate(&at(Side::Long, dec!(109.9)), &hold_ctx(&p))
                 .action,
@@ -899,7 +899,7 @@ mod tests {
         ));
         // Short: +5 % at 95.
         let mut p = view(Side::Short, dec!(100));
-        p.stop_loss = Some(Price(dec!(1)));
+        p.stop_loss = Some(Price::new(dec!(1)));
         assert!(matches!(
             s.evaluate(&at(Side::Short, dec!(95)), &hold_ctx(&p)).action,
             Action::PartialClose { stage: 1, .. }
@@ -910,7 +910,7 @@ mod tests {
     fn priority_reverse_then_exit_then_partial_then_stop_move() {
         let s = strat();
         let mut p = view(Side::Long, dec!(100));
-        p.best_price = Some(Price(dec!(112)));
+        p.best_price = Some(Price::new(dec!(112)));
         // +11 %: partial due (step 1) and a stop move (109.76) due → partial.
         let d = s.evaluate(&at(Side::Long, dec!(111)), &hold_ctx(&p));
         assert!(
@@ -1006,7 +1006,7 @@ mod tests {
     // ---- driven by candles ----
 
     fn c(i: i64, mid: f64, half: f64) -> Candle {
-        let d = |x: f64| Price(Decimal::try_from(x).unwrap().round_dp(4));
+        let d = |x: f64| Price::new(Decimal::try_from(x).unwrap().round_dp(4));
         Candle {
             open_time: i * HOUR_MS,
             open: d(mid),
@@ -1105,7 +1105,7 @@ mod tests {
         let (mut entries, mut exits, mut partials, mut moves) = (0, 0, 0, 0);
         let open = |side: Side, stop: Option<StopSpec>, k: &Candle| PositionView {
             side,
-            qty: Qty(Decimal::ONE),
+            qty: Qty::new(Decimal::ONE),
             entry_price: k.open,
             opened_at: k.open_time,
             best_price: None,
@@ -1125,9 +1125,9 @@ mod tests {
                     } => {
                         let p = pos.as_mut().unwrap();
                         assert_eq!(stage, p.partial_exits_done + 1);
-                        p.qty = Qty(p.qty.0 * (Decimal::ONE - fraction));
+                        p.qty = p.qty * (Decimal::ONE - fraction);
                         p.partial_exits_done = stage;
-                        if p.qty.0.is_zero() {
+                        if p.qty.get().is_zero() {
                             pos = None;
                         }
                     }

@@ -604,9 +604,9 @@ impl ZlMacdIchimoku {
     fn manage(&self, s: &Snapshot, pos: &PositionView, t: Texts) -> Decision {
         let side = pos.side;
         let long = side == Side::Long;
-        let entry = pos.entry_price.0;
+        let entry = pos.entry_price.get();
         let c = s.candle;
-        let close = c.close.0;
+        let close = c.close.get();
         if entry <= Decimal::ZERO {
             return Decision::hold(
                 "position without an entry price: nothing to measure against",
@@ -617,8 +617,8 @@ impl ZlMacdIchimoku {
         // Best price since entry; the jobs keep it from closed candles, the latest candle is
         // included again in case it was not yet.
         let best = match (side, pos.best_price) {
-            (Side::Long, b) => b.map_or(entry, |b| b.0).max(entry).max(c.high.0),
-            (Side::Short, b) => b.map_or(entry, |b| b.0).min(entry).min(c.low.0),
+            (Side::Long, b) => b.map_or(entry, |b| b.get()).max(entry).max(c.high.get()),
+            (Side::Short, b) => b.map_or(entry, |b| b.get()).min(entry).min(c.low.get()),
         };
         let best_profit = side.sign() * (best - entry) / entry;
         let g = self.p.trailing_giveback_pct;
@@ -666,8 +666,8 @@ impl ZlMacdIchimoku {
             .map(|_| (self.p.pyramid_sizes[py_next], py_next as u8 + 1));
         let tightens = match pos.stop_loss {
             None => true,
-            Some(old) if long => level > old.0,
-            Some(old) => level < old.0,
+            Some(old) if long => level > old.get(),
+            Some(old) => level < old.get(),
         };
         let move_stop = trail_on && !trail_hit && tightens;
 
@@ -798,7 +798,7 @@ impl ZlMacdIchimoku {
             );
             return Decision {
                 action: Action::MoveStop {
-                    price: Price(level),
+                    price: Price::new(level),
                     reason: reason.clone(),
                 },
                 conditions,
@@ -899,10 +899,10 @@ mod tests {
     fn candle(high: Decimal, low: Decimal, close: Decimal) -> Candle {
         Candle {
             open_time: NOW - HOUR_MS,
-            open: Price(close),
-            high: Price(high),
-            low: Price(low),
-            close: Price(close),
+            open: Price::new(close),
+            high: Price::new(high),
+            low: Price::new(low),
+            close: Price::new(close),
             volume: Decimal::ONE,
         }
     }
@@ -1225,11 +1225,11 @@ mod tests {
     fn view(side: Side, entry: Decimal) -> PositionView {
         PositionView {
             side,
-            qty: Qty(Decimal::ONE),
-            entry_price: Price(entry),
+            qty: Qty::new(Decimal::ONE),
+            entry_price: Price::new(entry),
             opened_at: NOW - 10 * HOUR_MS,
             best_price: None,
-            stop_loss: Some(StopSpec::Percent(dec!(0.015)).stop_price(side, Price(entry))),
+            stop_loss: Some(StopSpec::Percent(dec!(0.015)).stop_price(side, Price::new(entry))),
             partial_exits_done: 0,
             pyramids_done: 0,
         }
@@ -1397,7 +1397,7 @@ mod tests {
         let mut p = view(Side::Long, dec!(100));
         p.stop_loss = None;
         // Best only +2.9 %: inactive, even a deep fall is not a trailing exit.
-        p.best_price = Some(Price(dec!(102.9)));
+        p.best_price = Some(Price::new(dec!(102.9)));
         let d = manage(&s, &quiet_long(dec!(80)), &p);
         assert_eq!(d.action, Action::Hold, "{}", d.conditions_line());
         assert!(d
@@ -1405,7 +1405,7 @@ mod tests {
             .iter()
             .any(|c| c.name == "trailing_stop" && c.value.starts_with("inactive")));
         // Best +20 %: the trail sits at 120 × 0.9 = 108.
-        p.best_price = Some(Price(dec!(120)));
+        p.best_price = Some(Price::new(dec!(120)));
         assert_eq!(
             close_reason(&manage(&s, &quiet_long(dec!(108)), &p)),
             "trailing stop"
@@ -1417,7 +1417,7 @@ mod tests {
         // Short: best 80 → level 88.
         let mut p = view(Side::Short, dec!(100));
         p.stop_loss = None;
-        p.best_price = Some(Price(dec!(80)));
+        p.best_price = Some(Price::new(dec!(80)));
         assert_eq!(
             close_reason(&manage(&s, &quiet_short(dec!(88)), &p)),
             "trailing stop"
@@ -1426,7 +1426,7 @@ mod tests {
         let mut p = view(Side::Long, dec!(100));
         p.stop_loss = None;
         let mut snap = quiet_long(dec!(103.5));
-        snap.candle.high = Price(dec!(103.5));
+        snap.candle.high = Price::new(dec!(103.5));
         assert!(matches!(
             manage(&s, &snap, &p).action,
             Action::MoveStop { .. }
@@ -1440,32 +1440,32 @@ mod tests {
         p.partial_exits_done = 3;
         p.pyramids_done = 3;
         // Best 105: level 94.5 is below the 98.5 exchange stop: no move.
-        p.best_price = Some(Price(dec!(105)));
+        p.best_price = Some(Price::new(dec!(105)));
         let d = manage(&s, &quiet_long(dec!(104)), &p);
         assert_eq!(d.action, Action::Hold);
         assert!(!held(&d, "trailing_stop_move"));
         // Best 112: level 100.8 tightens 98.5.
-        p.best_price = Some(Price(dec!(112)));
+        p.best_price = Some(Price::new(dec!(112)));
         assert_eq!(
             manage(&s, &quiet_long(dec!(111)), &p).action,
             Action::MoveStop {
-                price: Price(dec!(100.8)),
+                price: Price::new(dec!(100.8)),
                 reason: "trailing stop: best 112 − 10% give-back".into()
             }
         );
         // Already at 101: no move back down.
-        p.stop_loss = Some(Price(dec!(101)));
+        p.stop_loss = Some(Price::new(dec!(101)));
         assert_eq!(manage(&s, &quiet_long(dec!(111)), &p).action, Action::Hold);
         // Short: best 88 → level 96.8 tightens the 101.5 stop; a stop at 96 is not loosened.
         let mut p = view(Side::Short, dec!(100));
         p.partial_exits_done = 3;
         p.pyramids_done = 3;
-        p.best_price = Some(Price(dec!(88)));
+        p.best_price = Some(Price::new(dec!(88)));
         assert!(matches!(
             manage(&s, &quiet_short(dec!(89)), &p).action,
-            Action::MoveStop { price, .. } if price == Price(dec!(96.8))
+            Action::MoveStop { price, .. } if price == Price::new(dec!(96.8))
         ));
-        p.stop_loss = Some(Price(dec!(96)));
+        p.stop_loss = Some(Price::new(dec!(96)));
         assert_eq!(manage(&s, &quiet_short(dec!(89)), &p).action, Action::Hold);
     }
 
@@ -1477,7 +1477,7 @@ mod tests {
             ..Params::default()
         });
         let mut p = view(Side::Long, dec!(100));
-        p.best_price = Some(Price(dec!(100)));
+        p.best_price = Some(Price::new(dec!(100)));
         let expect = [dec!(0.25), dec!(0.35) / dec!(0.75), Decimal::ONE];
         // Below +5 %: nothing.
         assert_eq!(
@@ -1516,7 +1516,7 @@ mod tests {
         assert!(!matches!(d.action, Action::PartialClose { .. }), "{d:?}");
         // Short mirror: +5 % is a close at 95.
         let mut p = view(Side::Short, dec!(100));
-        p.best_price = Some(Price(dec!(95)));
+        p.best_price = Some(Price::new(dec!(95)));
         assert!(matches!(
             manage(&s, &quiet_short(dec!(95)), &p).action,
             Action::PartialClose { stage: 1, .. }
@@ -1531,7 +1531,7 @@ mod tests {
             ..Params::default()
         });
         let mut p = view(Side::Long, dec!(100));
-        p.stop_loss = Some(Price(dec!(200))); // keep the trail move out of the way
+        p.stop_loss = Some(Price::new(dec!(200))); // keep the trail move out of the way
         assert_eq!(
             manage(&s, &quiet_long(dec!(103.9)), &p).action,
             Action::Hold
@@ -1542,7 +1542,7 @@ mod tests {
             (dec!(109), dec!(0.2)),
         ];
         for (i, (price, size)) in steps.iter().enumerate() {
-            p.best_price = Some(Price(*price));
+            p.best_price = Some(Price::new(*price));
             let d = manage(&s, &quiet_long(*price), &p);
             assert_eq!(
                 d.action,
@@ -1562,7 +1562,7 @@ mod tests {
         assert_eq!(manage(&s, &quiet_long(dec!(130)), &p).action, Action::Hold);
         // Short: +4 % is 96.
         let mut p = view(Side::Short, dec!(100));
-        p.stop_loss = Some(Price(dec!(1)));
+        p.stop_loss = Some(Price::new(dec!(1)));
         assert!(matches!(
             manage(&s, &quiet_short(dec!(96)), &p).action,
             Action::Pyramid { stage: 1, .. }
@@ -1573,7 +1573,7 @@ mod tests {
     fn priority_exit_then_partial_then_pyramid_then_stop_move() {
         let s = strat();
         let mut p = view(Side::Long, dec!(100));
-        p.best_price = Some(Price(dec!(120)));
+        p.best_price = Some(Price::new(dec!(120)));
         // +16 %: partial 1, pyramid 1 and a stop move (level 108) all due → partial first.
         let d = manage(&s, &quiet_long(dec!(116)), &p);
         assert!(
@@ -1717,7 +1717,7 @@ mod tests {
     // ---- driven by candles ----
 
     fn c(i: i64, o: f64, h: f64, l: f64, cl: f64) -> Candle {
-        let d = |x: f64| Price(Decimal::try_from(x).unwrap().round_dp(4));
+        let d = |x: f64| Price::new(Decimal::try_from(x).unwrap().round_dp(4));
         Candle {
             open_time: i * HOUR_MS,
             open: d(o),
@@ -1847,7 +1847,7 @@ mod tests {
                     Action::Open { side, stop, .. } => {
                         pos = Some(PositionView {
                             side,
-                            qty: Qty(Decimal::ONE),
+                            qty: Qty::new(Decimal::ONE),
                             entry_price: k.open,
                             opened_at: k.open_time,
                             best_price: None,
@@ -1863,19 +1863,20 @@ mod tests {
                     } => {
                         let p = pos.as_mut().unwrap();
                         assert_eq!(stage, p.partial_exits_done + 1);
-                        p.qty = Qty(p.qty.0 * (Decimal::ONE - fraction));
+                        p.qty = p.qty * (Decimal::ONE - fraction);
                         p.partial_exits_done = stage;
-                        if p.qty.0.is_zero() {
+                        if p.qty.get().is_zero() {
                             pos = None;
                         }
                     }
                     Action::Pyramid { fraction, stage } => {
                         let p = pos.as_mut().unwrap();
                         assert_eq!(stage, p.pyramids_done + 1);
-                        let q = p.qty.0 + fraction;
-                        p.entry_price =
-                            Price((p.entry_price.0 * p.qty.0 + k.open.0 * fraction) / q);
-                        p.qty = Qty(q);
+                        let q = p.qty.get() + fraction;
+                        p.entry_price = Price::new(
+                            (p.entry_price.get() * p.qty.get() + k.open.get() * fraction) / q,
+                        );
+                        p.qty = Qty::new(q);
                         p.pyramids_done = stage;
                     }
                     Action::MoveStop { price, .. } => {

@@ -55,7 +55,7 @@ pub fn paper_exchange(series: CandleSeries, clock: &Arc<SimClock>) -> PaperExcha
         market,
         clock.clone() as Arc<dyn Clock>,
         PaperConfig {
-            initial_balance: Notional(10_000.into()),
+            initial_balance: Notional::new(10_000.into()),
             ..PaperConfig::default()
         },
     )

@@ -413,7 +413,7 @@ async fn cmd_validate(
                         "  account {}: keys accepted by {} ({shown}; equity {} USDT)",
                         a.id,
                         bcfg.base_url,
-                        snap.equity.0.round_dp(2)
+                        snap.equity.get().round_dp(2)
                     ),
                     Err(e) => {
                         println!(

@@ -181,7 +181,7 @@ impl Market {
         for (symbol, rows) in candles.iter_mut() {
             rows.sort_by_key(|c| c.open_time);
             rows.dedup_by_key(|c| c.open_time);
-            let reference = rows.last().map(|c| c.close.0);
+            let reference = rows.last().map(|c| c.close.get());
             rules.insert(symbol.clone(), SymbolRules::for_symbol(symbol, reference));
         }
         // The two symbols the system trades are always listed, like on the real exchange.
@@ -217,14 +217,14 @@ impl Market {
             return Some(*p);
         }
         if let Some(c) = self.containing(symbol, now) {
-            return Some(c.open.0);
+            return Some(c.open.get());
         }
         let rows = self.candles.get(symbol)?;
         let first = rows.first()?;
         if now < first.open_time {
-            Some(first.open.0)
+            Some(first.open.get())
         } else {
-            rows.last().map(|c| c.close.0)
+            rows.last().map(|c| c.close.get())
         }
     }
 
@@ -281,16 +281,22 @@ impl Market {
         for c in &rows[lo..hi] {
             let is_open = now < c.open_time + self.base_tf_ms;
             let (o, h, l, cl, v) = if is_open {
-                let mark = self.mark(symbol, now).unwrap_or(c.open.0);
+                let mark = self.mark(symbol, now).unwrap_or(c.open.get());
                 (
-                    c.open.0,
-                    c.open.0.max(mark),
-                    c.open.0.min(mark),
+                    c.open.get(),
+                    c.open.get().max(mark),
+                    c.open.get().min(mark),
                     mark,
                     Decimal::ZERO,
                 )
             } else {
-                (c.open.0, c.high.0, c.low.0, c.close.0, c.volume)
+                (
+                    c.open.get(),
+                    c.high.get(),
+                    c.low.get(),
+                    c.close.get(),
+                    c.volume,
+                )
             };
             let b = bucket(c.open_time);
             match out.last_mut() {
@@ -511,6 +517,6 @@ mod tests {
         )
         .unwrap();
         let rows = load_candles_csv(&p).unwrap();
-        assert_eq!(rows[0].close.0, d("1.5"));
+        assert_eq!(rows[0].close.get(), d("1.5"));
     }
 }

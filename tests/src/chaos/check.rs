@@ -202,8 +202,8 @@ fn decode(sk: &str, body: &str) -> Result<Option<Position>, String> {
 
 fn signed(p: &Position) -> Decimal {
     match p.side {
-        Side::Long => p.qty.0,
-        Side::Short => -p.qty.0,
+        Side::Long => p.qty.get(),
+        Side::Short => -p.qty.get(),
     }
 }
 
@@ -220,7 +220,7 @@ fn ownership(p: &Played, stored: &[Position], f: &mut Findings) {
         if sum != net {
             let listed: Vec<String> = shares
                 .iter()
-                .map(|s| format!("{} {:?} {}", s.key.strategy.0, s.side, s.qty.0))
+                .map(|s| format!("{} {:?} {}", s.key.strategy.0, s.side, s.qty.get()))
                 .collect();
             f.unowned.push(format!(
                 "{sym}: exchange net {net}, stored shares sum to {sum} [{}]",
@@ -243,11 +243,15 @@ fn protection(p: &Played, stored: &[Position], f: &mut Findings) {
             Some(id) if open.contains(id) => {}
             Some(id) => f.unprotected.push(format!(
                 "{} {:?} {}: stored stop {id} is not open on the exchange",
-                pos.key, pos.side, pos.qty.0
+                pos.key,
+                pos.side,
+                pos.qty.get()
             )),
             None => f.unprotected.push(format!(
                 "{} {:?} {}: no stop recorded",
-                pos.key, pos.side, pos.qty.0
+                pos.key,
+                pos.side,
+                pos.qty.get()
             )),
         }
     }

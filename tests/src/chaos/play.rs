@@ -61,7 +61,7 @@ pub struct Played {
 
 /// The other symbol: the BTCUSDT sample at 1/25 of the price.
 fn eth_candles(btc: &[Candle]) -> Vec<Candle> {
-    let scale = |p: Price| Price((p.0 / Decimal::from(25)).round_dp(2));
+    let scale = |p: Price| Price::new((p.get() / Decimal::from(25)).round_dp(2));
     btc.iter()
         .map(|c| Candle {
             open: scale(c.open),

@@ -185,7 +185,7 @@ fn market() -> MarketOrder {
     MarketOrder {
         symbol: Symbol::new("BTCUSDT"),
         side: OrderSide::Buy,
-        qty: Qty(dec!(0.002)),
+        qty: Qty::new(dec!(0.002)),
         reduce_only: false,
         client_id: ClientId("al-EN-abc-1".to_string()),
     }

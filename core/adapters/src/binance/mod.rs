@@ -577,7 +577,7 @@ fn market_order_params(order: &MarketOrder) -> Vec<(&'static str, String)> {
         ("symbol", order.symbol.as_str().to_string()),
         ("side", order.side.as_str().to_string()),
         ("type", "MARKET".to_string()),
-        ("quantity", fmt_dec(order.qty.0)),
+        ("quantity", fmt_dec(order.qty.get())),
     ];
     if order.reduce_only {
         p.push(("reduceOnly", "true".to_string()));
@@ -627,18 +627,18 @@ fn algo_order_params(order: &AlgoOrder) -> Result<Vec<(&'static str, String)>, E
         ("type", order.kind.binance_type().to_string()),
     ];
     if let Some(q) = order.qty {
-        p.push(("quantity", fmt_dec(q.0)));
+        p.push(("quantity", fmt_dec(q.get())));
     }
     match order.kind {
         AlgoKind::TrailingStopMarket { callback_rate } => {
             if let Some(a) = order.trigger_price {
-                p.push(("activatePrice", fmt_dec(a.0)));
+                p.push(("activatePrice", fmt_dec(a.get())));
             }
             p.push(("callbackRate", fmt_dec(callback_rate)));
         }
         AlgoKind::StopMarket | AlgoKind::TakeProfitMarket => {
             if let Some(t) = order.trigger_price {
-                p.push(("triggerPrice", fmt_dec(t.0)));
+                p.push(("triggerPrice", fmt_dec(t.get())));
             }
         }
     }
@@ -1046,7 +1046,7 @@ mod tests {
         let mut o = MarketOrder {
             symbol: Symbol::new("BTCUSDT"),
             side: OrderSide::Buy,
-            qty: Qty(dec!(0.0020)),
+            qty: Qty::new(dec!(0.0020)),
             reduce_only: false,
             client_id: cid("al-EN-0a1b2c3d4e5f-1k2j3"),
         };
@@ -1067,8 +1067,8 @@ mod tests {
             symbol: Symbol::new("BTCUSDT"),
             side: OrderSide::Sell,
             kind: AlgoKind::StopMarket,
-            trigger_price: Some(Price(dec!(105000.00))),
-            qty: Some(Qty(dec!(0.002))),
+            trigger_price: Some(Price::new(dec!(105000.00))),
+            qty: Some(Qty::new(dec!(0.002))),
             close_position: false,
             reduce_only: true,
             working_type: WorkingType::MarkPrice,
@@ -1098,7 +1098,7 @@ mod tests {
             kind: AlgoKind::TrailingStopMarket {
                 callback_rate: dec!(1.50),
             },
-            trigger_price: Some(Price(dec!(110000))),
+            trigger_price: Some(Price::new(dec!(110000))),
             ..stop()
         };
         assert_eq!(

@@ -189,7 +189,7 @@ pub(crate) fn closed_klines(
         let price = |j: usize, name: &str| -> Result<Price, String> {
             let p = d(j, name)?;
             if p > Decimal::ZERO {
-                Ok(Price(p))
+                Ok(Price::new(p))
             } else {
                 Err(format!("kline row {i}: {name} {p} is not a positive price"))
             }
@@ -294,17 +294,17 @@ pub(crate) fn symbol_filters(sym: &Symbol, v: &Value) -> Result<SymbolFilters, E
 /// `GET /fapi/v1/ticker/price`: `{"symbol":"BTCUSDT","price":"6000.01","time":1589437530011}`.
 pub(crate) fn ticker_price(v: &Value) -> Result<Price, String> {
     let o = as_obj(v, "ticker price")?;
-    Ok(Price(dec(o, "price")?))
+    Ok(Price::new(dec(o, "price")?))
 }
 
 pub(crate) fn account(v: &Value) -> Result<AccountSnapshot, String> {
     let o = as_obj(v, "account")?;
     Ok(AccountSnapshot {
-        equity: Notional(dec(o, "totalMarginBalance")?),
-        wallet_balance: Notional(dec(o, "totalWalletBalance")?),
-        available_balance: Notional(dec(o, "availableBalance")?),
-        total_initial_margin: Notional(dec(o, "totalInitialMargin")?),
-        unrealized_pnl: Notional(dec(o, "totalUnrealizedProfit")?),
+        equity: Notional::new(dec(o, "totalMarginBalance")?),
+        wallet_balance: Notional::new(dec(o, "totalWalletBalance")?),
+        available_balance: Notional::new(dec(o, "availableBalance")?),
+        total_initial_margin: Notional::new(dec(o, "totalInitialMargin")?),
+        unrealized_pnl: Notional::new(dec(o, "totalUnrealizedProfit")?),
     })
 }
 
@@ -328,10 +328,10 @@ pub(crate) fn positions(v: &Value) -> Result<Vec<ExchangePosition>, String> {
             Ok::<_, String>(Some(ExchangePosition {
                 symbol: symbol(o, "symbol")?,
                 amount: amount.normalize(),
-                entry_price: Price(dec(o, "entryPrice")?),
-                mark_price: Price(dec(o, "markPrice")?),
-                unrealized_pnl: Notional(dec(o, "unRealizedProfit")?),
-                liquidation_price: Price(dec(o, "liquidationPrice")?),
+                entry_price: Price::new(dec(o, "entryPrice")?),
+                mark_price: Price::new(dec(o, "markPrice")?),
+                unrealized_pnl: Notional::new(dec(o, "unRealizedProfit")?),
+                liquidation_price: Price::new(dec(o, "liquidationPrice")?),
                 leverage,
                 update_time: int(o, "updateTime")?,
             }))
@@ -393,9 +393,9 @@ pub(crate) fn order(v: &Value) -> Result<OrderInfo, String> {
         client_id: string(o, "clientOrderId")?,
         side: enum_field::<OrderSide>(o, "side")?,
         status: enum_field::<OrderStatus>(o, "status")?,
-        orig_qty: Qty(dec(o, "origQty")?),
-        executed_qty: Qty(executed),
-        avg_price: Price(avg.normalize()),
+        orig_qty: Qty::new(dec(o, "origQty")?),
+        executed_qty: Qty::new(executed),
+        avg_price: Price::new(avg.normalize()),
         reduce_only: flag(o, "reduceOnly")?,
         update_time,
     })
@@ -449,14 +449,14 @@ pub(crate) fn algo_order(v: &Value) -> Result<AlgoOrderInfo, String> {
         side: enum_field::<OrderSide>(o, "side")?,
         kind,
         status: enum_field::<AlgoStatus>(o, "algoStatus")?,
-        trigger_price: trigger.map(|d| Price(d.normalize())),
-        qty: dec_nonzero(o, "quantity")?.map(|d| Qty(d.normalize())),
+        trigger_price: trigger.map(|d| Price::new(d.normalize())),
+        qty: dec_nonzero(o, "quantity")?.map(|d| Qty::new(d.normalize())),
         close_position: flag(o, "closePosition")?,
         reduce_only: flag(o, "reduceOnly")?,
         // `""` until triggered, then the id of the order placed in the matching engine.
         actual_order_id: int_opt(o, "actualOrderId")?,
         // `"0.00000"` until filled.
-        actual_price: dec_nonzero(o, "actualPrice")?.map(|d| Price(d.normalize())),
+        actual_price: dec_nonzero(o, "actualPrice")?.map(|d| Price::new(d.normalize())),
         update_time,
     })
 }
@@ -498,10 +498,10 @@ pub(crate) fn user_trades(v: &Value) -> Result<Vec<UserTrade>, String> {
                     id: int(o, "id")?,
                     order_id: int(o, "orderId")?,
                     side: enum_field::<OrderSide>(o, "side")?,
-                    price: Price(dec(o, "price")?),
-                    qty: Qty(dec(o, "qty")?),
-                    realized_pnl: Notional(dec(o, "realizedPnl")?),
-                    commission: Notional(dec(o, "commission")?),
+                    price: Price::new(dec(o, "price")?),
+                    qty: Qty::new(dec(o, "qty")?),
+                    realized_pnl: Notional::new(dec(o, "realizedPnl")?),
+                    commission: Notional::new(dec(o, "commission")?),
                     commission_asset: string(o, "commissionAsset")?,
                     time: int(o, "time")?,
                 })
@@ -532,7 +532,7 @@ pub(crate) fn income(v: &Value) -> Result<Vec<Income>, String> {
                 Ok(Income {
                     symbol: sym,
                     income_type: string(o, "incomeType")?,
-                    income: Notional(dec(o, "income")?),
+                    income: Notional::new(dec(o, "income")?),
                     asset: string(o, "asset")?,
                     time: int(o, "time")?,
                     tran_id: int(o, "tranId")?,
@@ -573,10 +573,10 @@ pub(super) mod tests {
         assert_eq!(all.len(), 4, "the forming 12:00 candle is dropped");
         assert_eq!(all[0].open_time, t0);
         assert_eq!(all[3].open_time, t0 + 3 * m15);
-        assert_eq!(all[1].open, Price(dec!(100.10)));
-        assert_eq!(all[1].close, Price(dec!(100.15)));
-        assert_eq!(all[1].high, Price(dec!(101.5)));
-        assert_eq!(all[1].low, Price(dec!(99.25)));
+        assert_eq!(all[1].open, Price::new(dec!(100.10)));
+        assert_eq!(all[1].close, Price::new(dec!(100.15)));
+        assert_eq!(all[1].high, Price::new(dec!(101.5)));
+        assert_eq!(all[1].low, Price::new(dec!(99.25)));
         assert_eq!(all[1].volume, dec!(12.345));
 
         let two = closed_klines(&v, Timeframe::M15, 2, now).unwrap();
@@ -744,11 +744,11 @@ pub(super) mod tests {
         }"#,
         );
         let a = account(&v).unwrap();
-        assert_eq!(a.equity, Notional(dec!(101.89345678)));
-        assert_eq!(a.wallet_balance, Notional(dec!(103.12345678)));
-        assert_eq!(a.available_balance, Notional(dec!(89.39345678)));
-        assert_eq!(a.total_initial_margin, Notional(dec!(12.5)));
-        assert_eq!(a.unrealized_pnl, Notional(dec!(-1.23)));
+        assert_eq!(a.equity, Notional::new(dec!(101.89345678)));
+        assert_eq!(a.wallet_balance, Notional::new(dec!(103.12345678)));
+        assert_eq!(a.available_balance, Notional::new(dec!(89.39345678)));
+        assert_eq!(a.total_initial_margin, Notional::new(dec!(12.5)));
+        assert_eq!(a.unrealized_pnl, Notional::new(dec!(-1.23)));
         let e = account(&json(r#"{"totalWalletBalance": "1"}"#)).unwrap_err();
         assert!(e.contains("totalMarginBalance"), "{e}");
     }
@@ -775,13 +775,13 @@ pub(super) mod tests {
         assert_eq!(p.len(), 2);
         assert_eq!(p[0].symbol, Symbol::new("ADAUSDT"));
         assert_eq!(p[0].amount, dec!(30));
-        assert_eq!(p[0].entry_price, Price(dec!(0.385)));
-        assert_eq!(p[0].mark_price, Price(dec!(0.4104759)));
-        assert_eq!(p[0].unrealized_pnl, Notional(dec!(0.764277)));
+        assert_eq!(p[0].entry_price, Price::new(dec!(0.385)));
+        assert_eq!(p[0].mark_price, Price::new(dec!(0.4104759)));
+        assert_eq!(p[0].unrealized_pnl, Notional::new(dec!(0.764277)));
         assert_eq!(p[0].leverage, None, "v3 carries no leverage");
         assert_eq!(p[0].update_time, 1_720_736_417_660);
         assert_eq!(p[1].amount, dec!(-1));
-        assert_eq!(p[1].liquidation_price, Price(dec!(2260.5675721)));
+        assert_eq!(p[1].liquidation_price, Price::new(dec!(2260.5675721)));
 
         let with_lev = json(
             r#"[{"symbol": "BTCUSDT", "positionAmt": "0.002", "entryPrice": "60000", "markPrice": "61000",
@@ -832,8 +832,8 @@ pub(super) mod tests {
         assert_eq!(o.client_id, "al-EN-0a1b2c3d4e5f-1k2j3");
         assert_eq!(o.side, OrderSide::Buy);
         assert_eq!(o.status, OrderStatus::Filled);
-        assert_eq!(o.executed_qty, Qty(dec!(0.002)));
-        assert_eq!(o.avg_price, Price(dec!(108994.3)));
+        assert_eq!(o.executed_qty, Qty::new(dec!(0.002)));
+        assert_eq!(o.avg_price, Price::new(dec!(108994.3)));
         assert!(!o.reduce_only);
         assert_eq!(o.update_time, 1_751_630_405_123);
 
@@ -848,8 +848,8 @@ pub(super) mod tests {
         );
         let o = order(&q).unwrap();
         assert_eq!(o.status, OrderStatus::New);
-        assert_eq!(o.avg_price, Price(Decimal::ZERO));
-        assert_eq!(o.orig_qty, Qty(dec!(0.4)));
+        assert_eq!(o.avg_price, Price::new(Decimal::ZERO));
+        assert_eq!(o.orig_qty, Qty::new(dec!(0.4)));
 
         // After the CM migration `avgPrice` may be gone: derive it from cumQuote.
         let no_avg = json(
@@ -858,7 +858,7 @@ pub(super) mod tests {
             "updateTime": 5}"#,
         );
         let o = order(&no_avg).unwrap();
-        assert_eq!(o.avg_price, Price(dec!(108994.3)));
+        assert_eq!(o.avg_price, Price::new(dec!(108994.3)));
         assert!(o.reduce_only);
 
         let bad_status = json(
@@ -899,8 +899,8 @@ pub(super) mod tests {
         assert_eq!(a.kind, AlgoKind::StopMarket);
         assert_eq!(a.status, AlgoStatus::New);
         assert_eq!(a.side, OrderSide::Sell);
-        assert_eq!(a.trigger_price, Some(Price(dec!(750))));
-        assert_eq!(a.qty, Some(Qty(dec!(0.01))));
+        assert_eq!(a.trigger_price, Some(Price::new(dec!(750))));
+        assert_eq!(a.qty, Some(Qty::new(dec!(0.01))));
         assert!(a.reduce_only && !a.close_position);
         assert_eq!(a.actual_order_id, None);
         assert_eq!(a.actual_price, None);
@@ -921,7 +921,7 @@ pub(super) mod tests {
         assert!(a.close_position);
         assert_eq!(a.qty, None, "closePosition orders carry no quantity");
         assert_eq!(a.actual_order_id, Some(4_054_219_999));
-        assert_eq!(a.actual_price, Some(Price(dec!(105012.4))));
+        assert_eq!(a.actual_price, Some(Price::new(dec!(105012.4))));
         assert_eq!(a.update_time, 1_750_514_545_091);
 
         // Current All Algo Open Orders example (TAKE_PROFIT limit reported as a take-profit).
@@ -952,7 +952,7 @@ pub(super) mod tests {
         );
         assert_eq!(
             all[1].trigger_price,
-            Some(Price(dec!(110000))),
+            Some(Price::new(dec!(110000))),
             "activation price"
         );
 
@@ -987,10 +987,10 @@ pub(super) mod tests {
         assert_eq!(t[0].id, 698_759);
         assert_eq!(t[0].order_id, 25_851_813);
         assert_eq!(t[0].side, OrderSide::Sell);
-        assert_eq!(t[0].price, Price(dec!(7819.01)));
-        assert_eq!(t[0].qty, Qty(dec!(0.002)));
-        assert_eq!(t[0].realized_pnl, Notional(dec!(-0.91539999)));
-        assert_eq!(t[0].commission, Notional(dec!(-0.0781901)));
+        assert_eq!(t[0].price, Price::new(dec!(7819.01)));
+        assert_eq!(t[0].qty, Qty::new(dec!(0.002)));
+        assert_eq!(t[0].realized_pnl, Notional::new(dec!(-0.91539999)));
+        assert_eq!(t[0].commission, Notional::new(dec!(-0.0781901)));
         assert_eq!(t[0].commission_asset, "USDT");
         assert_eq!(t[0].time, 1_569_514_978_020);
 
@@ -1005,7 +1005,7 @@ pub(super) mod tests {
         assert_eq!(i[0].symbol, None);
         assert_eq!(i[0].trade_id, None);
         assert_eq!(i[0].tran_id, 9_689_322_392);
-        assert_eq!(i[0].income, Notional(dec!(-0.375)));
+        assert_eq!(i[0].income, Notional::new(dec!(-0.375)));
         assert_eq!(i[1].symbol, Some(Symbol::new("BTCUSDT")));
         assert_eq!(i[1].income_type, "COMMISSION");
         assert_eq!(i[1].tran_id, 9_689_322_393);
@@ -1033,7 +1033,10 @@ pub(super) mod tests {
     fn ticker_price_from_documented_shape() {
         let v =
             serde_json::json!({"symbol": "BTCUSDT", "price": "6000.01", "time": 1589437530011i64});
-        assert_eq!(ticker_price(&v).unwrap(), Price("6000.01".parse().unwrap()));
+        assert_eq!(
+            ticker_price(&v).unwrap(),
+            Price::new("6000.01".parse().unwrap())
+        );
         assert!(ticker_price(&serde_json::json!({"symbol": "BTCUSDT"})).is_err());
     }
 }
