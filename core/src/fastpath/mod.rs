@@ -96,14 +96,13 @@ impl<'e> FastPath<'e> {
 /// decision acts (a HOLD leaves no run marker and is not acted on).
 pub struct Research;
 
-#[async_trait::async_trait]
 impl CandleRunner for Research {
-    async fn run(
-        &self,
-        engine: &Engine,
-        it: Item<'_>,
-        report: &mut JobReport,
-        ledger: &MarginLedger,
+    async fn run<'a>(
+        &'a self,
+        engine: &'a Engine,
+        it: Item<'a>,
+        report: &'a mut JobReport,
+        ledger: &'a MarginLedger,
     ) -> Result<String, EngineError> {
         let prepared = engine.prepare(it, when_read).await?;
         if prepared

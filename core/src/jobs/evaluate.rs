@@ -7,29 +7,29 @@ use super::*;
 /// How one candle of one strategy on one symbol is evaluated: the jobs' way (claim the candle,
 /// then decide and act: [`Engine::evaluate`]) or the research fast path's
 /// ([`crate::fastpath`]: decide first, claim only a candle that acts).
-#[async_trait::async_trait]
+///
+/// Dispatched statically (each runner's evaluation is its own code, no boxed future per candle).
 pub(crate) trait CandleRunner: Sync {
-    async fn run(
-        &self,
-        engine: &Engine,
-        it: Item<'_>,
-        report: &mut JobReport,
-        ledger: &MarginLedger,
-    ) -> Result<String, EngineError>;
+    fn run<'a>(
+        &'a self,
+        engine: &'a Engine,
+        it: Item<'a>,
+        report: &'a mut JobReport,
+        ledger: &'a MarginLedger,
+    ) -> impl std::future::Future<Output = Result<String, EngineError>> + Send + 'a;
 }
 
 /// The jobs' way: every candle claimed before anything else, so its run marker is the audit
 /// trail of every decision, HOLD included.
 struct Jobs;
 
-#[async_trait::async_trait]
 impl CandleRunner for Jobs {
-    async fn run(
-        &self,
-        engine: &Engine,
-        it: Item<'_>,
-        report: &mut JobReport,
-        ledger: &MarginLedger,
+    async fn run<'a>(
+        &'a self,
+        engine: &'a Engine,
+        it: Item<'a>,
+        report: &'a mut JobReport,
+        ledger: &'a MarginLedger,
     ) -> Result<String, EngineError> {
         let claimed = match engine.claim(it.acct, &it.run_key(), it.now).await? {
             Ok(c) => c,
@@ -62,11 +62,11 @@ impl Engine {
     }
 
     /// [`Engine::evaluate`] with each candle evaluated by `runner`.
-    pub(crate) async fn evaluate_with(
+    pub(crate) async fn evaluate_with<R: CandleRunner>(
         &self,
         tf: Timeframe,
         now: i64,
-        runner: &dyn CandleRunner,
+        runner: &R,
     ) -> JobReport {
         let open_time = tf.last_closed_open(now);
         // Accounts share nothing on the exchange or in the store: they are evaluated at once,
@@ -87,13 +87,13 @@ impl Engine {
 
     /// One account's part of [`Engine::evaluate`]: each of its strategies of `tf` on each of
     /// their symbols, one after another (shares of one symbol must not interleave).
-    async fn evaluate_account(
+    async fn evaluate_account<R: CandleRunner>(
         &self,
         acct: &AccountRuntime,
         tf: Timeframe,
         open_time: i64,
         now: i64,
-        runner: &dyn CandleRunner,
+        runner: &R,
     ) -> JobReport {
         let mut report = JobReport::default();
         let id = &acct.config.id;
@@ -157,11 +157,11 @@ impl Engine {
     }
 
     /// One strategy on one symbol of [`Engine::evaluate_account`], with its own report.
-    async fn evaluate_item(
+    async fn evaluate_item<R: CandleRunner>(
         &self,
         it: Item<'_>,
         ledger: &MarginLedger,
-        runner: &dyn CandleRunner,
+        runner: &R,
     ) -> JobReport {
         let mut report = JobReport::default();
         let tag = || {
