@@ -459,8 +459,8 @@ pub async fn run_series(
         }],
         notifier: Arc::new(DiscardNotifier),
         timing: EngineTiming::instant(),
-        // Fed from the first candle on, never rebuilt from a window (see `StrategyCache`).
-        cache: StrategyCache::unbounded(),
+        // Fed from the first candle on by the research runner, never rebuilt from a window.
+        cache: StrategyCache::default(),
         sizing: if opts.risk_off {
             Sizing::AllEquity
         } else {

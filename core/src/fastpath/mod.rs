@@ -9,7 +9,9 @@
 //!   deciding, so each decision leaves a run marker (their audit trail). A backtest decides
 //!   first and claims only a candle whose decision is not HOLD. A HOLD changes nothing else, so
 //!   the trades, orders and state are the same; only the markers nobody reads in a backtest are
-//!   missing, and the decision's explanation is built only when someone reads it.
+//!   missing, and the decision's explanation is built only when someone reads it. Its
+//!   strategies are fed every candle since the first and never rebuilt from a `history` window
+//!   (a job's cache rebuilds them so a warm process decides as a cold one).
 //! - **The typed in-process state and its write marks** ([`typed_state`]): a backtest's state is
 //!   kept decoded in a [`Table`](crate::store::memory::Table) instead of JSON bodies, keys are
 //!   built in per-thread buffers, and the account state and strategy stats are folded in place.
@@ -34,8 +36,11 @@
 mod quiet;
 pub mod typed_state;
 
+use crate::domain::Candle;
 use crate::domain::Timeframe;
-use crate::jobs::{CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger};
+use crate::jobs::{
+    CacheKey, CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger, StrategyCache,
+};
 use crate::strategy::{self, Action, Decision};
 use quiet::Quiet;
 use rust_decimal::Decimal;
@@ -104,7 +109,7 @@ impl CandleRunner for Research {
         report: &'a mut JobReport,
         ledger: &'a MarginLedger,
     ) -> Result<String, EngineError> {
-        let prepared = engine.prepare(it, when_read).await?;
+        let prepared = engine.prepare(it, self).await?;
         if prepared
             .as_ref()
             .is_some_and(|(d, _, _)| d.action == Action::Hold)
@@ -119,21 +124,42 @@ impl CandleRunner for Research {
             .act_claimed(it, claimed, prepared, report, ledger)
             .await
     }
-}
 
-/// The decision, explained only when someone reads it: nothing records a research run's HOLD,
-/// and with a discarding notifier and the decision log off nothing reads any explanation.
-fn when_read(engine: &Engine, strat: &dyn strategy::Strategy, ctx: &strategy::Context) -> Decision {
-    let action = strat.decide_action(ctx);
-    let unread = || !engine.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO);
-    if action == Action::Hold || unread() {
-        return Decision {
-            action,
-            conditions: Vec::new(),
-            note: String::new(),
-        };
+    /// The decision, explained only when someone reads it: nothing records a research run's
+    /// HOLD, and with a discarding notifier and the decision log off nothing reads any
+    /// explanation.
+    fn decide(
+        &self,
+        engine: &Engine,
+        strat: &dyn strategy::Strategy,
+        ctx: &strategy::Context,
+    ) -> Decision {
+        let action = strat.decide_action(ctx);
+        let unread = || !engine.notifier.enabled() && !tracing::enabled!(tracing::Level::INFO);
+        if action == Action::Hold || unread() {
+            return Decision {
+                action,
+                conditions: Vec::new(),
+                note: String::new(),
+            };
+        }
+        strat.decide(ctx)
     }
-    strat.decide(ctx)
+
+    /// No window: a research run feeds its strategies every candle since the first and never
+    /// builds them again, so it decides as a job whose history reaches back to the first candle
+    /// of its file.
+    fn start_window(&self, _: &StrategyCache, _: &CacheKey, _: &[Candle]) {}
+
+    fn slide(
+        &self,
+        _: &StrategyCache,
+        _: &CacheKey,
+        _: &[Candle],
+        _: usize,
+    ) -> Option<Vec<Candle>> {
+        None
+    }
 }
 
 /// An entry's quantity with all equity at `price` (`--risk off`).

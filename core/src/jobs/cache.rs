@@ -17,17 +17,15 @@ pub(crate) type Fed = (Box<dyn strategy::Strategy>, i64);
 /// infinite memory (every EMA, Wilder's averages) would read differently: a warm process could
 /// decide otherwise than a cold one. So the default cache also keeps each strategy's window, and
 /// once the new candles push it past `history` it builds the strategy again from the window (the
-/// candles a cold start would fetch, none fetched twice). Backtests use
-/// [`StrategyCache::unbounded`]: a run decides as a job whose history reaches back to the first
-/// candle of its file.
+/// candles a cold start would fetch, none fetched twice). A research run
+/// ([`crate::fastpath::Research`]) keeps no window and never rebuilds: it decides as a job whose
+/// history reaches back to the first candle of its file.
 #[derive(Default)]
 pub struct StrategyCache {
     fed: std::sync::Mutex<std::collections::HashMap<CacheKey, Fed>>,
-    /// The candles each strategy in `fed` was built from, oldest first (not kept when unbounded).
+    /// The candles each strategy in `fed` was built from, oldest first.
     windows:
         std::sync::Mutex<std::collections::HashMap<CacheKey, std::collections::VecDeque<Candle>>>,
-    /// Feed cached strategies every new candle and never build them again (backtests).
-    unbounded: bool,
     /// When each (account, symbol) share book in the store was dated, as this process last read
     /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
     /// unchanged book every minute.
@@ -35,33 +33,20 @@ pub struct StrategyCache {
 }
 
 impl StrategyCache {
-    /// A cache that feeds its strategies every candle since the first, never rebuilding them from
-    /// a window: a backtest's (its decisions see the whole file before each close).
-    pub fn unbounded() -> Self {
-        StrategyCache {
-            unbounded: true,
-            ..StrategyCache::default()
-        }
-    }
     /// Remember the candles a strategy was just built from.
-    pub(super) fn start_window(&self, k: &CacheKey, candles: &[Candle]) {
-        if !self.unbounded {
-            let mut w = self.windows.lock().expect("strategy windows");
-            w.insert(k.clone(), candles.iter().copied().collect());
-        }
+    pub(crate) fn start_window(&self, k: &CacheKey, candles: &[Candle]) {
+        let mut w = self.windows.lock().expect("strategy windows");
+        w.insert(k.clone(), candles.iter().copied().collect());
     }
     /// Add `fresh` to `k`'s window. When that makes it longer than `limit` (the candles a cold
     /// start fetches), drop the oldest and return the window: the strategy must be built again
     /// from it. `None`: feeding `fresh` leaves it as a cold start would build it.
-    pub(super) fn slide(
+    pub(crate) fn slide(
         &self,
         k: &CacheKey,
         fresh: &[Candle],
         limit: usize,
     ) -> Option<Vec<Candle>> {
-        if self.unbounded {
-            return None;
-        }
         let mut w = self.windows.lock().expect("strategy windows");
         let window = w.entry(k.clone()).or_default();
         window.extend(fresh.iter().copied());

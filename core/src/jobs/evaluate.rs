@@ -17,6 +17,34 @@ pub(crate) trait CandleRunner: Sync {
         report: &'a mut JobReport,
         ledger: &'a MarginLedger,
     ) -> impl std::future::Future<Output = Result<String, EngineError>> + Send + 'a;
+
+    /// The strategy's decision once fed: the jobs explain every condition it checked (their
+    /// report and notices show it).
+    fn decide(
+        &self,
+        _engine: &Engine,
+        strat: &dyn strategy::Strategy,
+        ctx: &strategy::Context,
+    ) -> Decision {
+        strat.decide(ctx)
+    }
+
+    /// Remember the candles a strategy was just built from (its window, [`StrategyCache`]).
+    fn start_window(&self, cache: &StrategyCache, k: &CacheKey, candles: &[Candle]) {
+        cache.start_window(k, candles);
+    }
+
+    /// Add `fresh` to the strategy's window: `Some(window)` when it must be built again from it,
+    /// as a cold start would build it ([`StrategyCache`]).
+    fn slide(
+        &self,
+        cache: &StrategyCache,
+        k: &CacheKey,
+        fresh: &[Candle],
+        limit: usize,
+    ) -> Option<Vec<Candle>> {
+        cache.slide(k, fresh, limit)
+    }
 }
 
 /// The jobs' way: every candle claimed before anything else, so its run marker is the audit
@@ -36,7 +64,7 @@ impl CandleRunner for Jobs {
             Err(line) => return Ok(line),
         };
         // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
-        let prepared = match engine.prepare(it, explained).await {
+        let prepared = match engine.prepare(it, self).await {
             Ok(p) => p,
             Err(e) => {
                 engine.release_claim(&claimed).await;
@@ -47,11 +75,6 @@ impl CandleRunner for Jobs {
             .act_claimed(it, claimed, prepared, report, ledger)
             .await
     }
-}
-
-/// The strategy's decision with every condition it checked (the jobs' report and notices show it).
-fn explained(_: &Engine, strat: &dyn strategy::Strategy, ctx: &strategy::Context) -> Decision {
-    strat.decide(ctx)
 }
 
 impl Engine {

@@ -88,18 +88,14 @@ pub(super) enum Fetched {
 /// symbol (any status), and the price to size against (the candle's close).
 pub(crate) type Prepared = (Decision, Option<Versioned<Position>>, Price);
 
-/// How the strategy decides once fed: with every condition explained (the jobs), or only as
-/// far as someone reads it (the research fast path).
-pub(crate) type Decide = fn(&Engine, &dyn strategy::Strategy, &strategy::Context) -> Decision;
-
 impl Engine {
     /// The evaluation's gather phase and the strategy's decision: the strategy fed up to the
     /// candle, what the decision reads from the store, then the decision. `Ok(None)` when the
     /// candle is not served yet.
-    pub(crate) async fn prepare(
+    pub(crate) async fn prepare<R: CandleRunner>(
         &self,
         it: Item<'_>,
-        decide: Decide,
+        runner: &R,
     ) -> Result<Option<Prepared>, EngineError> {
         let cache_key = (
             it.acct.config.id.clone(),
@@ -107,7 +103,8 @@ impl Engine {
             it.sym.clone(),
             it.tf,
         );
-        let Some((mut strat, candles, last_close)) = self.fed_strategy(it, &cache_key).await?
+        let Some((mut strat, candles, last_close)) =
+            self.fed_strategy(it, &cache_key, runner).await?
         else {
             return Ok(None);
         };
@@ -133,7 +130,7 @@ impl Engine {
             last_entry_time: inputs.last_entry_time,
             open_positions: inputs.open_positions,
         };
-        let decision = decide(self, strat.as_ref(), &ctx);
+        let decision = runner.decide(self, strat.as_ref(), &ctx);
         self.cache.put(cache_key, strat, it.open_time);
         Ok(Some((decision, inputs.position, last_close)))
     }
@@ -142,10 +139,11 @@ impl Engine {
     /// fed and the newest close: from the cache (fetching only the candles closed since it was
     /// fed, or rebuilt from its window when that moved on) or built cold from `history`
     /// candles. `Ok(None)` when the exchange has not served the candle yet.
-    async fn fed_strategy(
+    async fn fed_strategy<R: CandleRunner>(
         &self,
         it: Item<'_>,
         cache_key: &CacheKey,
+        runner: &R,
     ) -> Result<Option<(Box<dyn strategy::Strategy>, Vec<Candle>, Price)>, EngineError> {
         let (ex, sym, tf, open_time) = (it.acct.exchange.as_ref(), it.sym, it.tf, it.open_time);
         let build = || {
@@ -169,11 +167,13 @@ impl Engine {
                     let close = c.last().map(|x| x.close).unwrap_or_default();
                     let fresh: Vec<_> = c.into_iter().filter(|x| x.open_time > last).collect();
                     let limit = limit(st.as_ref()) as usize;
-                    return Ok(Some(match self.cache.slide(cache_key, &fresh, limit) {
-                        // Its window moved on: built again from it, as a cold start would be.
-                        Some(window) => (build()?, window, close),
-                        None => (st, fresh, close),
-                    }));
+                    return Ok(Some(
+                        match runner.slide(&self.cache, cache_key, &fresh, limit) {
+                            // Its window moved on: built again from it, as a cold start would be.
+                            Some(window) => (build()?, window, close),
+                            None => (st, fresh, close),
+                        },
+                    ));
                 }
                 Fetched::Ready(_) => {}
                 Fetched::NotYet { .. } => {
@@ -190,7 +190,7 @@ impl Engine {
         {
             Fetched::Ready(c) => {
                 let close = c.last().map(|x| x.close).unwrap_or_default();
-                self.cache.start_window(cache_key, &c);
+                runner.start_window(&self.cache, cache_key, &c);
                 Ok(Some((st, c, close)))
             }
             Fetched::NotYet { newest } => {
