@@ -26,22 +26,13 @@ pub(super) fn partial_trade(
     now: i64,
 ) -> (TradeRecord, Decimal) {
     let fee_share = pos.entry_fee.get() * filled.get() / pos.qty.get();
+    let id = format!("{}:tp{stage}", pos.entry_client_id);
+    let reason = format!("partial_take_profit_{stage}");
+    // Funding is attributed once, to the close of what remains (zero here).
     let trade = TradeRecord {
-        id: format!("{}:tp{stage}", pos.entry_client_id),
-        account: pos.key.account.clone(),
-        strategy: pos.key.strategy.clone(),
-        symbol: pos.key.symbol.clone(),
-        side: pos.side,
-        qty: filled,
-        entry_price: pos.entry_price,
-        exit_price,
-        entry_time: pos.opened_at,
-        exit_time: now,
         pnl: Notional::new(gross - exit_fee - fee_share),
         fees: Notional::new(exit_fee + fee_share),
-        // Funding is attributed once, to the close of what remains.
-        funding: Notional::ZERO,
-        reason: format!("partial_take_profit_{stage}"),
+        ..closing_trade(pos, id, filled, (exit_price, now), reason)
     };
     (trade, fee_share)
 }
@@ -72,21 +63,12 @@ pub(super) fn exit_trade(
     funding: Decimal,
     now: i64,
 ) -> TradeRecord {
+    let id = format!("{}:close", pos.entry_client_id);
     TradeRecord {
-        id: format!("{}:close", pos.entry_client_id),
-        account: pos.key.account.clone(),
-        strategy: pos.key.strategy.clone(),
-        symbol: pos.key.symbol.clone(),
-        side: pos.side,
-        qty: filled,
-        entry_price: pos.entry_price,
-        exit_price,
-        entry_time: pos.opened_at,
-        exit_time: now,
         pnl: Notional::new(gross - exit_fee - pos.entry_fee.get() + funding),
         fees: Notional::new(exit_fee + pos.entry_fee.get()),
         funding: Notional::new(funding),
-        reason: "signal".into(),
+        ..closing_trade(pos, id, filled, (exit_price, now), "signal".into())
     }
 }
 

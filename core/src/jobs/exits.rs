@@ -505,22 +505,13 @@ fn plan_partial_exit(
             pos.partial_exits_done,
         ),
     };
+    let exit_time = fills.iter().map(|t| t.time).max().unwrap_or(now);
+    let (qty, exit_price) = (Qty::new(executed), Price::new(exit_price));
+    // Funding is attributed once, to the close of what remains (zero here).
     let trade = TradeRecord {
-        id,
-        account: pos.key.account.clone(),
-        strategy: pos.key.strategy.clone(),
-        symbol: pos.key.symbol.clone(),
-        side: pos.side,
-        qty: Qty::new(executed),
-        entry_price: pos.entry_price,
-        exit_price: Price::new(exit_price),
-        entry_time: pos.opened_at,
-        exit_time: fills.iter().map(|t| t.time).max().unwrap_or(now),
         pnl: Notional::new(gross - exit_fee - fee_share),
         fees: Notional::new(exit_fee + fee_share),
-        // Funding is attributed once, to the close of what remains.
-        funding: Notional::ZERO,
-        reason,
+        ..closing_trade(pos, id, qty, (exit_price, exit_time), reason)
     };
     PartialExit {
         trade,

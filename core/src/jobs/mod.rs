@@ -194,6 +194,33 @@ pub(super) fn protective_ids(p: &Position) -> Vec<String> {
     ids
 }
 
+/// The trade that closes `qty` of `pos` at `exit_price` at `exit_time`: what every close takes
+/// from the position. Its figures (PnL, fees, funding) are zero here and set by the caller.
+pub(super) fn closing_trade(
+    pos: &Position,
+    id: String,
+    qty: Qty,
+    (exit_price, exit_time): (Price, i64),
+    reason: String,
+) -> TradeRecord {
+    TradeRecord {
+        id,
+        account: pos.key.account.clone(),
+        strategy: pos.key.strategy.clone(),
+        symbol: pos.key.symbol.clone(),
+        side: pos.side,
+        qty,
+        entry_price: pos.entry_price,
+        exit_price,
+        entry_time: pos.opened_at,
+        exit_time,
+        pnl: Notional::ZERO,
+        fees: Notional::ZERO,
+        funding: Notional::ZERO,
+        reason,
+    }
+}
+
 /// Whether other strategies hold open positions on `pos`'s symbol, and whether all of those sit
 /// on `pos`'s side (reduce-only orders of this share are then safe in one-way mode). The stop
 /// and the exit orders are shaped from it.

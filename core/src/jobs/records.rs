@@ -121,21 +121,12 @@ pub(super) fn exchange_close_trade(
     clearance: Decimal,
     reason: &str,
 ) -> TradeRecord {
+    let id = format!("{}:close", pos.entry_client_id);
     TradeRecord {
-        id: format!("{}:close", pos.entry_client_id),
-        account: pos.key.account.clone(),
-        strategy: pos.key.strategy.clone(),
-        symbol: pos.key.symbol.clone(),
-        side: pos.side,
-        qty: pos.qty,
-        entry_price: pos.entry_price,
-        exit_price: f.price,
-        entry_time: pos.opened_at,
-        exit_time: f.time,
         pnl: Notional::new(f.gross - f.fee - pos.entry_fee.get() - clearance + funding),
         fees: Notional::new(f.fee + pos.entry_fee.get() + clearance),
         funding: Notional::new(funding),
-        reason: reason.to_string(),
+        ..closing_trade(pos, id, pos.qty, (f.price, f.time), reason.to_string())
     }
 }
 
