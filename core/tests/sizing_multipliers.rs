@@ -38,7 +38,7 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
     );
     let r = engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
-    let line = r.lines.join("\n");
+    let line = r.line_texts().join("\n");
     let pos = engine
         .repo
         .positions(&AccountId::new("main"))

@@ -11,7 +11,9 @@ use albra_adapters::store::sqlite::SqliteStore;
 use albra_core::config::Config;
 use albra_core::domain::Position;
 use albra_core::domain::{AccountId, Candle, Price, Side, StrategyId, Symbol, Timeframe};
-use albra_core::jobs::{AccountRuntime, Engine, EngineError, EngineTiming, JobFailure, Sizing};
+use albra_core::jobs::{
+    AccountRuntime, Engine, EngineError, EngineTiming, JobFailure, Line, Outcome, Sizing,
+};
 use albra_core::notify::CollectingNotifier;
 use albra_core::paper::PaperExchange;
 use albra_core::ports::*;
@@ -282,7 +284,9 @@ async fn a_candle_the_exchange_has_not_served_is_skipped_never_evaluated_stale()
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
     assert!(
-        r.lines[0].contains("skipped: the exchange has not served the closed candle"),
+        r.lines[0]
+            .to_string()
+            .contains("skipped: the exchange has not served the closed candle"),
         "{r:?}"
     );
     assert_eq!(
@@ -497,13 +501,47 @@ async fn a_run_killed_after_its_claim_is_taken_over_once_the_lease_has_passed() 
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
     let p = open_position(&s).await.expect("entered");
     assert_eq!(p.side, s.signal.1);
+    // The candle's line is typed: the entry's figures are the stored position's.
+    let entered = r.lines.iter().find_map(|l| match l {
+        Line::Candle {
+            candle,
+            outcome:
+                Outcome::Entered {
+                    side,
+                    qty,
+                    price,
+                    stop,
+                    stop_placed,
+                    ..
+                },
+        } => Some((candle.clone(), *side, *qty, *price, *stop, *stop_placed)),
+        _ => None,
+    });
+    assert_eq!(
+        entered,
+        Some((run.clone(), p.side, p.qty, p.entry_price, p.stop_loss, true)),
+        "{r:?}"
+    );
     let m = s.engine.repo.run_marker(&run).await.unwrap().unwrap();
     assert_eq!(m.stage, RunStage::Done, "{m:?}");
+    let recorded = r
+        .lines
+        .iter()
+        .find_map(Line::outcome)
+        .map(|o| o.to_string());
+    assert_eq!(
+        Some(m.outcome),
+        recorded,
+        "the run marker records the outcome"
+    );
 
     // Done: another rerun does nothing.
     let r = s.engine.evaluate(Timeframe::M15, later + 120_000).await;
     assert!(r.ok(), "{r:?}");
-    assert!(r.lines[0].contains("already evaluated"), "{r:?}");
+    assert!(
+        r.lines[0].to_string().contains("already evaluated"),
+        "{r:?}"
+    );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
 }
 
@@ -538,7 +576,7 @@ async fn a_run_whose_claim_was_taken_over_sends_nothing() {
     assert!(
         r.lines
             .iter()
-            .any(|l| l.contains("dropped the pending entry")),
+            .any(|l| l.to_string().contains("dropped the pending entry")),
         "{r:?}"
     );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 1);
@@ -565,7 +603,9 @@ async fn an_acting_claim_without_an_unsent_entry_is_never_taken_over() {
     let r = s.engine.evaluate(Timeframe::M15, now + 10 * 60_000).await;
     assert!(r.ok(), "{r:?}");
     assert!(
-        r.lines[0].contains("another run acted on this candle"),
+        r.lines[0]
+            .to_string()
+            .contains("another run acted on this candle"),
         "{r:?}"
     );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
@@ -680,9 +720,21 @@ async fn an_initial_stop_the_market_has_already_passed_closes_at_market() {
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
     assert!(
-        r.lines[0].contains("already passed; closed at market"),
+        r.lines[0]
+            .to_string()
+            .contains("already passed; closed at market"),
         "{r:?}"
     );
+    // The typed outcome carries the figures the line prints: the entry, and the passed level.
+    match r.lines[0].outcome() {
+        Some(Outcome::EnteredPastStop {
+            side, qty, level, ..
+        }) => {
+            assert_eq!(*side, s.signal.1);
+            assert!(!qty.is_zero() && !level.is_zero(), "{r:?}");
+        }
+        other => panic!("expected EnteredPastStop, got {other:?}"),
+    }
     assert!(open_position(&s).await.is_none());
     assert_eq!(
         s.ex.orders_sent.load(Ordering::SeqCst),
@@ -719,7 +771,10 @@ async fn an_entry_opposite_a_manual_position_is_not_sent() {
 
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");
-    assert!(r.lines[0].contains("not sent: the MANUAL"), "{r:?}");
+    assert!(
+        r.lines[0].to_string().contains("not sent: the MANUAL"),
+        "{r:?}"
+    );
     assert_eq!(s.ex.orders_sent.load(Ordering::SeqCst), 0);
     assert!(s
         .notes
@@ -798,7 +853,7 @@ strategies = ["ZLHMA_EMA_CROSS"]
         if let Some(l) = r
             .lines
             .iter()
-            .find(|l| l.contains("already passed; closed at market"))
+            .find(|l| l.to_string().contains("already passed; closed at market"))
         {
             closed_at_market = Some(l.clone());
             break;

@@ -343,7 +343,7 @@ async fn a_step_filled_since_the_last_sync_is_recorded_by_the_evaluator_before_i
         assert!(
             !r.lines
                 .iter()
-                .any(|l| l.contains("differs from the stored shares")),
+                .any(|l| l.to_string().contains("differs from the stored shares")),
             "{r:?}"
         );
         if !s.engine.repo.trades(&main).await.unwrap().is_empty() {

@@ -39,7 +39,8 @@ pub mod typed_state;
 use crate::domain::Candle;
 use crate::domain::Timeframe;
 use crate::jobs::{
-    CacheKey, CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger, StrategyCache,
+    CacheKey, CandleRunner, Engine, EngineError, Item, JobReport, MarginLedger, Outcome,
+    StrategyCache,
 };
 use crate::strategy::{self, Action, Decision};
 use quiet::Quiet;
@@ -108,17 +109,17 @@ impl CandleRunner for Research {
         it: Item<'a>,
         report: &'a mut JobReport,
         ledger: &'a MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let prepared = engine.prepare(it, self).await?;
         if prepared
             .as_ref()
             .is_some_and(|(d, _, _)| d.action == Action::Hold)
         {
-            return Ok(String::new());
+            return Ok(Outcome::Unrecorded);
         }
         let claimed = match engine.claim(it.acct, &it.run_key(), it.now).await? {
             Ok(c) => c,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         engine
             .act_claimed(it, claimed, prepared, report, ledger)

@@ -14,19 +14,19 @@ impl Engine {
         ref_price: Price,
         report: &mut JobReport,
         ledger: &MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let position = match self.drop_interrupted_entry(it, position, report).await? {
             Ok(p) => p,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         let open = position.filter(|p| p.value.is_open());
         let open = match self.since_last_sync(it, &decision, open, report).await? {
             Ok(open) => open,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         let (acct, ex, now) = (it.acct, it.acct.exchange.as_ref(), it.now);
         match plan::route(&decision, open) {
-            Step::Nothing(line) => Ok(line),
+            Step::Nothing(why) => Ok(Outcome::Held(why)),
             Step::PartialClose {
                 pos,
                 fraction,
@@ -52,7 +52,7 @@ impl Engine {
             Step::Close { pos, reason } => {
                 self.exit(ex, pos, &reason, it.open_time, now, report)
                     .await?;
-                Ok(format!("closed: {reason}"))
+                Ok(Outcome::Closed { reason })
             }
             Step::Enter { signal, reverse } => {
                 if let Some(p) = reverse {
@@ -67,13 +67,13 @@ impl Engine {
 
     /// A PENDING record of the strategy on this symbol: this candle's own entry, left by a run
     /// that never sent it, is dropped (`Ok(None)`: evaluated afresh); any other is for the sync
-    /// to confirm (`Err(line)`: nothing done).
+    /// to confirm (`Err(outcome)`: nothing done).
     async fn drop_interrupted_entry(
         &self,
         it: Item<'_>,
         mut position: Option<Versioned<Position>>,
         report: &mut JobReport,
-    ) -> Result<Result<Option<Versioned<Position>>, String>, EngineError> {
+    ) -> Result<Result<Option<Versioned<Position>>, Outcome>, EngineError> {
         let Some(p) = position.take_if(|p| p.value.status == PositionStatus::Pending) else {
             return Ok(Ok(position));
         };
@@ -87,15 +87,15 @@ impl Engine {
             0,
         );
         if v.entry_client_id != ours.0 {
-            return Ok(Err(
+            return Ok(Err(Outcome::Skipped(
                 "skipped: an entry is pending confirmation by the sync job".into(),
-            ));
+            )));
         }
         // This candle's own entry, written by a run that held this claim and never reached
         // Acting (a claim that sent anything is never taken over nor released): its order
         // was never sent, so the record goes and the candle is evaluated afresh.
         self.repo.delete_position(&v.key, p.version).await?;
-        report.lines.push(format!(
+        report.note(format!(
             "{}: dropped the pending entry {ours} of an interrupted run that never sent it",
             v.key
         ));
@@ -103,14 +103,14 @@ impl Engine {
     }
 
     /// What the exchange did to the open position since the last sync, recorded before acting
-    /// on it. `Ok(open)`: the position still open after that; `Err(line)`: nothing more to do.
+    /// on it. `Ok(open)`: the position still open after that; `Err(outcome)`: nothing more to do.
     async fn since_last_sync(
         &self,
         it: Item<'_>,
         decision: &Decision,
         open: Option<Versioned<Position>>,
         report: &mut JobReport,
-    ) -> Result<Result<Option<Versioned<Position>>, String>, EngineError> {
+    ) -> Result<Result<Option<Versioned<Position>>, Outcome>, EngineError> {
         let ex = it.acct.exchange.as_ref();
         let Some(mut p) = open else {
             return Ok(Ok(None));
@@ -123,10 +123,10 @@ impl Engine {
                 return Ok(Ok(Some(p)));
             }
             self.record_exchange_close(ex, &p, it.now).await?;
-            return Ok(Err(format!(
+            return Ok(Err(Outcome::Held(format!(
                 "hold; the protective order had closed the position: {}",
                 decision.conditions_line()
-            )));
+            ))));
         }
         // The exchange may have closed it since the last sync (its stop fired at this close):
         // record that close instead of sending an exit the exchange would reject.
@@ -148,11 +148,11 @@ impl Engine {
             }
         }
         if !self.shares_match(ex, &p.value).await? {
-            return Ok(Err(format!(
+            return Ok(Err(Outcome::Skipped(format!(
                 "skipped {}: the exchange's {} position differs from the stored shares; the sync job reconciles it first",
                 crate::signals::action_label(&decision.action),
                 it.sym
-            )));
+            ))));
         }
         Ok(Ok(Some(p)))
     }

@@ -8,7 +8,7 @@
 //! a rerun then takes the candle back, drops the never-sent PENDING record and evaluates it
 //! again. Without that, a run killed between its PENDING write and its order lost the signal.
 
-use super::{AccountRuntime, Engine, EngineError, JobReport};
+use super::{AccountRuntime, Engine, EngineError, JobReport, Outcome};
 use crate::domain::{PositionKey, PositionStatus};
 use crate::orders::SubmitPolicy;
 use crate::state::{Claim, RunKey, RunMarker, RunStage};
@@ -49,7 +49,7 @@ impl HeldClaim {
 }
 
 impl Engine {
-    /// Claim a candle (see [`crate::state::StateRepo::claim_run`]). `Ok(Err(line))` when there is nothing to
+    /// Claim a candle (see [`crate::state::StateRepo::claim_run`]). `Ok(Err(outcome))` when there is nothing to
     /// do for it; an error when another run still holds it within its lease (a retry after the
     /// lease takes it over if that run died).
     pub(crate) async fn claim(
@@ -57,7 +57,7 @@ impl Engine {
         acct: &AccountRuntime,
         run: &RunKey,
         now: i64,
-    ) -> Result<Result<HeldClaim, String>, EngineError> {
+    ) -> Result<Result<HeldClaim, Outcome>, EngineError> {
         let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
         match self.repo.claim_run(run, now, lease).await? {
             Claim::Held { version, took_over } => {
@@ -67,15 +67,15 @@ impl Engine {
                 Ok(Ok(HeldClaim::new(run, version, now, took_over.is_some())))
             }
             Claim::Taken(m) => match m.stage {
-                RunStage::Done => Ok(Err(
-                    "already evaluated by an earlier run; nothing to do".into()
-                )),
+                RunStage::Done => Ok(Err(Outcome::Skipped(
+                    "already evaluated by an earlier run; nothing to do".into(),
+                ))),
                 RunStage::Acting if m.lease_until != 0 && m.lease_until < now => {
                     self.take_back_acting(acct, run, &m, now).await
                 }
-                RunStage::Acting => Ok(Err(
+                RunStage::Acting => Ok(Err(Outcome::Skipped(
                     "another run is acting on this candle (orders sent); the sync job resolves them".into(),
-                )),
+                ))),
                 RunStage::Evaluating => Err(EngineError::ClaimedElsewhere {
                     until: m.lease_until,
                 }),
@@ -92,7 +92,7 @@ impl Engine {
         run: &RunKey,
         m: &RunMarker,
         now: i64,
-    ) -> Result<Result<HeldClaim, String>, EngineError> {
+    ) -> Result<Result<HeldClaim, Outcome>, EngineError> {
         let key = PositionKey {
             account: run.account.clone(),
             strategy: run.strategy.clone(),
@@ -102,9 +102,9 @@ impl Engine {
             v.value.status == PositionStatus::Pending && v.value.signal_open_time == run.open_time
         });
         let Some(pending) = pending else {
-            return Ok(Err(
+            return Ok(Err(Outcome::Skipped(
                 "another run acted on this candle (its lease has passed); the sync job resolves its orders".into(),
-            ));
+            )));
         };
         let id = &pending.value.entry_client_id;
         if acct
@@ -113,25 +113,25 @@ impl Engine {
             .await?
             .is_some()
         {
-            return Ok(Err(format!(
+            return Ok(Err(Outcome::Skipped(format!(
                 "another run sent this candle's entry {id}; the sync job adopts it"
-            )));
+            ))));
         }
         let lease = self.config.jobs.claim_lease_secs as i64 * 1000;
         let Some((version, _)) = self.repo.take_over_acting(run, now, lease).await? else {
-            return Ok(Err(
+            return Ok(Err(Outcome::Skipped(
                 "another run took this candle back first; nothing to do".into(),
-            ));
+            )));
         };
         self.repo.delete_position(&key, pending.version).await?;
         tracing::warn!(client_id = %id, acting_lease_until = m.lease_until, "took back the candle of a run that died before its entry reached the exchange; its PENDING record is dropped");
         Ok(Ok(HeldClaim::new(run, version, now, true)))
     }
 
-    pub(super) async fn finish_claim(&self, c: &HeldClaim, outcome: String) -> String {
+    pub(super) async fn finish_claim(&self, c: &HeldClaim, outcome: Outcome) -> Outcome {
         if let Err(e) = self
             .repo
-            .finish_run(&c.run, c.version, c.claimed_at, &outcome)
+            .finish_run(&c.run, c.version, c.claimed_at, &outcome.to_string())
             .await
         {
             tracing::warn!(error = %e, "could not record the run outcome");

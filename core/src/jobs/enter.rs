@@ -93,7 +93,7 @@ impl Engine {
         decision: &Decision,
         report: &mut JobReport,
         ledger: &MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let account = &it.acct.config.id;
         // Checked before anything is asked of the exchange: a blocked entry changes nothing
         // there (not even the symbol's leverage, which a hand-made position shares).
@@ -147,7 +147,7 @@ impl Engine {
             .await?;
         let (mut pos, version, fill) = match sent {
             Ok(sent) => sent,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         apply_fill(&mut pos, &fill, &filters, signal.stop, signal.take_profit);
         pos.status = PositionStatus::Active;
@@ -161,7 +161,7 @@ impl Engine {
             .await?;
         let (pos, placed) = match done {
             Ok(done) => done,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         Ok(self
             .announce_entry(it, &pos, placed, decision, &risk_notes)
@@ -207,7 +207,7 @@ impl Engine {
         })
     }
 
-    /// Tell the trader about a completed entry; the report line.
+    /// Tell the trader about a completed entry; its outcome.
     async fn announce_entry(
         &self,
         it: Item<'_>,
@@ -215,7 +215,7 @@ impl Engine {
         placed: bool,
         decision: &Decision,
         risk_notes: &[String],
-    ) -> String {
+    ) -> Outcome {
         let stop_txt = plan::stop_text(pos.stop_loss, placed);
         self.notify(
             &it.acct.config.id,
@@ -225,11 +225,18 @@ impl Engine {
             it.now,
         )
         .await;
-        plan::entered_line(pos, &stop_txt, risk_notes)
+        Outcome::Entered {
+            side: pos.side,
+            qty: pos.qty,
+            price: pos.entry_price,
+            stop: pos.stop_loss,
+            stop_placed: placed,
+            risk_notes: risk_notes.to_vec(),
+        }
     }
 
     /// An entry refused before anything was sent: tell the trader (`kind` and the event id's
-    /// `tag`), and return why as the report line.
+    /// `tag`), and return the outcome: skipped when `kind` is `skipped`, blocked otherwise.
     async fn refuse(
         &self,
         it: Item<'_>,
@@ -237,7 +244,7 @@ impl Engine {
         kind: &str,
         tag: &str,
         why: String,
-    ) -> String {
+    ) -> Outcome {
         let (account, name) = (&it.acct.config.id, it.s.name.as_str());
         self.notify(
             account,
@@ -247,7 +254,10 @@ impl Engine {
             it.now,
         )
         .await;
-        why
+        match kind {
+            "skipped" => Outcome::Skipped(why),
+            _ => Outcome::Blocked(why),
+        }
     }
 
     /// Everything the entry order waits for from the exchange, asked at once: the trading rules,
@@ -360,7 +370,7 @@ impl Engine {
     }
 
     /// Send the entry of the PENDING record exactly once. `Ok(Ok(..))`: the record, its version
-    /// and the fill; `Ok(Err(line))`: refused or not filled (the record is dropped); an unknown
+    /// and the fill; `Ok(Err(outcome))`: refused or not filled (the record is dropped); an unknown
     /// outcome keeps the record for the sync and fails the job.
     async fn send_entry(
         &self,
@@ -368,7 +378,7 @@ impl Engine {
         pending: &Versioned<Position>,
         adding: Adding<'_>,
         report: &mut JobReport,
-    ) -> Result<Result<(Position, u64, OrderInfo), String>, EngineError> {
+    ) -> Result<Result<(Position, u64, OrderInfo), Outcome>, EngineError> {
         let (ex, account) = (it.acct.exchange.as_ref(), &it.acct.config.id);
         let pos = &pending.value;
         let (key, sid, sym, side, qty) = (&pos.key, &pos.key.strategy, it.sym, pos.side, pos.qty);
@@ -410,25 +420,25 @@ impl Engine {
                     it.now,
                 )
                 .await;
-                return Ok(Err(format!(
+                return Ok(Err(Outcome::Blocked(format!(
                     "entry {side} {qty} rejected by the exchange: {msg}"
-                )));
+                ))));
             }
         };
         report.orders_placed += 1;
         if fill.executed_qty.is_zero() {
             self.repo.delete_position(key, pending.version).await?;
-            return Ok(Err(format!(
+            return Ok(Err(Outcome::Skipped(format!(
                 "entry {entry_id} ended {:?} without a fill",
                 fill.status
-            )));
+            ))));
         }
         Ok(Ok((pos.clone(), pending.version, fill)))
     }
 
     /// After the fill: the stop right away with the fee read beside it, then the exit orders,
     /// the record saved ACTIVE and the symbol's stops reshaped when it is shared. `Ok(Ok((pos,
-    /// placed)))`: the entry stands (`placed`: its stop is on the exchange); `Ok(Err(line))`:
+    /// placed)))`: the entry stands (`placed`: its stop is on the exchange); `Ok(Err(outcome))`:
     /// the price had passed the stop and the position was closed at market.
     async fn protect_entry(
         &self,
@@ -438,7 +448,7 @@ impl Engine {
         stored: &[Versioned<Position>],
         order_id: i64,
         report: &mut JobReport,
-    ) -> Result<Result<(Position, bool), String>, EngineError> {
+    ) -> Result<Result<(Position, bool), Outcome>, EngineError> {
         let (ex, account, now) = (it.acct.exchange.as_ref(), &it.acct.config.id, it.now);
         let Versioned {
             value: mut pos,
@@ -458,8 +468,13 @@ impl Engine {
                 value: pos,
                 version,
             };
-            let why = self.close_passed_stop(ex, p, level, now, report).await?;
-            return Ok(Err(format!("entered {side} {qty} @ {price}, then {why}")));
+            self.close_passed_stop(ex, p, level, now, report).await?;
+            return Ok(Err(Outcome::EnteredPastStop {
+                side,
+                qty,
+                price,
+                level,
+            }));
         }
         if let Protection::Failed(why) = &protection {
             report.errors.push(unprotected(&pos, why));

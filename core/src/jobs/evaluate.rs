@@ -16,7 +16,7 @@ pub(crate) trait CandleRunner: Sync {
         it: Item<'a>,
         report: &'a mut JobReport,
         ledger: &'a MarginLedger,
-    ) -> impl std::future::Future<Output = Result<String, EngineError>> + Send + 'a;
+    ) -> impl std::future::Future<Output = Result<Outcome, EngineError>> + Send + 'a;
 
     /// The strategy's decision once fed: the jobs explain every condition it checked (their
     /// report and notices show it).
@@ -58,10 +58,10 @@ impl CandleRunner for Jobs {
         it: Item<'a>,
         report: &'a mut JobReport,
         ledger: &'a MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let claimed = match engine.claim(it.acct, &it.run_key(), it.now).await? {
             Ok(c) => c,
-            Err(line) => return Ok(line),
+            Err(outcome) => return Ok(outcome),
         };
         // Until an order is sent, a failure gives the candle back so a retry can evaluate it.
         let prepared = match engine.prepare(it, self).await {
@@ -122,9 +122,7 @@ impl Engine {
         let id = &acct.config.id;
         match self.repo.account_state(id).await {
             Ok(Some(s)) if s.value.paused => {
-                report
-                    .lines
-                    .push(format!("{id}: paused; nothing evaluated"));
+                report.note(format!("{id}: paused; nothing evaluated"));
                 return report;
             }
             Ok(_) => {}
@@ -192,9 +190,11 @@ impl Engine {
             format!("{id}/{}/{sym} {tf} candle {}", s.name, iso(it.open_time))
         };
         match runner.run(self, it, &mut report, ledger).await {
-            // Empty: a HOLD that leaves no record (the research fast path's).
-            Ok(line) if line.is_empty() => {}
-            Ok(line) => report.lines.push(format!("{}: {line}", tag())),
+            Ok(Outcome::Unrecorded) => {}
+            Ok(outcome) => report.lines.push(Line::Candle {
+                candle: it.run_key(),
+                outcome,
+            }),
             Err(e) => {
                 if let EngineError::Exchange(ExchangeError::Retryable {
                     retry_after: Some(d),
@@ -218,7 +218,7 @@ impl Engine {
         prepared: Option<Prepared>,
         report: &mut JobReport,
         ledger: &MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let Some((decision, position, ref_price)) = prepared else {
             return Ok(self.skip_unserved(it, claimed).await);
         };
@@ -243,7 +243,7 @@ impl Engine {
     }
 
     /// The exchange has not served the candle: tell the trader, and record it on the claim.
-    async fn skip_unserved(&self, it: Item<'_>, claimed: HeldClaim) -> String {
+    async fn skip_unserved(&self, it: Item<'_>, claimed: HeldClaim) -> Outcome {
         let (account, open_time) = (&it.acct.config.id, it.open_time);
         let why = format!(
             "skipped: the exchange has not served the closed candle {} yet (not evaluating a stale candle)",
@@ -257,7 +257,7 @@ impl Engine {
             it.now,
         )
         .await;
-        self.finish_claim(&claimed, why).await
+        self.finish_claim(&claimed, Outcome::Skipped(why)).await
     }
 }
 

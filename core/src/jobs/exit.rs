@@ -203,21 +203,25 @@ impl Engine {
         reason: &str,
         now: i64,
         report: &mut JobReport,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         if stage <= p.value.partial_exits_done {
-            return Ok(format!("hold (take-profit step {stage} already done)"));
+            return Ok(Outcome::Held(format!(
+                "hold (take-profit step {stage} already done)"
+            )));
         }
         let ex = acct.exchange.as_ref();
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
         let qty = orders::close_qty(&filters, p.value.qty * fraction.min(Decimal::ONE));
         if qty.is_zero() {
-            return Ok(format!(
+            return Ok(Outcome::Skipped(format!(
                 "take-profit step {stage} skipped: {} × {fraction} is below one lot",
                 p.value.qty
-            ));
+            )));
         }
         if qty.get() >= p.value.qty.get() {
-            let line = format!("closed: {reason}");
+            let outcome = Outcome::Closed {
+                reason: reason.to_string(),
+            };
             self.exit(
                 acct.exchange.as_ref(),
                 p,
@@ -227,7 +231,7 @@ impl Engine {
                 report,
             )
             .await?;
-            return Ok(line);
+            return Ok(outcome);
         }
         let pos = p.value.clone();
         let id = partial_exit_id(&pos, stage);
@@ -256,10 +260,11 @@ impl Engine {
             now,
         )
         .await;
-        Ok(format!(
-            "take-profit step {stage}: closed {} @ {}",
-            fill.executed_qty, trade.exit_price
-        ))
+        Ok(Outcome::TookProfit {
+            stage,
+            qty: fill.executed_qty,
+            price: trade.exit_price,
+        })
     }
 
     /// Close every open strategy position of the enabled accounts (or of one account) at market,
@@ -300,7 +305,7 @@ impl Engine {
                     )
                     .await
                 {
-                    Ok(()) => report.lines.push(format!("{key}: closed ({reason})")),
+                    Ok(()) => report.note(format!("{key}: closed ({reason})")),
                     Err(e) => report.errors.push(JobFailure::step(key, e)),
                 }
             }

@@ -90,7 +90,7 @@ impl Engine {
         if !todo.is_empty() {
             pos.exit_generation += 1;
             for n in &notes {
-                report.lines.push(format!("{}: {n}", pos.key));
+                report.note(format!("{}: {n}", pos.key));
             }
         }
         let placed = self
@@ -180,7 +180,7 @@ impl Engine {
                     }
                     let (event, text) =
                         notices::exit_order_failed(pos, w.kind, w.trigger, w.qty, &e);
-                    report.lines.push(text.clone());
+                    report.note(text.clone());
                     self.notify(
                         &pos.key.account,
                         Priority::High,
@@ -336,7 +336,7 @@ impl Engine {
         v.value.updated_at = now;
         v.version = self.repo.save_position(&v.value, Some(v.version)).await?;
         let (event, text) = notices::exchange_partial_exit(&pos, &e.client_id, stage, &trade);
-        report.lines.push(format!("{}: {text}", pos.key));
+        report.note(format!("{}: {text}", pos.key));
         self.notify(
             &pos.key.account,
             Priority::High,

@@ -58,7 +58,7 @@ pub(crate) use gather::{track_best, DecisionInputs, Prepared};
 pub(crate) use margin::MarginLedger;
 use plan::{EntrySignal, Step};
 use protect::{unprotected, Protection};
-pub use report::{EngineError, JobFailure, JobReport};
+pub use report::{EngineError, JobFailure, JobReport, Line, Outcome};
 use rust_decimal::prelude::Signed;
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, BTreeSet, HashSet};

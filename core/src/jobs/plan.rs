@@ -212,19 +212,6 @@ pub(super) fn stop_text(stop: Option<Price>, placed: bool) -> String {
     }
 }
 
-/// The report line of a completed entry.
-pub(super) fn entered_line(pos: &Position, stop_txt: &str, risk_notes: &[String]) -> String {
-    let risk_txt = if risk_notes.is_empty() {
-        String::new()
-    } else {
-        format!(" [risk: {}]", risk_notes.join("; "))
-    };
-    format!(
-        "entered {} {} @ {} ({stop_txt}){risk_txt}",
-        pos.side, pos.qty, pos.entry_price
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,9 +378,30 @@ mod tests {
         assert!(stop_text(px, false).contains("UNPROTECTED"));
         assert_eq!(stop_text(None, true), "no stop");
         let p = pos(Side::Long, false, "BTCUSDT").value;
+        let entered = |stop_placed, risk_notes: &[&str]| Outcome::Entered {
+            side: p.side,
+            qty: p.qty,
+            price: p.entry_price,
+            stop: px,
+            stop_placed,
+            risk_notes: risk_notes.iter().map(|n| n.to_string()).collect(),
+        };
         assert_eq!(
-            entered_line(&p, "stop 95", &["kelly 0.5".into()]),
+            entered(true, &["kelly 0.5"]).to_string(),
             "entered LONG 1 @ 100 (stop 95) [risk: kelly 0.5]"
+        );
+        assert!(entered(false, &[])
+            .to_string()
+            .ends_with("(STOP 95 NOT PLACED (UNPROTECTED; the sync places it first))"));
+        let past = Outcome::EnteredPastStop {
+            side: p.side,
+            qty: p.qty,
+            price: p.entry_price,
+            level: Price::new(Decimal::from(99)),
+        };
+        assert_eq!(
+            past.to_string(),
+            "entered LONG 1 @ 100, then stop level 99 already passed; closed at market"
         );
         let line = size_skipped(
             Side::Long,

@@ -180,7 +180,7 @@ impl Engine {
         level: Price,
         now: i64,
         report: &mut JobReport,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let pos = &p.value;
         let id = ClientId::derive(
             &pos.key.account,
@@ -190,9 +190,10 @@ impl Engine {
             Intent::Exit,
             pos.stop_generation + 1,
         );
-        let reason = format!("stop level {level} already passed; closed at market");
-        self.exit_as(ex, p, &reason, id, now, report).await?;
-        Ok(reason)
+        let outcome = Outcome::StopPassed { level };
+        self.exit_as(ex, p, &outcome.to_string(), id, now, report)
+            .await?;
+        Ok(outcome)
     }
 
     /// Cancel the open stops a position's later stop generations replaced: a swap whose cancel
@@ -232,7 +233,7 @@ impl Engine {
             });
             for id in superseded {
                 match orders::cancel_algo(ex, &p.key.symbol, id, self.timing.submit).await {
-                    Ok(()) => report.lines.push(format!(
+                    Ok(()) => report.note(format!(
                         "{}: cancelled the stop {id} that generation {} replaced",
                         p.key, p.stop_generation
                     )),

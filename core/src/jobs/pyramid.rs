@@ -60,9 +60,11 @@ impl Engine {
         now: i64,
         report: &mut JobReport,
         ledger: &MarginLedger,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         if stage <= p.value.pyramids_done {
-            return Ok(format!("hold (pyramid step {stage} already done)"));
+            return Ok(Outcome::Held(format!(
+                "hold (pyramid step {stage} already done)"
+            )));
         }
         let ex = acct.exchange.as_ref();
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
@@ -82,12 +84,16 @@ impl Engine {
                 .await?
             {
                 Ok(room) => raw = room,
-                Err(why) => return Ok(why),
+                Err(why) => return Ok(Outcome::Blocked(why)),
             }
         }
         let qty = match orders::market_qty(&filters, raw, ref_price, false) {
             Ok(q) => q,
-            Err(e) => return Ok(format!("pyramid step {stage} skipped: {e}")),
+            Err(e) => {
+                return Ok(Outcome::Skipped(format!(
+                    "pyramid step {stage} skipped: {e}"
+                )))
+            }
         };
         let order = pyramid_order(&p.value, stage, qty);
         let margin = |q: Qty, p: Price| q.get() * p.get() / Decimal::from(lev.max(1));
@@ -101,7 +107,9 @@ impl Engine {
             Ok(f) => f,
             Err(ExchangeError::Rejected { msg, .. }) => {
                 report.orders_rejected += 1;
-                return Ok(format!("pyramid step {stage} rejected: {msg}"));
+                return Ok(Outcome::Blocked(format!(
+                    "pyramid step {stage} rejected: {msg}"
+                )));
             }
             Err(e) => return Err(e.into()),
         };
@@ -116,10 +124,11 @@ impl Engine {
             report,
         )
         .await?;
-        Ok(format!(
-            "pyramid step {stage}: added {} @ {}",
-            fill.executed_qty, fill.avg_price
-        ))
+        Ok(Outcome::Pyramided {
+            stage,
+            qty: fill.executed_qty,
+            price: fill.avg_price,
+        })
     }
 
     /// The room the risk rules leave for pyramid step `stage` of `pos` (`raw`: the quantity

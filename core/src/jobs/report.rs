@@ -1,5 +1,7 @@
-//! What a job returns: its report (lines, typed failures, counters), each failure
-//! ([`JobFailure`]) and the error behind it ([`EngineError`]).
+//! What a job returns: its report (typed lines, typed failures, counters), what came of each
+//! evaluated candle ([`Outcome`]), each failure ([`JobFailure`]) and the error behind it
+//! ([`EngineError`]). Every type here prints (`Display`) the text the jobs have always printed;
+//! front ends that need the figures match on the variants instead of parsing that text.
 
 use super::*;
 
@@ -128,10 +130,147 @@ impl std::fmt::Display for JobFailure {
     }
 }
 
+/// What came of one evaluated candle of a strategy on a symbol.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// Nothing sent: the decision held, or had nothing to act on (the text says which, with the
+    /// strategy's conditions when it held).
+    Held(String),
+    /// Not acted on at this close, because something else comes first (another run's claim, the
+    /// sync's reconciliation, a candle the exchange has not served yet, an order too small).
+    Skipped(String),
+    /// An order refused: by the risk rules, a hand-made position, the symbol's rules, or the
+    /// exchange.
+    Blocked(String),
+    /// An entry filled; `stop_placed` says whether its protective stop is on the exchange.
+    Entered {
+        side: Side,
+        qty: Qty,
+        price: Price,
+        stop: Option<Price>,
+        stop_placed: bool,
+        risk_notes: Vec<String>,
+    },
+    /// An entry filled past its stop level: closed again at market at once.
+    EnteredPastStop {
+        side: Side,
+        qty: Qty,
+        price: Price,
+        level: Price,
+    },
+    /// The position closed at market for `reason`.
+    Closed { reason: String },
+    /// The stop had to move to `level`, which the price had already passed: closed at market.
+    StopPassed { level: Price },
+    /// Take-profit step `stage` closed `qty` at `price`.
+    TookProfit { stage: u8, qty: Qty, price: Price },
+    /// Pyramid step `stage` added `qty` at `price`.
+    Pyramided { stage: u8, qty: Qty, price: Price },
+    /// The stop moved (tightened) to `to`.
+    StopMoved { to: Price, reason: String },
+    /// A research run's HOLD, which leaves no record and no line.
+    Unrecorded,
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Held(why) | Outcome::Skipped(why) | Outcome::Blocked(why) => f.write_str(why),
+            Outcome::Entered {
+                side,
+                qty,
+                price,
+                stop,
+                stop_placed,
+                risk_notes,
+            } => {
+                let stop_txt = plan::stop_text(*stop, *stop_placed);
+                write!(f, "entered {side} {qty} @ {price} ({stop_txt})")?;
+                if !risk_notes.is_empty() {
+                    write!(f, " [risk: {}]", risk_notes.join("; "))?;
+                }
+                Ok(())
+            }
+            Outcome::EnteredPastStop {
+                side,
+                qty,
+                price,
+                level,
+            } => write!(
+                f,
+                "entered {side} {qty} @ {price}, then {}",
+                Outcome::StopPassed { level: *level }
+            ),
+            Outcome::Closed { reason } => write!(f, "closed: {reason}"),
+            Outcome::StopPassed { level } => {
+                write!(f, "stop level {level} already passed; closed at market")
+            }
+            Outcome::TookProfit { stage, qty, price } => {
+                write!(f, "take-profit step {stage}: closed {qty} @ {price}")
+            }
+            Outcome::Pyramided { stage, qty, price } => {
+                write!(f, "pyramid step {stage}: added {qty} @ {price}")
+            }
+            Outcome::StopMoved { to, reason } => write!(f, "stop moved to {to} ({reason})"),
+            Outcome::Unrecorded => Ok(()),
+        }
+    }
+}
+
+/// One line of a job's report.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Line {
+    /// What came of one candle (`candle`: the account, strategy, symbol, timeframe and open time).
+    Candle { candle: RunKey, outcome: Outcome },
+    /// Anything else the job did or found (a stop re-placed, a position adopted or closed by the
+    /// exchange, an account paused), as it reads.
+    Note(String),
+}
+
+impl Line {
+    /// The candle's outcome, when the line is one.
+    pub fn outcome(&self) -> Option<&Outcome> {
+        match self {
+            Line::Candle { outcome, .. } => Some(outcome),
+            Line::Note(_) => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Line {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Line::Candle { candle: c, outcome } => write!(
+                f,
+                "{}/{}/{} {} candle {}: {outcome}",
+                c.account,
+                c.strategy,
+                c.symbol,
+                c.tf,
+                iso(c.open_time)
+            ),
+            Line::Note(text) => f.write_str(text),
+        }
+    }
+}
+
+/// A line serialises as the text it prints (the jobs' JSON output keeps its shape).
+impl serde::Serialize for Line {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl From<String> for Line {
+    fn from(text: String) -> Self {
+        Line::Note(text)
+    }
+}
+
 /// What a job did: one line per item, and the failures (the job fails when there are any).
 #[derive(Debug, Default, Clone)]
 pub struct JobReport {
-    pub lines: Vec<String>,
+    pub lines: Vec<Line>,
     pub errors: Vec<JobFailure>,
     pub orders_placed: u32,
     pub orders_rejected: u32,
@@ -150,6 +289,16 @@ pub struct JobReport {
 impl JobReport {
     pub fn ok(&self) -> bool {
         self.errors.is_empty()
+    }
+
+    /// The lines as the job prints them.
+    pub fn line_texts(&self) -> Vec<String> {
+        self.lines.iter().map(ToString::to_string).collect()
+    }
+
+    /// Adds a note line.
+    pub(super) fn note(&mut self, text: impl Into<String>) {
+        self.lines.push(Line::Note(text.into()));
     }
 
     /// The failures as the job prints them.

@@ -41,7 +41,7 @@ impl Engine {
                 continue;
             }
             let Some(book) = self.repo.share_book(account, &sym).await? else {
-                report.lines.push(format!(
+                report.note(format!(
                     "{account} {sym}: no share book yet; the net change is judged by sizes"
                 ));
                 continue;
@@ -53,7 +53,7 @@ impl Engine {
                 Ok(b) => {
                     out.insert(sym, b);
                 }
-                Err(why) => report.lines.push(format!(
+                Err(why) => report.note(format!(
                     "{account} {sym}: fills do not explain the net change ({why}); judged by sizes"
                 )),
             }

@@ -14,7 +14,7 @@ impl Engine {
         reason: &str,
         now: i64,
         report: &mut JobReport,
-    ) -> Result<String, EngineError> {
+    ) -> Result<Outcome, EngineError> {
         let ex = acct.exchange.as_ref();
         let filters = ex.symbol_filters(&p.value.key.symbol).await?;
         let side = p.value.side;
@@ -25,10 +25,10 @@ impl Engine {
             (Some(old), Side::Short) => new.get() < old.get(),
         };
         if !tightens {
-            return Ok(format!(
+            return Ok(Outcome::Held(format!(
                 "hold (stop {new} would not tighten {:?})",
                 p.value.stop_loss
-            ));
+            )));
         }
         let old_id = p.value.stop_client_id.clone();
         let old_stop = p.value.stop_loss;
@@ -69,7 +69,10 @@ impl Engine {
             now,
         )
         .await;
-        Ok(format!("stop moved to {new} ({reason})"))
+        Ok(Outcome::StopMoved {
+            to: new,
+            reason: reason.to_string(),
+        })
     }
 
     /// After a size change: a quantity-based (shared-symbol) stop must match the new size, so it

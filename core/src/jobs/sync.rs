@@ -143,7 +143,7 @@ impl Engine {
         }
         let day = risk::trading_day(now, self.config.risk.day_start_hour_utc);
         for w in risk::portfolio_warnings(&states, &self.config.risk) {
-            report.lines.push(format!("portfolio (advisory): {w}"));
+            report.note(format!("portfolio (advisory): {w}"));
             self.notify(
                 &AccountId::new("portfolio"),
                 Priority::Low,
@@ -230,7 +230,7 @@ impl Engine {
         self.observe_account_then(&acct.config, snap.equity, now, |_| ())
             .await?;
         let open = stored.iter().filter(|v| v.value.is_open()).count();
-        report.lines.push(format!(
+        report.note(format!(
             "{account}: {open} open position(s), equity {} USDT",
             snap.equity.get().round_dp(2)
         ));

@@ -293,7 +293,7 @@ pub fn plan_emergency(snap: &Snapshot) -> EmergencyPlan {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct EmergencyOutcome {
     pub account: AccountId,
-    pub lines: Vec<String>,
+    pub lines: Vec<crate::jobs::Line>,
     pub errors: Vec<String>,
     pub paused: bool,
     /// No position left on the exchange.
@@ -367,7 +367,7 @@ async fn cancel_all(ex: &dyn Exchange, policy: orders::SubmitPolicy, out: &mut E
         match orders::cancel_algo(ex, &a.symbol, &a.client_algo_id, policy).await {
             Ok(()) => out
                 .lines
-                .push(format!("{}: cancelled {}", a.symbol, a.client_algo_id)),
+                .push(format!("{}: cancelled {}", a.symbol, a.client_algo_id).into()),
             Err(e) => out
                 .errors
                 .push(format!("{}: cancel {}: {e}", a.symbol, a.client_algo_id)),
@@ -407,13 +407,16 @@ async fn flatten_all(
             }
         };
         match orders::submit_market(ex, &order, policy).await {
-            Ok(o) => out.lines.push(format!(
-                "{}: flattened {} {} ({})",
-                p.symbol,
-                order.side.as_str(),
-                o.executed_qty,
-                order.client_id
-            )),
+            Ok(o) => out.lines.push(
+                format!(
+                    "{}: flattened {} {} ({})",
+                    p.symbol,
+                    order.side.as_str(),
+                    o.executed_qty,
+                    order.client_id
+                )
+                .into(),
+            ),
             Err(e) => out
                 .errors
                 .push(format!("{}: flatten {}: {e}", p.symbol, order.client_id)),
@@ -540,7 +543,7 @@ pub fn plan_sync(snap: &Snapshot) -> SyncPlan {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct SyncOutcome {
     pub account: AccountId,
-    pub lines: Vec<String>,
+    pub lines: Vec<crate::jobs::Line>,
     pub errors: Vec<String>,
     pub orders_placed: u32,
 }

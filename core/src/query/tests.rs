@@ -1089,7 +1089,7 @@ async fn a_paused_account_enters_nothing_and_keeps_its_stops() {
     assert!(apply_pause(repo, &pause, now).await.unwrap());
     let r = s.engine.evaluate(Timeframe::M15, now).await;
     assert_eq!(
-        (r.orders_attempted, r.lines.clone()),
+        (r.orders_attempted, r.line_texts()),
         (0, vec!["main: paused; nothing evaluated".to_string()])
     );
     assert!(s.ex.positions().await.unwrap().is_empty());
