@@ -24,6 +24,9 @@ pub enum Mode {
     Live,
     /// Live public market data, fills simulated in process.
     Paper,
+    /// The accounts' signed clients without the live opt-in, for commands that only read
+    /// (`balance`): nothing in them sends an order.
+    ReadOnly,
 }
 
 #[derive(thiserror::Error, Debug)]
@@ -145,7 +148,7 @@ pub async fn build(
     let public: Arc<dyn Exchange> = Arc::new(binance.clone());
     let mut accounts = Vec::new();
     match mode {
-        Mode::Live => {
+        Mode::Live | Mode::ReadOnly => {
             for a in cfg.accounts.iter().filter(|a| a.enabled) {
                 let source = a
                     .key_source()

@@ -359,6 +359,48 @@ pub enum RiskWarning {
     },
 }
 
+/// How every front end words a warning.
+impl std::fmt::Display for RiskWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RiskWarning::SameSymbol { symbol, strategies } => write!(
+                f,
+                "{} all trade {symbol} (they share its net position)",
+                strategies.join(", ")
+            ),
+            RiskWarning::Unprotected { strategy, symbol } => write!(
+                f,
+                "{strategy}/{symbol} has no protective stop on the exchange; the next sync places it"
+            ),
+            RiskWarning::DailyLossHalt { until } => write!(
+                f,
+                "new entries halted by the daily loss limit until {}",
+                risk::iso(*until)
+            ),
+            RiskWarning::MddLevel { level } => {
+                write!(f, "drawdown at MDD level {level}: entry sizes are cut")
+            }
+            RiskWarning::Paused => write!(f, "paused: nothing is evaluated; stops stay"),
+            RiskWarning::PositionLimit {
+                strategy,
+                open,
+                max,
+            } => write!(
+                f,
+                "{strategy} holds {open} of {max} allowed positions: its entries are refused"
+            ),
+            RiskWarning::LeverageCapped {
+                strategy,
+                configured,
+                cap,
+            } => write!(
+                f,
+                "{strategy} is configured for {configured}x, above the account cap: trades at {cap}x"
+            ),
+        }
+    }
+}
+
 /// Enabled strategies of the account that share a symbol, per symbol.
 fn shared_symbols(cfg: &Config, a: &AccountConfig) -> Vec<RiskWarning> {
     let mut by_symbol: BTreeMap<&Symbol, Vec<String>> = BTreeMap::new();
@@ -492,6 +534,46 @@ fn warnings_of(
         }
     }));
     w
+}
+
+/// `list-strategies`: one row per strategy this build knows, with how the configuration uses it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct StrategyRow {
+    pub name: String,
+    /// Has a `[[strategies]]` entry in the configuration.
+    pub configured: bool,
+    pub enabled: bool,
+    pub timeframe: Option<Timeframe>,
+    pub symbols: Vec<Symbol>,
+    pub leverage: Option<u32>,
+    pub size_pct: Option<Decimal>,
+    /// Enabled accounts that run it.
+    pub accounts: Vec<AccountId>,
+}
+
+/// Every registered strategy, in registry order (pure).
+pub fn strategies(cfg: &Config) -> Vec<StrategyRow> {
+    crate::strategy::names()
+        .into_iter()
+        .map(|name| {
+            let s = cfg.strategy(name);
+            StrategyRow {
+                name: name.to_string(),
+                configured: s.is_some(),
+                enabled: s.is_some_and(|s| s.enabled),
+                timeframe: s.map(|s| s.timeframe),
+                symbols: s.map(|s| s.symbols.clone()).unwrap_or_default(),
+                leverage: s.map(|s| s.leverage),
+                size_pct: s.map(|s| s.size_pct),
+                accounts: cfg
+                    .accounts
+                    .iter()
+                    .filter(|a| a.enabled && cfg.account_strategies(a).any(|x| x.name == name))
+                    .map(|a| a.id.clone())
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// `health`: the last run of each job of each account.

@@ -1,7 +1,8 @@
 //! `albra-ops`: every `albra` command, including those that reach the exchange, the state stores
-//! and AWS (replay, run, status, positions, validate). `albra` executes it for those; it can also
+//! and AWS (replay, run, the operator commands, validate). `albra` executes it for those; it can also
 //! be run directly, with the same arguments.
 
+mod operator;
 mod ops;
 mod watch;
 

@@ -2,18 +2,17 @@
 //! validate. Only `albra-ops` links this module; it also runs the candle-file tools, so it serves
 //! every command on its own.
 
+use crate::operator;
 use albra_adapters::app::{self, Mode};
 use albra_adapters::binance::BinanceClient;
-use albra_adapters::store::{open_store, SqliteStore};
+use albra_adapters::store::SqliteStore;
 use albra_adapters::telegram::TelegramNotifier;
 use albra_cli::cli::{Cli, Command};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
 use albra_core::ports::{Exchange, Notification, Notifier, Priority, Secrets};
-use albra_core::query::queries;
 use albra_core::replay::{self, ReplayOptions};
-use albra_core::state::StateRepo;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +43,7 @@ pub fn run(cli: Cli) -> ExitCode {
 
 async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
     let state = cli.state.clone().unwrap_or_else(|| "./state".to_string());
+    let env_file = cli.env_file.as_deref();
     match cli.cmd {
         Command::Replay {
             data,
@@ -54,8 +54,36 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
         Command::Run { paper: _, live } => {
             cmd_run(cfg, &state, live, cli.env_file.as_deref()).await
         }
-        Command::Status => cmd_status(cfg, &state).await,
-        Command::Positions { account } => cmd_positions(cfg, &state, account).await,
+        Command::Status { out } => operator::status(cfg, &state, out).await,
+        Command::Positions { account, out } => operator::positions(cfg, &state, account, out).await,
+        Command::Balance { account, out } => {
+            operator::balance(cfg, &state, env_file, &account, out).await
+        }
+        Command::Performance { days, account, out } => {
+            operator::performance(cfg, &state, account, days, out).await
+        }
+        Command::RiskCheck { account, out } => {
+            operator::risk_check(cfg, &state, account, out).await
+        }
+        Command::Health { account, out } => operator::health(cfg, &state, account, out).await,
+        Command::ListStrategies { out } => operator::list_strategies(&cfg, out),
+        Command::Pause { account } => operator::pause(cfg, &state, &account, true).await,
+        Command::Resume { account } => operator::pause(cfg, &state, &account, false).await,
+        Command::SwitchStrategy {
+            account,
+            strategy,
+            dry_run,
+        } => {
+            operator::switch_strategy(cfg, &cli.config, &state, &account, &strategy, dry_run).await
+        }
+        Command::Sync {
+            account, dry_run, ..
+        } => operator::sync(cfg, &state, env_file, account, dry_run).await,
+        Command::EmergencyStop {
+            target,
+            yes,
+            dry_run,
+        } => operator::emergency_stop(cfg, &state, env_file, &target, yes, dry_run).await,
         Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
         Command::Notify {
             priority,
@@ -293,60 +321,6 @@ async fn cmd_notify(
         .notify(&n)
         .await
         .map_err(|e| anyhow!("notification not delivered: {e}"))
-}
-
-/// `status`: the query layer's answer, one line per account.
-async fn cmd_status(cfg: Config, state: &str) -> Result<()> {
-    let repo = StateRepo::new(open_store(state).await?);
-    let report = queries::status(&repo, &cfg).await?;
-    println!("state: {}", report.state);
-    for a in &report.accounts {
-        let flag = if a.enabled { "" } else { " (disabled)" };
-        match &a.figures {
-            Some(f) => println!(
-                "{}{flag}: equity {} USDT, peak {}, drawdown {:.2}%, paused {}; {} open position(s); {} closed trade(s), PnL {}",
-                a.account,
-                f.equity.round_dp(2),
-                f.peak_equity.round_dp(2),
-                f.drawdown_pct,
-                f.paused,
-                a.open_positions,
-                a.closed_trades,
-                a.realized_pnl.round_dp(2)
-            ),
-            None => println!("{}{flag}: no state yet (the sync job has not run); {} open position(s)", a.account, a.open_positions),
-        }
-    }
-    Ok(())
-}
-
-/// `positions`: the query layer's rows in columns.
-async fn cmd_positions(cfg: Config, state: &str, account: Option<String>) -> Result<()> {
-    let repo = StateRepo::new(open_store(state).await?);
-    let rows = queries::positions(&repo, &cfg, account.as_deref()).await?;
-    println!(
-        "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
-        "account", "strategy", "symbol", "side", "qty", "entry", "stop", "status"
-    );
-    for p in &rows {
-        println!(
-            "{:<8} {:<16} {:<10} {:<6} {:>14} {:>14} {:>14} {:<9}",
-            p.account.0,
-            p.strategy.0,
-            p.symbol.0,
-            p.side.to_string(),
-            p.qty.to_string(),
-            p.entry_price.to_string(),
-            p.stop_loss
-                .map(|s| s.to_string())
-                .unwrap_or_else(|| "-".into()),
-            p.label
-        );
-    }
-    if rows.is_empty() {
-        println!("(no positions)");
-    }
-    Ok(())
 }
 
 async fn cmd_validate(

@@ -60,6 +60,15 @@ pub struct SimArgs {
     pub full_jobs: bool,
 }
 
+/// How a read command prints its answer.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Output {
+    /// Print the answer as JSON (the query layer's types, as the dashboard and Telegram read
+    /// them) instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Drive the evaluator at every candle close and the sync every simulated 60 s over a candle
@@ -90,12 +99,106 @@ pub enum Command {
         live: bool,
     },
     /// Equity, drawdown and open positions per account, from the state store.
-    Status,
+    Status {
+        #[command(flatten)]
+        out: Output,
+    },
     /// Every tracked position (strategy and MANUAL), from the state store.
     Positions {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// What the exchange says each account holds (one signed read per account, with its keys),
+    /// beside the equity the jobs last recorded.
+    Balance {
+        /// `all` (the default) or one account id.
+        #[arg(default_value = "all")]
+        account: String,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Closed-trade figures per account and strategy: trades, win rate, PnL, fees, profit
+    /// factor, drawdown of the cumulative PnL.
+    Performance {
+        /// Only trades closed in the last N days (default: all).
+        #[arg(long)]
+        days: Option<u32>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Each account's risk limits beside what it uses of them, and what needs attention.
+    RiskCheck {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The last run of every job of every account, its outcome and age; stale jobs flagged.
+    Health {
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// The strategies this build knows, and which accounts run each.
+    ListStrategies {
+        #[command(flatten)]
+        out: Output,
+    },
+    /// Stop an account's new entries and exits by signal; the sync keeps every stop on the
+    /// exchange. Undo with `resume`.
+    Pause {
+        /// The account id.
+        account: String,
+    },
+    /// Let a paused account trade again.
+    Resume {
+        /// The account id.
+        account: String,
+    },
+    /// Make STRATEGY the account's one strategy, in the config file (comments kept). Refused
+    /// while the account holds a position of a strategy it would drop.
+    SwitchStrategy {
+        /// The account id.
+        account: String,
+        /// A configured strategy name (see list-strategies).
+        strategy: String,
+        /// Print the plan and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Run the position sync now for one account or all: record fills, heal drift, place
+    /// missing stops. Uses the accounts' keys.
+    Sync {
+        /// The account id.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        account: Option<String>,
+        /// Every enabled account.
+        #[arg(long)]
+        all: bool,
+        /// Print where the store and the exchange differ, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Cancel every open order (stops and take-profits included), close every position
+    /// reduce-only at market, and pause the account. Asks for confirmation on a terminal.
+    EmergencyStop {
+        /// The account id, or `all`.
+        target: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+        /// Print the plan (what would be cancelled and closed) and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     /// Check the config and that every enabled account's keys can be read.
     Validate,
@@ -247,8 +350,18 @@ impl Command {
         match self {
             Command::Replay { .. } => "replay",
             Command::Run { .. } => "run",
-            Command::Status => "status",
+            Command::Status { .. } => "status",
             Command::Positions { .. } => "positions",
+            Command::Balance { .. } => "balance",
+            Command::Performance { .. } => "performance",
+            Command::RiskCheck { .. } => "risk-check",
+            Command::Health { .. } => "health",
+            Command::ListStrategies { .. } => "list-strategies",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::SwitchStrategy { .. } => "switch-strategy",
+            Command::Sync { .. } => "sync",
+            Command::EmergencyStop { .. } => "emergency-stop",
             Command::Validate => "validate",
             Command::Notify { .. } => "notify",
             Command::Indicators { .. } => "indicators",
@@ -276,11 +389,21 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 10] = [
+        let cases: [(&[&str], bool); 20] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
-            (&["status"], false),
+            (&["status", "--json"], false),
             (&["positions"], false),
+            (&["balance", "sub1"], false),
+            (&["performance", "--days", "7"], false),
+            (&["risk-check"], false),
+            (&["health", "--json"], false),
+            (&["list-strategies"], false),
+            (&["pause", "main"], false),
+            (&["resume", "main"], false),
+            (&["switch-strategy", "main", "TFPE", "--dry-run"], false),
+            (&["sync", "--all"], false),
+            (&["emergency-stop", "all", "--dry-run"], false),
             (&["validate"], false),
             (&["notify", "--priority", "critical", "sync failing"], false),
             (
