@@ -550,7 +550,7 @@ pub async fn emergency_stop(
             "{}: flat {}, open conditional orders {}, paused {}",
             o.account, o.flat, o.open_orders, o.paused
         );
-        if !(o.flat && o.open_orders == 0 && o.paused) || !o.errors.is_empty() {
+        if !(o.flat && o.open_orders == 0 && o.paused && o.errors.is_empty()) {
             incomplete.push(o.account.to_string());
         }
     }

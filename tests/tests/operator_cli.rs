@@ -1,0 +1,271 @@
+//! The operator commands through the real `albra` binary (which hands them to `albra-ops`):
+//! the read commands agree with the store a replay and the jobs wrote, `--json` prints the query
+//! layer's types, pause/resume write the flag and a paused account enters nothing while its stop
+//! stays, switch-strategy edits the config only when safe, and an emergency stop against the
+//! Binance-speaking loopback server leaves the account flat, without any open order, and paused.
+
+use albra_core::domain::AccountId;
+use albra_tests::harness::{self, run, Run, TestConfig, MAIN_KEY};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+type Env = harness::JobEnv;
+
+/// `albra ARGS --config albra.toml --state state` in the scenario, against its server.
+async fn albra(env: &Env, args: &[&str]) -> Run {
+    let mut a = args.to_vec();
+    a.extend(["--config", "albra.toml", "--state", "state"]);
+    run("albra", env.dir(), &env.server.url, &a, &[]).await
+}
+
+fn json(r: &Run) -> Value {
+    assert!(r.ok(), "{r}");
+    serde_json::from_str(&r.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {r}"))
+}
+
+fn dec(v: &Value) -> Decimal {
+    v.as_str()
+        .unwrap_or_else(|| panic!("a decimal string: {v}"))
+        .parse()
+        .unwrap()
+}
+
+/// A scenario where the evaluator has opened the first signal's position, with its stop.
+async fn entered() -> Env {
+    let env = Env::at_signal(&TestConfig::default(), 0).await;
+    assert!(env.evaluator().await.ok());
+    assert!(env.sync().await.ok());
+    assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "the stop");
+    env
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_commands_agree_with_the_store_and_the_exchange() {
+    let env = entered().await;
+    let status = json(&albra(&env, &["status", "--json"]).await);
+    let main = &status["accounts"][0];
+    assert_eq!(main["account"], "main");
+    assert_eq!(main["open_positions"], 1);
+    let repo = env.repo();
+    let st = repo.account_state(&AccountId::new("main")).await.unwrap();
+    let equity = st.expect("the sync wrote the state").value.equity.get();
+    assert_eq!(dec(&main["figures"]["equity"]), equity);
+
+    let rows = json(&albra(&env, &["positions", "--json"]).await);
+    let stored = repo.positions(&AccountId::new("main")).await.unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 1);
+    assert_eq!(dec(&rows[0]["qty"]), stored[0].value.qty.get());
+    assert_eq!(rows[0]["unprotected"], false);
+    let table = albra(&env, &["positions"]).await;
+    assert!(
+        table.ok() && table.stdout.contains("EMA_CROSS  BTCUSDT"),
+        "{table}"
+    );
+
+    // Balance is the exchange's answer to a signed read, beside the recorded equity.
+    let bal = json(&albra(&env, &["balance", "--json"]).await);
+    let wallet = env.server.wallet_balance(MAIN_KEY);
+    assert_eq!(dec(&bal[0]["exchange"]["wallet_balance"]), wallet);
+    assert_eq!(dec(&bal[0]["state_equity"]), equity);
+
+    let risk = json(&albra(&env, &["risk-check", "--json"]).await);
+    assert_eq!(risk[0]["open_positions"], 1);
+    let health = json(&albra(&env, &["health", "--json"]).await);
+    let jobs: Vec<&str> = health
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["job"].as_str().unwrap())
+        .collect();
+    assert_eq!(jobs, ["position-sync", "evaluator-15m"]);
+    assert!(health.as_array().unwrap().iter().all(|h| h["ok"] == true));
+    let strategies = json(&albra(&env, &["list-strategies", "--json"]).await);
+    let ema = &strategies[0];
+    assert_eq!(
+        (ema["name"].as_str(), ema["configured"].as_bool()),
+        (Some("EMA_CROSS"), Some(true))
+    );
+    assert_eq!(ema["accounts"][0], "main");
+    // The sync's dry run sees nothing to heal and sends nothing.
+    let posted = env.orders_posted();
+    let dry = albra(&env, &["sync", "main", "--dry-run"]).await;
+    assert!(
+        dry.ok() && dry.stdout.contains("store and exchange agree"),
+        "{dry}"
+    );
+    assert_eq!(env.orders_posted(), posted);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_account_enters_nothing_while_its_stop_stays() {
+    let env = entered().await;
+    let r = albra(&env, &["pause", "main"]).await;
+    assert!(r.ok() && r.stdout.contains("main: paused"), "{r}");
+    let again = albra(&env, &["pause", "main"]).await;
+    assert!(
+        again.ok() && again.stdout.contains("already paused"),
+        "{again}"
+    );
+    let risk = json(&albra(&env, &["risk-check", "--json"]).await);
+    assert!(
+        risk[0]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["kind"] == "paused"),
+        "{risk}"
+    );
+    // The next signal: the paused account sends nothing; the sync keeps the stop.
+    let candles = harness::btc_15m();
+    let next = harness::signals(&candles, 1000, env.signal.index + 1, 1)[0];
+    env.server.set_time(next.eval_time());
+    let posted = env.orders_posted();
+    let eval = env.evaluator().await;
+    assert!(
+        eval.ok() && eval.stdout.contains("paused; nothing evaluated"),
+        "{eval}"
+    );
+    assert!(env.sync().await.ok());
+    assert_eq!(
+        env.orders_posted(),
+        posted,
+        "a paused account enters nothing"
+    );
+    assert_eq!(
+        env.server.open_algo_orders(MAIN_KEY).len(),
+        1,
+        "its stop stays"
+    );
+    let r = albra(&env, &["resume", "main"]).await;
+    assert!(r.ok() && r.stdout.contains("resumed"), "{r}");
+    let status = json(&albra(&env, &["status", "--json"]).await);
+    assert_eq!(status["accounts"][0]["figures"]["paused"], false);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switch_strategy_is_refused_while_a_dropped_strategy_holds_a_position() {
+    let env = entered().await;
+    let cfg_path = env.dir().join("albra.toml");
+    let mut text = std::fs::read_to_string(&cfg_path).unwrap();
+    text = text.replace(
+        "[[accounts]]",
+        "[[strategies]]\nname = \"TFPE\"\ntimeframe = \"1h\"\nsymbols = [\"ETHUSDT\"]\nleverage = 2\nsize_pct = 0.05\n\n# the main account\n[[accounts]]",
+    );
+    std::fs::write(&cfg_path, &text).unwrap();
+    let r = albra(&env, &["switch-strategy", "main", "NOPE"]).await;
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("unknown strategy `NOPE`"), "{r}");
+    let r = albra(&env, &["switch-strategy", "main", "TFPE"]).await;
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("close them first"), "{r}");
+    assert_eq!(
+        std::fs::read_to_string(&cfg_path).unwrap(),
+        text,
+        "nothing written"
+    );
+    // Once flat (an emergency stop), the switch goes through and keeps the comments.
+    assert!(albra(&env, &["emergency-stop", "main", "--yes"]).await.ok());
+    let dry = albra(&env, &["switch-strategy", "main", "TFPE", "--dry-run"]).await;
+    assert!(dry.ok() && dry.stdout.contains("dry run"), "{dry}");
+    assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), text);
+    let r = albra(&env, &["switch-strategy", "main", "TFPE"]).await;
+    assert!(r.ok(), "{r}");
+    let after = std::fs::read_to_string(&cfg_path).unwrap();
+    assert!(
+        after.contains("strategies = [\"TFPE\"]") && after.contains("# the main account"),
+        "{after}"
+    );
+    let strategies = json(&albra(&env, &["list-strategies", "--json"]).await);
+    assert_eq!(strategies[1]["accounts"][0], "main", "{strategies}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
+    let env = entered().await;
+    // A hand-made position on another symbol is flattened too.
+    env.server.set_mark_price("ETHUSDT", Decimal::from(3000));
+    env.server
+        .manual_market_order(MAIN_KEY, "ETHUSDT", "BUY", Decimal::new(5, 1));
+    let posted = env.orders_posted();
+    let dry = albra(&env, &["emergency-stop", "main", "--dry-run"]).await;
+    assert!(dry.ok(), "{dry}");
+    for want in [
+        "pause the account",
+        "close main/BTCUSDT_EMA_CROSS",
+        "cancel BTCUSDT STOP_MARKET",
+        "flatten ETHUSDT SELL 0.5",
+    ] {
+        assert!(dry.stdout.contains(want), "{want}: {dry}");
+    }
+    assert_eq!(env.orders_posted(), posted, "a dry run sends nothing");
+    // Off a terminal it asks for --yes rather than going ahead.
+    let r = albra(&env, &["emergency-stop", "main"]).await;
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(r.stderr.contains("pass --yes"), "{r}");
+    assert_eq!(env.orders_posted(), posted);
+
+    let r = albra(&env, &["emergency-stop", "all", "--yes"]).await;
+    assert!(r.ok(), "{r}");
+    assert!(
+        r.stdout
+            .contains("main: flat true, open conditional orders 0, paused true"),
+        "{r}"
+    );
+    for sym in ["BTCUSDT", "ETHUSDT"] {
+        assert_eq!(env.server.position(MAIN_KEY, sym), Decimal::ZERO, "{sym}");
+    }
+    assert!(env.server.open_algo_orders(MAIN_KEY).is_empty());
+    let status = json(&albra(&env, &["status", "--json"]).await);
+    assert_eq!(status["accounts"][0]["figures"]["paused"], true);
+    assert_eq!(status["accounts"][0]["open_positions"], 0);
+    // Run again: nothing left to do, nothing sent.
+    let posted = env.orders_posted();
+    let r = albra(&env, &["emergency-stop", "main", "--yes"]).await;
+    assert!(
+        r.ok() && r.stdout.contains("already paused and flat"),
+        "{r}"
+    );
+    assert_eq!(env.orders_posted(), posted);
+    let trades = env.repo().trades(&AccountId::new("main")).await.unwrap();
+    assert_eq!(trades.len(), 1, "the strategy position's close is recorded");
+}
+
+#[test]
+fn operator_commands_explain_themselves_and_name_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    harness::write_config(dir.path(), &TestConfig::default());
+    let exe = harness::bin("albra");
+    let out = |args: &[&str]| {
+        let o = std::process::Command::new(&exe)
+            .current_dir(dir.path())
+            .args(args)
+            .env("ALBRA_BINANCE_URL", "http://127.0.0.1:9")
+            .env_remove("ALBRA_CONFIG")
+            .env_remove("ALBRA_STATE")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, help, _) = out(&["emergency-stop", "--help"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        help.contains("--dry-run") && help.contains("--yes"),
+        "{help}"
+    );
+    let (code, _, err) = out(&[
+        "pause",
+        "nope",
+        "--config",
+        "albra.toml",
+        "--state",
+        "state",
+    ]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("no account `nope`") && err.contains("main"),
+        "{err}"
+    );
+    let (code, _, err) = out(&["sync"]);
+    assert_eq!(code, Some(2), "an account or --all is required: {err}");
+}
