@@ -417,6 +417,35 @@ impl Submission for AlgoOrder {
     }
 }
 
+/// Cancelling a resting regular order, as [`AlgoCancel`] does a conditional one.
+struct OrderCancel<'a> {
+    symbol: &'a Symbol,
+    client_id: &'a str,
+}
+
+#[async_trait::async_trait]
+impl Submission for OrderCancel<'_> {
+    type Info = ();
+    fn id(&self) -> &str {
+        self.client_id
+    }
+    async fn send(&self, ex: &dyn Exchange) -> Result<(), ExchangeError> {
+        ex.cancel_order(self.symbol, self.client_id).await
+    }
+    /// Done (`Some`) once the order is no longer open: cancelled, filled, or unknown.
+    async fn lookup(&self, ex: &dyn Exchange) -> Result<Option<()>, ExchangeError> {
+        Ok(
+            match ex.order_by_client_id(self.symbol, self.client_id).await? {
+                Some(o) if !o.status.is_final() => None,
+                _ => Some(()),
+            },
+        )
+    }
+    async fn settle(&self, _: &dyn Exchange, _: (), _: SubmitPolicy) -> Result<(), ExchangeError> {
+        Ok(())
+    }
+}
+
 /// Cancelling a conditional order, sent through the same exactly-once loop: after an unknown
 /// outcome the order is looked up, and the cancel is sent again only while it is still open.
 struct AlgoCancel<'a> {
@@ -457,6 +486,16 @@ pub async fn cancel_algo(
         client_algo_id,
     };
     submit_once(ex, &cancel, policy).await
+}
+
+/// Cancel a resting regular order exactly once (see [`submit_once`]).
+pub async fn cancel_order(
+    ex: &dyn Exchange,
+    symbol: &Symbol,
+    client_id: &str,
+    policy: SubmitPolicy,
+) -> Result<(), ExchangeError> {
+    submit_once(ex, &OrderCancel { symbol, client_id }, policy).await
 }
 
 /// Send a market order exactly once (see the module docs). Returns the order as the exchange

@@ -374,6 +374,12 @@ pub trait Exchange: Send + Sync {
     ) -> Result<Option<AlgoOrderInfo>, ExchangeError>;
     async fn cancel_algo(&self, symbol: &Symbol, client_algo_id: &str)
         -> Result<(), ExchangeError>;
+    /// Regular orders resting on the book (all symbols when `None`). Albra places only market
+    /// and conditional orders, so these are limit orders placed by hand; an emergency stop
+    /// cancels them too.
+    async fn open_orders(&self, symbol: Option<&Symbol>) -> Result<Vec<OrderInfo>, ExchangeError>;
+    /// Cancel a resting regular order; [`Refusal::UnknownOrder`] when it is no longer open.
+    async fn cancel_order(&self, symbol: &Symbol, client_id: &str) -> Result<(), ExchangeError>;
     /// Conditional orders still waiting for their trigger (all symbols when `None`).
     async fn open_algo_orders(
         &self,

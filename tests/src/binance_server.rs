@@ -428,6 +428,61 @@ impl BinanceTestServer {
         g.x.execute_market(api_key, &req, client_id, now);
     }
 
+    /// A LIMIT order placed by hand on the website (client id `web_…`), resting on the book: this
+    /// server never fills limit orders, so it stays open until cancelled. Returns its client id.
+    pub fn manual_limit_order(
+        &self,
+        api_key: &str,
+        symbol: &str,
+        side: &str,
+        qty: Decimal,
+        price: Decimal,
+    ) -> String {
+        let side = match side.to_ascii_uppercase().as_str() {
+            "BUY" => OrderSide::Buy,
+            "SELL" => OrderSide::Sell,
+            other => panic!("side must be BUY or SELL, got `{other}`"),
+        };
+        let mut g = self.shared.lock();
+        let now = g.now();
+        let client_id = g.x.generated_client_id("web_");
+        let order_id = g.x.take_order_id();
+        let order = exchange::Order {
+            order_id,
+            client_id: client_id.clone(),
+            symbol: symbol.to_string(),
+            side,
+            orig_type: "LIMIT".to_string(),
+            qty,
+            executed: Decimal::ZERO,
+            avg_price: Decimal::ZERO,
+            reduce_only: false,
+            close_position: false,
+            stop_price: Decimal::ZERO,
+            price,
+            status: "NEW",
+            time: now,
+            update_time: now,
+        };
+        g.x.accounts
+            .get_mut(api_key)
+            .unwrap_or_else(|| panic!("unknown test account `{api_key}`"))
+            .orders
+            .push(order);
+        client_id
+    }
+
+    /// Regular orders of the account still open (resting), as `GET /fapi/v1/openOrders` lists them.
+    pub fn open_orders(&self, api_key: &str) -> Vec<String> {
+        let g = self.shared.lock();
+        g.x.accounts[api_key]
+            .orders
+            .iter()
+            .filter(|o| o.is_open())
+            .map(|o| o.client_id.clone())
+            .collect()
+    }
+
     /// Liquidates the account's whole position on `symbol` at `price` (mark set there first):
     /// a LIQUIDATION order, its fills, and the clearance fee as `INSURANCE_CLEAR` income.
     /// Returns the liquidation order's client id.

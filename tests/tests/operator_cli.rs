@@ -186,10 +186,20 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
     env.server.set_mark_price("ETHUSDT", Decimal::from(3000));
     env.server
         .manual_market_order(MAIN_KEY, "ETHUSDT", "BUY", Decimal::new(5, 1));
+    // And a limit order resting on the book, which could open exposure again once flat.
+    let resting = env.server.manual_limit_order(
+        MAIN_KEY,
+        "ETHUSDT",
+        "BUY",
+        Decimal::ONE,
+        Decimal::from(2500),
+    );
     let posted = env.orders_posted();
     let dry = albra(&env, &["emergency-stop", "main", "--dry-run"]).await;
     assert!(dry.ok(), "{dry}");
+    let cancel_resting = format!("cancel resting ETHUSDT BUY 1 {resting}");
     for want in [
+        cancel_resting.as_str(),
         "pause the account",
         "close main/BTCUSDT_EMA_CROSS",
         "cancel BTCUSDT STOP_MARKET",
@@ -215,6 +225,10 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
         assert_eq!(env.server.position(MAIN_KEY, sym), Decimal::ZERO, "{sym}");
     }
     assert!(env.server.open_algo_orders(MAIN_KEY).is_empty());
+    assert!(
+        env.server.open_orders(MAIN_KEY).is_empty(),
+        "the resting order is cancelled"
+    );
     let status = json(&albra(&env, &["status", "--json"]).await);
     assert_eq!(status["accounts"][0]["figures"]["paused"], true);
     assert_eq!(status["accounts"][0]["open_positions"], 0);

@@ -174,6 +174,12 @@ impl Exchange for Faulty {
     async fn cancel_algo(&self, s: &Symbol, id: &str) -> Result<(), ExchangeError> {
         self.inner.cancel_algo(s, id).await
     }
+    async fn open_orders(&self, s: Option<&Symbol>) -> Result<Vec<OrderInfo>, ExchangeError> {
+        self.inner.open_orders(s).await
+    }
+    async fn cancel_order(&self, s: &Symbol, id: &str) -> Result<(), ExchangeError> {
+        self.inner.cancel_order(s, id).await
+    }
     async fn open_algo_orders(
         &self,
         s: Option<&Symbol>,

@@ -270,6 +270,19 @@ impl Exchange for PaperExchange {
         Ok(())
     }
 
+    /// The paper exchange takes only market and conditional orders: nothing ever rests.
+    async fn open_orders(&self, _: Option<&Symbol>) -> Result<Vec<OrderInfo>, ExchangeError> {
+        Ok(Vec::new())
+    }
+
+    async fn cancel_order(&self, symbol: &Symbol, client_id: &str) -> Result<(), ExchangeError> {
+        Err(ExchangeError::Rejected {
+            endpoint: "cancel order".into(),
+            reason: Refusal::UnknownOrder,
+            msg: format!("no resting order {client_id} on {symbol}"),
+        })
+    }
+
     async fn open_algo_orders(
         &self,
         symbol: Option<&Symbol>,

@@ -18,7 +18,7 @@ use crate::domain::{
 };
 use crate::jobs::{AccountRuntime, Engine};
 use crate::orders;
-use crate::ports::{AlgoOrderInfo, Exchange, ExchangePosition, MarketOrder};
+use crate::ports::{AlgoOrderInfo, Exchange, ExchangePosition, MarketOrder, OrderInfo};
 use crate::state::{StateRepo, Versioned};
 use rust_decimal::Decimal;
 use serde::Serialize;
@@ -33,6 +33,8 @@ pub struct Snapshot {
     pub positions: Vec<Versioned<Position>>,
     pub exchange_positions: Vec<ExchangePosition>,
     pub open_algos: Vec<AlgoOrderInfo>,
+    /// Regular orders resting on the book (limit orders placed by hand).
+    pub open_orders: Vec<OrderInfo>,
     /// The job time the snapshot was taken at (ms).
     pub now: i64,
 }
@@ -45,13 +47,18 @@ pub async fn gather(
 ) -> Result<Snapshot, QueryError> {
     let id = &acct.config.id;
     let ex = acct.exchange.as_ref();
-    let (positions, algos) = futures::join!(ex.positions(), ex.open_algo_orders(None));
+    let (positions, algos, resting) = futures::join!(
+        ex.positions(),
+        ex.open_algo_orders(None),
+        ex.open_orders(None)
+    );
     Ok(Snapshot {
         account: id.clone(),
         state: repo.account_state(id).await?,
         positions: repo.positions(id).await?,
         exchange_positions: positions?,
         open_algos: algos?,
+        open_orders: resting?,
         now,
     })
 }
@@ -112,6 +119,7 @@ pub async fn gather_state(
         positions: repo.positions(id).await?,
         exchange_positions: Vec::new(),
         open_algos: Vec::new(),
+        open_orders: Vec::new(),
         now,
     })
 }
@@ -170,6 +178,8 @@ pub struct EmergencyPlan {
     pub close: Vec<PlannedClose>,
     /// Every open conditional order of the account.
     pub cancel: Vec<PlannedCancel>,
+    /// Every regular order resting on the book (placed by hand).
+    pub cancel_resting: Vec<PlannedCancelResting>,
     /// What remains of a symbol's net once the strategy positions are closed (MANUAL shares,
     /// anything untracked): one reduce-only market order each.
     pub flatten: Vec<PlannedFlatten>,
@@ -182,6 +192,7 @@ impl EmergencyPlan {
             && self.sync_first.is_empty()
             && self.close.is_empty()
             && self.cancel.is_empty()
+            && self.cancel_resting.is_empty()
             && self.flatten.is_empty()
     }
 }
@@ -201,6 +212,15 @@ pub struct PlannedCancel {
     pub kind: String,
     /// One of Albra's client ids (else placed by hand).
     pub ours: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PlannedCancelResting {
+    pub symbol: Symbol,
+    pub client_id: String,
+    pub side: OrderSide,
+    /// What is left of it to fill.
+    pub open_qty: Qty,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -279,12 +299,24 @@ pub fn plan_emergency(snap: &Snapshot) -> EmergencyPlan {
             ours: ClientId::is_ours(&a.client_algo_id),
         })
         .collect();
+    let cancel_resting = snap
+        .open_orders
+        .iter()
+        .filter(|o| !o.status.is_final())
+        .map(|o| PlannedCancelResting {
+            symbol: o.symbol.clone(),
+            client_id: o.client_id.clone(),
+            side: o.side,
+            open_qty: o.orig_qty - o.executed_qty,
+        })
+        .collect();
     EmergencyPlan {
         account: snap.account.clone(),
         pause: !snap.state.as_ref().is_some_and(|s| s.value.paused),
         sync_first,
         close,
         cancel,
+        cancel_resting,
         flatten,
     }
 }
@@ -298,7 +330,7 @@ pub struct EmergencyOutcome {
     pub paused: bool,
     /// No position left on the exchange.
     pub flat: bool,
-    /// Conditional orders still open.
+    /// Orders still open: conditional ones and regular ones resting on the book.
     pub open_orders: usize,
 }
 
@@ -334,13 +366,15 @@ pub async fn apply_emergency(
     if !plan.sync_first.is_empty() {
         absorb(&mut out, engine.sync_one(&plan.account, now).await);
     }
+    let ex = acct.exchange.as_ref();
+    // Resting orders first: a limit order that filled after the closes would open exposure again.
+    cancel_resting(ex, engine.timing.submit, &mut out).await;
     if !plan.close.is_empty() {
         let r = engine
             .close_positions(Some(&plan.account), "emergency_stop", now)
             .await;
         absorb(&mut out, r);
     }
-    let ex = acct.exchange.as_ref();
     cancel_all(ex, engine.timing.submit, &mut out).await;
     flatten_all(ex, &plan.account, engine.timing.submit, now, &mut out).await;
     absorb(&mut out, engine.sync_one(&plan.account, now).await);
@@ -351,6 +385,28 @@ pub async fn apply_emergency(
 fn absorb(out: &mut EmergencyOutcome, r: crate::jobs::JobReport) {
     out.errors.extend(r.error_texts());
     out.lines.extend(r.lines);
+}
+
+/// Cancel every regular order resting on the book now, each exactly once.
+async fn cancel_resting(
+    ex: &dyn Exchange,
+    policy: orders::SubmitPolicy,
+    out: &mut EmergencyOutcome,
+) {
+    let open = match ex.open_orders(None).await {
+        Ok(o) => o,
+        Err(e) => return out.errors.push(format!("open orders unread: {e}")),
+    };
+    for o in open.iter().filter(|o| !o.status.is_final()) {
+        match orders::cancel_order(ex, &o.symbol, &o.client_id, policy).await {
+            Ok(()) => out
+                .lines
+                .push(format!("{}: cancelled {}", o.symbol, o.client_id).into()),
+            Err(e) => out
+                .errors
+                .push(format!("{}: cancel {}: {e}", o.symbol, o.client_id)),
+        }
+    }
 }
 
 /// Cancel every conditional order open now, each exactly once.
@@ -431,12 +487,10 @@ async fn read_back(
     out: &mut EmergencyOutcome,
 ) -> Result<(), QueryError> {
     out.flat = ex.positions().await?.iter().all(|p| p.amount.is_zero());
-    out.open_orders = ex
-        .open_algo_orders(None)
-        .await?
-        .iter()
-        .filter(|a| a.status.is_open())
-        .count();
+    let algos = ex.open_algo_orders(None).await?;
+    let resting = ex.open_orders(None).await?;
+    out.open_orders = algos.iter().filter(|a| a.status.is_open()).count()
+        + resting.iter().filter(|o| !o.status.is_final()).count();
     out.paused = engine
         .repo
         .account_paused(&out.account)

@@ -161,6 +161,7 @@ fn snap(
         positions,
         exchange_positions: exchange,
         open_algos: algos,
+        open_orders: Vec::new(),
         now: NOW,
     }
 }
@@ -325,7 +326,40 @@ fn emergency_plans() {
             assert_eq!(f.client_id, flat_id(f.symbol.as_str()), "{}", c.name);
         }
         assert_eq!(p.is_empty(), c.name.starts_with("already"), "{}", c.name);
+        assert!(p.cancel_resting.is_empty(), "{}", c.name);
     }
+}
+
+/// A limit order resting on the book (placed by hand) is planned for cancelling with what is
+/// left of it; a finished one is not, and an account with only a resting order is not "done".
+#[test]
+fn emergency_plans_cancel_resting_orders() {
+    let order = |id: &str, status, executed| OrderInfo {
+        symbol: Symbol::new(ETH),
+        order_id: 7,
+        client_id: id.to_string(),
+        side: OrderSide::Buy,
+        status,
+        orig_qty: Qty::new(dec!(2)),
+        executed_qty: Qty::new(executed),
+        avg_price: Price::new(Decimal::ZERO),
+        reduce_only: false,
+        update_time: 0,
+    };
+    let mut s = snap(Some(true), vec![], vec![], vec![]);
+    assert!(plan_emergency(&s).is_empty(), "paused and flat");
+    s.open_orders = vec![
+        order("web_limit", OrderStatus::PartiallyFilled, dec!(0.5)),
+        order("web_done", OrderStatus::Filled, dec!(2)),
+    ];
+    let p = plan_emergency(&s);
+    assert!(!p.is_empty());
+    let planned: Vec<_> = p
+        .cancel_resting
+        .iter()
+        .map(|c| (c.client_id.as_str(), c.side, c.open_qty.get()))
+        .collect();
+    assert_eq!(planned, [("web_limit", OrderSide::Buy, dec!(1.5))]);
 }
 
 #[test]

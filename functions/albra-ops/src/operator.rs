@@ -578,6 +578,15 @@ fn print_emergency_plan(p: &commands::EmergencyPlan) {
     for c in &p.close {
         println!("  close {} {} {} at market", c.key, c.side, c.qty);
     }
+    for c in &p.cancel_resting {
+        println!(
+            "  cancel resting {} {} {} {} (placed by hand)",
+            c.symbol,
+            c.side.as_str(),
+            c.open_qty,
+            c.client_id
+        );
+    }
     for c in &p.cancel {
         let whose = if c.ours { "ours" } else { "placed by hand" };
         println!(

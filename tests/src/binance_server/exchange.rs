@@ -111,6 +111,8 @@ pub(crate) struct Order {
     pub reduce_only: bool,
     pub close_position: bool,
     pub stop_price: Decimal,
+    /// A LIMIT order's price (zero for market orders).
+    pub price: Decimal,
     pub status: &'static str,
     pub time: i64,
     pub update_time: i64,
@@ -374,6 +376,12 @@ impl Exchange {
     }
 
     /// A client id like the ones Binance's website and apps generate (never Albra's `alb` prefix).
+    /// The next order id, as the exchange numbers its orders.
+    pub fn take_order_id(&mut self) -> i64 {
+        self.next_order_id += 1;
+        self.next_order_id - 1
+    }
+
     pub fn generated_client_id(&mut self, prefix: &str) -> String {
         self.next_client_seq += 1;
         format!(
@@ -557,6 +565,7 @@ impl Exchange {
             reduce_only: req.reduce_only,
             close_position: false,
             stop_price: Decimal::ZERO,
+            price: Decimal::ZERO,
             status: "FILLED",
             time: now,
             update_time: now,
@@ -618,6 +627,7 @@ impl Exchange {
             reduce_only: true,
             close_position: false,
             stop_price: Decimal::ZERO,
+            price: Decimal::ZERO,
             status: "FILLED",
             time: now,
             update_time: now,
@@ -754,6 +764,7 @@ impl Exchange {
                         reduce_only: algo.reduce_only || algo.close_position,
                         close_position: algo.close_position,
                         stop_price: algo.trigger_price,
+                        price: Decimal::ZERO,
                         status: "FILLED",
                         time: now,
                         update_time: now,

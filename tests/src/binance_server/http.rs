@@ -136,6 +136,7 @@ enum Endpoint {
     MarginType,
     NewOrder,
     QueryOrder,
+    CancelOrder,
     AllOrders,
     OpenOrders,
     NewAlgo,
@@ -166,6 +167,7 @@ impl Endpoint {
             ("GET", "/fapi/v1/order") => QueryOrder,
             ("GET", "/fapi/v1/allOrders") => AllOrders,
             ("GET", "/fapi/v1/openOrders") => OpenOrders,
+            ("DELETE", "/fapi/v1/order") => CancelOrder,
             ("POST", "/fapi/v1/algoOrder") => NewAlgo,
             ("GET", "/fapi/v1/algoOrder") => QueryAlgo,
             ("DELETE", "/fapi/v1/algoOrder") => CancelAlgo,
@@ -193,7 +195,7 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             Ping | Time | ExchangeInfo | TickerPrice | Leverage | MarginType | QueryOrder
-            | QueryAlgo | CancelAlgo | CancelAllAlgos => 1,
+            | CancelOrder | QueryAlgo | CancelAlgo | CancelAllAlgos => 1,
             NewOrder | NewAlgo => 0,
             Klines => match req
                 .get("limit")
@@ -519,6 +521,7 @@ fn dispatch(
         MarginType => margin_type(g, req, key),
         NewOrder => new_order(g, req, key, now),
         QueryOrder => query_order(g, req, key),
+        CancelOrder => cancel_order(g, req, key, now),
         AllOrders => all_orders(g, req, key),
         OpenOrders => {
             let symbol = optional_symbol(g, req)?;
@@ -755,6 +758,38 @@ fn query_order(g: &Inner, req: &Req, key: &str) -> Result<Value, ApiError> {
         })
         .map(|o| render::order(o, &g.x.market.rules[symbol]))
         .ok_or_else(|| ApiError::bad(-2013, "Order does not exist."))
+}
+
+/// `DELETE /fapi/v1/order`: an open order is cancelled (and rendered as Binance does); anything
+/// else is -2011, as on the exchange.
+fn cancel_order(g: &mut Inner, req: &Req, key: &str, now: i64) -> Result<Value, ApiError> {
+    let symbol = required_symbol(g, req)?.to_string();
+    let order_id = req.int("orderId")?;
+    let client_id = req.get("origClientOrderId");
+    if order_id.is_none() && client_id.is_none() {
+        return Err(ApiError::bad(
+            -1102,
+            "Either orderId or origClientOrderId must be sent.",
+        ));
+    }
+    let x = &mut g.x;
+    let o = x
+        .accounts
+        .get_mut(key)
+        .expect("authenticated")
+        .orders
+        .iter_mut()
+        .rev()
+        .find(|o| {
+            o.symbol == symbol
+                && o.is_open()
+                && order_id.is_none_or(|id| id == o.order_id)
+                && client_id.is_none_or(|c| c == o.client_id)
+        })
+        .ok_or_else(|| ApiError::bad(-2011, "Unknown order sent."))?;
+    o.status = "CANCELED";
+    o.update_time = now;
+    Ok(render::order(o, &x.market.rules[&symbol]))
 }
 
 fn find_algo(g: &Inner, req: &Req, key: &str) -> Result<Option<usize>, ApiError> {

@@ -899,6 +899,31 @@ impl Exchange for BinanceClient {
         }
     }
 
+    /// `GET /fapi/v1/openOrders`: weight 1 for one symbol, 40 for all.
+    async fn open_orders(&self, symbol: Option<&Symbol>) -> Result<Vec<OrderInfo>, ExchangeError> {
+        let params = symbol
+            .map(|s| vec![("symbol", s.as_str().to_string())])
+            .unwrap_or_default();
+        let v = self
+            .call(Method::GET, "/fapi/v1/openOrders", params, Auth::Signed)
+            .await?;
+        decode("GET /fapi/v1/openOrders", &v, parse::orders)
+    }
+
+    async fn cancel_order(&self, symbol: &Symbol, client_id: &str) -> Result<(), ExchangeError> {
+        self.call(
+            Method::DELETE,
+            "/fapi/v1/order",
+            vec![
+                ("symbol", symbol.as_str().to_string()),
+                ("origClientOrderId", client_id.to_string()),
+            ],
+            Auth::Signed,
+        )
+        .await
+        .map(|_| ())
+    }
+
     async fn open_algo_orders(
         &self,
         symbol: Option<&Symbol>,
