@@ -5,7 +5,7 @@
 //!   parsing) behind `Exchange`;
 //! - [`store`]: the SQLite and DynamoDB state stores behind `StateStore`, and [`store::open_store`];
 //! - [`secrets`]: keys from `.env`/the environment and SSM Parameter Store behind `Secrets`;
-//! - [`telegram`]: the Telegram Bot API notifier;
+//! - [`telegram`]: the Telegram Bot API client (`BotClient`) and the notifier built on it;
 //! - [`http`]: the outbound HTTP policy every client carrying a secret follows;
 //! - [`emf`]: CloudWatch Embedded Metric Format lines;
 //! - [`app`]: wiring a configuration into an `Engine` (exchange, store, notifier, secrets);

@@ -1,98 +1,85 @@
-//! Telegram Bot API notifier: `sendMessage` to the configured chat, retried with backoff, through
-//! the outbound HTTP policy of [`crate::http`] (the bot token travels in the URL).
+//! Telegram: the Bot API transport of the operator surface, and the notifier built on it.
+//!
+//! - `client.rs`: [`BotClient`], the Bot API methods (send, edit, answer a button, upload a
+//!   photo, webhook, long poll, getMe), typed with `frankenstein`'s types.
+//! - `transport.rs`: one call over the wire through the outbound policy of [`crate::http`]
+//!   (the bot token travels in the URL), what is retried and how long it may wait
+//!   ([`TelegramError`], [`RetryPolicy`]).
+//! - `text.rs`: Telegram's text rules: HTML escaping, splitting long texts ([`split_html`]).
+//! - this file: [`TelegramNotifier`], the [`Notifier`] that sends each notification to the
+//!   configured chat.
+
+mod client;
+mod text;
+mod transport;
+
+pub use client::{BotClient, UpdateBatch};
+/// The Bot API types (`Update`, `Message`, `CallbackQuery`, `InlineKeyboardMarkup`, …) the
+/// client's methods take and return.
+pub use frankenstein as api;
+pub use text::{html_attr_escape, html_escape, split_html, tg_len, CAPTION_LIMIT, MESSAGE_LIMIT};
+pub use transport::{RetryPolicy, TelegramError};
 
 use albra_core::ports::{Notification, Notifier, NotifyError, TelegramCreds};
 use async_trait::async_trait;
 use std::time::Duration;
 
-/// Telegram Bot API `sendMessage`, retried with exponential backoff. Every message is tagged with
-/// its account.
+/// Sends every notification to the configured chat, tagged with its account, escaped for HTML
+/// and split when long. Retries (see `transport`) stay within [`Self::BUDGET`] per
+/// notification.
 pub struct TelegramNotifier {
-    http: reqwest::Client,
-    base: String,
-    creds: TelegramCreds,
-    attempts: u32,
-    backoff: Duration,
+    client: BotClient,
+    chat: String,
 }
 
 impl TelegramNotifier {
-    pub const DEFAULT_URL: &'static str = "https://api.telegram.org";
+    pub const DEFAULT_URL: &'static str = BotClient::DEFAULT_URL;
     /// Environment variable that overrides [`Self::DEFAULT_URL`] (tests).
-    pub const URL_ENV: &'static str = "ALBRA_TELEGRAM_API_URL";
+    pub const URL_ENV: &'static str = BotClient::URL_ENV;
+    /// How long one notification may take, waits for rate limits and retries included: a
+    /// notification must never hold a job past its own budget.
+    pub const BUDGET: Duration = Duration::from_secs(15);
 
     /// A notifier for `ALBRA_TELEGRAM_API_URL`, or the Bot API when that is unset or empty.
     pub fn new(creds: TelegramCreds) -> Result<Self, String> {
-        let base = std::env::var(Self::URL_ENV)
-            .ok()
-            .filter(|s| !s.trim().is_empty())
-            .unwrap_or_else(|| Self::DEFAULT_URL.to_string());
-        Self::with_base_url(creds, &base)
+        Ok(Self::from_client(
+            BotClient::new(creds.bot_token)?,
+            creds.chat_id,
+        ))
     }
 
     /// A notifier for `base`, which must be https (plain http only to loopback): the bot token
     /// travels in every request's URL.
     pub fn with_base_url(creds: TelegramCreds, base: &str) -> Result<Self, String> {
-        let base = base.trim().trim_end_matches('/');
-        let url = crate::http::checked_base_url("Telegram API URL", base)?;
-        // No redirects and no Referer (see `crate::http`): the token reaches only `base`.
-        let http = crate::http::client_builder(&url, Duration::from_secs(10))
-            .build()
-            .map_err(|e| format!("cannot build the Telegram HTTP client: {e}"))?;
-        Ok(TelegramNotifier {
-            http,
-            base: base.to_string(),
-            creds,
-            attempts: 3,
-            backoff: Duration::from_millis(500),
-        })
+        let client = BotClient::with_base_url(creds.bot_token, base)?;
+        Ok(Self::from_client(client, creds.chat_id))
+    }
+
+    fn from_client(client: BotClient, chat: String) -> Self {
+        TelegramNotifier { client, chat }
+    }
+
+    /// The notification as the message text (HTML, everything it carries escaped).
+    fn render(n: &Notification) -> String {
+        html_escape(&format!(
+            "[{}] {:?} {}: {}",
+            n.account, n.priority, n.kind, n.text
+        ))
     }
 }
 
 #[async_trait]
 impl Notifier for TelegramNotifier {
     async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
-        let url = format!(
-            "{}/bot{}/sendMessage",
-            self.base,
-            self.creds.bot_token.expose()
-        );
-        let body = serde_json::json!({
-            "chat_id": self.creds.chat_id,
-            "text": format!("[{}] {:?} {}: {}", n.account, n.priority, n.kind, n.text),
-            "disable_web_page_preview": true,
-        });
-        let mut wait = self.backoff;
-        let mut last = String::new();
-        for attempt in 0..self.attempts {
-            if attempt > 0 {
-                tokio::time::sleep(wait).await;
-                wait *= 2;
-            }
-            match self.http.post(&url).json(&body).send().await {
-                Ok(r) if r.status().is_success() => return Ok(()),
-                // Never followed (it would send the token elsewhere), and asking again would
-                // get the same answer.
-                Ok(r) if r.status().is_redirection() => {
-                    return Err(undelivered(format!(
-                        "sendMessage answered HTTP {}, a redirect, which is never followed; \
-                         check {}",
-                        r.status(),
-                        Self::URL_ENV
-                    )))
-                }
-                // The token is part of the URL: report the status only, never the URL.
-                Ok(r) => last = format!("sendMessage answered HTTP {}", r.status()),
-                Err(e) => last = format!("sendMessage failed: {}", e.without_url()),
-            }
-        }
-        Err(undelivered(last))
-    }
-}
-
-fn undelivered(detail: String) -> NotifyError {
-    NotifyError::Undelivered {
-        channel: "telegram",
-        detail,
+        let deadline = tokio::time::Instant::now() + Self::BUDGET;
+        self.client
+            .send_message(&self.chat, &Self::render(n), None, deadline)
+            .await
+            .map(drop)
+            .map_err(|e| NotifyError::Undelivered {
+                channel: "telegram",
+                detail: e.to_string(),
+            })
     }
 }
 
@@ -125,14 +112,16 @@ mod tests {
     #[tokio::test]
     async fn telegram_follows_no_redirect() {
         use crate::http::test_server::{has_referer, json_ok, redirect, target, RawServer};
-        let elsewhere = RawServer::start(|_| json_ok(r#"{"ok":true}"#)).await;
+        let elsewhere = RawServer::start(|_| {
+            json_ok(r#"{"ok":true,"result":{"message_id":1,"date":0,"chat":{"id":42,"type":"private"}}}"#)
+        })
+        .await;
         for status in [302, 307] {
             let to = elsewhere.base.clone();
             let server =
                 RawServer::start(move |head| redirect(status, &format!("{to}{}", target(head))))
                     .await;
-            let mut t = TelegramNotifier::with_base_url(creds(), &server.base).unwrap();
-            t.backoff = Duration::from_millis(1);
+            let t = TelegramNotifier::with_base_url(creds(), &server.base).unwrap();
             let err = t
                 .notify(&n("r", Priority::High))
                 .await
