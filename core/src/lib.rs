@@ -9,6 +9,7 @@
 //! ports as arguments.
 
 pub mod backtest;
+pub mod bot;
 pub mod config;
 pub mod data;
 pub mod domain;

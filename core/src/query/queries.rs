@@ -291,6 +291,76 @@ pub async fn performance(
     Ok(PerformanceReport { since, rows })
 }
 
+/// A calendar period for [`pnl_by_period`]: trading days (from the configured day start) or
+/// weeks of seven of them, starting on the trading day of a Monday.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Period {
+    Day,
+    Week,
+}
+
+/// The closed trades of one period, every account (or one) together.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PeriodPnl {
+    /// When the period starts (ms).
+    pub start: i64,
+    pub trades: usize,
+    pub pnl: Decimal,
+    pub fees: Decimal,
+}
+
+/// The last `n` periods up to the one holding `now`, newest first, each with the PnL of the
+/// trades that closed in it (the `/daily` and `/weekly` answers). Empty periods are listed.
+pub async fn pnl_by_period(
+    repo: &StateRepo,
+    cfg: &Config,
+    account: Option<&str>,
+    period: Period,
+    n: u32,
+    now: i64,
+) -> Result<Vec<PeriodPnl>, QueryError> {
+    let start_hour = cfg.risk.day_start_hour_utc;
+    let index = |t: i64| {
+        let day = risk::trading_day(t, start_hour);
+        match period {
+            Period::Day => day,
+            // 1970-01-01 was a Thursday: day 4 is the first Monday.
+            Period::Week => (day - 4).div_euclid(7),
+        }
+    };
+    let start_of = |i: i64| {
+        let day = match period {
+            Period::Day => i,
+            Period::Week => i * 7 + 4,
+        };
+        day * DAY_MS + i64::from(start_hour) * 3_600_000
+    };
+    let last = index(now);
+    let first = last - i64::from(n.max(1)) + 1;
+    let mut rows: Vec<PeriodPnl> = (first..=last)
+        .rev()
+        .map(|i| PeriodPnl {
+            start: start_of(i),
+            trades: 0,
+            pnl: Decimal::ZERO,
+            fees: Decimal::ZERO,
+        })
+        .collect();
+    for a in select_accounts(cfg, account)? {
+        for t in repo.trades(&a.id).await? {
+            let i = index(t.exit_time);
+            if (first..=last).contains(&i) {
+                let r = &mut rows[(last - i) as usize];
+                r.trades += 1;
+                r.pnl += t.pnl.get();
+                r.fees += t.fees.get();
+            }
+        }
+    }
+    Ok(rows)
+}
+
 /// `risk-check`: an account's limits beside what it uses of them, and what needs attention.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct RiskCheck {

@@ -57,8 +57,12 @@ fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
 }
 
+/// A fraction as a percentage with one decimal, rounded (Decimal's own `{:.1}` truncates).
 fn pct(fraction: rust_decimal::Decimal) -> String {
-    format!("{:.1}%", fraction * rust_decimal::Decimal::ONE_HUNDRED)
+    format!(
+        "{:.1}%",
+        (fraction * rust_decimal::Decimal::ONE_HUNDRED).round_dp(1)
+    )
 }
 
 /// `status`: one line per account.
@@ -76,7 +80,7 @@ pub async fn status(cfg: Config, state: &str, out: Output) -> Result<()> {
                 a.account,
                 f.equity.round_dp(2),
                 f.peak_equity.round_dp(2),
-                f.drawdown_pct,
+                f.drawdown_pct.round_dp(2),
                 f.paused,
                 a.open_positions,
                 a.closed_trades,
