@@ -1,8 +1,9 @@
 //! Backtests: the live jobs over recorded candles, with the paper exchange and a simulated clock:
 //! a few seconds after every candle close, [`Engine::sync_positions`] records what the exchange
 //! did during the candle (as the minute-by-minute sync would have), then [`Engine::evaluate`]
-//! decides on the close. State is kept typed in process ([`StateRepo::typed`]). No rule is implemented twice: decisions, sizing, orders, fills, stops and trade records
-//! are the same code the scheduled jobs run. Each (data file, strategy) pair is its own account
+//! decides on the close. State is kept typed in process ([`TypedState`]). No rule is implemented
+//! twice: decisions, sizing, orders, fills, stops and trade records are the same code the
+//! scheduled jobs run. Each (data file, strategy) pair is its own account
 //! with its own starting equity; positions still open after the last candle are closed at its
 //! close.
 //!
@@ -14,7 +15,7 @@
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
 use crate::data::{self, CandleSeries};
 use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
-use crate::fastpath::FastPath;
+use crate::fastpath::{typed_state::TypedState, FastPath};
 use crate::jobs::{AccountRuntime, Engine, EngineTiming, Sizing, StrategyCache};
 use crate::notify::DiscardNotifier;
 use crate::paper::{
@@ -449,10 +450,11 @@ pub async fn run_series(
         clock.clone() as Arc<dyn Clock>,
         paper,
     ));
+    // A backtest's state lives and dies with the run: kept decoded, never serialised.
+    let state = Arc::new(TypedState::default());
     let engine = Engine {
         config: Arc::new(config),
-        // A backtest's state lives and dies with the run: kept decoded, never serialised.
-        repo: StateRepo::typed(),
+        repo: StateRepo::over(state.clone()),
         accounts: vec![AccountRuntime {
             config: account,
             exchange: ex.clone(),
@@ -468,7 +470,7 @@ pub async fn run_series(
         },
     };
     // Every evaluation goes the research way; the quiet-candle memo unless `--full-jobs`.
-    let fast = FastPath::new(&engine, !opts.full_jobs);
+    let fast = FastPath::new(&engine, (!opts.full_jobs).then_some(state));
 
     // The curve starts at the initial equity, before the first candle: one vector, never copied.
     let mut equity = Vec::with_capacity(eval.len() + 1);

@@ -6,10 +6,12 @@
 mod common;
 
 use albra_core::domain::{AccountId, Timeframe};
+use albra_core::fastpath::typed_state::TypedState;
 use albra_core::risk;
 use albra_core::state::StateRepo;
 use albra_core::strategy::{self, Action, Context};
 use rust_decimal::Decimal;
+use std::sync::Arc;
 
 /// Evaluate the first EMA_CROSS signal of the sample with `extra` config appended; the entry's
 /// quantity, the report line, and the closes the sizing looked at (newest last).
@@ -34,7 +36,7 @@ async fn entry(extra: &str) -> (Decimal, String, Vec<Decimal>) {
         &common::ema_cross_15m("0.01", extra),
         series,
         now,
-        StateRepo::typed(),
+        StateRepo::over(Arc::new(TypedState::default())),
     );
     let r = engine.evaluate(Timeframe::M15, now).await;
     assert!(r.ok(), "{r:?}");

@@ -1,4 +1,4 @@
-//! The typed in-process state of backtests (`StateRepo::typed`) must behave exactly like the
+//! The typed in-process state of backtests (`TypedState`) must behave exactly like the
 //! JSON-over-store state the jobs use: the same operation sequence gives the same results
 //! (versions, conflicts, "already recorded") and the same reads, on both. Random sequences of
 //! every `StateRepo` write and read, with stale versions and replays mixed in; and the updates
@@ -9,6 +9,7 @@ use albra_core::domain::{
     AccountId, AccountState, Notional, Position, PositionKey, StrategyId, Symbol, Timeframe,
     TradeRecord,
 };
+use albra_core::fastpath::typed_state::TypedState;
 use albra_core::ports::{Expect, Record, StateStore, StoreError};
 use albra_core::risk::StrategyStats;
 use albra_core::state::{RunKey, StateRepo, UpdateError};
@@ -42,11 +43,12 @@ enum Op {
         version: Option<u64>,
         equity: u32,
     },
-    /// Fold a reading into the state: set equity, raise the peak, leave it when unchanged.
-    FoldState {
+    /// Fold a reading into an existing state: set equity, raise the peak; write nothing when
+    /// there is no state yet or nothing changed.
+    TouchState {
         equity: u32,
     },
-    /// The same fold through `update_account_state`, the same code on both backends.
+    /// Fold a reading into the state, creating it when there is none.
     UpdateState {
         equity: u32,
     },
@@ -57,7 +59,7 @@ enum Op {
     },
     /// Count a trade in a strategy's stats as the engine does: in place when the item exists
     /// and keeps 3 trades; a missing or differently sized item is left alone.
-    FoldStats {
+    CountStats {
         strategy: u8,
         n: u8,
         pnl: i32,
@@ -95,14 +97,14 @@ fn op() -> impl Strategy<Value = Op> {
         (0u8..6, -50i32..50).prop_map(|(n, pnl)| Op::RecordTrade { n, pnl }),
         (0u8..2, 0i64..10).prop_map(|(strategy, time)| Op::RecordEntry { strategy, time }),
         (v.clone(), 1u32..20_000).prop_map(|(version, equity)| Op::SaveState { version, equity }),
-        (1u32..5).prop_map(|equity| Op::FoldState { equity }),
+        (1u32..5).prop_map(|equity| Op::TouchState { equity }),
         (1u32..5).prop_map(|equity| Op::UpdateState { equity }),
         (0u8..2, v, 0u8..5).prop_map(|(strategy, version, n)| Op::SaveStats {
             strategy,
             version,
             n
         }),
-        (0u8..2, 0u8..8, -50i32..50).prop_map(|(strategy, n, pnl)| Op::FoldStats {
+        (0u8..2, 0u8..8, -50i32..50).prop_map(|(strategy, n, pnl)| Op::CountStats {
             strategy,
             n,
             pnl
@@ -193,36 +195,21 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
             };
             out(repo.save_account_state(&acct(), &st, *version).await)
         }
-        Op::FoldState { equity } => {
+        Op::TouchState { equity } => {
             let reading = Notional::new(Decimal::from(*equity));
-            // The fold a job makes: write when there is no state yet or it changed; otherwise
-            // leave it exactly as it was.
-            let fold = |st: &mut AccountState, existing: bool| {
-                let before = st.clone();
-                st.equity = reading;
-                st.peak_equity = st.peak_equity.max(reading);
-                let write = !existing || *st != before;
-                if !write {
-                    *st = before;
-                }
-                (write, st.clone())
-            };
-            // The typed backend folds in place; a key/value store reads and saves on the
-            // version read, which is what the in-place fold must amount to.
-            match repo.fold_account_state(&acct(), fold) {
-                Some(r) => out(r),
-                None => {
-                    let cur = repo.account_state(&acct()).await.unwrap();
-                    let mut st = cur.as_ref().map(|v| v.value.clone()).unwrap_or_default();
-                    let (write, st) = fold(&mut st, cur.is_some());
-                    if write {
-                        repo.save_account_state(&acct(), &st, cur.map(|v| v.version))
-                            .await
-                            .unwrap();
+            // Never creates: a missing state is left missing, and `f` still runs once.
+            out(repo
+                .update_account_state(&acct(), |st, existing| {
+                    let before = st.clone();
+                    st.equity = reading;
+                    st.peak_equity = st.peak_equity.max(reading);
+                    let write = existing && *st != before;
+                    if !write {
+                        *st = before;
                     }
-                    format!("ok {st:?}")
-                }
-            }
+                    (write, (existing, st.clone()))
+                })
+                .await)
         }
         Op::UpdateState { equity } => {
             let reading = Notional::new(Decimal::from(*equity));
@@ -285,47 +272,27 @@ async fn apply(repo: &StateRepo, op: &Op) -> String {
                 .save_strategy_stats(&acct(), &strategy(*s), &st, *version)
                 .await)
         }
-        Op::FoldStats {
+        Op::CountStats {
             strategy: s,
             n,
             pnl,
-        } => {
-            let fold = |st: &mut StrategyStats| {
-                if st.keep != 3 {
-                    return (false, None);
-                }
-                let id = format!("t{n}");
-                let counted = st.apply(i64::from(*n), &id, Decimal::from(*pnl), 0, 3);
-                (counted, Some(counted))
-            };
-            // The typed backend updates in place; a key/value store reads and saves on the
-            // version read, which is what the in-place update must amount to.
-            match repo.fold_strategy_stats(&acct(), &strategy(*s), fold) {
-                Some(r) => out(r),
-                None => {
-                    let cur = repo.strategy_stats(&acct(), &strategy(*s)).await.unwrap();
-                    let r = match cur {
-                        None => None,
-                        Some(v) => {
-                            let mut st = v.value;
-                            let (write, r) = fold(&mut st);
-                            if write {
-                                repo.save_strategy_stats(
-                                    &acct(),
-                                    &strategy(*s),
-                                    &st,
-                                    Some(v.version),
-                                )
-                                .await
-                                .unwrap();
-                            }
-                            Some(r)
-                        }
+        } => out(repo
+            .update_strategy_stats(&acct(), &strategy(*s), |st| match st {
+                // Missing: `None`; another size: `Some(None)`; counted or not: `Some(Some(_))`.
+                None => (Update::Keep, None),
+                Some(st) if st.keep != 3 => (Update::Keep, Some(None)),
+                Some(st) => {
+                    let id = format!("t{n}");
+                    let counted = st.apply(i64::from(*n), &id, Decimal::from(*pnl), 0, 3);
+                    let update = if counted {
+                        Update::Changed
+                    } else {
+                        Update::Keep
                     };
-                    format!("ok {r:?}")
+                    (update, Some(Some(counted)))
                 }
-            }
-        }
+            })
+            .await),
         // A 100 ms lease: later claims in a sequence take over some and find others held.
         Op::Claim { open, now } => out(repo.claim_run(&run_key(*open), *now, 100).await),
         Op::Finish { open, version } => {
@@ -363,7 +330,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
         rt.block_on(async {
             let kv = StateRepo::new(Arc::new(MemoryStore::new()));
-            let typed = StateRepo::typed();
+            let typed = StateRepo::over(Arc::new(TypedState::default()));
             for (i, op) in ops.iter().enumerate() {
                 let (a, b) = (apply(&kv, op).await, apply(&typed, op).await);
                 prop_assert_eq!(&a, &b, "op {} {:?}", i, op);
@@ -454,7 +421,7 @@ async fn account_updates_give_the_same_results_and_versions_on_both_backends() {
     let a = acct();
     for repo in [
         StateRepo::new(Arc::new(MemoryStore::new())),
-        StateRepo::typed(),
+        StateRepo::over(Arc::new(TypedState::default())),
     ] {
         let name = repo.describe();
         let version = || async { repo.account_state(&a).await.unwrap().map(|v| v.version) };
@@ -487,7 +454,7 @@ async fn stats_updates_give_the_same_results_and_versions_on_both_backends() {
     let s = strategy(0);
     for repo in [
         StateRepo::new(Arc::new(MemoryStore::new())),
-        StateRepo::typed(),
+        StateRepo::over(Arc::new(TypedState::default())),
     ] {
         let name = repo.describe();
         let version = || async {

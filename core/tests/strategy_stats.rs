@@ -6,6 +6,7 @@
 mod common;
 
 use albra_core::domain::{AccountId, StrategyId, Timeframe};
+use albra_core::fastpath::typed_state::TypedState;
 use albra_core::risk::StrategyStats;
 use albra_core::state::StateRepo;
 use albra_core::store::memory::MemoryStore;
@@ -80,7 +81,8 @@ async fn run(
 
 #[tokio::test]
 async fn stats_counted_in_place_equal_the_store_and_the_rebuild() {
-    let (typed_trades, typed_stats, typed_entries) = run(StateRepo::typed()).await;
+    let (typed_trades, typed_stats, typed_entries) =
+        run(StateRepo::over(Arc::new(TypedState::default()))).await;
     let (kv_trades, kv_stats, kv_entries) = run(StateRepo::new(Arc::new(MemoryStore::new()))).await;
     // Enough closed trades to fill and trim the window, and Kelly-sized entries after it filled.
     assert!(typed_trades.len() >= 6, "{} trades", typed_trades.len());

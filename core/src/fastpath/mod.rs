@@ -15,9 +15,11 @@
 //! - **The typed in-process state and its write marks** ([`typed_state`]): a backtest's state is
 //!   kept decoded in a [`Table`](crate::store::memory::Table) instead of JSON bodies, keys are
 //!   built in per-thread buffers, and the account state and strategy stats are folded in place.
-//!   It keeps the stores' rules: every write is conditional with the same versions and conflicts,
-//!   and callers use the same [`StateRepo`](crate::state::StateRepo) methods on either backend
-//!   (`update_account_state`, `update_strategy_stats`). `core/tests/state_backends.rs` runs random
+//!   It is a [`StateBackend`](crate::state::StateBackend), the port every store implements, and
+//!   keeps the stores' rules: every write is conditional with the same versions and conflicts,
+//!   and callers use the same [`StateRepo`](crate::state::StateRepo) methods on any backend
+//!   (`update_account_state`, `update_strategy_stats`). A backtest builds its repo over it and
+//!   hands the same `Arc` to [`FastPath`], which alone reads its marks. `core/tests/state_backends.rs` runs random
 //!   sequences of every write and read on both and requires equal results, versions and reads.
 //!   Every write that can change what an evaluation reads moves a counter
 //!   ([`WriteMarks`](typed_state::WriteMarks)); a key/value store has none, so the jobs never
@@ -45,24 +47,33 @@ use crate::jobs::{
 use crate::strategy::{self, Action, Decision};
 use quiet::Quiet;
 use rust_decimal::Decimal;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use typed_state::{TypedState, WriteMarks};
 
 /// A research run's evaluations over an [`Engine`]: [`Research`] per candle, and the
-/// quiet-candle memo between candles when `memo_on`.
+/// quiet-candle memo between candles when it has the state's write marks.
 pub struct FastPath<'e> {
     engine: &'e Engine,
-    memo_on: bool,
+    /// The engine's state, whose write marks the memo checks (`None`: no memo).
+    state: Option<Arc<TypedState>>,
     memo: Mutex<Option<Box<Quiet>>>,
 }
 
 impl<'e> FastPath<'e> {
-    /// `memo_on`: keep the quiet-candle memo (off for `--full-jobs`, which checks it).
-    pub fn new(engine: &'e Engine, memo_on: bool) -> Self {
+    /// `state`: the [`TypedState`] the engine's repo is built over, for the quiet-candle memo;
+    /// `None` keeps no memo (`--full-jobs`, which checks it). It must be the engine's own: the
+    /// memo trusts its marks to count every write the engine makes.
+    pub fn new(engine: &'e Engine, state: Option<Arc<TypedState>>) -> Self {
         FastPath {
             engine,
-            memo_on,
+            state,
             memo: Mutex::new(None),
         }
+    }
+
+    /// The write marks of the engine's state, when the memo is kept.
+    fn marks(&self) -> Option<WriteMarks> {
+        self.state.as_ref().map(|s| s.marks())
     }
 
     /// [`Engine::evaluate`] the research way ([`Research`]), remembering what it read for the

@@ -5,12 +5,12 @@
 //! research run keeps no record of a HOLD ([`Research`]). `core/tests/quiet_path.rs` checks it
 //! against `--full-jobs`, and `tests/tests/differential.rs` against the real jobs.
 
+use super::typed_state::WriteMarks;
 use super::*;
 use crate::config::StrategyConfig;
 use crate::domain::{Candle, PositionKey, StrategyId, Symbol, Timeframe};
 use crate::jobs::{track_best, AccountRuntime, CacheKey, DecisionInputs, Fed};
 use crate::ports::StoreError;
-use crate::state::WriteMarks;
 use crate::strategy::{self, Action};
 
 /// What a backtest's last full evaluation of its single (account, strategy, symbol) read from the
@@ -52,10 +52,7 @@ impl FastPath<'_> {
     /// [`FastPath::evaluate_quiet`]. Only for the typed in-process state (its write marks tell
     /// when a read would differ) and only when HOLDs leave no record.
     pub(super) async fn remember(&self, tf: Timeframe) {
-        if !self.memo_on {
-            return;
-        }
-        let Some(marks) = self.engine.repo.write_marks() else {
+        let Some(marks) = self.marks() else {
             return;
         };
         let Some((acct, s, sym)) = self.single_target(tf) else {
@@ -83,14 +80,15 @@ impl FastPath<'_> {
             Ok::<_, StoreError>((paused, DecisionInputs::new(&all, &pkey, last_entry)))
         };
         match reads.await {
-            Ok((paused, inputs)) if self.engine.repo.write_marks() == Some(marks) => self
-                .keep_quiet(Box::new(Quiet {
+            Ok((paused, inputs)) if self.marks() == Some(marks) => {
+                self.keep_quiet(Box::new(Quiet {
                     key,
                     fed: Some(fed),
                     marks,
                     paused,
                     inputs,
-                })),
+                }))
+            }
             // A read failed (the full evaluation reports it next time) or something wrote meanwhile.
             _ => self.engine.cache.put(key, fed.0, fed.1),
         }
@@ -123,10 +121,7 @@ impl FastPath<'_> {
     /// them, if any, is left to [`FastPath::evaluate`] as a `false` from
     /// [`FastPath::evaluate_quiet`] leaves it.
     pub async fn evaluate_quiet_run(&self, tf: Timeframe, candles: &[Candle], delay: i64) -> usize {
-        if !self.memo_on {
-            return 0;
-        }
-        let Some(marks) = self.engine.repo.write_marks() else {
+        let Some(marks) = self.marks() else {
             return 0;
         };
         let Some(mut q) = self.take_quiet() else {
@@ -214,7 +209,7 @@ impl FastPath<'_> {
                 .save_position(&p.value, Some(p.version))
                 .await
             {
-                Ok(v) if self.engine.repo.write_marks().map(|m| m.positions) == Some(written) => {
+                Ok(v) if self.marks().map(|m| m.positions) == Some(written) => {
                     p.version = v;
                     q.marks.positions = written;
                 }

@@ -300,12 +300,12 @@ impl Engine {
     }
 
     /// [`Engine::observe_account`] giving `then` of the state folded instead of a copy of it.
-    pub(super) async fn observe_account_then<R>(
+    pub(super) async fn observe_account_then<R: Send>(
         &self,
         acct: &AccountConfig,
         equity: Notional,
         now: i64,
-        then: impl Fn(&AccountState) -> R,
+        then: impl Fn(&AccountState) -> R + Sync,
     ) -> Result<R, EngineError> {
         let account = &acct.id;
         let limit = self.config.daily_loss_pct(acct);

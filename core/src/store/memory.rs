@@ -4,8 +4,8 @@
 //! 1 and grow by one per put) over any item type, in a map per partition with sort keys ordered
 //! for prefix queries, behind a mutex. [`MemoryStore`] is a `Table` of JSON bodies behind the
 //! [`StateStore`] port and passes the same contract suite as the durable stores; the typed state
-//! of a backtest (`StateRepo::typed`) is a `Table` of decoded items, so the same rules hold without
-//! serialising anything. Lookups borrow the caller's keys: a backtest reads state every candle.
+//! of a backtest ([`TypedState`](crate::fastpath::typed_state::TypedState)) is a `Table` of decoded
+//! items, so the same rules hold without serialising anything. Lookups borrow the caller's keys: a backtest reads state every candle.
 
 use crate::ports::{Expect, Record, StateStore, StoreError};
 use async_trait::async_trait;

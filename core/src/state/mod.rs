@@ -1,5 +1,5 @@
-//! Typed state on top of the key/value [`StateStore`]: positions, trades, run markers and account
-//! state, in one single-table layout shared by every store:
+//! Typed state: positions, trades, run markers and account state, in one single-table layout
+//! shared by every store:
 //!
 //! | pk             | sk                                         | item                      |
 //! |----------------|--------------------------------------------|---------------------------|
@@ -14,19 +14,31 @@
 //!
 //! Every write is conditional (create-if-absent or version match), so two jobs never overwrite
 //! each other; a conflict surfaces as [`StoreError::Conflict`] and the job stops for that item.
+//!
+//! [`StateRepo`] is the typed API every job uses; it stores through one port, [`StateBackend`]
+//! (`backend.rs`), over type-erased [`Item`]s (`item.rs`). The jobs' backend is [`KvItems`]
+//! (`kv.rs`: JSON bodies in a [`StateStore`], with the updates' read-apply-save retry); a backtest
+//! builds its repo [`over`](StateRepo::over) the research fast path's
+//! [`TypedState`](crate::fastpath::typed_state::TypedState). `StateRepo` never asks which one it
+//! has: every method builds keys, wraps or unwraps items and calls the port.
 
 use crate::domain::{
     AccountId, AccountState, Position, PositionKey, StrategyId, Symbol, Timeframe, TradeRecord,
 };
-use crate::fastpath::typed_state::{TypedItem, TypedState};
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
 use crate::store::memory::Update;
-use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-pub use crate::fastpath::typed_state::WriteMarks;
+mod backend;
+mod item;
+mod kv;
+
+pub use backend::{AccountFold, Answer, Reply, StateBackend, StatsFold};
+pub use item::{Item, Kind, Stored};
+pub use kv::KvItems;
 
 /// How long run markers are kept (DynamoDB TTL).
 pub const RUN_MARKER_TTL_SECS: i64 = 14 * 24 * 3600;
@@ -138,21 +150,6 @@ impl RunKey {
     }
 }
 
-/// Where a [`StateRepo`] keeps its items.
-#[derive(Clone)]
-enum Backend {
-    /// JSON bodies in a key/value store (DynamoDB, SQLite, memory): what the jobs use.
-    Kv(Arc<dyn StateStore>),
-    /// Decoded items in process, under the same conditional-write rules: a backtest's state,
-    /// which lives and dies with the run and is read and written every candle. All of its logic
-    /// is in the research fast path ([`crate::fastpath::typed_state`]); the arms here only call it.
-    Typed(Arc<TypedState>),
-}
-
-/// A state type the repo stores: JSON for the key/value stores, an item of the typed one.
-pub(crate) trait Stored: Serialize + DeserializeOwned + TypedItem {}
-impl<T: Serialize + DeserializeOwned + TypedItem> Stored for T {}
-
 /// Why [`StateRepo::update_account_state`] or [`StateRepo::update_strategy_stats`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum UpdateError {
@@ -167,16 +164,17 @@ pub enum UpdateError {
 pub const UPDATE_ATTEMPTS: usize = 3;
 
 /// The condition of a write: create when nothing was read, else the version read.
-fn expect_version(version: Option<u64>) -> Expect {
+pub(crate) fn expect_version(version: Option<u64>) -> Expect {
     match version {
         None => Expect::Absent,
         Some(v) => Expect::Version(v),
     }
 }
 
+/// The typed state every job reads and writes, over any [`StateBackend`].
 #[derive(Clone)]
 pub struct StateRepo {
-    backend: Backend,
+    backend: Arc<dyn StateBackend>,
 }
 
 /// Keys are built on every read: plain concatenation, not the formatting machinery.
@@ -206,103 +204,46 @@ pub(crate) fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
     concat(&pos_sk_parts(strategy, symbol))
 }
 
-/// Decoded values by (type, item) hash, each with the body it was decoded from.
-type DecodedCache = std::collections::HashMap<u64, (String, Box<dyn std::any::Any>)>;
-
-thread_local! {
-    /// Last decoded value per (type, item), with the body it came from. Jobs that read the same
-    /// unchanged item again and again (a backtest reads positions and account state every
-    /// candle) reuse it; the body is compared in full, so a hit is exactly what decoding would
-    /// give, whatever the store.
-    static DECODED: std::cell::RefCell<DecodedCache> =
-        std::cell::RefCell::new(DecodedCache::new());
+/// The sort key of a strategy's stats item.
+pub(crate) fn stats_sk(strategy: &StrategyId) -> String {
+    concat(&["STATS#", &strategy.0])
 }
 
-fn cache_key<T: 'static>(pk: &str, sk: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (std::any::TypeId::of::<T>(), pk, sk).hash(&mut h);
-    h.finish()
+/// A backend answered an update with `Ok` without running it (a broken backend).
+fn update_not_run() -> UpdateError {
+    UpdateError::Store(StoreError::Other(
+        "the state backend answered an update without running it".into(),
+    ))
 }
 
-/// Record `value` as what `body` decodes to (after a write of exactly that body).
-fn remember<T: Clone + 'static>(pk: &str, sk: &str, body: String, value: &T) {
-    let key = cache_key::<T>(pk, sk);
-    DECODED.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.len() >= 4096 {
-            c.clear();
-        }
-        c.insert(key, (body, Box::new(value.clone())));
-    });
-}
-
-fn decode<T: DeserializeOwned + Clone + 'static>(
-    pk: &str,
-    sk: &str,
-    body: &str,
-) -> Result<T, StoreError> {
-    let key = cache_key::<T>(pk, sk);
-    let hit = DECODED.with(|c| {
-        c.borrow()
-            .get(&key)
-            .filter(|(b, _)| b == body)
-            .and_then(|(_, v)| v.downcast_ref::<T>().cloned())
-    });
-    if let Some(v) = hit {
-        return Ok(v);
-    }
-    let v: T = serde_json::from_str(body)
-        .map_err(|e| StoreError::Other(format!("corrupt item {pk}/{sk}: {e}")))?;
-    remember(pk, sk, body.to_string(), &v);
-    Ok(v)
-}
-
-fn encode<T: Serialize>(v: &T) -> String {
-    serde_json::to_string(v).expect("state types serialize")
+/// The `T` an item read at `pk`/`sk` holds.
+fn take<T: Stored>(pk: &str, sk: &str, item: Item) -> Result<T, StoreError> {
+    T::take(item)
+        .ok_or_else(|| StoreError::Other(format!("corrupt item {pk}/{sk}: not a {:?}", T::KIND)))
 }
 
 impl StateRepo {
+    /// The jobs' state: JSON bodies in `store` ([`KvItems`]).
     pub fn new(store: Arc<dyn StateStore>) -> Self {
-        StateRepo {
-            backend: Backend::Kv(store),
-        }
+        Self::over(Arc::new(KvItems::new(store)))
     }
 
-    /// State kept decoded in this process (backtests): nothing is serialised, and every write is
-    /// conditional exactly as in the stores ([`Table`]).
-    pub fn typed() -> Self {
-        StateRepo {
-            backend: Backend::Typed(Arc::new(TypedState::default())),
-        }
-    }
-
-    /// The write marks of the typed backend; `None` for a key/value store, which other processes
-    /// may write at any time.
-    pub fn write_marks(&self) -> Option<WriteMarks> {
-        match &self.backend {
-            Backend::Kv(_) => None,
-            Backend::Typed(t) => Some(t.marks()),
-        }
+    /// State kept by any backend.
+    pub fn over(backend: Arc<dyn StateBackend>) -> Self {
+        StateRepo { backend }
     }
 
     pub fn describe(&self) -> String {
-        match &self.backend {
-            Backend::Kv(s) => s.describe(),
-            Backend::Typed(_) => "memory (typed)".to_string(),
-        }
+        self.backend.describe()
     }
 
     async fn get<T: Stored>(&self, pk: &str, sk: &str) -> Result<Option<Versioned<T>>, StoreError> {
-        match &self.backend {
-            Backend::Kv(store) => match store.get(pk, sk).await? {
-                Some(r) => Ok(Some(Versioned {
-                    value: decode(pk, sk, &r.body)?,
-                    version: r.version,
-                })),
-                None => Ok(None),
-            },
-            Backend::Typed(t) => t.get(pk, sk),
+        match self.backend.get(T::KIND, pk, sk).await? {
+            Some(v) => Ok(Some(Versioned {
+                value: take(pk, sk, v.value)?,
+                version: v.version,
+            })),
+            None => Ok(None),
         }
     }
 
@@ -314,23 +255,13 @@ impl StateRepo {
         expect: Expect,
         expires_at: Option<i64>,
     ) -> Result<u64, StoreError> {
-        match &self.backend {
-            Backend::Kv(store) => {
-                let body = encode(value);
-                let v = store.put(pk, sk, &body, expect, expires_at).await?;
-                // The next read of this body need not decode it again.
-                remember(pk, sk, body, value);
-                Ok(v)
-            }
-            Backend::Typed(t) => t.put(pk, sk, value, expect),
-        }
+        self.backend
+            .put(pk, sk, value.clone().wrap(), expect, expires_at)
+            .await
     }
 
     async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
-        match &self.backend {
-            Backend::Kv(store) => store.delete(pk, sk, expect).await,
-            Backend::Typed(t) => t.delete(pk, sk, expect),
-        }
+        self.backend.delete(pk, sk, expect).await
     }
 
     async fn query<T: Stored>(
@@ -338,20 +269,17 @@ impl StateRepo {
         pk: &str,
         prefix: &str,
     ) -> Result<Vec<Versioned<T>>, StoreError> {
-        match &self.backend {
-            Backend::Kv(store) => store
-                .query(pk, prefix)
-                .await?
-                .into_iter()
-                .map(|r| {
-                    Ok(Versioned {
-                        value: decode(pk, &r.sk, &r.body)?,
-                        version: r.version,
-                    })
+        let items = self.backend.query(T::KIND, pk, prefix).await?;
+        items
+            .into_iter()
+            .map(|v| {
+                Ok(Versioned {
+                    // The port gives no sort key with a versioned item: name the prefix.
+                    value: take(pk, &concat(&[prefix, "*"]), v.value)?,
+                    version: v.version,
                 })
-                .collect(),
-            Backend::Typed(t) => t.query(pk, prefix),
-        }
+            })
+            .collect()
     }
 
     /// The items under `prefix` with their sort keys.
@@ -360,15 +288,14 @@ impl StateRepo {
         pk: &str,
         prefix: &str,
     ) -> Result<Vec<(String, T)>, StoreError> {
-        match &self.backend {
-            Backend::Kv(store) => store
-                .query(pk, prefix)
-                .await?
-                .into_iter()
-                .map(|r| Ok((r.sk.clone(), decode(pk, &r.sk, &r.body)?)))
-                .collect(),
-            Backend::Typed(t) => t.query_keyed(pk, prefix),
-        }
+        let items = self.backend.query_keyed(T::KIND, pk, prefix).await?;
+        items
+            .into_iter()
+            .map(|(sk, item)| {
+                let value = take(pk, &sk, item)?;
+                Ok((sk, value))
+            })
+            .collect()
     }
 
     /// Every run marker of an account (the evaluator's audit trail, kept 14 days), by sort key.
@@ -590,10 +517,7 @@ impl StateRepo {
         &self,
         account: &AccountId,
     ) -> Result<Vec<Versioned<Position>>, StoreError> {
-        match &self.backend {
-            Backend::Kv(_) => self.query(&pk(account), "POS#").await,
-            Backend::Typed(t) => t.positions(account),
-        }
+        self.backend.positions(account).await
     }
 
     /// Create (`version = None`) or update (`Some(v)`, must match) a position; returns the new version.
@@ -602,19 +526,9 @@ impl StateRepo {
         pos: &Position,
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
-        let expect = expect_version(version);
-        let k = &pos.key;
-        if let Backend::Typed(t) = &self.backend {
-            return t.save_position(pos, expect);
-        }
-        self.put(
-            &pk(&k.account),
-            &pos_sk(&k.strategy, &k.symbol),
-            pos,
-            expect,
-            None,
-        )
-        .await
+        self.backend
+            .save_position(pos, expect_version(version))
+            .await
     }
 
     pub async fn delete_position(&self, key: &PositionKey, version: u64) -> Result<(), StoreError> {
@@ -686,8 +600,7 @@ impl StateRepo {
         account: &AccountId,
         strategy: &StrategyId,
     ) -> Result<Option<Versioned<StrategyStats>>, StoreError> {
-        self.get(&pk(account), &format!("STATS#{}", strategy.0))
-            .await
+        self.get(&pk(account), &stats_sk(strategy)).await
     }
 
     pub async fn save_strategy_stats(
@@ -698,87 +611,37 @@ impl StateRepo {
         version: Option<u64>,
     ) -> Result<u64, StoreError> {
         let expect = expect_version(version);
-        self.put(
-            &pk(account),
-            &format!("STATS#{}", strategy.0),
-            st,
-            expect,
-            None,
-        )
-        .await
+        self.put(&pk(account), &stats_sk(strategy), st, expect, None)
+            .await
     }
 
-    /// Let `f` update the strategy's stats item, on either backend: `f` gets the item (`None`
+    /// Let `f` update the strategy's stats item, on any backend: `f` gets the item (`None`
     /// when there is none) and says what to write — [`Update::Keep`] (nothing; it must have left
     /// the item as it was), [`Update::Changed`] (the item as `f` changed it; nothing with no
     /// item) or [`Update::Put`] (this item, replacing or creating it) — and a result.
     ///
-    /// The typed backend runs `f` on the item in place under its lock, without copying the
-    /// window of recent trades. A key/value store reads the item, runs `f` on the decoded copy
+    /// A backend in the process (the research fast path's) runs `f` on the item in place under
+    /// its lock, without copying the window of recent trades. A key/value store reads the item, runs `f` on the decoded copy
     /// and saves conditionally on the version read (create-if-absent when there was none); when
     /// another writer came in between, it does all of that again on what that writer left, up
     /// to [`UPDATE_ATTEMPTS`] times, then gives [`UpdateError::Contended`]. `f` may therefore
     /// run more than once, each time on a fresh read; the result of the last run is returned.
-    pub async fn update_strategy_stats<R>(
+    pub async fn update_strategy_stats<R: Send>(
         &self,
         account: &AccountId,
         strategy: &StrategyId,
-        mut f: impl FnMut(Option<&mut StrategyStats>) -> (Update<StrategyStats>, R),
+        mut f: impl FnMut(Option<&mut StrategyStats>) -> (Update<StrategyStats>, R) + Send,
     ) -> Result<R, UpdateError> {
-        if let Backend::Typed(t) = &self.backend {
-            return Ok(t.update_strategy_stats(account, strategy, f)?);
-        }
-        let (p, s) = (pk(account), concat(&["STATS#", &strategy.0]));
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get::<StrategyStats>(&p, &s).await?;
-            let version = current.as_ref().map(|v| v.version);
-            let (write, r) = match current {
-                Some(v) => {
-                    let mut st = v.value;
-                    match f(Some(&mut st)) {
-                        (Update::Keep, r) => return Ok(r),
-                        (Update::Changed, r) => (st, r),
-                        (Update::Put(st), r) => (st, r),
-                    }
-                }
-                None => match f(None) {
-                    (Update::Put(st), r) => (st, r),
-                    (Update::Keep | Update::Changed, r) => return Ok(r),
-                },
-            };
-            match self
-                .put(&p, &s, &write, expect_version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(r),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UpdateError::Contended { pk: p, sk: s })
-    }
-
-    /// Let `f` update the strategy's stats item in place, for the typed backend (`None`: a
-    /// key/value store). `f` returns whether it changed the item and a result; `Some(Ok(None))`
-    /// when there is no item.
-    // To be removed once the engine calls update_*: use `update_strategy_stats`.
-    #[doc(hidden)]
-    pub fn fold_strategy_stats<R>(
-        &self,
-        account: &AccountId,
-        strategy: &StrategyId,
-        f: impl FnOnce(&mut StrategyStats) -> (bool, R),
-    ) -> Option<Result<Option<R>, StoreError>> {
-        let Backend::Typed(t) = &self.backend else {
-            return None;
+        let mut out = None;
+        let mut fold = |st: Option<&mut StrategyStats>| {
+            let (update, r) = f(st);
+            out = Some(r);
+            update
         };
-        Some(t.update_strategy_stats(account, strategy, |st| match st {
-            None => (Update::Keep, None),
-            Some(st) => match f(st) {
-                (true, r) => (Update::Changed, Some(r)),
-                (false, r) => (Update::Keep, Some(r)),
-            },
-        }))
+        self.backend
+            .update_strategy_stats(account, strategy, &mut fold)
+            .await?;
+        out.ok_or_else(update_not_run)
     }
 
     /// Who held which share of `symbol` when the last sync found the shares adding up to the net.
@@ -816,73 +679,38 @@ impl StateRepo {
         self.get(&pk(account), "STATE").await
     }
 
-    /// Fold `f` into the account's state, on either backend. `f` gets the state (a default one
+    /// Fold `f` into the account's state, on any backend. `f` gets the state (a default one
     /// and `false` when there is none yet) and returns whether to write it, having left it as it
     /// was if not, and a result.
     ///
-    /// The typed backend folds in place under its lock: a read and a conditional write that
-    /// nothing can come between, without copying the state. A key/value store reads the state,
+    /// A backend in the process (the research fast path's) folds in place under its lock: a read
+    /// and a conditional write that nothing can come between, without copying the state. A key/value store reads the state,
     /// runs `f` on the decoded copy and, when `f` says write, saves it conditionally on the
     /// version read (create-if-absent when there was none); when another writer came in
     /// between, it does all of that again on what that writer left, up to [`UPDATE_ATTEMPTS`]
     /// times, then gives [`UpdateError::Contended`]. `f` may therefore run more than once, each
     /// time on a fresh read; the result of the last run is returned.
-    pub async fn update_account_state<R>(
+    pub async fn update_account_state<R: Send>(
         &self,
         account: &AccountId,
-        mut f: impl FnMut(&mut AccountState, bool) -> (bool, R),
+        mut f: impl FnMut(&mut AccountState, bool) -> (bool, R) + Send,
     ) -> Result<R, UpdateError> {
-        if let Backend::Typed(t) = &self.backend {
-            return Ok(t.update_account_state(account, f)?);
-        }
-        let p = pk(account);
-        for _ in 0..UPDATE_ATTEMPTS {
-            let current = self.get::<AccountState>(&p, "STATE").await?;
-            let (mut st, version) = match current {
-                Some(v) => (v.value, Some(v.version)),
-                None => (AccountState::default(), None),
-            };
-            let (write, r) = f(&mut st, version.is_some());
-            if !write {
-                return Ok(r);
-            }
-            match self
-                .put(&p, "STATE", &st, expect_version(version), None)
-                .await
-            {
-                Ok(_) => return Ok(r),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(UpdateError::Contended {
-            pk: p,
-            sk: "STATE".to_string(),
-        })
-    }
-
-    /// Fold `f` into the account's state in place, for the typed backend (`None`: a key/value
-    /// store, where the caller reads and saves conditionally instead).
-    // To be removed once the engine calls update_*: use `update_account_state`.
-    #[doc(hidden)]
-    pub fn fold_account_state<R>(
-        &self,
-        account: &AccountId,
-        f: impl FnOnce(&mut AccountState, bool) -> (bool, R),
-    ) -> Option<Result<R, StoreError>> {
-        let Backend::Typed(t) = &self.backend else {
-            return None;
+        let mut out = None;
+        let mut fold = |st: &mut AccountState, existing: bool| {
+            let (write, r) = f(st, existing);
+            out = Some(r);
+            write
         };
-        Some(t.update_account_state(account, f))
+        self.backend
+            .update_account_state(account, &mut fold)
+            .await?;
+        out.ok_or_else(update_not_run)
     }
 
     /// Whether the account is paused (`None`: no state yet): what an evaluation reads of the
-    /// account state, read in place by the typed backend.
+    /// account state (a backend in the process reads it in place).
     pub async fn account_paused(&self, account: &AccountId) -> Result<Option<bool>, StoreError> {
-        match &self.backend {
-            Backend::Typed(t) => t.account_paused(account),
-            Backend::Kv(_) => Ok(self.account_state(account).await?.map(|v| v.value.paused)),
-        }
+        self.backend.account_paused(account).await
     }
 
     pub async fn save_account_state(
