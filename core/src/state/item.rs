@@ -7,7 +7,7 @@
 use crate::domain::{AccountState, Position, TradeRecord};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{JobRun, RunMarker};
+use crate::state::{AuditRecord, JobRun, PendingConfirm, RunMarker, SeenUpdate};
 
 /// A state type the repo stores, as one variant of [`Item`].
 pub trait Stored: Clone + Send + Sync + 'static {
@@ -75,6 +75,12 @@ items! {
     Shares(ShareBook),
     /// `JOB#{job}`.
     Job(JobRun),
+    /// `BOT` / `UPDATE#{update_id}`.
+    Seen(SeenUpdate),
+    /// `BOT` / `CONFIRM#{nonce}`.
+    Confirm(PendingConfirm),
+    /// `BOT` / `AUDIT#{time}#{update_id}`.
+    Audit(AuditRecord),
 }
 
 #[cfg(test)]

@@ -1,0 +1,178 @@
+//! What the operator surface keeps in the store, under the partition `BOT` (no account owns it):
+//!
+//! | sk                                  | item                                   |
+//! |-------------------------------------|----------------------------------------|
+//! | `UPDATE#{update_id:020}`            | [`SeenUpdate`] (TTL: a redelivery window) |
+//! | `CONFIRM#{nonce}`                   | [`PendingConfirm`] (TTL: its expiry)   |
+//! | `AUDIT#{time:013}#{update_id:020}`  | [`AuditRecord`]                        |
+//!
+//! Every write is conditional like the rest of the state: a Telegram update is taken once by
+//! whichever process creates its `UPDATE#` item first, and a confirmation is used once by
+//! whichever deletes it first.
+
+use super::{StateRepo, Versioned};
+use crate::ports::{Expect, StoreError};
+use serde::{Deserialize, Serialize};
+
+const BOT_PK: &str = "BOT";
+
+/// A Telegram update this bot has taken (its `update_id` is the key).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct SeenUpdate {
+    /// When it was taken (ms).
+    pub at: i64,
+}
+
+/// A command waiting for its confirmation button (`/close`, `/close_all`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct PendingConfirm {
+    /// The command as typed (parsed again when confirmed).
+    pub command: String,
+    pub chat_id: i64,
+    pub user_id: i64,
+    /// After this (ms) the button does nothing.
+    pub expires_at: i64,
+}
+
+/// One state-changing command: who sent it, when, and what came of it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct AuditRecord {
+    pub at: i64,
+    pub update_id: i64,
+    pub chat_id: i64,
+    pub user_id: i64,
+    /// `@username` when the sender has one.
+    pub user: Option<String>,
+    pub command: String,
+    pub outcome: String,
+    pub ok: bool,
+}
+
+fn update_sk(update_id: i64) -> String {
+    format!("UPDATE#{update_id:020}")
+}
+
+fn confirm_sk(nonce: &str) -> String {
+    format!("CONFIRM#{nonce}")
+}
+
+impl StateRepo {
+    /// Take update `update_id` once: `true` for the first caller, `false` when it was taken
+    /// before (Telegram redelivers an update its webhook did not acknowledge in time). The
+    /// record expires `keep_secs` after `now`.
+    pub async fn take_update(
+        &self,
+        update_id: i64,
+        now: i64,
+        keep_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let expiry = Some(now / 1000 + keep_secs);
+        let seen = SeenUpdate { at: now };
+        match self
+            .put(BOT_PK, &update_sk(update_id), &seen, Expect::Absent, expiry)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Keep a command waiting for its confirmation under `nonce`.
+    pub async fn save_confirm(&self, nonce: &str, c: &PendingConfirm) -> Result<(), StoreError> {
+        let expiry = Some(c.expires_at / 1000 + 60);
+        self.put(BOT_PK, &confirm_sk(nonce), c, Expect::Absent, expiry)
+            .await
+            .map(drop)
+    }
+
+    /// Use the confirmation `nonce` once: the command when this caller removed it first (expired
+    /// or not: the caller checks), `None` when it does not exist or another caller used it.
+    pub async fn use_confirm(&self, nonce: &str) -> Result<Option<PendingConfirm>, StoreError> {
+        let sk = confirm_sk(nonce);
+        let Some(Versioned { value, version }) = self.get::<PendingConfirm>(BOT_PK, &sk).await?
+        else {
+            return Ok(None);
+        };
+        match self.delete(BOT_PK, &sk, Expect::Version(version)).await {
+            Ok(()) => Ok(Some(value)),
+            Err(e) if e.is_conflict() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Record a state-changing command.
+    pub async fn record_audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        let sk = format!("AUDIT#{:013}#{:020}", a.at, a.update_id);
+        match self.put(BOT_PK, &sk, a, Expect::Absent, None).await {
+            // The same update recorded twice (a retried write that had landed): one record.
+            Err(e) if e.is_conflict() => Ok(()),
+            r => r.map(drop),
+        }
+    }
+
+    /// Every audit record, oldest first.
+    pub async fn audit_records(&self) -> Result<Vec<AuditRecord>, StoreError> {
+        Ok(self
+            .query::<AuditRecord>(BOT_PK, "AUDIT#")
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use std::sync::Arc;
+
+    fn repo() -> StateRepo {
+        StateRepo::new(Arc::new(MemoryStore::default()))
+    }
+
+    #[tokio::test]
+    async fn an_update_is_taken_once_and_a_confirmation_used_once() {
+        let r = repo();
+        assert!(r.take_update(42, 1_000, 600).await.unwrap());
+        assert!(!r.take_update(42, 2_000, 600).await.unwrap(), "redelivered");
+        assert!(r.take_update(43, 2_000, 600).await.unwrap());
+        let c = PendingConfirm {
+            command: "/close_all main".into(),
+            chat_id: 7,
+            user_id: 9,
+            expires_at: 60_000,
+        };
+        r.save_confirm("n1", &c).await.unwrap();
+        assert_eq!(r.use_confirm("n1").await.unwrap(), Some(c));
+        assert_eq!(r.use_confirm("n1").await.unwrap(), None, "used once");
+        assert_eq!(r.use_confirm("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn audit_records_are_kept_in_time_order_once_each() {
+        let r = repo();
+        let rec = |at, update_id, command: &str| AuditRecord {
+            at,
+            update_id,
+            chat_id: 7,
+            user_id: 9,
+            user: Some("@trader".into()),
+            command: command.into(),
+            outcome: "paused".into(),
+            ok: true,
+        };
+        r.record_audit(&rec(2_000, 2, "/resume")).await.unwrap();
+        r.record_audit(&rec(1_000, 1, "/pause main")).await.unwrap();
+        r.record_audit(&rec(1_000, 1, "/pause main")).await.unwrap();
+        let got: Vec<String> = r
+            .audit_records()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|a| a.command)
+            .collect();
+        assert_eq!(got, ["/pause main", "/resume"]);
+    }
+}
