@@ -49,9 +49,6 @@ pub enum BotCommand {
     Performance,
     Risk,
     Health,
-    Chart {
-        account: Option<String>,
-    },
     Help,
 }
 
@@ -121,7 +118,6 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
     ),
     ("risk", "/risk", "limits and what needs attention"),
     ("health", "/health", "last run of every job"),
-    ("chart", "/chart [ACCOUNT]", "equity and drawdown chart"),
     ("help", "/help", "this list"),
 ];
 
@@ -190,7 +186,6 @@ impl BotCommand {
             "performance" => BotCommand::Performance,
             "risk" => BotCommand::Risk,
             "health" => BotCommand::Health,
-            "chart" => BotCommand::Chart { account: arg(0) },
             _ => BotCommand::Help,
         };
         if args.len() > max_args(&cmd) {
@@ -239,7 +234,6 @@ impl BotCommand {
             BotCommand::Performance => "/performance".into(),
             BotCommand::Risk => "/risk".into(),
             BotCommand::Health => "/health".into(),
-            BotCommand::Chart { account } => format!("/chart{}", opt(account)),
             BotCommand::Help => "/help".into(),
         }
     }
