@@ -6,10 +6,21 @@ PY ?= python3
 # The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
 PEERS_VENV ?= /tmp/peers/venv
 
-.PHONY: run test build static venv lint fmt clippy bench clean-state lambda deploy bench-lambda bench-live fuzz chaos
+.PHONY: run test build install static venv lint fmt clippy bench clean-state lambda deploy bench-lambda bench-live fuzz chaos
 
+# The replay keeps its store in state/replay (a fresh one each run), where `albra status --state
+# state/replay`, `albra performance --state state/replay` and the other read commands find it.
 run: build
-	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml
+	rm -rf state/replay
+	$(CARGO_TARGET_DIR)/release/albra replay --data data/BTCUSDT-perp-15m.csv --config config/albra.toml --state state/replay
+
+# `albra` and `albra-ops` side by side in $(PREFIX)/bin (default ~/.local/bin), so `albra` is on the
+# PATH; albra hands its operator commands to the albra-ops beside it.
+PREFIX ?= $(HOME)/.local
+install: build
+	install -d $(PREFIX)/bin
+	install -m 0755 $(CARGO_TARGET_DIR)/release/albra $(CARGO_TARGET_DIR)/release/albra-ops $(PREFIX)/bin/
+	@case ":$$PATH:" in *":$(PREFIX)/bin:"*) ;; *) echo "note: $(PREFIX)/bin is not on your PATH; add it (e.g. export PATH=\"$(PREFIX)/bin:\$$PATH\")";; esac
 
 # One cargo invocation, so `make run` on a fresh machine compiles each dependency once.
 build:

@@ -243,7 +243,9 @@ pub async fn run(
             absorb(engine.sync_positions(now).await, &mut summary_errors);
             syncs += 1;
             for tf in &tfs {
-                if m % tf.millis() == 0 {
+                // A close whose candle the data covers whole: the first, partial one is not
+                // served by the recorded market, and evaluating it would only skip it.
+                if m % tf.millis() == 0 && m - tf.millis() >= first {
                     let now = m + EVAL_DELAY_MS;
                     clock.set(now);
                     absorb(engine.evaluate(*tf, now).await, &mut summary_errors);

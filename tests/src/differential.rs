@@ -466,7 +466,7 @@ pub async fn replay(
         .arg(&orders);
     let out = run_off_runtime(out);
     ok("albra replay", out);
-    let (trades, decisions) = from_store(&state.join("replay.db"), tf, base, opens).await;
+    let (trades, decisions) = from_store(&state.join("albra.db"), tf, base, opens).await;
     Outcome {
         orders: orders_from_csv(&std::fs::read_to_string(&orders).unwrap(), base),
         trades,

@@ -46,6 +46,8 @@ async fn no_exchange_clock_means_no_evaluation_and_no_hang() {
     let r = env.evaluator().await;
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("exchange clock unavailable"), "{r}");
+    // An error, never a heartbeat: no metric line says the job ran.
+    assert!(!r.stdout.contains("Heartbeat"), "{r}");
     assert_eq!(env.orders_posted(), 0, "{r}");
     assert!(
         started.elapsed() < Duration::from_secs(20),

@@ -283,3 +283,62 @@ fn operator_commands_explain_themselves_and_name_bad_input() {
     let (code, _, err) = out(&["sync"]);
     assert_eq!(code, Some(2), "an account or --all is required: {err}");
 }
+
+/// A newcomer's first hour: `albra replay --state DIR` (what `make run` does) leaves its store
+/// where the read commands look, says so, and starts without a line that looks like a failure.
+#[test]
+fn the_read_commands_find_what_a_replay_left() {
+    let dir = tempfile::tempdir().unwrap();
+    harness::write_config(dir.path(), &TestConfig::default());
+    let src = std::fs::read_to_string(
+        albra_tests::moto::workspace_root().join("data/BTCUSDT-perp-15m.csv"),
+    )
+    .unwrap();
+    let rows: Vec<&str> = src.lines().take(3001).collect();
+    std::fs::write(
+        dir.path().join("BTCUSDT-perp-15m.csv"),
+        rows.join("\n") + "\n",
+    )
+    .unwrap();
+    let albra = |args: &[&str]| {
+        let o = std::process::Command::new(harness::bin("albra"))
+            .current_dir(dir.path())
+            .args(args)
+            .args(["--config", "albra.toml", "--state", "state/replay"])
+            .env("ALBRA_BINANCE_URL", "http://127.0.0.1:9")
+            .env_remove("ALBRA_CONFIG")
+            .env_remove("ALBRA_STATE")
+            .output()
+            .unwrap();
+        let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        (o.status.code(), text(&o.stdout), text(&o.stderr))
+    };
+    let (code, out, err) = albra(&["replay", "--data", "BTCUSDT-perp-15m.csv"]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        !err.contains("WARN") && !out.contains("WARN"),
+        "{out}\n{err}"
+    );
+    assert!(out.contains("state kept in state/replay/albra.db"), "{out}");
+    let trades: usize = out
+        .lines()
+        .find_map(|l| l.strip_prefix("trades "))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("a trade count in the summary: {out}"));
+    let (code, status, err) = albra(&["status", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    let v: Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(v["accounts"][0]["closed_trades"], trades, "{status}\n{out}");
+    assert!(
+        v["accounts"][0]["figures"]["equity"].is_string(),
+        "{status}"
+    );
+    // A second replay into the same store is refused, naming it.
+    let (code, _, err) = albra(&["replay", "--data", "BTCUSDT-perp-15m.csv"]);
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("state/replay/albra.db already holds one"),
+        "{err}"
+    );
+}

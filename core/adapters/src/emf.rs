@@ -56,15 +56,24 @@ pub const ALARM_METRICS: [&str; 5] = [
 
 impl Detail {
     /// From `ALBRA_METRICS`: `alarms` (also when unset), `full`, or `off` (`None`: no lines).
-    pub fn parse(value: Option<&str>) -> Result<Option<Detail>, String> {
+    /// `ALBRA_METRICS`'s value; unset or empty gives `unset` (see [`Detail::default_for`]).
+    pub fn parse(value: Option<&str>, unset: Option<Detail>) -> Result<Option<Detail>, String> {
         match value.map(str::trim) {
-            None | Some("") | Some("alarms") => Ok(Some(Detail::Alarms)),
+            None | Some("") => Ok(unset),
+            Some("alarms") => Ok(Some(Detail::Alarms)),
             Some("full") => Ok(Some(Detail::Full)),
             Some("off") => Ok(None),
             Some(other) => Err(format!(
                 "ALBRA_METRICS must be alarms, full or off (got `{other}`)"
             )),
         }
+    }
+
+    /// What an unset `ALBRA_METRICS` means: the alarms' metrics where a log agent reads stdout
+    /// (on Lambda, or when stdout is a pipe or a file: cron, systemd, the EC2 agent), nothing on
+    /// a person's terminal, where a JSON line per run is noise.
+    pub fn default_for(in_lambda: bool, stdout_is_terminal: bool) -> Option<Detail> {
+        (in_lambda || !stdout_is_terminal).then_some(Detail::Alarms)
     }
 
     fn is_metric(self, name: &str) -> bool {
@@ -639,12 +648,19 @@ mod tests {
 
     #[test]
     fn detail_from_the_environment_value() {
-        assert_eq!(Detail::parse(None), Ok(Some(Detail::Alarms)));
-        assert_eq!(Detail::parse(Some("full")), Ok(Some(Detail::Full)));
-        assert_eq!(Detail::parse(Some("off")), Ok(None));
-        assert!(Detail::parse(Some("all"))
+        let alarms = Some(Detail::Alarms);
+        assert_eq!(Detail::parse(None, alarms), Ok(alarms));
+        assert_eq!(Detail::parse(Some(""), None), Ok(None));
+        assert_eq!(Detail::parse(Some("alarms"), None), Ok(alarms));
+        assert_eq!(Detail::parse(Some("full"), None), Ok(Some(Detail::Full)));
+        assert_eq!(Detail::parse(Some("off"), alarms), Ok(None));
+        assert!(Detail::parse(Some("all"), None)
             .unwrap_err()
             .contains("alarms, full or off"));
+        // Unset: metrics where a log agent reads stdout, none on a person's terminal.
+        assert_eq!(Detail::default_for(true, true), alarms);
+        assert_eq!(Detail::default_for(false, false), alarms);
+        assert_eq!(Detail::default_for(false, true), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@ use albra_core::jobs::JobReport;
 use albra_core::ports::{Exchange, KeySource};
 use aws_sdk_ssm::config::ProvideCredentials;
 use serde_json::Value;
+use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -142,7 +143,8 @@ impl Runtime {
         let cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
         // Before any client, key or store: real money needs `live = true` per account.
         app::live_opt_in(&cfg).map_err(|e| InitError::new(2, e.to_string()))?;
-        let metrics = Detail::parse(std::env::var("ALBRA_METRICS").ok().as_deref())
+        let unset = Detail::default_for(in_lambda(), std::io::stdout().is_terminal());
+        let metrics = Detail::parse(std::env::var("ALBRA_METRICS").ok().as_deref(), unset)
             .map_err(|e| InitError::new(2, e))?;
         aws_preflight(&cfg, state)
             .await

@@ -109,15 +109,24 @@ async fn cmd_replay(
     quiet: bool,
     orders_out: Option<PathBuf>,
 ) -> Result<()> {
-    let state_dir = match state {
-        Some(s) => {
-            let dir = PathBuf::from(s.strip_prefix("sqlite:").unwrap_or(&s));
-            if dir.join("replay.db").exists() {
-                bail!("replay needs a fresh store, and {} already holds one; remove it or pick another --state", dir.join("replay.db").display());
+    // `--state` names the store as every other command reads it (a directory holds albra.db),
+    // so `albra status --state …` finds what the replay left.
+    let kept = match state {
+        Some(s) => match albra_adapters::store::StoreSpec::parse(&s)? {
+            albra_adapters::store::StoreSpec::Sqlite(file) => {
+                if file.exists() {
+                    bail!("replay needs a fresh store, and {} already holds one; remove it or pick another --state", file.display());
+                }
+                if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir)
+                        .with_context(|| format!("creating {}", dir.display()))?;
+                }
+                Some((file, s))
             }
-            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            Some(dir)
-        }
+            _ => bail!(
+                "replay keeps its state in an embedded SQLite store; --state must be a local path"
+            ),
+        },
         None => None,
     };
     let inner: Vec<Arc<dyn Notifier>> = if quiet {
@@ -129,17 +138,17 @@ async fn cmd_replay(
     // A replay's own state directory when none was given, removed when the replay ends however
     // it ends (declared before the store, so dropped after it).
     let scratch;
-    let dir = match state_dir {
-        Some(d) => d,
+    let file = match &kept {
+        Some((file, _)) => file.clone(),
         None => {
             scratch = tempfile::Builder::new()
                 .prefix("albra-replay-")
                 .tempdir()
                 .context("creating a scratch directory for the replay's store")?;
-            scratch.path().to_path_buf()
+            scratch.path().join("replay.db")
         }
     };
-    let store = SqliteStore::open_fast(dir.join("replay.db"))?;
+    let store = SqliteStore::open_fast(file)?;
     let started = std::time::Instant::now();
     let summary = replay::run(
         ReplayOptions {
@@ -153,6 +162,12 @@ async fn cmd_replay(
     .await?;
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
+    if let Some((file, spec)) = &kept {
+        println!(
+            "state kept in {}: `albra status --state {spec}` (and positions, performance, health) reads it",
+            file.display()
+        );
+    }
     if let Some(p) = orders_out {
         std::fs::write(&p, summary.orders_csv())
             .with_context(|| format!("writing {}", p.display()))?;
