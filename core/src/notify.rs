@@ -1,6 +1,7 @@
 //! Notifiers that need no network: console lines, an in-memory collector for replay and tests, one
-//! that discards, and a fan-out that filters by priority and drops duplicate event ids. Telegram
-//! is an adapter (`albra_adapters::telegram`).
+//! that discards, a fan-out that filters by priority and drops duplicate event ids, and
+//! [`StoredDedupe`], which sends each event id once across every process sharing a state store.
+//! Telegram is an adapter (`albra_adapters::telegram`).
 
 use crate::ports::{Notification, Notifier, NotifyError, Priority};
 use async_trait::async_trait;
@@ -113,6 +114,50 @@ impl Notifier for FanoutNotifier {
     }
 }
 
+/// Sends each event id once across processes: a rerun of a job, a second container, a sync and
+/// an evaluation that see the same fill all make the same deterministic event id, and only the
+/// first to record it in the store sends it. When the store cannot be read the notification is
+/// sent anyway: a duplicate alert is better than a lost one.
+pub struct StoredDedupe {
+    inner: Arc<dyn Notifier>,
+    repo: crate::state::StateRepo,
+    keep_secs: i64,
+}
+
+impl StoredDedupe {
+    /// How long an event id is remembered: longer than any rerun or redelivery of a job.
+    pub const KEEP_SECS: i64 = 7 * 24 * 3600;
+
+    pub fn new(inner: Arc<dyn Notifier>, repo: crate::state::StateRepo) -> Self {
+        StoredDedupe {
+            inner,
+            repo,
+            keep_secs: Self::KEEP_SECS,
+        }
+    }
+}
+
+#[async_trait]
+impl Notifier for StoredDedupe {
+    async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
+        match self
+            .repo
+            .take_notice(&n.event_id, n.time, self.keep_secs)
+            .await
+        {
+            Ok(false) => Ok(()),
+            Ok(true) => self.inner.notify(n).await,
+            Err(e) => {
+                tracing::warn!(event_id = %n.event_id, error = %e, "notification dedupe unreadable; sending anyway");
+                self.inner.notify(n).await
+            }
+        }
+    }
+    fn enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +185,20 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].event_id, "a");
         assert!(format_line(&got[0]).contains("[HIGH] main entry: hello"));
+    }
+
+    /// Two processes (two notifiers over one store) send an event once; another event still goes.
+    #[tokio::test]
+    async fn stored_dedupe_sends_each_event_once_across_processes() {
+        let store = Arc::new(crate::store::memory::MemoryStore::default());
+        let c = Arc::new(CollectingNotifier::default());
+        let one = StoredDedupe::new(c.clone(), crate::state::StateRepo::new(store.clone()));
+        let two = StoredDedupe::new(c.clone(), crate::state::StateRepo::new(store));
+        one.notify(&n("fill:1", Priority::High)).await.unwrap();
+        two.notify(&n("fill:1", Priority::High)).await.unwrap();
+        two.notify(&n("fill:2", Priority::High)).await.unwrap();
+        let ids: Vec<String> = c.take().into_iter().map(|n| n.event_id).collect();
+        assert_eq!(ids, ["fill:1", "fill:2"]);
     }
 
     struct Failing(&'static str);

@@ -9,7 +9,7 @@ use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
 use albra_core::domain::Notional;
 use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
-use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
+use albra_core::notify::{ConsoleNotifier, FanoutNotifier, StoredDedupe};
 use albra_core::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
 use albra_core::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
 use albra_core::state::StateRepo;
@@ -85,9 +85,12 @@ pub fn binance_config(cfg: &Config) -> BinanceConfig {
 
 /// Build the notifier the config asks for (console and/or Telegram). A Telegram API URL that is
 /// not https (or loopback http) is an error, not "Telegram off": alarms must not vanish quietly.
+/// Telegram messages go out once per event id across every process sharing `repo`'s store
+/// ([`StoredDedupe`]); the console, a log, shows each process's own.
 pub async fn build_notifier(
     cfg: &Config,
     secrets: &dyn Secrets,
+    repo: &StateRepo,
 ) -> Result<Arc<dyn Notifier>, AppError> {
     let mut inner: Vec<Arc<dyn Notifier>> = Vec::new();
     if cfg.notifier.console {
@@ -96,7 +99,8 @@ pub async fn build_notifier(
     if cfg.notifier.telegram {
         match secrets.telegram().await {
             Ok(Some(creds)) => {
-                inner.push(Arc::new(TelegramNotifier::new(creds).map_err(AppError)?))
+                let telegram = Arc::new(TelegramNotifier::new(creds).map_err(AppError)?);
+                inner.push(Arc::new(StoredDedupe::new(telegram, repo.clone())))
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "Telegram credentials unreadable; Telegram off"),
@@ -186,12 +190,13 @@ pub async fn build(
             }
         }
     }
-    let notifier = build_notifier(&cfg, &secrets).await?;
+    let repo = StateRepo::new(store);
+    let notifier = build_notifier(&cfg, &secrets, &repo).await?;
     let timing = EngineTiming::live(&cfg);
     Ok(App {
         engine: Engine {
             config: Arc::new(cfg),
-            repo: StateRepo::new(store),
+            repo,
             accounts,
             notifier,
             timing,

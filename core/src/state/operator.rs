@@ -5,6 +5,7 @@
 //! | `UPDATE#{update_id:020}`            | [`SeenUpdate`] (TTL: a redelivery window) |
 //! | `CONFIRM#{nonce}`                   | [`PendingConfirm`] (TTL: its expiry)   |
 //! | `AUDIT#{time:013}#{update_id:020}`  | [`AuditRecord`]                        |
+//! | `NOTICE#{event_id}`                 | [`SeenUpdate`] (TTL: the dedupe window) |
 //!
 //! Every write is conditional like the rest of the state: a Telegram update is taken once by
 //! whichever process creates its `UPDATE#` item first, and a confirmation is used once by
@@ -70,6 +71,26 @@ impl StateRepo {
         let seen = SeenUpdate { at: now };
         match self
             .put(BOT_PK, &update_sk(update_id), &seen, Expect::Absent, expiry)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Take notification `event_id` once across every process that shares the store: `true` for
+    /// the first caller (it sends), `false` when another run sent it already. Kept `keep_secs`.
+    pub async fn take_notice(
+        &self,
+        event_id: &str,
+        now: i64,
+        keep_secs: i64,
+    ) -> Result<bool, StoreError> {
+        let expiry = Some(now / 1000 + keep_secs);
+        let sk = format!("NOTICE#{event_id}");
+        match self
+            .put(BOT_PK, &sk, &SeenUpdate { at: now }, Expect::Absent, expiry)
             .await
         {
             Ok(_) => Ok(true),
