@@ -395,3 +395,63 @@ async fn close_all_runs_once_on_its_own_unexpired_confirmation() {
         "a used confirmation sends nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_webhook_registers_the_secret_and_poll_answers_from_get_updates() {
+    let env = Env::at_signal(&TestConfig::default(), 0).await;
+    let tg = TelegramTestServer::start().await;
+    let url = "https://bot.example.com/telegram";
+    let r = run(
+        "albra",
+        env.dir(),
+        &env.server.url,
+        &["telegram", "set-webhook", url, "--config", "albra.toml"],
+        &bot_env(&tg),
+    )
+    .await;
+    assert!(r.ok(), "{r}");
+    let hook = tg.webhook().expect("a webhook");
+    assert_eq!(hook.url, url);
+    assert_eq!(hook.secret_token.as_deref(), Some(SECRET));
+    assert_eq!(
+        hook.allowed_updates,
+        Some(vec!["message".to_string(), "callback_query".to_string()])
+    );
+    assert!(!r.stdout.contains(SECRET) && !r.stderr.contains(SECRET));
+
+    // A host without a public URL (a bot with no webhook: Telegram refuses getUpdates while
+    // one is set): the same bot fed by getUpdates.
+    let tg = TelegramTestServer::start().await;
+    tg.push_message(CHAT, USER, now_s(), "/help");
+    tg.push_message(999, USER, now_s(), "/status");
+    let mut child = harness::command("albra", env.dir(), &env.server.url, &bot_env(&tg))
+        .args([
+            "telegram",
+            "poll",
+            "--config",
+            "albra.toml",
+            "--state",
+            "state",
+        ])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn albra telegram poll");
+    let t0 = std::time::Instant::now();
+    while tg.calls_to("sendMessage").is_empty() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let sent = tg.calls_to("sendMessage");
+    assert_eq!(sent.len(), 1, "the allowed chat only: {sent:?}");
+    assert_eq!(sent[0].chat_id.as_deref(), Some(CHAT.to_string().as_str()));
+    // The next poll confirms the batch.
+    while tg.pending_updates() > 0 && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        tg.pending_updates(),
+        0,
+        "the batch is confirmed by the offset"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
