@@ -36,6 +36,8 @@ pub struct Config {
     pub notifier: NotifierConfig,
     #[serde(default)]
     pub paper: PaperSection,
+    #[serde(default)]
+    pub telegram: TelegramSection,
     pub strategies: Vec<StrategyConfig>,
     pub accounts: Vec<AccountConfig>,
 }
@@ -292,6 +294,15 @@ impl Default for NotifierConfig {
             min_priority: Priority::Low,
         }
     }
+}
+
+/// `[telegram]`: who may command the bot.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelegramSection {
+    /// Chats whose commands the bot answers. Empty: only `TELEGRAM_CHAT_ID`, the chat the
+    /// notifications go to. Any other chat is ignored (and logged once).
+    pub allowed_chat_ids: Vec<i64>,
 }
 
 /// `[paper]`: the paper exchange used by replay and `albra run --paper`.
@@ -594,6 +605,13 @@ impl Config {
             Ok(())
         };
         fraction("risk.max_position_pct", self.risk.max_position_pct)?;
+        if let Some(i) = self.telegram.allowed_chat_ids.iter().position(|c| *c == 0) {
+            return Err(err(
+                format!("telegram.allowed_chat_ids[{i}]"),
+                "expected a Telegram chat id (a user's positive id, a group's negative one), got 0"
+                    .into(),
+            ));
+        }
         fraction("risk.max_total_margin_pct", self.risk.max_total_margin_pct)?;
         fraction("risk.daily_loss_pct", self.risk.daily_loss_pct)?;
         if self.risk.max_positions_per_account == 0 {
@@ -1101,6 +1119,28 @@ max_leverage = 2
 
     fn bad(text: &str) -> String {
         Config::parse(text, "cfg.toml").unwrap_err().to_string()
+    }
+
+    #[test]
+    fn telegram_chats_are_listed_and_unknown_keys_refused() {
+        let with = |section: &str| {
+            GOOD.replacen("[[strategies]]", &format!("{section}\n[[strategies]]"), 1)
+        };
+        let c = Config::parse(
+            &with("[telegram]\nallowed_chat_ids = [42, -100123]"),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.telegram.allowed_chat_ids, [42, -100123]);
+        assert!(Config::parse(GOOD, "t.toml")
+            .unwrap()
+            .telegram
+            .allowed_chat_ids
+            .is_empty());
+        let e = bad(&with("[telegram]\nallowed_chats = [42]"));
+        assert!(e.contains("allowed_chats"), "{e}");
+        let e = bad(&with("[telegram]\nallowed_chat_ids = [0]"));
+        assert!(e.contains("telegram.allowed_chat_ids[0]"), "{e}");
     }
 
     #[test]

@@ -19,6 +19,16 @@ use std::path::{Path, PathBuf};
 
 pub const TELEGRAM_TOKEN_VAR: &str = "TELEGRAM_BOT_TOKEN";
 pub const TELEGRAM_CHAT_VAR: &str = "TELEGRAM_CHAT_ID";
+/// The token Telegram sends with every webhook delivery (`X-Telegram-Bot-Api-Secret-Token`), as
+/// registered by `albra telegram set-webhook`.
+pub const TELEGRAM_WEBHOOK_SECRET_VAR: &str = "TELEGRAM_WEBHOOK_SECRET";
+
+/// Telegram's rule for a webhook secret: 1–256 characters of `A-Z a-z 0-9 _ -`.
+fn valid_webhook_secret(s: &str) -> bool {
+    (1..=256).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
 
 /// Environment variable names holding an account's keys for `KeySource::Env { prefix }`:
 /// `BINANCE` keeps the original system's `BINANCE_API_KEY` / `BINANCE_SECRET_KEY`; any other
@@ -200,6 +210,19 @@ impl EnvSecrets {
             api_key: self.require(&key_var)?,
             api_secret: self.require(&secret_var)?,
         })
+    }
+
+    /// The webhook secret (`TELEGRAM_WEBHOOK_SECRET`, environment or `.env`). Required: a
+    /// webhook without one would take commands from anyone who finds its URL.
+    pub fn webhook_secret(&self) -> Result<Secret, SecretsError> {
+        let s = self.require(TELEGRAM_WEBHOOK_SECRET_VAR)?;
+        if !valid_webhook_secret(s.expose()) {
+            // The value is not quoted: it is a secret even when malformed.
+            return Err(SecretsError::Missing(format!(
+                "{TELEGRAM_WEBHOOK_SECRET_VAR} must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+            )));
+        }
+        Ok(s)
     }
 
     fn telegram_creds(&self) -> Result<Option<TelegramCreds>, SecretsError> {
@@ -527,6 +550,11 @@ impl ChainSecrets {
         self
     }
 
+    /// The webhook secret, from the environment or `.env` (see [`EnvSecrets::webhook_secret`]).
+    pub fn webhook_secret(&self) -> Result<Secret, SecretsError> {
+        self.env.webhook_secret()
+    }
+
     /// Whether the SSM adapter has been built (it is only built on first use).
     pub fn ssm_in_use(&self) -> bool {
         self.ssm.initialized()
@@ -765,6 +793,21 @@ mod tests {
             .await
             .unwrap_err();
         assert!(err.to_string().contains(TELEGRAM_CHAT_VAR), "{err}");
+    }
+
+    #[test]
+    fn the_webhook_secret_is_required_and_follows_telegrams_rule() {
+        let e = fixed(&[]).webhook_secret().unwrap_err().to_string();
+        assert!(e.contains(TELEGRAM_WEBHOOK_SECRET_VAR), "{e}");
+        let s = fixed(&[(TELEGRAM_WEBHOOK_SECRET_VAR, "abc_DEF-123")])
+            .webhook_secret()
+            .unwrap();
+        assert_eq!(s.expose(), "abc_DEF-123");
+        let e = fixed(&[(TELEGRAM_WEBHOOK_SECRET_VAR, "has space!")])
+            .webhook_secret()
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("has space"), "the value is not echoed: {e}");
     }
 
     #[test]

@@ -3,7 +3,9 @@
 //! text that came from outside (ids, names, error messages) is escaped.
 
 use super::command::COMMANDS;
-use crate::query::commands::{EmergencyOutcome, EmergencyPlan, SyncOutcome};
+use crate::query::commands::{
+    CloseOutcome, ClosePlan, EmergencyOutcome, EmergencyPlan, SyncOutcome,
+};
 use crate::query::queries::{
     BalanceRow, JobHealth, PerformanceReport, Period, PeriodPnl, PositionRow, RiskCheck,
     StatusReport,
@@ -221,6 +223,39 @@ pub fn emergency_outcome(o: &EmergencyOutcome) -> String {
         o.open_orders,
         o.paused
     );
+    for e in &o.errors {
+        out.push_str(&format!("  error: {}\n", escape(e)));
+    }
+    out
+}
+
+/// What `/close` would do, asked before it runs.
+pub fn close_plan(p: &ClosePlan) -> String {
+    let mut out = format!(
+        "<b>Close {}</b>: this will close at market\n",
+        escape(p.symbol.as_str())
+    );
+    for c in &p.close {
+        out.push_str(&format!(
+            "  {} {} {}\n",
+            escape(&c.key.to_string()),
+            c.side,
+            c.qty
+        ));
+    }
+    out
+}
+
+pub fn close_outcome(o: &CloseOutcome) -> String {
+    let mut out = format!(
+        "<b>{}</b>: {} position(s) closed, {} still open\n",
+        escape(o.symbol.as_str()),
+        o.closed,
+        o.still_open
+    );
+    for l in &o.lines {
+        out.push_str(&format!("  {}\n", escape(&l.to_string())));
+    }
     for e in &o.errors {
         out.push_str(&format!("  error: {}\n", escape(e)));
     }

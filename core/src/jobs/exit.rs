@@ -276,6 +276,19 @@ impl Engine {
         reason: &str,
         now: i64,
     ) -> JobReport {
+        self.close_positions_where(account, reason, now, |_| true)
+            .await
+    }
+
+    /// [`Self::close_positions`] restricted to the open strategy positions `wanted` accepts
+    /// (the operator's `/close SYMBOL [STRATEGY]`); MANUAL positions are never touched either.
+    pub async fn close_positions_where(
+        &self,
+        account: Option<&AccountId>,
+        reason: &str,
+        now: i64,
+        wanted: impl Fn(&PositionKey) -> bool,
+    ) -> JobReport {
         let mut report = JobReport::default();
         for acct in self
             .accounts
@@ -291,7 +304,7 @@ impl Engine {
             };
             for p in positions
                 .into_iter()
-                .filter(|p| p.value.is_open() && !p.value.is_manual)
+                .filter(|p| p.value.is_open() && !p.value.is_manual && wanted(&p.value.key))
             {
                 let key = p.value.key.clone();
                 match self

@@ -513,6 +513,93 @@ pub async fn plan_emergency_for(
 }
 
 // ---------------------------------------------------------------------------------------------
+// close one symbol
+// ---------------------------------------------------------------------------------------------
+
+/// Close the open strategy positions of one symbol (of one strategy, or of every strategy) on
+/// every account the engine trades, each through the engine's own exit: the same order, trade
+/// record and notification as a strategy exit. MANUAL positions are not touched (the emergency
+/// stop flattens those).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ClosePlan {
+    pub symbol: Symbol,
+    /// `None`: every strategy's position of `symbol`.
+    pub strategy: Option<String>,
+    pub close: Vec<PlannedClose>,
+}
+
+/// Plan closing `symbol`'s strategy positions (of `strategy` only, when given) from the store.
+pub async fn plan_close(
+    engine: &Engine,
+    symbol: &Symbol,
+    strategy: Option<&str>,
+) -> Result<ClosePlan, QueryError> {
+    let mut close = Vec::new();
+    for acct in runtimes(engine, None)? {
+        for v in engine.repo.positions(&acct.config.id).await? {
+            let p = &v.value;
+            let strategy_ok = strategy.is_none_or(|s| p.key.strategy.0.eq_ignore_ascii_case(s));
+            if p.is_open() && !p.is_manual && &p.key.symbol == symbol && strategy_ok {
+                close.push(PlannedClose {
+                    key: p.key.clone(),
+                    side: p.side,
+                    qty: p.qty,
+                });
+            }
+        }
+    }
+    Ok(ClosePlan {
+        symbol: symbol.clone(),
+        strategy: strategy.map(str::to_string),
+        close,
+    })
+}
+
+/// What closing did: the engine's lines and errors, and how many planned positions are still
+/// open in the store afterwards (0 when every close filled).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct CloseOutcome {
+    pub symbol: Symbol,
+    pub lines: Vec<crate::jobs::Line>,
+    pub errors: Vec<String>,
+    pub closed: usize,
+    pub still_open: usize,
+}
+
+/// Close the plan's positions (only those: a position opened since the plan waits for another
+/// command), account by account.
+pub async fn apply_close(
+    engine: &Engine,
+    plan: &ClosePlan,
+    now: i64,
+) -> Result<CloseOutcome, QueryError> {
+    let mut out = CloseOutcome {
+        symbol: plan.symbol.clone(),
+        lines: Vec::new(),
+        errors: Vec::new(),
+        closed: 0,
+        still_open: 0,
+    };
+    let accounts: std::collections::BTreeSet<&AccountId> =
+        plan.close.iter().map(|c| &c.key.account).collect();
+    for account in accounts {
+        let wanted = |k: &PositionKey| plan.close.iter().any(|c| &c.key == k);
+        let r = engine
+            .close_positions_where(Some(account), "operator_close", now, wanted)
+            .await;
+        out.errors.extend(r.error_texts());
+        out.lines.extend(r.lines);
+        for v in engine.repo.positions(account).await? {
+            if plan.close.iter().any(|c| c.key == v.value.key) && v.value.is_open() {
+                out.still_open += 1;
+            }
+        }
+    }
+    out.closed = plan.close.len() - out.still_open;
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------------
 // sync
 // ---------------------------------------------------------------------------------------------
 

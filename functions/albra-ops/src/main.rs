@@ -4,6 +4,7 @@
 
 mod operator;
 mod ops;
+mod telegram;
 mod watch;
 
 use albra_cli::cli::Cli;

@@ -7,7 +7,7 @@ use albra_adapters::app::{self, Mode};
 use albra_adapters::binance::BinanceClient;
 use albra_adapters::store::SqliteStore;
 use albra_adapters::telegram::TelegramNotifier;
-use albra_cli::cli::{Cli, Command};
+use albra_cli::cli::{Cli, Command, TelegramCommand};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
 use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
@@ -84,6 +84,15 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             yes,
             dry_run,
         } => operator::emergency_stop(cfg, &state, env_file, &target, yes, dry_run).await,
+        Command::Telegram { cmd } => match cmd {
+            TelegramCommand::Serve { listen, path } => {
+                crate::telegram::serve(cfg, &state, env_file, listen, &path).await
+            }
+            TelegramCommand::Poll => crate::telegram::poll(cfg, &state, env_file).await,
+            TelegramCommand::SetWebhook { url } => {
+                crate::telegram::set_webhook(env_file, &url).await
+            }
+        },
         Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
         Command::Notify {
             priority,

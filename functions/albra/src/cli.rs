@@ -220,6 +220,13 @@ pub enum Command {
         #[arg(required = true)]
         text: Vec<String>,
     },
+    /// The Telegram bot: answer the commands of the allow-listed chats (/status, /pause,
+    /// /close_all, … ; /help lists them) through a webhook or a long poll.
+    #[command(after_help = TELEGRAM_HELP)]
+    Telegram {
+        #[command(subcommand)]
+        cmd: TelegramCommand,
+    },
     /// Compute indicators over a candle CSV and print CSV: `open_time` then one column per
     /// output (`ema_20`, `macd_signal_12_26_9`, …), empty during warm-up.
     #[command(after_help = indicators_help())]
@@ -326,6 +333,41 @@ pub enum Command {
     },
 }
 
+const TELEGRAM_HELP: &str = "Needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID (environment or .env); \
+serve and set-webhook also TELEGRAM_WEBHOOK_SECRET (1-256 of A-Z a-z 0-9 _ -), which Telegram sends \
+with every delivery. Only the chats of [telegram] allowed_chat_ids in the config (default: \
+TELEGRAM_CHAT_ID) are answered. /close and /close_all ask for a button press that expires \
+after 60 s; every command that changes something is recorded in the state store.\n\n\
+With a public HTTPS URL (a reverse proxy in front of serve):\n  \
+albra telegram serve --listen 127.0.0.1:8081 --path /telegram\n  \
+albra telegram set-webhook https://bot.example.com/telegram\n\
+Without one:\n  albra telegram poll";
+
+/// `albra telegram …`.
+#[derive(Subcommand)]
+pub enum TelegramCommand {
+    /// Receive Telegram's webhook deliveries over HTTP (put an HTTPS reverse proxy in front).
+    /// Each POST must carry the secret in X-Telegram-Bot-Api-Secret-Token (else 401, nothing
+    /// done); a body that is not an update is 400.
+    Serve {
+        /// Address to listen on (loopback by default: the proxy forwards to it).
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: std::net::SocketAddr,
+        /// URL path the updates are posted to.
+        #[arg(long, default_value = "/telegram")]
+        path: String,
+    },
+    /// Fetch updates with getUpdates (long poll) instead, for a host without a public URL;
+    /// Ctrl-C stops. Telegram refuses this while a webhook is set (delete it first).
+    Poll,
+    /// Register URL as the bot's webhook with the secret token, for messages and button
+    /// presses only.
+    SetWebhook {
+        /// The public https URL Telegram posts updates to.
+        url: String,
+    },
+}
+
 pub fn indicators_help() -> String {
     format!(
         "Indicators (NAME:PARAMS, defaults in parentheses):\n{}",
@@ -364,6 +406,7 @@ impl Command {
             Command::EmergencyStop { .. } => "emergency-stop",
             Command::Validate => "validate",
             Command::Notify { .. } => "notify",
+            Command::Telegram { .. } => "telegram",
             Command::Indicators { .. } => "indicators",
             Command::Backtest { .. } => "backtest",
             Command::WalkForward { .. } => "walk-forward",
@@ -389,7 +432,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 20] = [
+        let cases: [(&[&str], bool); 21] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status", "--json"], false),
@@ -406,6 +449,7 @@ mod tests {
             (&["emergency-stop", "all", "--dry-run"], false),
             (&["validate"], false),
             (&["notify", "--priority", "critical", "sync failing"], false),
+            (&["telegram", "serve", "--listen", "127.0.0.1:9000"], false),
             (
                 &["indicators", "--data", "x.csv", "--indicator", "ema:20"],
                 true,

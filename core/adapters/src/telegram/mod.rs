@@ -6,12 +6,18 @@
 //!   (the bot token travels in the URL), what is retried and how long it may wait
 //!   ([`TelegramError`], [`RetryPolicy`]).
 //! - `text.rs`: Telegram's text rules: HTML escaping, splitting long texts ([`split_html`]).
+//! - `bot.rs`: [`bot::Bot`], the bot itself: the update guards (allow-listed chat, once per
+//!   update, age limit), the commands through the query/command layer, confirmations, audit.
+//! - `webhook.rs`: [`webhook::handle_webhook`], one webhook delivery (secret token checked in
+//!   constant time, JSON decoded, handed to the bot) for every HTTP front end.
 //! - this file: [`TelegramNotifier`], the [`Notifier`] that sends each notification to the
 //!   configured chat.
 
+pub mod bot;
 mod client;
 mod text;
 mod transport;
+pub mod webhook;
 
 pub use client::{BotClient, UpdateBatch};
 /// The Bot API types (`Update`, `Message`, `CallbackQuery`, `InlineKeyboardMarkup`, …) the
