@@ -811,6 +811,26 @@ impl AccountState {
     }
 }
 
+/// A time (ms) to the minute as `2025-07-04 12:00 UTC`: every report line, notice and operator
+/// answer writes times this way.
+pub fn utc_minute(ms: i64) -> String {
+    use chrono::{Datelike, Timelike};
+    match chrono::DateTime::from_timestamp_millis(ms) {
+        // The fields written directly: chrono parsing the format string on every call was a
+        // visible share of a backtest's evaluations. Outside 0–9999 chrono adds a sign.
+        Some(d) if (0..=9999).contains(&d.year()) => format!(
+            "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+            d.year(),
+            d.month(),
+            d.day(),
+            d.hour(),
+            d.minute()
+        ),
+        Some(d) => d.format("%Y-%m-%d %H:%M UTC").to_string(),
+        None => ms.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

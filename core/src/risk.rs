@@ -71,11 +71,7 @@ impl RiskEvent {
     }
 }
 
-pub(crate) fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+use crate::domain::utc_minute as iso;
 
 /// The trading day (days since epoch, shifted by the configured start hour) containing `now`.
 pub fn trading_day(now: i64, start_hour_utc: u32) -> i64 {

@@ -405,11 +405,7 @@ impl BinanceTestServer {
     /// A MARKET order placed by hand on the website (client id `web_…`), filled at the mark price
     /// without the API's filters. `side` is `BUY` or `SELL`.
     pub fn manual_market_order(&self, api_key: &str, symbol: &str, side: &str, qty: Decimal) {
-        let side = match side.to_ascii_uppercase().as_str() {
-            "BUY" => OrderSide::Buy,
-            "SELL" => OrderSide::Sell,
-            other => panic!("side must be BUY or SELL, got `{other}`"),
-        };
+        let side = hand_side(side);
         let mut g = self.shared.lock();
         let now = g.now();
         g.x.mark(symbol, now)
@@ -438,11 +434,7 @@ impl BinanceTestServer {
         qty: Decimal,
         price: Decimal,
     ) -> String {
-        let side = match side.to_ascii_uppercase().as_str() {
-            "BUY" => OrderSide::Buy,
-            "SELL" => OrderSide::Sell,
-            other => panic!("side must be BUY or SELL, got `{other}`"),
-        };
+        let side = hand_side(side);
         let mut g = self.shared.lock();
         let now = g.now();
         let client_id = g.x.generated_client_id("web_");
@@ -590,6 +582,15 @@ impl Drop for BinanceTestServer {
     fn drop(&mut self) {
         // Releases held answers and stops accepting connections.
         let _ = self.shared.shutdown.send(true);
+    }
+}
+
+/// The side of an order a test places by hand (`BUY` or `SELL`, any case).
+fn hand_side(side: &str) -> OrderSide {
+    match side.to_ascii_uppercase().as_str() {
+        "BUY" => OrderSide::Buy,
+        "SELL" => OrderSide::Sell,
+        other => panic!("side must be BUY or SELL, got `{other}`"),
     }
 }
 

@@ -296,6 +296,21 @@ impl JobEnv {
         )
         .await
     }
+    /// At the first signal with the evaluator's entry made and the sync run after it: one open
+    /// position with its stop on the exchange.
+    pub async fn entered(cfg: &TestConfig) -> JobEnv {
+        let env = JobEnv::at_signal(cfg, 0).await;
+        assert!(env.evaluator().await.ok());
+        assert!(env.sync().await.ok());
+        assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "the stop");
+        env
+    }
+    /// `albra ARGS --config albra.toml --state state` on this scenario, against its server.
+    pub async fn albra(&self, args: &[&str]) -> Run {
+        let mut a = args.to_vec();
+        a.extend(["--config", "albra.toml", "--state", "state"]);
+        run("albra", self.dir(), &self.server.url, &a, &[]).await
+    }
     /// The state the binaries wrote.
     pub fn repo(&self) -> albra_core::state::StateRepo {
         albra_core::state::StateRepo::new(std::sync::Arc::new(

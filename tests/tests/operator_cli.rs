@@ -5,18 +5,11 @@
 //! Binance-speaking loopback server leaves the account flat, without any open order, and paused.
 
 use albra_core::domain::AccountId;
-use albra_tests::harness::{self, run, Run, TestConfig, MAIN_KEY};
+use albra_tests::harness::{self, Run, TestConfig, MAIN_KEY};
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 type Env = harness::JobEnv;
-
-/// `albra ARGS --config albra.toml --state state` in the scenario, against its server.
-async fn albra(env: &Env, args: &[&str]) -> Run {
-    let mut a = args.to_vec();
-    a.extend(["--config", "albra.toml", "--state", "state"]);
-    run("albra", env.dir(), &env.server.url, &a, &[]).await
-}
 
 fn json(r: &Run) -> Value {
     assert!(r.ok(), "{r}");
@@ -30,19 +23,10 @@ fn dec(v: &Value) -> Decimal {
         .unwrap()
 }
 
-/// A scenario where the evaluator has opened the first signal's position, with its stop.
-async fn entered() -> Env {
-    let env = Env::at_signal(&TestConfig::default(), 0).await;
-    assert!(env.evaluator().await.ok());
-    assert!(env.sync().await.ok());
-    assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "the stop");
-    env
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn read_commands_agree_with_the_store_and_the_exchange() {
-    let env = entered().await;
-    let status = json(&albra(&env, &["status", "--json"]).await);
+    let env = Env::entered(&TestConfig::default()).await;
+    let status = json(&env.albra(&["status", "--json"]).await);
     let main = &status["accounts"][0];
     assert_eq!(main["account"], "main");
     assert_eq!(main["open_positions"], 1);
@@ -51,26 +35,26 @@ async fn read_commands_agree_with_the_store_and_the_exchange() {
     let equity = st.expect("the sync wrote the state").value.equity.get();
     assert_eq!(dec(&main["figures"]["equity"]), equity);
 
-    let rows = json(&albra(&env, &["positions", "--json"]).await);
+    let rows = json(&env.albra(&["positions", "--json"]).await);
     let stored = repo.positions(&AccountId::new("main")).await.unwrap();
     assert_eq!(rows.as_array().unwrap().len(), 1);
     assert_eq!(dec(&rows[0]["qty"]), stored[0].value.qty.get());
     assert_eq!(rows[0]["unprotected"], false);
-    let table = albra(&env, &["positions"]).await;
+    let table = env.albra(&["positions"]).await;
     assert!(
         table.ok() && table.stdout.contains("EMA_CROSS  BTCUSDT"),
         "{table}"
     );
 
     // Balance is the exchange's answer to a signed read, beside the recorded equity.
-    let bal = json(&albra(&env, &["balance", "--json"]).await);
+    let bal = json(&env.albra(&["balance", "--json"]).await);
     let wallet = env.server.wallet_balance(MAIN_KEY);
     assert_eq!(dec(&bal[0]["exchange"]["wallet_balance"]), wallet);
     assert_eq!(dec(&bal[0]["state_equity"]), equity);
 
-    let risk = json(&albra(&env, &["risk-check", "--json"]).await);
+    let risk = json(&env.albra(&["risk-check", "--json"]).await);
     assert_eq!(risk[0]["open_positions"], 1);
-    let health = json(&albra(&env, &["health", "--json"]).await);
+    let health = json(&env.albra(&["health", "--json"]).await);
     let jobs: Vec<&str> = health
         .as_array()
         .unwrap()
@@ -79,7 +63,7 @@ async fn read_commands_agree_with_the_store_and_the_exchange() {
         .collect();
     assert_eq!(jobs, ["position-sync", "evaluator-15m"]);
     assert!(health.as_array().unwrap().iter().all(|h| h["ok"] == true));
-    let strategies = json(&albra(&env, &["list-strategies", "--json"]).await);
+    let strategies = json(&env.albra(&["list-strategies", "--json"]).await);
     let ema = &strategies[0];
     assert_eq!(
         (ema["name"].as_str(), ema["configured"].as_bool()),
@@ -88,7 +72,7 @@ async fn read_commands_agree_with_the_store_and_the_exchange() {
     assert_eq!(ema["accounts"][0], "main");
     // The sync's dry run sees nothing to heal and sends nothing.
     let posted = env.orders_posted();
-    let dry = albra(&env, &["sync", "main", "--dry-run"]).await;
+    let dry = env.albra(&["sync", "main", "--dry-run"]).await;
     assert!(
         dry.ok() && dry.stdout.contains("store and exchange agree"),
         "{dry}"
@@ -98,15 +82,15 @@ async fn read_commands_agree_with_the_store_and_the_exchange() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_account_enters_nothing_while_its_stop_stays() {
-    let env = entered().await;
-    let r = albra(&env, &["pause", "main"]).await;
+    let env = Env::entered(&TestConfig::default()).await;
+    let r = env.albra(&["pause", "main"]).await;
     assert!(r.ok() && r.stdout.contains("main: paused"), "{r}");
-    let again = albra(&env, &["pause", "main"]).await;
+    let again = env.albra(&["pause", "main"]).await;
     assert!(
         again.ok() && again.stdout.contains("already paused"),
         "{again}"
     );
-    let risk = json(&albra(&env, &["risk-check", "--json"]).await);
+    let risk = json(&env.albra(&["risk-check", "--json"]).await);
     assert!(
         risk[0]["warnings"]
             .as_array()
@@ -136,15 +120,15 @@ async fn a_paused_account_enters_nothing_while_its_stop_stays() {
         1,
         "its stop stays"
     );
-    let r = albra(&env, &["resume", "main"]).await;
+    let r = env.albra(&["resume", "main"]).await;
     assert!(r.ok() && r.stdout.contains("resumed"), "{r}");
-    let status = json(&albra(&env, &["status", "--json"]).await);
+    let status = json(&env.albra(&["status", "--json"]).await);
     assert_eq!(status["accounts"][0]["figures"]["paused"], false);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switch_strategy_is_refused_while_a_dropped_strategy_holds_a_position() {
-    let env = entered().await;
+    let env = Env::entered(&TestConfig::default()).await;
     let cfg_path = env.dir().join("albra.toml");
     let mut text = std::fs::read_to_string(&cfg_path).unwrap();
     text = text.replace(
@@ -152,10 +136,10 @@ async fn switch_strategy_is_refused_while_a_dropped_strategy_holds_a_position() 
         "[[strategies]]\nname = \"TFPE\"\ntimeframe = \"1h\"\nsymbols = [\"ETHUSDT\"]\nleverage = 2\nsize_pct = 0.05\n\n# the main account\n[[accounts]]",
     );
     std::fs::write(&cfg_path, &text).unwrap();
-    let r = albra(&env, &["switch-strategy", "main", "NOPE"]).await;
+    let r = env.albra(&["switch-strategy", "main", "NOPE"]).await;
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("unknown strategy `NOPE`"), "{r}");
-    let r = albra(&env, &["switch-strategy", "main", "TFPE"]).await;
+    let r = env.albra(&["switch-strategy", "main", "TFPE"]).await;
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("close them first"), "{r}");
     assert_eq!(
@@ -164,24 +148,26 @@ async fn switch_strategy_is_refused_while_a_dropped_strategy_holds_a_position() 
         "nothing written"
     );
     // Once flat (an emergency stop), the switch goes through and keeps the comments.
-    assert!(albra(&env, &["emergency-stop", "main", "--yes"]).await.ok());
-    let dry = albra(&env, &["switch-strategy", "main", "TFPE", "--dry-run"]).await;
+    assert!(env.albra(&["emergency-stop", "main", "--yes"]).await.ok());
+    let dry = env
+        .albra(&["switch-strategy", "main", "TFPE", "--dry-run"])
+        .await;
     assert!(dry.ok() && dry.stdout.contains("dry run"), "{dry}");
     assert_eq!(std::fs::read_to_string(&cfg_path).unwrap(), text);
-    let r = albra(&env, &["switch-strategy", "main", "TFPE"]).await;
+    let r = env.albra(&["switch-strategy", "main", "TFPE"]).await;
     assert!(r.ok(), "{r}");
     let after = std::fs::read_to_string(&cfg_path).unwrap();
     assert!(
         after.contains("strategies = [\"TFPE\"]") && after.contains("# the main account"),
         "{after}"
     );
-    let strategies = json(&albra(&env, &["list-strategies", "--json"]).await);
+    let strategies = json(&env.albra(&["list-strategies", "--json"]).await);
     assert_eq!(strategies[1]["accounts"][0], "main", "{strategies}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
-    let env = entered().await;
+    let env = Env::entered(&TestConfig::default()).await;
     // A hand-made position on another symbol is flattened too.
     env.server.set_mark_price("ETHUSDT", Decimal::from(3000));
     env.server
@@ -195,7 +181,7 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
         Decimal::from(2500),
     );
     let posted = env.orders_posted();
-    let dry = albra(&env, &["emergency-stop", "main", "--dry-run"]).await;
+    let dry = env.albra(&["emergency-stop", "main", "--dry-run"]).await;
     assert!(dry.ok(), "{dry}");
     let cancel_resting = format!("cancel resting ETHUSDT BUY 1 {resting}");
     for want in [
@@ -209,12 +195,12 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
     }
     assert_eq!(env.orders_posted(), posted, "a dry run sends nothing");
     // Off a terminal it asks for --yes rather than going ahead.
-    let r = albra(&env, &["emergency-stop", "main"]).await;
+    let r = env.albra(&["emergency-stop", "main"]).await;
     assert_eq!(r.code, Some(1), "{r}");
     assert!(r.stderr.contains("pass --yes"), "{r}");
     assert_eq!(env.orders_posted(), posted);
 
-    let r = albra(&env, &["emergency-stop", "all", "--yes"]).await;
+    let r = env.albra(&["emergency-stop", "all", "--yes"]).await;
     assert!(r.ok(), "{r}");
     assert!(
         r.stdout
@@ -229,12 +215,12 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
         env.server.open_orders(MAIN_KEY).is_empty(),
         "the resting order is cancelled"
     );
-    let status = json(&albra(&env, &["status", "--json"]).await);
+    let status = json(&env.albra(&["status", "--json"]).await);
     assert_eq!(status["accounts"][0]["figures"]["paused"], true);
     assert_eq!(status["accounts"][0]["open_positions"], 0);
     // Run again: nothing left to do, nothing sent.
     let posted = env.orders_posted();
-    let r = albra(&env, &["emergency-stop", "main", "--yes"]).await;
+    let r = env.albra(&["emergency-stop", "main", "--yes"]).await;
     assert!(
         r.ok() && r.stdout.contains("already paused and flat"),
         "{r}"

@@ -7,7 +7,7 @@
 
 use albra_core::domain::AccountId;
 use albra_core::state::PendingConfirm;
-use albra_tests::harness::{self, run, Run, TestConfig, MAIN_KEY};
+use albra_tests::harness::{self, run, TestConfig, MAIN_KEY};
 use albra_tests::telegram_server::{
     callback_update, message_update, post_to_webhook, BotCall, TelegramTestServer,
 };
@@ -157,25 +157,10 @@ fn buttons(c: &BotCall) -> (String, String) {
     (data(0), data(1))
 }
 
-async fn albra(env: &Env, args: &[&str]) -> Run {
-    let mut a = args.to_vec();
-    a.extend(["--config", "albra.toml", "--state", "state"]);
-    run("albra", env.dir(), &env.server.url, &a, &[]).await
-}
-
 async fn status_json(env: &Env) -> Value {
-    let r = albra(env, &["status", "--json"]).await;
+    let r = env.albra(&["status", "--json"]).await;
     assert!(r.ok(), "{r}");
     serde_json::from_str(&r.stdout).unwrap()
-}
-
-/// A scenario where the evaluator has opened the first signal's position, with its stop.
-async fn entered() -> Env {
-    let env = Env::at_signal(&TestConfig::default(), 0).await;
-    assert!(env.evaluator().await.ok());
-    assert!(env.sync().await.ok());
-    assert_eq!(env.server.open_algo_orders(MAIN_KEY).len(), 1, "the stop");
-    env
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -248,7 +233,7 @@ async fn post_raw(url: &str, body: &[u8]) -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_agree_with_the_cli_and_changes_are_audited() {
-    let env = entered().await;
+    let env = Env::entered(&TestConfig::default()).await;
     let bot = serve(&env).await;
     let status = status_json(&env).await;
     let equity: Decimal = status["accounts"][0]["figures"]["equity"]
@@ -317,7 +302,7 @@ async fn answers_agree_with_the_cli_and_changes_are_audited() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_all_runs_once_on_its_own_unexpired_confirmation() {
-    let env = entered().await;
+    let env = Env::entered(&TestConfig::default()).await;
     let bot = serve(&env).await;
     let posted = env.orders_posted();
     let ask = bot.say("/close_all main").await;

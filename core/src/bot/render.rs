@@ -31,11 +31,7 @@ fn money(d: Decimal) -> String {
     format!("{:.2}", d.round_dp(2))
 }
 
-fn when(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+use crate::domain::utc_minute as when;
 
 pub fn status(r: &StatusReport) -> String {
     let mut out = String::from("<b>Status</b>\n");
@@ -58,6 +54,21 @@ pub fn status(r: &StatusReport) -> String {
                 a.open_positions
             )),
         }
+    }
+    out
+}
+
+/// `/accounts`: each account, enabled or not, paused or trading.
+pub fn accounts(r: &StatusReport) -> String {
+    let mut out = String::from("<b>Accounts</b>\n");
+    for a in &r.accounts {
+        let state = match (&a.figures, a.enabled) {
+            (_, false) => "disabled",
+            (Some(f), true) if f.paused => "PAUSED",
+            (Some(_), true) => "trading",
+            (None, true) => "no state yet",
+        };
+        out.push_str(&format!("{}: {state}\n", escape(a.account.as_str())));
     }
     out
 }
@@ -172,13 +183,7 @@ pub fn risk(checks: &[RiskCheck]) -> String {
 pub fn health(rows: &[JobHealth]) -> String {
     let mut out = String::from("<b>Health</b>\n");
     for h in rows {
-        let state = match (h.last_run, h.finished, h.ok, h.stale) {
-            (None, ..) => "never run",
-            (_, _, _, true) => "STALE",
-            (_, false, _, _) => "running",
-            (_, true, false, _) => "FAILED",
-            (_, true, true, false) => "ok",
-        };
+        let state = h.state();
         let age = h
             .age_ms
             .map_or(String::new(), |a| format!(", {} min ago", a / 60_000));

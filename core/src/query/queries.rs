@@ -445,7 +445,7 @@ impl std::fmt::Display for RiskWarning {
             RiskWarning::DailyLossHalt { until } => write!(
                 f,
                 "new entries halted by the daily loss limit until {}",
-                risk::iso(*until)
+                crate::domain::utc_minute(*until)
             ),
             RiskWarning::MddLevel { level } => {
                 write!(f, "drawdown at MDD level {level}: entry sizes are cut")
@@ -666,6 +666,43 @@ pub struct JobHealth {
     /// minutes for the sync (the spec allows 300 s between syncs when flat, and a sync without
     /// errors refreshes its record every [`SYNC_RECORD_REFRESH_MS`]).
     pub stale: bool,
+}
+
+/// A job's state as every front end names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobState {
+    NeverRun,
+    /// No run for longer than the job's allowance.
+    Stale,
+    /// The last run has not finished.
+    Running,
+    Failed,
+    Ok,
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            JobState::NeverRun => "NEVER RUN",
+            JobState::Stale => "STALE",
+            JobState::Running => "RUNNING",
+            JobState::Failed => "FAILED",
+            JobState::Ok => "ok",
+        })
+    }
+}
+
+impl JobHealth {
+    /// Never run first, then stale (whatever the last run said), running, failed, ok.
+    pub fn state(&self) -> JobState {
+        match (self.last_run, self.finished, self.ok, self.stale) {
+            (None, ..) => JobState::NeverRun,
+            (_, _, _, true) => JobState::Stale,
+            (_, false, _, _) => JobState::Running,
+            (_, true, false, _) => JobState::Failed,
+            (_, true, true, false) => JobState::Ok,
+        }
+    }
 }
 
 /// How long a job may go without a run before it is stale.

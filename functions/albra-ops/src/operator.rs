@@ -46,12 +46,7 @@ fn table(header: &[&str], right: &[usize], rows: Vec<Vec<String>>) -> String {
     t.to_string()
 }
 
-/// A time (ms) as `2025-07-04 12:00 UTC`.
-fn at(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%d %H:%M UTC").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+use albra_core::domain::utc_minute as at;
 
 fn or_dash<T: ToString>(v: Option<T>) -> String {
     v.map(|v| v.to_string()).unwrap_or_else(|| "-".into())
@@ -245,19 +240,12 @@ pub async fn health(cfg: Config, state: &str, account: Option<String>, out: Outp
     let cells = rows
         .iter()
         .map(|h| {
-            let state = match (h.last_run, h.finished, h.ok, h.stale) {
-                (None, ..) => "NEVER RUN",
-                (_, _, _, true) => "STALE",
-                (_, false, _, _) => "RUNNING",
-                (_, true, false, _) => "FAILED",
-                (_, true, true, false) => "ok",
-            };
             vec![
                 h.account.to_string(),
                 h.job.clone(),
                 h.last_run.map_or("-".into(), at),
                 h.age_ms.map_or("-".into(), age),
-                state.to_string(),
+                h.state().to_string(),
                 clip(h.outcome.as_deref().unwrap_or_default(), 60),
             ]
         })

@@ -281,7 +281,7 @@ impl Bot {
         let (repo, cfg) = (self.repo(), self.cfg());
         let html = match cmd {
             BotCommand::Status => render::status(&queries::status(repo, cfg).await?),
-            BotCommand::Accounts => accounts(&queries::status(repo, cfg).await?),
+            BotCommand::Accounts => render::accounts(&queries::status(repo, cfg).await?),
             BotCommand::Balance { account } => {
                 let accts: Vec<_> = commands::runtimes(&self.app.engine, account.as_deref())?
                     .into_iter()
@@ -633,24 +633,6 @@ fn read(update: &Update) -> Option<Incoming<'_>> {
         }
         _ => None,
     }
-}
-
-/// `/accounts`: each account, enabled or not, paused or trading.
-fn accounts(r: &queries::StatusReport) -> String {
-    let mut out = String::from("<b>Accounts</b>\n");
-    for a in &r.accounts {
-        let state = match (&a.figures, a.enabled) {
-            (_, false) => "disabled",
-            (Some(f), true) if f.paused => "PAUSED",
-            (Some(_), true) => "trading",
-            (None, true) => "no state yet",
-        };
-        out.push_str(&format!(
-            "{}: {state}\n",
-            render::escape(a.account.as_str())
-        ));
-    }
-    out
 }
 
 async fn period(

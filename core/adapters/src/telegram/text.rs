@@ -10,29 +10,14 @@ pub const MESSAGE_LIMIT: usize = 4096;
 /// Longest caption of a photo (`sendPhoto`).
 pub const CAPTION_LIMIT: usize = 1024;
 
-/// `text` made safe inside HTML text: `<`, `>` and `&` become entities.
-pub fn html_escape(text: &str) -> String {
-    escape(text, false)
-}
+/// `text` made safe inside HTML text: `<`, `>` and `&` become entities (the core's escaping,
+/// which the bot's answers use too).
+pub use albra_core::bot::render::escape as html_escape;
 
 /// `text` made safe inside a double-quoted HTML attribute (an `<a href="…">`): as
 /// [`html_escape`], and `"` becomes `&quot;`.
 pub fn html_attr_escape(text: &str) -> String {
-    escape(text, true)
-}
-
-fn escape(text: &str, quotes: bool) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '&' => out.push_str("&amp;"),
-            '"' if quotes => out.push_str("&quot;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape(text).replace('"', "&quot;")
 }
 
 /// Length as Telegram may count it (see the module docs).
