@@ -156,6 +156,7 @@ pub fn command(name: &str, dir: &Path, url: &str, extra_env: &[(&str, String)]) 
         .env("ALBRA_LOG", "warn")
         .env_remove("TELEGRAM_BOT_TOKEN")
         .env_remove("TELEGRAM_CHAT_ID")
+        .env_remove("TELEGRAM_WEBHOOK_SECRET")
         .env_remove("ALBRA_CONFIG")
         .env_remove("ALBRA_STATE")
         .stdin(Stdio::null());

@@ -1110,3 +1110,137 @@ async fn bench_lambda_start_rss_size_and_monthly_cost() {
         core + cw_full + cw_alarms
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The Telegram bot behind a function URL
+// ---------------------------------------------------------------------------------------------
+
+const BOT_CHAT: i64 = 4242;
+const WEBHOOK_SECRET: &str = "lambda-webhook_secret-0123";
+
+/// A function URL invocation as Lambda delivers it (the API Gateway v2 HTTP payload a function
+/// URL sends, headers lower-cased): Telegram's POST of `update`, with `secret` in its header.
+fn function_url_event(secret: Option<&str>, update: &Value) -> String {
+    let mut headers = serde_json::json!({
+        "content-type": "application/json",
+        "host": "abcdefghij.lambda-url.us-east-1.on.aws",
+        "x-forwarded-proto": "https",
+    });
+    if let Some(s) = secret {
+        headers["x-telegram-bot-api-secret-token"] = Value::from(s);
+    }
+    serde_json::json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/",
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "abcdefghij",
+            "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
+            "domainPrefix": "abcdefghij",
+            "http": {
+                "method": "POST",
+                "path": "/",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "91.108.6.1",
+                "userAgent": ""
+            },
+            "requestId": "d2a0e1b5-0000-4000-8000-000000000000",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "07/Dec/2026:12:00:00 +0000",
+            "timeEpoch": 1_796_644_800_000_i64
+        },
+        "body": update.to_string(),
+        "isBase64Encoded": false
+    })
+    .to_string()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The real `telegram-webhook` binary in Lambda mode, its bot token, chat and webhook secret in
+/// SSM (never in its environment): a delivery without the secret gets 401 and no answer; one
+/// with it is answered in the chat through the Bot API; the same update delivered again is
+/// answered once; a chat not on the allow-list gets 200 and nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_telegram_webhook_function_answers_only_deliveries_carrying_the_secret() {
+    use albra_tests::telegram_server::{message_update, TelegramTestServer};
+    let w = World::start().await;
+    let tg = TelegramTestServer::start().await;
+    let ssm = aws_sdk_ssm::Client::new(&w.moto.sdk_config().await);
+    for (name, value) in [
+        ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
+        ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
+        ("/albra/test/telegram/webhook_secret", WEBHOOK_SECRET),
+    ] {
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut f = w.spawn_with(
+        "telegram-webhook",
+        &[("ALBRA_TELEGRAM_API_URL", tg.url.clone())],
+    );
+    let status = message_update(1, 10, BOT_CHAT, 7, now_secs(), "/status");
+
+    for forged in [None, Some("lambda-webhook_secret-0124")] {
+        let o = w
+            .api
+            .invoke(&function_url_event(forged, &status), &mut f)
+            .await;
+        assert!(o.ok, "{o:?}\n{}", f.output());
+        assert_eq!(o.json()["statusCode"], 401, "{}", o.body);
+    }
+    assert!(
+        tg.calls_to("sendMessage").is_empty(),
+        "a forged delivery was answered"
+    );
+
+    let o = w
+        .api
+        .invoke(&function_url_event(Some(WEBHOOK_SECRET), &status), &mut f)
+        .await;
+    assert_eq!(o.json()["statusCode"], 200, "{}\n{}", o.body, f.output());
+    let sent = tg.calls_to("sendMessage");
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].chat_id.as_deref(), Some("4242"));
+    let text = sent[0].text.clone().unwrap_or_default();
+    assert!(
+        text.contains("main"),
+        "the status names the account: {text}"
+    );
+
+    // Telegram redelivers an update it did not see answered: done once only.
+    let o = w
+        .api
+        .invoke(&function_url_event(Some(WEBHOOK_SECRET), &status), &mut f)
+        .await;
+    assert_eq!(o.json()["statusCode"], 200, "{}", o.body);
+    assert_eq!(tg.calls_to("sendMessage").len(), 1, "answered twice");
+
+    // Another chat: acknowledged (no redelivery) and ignored.
+    let foreign = message_update(2, 11, 999, 8, now_secs(), "/status");
+    let o = w
+        .api
+        .invoke(&function_url_event(Some(WEBHOOK_SECRET), &foreign), &mut f)
+        .await;
+    assert_eq!(o.json()["statusCode"], 200, "{}", o.body);
+    assert_eq!(
+        tg.calls_to("sendMessage").len(),
+        1,
+        "a foreign chat was answered"
+    );
+}

@@ -148,7 +148,7 @@ fn the_template_matches_what_the_code_writes_and_emits() {
     assert_eq!(globals["Architectures"][0], "arm64");
     assert_eq!(globals["Handler"], "bootstrap");
     let fns = by_type("AWS::Serverless::Function");
-    assert_eq!(fns.len(), 2);
+    assert_eq!(fns.len(), 3);
     for (name, f) in &fns {
         let stmts = f["Properties"]["Policies"][0]["Statement"]
             .as_array()
@@ -434,7 +434,7 @@ fn the_functions_read_only_their_stages_keys() {
         .iter()
         .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
         .collect();
-    assert_eq!(fns.len(), 2);
+    assert_eq!(fns.len(), 3);
     for (name, f) in fns {
         let stmts = f["Properties"]["Policies"][0]["Statement"]
             .as_array()
@@ -483,6 +483,37 @@ fn the_functions_read_only_their_stages_keys() {
         t["Globals"]["Function"]["Environment"]["Variables"][albra_adapters::secrets::STAGE_VAR]
             ["Ref"],
         "Stage"
+    );
+}
+
+/// The bot's function: behind a function URL without AWS auth (Telegram cannot sign), so the
+/// secret token is its guard; built by `make lambda`; its URL is an output to register.
+#[test]
+fn the_telegram_webhook_is_a_function_url_built_and_output() {
+    let t = template();
+    let f = &t["Resources"]["TelegramWebhookFunction"];
+    assert_eq!(f["Type"], "AWS::Serverless::Function");
+    let p = &f["Properties"];
+    assert_eq!(p["FunctionUrlConfig"]["AuthType"], "NONE");
+    assert_eq!(p["CodeUri"], "build/telegram-webhook/");
+    assert!(p["Timeout"].as_i64().unwrap() <= 60);
+    assert_eq!(
+        p["LoggingConfig"]["LogGroup"]["Ref"], "TelegramWebhookLogGroup",
+        "its logs are kept as long as the jobs'"
+    );
+    // SAM names the URL resource <function>Url.
+    assert_eq!(
+        t["Outputs"]["TelegramWebhookUrl"]["Value"]["Fn::GetAtt"],
+        serde_json::json!(["TelegramWebhookFunctionUrl", "FunctionUrl"])
+    );
+    let make = std::fs::read_to_string(root().join("Makefile")).unwrap();
+    let built = make
+        .lines()
+        .find_map(|l| l.strip_prefix("LAMBDA_FUNCTIONS :="))
+        .expect("LAMBDA_FUNCTIONS in the Makefile");
+    assert!(
+        built.split_whitespace().any(|f| f == "telegram-webhook"),
+        "make lambda does not build it: {built}"
     );
 }
 

@@ -3,7 +3,7 @@
 //! never inside a job.
 
 use crate::binance::{BinanceClient, BinanceConfig};
-use crate::secrets::{ChainSecrets, EnvSecrets, TelegramSource};
+use crate::secrets::{ChainSecrets, EnvSecrets, TelegramSource, TELEGRAM_TOKEN_VAR};
 use crate::store::open_store;
 use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
@@ -126,10 +126,24 @@ pub fn live_opt_in(cfg: &Config) -> Result<(), AppError> {
 }
 
 /// Secrets from the environment and `env_file` (`--env-file`), or `./.env` when no file is named
-/// (see [`EnvSecrets::load`]), and SSM for accounts configured with `ssm`.
+/// (see [`EnvSecrets::load`]), and SSM for accounts configured with `ssm`. Telegram's
+/// credentials come from SSM (`/albra/{stage}/telegram/…`) in a Lambda whose environment does
+/// not set `TELEGRAM_BOT_TOKEN`, else from the environment (see [`telegram_source`]).
 pub fn default_secrets(env_file: Option<&Path>) -> Result<ChainSecrets, AppError> {
     let env = EnvSecrets::load(env_file).map_err(|e| AppError(e.to_string()))?;
-    Ok(ChainSecrets::new(env, TelegramSource::Env))
+    let source = telegram_source(crate::lambda::in_lambda(), env.is_set(TELEGRAM_TOKEN_VAR));
+    Ok(ChainSecrets::new(env, source))
+}
+
+/// Where Telegram's credentials are read: a Lambda keeps them in SSM beside the accounts' keys
+/// (its environment is visible to anyone who can read the function's configuration), unless
+/// its environment sets them explicitly; everywhere else the environment and `.env`.
+pub fn telegram_source(in_lambda: bool, token_in_env: bool) -> TelegramSource {
+    if in_lambda && !token_in_env {
+        TelegramSource::Ssm
+    } else {
+        TelegramSource::Env
+    }
 }
 
 /// Build the engine for a mode. Live mode refuses to start when an enabled account has no keys.
@@ -206,4 +220,19 @@ pub async fn build(
         clock_exchange: public,
         binance,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Lambda reads Telegram's credentials from SSM unless its environment sets the token;
+    /// a host always from its environment and `.env`.
+    #[test]
+    fn telegram_credentials_come_from_ssm_only_in_a_lambda_without_them_in_its_environment() {
+        assert_eq!(telegram_source(true, false), TelegramSource::Ssm);
+        assert_eq!(telegram_source(true, true), TelegramSource::Env);
+        assert_eq!(telegram_source(false, false), TelegramSource::Env);
+        assert_eq!(telegram_source(false, true), TelegramSource::Env);
+    }
 }

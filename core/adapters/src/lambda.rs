@@ -113,7 +113,7 @@ pub struct InitError {
 }
 
 impl InitError {
-    fn new(code: u8, message: impl Into<String>) -> Self {
+    pub fn new(code: u8, message: impl Into<String>) -> Self {
         InitError {
             code,
             message: message.into(),

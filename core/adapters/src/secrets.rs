@@ -61,6 +61,11 @@ pub fn ssm_telegram_names(stage: &str) -> (String, String) {
     )
 }
 
+/// The webhook secret's SecureString in a stage: `/albra/{stage}/telegram/webhook_secret`.
+pub fn ssm_webhook_secret_name(stage: &str) -> String {
+    format!("/albra/{stage}/telegram/webhook_secret")
+}
+
 // ---------------------------------------------------------------------------------------------
 // Environment
 // ---------------------------------------------------------------------------------------------
@@ -210,6 +215,12 @@ impl EnvSecrets {
             api_key: self.require(&key_var)?,
             api_secret: self.require(&secret_var)?,
         })
+    }
+
+    /// Whether `name` has a non-empty value here (environment or `.env`).
+    pub fn is_set(&self, name: &str) -> bool {
+        self.lookup(name)
+            .is_some_and(|v| !v.expose().trim().is_empty())
     }
 
     /// The webhook secret (`TELEGRAM_WEBHOOK_SECRET`, environment or `.env`). Required: a
@@ -434,6 +445,25 @@ impl SsmSecrets {
         ])
     }
 
+    /// This stage's webhook secret ([`ssm_webhook_secret_name`]), checked against Telegram's rule.
+    pub async fn webhook_secret(&self) -> Result<Secret, SecretsError> {
+        let name = ssm_webhook_secret_name(&self.stage);
+        let value = self
+            .parameters(&[&name])
+            .await?
+            .into_iter()
+            .next()
+            .flatten();
+        match value {
+            Some(s) if valid_webhook_secret(s.expose()) => Ok(s),
+            // The value is not quoted: it is a secret even when malformed.
+            Some(_) => Err(SecretsError::Missing(format!(
+                "SSM parameter {name} must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+            ))),
+            None => Err(SecretsError::Missing(format!("SSM parameter {name}"))),
+        }
+    }
+
     fn telegram_from(
         stage: &str,
         token: Option<Secret>,
@@ -550,8 +580,18 @@ impl ChainSecrets {
         self
     }
 
-    /// The webhook secret, from the environment or `.env` (see [`EnvSecrets::webhook_secret`]).
-    pub fn webhook_secret(&self) -> Result<Secret, SecretsError> {
+    /// Where the Telegram credentials are read from.
+    pub fn telegram_source(&self) -> TelegramSource {
+        self.telegram
+    }
+
+    /// The webhook secret: `TELEGRAM_WEBHOOK_SECRET` from the environment or `.env` when set
+    /// there (see [`EnvSecrets::webhook_secret`]), else SSM's when Telegram's credentials come
+    /// from SSM (a Lambda: [`SsmSecrets::webhook_secret`]).
+    pub async fn webhook_secret(&self) -> Result<Secret, SecretsError> {
+        if self.telegram == TelegramSource::Ssm && !self.env.is_set(TELEGRAM_WEBHOOK_SECRET_VAR) {
+            return self.ssm().await.webhook_secret().await;
+        }
         self.env.webhook_secret()
     }
 

@@ -23,9 +23,9 @@ fn wall_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
 
-fn webhook_secret(env_file: Option<&Path>) -> Result<Secret> {
+async fn webhook_secret(env_file: Option<&Path>) -> Result<Secret> {
     let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
-    secrets.webhook_secret().map_err(|e| anyhow!("{e}"))
+    secrets.webhook_secret().await.map_err(|e| anyhow!("{e}"))
 }
 
 async fn bot(cfg: Config, state: &str, env_file: Option<&Path>) -> Result<Arc<Bot>> {
@@ -44,7 +44,7 @@ pub async fn serve(
     listen: SocketAddr,
     path: &str,
 ) -> Result<()> {
-    let secret = Arc::new(webhook_secret(env_file)?);
+    let secret = Arc::new(webhook_secret(env_file).await?);
     let bot = bot(cfg, state, env_file).await?;
     let handler = move |headers: HeaderMap, body: Bytes| {
         let (bot, secret) = (bot.clone(), secret.clone());
@@ -100,7 +100,7 @@ pub async fn poll(cfg: Config, state: &str, env_file: Option<&Path>) -> Result<(
 
 /// `set-webhook URL`: register it with the secret, for messages and button presses only.
 pub async fn set_webhook(env_file: Option<&Path>, url: &str) -> Result<()> {
-    let secret = webhook_secret(env_file)?;
+    let secret = webhook_secret(env_file).await?;
     let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
     let creds = secrets
         .telegram()
