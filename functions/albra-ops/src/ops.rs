@@ -360,7 +360,7 @@ async fn cmd_validate(
     env_file: Option<&std::path::Path>,
 ) -> Result<()> {
     println!(
-        "config {}: OK ({} strategies, {} accounts, mode {}, main account {})",
+        "config {}: OK ({} strategies, {} accounts); mode {}, main account {}",
         path.display(),
         cfg.strategies.len(),
         cfg.accounts.len(),
@@ -390,7 +390,14 @@ async fn cmd_validate(
     }
     let refusals = cfg.live_refusals();
     if refusals.is_empty() {
-        println!("  live trading: allowed for every enabled account");
+        let mut urls: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| cfg.account_url(a))
+            .collect();
+        urls.dedup();
+        println!("  live trading: allowed on {}", urls.join(", "));
     }
     for r in &refusals {
         println!("  live trading refused: {r}");
