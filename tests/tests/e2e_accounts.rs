@@ -267,3 +267,51 @@ async fn validate_warns_of_withdrawals_and_no_ip_restriction_and_fails_without_f
     }
     assert_eq!(s.count("GET", "/sapi/v1/account/apiRestrictions"), 6);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_strategies_on_one_symbol_are_warned_of_at_validate_and_job_start() {
+    let signal = first_signal();
+    let s = server(
+        signal,
+        vec![account(MAIN_KEY, MAIN_SECRET), account(SUB_KEY, SUB_SECRET)],
+    )
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    write_config(dir.path(), "", "", "");
+    let path = dir.path().join("albra.toml");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replacen(
+            "[[accounts]]\nid = \"main\"",
+            "[[strategies]]\nname = \"TFPE\"\ntimeframe = \"1h\"\nsymbols = [\"BTCUSDT\"]\nleverage = 3\nsize_pct = 0.1\n\n[[accounts]]\nid = \"main\"",
+            1,
+        )
+        .replace(
+            "id = \"sub1\"\nkey_source = \"env:SUB1\"\nstrategies = [\"EMA_CROSS\"]",
+            "id = \"sub1\"\nkey_source = \"env:SUB1\"\nstrategies = [\"EMA_CROSS\", \"TFPE\"]",
+        );
+    std::fs::write(&path, text).unwrap();
+    let warning = "account sub1: strategies EMA_CROSS, TFPE all trade BTCUSDT";
+    let env = sub_env();
+    let r = harness::run(
+        "albra",
+        dir.path(),
+        &s.url,
+        &["validate", "--config", "albra.toml"],
+        &env,
+    )
+    .await;
+    assert!(r.ok(), "{r}");
+    assert!(r.stdout.contains(&format!("WARN {warning}")), "{r}");
+    assert!(!r.stdout.contains("account main: strategies"), "{r}");
+    let r = harness::run(
+        "position-sync",
+        dir.path(),
+        &s.url,
+        &["--config", "albra.toml", "--state", "state"],
+        &env,
+    )
+    .await;
+    assert!(r.ok(), "{r}");
+    assert_eq!(r.stderr.matches(warning).count(), 1, "{r}");
+}
