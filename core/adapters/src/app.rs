@@ -96,26 +96,52 @@ pub fn binance_config_at(cfg: &Config, base_url: String) -> BinanceConfig {
 /// beside mainnet) get their own, since neither the clock offset nor the trading rules of one
 /// host describe the other.
 struct HostClients {
-    cfg: Config,
-    by_url: Vec<(String, BinanceClient)>,
+    /// `[binance]`'s settings, at the process's URL.
+    template: BinanceConfig,
+    by_url: Vec<(String, BinanceClient, Arc<dyn MarketData>)>,
 }
 
 impl HostClients {
     fn new(cfg: &Config, process: &BinanceClient) -> Self {
+        let template = binance_config(cfg);
+        let market = Self::market(process);
         HostClients {
-            cfg: cfg.clone(),
-            by_url: vec![(binance_config(cfg).base_url, process.clone())],
+            by_url: vec![(template.base_url.clone(), process.clone(), market)],
+            template,
         }
     }
 
-    fn at(&mut self, url: &str) -> Result<BinanceClient, AppError> {
-        if let Some((_, c)) = self.by_url.iter().find(|(u, _)| u == url) {
-            return Ok(c.clone());
+    fn market(client: &BinanceClient) -> Arc<dyn MarketData> {
+        Arc::new(LiveMarket::new(
+            Arc::new(client.clone()) as Arc<dyn Exchange>
+        ))
+    }
+
+    fn entry(&mut self, url: &str) -> Result<usize, AppError> {
+        if let Some(i) = self.by_url.iter().position(|(u, ..)| u == url) {
+            return Ok(i);
         }
-        let c = BinanceClient::new(binance_config_at(&self.cfg, url.to_string()), None)
+        let cfg = BinanceConfig {
+            base_url: url.to_string(),
+            ..self.template.clone()
+        };
+        let c = BinanceClient::new(cfg, None)
             .map_err(|e| AppError(format!("Binance client for {url}: {e}")))?;
-        self.by_url.push((url.to_string(), c.clone()));
-        Ok(c)
+        let market = Self::market(&c);
+        self.by_url.push((url.to_string(), c, market));
+        Ok(self.by_url.len() - 1)
+    }
+
+    /// The public client of `url`.
+    fn at(&mut self, url: &str) -> Result<BinanceClient, AppError> {
+        let i = self.entry(url)?;
+        Ok(self.by_url[i].1.clone())
+    }
+
+    /// The live market data of `url`, one per host for every paper account on it.
+    fn market_at(&mut self, url: &str) -> Result<Arc<dyn MarketData>, AppError> {
+        let i = self.entry(url)?;
+        Ok(self.by_url[i].2.clone())
     }
 }
 
@@ -236,8 +262,7 @@ pub async fn build(
         Mode::Paper => {
             for a in cfg.accounts.iter().filter(|a| a.enabled) {
                 // Paper fills follow the market of the account's own host.
-                let host: Arc<dyn Exchange> = Arc::new(hosts.at(&cfg.account_url(a))?);
-                let market: Arc<dyn MarketData> = Arc::new(LiveMarket::new(host));
+                let market = hosts.market_at(&cfg.account_url(a))?;
                 let ex = PaperExchange::new(
                     market.clone(),
                     Arc::new(SystemClock) as Arc<dyn Clock>,
