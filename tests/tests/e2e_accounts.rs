@@ -96,6 +96,28 @@ async fn account_flag_runs_that_account_only_and_refuses_unknown_or_disabled_one
             "{r}"
         );
     }
+    // The local scheduler refuses the same way before it starts.
+    let r = harness::run(
+        "albra",
+        dir.path(),
+        &s.url,
+        &[
+            "run",
+            "--account",
+            "nope",
+            "--config",
+            "albra.toml",
+            "--state",
+            "state",
+        ],
+        &sub_env(),
+    )
+    .await;
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(
+        r.stderr.contains("--account nope") && r.stderr.contains("main, sub1"),
+        "{r}"
+    );
     assert!(s.requests().is_empty(), "nothing was asked of the exchange");
     let r = evaluator(dir.path(), &s.url, &["--account", "sub1"]).await;
     assert!(r.ok() && r.stdout.contains("entered"), "{r}");
