@@ -407,6 +407,9 @@ pub async fn run_series(
         strategies: vec![name.to_string()],
         risk: RiskOverrides::default(),
         live: false,
+        main: true,
+        base_url: None,
+        allocation: Default::default(),
     };
     config.accounts = vec![account.clone()];
 

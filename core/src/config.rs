@@ -10,6 +10,9 @@ use serde::Deserialize;
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 
+mod accounts;
+pub use accounts::{resolve_url, AccountChoiceError, SharedSymbol, MAINNET_URL, URL_ENV};
+
 /// A configuration error: file, key path, and what was wrong or expected.
 #[derive(thiserror::Error, Debug)]
 #[error("{file}: {path}: {message}")]
@@ -26,6 +29,10 @@ fn dec(s: &str) -> Decimal {
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// `multi` (the default, today's behaviour): every enabled account runs; `single`: only the
+    /// main account (see [`Config::main_account`]).
+    #[serde(default)]
+    pub mode: AccountMode,
     #[serde(default)]
     pub binance: BinanceSection,
     #[serde(default)]
@@ -40,6 +47,17 @@ pub struct Config {
     pub telegram: TelegramSection,
     pub strategies: Vec<StrategyConfig>,
     pub accounts: Vec<AccountConfig>,
+}
+
+/// Which accounts the jobs run (top-level `mode`).
+#[derive(Clone, Copy, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum AccountMode {
+    /// Only the main account: the one with `main = true`, else the first listed.
+    Single,
+    /// Every enabled account (or the one `--account` names).
+    #[default]
+    Multi,
 }
 
 /// `[binance]`: where the REST API is. `ALBRA_BINANCE_URL` in the environment wins over `base_url`.
@@ -389,6 +407,19 @@ pub struct AccountConfig {
     /// (exit 2) when the Binance URL is not a test one (see [`Config::live_refusals`]).
     #[serde(default)]
     pub live: bool,
+    /// The main account (`mode = "single"` runs only it). At most one; without any, the first
+    /// listed account is the main one.
+    #[serde(default)]
+    pub main: bool,
+    /// This account's Binance REST base URL, over `[binance] base_url`; `ALBRA_BINANCE_URL`
+    /// still wins over both (see [`Config::account_url`]).
+    #[serde(default)]
+    pub base_url: Option<String>,
+    /// `[accounts.allocation]`: a strategy's share of the account's equity for sizing (e.g.
+    /// `TFPE = 0.6`: it sizes as if the account held 60 % of its equity). Unlisted strategies
+    /// size from the whole equity; the account-wide caps stay on the whole equity.
+    #[serde(default)]
+    pub allocation: BTreeMap<String, Decimal>,
 }
 
 /// `[accounts.risk]`: per-account overrides of `[risk]` and of strategy sizing.
@@ -398,6 +429,10 @@ pub struct RiskOverrides {
     pub daily_loss_pct: Option<Decimal>,
     pub max_leverage: Option<u32>,
     pub size_pct: Option<Decimal>,
+    pub max_positions_per_account: Option<u32>,
+    pub max_position_pct: Option<Decimal>,
+    pub max_total_margin_pct: Option<Decimal>,
+    pub risk_per_trade_pct: Option<Decimal>,
 }
 
 impl AccountConfig {
@@ -457,25 +492,6 @@ pub fn is_test_exchange(base_url: &str) -> bool {
 }
 
 impl Config {
-    /// Why the live jobs must not start against `base_url`: one line per enabled account that
-    /// would trade real money without `live = true`. Empty when they may start.
-    pub fn live_refusals(&self, base_url: &str) -> Vec<String> {
-        if is_test_exchange(base_url) {
-            return Vec::new();
-        }
-        self.accounts
-            .iter()
-            .enumerate()
-            .filter(|(_, a)| a.enabled && !a.live)
-            .map(|(i, a)| {
-                format!(
-                    "accounts[{i}] (`{}`): orders would go to {base_url} with real money, and `live = true` is not set for this account; set it under this [[accounts]] entry to trade it, or point ALBRA_BINANCE_URL at the testnet",
-                    a.id
-                )
-            })
-            .collect()
-    }
-
     /// Read and validate a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
@@ -718,6 +734,7 @@ impl Config {
             }
         }
         self.validate_risk(&names)
+            .and_then(|()| self.validate_accounts())
             .map_err(|(path, message)| err(path, message))
     }
 
@@ -972,13 +989,15 @@ impl Config {
         (s.leverage.min(lev_cap), size)
     }
 
-    /// The Binance REST base URL: `ALBRA_BINANCE_URL` wins over `binance.base_url`.
+    /// The Binance REST base URL of the process (its clock and market data):
+    /// `ALBRA_BINANCE_URL` wins over `binance.base_url`. Each account's own is
+    /// [`Config::account_url`].
     pub fn binance_url(&self) -> String {
-        std::env::var("ALBRA_BINANCE_URL")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .or_else(|| self.binance.base_url.clone())
-            .unwrap_or_else(|| "https://fapi.binance.com".to_string())
+        resolve_url(
+            std::env::var(URL_ENV).ok().as_deref(),
+            None,
+            self.binance.base_url.as_deref(),
+        )
     }
 }
 
@@ -1171,16 +1190,16 @@ max_leverage = 2
     #[test]
     fn real_money_needs_live_on_every_enabled_account() {
         let c = Config::parse(GOOD, "t.toml").unwrap();
-        let r = c.live_refusals("https://fapi.binance.com");
+        let r = c.live_refusals_with(Some("https://fapi.binance.com"));
         assert_eq!(r.len(), 2, "{r:?}");
         assert!(r[0].starts_with("accounts[0] (`main`)") && r[0].contains("live = true"));
-        assert!(c.live_refusals("http://127.0.0.1:9").is_empty());
+        assert!(c.live_refusals_with(Some("http://127.0.0.1:9")).is_empty());
         let opted = GOOD.replace(
             "key_source = \"env:SUB1\"",
             "key_source = \"env:SUB1\"\nlive = true",
         );
         let c = Config::parse(&opted, "t.toml").unwrap();
-        let r = c.live_refusals("https://fapi.binance.com");
+        let r = c.live_refusals_with(Some("https://fapi.binance.com"));
         assert_eq!(r.len(), 1, "{r:?}");
         assert!(r[0].contains("`main`"), "{r:?}");
         let c = Config::parse(
@@ -1188,7 +1207,9 @@ max_leverage = 2
             "t.toml",
         )
         .unwrap();
-        assert!(c.live_refusals("https://fapi.binance.com").is_empty());
+        assert!(c
+            .live_refusals_with(Some("https://fapi.binance.com"))
+            .is_empty());
     }
 
     #[test]

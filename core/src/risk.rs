@@ -602,9 +602,25 @@ pub struct Limits {
     pub mdd: MddConfig,
     pub kelly: KellyConfig,
     pub loss_streak: Vec<LossStreakCut>,
+    /// The strategy's share of the account's equity it sizes from (`[accounts.allocation]`,
+    /// 1 when unallocated). The account-wide caps above stay on the whole equity.
+    pub allocation: Decimal,
 }
 
 impl Limits {
+    /// The limits of `strategy`'s entries on `account`: `[risk]` with the account's overrides,
+    /// the strategy's own risk settings and its allocation on the account.
+    pub fn for_account(
+        cfg: &crate::config::Config,
+        account: &crate::config::AccountConfig,
+        strategy: &str,
+    ) -> Limits {
+        Limits {
+            allocation: cfg.allocation(account, strategy),
+            ..Limits::new(&cfg.account_risk(account), &cfg.strategy_risk(strategy))
+        }
+    }
+
     pub fn new(cfg: &RiskConfig, strategy: &crate::config::StrategyRisk) -> Limits {
         let interval = strategy
             .min_entry_interval_secs
@@ -620,7 +636,18 @@ impl Limits {
             mdd: cfg.mdd.clone(),
             kelly: cfg.kelly.clone(),
             loss_streak: cfg.loss_streak.clone(),
+            allocation: Decimal::ONE,
         }
+    }
+}
+
+/// The equity a strategy sizes from: its `allocation` of the account's equity (the whole of it
+/// when unallocated, untouched so unallocated sizes stay exactly as they were).
+pub fn allocated_equity(equity: Decimal, allocation: Decimal) -> Decimal {
+    if allocation == Decimal::ONE {
+        equity
+    } else {
+        equity * allocation
     }
 }
 
@@ -763,8 +790,15 @@ pub fn size_entry(state: &AccountState, req: &EntryRequest, lim: &Limits) -> Ent
         notes.push(format!("volatility target: ×{}", v.normalize()));
         mult *= v;
     }
-    let base_margin = req.equity * req.base_size_pct;
-    let mut margin = req.equity * size_pct * mult;
+    let sizing_equity = allocated_equity(req.equity, lim.allocation);
+    if lim.allocation != Decimal::ONE {
+        notes.push(format!(
+            "allocation: sized from {}% of equity",
+            (lim.allocation * Decimal::ONE_HUNDRED).normalize()
+        ));
+    }
+    let base_margin = sizing_equity * req.base_size_pct;
+    let mut margin = sizing_equity * size_pct * mult;
     let cap = req.equity * lim.max_position_pct;
     if margin > cap {
         notes.push(format!(
@@ -901,6 +935,117 @@ mod tests {
 
     fn limits() -> Limits {
         Limits::new(&cfg(), &StrategyRisk::default())
+    }
+
+    /// Two accounts: `main` on `[risk]`, `sub1` with every account-level limit overridden and
+    /// EMA_CROSS allocated 40 % of its equity.
+    fn accounts_config() -> crate::config::Config {
+        crate::config::Config::parse(
+            r#"
+[[strategies]]
+name = "EMA_CROSS"
+timeframe = "1h"
+symbols = ["BTCUSDT"]
+leverage = 3
+size_pct = 0.1
+
+[[accounts]]
+id = "main"
+key_source = "env"
+strategies = ["EMA_CROSS"]
+
+[[accounts]]
+id = "sub1"
+key_source = "env:SUB1"
+strategies = ["EMA_CROSS"]
+[accounts.risk]
+max_positions_per_account = 1
+max_position_pct = 0.02
+max_total_margin_pct = 0.3
+risk_per_trade_pct = 0.001
+[accounts.allocation]
+EMA_CROSS = 0.4
+"#,
+            "t.toml",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn each_account_limit_applies_to_its_own_account() {
+        let c = accounts_config();
+        let (main, sub) = (
+            Limits::for_account(&c, &c.accounts[0], "EMA_CROSS"),
+            Limits::for_account(&c, &c.accounts[1], "EMA_CROSS"),
+        );
+        let st = state(dec!(1000), dec!(1000));
+        // max_positions_per_account: one open position blocks sub1, not main.
+        let one_open = EntryRequest {
+            open_positions: 1,
+            ..request(dec!(1000))
+        };
+        assert!(matches!(
+            size_entry(&st, &one_open, &main),
+            EntryVerdict::Sized(_)
+        ));
+        match size_entry(&st, &one_open, &sub) {
+            EntryVerdict::Blocked(w) => assert!(w.contains("= 1"), "{w}"),
+            other => panic!("{other:?}"),
+        }
+        // max_position_pct: main sizes 10 % of equity as margin; sub1 is capped at 2 %.
+        assert_eq!(
+            sized(size_entry(&st, &request(dec!(1000)), &main)).margin,
+            dec!(100)
+        );
+        let cap = Limits {
+            allocation: Decimal::ONE,
+            ..sub.clone()
+        };
+        assert_eq!(
+            sized(size_entry(&st, &request(dec!(1000)), &cap)).margin,
+            dec!(20)
+        );
+        // max_total_margin_pct: 290 in use leaves sub1 10 of its 30 %; main is not capped.
+        let used = EntryRequest {
+            margin_in_use: dec!(290),
+            ..request(dec!(1000))
+        };
+        assert_eq!(sized(size_entry(&st, &used, &cap)).margin, dec!(10));
+        assert_eq!(sized(size_entry(&st, &used, &main)).margin, dec!(100));
+        // risk_per_trade_pct: 0.1 % of 1000 at a stop 10 away is 0.1 contracts for sub1.
+        let stopped = EntryRequest {
+            stop: Some(dec!(90)),
+            ..request(dec!(1000))
+        };
+        assert_eq!(sized(size_entry(&st, &stopped, &cap)).qty, dec!(0.1));
+        assert_eq!(sized(size_entry(&st, &stopped, &main)).qty, dec!(1.5));
+    }
+
+    #[test]
+    fn an_allocation_sizes_from_its_share_of_equity() {
+        let c = accounts_config();
+        let sub = Limits {
+            max_position_pct: dec!(0.5),
+            ..Limits::for_account(&c, &c.accounts[1], "EMA_CROSS")
+        };
+        assert_eq!(sub.allocation, dec!(0.4));
+        let st = state(dec!(1000), dec!(1000));
+        let s = sized(size_entry(&st, &request(dec!(1000)), &sub));
+        // 10 % of 40 % of 1000 as margin, 3x at 100: 1.2 contracts; not "reduced" by risk.
+        assert_eq!((s.margin, s.qty, s.reduced), (dec!(40), dec!(1.2), false));
+        assert!(
+            s.notes.iter().any(|n| n.contains("40% of equity")),
+            "{:?}",
+            s.notes
+        );
+        // Unallocated: the whole equity, to the digit, and no note.
+        let whole = sized(size_entry(&st, &request(dec!(1000)), &limits()));
+        assert_eq!((whole.margin, whole.qty), (dec!(100), dec!(3)));
+        assert!(whole.notes.is_empty());
+        assert_eq!(
+            allocated_equity(dec!(1234.50), Decimal::ONE).to_string(),
+            "1234.50"
+        );
     }
 
     fn state(peak: Decimal, equity: Decimal) -> AccountState {

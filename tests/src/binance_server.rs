@@ -60,6 +60,49 @@ pub struct TestAccount {
     pub wallet_balance: Decimal,
 }
 
+/// What an account's API key may do, as `GET /sapi/v1/account/apiRestrictions` reports it.
+/// The default is the safe key: readable, futures, IP-restricted, no withdrawals or transfers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KeyRestrictions {
+    pub ip_restrict: bool,
+    pub enable_reading: bool,
+    pub enable_futures: bool,
+    pub enable_withdrawals: bool,
+    pub enable_internal_transfer: bool,
+}
+
+impl Default for KeyRestrictions {
+    fn default() -> Self {
+        KeyRestrictions {
+            ip_restrict: true,
+            enable_reading: true,
+            enable_futures: true,
+            enable_withdrawals: false,
+            enable_internal_transfer: false,
+        }
+    }
+}
+
+impl KeyRestrictions {
+    fn render(&self) -> serde_json::Value {
+        serde_json::json!({
+            "ipRestrict": self.ip_restrict,
+            "createTime": 1_698_645_219_000_i64,
+            "enableReading": self.enable_reading,
+            "enableWithdrawals": self.enable_withdrawals,
+            "enableInternalTransfer": self.enable_internal_transfer,
+            "enableMargin": false,
+            "enableFutures": self.enable_futures,
+            "permitsUniversalTransfer": false,
+            "enableVanillaOptions": false,
+            "enableFixApiTrade": false,
+            "enableFixReadOnly": false,
+            "enableSpotAndMarginTrading": false,
+            "enablePortfolioMarginTrading": false
+        })
+    }
+}
+
 /// A one-shot fault, consumed by the next request to `path` (whatever its method).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Fault {
@@ -250,6 +293,17 @@ impl BinanceTestServer {
             shared,
             orders_seen: Mutex::new(0),
         })
+    }
+
+    /// Sets what the key of the account `api_key` reports it may do.
+    pub fn set_key_restrictions(&self, api_key: &str, r: KeyRestrictions) {
+        self.shared
+            .lock()
+            .x
+            .accounts
+            .get_mut(api_key)
+            .unwrap_or_else(|| panic!("unknown test account `{api_key}`"))
+            .restrictions = r;
     }
 
     /// Sets the exchange clock (it keeps running from there at wall-clock speed).

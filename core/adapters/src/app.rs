@@ -74,12 +74,74 @@ impl App {
     }
 }
 
+/// The client settings of the process's own URL (its clock and public market data):
+/// `ALBRA_BINANCE_URL`, else `[binance] base_url`, else mainnet.
 pub fn binance_config(cfg: &Config) -> BinanceConfig {
+    binance_config_at(cfg, cfg.binance_url())
+}
+
+/// The client settings of `[binance]` at `base_url` (an account's own, see
+/// [`Config::account_url`]).
+pub fn binance_config_at(cfg: &Config, base_url: String) -> BinanceConfig {
     BinanceConfig {
-        base_url: BinanceConfig::resolve_url(cfg.binance.base_url.as_deref()),
+        base_url,
         recv_window_ms: cfg.binance.recv_window_ms,
         timeout: Duration::from_millis(cfg.binance.timeout_ms),
         ..BinanceConfig::default()
+    }
+}
+
+/// One public client per distinct base URL: accounts on one URL share its clock, weight gauge
+/// and exchangeInfo table (see [`BinanceClient::with_keys`]); accounts on another URL (testnet
+/// beside mainnet) get their own, since neither the clock offset nor the trading rules of one
+/// host describe the other.
+struct HostClients {
+    /// `[binance]`'s settings, at the process's URL.
+    template: BinanceConfig,
+    by_url: Vec<(String, BinanceClient, Arc<dyn MarketData>)>,
+}
+
+impl HostClients {
+    fn new(cfg: &Config, process: &BinanceClient) -> Self {
+        let template = binance_config(cfg);
+        let market = Self::market(process);
+        HostClients {
+            by_url: vec![(template.base_url.clone(), process.clone(), market)],
+            template,
+        }
+    }
+
+    fn market(client: &BinanceClient) -> Arc<dyn MarketData> {
+        Arc::new(LiveMarket::new(
+            Arc::new(client.clone()) as Arc<dyn Exchange>
+        ))
+    }
+
+    fn entry(&mut self, url: &str) -> Result<usize, AppError> {
+        if let Some(i) = self.by_url.iter().position(|(u, ..)| u == url) {
+            return Ok(i);
+        }
+        let cfg = BinanceConfig {
+            base_url: url.to_string(),
+            ..self.template.clone()
+        };
+        let c = BinanceClient::new(cfg, None)
+            .map_err(|e| AppError(format!("Binance client for {url}: {e}")))?;
+        let market = Self::market(&c);
+        self.by_url.push((url.to_string(), c, market));
+        Ok(self.by_url.len() - 1)
+    }
+
+    /// The public client of `url`.
+    fn at(&mut self, url: &str) -> Result<BinanceClient, AppError> {
+        let i = self.entry(url)?;
+        Ok(self.by_url[i].1.clone())
+    }
+
+    /// The live market data of `url`, one per host for every paper account on it.
+    fn market_at(&mut self, url: &str) -> Result<Arc<dyn MarketData>, AppError> {
+        let i = self.entry(url)?;
+        Ok(self.by_url[i].2.clone())
     }
 }
 
@@ -115,7 +177,7 @@ pub async fn build_notifier(
 /// Refuse live trading where an enabled account would trade real money without `live = true`
 /// (see [`Config::live_refusals`]); the message names each account and the fix. Callers exit 2.
 pub fn live_opt_in(cfg: &Config) -> Result<(), AppError> {
-    let refusals = cfg.live_refusals(&binance_config(cfg).base_url);
+    let refusals = cfg.live_refusals();
     if refusals.is_empty() {
         return Ok(());
     }
@@ -146,6 +208,31 @@ pub fn telegram_source(in_lambda: bool, token_in_env: bool) -> TelegramSource {
     }
 }
 
+/// Build the engine of a job (`evaluator`, `position-sync`, `albra run`, their Lambdas): only
+/// the accounts the job runs (`mode`, and `only` from `--account`, see
+/// [`Config::running_accounts`]), after one WARN line per symbol two strategies of an account
+/// share. An account choice that cannot run is an error before anything is built.
+pub async fn build_jobs(
+    mut cfg: Config,
+    state_spec: &str,
+    mode: Mode,
+    env_file: Option<&Path>,
+    only: Option<&str>,
+) -> Result<App, AppError> {
+    select_job_accounts(&mut cfg, only)?;
+    build(cfg, state_spec, mode, env_file).await
+}
+
+/// Narrow `cfg` to the accounts a job runs and warn of their shared symbols (see [`build_jobs`]).
+pub fn select_job_accounts(cfg: &mut Config, only: Option<&str>) -> Result<(), AppError> {
+    cfg.retain_running(only)
+        .map_err(|e| AppError(e.to_string()))?;
+    for w in cfg.shared_symbol_warnings() {
+        tracing::warn!("{w}");
+    }
+    Ok(())
+}
+
 /// Build the engine for a mode. Live mode refuses to start when an enabled account has no keys.
 /// `env_file` is the `--env-file` given, if any (see [`default_secrets`]).
 pub async fn build(
@@ -165,6 +252,7 @@ pub async fn build(
     let binance = BinanceClient::new(bcfg.clone(), None).map_err(|e| AppError(e.to_string()))?;
     let public: Arc<dyn Exchange> = Arc::new(binance.clone());
     let mut accounts = Vec::new();
+    let mut hosts = HostClients::new(&cfg, &binance);
     match mode {
         Mode::Live | Mode::ReadOnly => {
             for a in cfg.accounts.iter().filter(|a| a.enabled) {
@@ -175,7 +263,8 @@ pub async fn build(
                     .binance_keys(&a.id, &source)
                     .await
                     .map_err(|e| AppError(format!("account {}: {e}", a.id)))?;
-                let client = binance
+                let client = hosts
+                    .at(&cfg.account_url(a))?
                     .with_keys(keys)
                     .map_err(|e| AppError(e.to_string()))?;
                 accounts.push(AccountRuntime {
@@ -185,8 +274,9 @@ pub async fn build(
             }
         }
         Mode::Paper => {
-            let market: Arc<dyn MarketData> = Arc::new(LiveMarket::new(public.clone()));
             for a in cfg.accounts.iter().filter(|a| a.enabled) {
+                // Paper fills follow the market of the account's own host.
+                let market = hosts.market_at(&cfg.account_url(a))?;
                 let ex = PaperExchange::new(
                     market.clone(),
                     Arc::new(SystemClock) as Arc<dyn Clock>,

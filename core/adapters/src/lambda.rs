@@ -133,14 +133,17 @@ pub struct Runtime {
 }
 
 impl Runtime {
-    /// Load the config, check the AWS setup when the config needs AWS, and build the app.
-    /// `env_file` is `--env-file` (keys file), if given.
+    /// Load the config, keep the accounts the job runs (`mode`, `--account` as `only`), check
+    /// the AWS setup when the config needs AWS, and build the app. `env_file` is `--env-file`
+    /// (keys file), if given.
     pub async fn init(
         config: &Path,
         state: &str,
         env_file: Option<&Path>,
+        only: Option<&str>,
     ) -> Result<Runtime, InitError> {
-        let cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
+        let mut cfg = Config::load(config).map_err(|e| InitError::new(2, e.to_string()))?;
+        app::select_job_accounts(&mut cfg, only).map_err(|e| InitError::new(2, e.to_string()))?;
         // Before any client, key or store: real money needs `live = true` per account.
         app::live_opt_in(&cfg).map_err(|e| InitError::new(2, e.to_string()))?;
         let unset = Detail::default_for(in_lambda(), std::io::stdout().is_terminal());

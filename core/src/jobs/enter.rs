@@ -327,8 +327,7 @@ impl Engine {
                     it.now,
                 )
                 .await?;
-            let limits =
-                risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&it.s.name));
+            let limits = risk::Limits::for_account(&self.config, &it.acct.config, &it.s.name);
             match risk::size_entry(&state, &req, &limits) {
                 risk::EntryVerdict::Blocked(reason) => {
                     let why = format!("entry {side} blocked by risk: {reason}");

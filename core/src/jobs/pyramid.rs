@@ -76,8 +76,12 @@ impl Engine {
         let turn = ledger.size().await;
         snap.total_initial_margin =
             Notional::new(snap.total_initial_margin.get() + ledger.unseen(read_at));
-        let mut raw =
-            snap.equity.get() * size_pct * Decimal::from(lev) * fraction / ref_price.get();
+        // An add is a share of the strategy's base size: of its allocation of the equity.
+        let equity = risk::allocated_equity(
+            snap.equity.get(),
+            self.config.allocation(&acct.config, &s.name),
+        );
+        let mut raw = equity * size_pct * Decimal::from(lev) * fraction / ref_price.get();
         if self.sizing.protects() {
             match self
                 .risk_room(acct, s, &p.value, &snap, (raw, ref_price, lev), stage, now)
@@ -146,7 +150,7 @@ impl Engine {
         now: i64,
     ) -> Result<Result<Decimal, String>, EngineError> {
         let state = self.observe_account(&acct.config, snap.equity, now).await?;
-        let limits = risk::Limits::new(&self.config.risk, &self.config.strategy_risk(&s.name));
+        let limits = risk::Limits::for_account(&self.config, &acct.config, &s.name);
         let held_margin = pos.qty.get() * ref_price.get() / Decimal::from(lev.max(1));
         match risk::pyramid_room(
             &state,

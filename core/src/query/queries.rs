@@ -471,20 +471,14 @@ impl std::fmt::Display for RiskWarning {
     }
 }
 
-/// Enabled strategies of the account that share a symbol, per symbol.
+/// Enabled strategies of the account that share a symbol, per symbol (the config's check, which
+/// config load and job start also warn of).
 fn shared_symbols(cfg: &Config, a: &AccountConfig) -> Vec<RiskWarning> {
-    let mut by_symbol: BTreeMap<&Symbol, Vec<String>> = BTreeMap::new();
-    for s in cfg.account_strategies(a) {
-        for sym in &s.symbols {
-            by_symbol.entry(sym).or_default().push(s.name.clone());
-        }
-    }
-    by_symbol
+    cfg.shared_symbols(a)
         .into_iter()
-        .filter(|(_, v)| v.len() > 1)
-        .map(|(symbol, strategies)| RiskWarning::SameSymbol {
-            symbol: symbol.clone(),
-            strategies,
+        .map(|s| RiskWarning::SameSymbol {
+            symbol: s.symbol,
+            strategies: s.strategies,
         })
         .collect()
 }
@@ -549,7 +543,7 @@ pub fn risk_of(
             && st.mdd_level >= risk::emergency_level(mdd)
             && !mdd.allow_entries_in_emergency,
         open_positions: open.len(),
-        max_positions: cfg.risk.max_positions_per_account,
+        max_positions: cfg.account_risk(a).max_positions_per_account,
         leverage: leverage_use(cfg, a),
         warnings: Vec::new(),
     };

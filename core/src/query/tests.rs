@@ -745,6 +745,15 @@ async fn status_positions_and_risk_from_the_store() {
             max: 1
         }]
     );
+    // The account's own limit ([accounts.risk]) is the one checked and shown, not [risk]'s.
+    let mut own = c.clone();
+    own.accounts[0].risk.max_positions_per_account = Some(1);
+    let r = risk_of(&own, &own.accounts[0], Some(&st), &held, NOW);
+    assert_eq!(r.max_positions, 1);
+    assert!(r
+        .warnings
+        .iter()
+        .any(|w| matches!(w, RiskWarning::PositionLimit { max: 1, .. })));
 }
 
 #[tokio::test]

@@ -24,15 +24,24 @@ pub fn run(cli: Cli) -> ExitCode {
     if cli.cmd.is_tool() {
         return albra_cli::tools::run(cli);
     }
-    let cfg = match Config::load(&cli.config) {
+    let mut cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
-    if let Command::Run { live: true, .. } = cli.cmd {
-        if let Err(e) = app::live_opt_in(&cfg) {
+    if let Command::Run { live, account, .. } = &cli.cmd {
+        // The scheduler runs the accounts of `mode` / `--account` only, and only those need
+        // the live opt-in.
+        let checked = app::select_job_accounts(&mut cfg, account.as_deref()).and_then(|()| {
+            if *live {
+                app::live_opt_in(&cfg)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = checked {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
@@ -51,9 +60,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             quiet,
             orders_out,
         } => cmd_replay(cfg, cli.state, data, symbol, quiet, orders_out).await,
-        Command::Run { paper: _, live } => {
-            cmd_run(cfg, &state, live, cli.env_file.as_deref()).await
-        }
+        Command::Run { live, .. } => cmd_run(cfg, &state, live, cli.env_file.as_deref()).await,
         Command::Status { out } => operator::status(cfg, &state, out).await,
         Command::Positions { account, out } => operator::positions(cfg, &state, account, out).await,
         Command::Balance { account, out } => {
@@ -353,10 +360,15 @@ async fn cmd_validate(
     env_file: Option<&std::path::Path>,
 ) -> Result<()> {
     println!(
-        "config {}: OK ({} strategies, {} accounts)",
+        "config {}: OK ({} strategies, {} accounts); mode {}, main account {}",
         path.display(),
         cfg.strategies.len(),
-        cfg.accounts.len()
+        cfg.accounts.len(),
+        match cfg.mode {
+            albra_core::config::AccountMode::Single => "single",
+            albra_core::config::AccountMode::Multi => "multi",
+        },
+        cfg.main_account().id
     );
     for s in &cfg.strategies {
         println!(
@@ -373,74 +385,162 @@ async fn cmd_validate(
             if s.enabled { "" } else { " (disabled)" }
         );
     }
-    let bcfg = app::binance_config(&cfg);
-    let refusals = cfg.live_refusals(&bcfg.base_url);
+    for w in cfg.shared_symbol_warnings() {
+        println!("  WARN {w}");
+    }
+    let refusals = cfg.live_refusals();
     if refusals.is_empty() {
-        println!("  live trading: allowed on {}", bcfg.base_url);
+        let mut urls: Vec<String> = cfg
+            .accounts
+            .iter()
+            .filter(|a| a.enabled)
+            .map(|a| cfg.account_url(a))
+            .collect();
+        urls.dedup();
+        println!("  live trading: allowed on {}", urls.join(", "));
     }
     for r in &refusals {
         println!("  live trading refused: {r}");
     }
     let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
-    let mut missing = Vec::new();
-    let mut rejected = Vec::new();
+    let mut failed = Failed::default();
     for a in &cfg.accounts {
-        let source = a
-            .key_source()
-            .map_err(|m| anyhow!("account {}: {m}", a.id))?;
-        let shown = match &source {
-            albra_core::ports::KeySource::Env { prefix } => {
-                let (k, s) = albra_adapters::secrets::env_key_names(prefix);
-                format!("env {k} / {s}")
-            }
-            albra_core::ports::KeySource::Ssm { prefix } => {
-                format!("SSM {prefix}/binance_api_key, …/binance_api_secret")
-            }
-        };
-        match secrets
-            .binance_keys(&AccountId::new(a.id.0.clone()), &source)
-            .await
-        {
-            Ok(keys) if a.enabled => {
-                // One signed read-only call: keys that are present but wrong (or lack futures
-                // permission) fail here, not at the first order.
-                let client = BinanceClient::new(bcfg.clone(), Some(keys))
-                    .map_err(|e| anyhow!("account {}: {e}", a.id))?;
-                match client.account().await {
-                    Ok(snap) => println!(
-                        "  account {}: keys accepted by {} ({shown}; equity {} USDT)",
-                        a.id,
-                        bcfg.base_url,
-                        snap.equity.get().round_dp(2)
-                    ),
-                    Err(e) => {
-                        println!(
-                            "  account {}: KEYS NOT ACCEPTED by {} ({shown}): {e}",
-                            a.id, bcfg.base_url
-                        );
-                        rejected.push(a.id.0.clone());
-                    }
-                }
-            }
-            Ok(_) => println!("  account {} (disabled): keys found ({shown})", a.id),
-            Err(e) if a.enabled => {
-                println!("  account {}: KEYS MISSING ({shown}): {e}", a.id);
-                missing.push(a.id.0.clone());
-            }
-            Err(_) => println!("  account {} (disabled): no keys ({shown})", a.id),
+        validate_account(&cfg, a, &secrets, &mut failed).await?;
+    }
+    failed.into_result()
+}
+
+/// The accounts whose keys `validate` could not pass, by reason.
+#[derive(Default)]
+struct Failed {
+    missing: Vec<String>,
+    rejected: Vec<String>,
+    no_futures: Vec<String>,
+}
+
+impl Failed {
+    fn into_result(self) -> Result<()> {
+        if !self.missing.is_empty() {
+            bail!(
+                "enabled account(s) without keys: {} (replay and --paper need none; live does)",
+                self.missing.join(", ")
+            );
+        }
+        if !self.rejected.is_empty() {
+            bail!(
+                "the exchange did not accept the keys of: {} (signed GET /fapi/v3/account)",
+                self.rejected.join(", ")
+            );
+        }
+        if !self.no_futures.is_empty() {
+            bail!(
+                "the key of {} has no futures permission (enableFutures = false): it cannot trade",
+                self.no_futures.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+/// One account's keys: found, accepted by one signed read-only call at the account's own URL,
+/// and their permissions where the host reports them. Never prints a secret.
+async fn validate_account(
+    cfg: &Config,
+    a: &albra_core::config::AccountConfig,
+    secrets: &dyn Secrets,
+    failed: &mut Failed,
+) -> Result<()> {
+    let source = a
+        .key_source()
+        .map_err(|m| anyhow!("account {}: {m}", a.id))?;
+    let shown = match &source {
+        albra_core::ports::KeySource::Env { prefix } => {
+            let (k, s) = albra_adapters::secrets::env_key_names(prefix);
+            format!("env {k} / {s}")
+        }
+        albra_core::ports::KeySource::Ssm { prefix } => {
+            format!("SSM {prefix}/binance_api_key, …/binance_api_secret")
+        }
+    };
+    let url = cfg.account_url(a);
+    let keys = match secrets.binance_keys(&a.id, &source).await {
+        Ok(keys) if a.enabled => keys,
+        Ok(_) => {
+            println!("  account {} (disabled): keys found ({shown})", a.id);
+            return Ok(());
+        }
+        Err(e) if a.enabled => {
+            println!("  account {}: KEYS MISSING ({shown}): {e}", a.id);
+            failed.missing.push(a.id.0.clone());
+            return Ok(());
+        }
+        Err(_) => {
+            println!("  account {} (disabled): no keys ({shown})", a.id);
+            return Ok(());
+        }
+    };
+    // One signed read-only call: keys that are present but wrong fail here, not at the first
+    // order.
+    let client = BinanceClient::new(app::binance_config_at(cfg, url.clone()), Some(keys.clone()))
+        .map_err(|e| anyhow!("account {}: {e}", a.id))?;
+    match client.account().await {
+        Ok(snap) => println!(
+            "  account {}: keys accepted by {url} ({shown}; equity {} USDT)",
+            a.id,
+            snap.equity.get().round_dp(2)
+        ),
+        Err(e) => {
+            println!(
+                "  account {}: KEYS NOT ACCEPTED by {url} ({shown}): {e}",
+                a.id
+            );
+            failed.rejected.push(a.id.0.clone());
+            return Ok(());
         }
     }
-    if !missing.is_empty() {
-        bail!(
-            "enabled account(s) without keys: {} (replay and --paper need none; live does)",
-            missing.join(", ")
-        );
-    }
-    if !rejected.is_empty() {
-        bail!(
-            "the exchange did not accept the keys of: {} (signed GET /fapi/v3/account)",
-            rejected.join(", ")
-        );
-    }
+    report_permissions(a, &client, &url, keys, failed).await;
     Ok(())
+}
+
+/// Print what the key may do (GET /sapi/v1/account/apiRestrictions) and WARN lines for
+/// withdrawals and a missing IP restriction; a key without futures permission is a failure.
+async fn report_permissions(
+    a: &albra_core::config::AccountConfig,
+    client: &BinanceClient,
+    url: &str,
+    keys: albra_core::ports::ApiKeys,
+    failed: &mut Failed,
+) {
+    use albra_adapters::binance::permissions::permissions_base;
+    let Some(base) = permissions_base(url) else {
+        println!(
+            "  account {}: key permissions: not reported by this host ({url})",
+            a.id
+        );
+        return;
+    };
+    match client.key_permissions(&base, keys).await {
+        Ok(p) => {
+            println!(
+                "  account {}: key permissions ({base}): {}",
+                a.id,
+                p.summary()
+            );
+            let v = p.verdict();
+            for w in &v.warnings {
+                println!("  WARN account {}: {w}", a.id);
+            }
+            if v.futures_disabled {
+                println!(
+                    "  account {}: KEY CANNOT TRADE FUTURES (enableFutures = false)",
+                    a.id
+                );
+                failed.no_futures.push(a.id.0.clone());
+            }
+        }
+        Err(e) => println!(
+            "  WARN account {}: key permissions not readable from {base}: {e}",
+            a.id
+        ),
+    }
 }

@@ -97,6 +97,10 @@ pub enum Command {
         /// Real orders with each account's keys. Refuses to start without them.
         #[arg(long)]
         live: bool,
+        /// Run only this account (it must be enabled and, with mode = "single", the main one).
+        /// Without it: every enabled account (mode = "multi") or the main one (mode = "single").
+        #[arg(long)]
+        account: Option<String>,
     },
     /// Equity, drawdown and open positions per account, from the state store.
     Status {

@@ -50,6 +50,10 @@ struct Args {
     /// present; never a parent folder's.
     #[arg(long, env = "ALBRA_ENV_FILE")]
     env_file: Option<PathBuf>,
+    /// Run only this account (it must be enabled and, with mode = "single", the main one).
+    /// Without it: every enabled account (mode = "multi") or the main one (mode = "single").
+    #[arg(long, env = "ALBRA_ACCOUNT")]
+    account: Option<String>,
     /// Do not wait for close + delay on the exchange clock (evaluate the last closed candle now).
     #[arg(long)]
     no_wait: bool,
@@ -204,7 +208,14 @@ async fn main() -> ExitCode {
         eprintln!("error: --timeframe is required (15m, 1h or 4h)");
         return ExitCode::from(2);
     }
-    let rt = match Runtime::init(&args.config, &args.state, args.env_file.as_deref()).await {
+    let rt = match Runtime::init(
+        &args.config,
+        &args.state,
+        args.env_file.as_deref(),
+        args.account.as_deref(),
+    )
+    .await
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {}", e.message);

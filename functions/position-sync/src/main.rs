@@ -42,6 +42,10 @@ struct Args {
     /// present; never a parent folder's.
     #[arg(long, env = "ALBRA_ENV_FILE")]
     env_file: Option<PathBuf>,
+    /// Run only this account (it must be enabled and, with mode = "single", the main one).
+    /// Without it: every enabled account (mode = "multi") or the main one (mode = "single").
+    #[arg(long, env = "ALBRA_ACCOUNT")]
+    account: Option<String>,
 }
 
 /// The one reconciliation both worlds run, at the exchange clock's `now`. Prints the report and
@@ -94,7 +98,14 @@ async fn main() -> ExitCode {
     albra_core::logging::init();
     let args = Args::parse();
     let in_lambda = lambda::in_lambda();
-    let rt = match Runtime::init(&args.config, &args.state, args.env_file.as_deref()).await {
+    let rt = match Runtime::init(
+        &args.config,
+        &args.state,
+        args.env_file.as_deref(),
+        args.account.as_deref(),
+    )
+    .await
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: {}", e.message);

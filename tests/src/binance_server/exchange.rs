@@ -236,6 +236,7 @@ pub(crate) struct Account {
     pub algos: Vec<Algo>,
     pub trades: Vec<Trade>,
     pub income: Vec<IncomeRow>,
+    pub restrictions: super::KeyRestrictions,
 }
 
 impl Account {
@@ -249,6 +250,7 @@ impl Account {
             algos: Vec::new(),
             trades: Vec::new(),
             income: Vec::new(),
+            restrictions: super::KeyRestrictions::default(),
         }
     }
     pub fn config(&self, symbol: &str) -> SymbolConfig {

@@ -146,6 +146,9 @@ enum Endpoint {
     CancelAllAlgos,
     UserTrades,
     Income,
+    /// `/sapi/v1/account/apiRestrictions`: served by the spot host on Binance; here beside the
+    /// futures endpoints, so one loopback base stands in for both.
+    ApiRestrictions,
 }
 
 impl Endpoint {
@@ -175,6 +178,7 @@ impl Endpoint {
             ("DELETE", "/fapi/v1/algoOpenOrders") => CancelAllAlgos,
             ("GET", "/fapi/v1/userTrades") => UserTrades,
             ("GET", "/fapi/v1/income") => Income,
+            ("GET", "/sapi/v1/account/apiRestrictions") => ApiRestrictions,
             _ => return None,
         })
     }
@@ -195,7 +199,7 @@ impl Endpoint {
         use Endpoint::*;
         match self {
             Ping | Time | ExchangeInfo | TickerPrice | Leverage | MarginType | QueryOrder
-            | CancelOrder | QueryAlgo | CancelAlgo | CancelAllAlgos => 1,
+            | CancelOrder | QueryAlgo | CancelAlgo | CancelAllAlgos | ApiRestrictions => 1,
             NewOrder | NewAlgo => 0,
             Klines => match req
                 .get("limit")
@@ -499,6 +503,7 @@ fn dispatch(
         }
         Klines => klines(g, req, now),
         Account => Ok(render::account(&g.x, key, now)),
+        ApiRestrictions => Ok(g.x.accounts[key].restrictions.render()),
         PositionRisk => {
             let symbol = optional_symbol(g, req)?;
             Ok(Value::Array(render::position_risk(&g.x, key, symbol, now)))

@@ -20,6 +20,7 @@ pub mod codes;
 #[cfg(test)]
 mod loopback_tests;
 pub(crate) mod parse;
+pub mod permissions;
 
 use albra_core::domain::{Candle, Price, Symbol, Timeframe};
 use albra_core::ports::{
@@ -67,14 +68,7 @@ impl BinanceConfig {
 }
 
 fn resolve_url_from(env: Option<&str>, configured: Option<&str>) -> String {
-    [env, configured]
-        .into_iter()
-        .flatten()
-        .map(str::trim)
-        .find(|s| !s.is_empty())
-        .unwrap_or(BinanceConfig::DEFAULT_URL)
-        .trim_end_matches('/')
-        .to_string()
+    albra_core::config::resolve_url(env, None, configured)
 }
 
 impl Default for BinanceConfig {
