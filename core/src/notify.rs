@@ -215,7 +215,9 @@ pub fn route(priority: Priority, left: Duration) -> Route {
 pub struct Deferring {
     inner: Arc<dyn Notifier>,
     repo: StateRepo,
-    budget: Arc<SendBudget>,
+    /// `None`: LOW ones are folded, the rest sent with no budget and their failures reported
+    /// ([`Deferring::folding`]).
+    budget: Option<Arc<SendBudget>>,
 }
 
 impl Deferring {
@@ -223,7 +225,17 @@ impl Deferring {
         Deferring {
             inner,
             repo,
-            budget,
+            budget: Some(budget),
+        }
+    }
+
+    /// Folds LOW notifications and sends the rest, reporting a failure instead of keeping it:
+    /// for an operator's script (`albra notify`), which must know an alert did not get through.
+    pub fn folding(inner: Arc<dyn Notifier>, repo: StateRepo) -> Self {
+        Deferring {
+            inner,
+            repo,
+            budget: None,
         }
     }
 
@@ -243,10 +255,15 @@ impl Deferring {
     }
 
     /// Sends within `left`; `Err` says why it did not arrive.
-    async fn send(&self, n: &Notification, left: Duration) -> Result<(), String> {
+    async fn send(
+        &self,
+        budget: &SendBudget,
+        n: &Notification,
+        left: Duration,
+    ) -> Result<(), String> {
         let started = tokio::time::Instant::now();
         let sent = tokio::time::timeout(left, self.inner.notify(n)).await;
-        self.budget.spend(started.elapsed());
+        budget.spend(started.elapsed());
         match sent {
             Ok(r) => r.map_err(|e| e.to_string()),
             Err(_) => Err(format!("the Telegram budget ({left:?} left) ran out")),
@@ -257,19 +274,25 @@ impl Deferring {
 #[async_trait]
 impl Notifier for Deferring {
     async fn notify(&self, n: &Notification) -> Result<(), NotifyError> {
-        match route(n.priority, self.budget.left()) {
+        let Some(budget) = &self.budget else {
+            return match n.priority {
+                Priority::Low => self.keep(n, Deferral::Folded).await,
+                _ => self.inner.notify(n).await,
+            };
+        };
+        match route(n.priority, budget.left()) {
             Route::Keep(Deferral::Folded) => self.keep(n, Deferral::Folded).await,
             Route::Keep(reason) => {
-                if self.budget.first_warning() {
+                if budget.first_warning() {
                     tracing::warn!(event_id = %n.event_id, "Telegram budget spent: the remaining notifications wait for the next status report");
                 }
                 self.keep(n, reason).await
             }
-            Route::Send(left) => match self.send(n, left).await {
+            Route::Send(left) => match self.send(budget, n, left).await {
                 Ok(()) => Ok(()),
                 Err(why) => {
-                    if self.budget.first_warning() {
-                        tracing::warn!(event_id = %n.event_id, error = %why, "Telegram did not take a notification in time; it and any later ones wait for the next status report");
+                    if budget.first_warning() {
+                        tracing::warn!(event_id = %n.event_id, error = %why, "Telegram did not take a notification within the budget; it waits for the next status report (further ones this job are not logged)");
                     }
                     self.keep(n, Deferral::Undelivered).await
                 }

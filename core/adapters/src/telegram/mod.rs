@@ -68,6 +68,19 @@ impl TelegramNotifier {
         TelegramNotifier { client, chat }
     }
 
+    /// Sends `html` as it is (already escaped where it must be) to the chat, within `deadline`:
+    /// the status report, which is laid out as HTML.
+    pub async fn send_html(
+        &self,
+        html: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), TelegramError> {
+        self.client
+            .send_message(&self.chat, html, None, deadline)
+            .await
+            .map(drop)
+    }
+
     /// The notification as the message text (HTML, everything it carries escaped).
     fn render(n: &Notification) -> String {
         html_escape(&format!(
