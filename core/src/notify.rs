@@ -6,7 +6,7 @@
 //! (`crate::report`) instead of letting it hold up the job. Telegram is an adapter
 //! (`albra_adapters::telegram`).
 
-use crate::ports::{Notification, Notifier, NotifyError, Priority};
+use crate::ports::{Clock, Notification, Notifier, NotifyError, Priority};
 use crate::state::{Deferral, DeferredNotice, StateRepo};
 use async_trait::async_trait;
 use std::collections::HashSet;
@@ -215,26 +215,35 @@ pub fn route(priority: Priority, left: Duration) -> Route {
 pub struct Deferring {
     inner: Arc<dyn Notifier>,
     repo: StateRepo,
+    /// Dates what is kept (its expiry): the wall clock in the binaries.
+    clock: Arc<dyn Clock>,
     /// `None`: LOW ones are folded, the rest sent with no budget and their failures reported
     /// ([`Deferring::folding`]).
     budget: Option<Arc<SendBudget>>,
 }
 
 impl Deferring {
-    pub fn new(inner: Arc<dyn Notifier>, repo: StateRepo, budget: Arc<SendBudget>) -> Self {
+    pub fn new(
+        inner: Arc<dyn Notifier>,
+        repo: StateRepo,
+        clock: Arc<dyn Clock>,
+        budget: Arc<SendBudget>,
+    ) -> Self {
         Deferring {
             inner,
             repo,
+            clock,
             budget: Some(budget),
         }
     }
 
     /// Folds LOW notifications and sends the rest, reporting a failure instead of keeping it:
     /// for an operator's script (`albra notify`), which must know an alert did not get through.
-    pub fn folding(inner: Arc<dyn Notifier>, repo: StateRepo) -> Self {
+    pub fn folding(inner: Arc<dyn Notifier>, repo: StateRepo, clock: Arc<dyn Clock>) -> Self {
         Deferring {
             inner,
             repo,
+            clock,
             budget: None,
         }
     }
@@ -245,7 +254,7 @@ impl Deferring {
             reason,
         };
         self.repo
-            .defer_notice(&d)
+            .defer_notice(&d, self.clock.now_ms())
             .await
             .map(drop)
             .map_err(|e| NotifyError::Undelivered {
@@ -446,6 +455,7 @@ mod tests {
         let d = Deferring::new(
             Arc::new(Slow(Duration::from_secs(60))),
             repo.clone(),
+            Arc::new(crate::ports::SimClock::new(0)),
             budget.clone(),
         );
         let started = tokio::time::Instant::now();
@@ -471,6 +481,7 @@ mod tests {
         let quick = Deferring::new(
             Arc::new(CollectingNotifier::default()),
             repo.clone(),
+            Arc::new(crate::ports::SimClock::new(0)),
             budget,
         );
         quick.notify(&n("later", Priority::High)).await.unwrap();

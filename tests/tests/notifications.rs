@@ -36,8 +36,9 @@ fn telegram_env(url: &str) -> Vec<(&'static str, String)> {
 
 /// `albra ARGS --config albra.toml --state state` in `dir`, Telegram at `tg_url`.
 async fn albra(dir: &Path, tg_url: &str, args: &[&str]) -> Run {
-    let mut a = args.to_vec();
-    a.extend(["--config", "albra.toml", "--state", "state"]);
+    // Before the subcommand: `notify`'s text after `--` takes every word.
+    let mut a = vec!["--config", "albra.toml", "--state", "state"];
+    a.extend(args);
     // No exchange is reached by these commands: any URL will do.
     run(
         "albra",

@@ -127,7 +127,12 @@ pub async fn build_notifier(
         false => None,
     };
     if let Some(t) = &telegram {
-        let deferring = Arc::new(Deferring::new(t.clone(), repo.clone(), budget.clone()));
+        let deferring = Arc::new(Deferring::new(
+            t.clone(),
+            repo.clone(),
+            Arc::new(SystemClock),
+            budget.clone(),
+        ));
         let once = Arc::new(StoredDedupe::new(deferring, repo.clone()));
         inner.push(Arc::new(MinPriority::new(
             once,

@@ -142,8 +142,10 @@ impl StateRepo {
     }
 
     /// Keep `d` for the next status report, once per event id: `false` when it is kept already.
-    pub async fn defer_notice(&self, d: &DeferredNotice) -> Result<bool, StoreError> {
-        let expiry = Some(d.notification.time / 1000 + DeferredNotice::KEEP_SECS);
+    /// It expires [`DeferredNotice::KEEP_SECS`] after `now` (ms, the wall clock: the
+    /// notification's own time is the exchange's, which a test server may set in the past).
+    pub async fn defer_notice(&self, d: &DeferredNotice, now: i64) -> Result<bool, StoreError> {
+        let expiry = Some(now / 1000 + DeferredNotice::KEEP_SECS);
         let sk = defer_sk(&d.notification.event_id);
         match self.put(BOT_PK, &sk, d, Expect::Absent, expiry).await {
             Ok(_) => Ok(true),
@@ -259,9 +261,12 @@ mod tests {
             },
             reason: Deferral::Folded,
         };
-        assert!(r.defer_notice(&d("b", 2_000)).await.unwrap());
-        assert!(r.defer_notice(&d("a", 1_000)).await.unwrap());
-        assert!(!r.defer_notice(&d("a", 1_000)).await.unwrap(), "kept once");
+        assert!(r.defer_notice(&d("b", 2_000), 2_000).await.unwrap());
+        assert!(r.defer_notice(&d("a", 1_000), 2_000).await.unwrap());
+        assert!(
+            !r.defer_notice(&d("a", 1_000), 2_000).await.unwrap(),
+            "kept once"
+        );
         let all = r.deferred_notices().await.unwrap();
         let ids: Vec<&str> = all
             .iter()

@@ -346,7 +346,8 @@ async fn cmd_notify(
             Ok(Some(creds)) => {
                 let telegram = Arc::new(TelegramNotifier::new(creds).map_err(|e| anyhow!("{e}"))?);
                 let store = open_store(state).await?;
-                let folding = Deferring::folding(telegram, StateRepo::new(store));
+                let clock = Arc::new(albra_core::ports::SystemClock);
+                let folding = Deferring::folding(telegram, StateRepo::new(store), clock);
                 inner.push(Arc::new(MinPriority::new(
                     Arc::new(folding),
                     cfg.notifier.telegram_min(),
