@@ -301,8 +301,15 @@ pub struct NotifierConfig {
     pub telegram: bool,
     /// Print notifications on stdout.
     pub console: bool,
-    /// Lowest priority delivered.
+    /// Lowest priority delivered, on every channel that does not set its own.
     pub min_priority: Priority,
+    /// Lowest priority printed on the console (default: `min_priority`).
+    pub console_min_priority: Option<Priority>,
+    /// Lowest priority sent to Telegram (default: `min_priority`).
+    pub telegram_min_priority: Option<Priority>,
+    /// Seconds one process may spend on Telegram in all (rate-limit waits and retries
+    /// included); what is left once they are spent waits for the next status report.
+    pub telegram_budget_secs: u64,
 }
 impl Default for NotifierConfig {
     fn default() -> Self {
@@ -310,7 +317,26 @@ impl Default for NotifierConfig {
             telegram: true,
             console: true,
             min_priority: Priority::Low,
+            console_min_priority: None,
+            telegram_min_priority: None,
+            telegram_budget_secs: Self::DEFAULT_TELEGRAM_BUDGET_SECS,
         }
+    }
+}
+impl NotifierConfig {
+    pub const DEFAULT_TELEGRAM_BUDGET_SECS: u64 = 5;
+    /// The largest budget accepted: well inside the shortest Lambda timeout (position-sync, 50 s)
+    /// once the job's own work is counted.
+    pub const MAX_TELEGRAM_BUDGET_SECS: u64 = 20;
+
+    /// The console's minimum: its own, else the shared one.
+    pub fn console_min(&self) -> Priority {
+        self.console_min_priority.unwrap_or(self.min_priority)
+    }
+
+    /// Telegram's minimum: its own, else the shared one.
+    pub fn telegram_min(&self) -> Priority {
+        self.telegram_min_priority.unwrap_or(self.min_priority)
     }
 }
 
@@ -542,6 +568,16 @@ impl Config {
             path,
             message,
         };
+        let budget = self.notifier.telegram_budget_secs;
+        if budget == 0 || budget > NotifierConfig::MAX_TELEGRAM_BUDGET_SECS {
+            return Err(err(
+                "notifier.telegram_budget_secs".into(),
+                format!(
+                    "expected 1–{} seconds, got {budget}",
+                    NotifierConfig::MAX_TELEGRAM_BUDGET_SECS
+                ),
+            ));
+        }
         let mut names = HashSet::new();
         for (i, s) in self.strategies.iter().enumerate() {
             let at = |k: &str| format!("strategies[{i}].{k}");
@@ -1250,6 +1286,42 @@ max_leverage = 2
             e.contains("strategies[0].name") && e.contains("EMA_CROSS"),
             "{e}"
         );
+    }
+
+    /// Each channel's minimum falls back to `min_priority`; unknown keys, bad priorities and a
+    /// budget out of range name their key.
+    #[test]
+    fn notifier_minimums_per_channel_and_the_telegram_budget() {
+        let with = |section: &str| {
+            GOOD.replacen("[[strategies]]", &format!("{section}\n[[strategies]]"), 1)
+        };
+        let c = Config::parse(
+            &with("[notifier]\nmin_priority = \"MEDIUM\"\ntelegram_min_priority = \"HIGH\""),
+            "t.toml",
+        )
+        .unwrap();
+        assert_eq!(c.notifier.console_min(), Priority::Medium);
+        assert_eq!(c.notifier.telegram_min(), Priority::High);
+        assert_eq!(c.notifier.telegram_budget_secs, 5);
+        let c = Config::parse(
+            &with("[notifier]\nconsole_min_priority = \"CRITICAL\""),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.notifier.console_min(), c.notifier.telegram_min()),
+            (Priority::Critical, Priority::Low)
+        );
+        let e = bad(&with("[notifier]\ntelegram_min_priority = \"URGENT\""));
+        assert!(e.contains("notifier.telegram_min_priority"), "{e}");
+        let e = bad(&with("[notifier]\nconsole_minimum = \"LOW\""));
+        assert!(e.contains("console_minimum"), "{e}");
+        for budget in ["0", "60"] {
+            let e = bad(&with(&format!(
+                "[notifier]\ntelegram_budget_secs = {budget}"
+            )));
+            assert!(e.contains("notifier.telegram_budget_secs"), "{e}");
+        }
     }
 
     #[test]

@@ -2,8 +2,10 @@
 # Install Albra on an EC2 instance (any systemd Linux): the `albra` system user, /opt/albra/bin,
 # /etc/albra (config + env file, never overwritten once there), /var/lib/albra (state), and ONE
 # of the two ways to run the jobs:
-#   --mode systemd  the long-running scheduler `albra run --live` (infra/ec2/albra.service)
-#   --mode cron     the one-shot binaries from /etc/cron.d/albra (infra/ec2/albra.cron)
+#   --mode systemd  the long-running scheduler `albra run --live` (infra/ec2/albra.service),
+#                   and the 30-minute status report from albra-status-report.timer
+#   --mode cron     the one-shot binaries from /etc/cron.d/albra (infra/ec2/albra.cron, the
+#                   status report included)
 # and, in both modes, albra-watch.timer: every 5 minutes `albra-job check` alerts through the
 # notifier when a job has stopped succeeding (heartbeat files in /var/lib/albra/jobs).
 # Installing one mode removes the other, so switching is just re-running with the other flag.
@@ -60,6 +62,8 @@ var="$root/var/lib/albra"
 unit="$root/etc/systemd/system/albra.service"
 watch_service="$root/etc/systemd/system/albra-watch.service"
 watch_timer="$root/etc/systemd/system/albra-watch.timer"
+report_service="$root/etc/systemd/system/albra-status-report.service"
+report_timer="$root/etc/systemd/system/albra-status-report.timer"
 cronfile="$root/etc/cron.d/albra"
 
 if [[ $system == 1 ]] && ! id albra >/dev/null 2>&1; then
@@ -94,8 +98,11 @@ case "$mode" in
     rm -f "$cronfile"
     install -d -m 0755 "$(dirname "$unit")"
     install -m 0644 "$here/albra.service" "$unit"
+    install -m 0644 "$here/albra-status-report.service" "$report_service"
+    install -m 0644 "$here/albra-status-report.timer" "$report_timer"
     if [[ $system == 1 ]]; then
       systemctl daemon-reload
+      systemctl enable --now albra-status-report.timer
       systemctl enable albra.service
       if validate; then
         systemctl restart albra.service
@@ -109,8 +116,9 @@ case "$mode" in
   cron)
     if [[ $system == 1 ]] && systemctl list-unit-files albra.service >/dev/null 2>&1; then
       systemctl disable --now albra.service 2>/dev/null || true
+      systemctl disable --now albra-status-report.timer 2>/dev/null || true
     fi
-    rm -f "$unit"
+    rm -f "$unit" "$report_service" "$report_timer"
     [[ $system == 1 ]] && systemctl daemon-reload 2>/dev/null || true
     install -d -m 0755 "$(dirname "$cronfile")"
     if [[ $system == 1 ]] && ! validate; then

@@ -8,9 +8,10 @@
 //! `{"ok":false,"error_code":…,"description":…}`), with Telegram's rules: a wrong token is 401,
 //! a text over 4096 characters (after entity parsing) or HTML Telegram cannot parse is 400.
 //!
-//! Tests read every call ([`BotCall`]), queue updates for getUpdates ([`TelegramTestServer::push_message`],
-//! [`TelegramTestServer::push_callback`]), inject faults ([`TelegramTestServer::fail_next`]: 429
-//! with `retry_after`, 500, 502) and post updates to a webhook as Telegram does
+//! Tests read every call ([`BotCall`], with when it arrived), queue updates for getUpdates
+//! ([`TelegramTestServer::push_message`], [`TelegramTestServer::push_callback`]), inject faults
+//! ([`TelegramTestServer::fail_next`]: 429 with `retry_after`, 500, 502; and
+//! [`TelegramTestServer::set_delay`], a slow answer) and post updates to a webhook as Telegram does
 //! ([`post_to_webhook`]).
 //!
 //! Files: `http.rs` routes a request, reads its parameters and applies faults; `methods.rs`
@@ -45,6 +46,8 @@ pub struct BotCall {
     pub status: u16,
     /// Telegram's `description` when it refused the call.
     pub description: Option<String>,
+    /// When the server received it (before any delay it was told to add).
+    pub at: std::time::Instant,
 }
 
 /// A fault answered instead of the method's result.
@@ -78,6 +81,8 @@ pub(crate) struct Inner {
     callbacks: HashSet<String>,
     faults: HashMap<String, VecDeque<Fault>>,
     webhook: Option<Webhook>,
+    /// Every call waits this long before it is answered (a slow Telegram).
+    delay: Option<std::time::Duration>,
 }
 
 pub(crate) struct Shared {
@@ -167,6 +172,11 @@ impl TelegramTestServer {
         let mut g = self.shared.lock();
         let queue = g.faults.entry(method.to_string()).or_default();
         queue.extend(std::iter::repeat_n(fault, n));
+    }
+
+    /// Every call from now on waits `delay` before it is answered (`None`: answers at once).
+    pub fn set_delay(&self, delay: Option<std::time::Duration>) {
+        self.shared.lock().delay = delay;
     }
 
     /// Queues a text message from user `user_id` in chat `chat_id`, sent at `date` (s since the

@@ -163,7 +163,7 @@ fn the_template_matches_what_the_code_writes_and_emits() {
 
     // The schedules: exact (no flexible window), no late retries, one per close.
     let schedules = by_type("AWS::Scheduler::Schedule");
-    assert_eq!(schedules.len(), 4);
+    assert_eq!(schedules.len(), 5);
     let mut timeframes = BTreeSet::new();
     let fixture: Value = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/fixtures/events/scheduler-evaluator-1h.json"))
@@ -205,6 +205,12 @@ fn the_template_matches_what_the_code_writes_and_emits() {
                 let a: BTreeSet<&String> = input.as_object().unwrap().keys().collect();
                 let b: BTreeSet<&String> = fixture.as_object().unwrap().keys().collect();
                 assert_eq!(a, b, "{name}");
+            }
+            // The status report on the half hours, aligned with its slots.
+            None if input["job"] == "status-report" => {
+                assert_eq!(expr, "cron(0/30 * * * ? *)", "{name}");
+                assert_eq!(p["ScheduleExpressionTimezone"], "UTC", "{name}");
+                assert_eq!(p["Target"]["Arn"]["Fn::GetAtt"][0], "PositionSyncFunction");
             }
             None => assert_eq!(expr, "rate(1 minute)", "{name}"),
         }
@@ -542,12 +548,22 @@ fn the_crontab_fires_at_every_close_and_syncs_every_minute() {
                 assert_eq!(minutes.len(), 1440, "{line}");
                 seen.insert("sync".into());
             }
+            "status-report" => {
+                assert_eq!(minutes.len(), 48, "every half hour: {line}");
+                seen.insert("report".into());
+            }
             other => panic!("unexpected job {other}: {line}"),
         }
     }
     assert_eq!(
         seen,
-        BTreeSet::from(["15m".into(), "1h".into(), "4h".into(), "sync".into()])
+        BTreeSet::from([
+            "15m".into(),
+            "1h".into(),
+            "4h".into(),
+            "sync".into(),
+            "report".into()
+        ])
     );
 }
 

@@ -9,9 +9,11 @@ use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
 use albra_core::domain::Notional;
 use albra_core::jobs::{AccountRuntime, Engine, EngineTiming, Sizing};
-use albra_core::notify::{ConsoleNotifier, FanoutNotifier, StoredDedupe};
+use albra_core::notify::{
+    ConsoleNotifier, Deferring, FanoutNotifier, MinPriority, SendBudget, StoredDedupe,
+};
 use albra_core::paper::{LiveMarket, MarketData, PaperConfig, PaperExchange};
-use albra_core::ports::{Clock, Exchange, Notifier, Secrets, SystemClock};
+use albra_core::ports::{Clock, Exchange, Notifier, Priority, Secrets, SystemClock};
 use albra_core::state::StateRepo;
 use std::path::Path;
 use std::sync::Arc;
@@ -47,6 +49,12 @@ pub struct App {
     /// The same client, typed: the account clients share its clock, weight gauge and
     /// exchangeInfo table (see [`BinanceClient::with_keys`]).
     pub binance: BinanceClient,
+    /// The Telegram channel itself (no folding, dedupe or budget), when configured: the status
+    /// report sends through it.
+    pub telegram: Option<Arc<TelegramNotifier>>,
+    /// The process's Telegram budget (`notifier.telegram_budget_secs`), shared by every
+    /// notification; a long-lived process renews it as each job starts.
+    pub telegram_budget: Arc<SendBudget>,
 }
 
 impl App {
@@ -145,33 +153,75 @@ impl HostClients {
     }
 }
 
-/// Build the notifier the config asks for (console and/or Telegram). A Telegram API URL that is
-/// not https (or loopback http) is an error, not "Telegram off": alarms must not vanish quietly.
-/// Telegram messages go out once per event id across every process sharing `repo`'s store
-/// ([`StoredDedupe`]); the console, a log, shows each process's own.
+/// The notifier of a process and its parts.
+pub struct Channels {
+    /// What the jobs notify through.
+    pub notifier: Arc<dyn Notifier>,
+    /// The bare Telegram channel, when configured and its credentials are set.
+    pub telegram: Option<Arc<TelegramNotifier>>,
+    pub budget: Arc<SendBudget>,
+}
+
+/// Build the notifier the config asks for: the console and/or Telegram, each with its own
+/// minimum priority. A Telegram API URL that is not https (or loopback http) is an error, not
+/// "Telegram off": alarms must not vanish quietly. Telegram messages go out once per event id
+/// across every process sharing `repo`'s store ([`StoredDedupe`]); LOW ones, and those Telegram
+/// does not take within the process's budget, wait in the store for the next status report
+/// ([`Deferring`]). The console, a log, shows each process's own as they come.
 pub async fn build_notifier(
     cfg: &Config,
     secrets: &dyn Secrets,
     repo: &StateRepo,
-) -> Result<Arc<dyn Notifier>, AppError> {
+) -> Result<Channels, AppError> {
+    let budget = Arc::new(SendBudget::new(Duration::from_secs(
+        cfg.notifier.telegram_budget_secs,
+    )));
     let mut inner: Vec<Arc<dyn Notifier>> = Vec::new();
     if cfg.notifier.console {
-        inner.push(Arc::new(ConsoleNotifier));
+        let console = Arc::new(ConsoleNotifier);
+        inner.push(Arc::new(MinPriority::new(
+            console,
+            cfg.notifier.console_min(),
+        )));
     }
-    if cfg.notifier.telegram {
-        match secrets.telegram().await {
-            Ok(Some(creds)) => {
-                let telegram = Arc::new(TelegramNotifier::new(creds).map_err(AppError)?);
-                inner.push(Arc::new(StoredDedupe::new(telegram, repo.clone())))
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "Telegram credentials unreadable; Telegram off"),
+    let telegram = match cfg.notifier.telegram {
+        true => telegram_channel(secrets).await?,
+        false => None,
+    };
+    if let Some(t) = &telegram {
+        let deferring = Arc::new(Deferring::new(
+            t.clone(),
+            repo.clone(),
+            Arc::new(SystemClock),
+            budget.clone(),
+        ));
+        let once = Arc::new(StoredDedupe::new(deferring, repo.clone()));
+        inner.push(Arc::new(MinPriority::new(
+            once,
+            cfg.notifier.telegram_min(),
+        )));
+    }
+    Ok(Channels {
+        notifier: Arc::new(FanoutNotifier::new(inner, Priority::Low)),
+        telegram,
+        budget,
+    })
+}
+
+/// The bare Telegram channel: `None` when its credentials are not set (or unreadable, logged).
+pub async fn telegram_channel(
+    secrets: &dyn Secrets,
+) -> Result<Option<Arc<TelegramNotifier>>, AppError> {
+    match secrets.telegram().await {
+        Ok(Some(creds)) => Ok(Some(Arc::new(
+            TelegramNotifier::new(creds).map_err(AppError)?,
+        ))),
+        Ok(None) => Ok(None),
+        Err(e) => {
+            tracing::warn!(error = %e, "Telegram credentials unreadable; Telegram off");
+            Ok(None)
         }
     }
-    Ok(Arc::new(FanoutNotifier::new(
-        inner,
-        cfg.notifier.min_priority,
-    )))
 }
 
 /// Refuse live trading where an enabled account would trade real money without `live = true`
@@ -295,20 +345,22 @@ pub async fn build(
         }
     }
     let repo = StateRepo::new(store);
-    let notifier = build_notifier(&cfg, &secrets, &repo).await?;
+    let channels = build_notifier(&cfg, &secrets, &repo).await?;
     let timing = EngineTiming::live(&cfg);
     Ok(App {
         engine: Engine {
             config: Arc::new(cfg),
             repo,
             accounts,
-            notifier,
+            notifier: channels.notifier,
             timing,
             cache: Default::default(),
             sizing: Sizing::Risk,
         },
         clock_exchange: public,
         binance,
+        telegram: channels.telegram,
+        telegram_budget: channels.budget,
     })
 }
 

@@ -7,6 +7,9 @@
 //!   `<aws.scheduler.scheduled-time>`; an EventBridge rule's "Scheduled Event" envelope carries
 //!   the same member, so both shapes work.
 //! - `timeframe`: `15m`, `1h` or `4h` (evaluator only; also accepted as `detail.timeframe`).
+//! - `job`: which job of the function to run, when it runs more than one (also accepted as
+//!   `detail.job`): the position-sync function runs `position-sync` (the default) or
+//!   `status-report`; the evaluator takes none but its own name.
 //! - accepted and ignored: the envelope members (`version`, `id`, `detail-type`, `source`,
 //!   `account`, `region`, `resources`, `detail`) and the Scheduler context members
 //!   `execution_id`, `attempt`, `schedule_arn`.
@@ -29,6 +32,7 @@ pub struct EventError(pub String);
 pub struct ScheduleEvent {
     pub time: Option<String>,
     pub timeframe: Option<String>,
+    pub job: Option<String>,
     pub detail: Option<EventDetail>,
     #[serde(rename = "detail-type")]
     pub detail_type: Option<String>,
@@ -47,6 +51,7 @@ pub struct ScheduleEvent {
 #[serde(deny_unknown_fields)]
 pub struct EventDetail {
     pub timeframe: Option<String>,
+    pub job: Option<String>,
 }
 
 impl ScheduleEvent {
@@ -76,6 +81,13 @@ impl ScheduleEvent {
                     ))
                 }),
         }
+    }
+
+    /// The job named at the top level, else in `detail`.
+    pub fn job(&self) -> Option<&str> {
+        self.job
+            .as_deref()
+            .or(self.detail.as_ref().and_then(|d| d.job.as_deref()))
     }
 
     /// The timeframe named at the top level, else in `detail`.
@@ -113,6 +125,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(ev.timeframe(), Some("4h"));
+        assert_eq!(ev.job(), None);
+        let ev = ScheduleEvent::parse(
+            json!({"job": "status-report", "time": "2026-11-21T13:30:00Z"}),
+            EXPECTED,
+        )
+        .unwrap();
+        assert_eq!(ev.job(), Some("status-report"));
+        let ev = ScheduleEvent::parse(
+            json!({"detail-type": "Scheduled Event", "detail": {"job": "status-report"}}),
+            EXPECTED,
+        )
+        .unwrap();
+        assert_eq!(ev.job(), Some("status-report"));
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! - [`telegram`]: the Telegram Bot API client (`BotClient`) and the notifier built on it;
 //! - [`http`]: the outbound HTTP policy every client carrying a secret follows;
 //! - [`emf`]: CloudWatch Embedded Metric Format lines;
+//! - [`status_report`]: sending the 30-minute status report once per slot;
 //! - [`app`]: wiring a configuration into an `Engine` (exchange, store, notifier, secrets);
 //! - [`lambda`] and [`lambda_event`]: the Lambda glue of `evaluator` and `position-sync`;
 //! - [`fuzzing`]: the entry points the fuzz targets and their corpus test share.
@@ -20,5 +21,6 @@ pub mod http;
 pub mod lambda;
 pub mod lambda_event;
 pub mod secrets;
+pub mod status_report;
 pub mod store;
 pub mod telegram;

@@ -7,7 +7,7 @@
 use crate::domain::{AccountState, Position, TradeRecord};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{AuditRecord, JobRun, PendingConfirm, RunMarker, SeenUpdate};
+use crate::state::{AuditRecord, DeferredNotice, JobRun, PendingConfirm, RunMarker, SeenUpdate};
 
 /// A state type the repo stores, as one variant of [`Item`].
 pub trait Stored: Clone + Send + Sync + 'static {
@@ -81,6 +81,8 @@ items! {
     Confirm(PendingConfirm),
     /// `BOT` / `AUDIT#{time}#{update_id}`.
     Audit(AuditRecord),
+    /// `BOT` / `DEFER#{event_id}`.
+    Deferred(DeferredNotice),
 }
 
 #[cfg(test)]

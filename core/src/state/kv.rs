@@ -14,7 +14,7 @@ use crate::domain::{AccountId, AccountState, Position, StrategyId, TradeRecord};
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{AuditRecord, JobRun, PendingConfirm, RunMarker, SeenUpdate};
+use crate::state::{AuditRecord, DeferredNotice, JobRun, PendingConfirm, RunMarker, SeenUpdate};
 use crate::store::memory::Update;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -82,6 +82,7 @@ fn encode_item(item: &Item) -> String {
         Item::Seen(v) => encode(v),
         Item::Confirm(v) => encode(v),
         Item::Audit(v) => encode(v),
+        Item::Deferred(v) => encode(v),
     }
 }
 
@@ -103,6 +104,7 @@ fn decode_fresh(kind: Kind, pk: &str, sk: &str, body: &str) -> Result<Item, Stor
         Kind::Seen => decode_as::<SeenUpdate>(body),
         Kind::Confirm => decode_as::<PendingConfirm>(body),
         Kind::Audit => decode_as::<AuditRecord>(body),
+        Kind::Deferred => decode_as::<DeferredNotice>(body),
     }
     .map_err(|e| corrupt(pk, sk, e))
 }

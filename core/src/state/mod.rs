@@ -40,7 +40,7 @@ mod operator;
 pub use backend::{AccountFold, Answer, Reply, StateBackend, StatsFold};
 pub use item::{Item, Kind, Stored};
 pub use kv::KvItems;
-pub use operator::{AuditRecord, PendingConfirm, SeenUpdate};
+pub use operator::{AuditRecord, Deferral, DeferredNotice, PendingConfirm, SeenUpdate};
 
 /// How long run markers are kept (DynamoDB TTL).
 pub const RUN_MARKER_TTL_SECS: i64 = 14 * 24 * 3600;

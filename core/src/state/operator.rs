@@ -6,13 +6,15 @@
 //! | `CONFIRM#{nonce}`                   | [`PendingConfirm`] (TTL: its expiry)   |
 //! | `AUDIT#{time:013}#{update_id:020}`  | [`AuditRecord`]                        |
 //! | `NOTICE#{event_id}`                 | [`SeenUpdate`] (TTL: the dedupe window) |
+//! | `DEFER#{event_id}`                  | [`DeferredNotice`] (TTL: [`DeferredNotice::KEEP_SECS`]) |
 //!
 //! Every write is conditional like the rest of the state: a Telegram update is taken once by
-//! whichever process creates its `UPDATE#` item first, and a confirmation is used once by
-//! whichever deletes it first.
+//! whichever process creates its `UPDATE#` item first, a confirmation is used once by
+//! whichever deletes it first, and a deferred notification is kept once (by event id) and
+//! removed by the status report that showed it.
 
 use super::{StateRepo, Versioned};
-use crate::ports::{Expect, StoreError};
+use crate::ports::{Expect, Notification, StoreError};
 use serde::{Deserialize, Serialize};
 
 const BOT_PK: &str = "BOT";
@@ -47,6 +49,33 @@ pub struct AuditRecord {
     pub command: String,
     pub outcome: String,
     pub ok: bool,
+}
+
+/// Why a notification waits for the next status report instead of going out on its own.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Deferral {
+    /// A LOW one: never sent alone, folded into the report's summary.
+    Folded,
+    /// Telegram did not take it within the process's budget (slow, down, or the budget spent).
+    Undelivered,
+}
+
+/// A notification kept for the next status report.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct DeferredNotice {
+    pub notification: Notification,
+    pub reason: Deferral,
+}
+
+impl DeferredNotice {
+    /// Kept this long if no report shows it (the report runs every 30 minutes; two days
+    /// covers a long outage of the report itself without letting the partition grow).
+    pub const KEEP_SECS: i64 = 2 * 24 * 3600;
+}
+
+fn defer_sk(event_id: &str) -> String {
+    format!("DEFER#{event_id}")
 }
 
 fn update_sk(update_id: i64) -> String {
@@ -96,6 +125,53 @@ impl StateRepo {
             Ok(_) => Ok(true),
             Err(e) if e.is_conflict() => Ok(false),
             Err(e) => Err(e),
+        }
+    }
+
+    /// Forget notice `event_id`, so a later run may send it again: for a message whose send
+    /// failed after [`take_notice`](Self::take_notice) (the status report of a slot).
+    pub async fn release_notice(&self, event_id: &str) -> Result<(), StoreError> {
+        let sk = format!("NOTICE#{event_id}");
+        let Some(v) = self.get::<SeenUpdate>(BOT_PK, &sk).await? else {
+            return Ok(());
+        };
+        match self.delete(BOT_PK, &sk, Expect::Version(v.version)).await {
+            Err(e) if e.is_conflict() => Ok(()),
+            r => r,
+        }
+    }
+
+    /// Keep `d` for the next status report, once per event id: `false` when it is kept already.
+    /// It expires [`DeferredNotice::KEEP_SECS`] after `now` (ms, the wall clock: the
+    /// notification's own time is the exchange's, which a test server may set in the past).
+    pub async fn defer_notice(&self, d: &DeferredNotice, now: i64) -> Result<bool, StoreError> {
+        let expiry = Some(now / 1000 + DeferredNotice::KEEP_SECS);
+        let sk = defer_sk(&d.notification.event_id);
+        match self.put(BOT_PK, &sk, d, Expect::Absent, expiry).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Every deferred notification, oldest first, with its version (to remove it once shown).
+    pub async fn deferred_notices(&self) -> Result<Vec<Versioned<DeferredNotice>>, StoreError> {
+        let mut all = self.query::<DeferredNotice>(BOT_PK, "DEFER#").await?;
+        all.sort_by(|a, b| {
+            let (a, b) = (&a.value.notification, &b.value.notification);
+            (a.time, &a.event_id).cmp(&(b.time, &b.event_id))
+        });
+        Ok(all)
+    }
+
+    /// Remove a deferred notification the report showed; one changed or gone since is left.
+    pub async fn clear_deferred(&self, event_id: &str, version: u64) -> Result<(), StoreError> {
+        match self
+            .delete(BOT_PK, &defer_sk(event_id), Expect::Version(version))
+            .await
+        {
+            Err(e) if e.is_conflict() => Ok(()),
+            r => r,
         }
     }
 
@@ -169,6 +245,39 @@ mod tests {
         assert_eq!(r.use_confirm("n1").await.unwrap(), Some(c));
         assert_eq!(r.use_confirm("n1").await.unwrap(), None, "used once");
         assert_eq!(r.use_confirm("nope").await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn a_deferred_notice_is_kept_once_listed_oldest_first_and_cleared() {
+        let r = repo();
+        let d = |id: &str, time| DeferredNotice {
+            notification: Notification {
+                event_id: id.into(),
+                account: crate::domain::AccountId::new("main"),
+                priority: crate::ports::Priority::Low,
+                kind: "skipped".into(),
+                text: "t".into(),
+                time,
+            },
+            reason: Deferral::Folded,
+        };
+        assert!(r.defer_notice(&d("b", 2_000), 2_000).await.unwrap());
+        assert!(r.defer_notice(&d("a", 1_000), 2_000).await.unwrap());
+        assert!(
+            !r.defer_notice(&d("a", 1_000), 2_000).await.unwrap(),
+            "kept once"
+        );
+        let all = r.deferred_notices().await.unwrap();
+        let ids: Vec<&str> = all
+            .iter()
+            .map(|v| v.value.notification.event_id.as_str())
+            .collect();
+        assert_eq!(ids, ["a", "b"]);
+        r.clear_deferred("a", all[0].version).await.unwrap();
+        assert_eq!(r.deferred_notices().await.unwrap().len(), 1);
+        assert!(r.take_notice("n", 0, 60).await.unwrap());
+        r.release_notice("n").await.unwrap();
+        assert!(r.take_notice("n", 0, 60).await.unwrap(), "released");
     }
 
     #[tokio::test]

@@ -5,14 +5,16 @@
 use crate::operator;
 use albra_adapters::app::{self, Mode};
 use albra_adapters::binance::BinanceClient;
+use albra_adapters::store::open_store;
 use albra_adapters::store::SqliteStore;
 use albra_adapters::telegram::TelegramNotifier;
 use albra_cli::cli::{Cli, Command, TelegramCommand};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
-use albra_core::notify::{ConsoleNotifier, FanoutNotifier};
+use albra_core::notify::{ConsoleNotifier, Deferring, FanoutNotifier, MinPriority};
 use albra_core::ports::{Exchange, Notification, Notifier, Priority, Secrets};
 use albra_core::replay::{self, ReplayOptions};
+use albra_core::state::StateRepo;
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -100,6 +102,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
                 crate::telegram::set_webhook(env_file, &url).await
             }
         },
+        Command::StatusReport => cmd_status_report(cfg, &state, env_file).await,
         Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
         Command::Notify {
             priority,
@@ -108,7 +111,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             text,
         } => {
             let n = ops_notification(&priority, kind, account, text.join(" "))?;
-            cmd_notify(cfg, n, cli.env_file.as_deref()).await
+            cmd_notify(cfg, &state, n, cli.env_file.as_deref()).await
         }
         tool => bail!(
             "`{}` is one of albra's candle-file tools, not run here",
@@ -254,6 +257,7 @@ async fn cmd_run(
                 let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
                 Box::pin(async move {
                     let _g = gate.lock().await;
+                    app.telegram_budget.renew();
                     let now = app.exchange_now().await;
                     let r = app.engine.evaluate(tf, now).await;
                     for l in &r.lines {
@@ -276,6 +280,7 @@ async fn cmd_run(
                 let (app, gate, watch) = (app.clone(), gate.clone(), watch.clone());
                 Box::pin(async move {
                     let _g = gate.lock().await;
+                    app.telegram_budget.renew();
                     let now = app.exchange_now().await;
                     let r = app.engine.sync_job(now).await;
                     for e in &r.errors {
@@ -327,20 +332,34 @@ fn ops_notification(
 }
 
 /// Send `n` to the console and, when the config turns Telegram on and its credentials are set,
-/// to Telegram. Unlike the jobs, which carry on when Telegram fails, this fails: its caller
-/// (an alerting script) must know the alert did not get through, and says so in the journal.
+/// to Telegram, each channel at its own minimum priority; a LOW one is kept in `state` for the
+/// next status report instead of being sent alone. Unlike the jobs, which carry on when Telegram
+/// fails, this fails: its caller (an alerting script) must know the alert did not get through,
+/// and says so in the journal.
 async fn cmd_notify(
     cfg: Config,
+    state: &str,
     n: Notification,
     env_file: Option<&std::path::Path>,
 ) -> Result<()> {
-    let mut inner: Vec<Arc<dyn Notifier>> = vec![Arc::new(ConsoleNotifier)];
+    let console: Arc<dyn Notifier> = Arc::new(ConsoleNotifier);
+    let mut inner: Vec<Arc<dyn Notifier>> = vec![Arc::new(MinPriority::new(
+        console,
+        cfg.notifier.console_min(),
+    ))];
     if cfg.notifier.telegram {
         let secrets = app::default_secrets(env_file).map_err(|e| anyhow!("{e}"))?;
         match secrets.telegram().await {
-            Ok(Some(creds)) => inner.push(Arc::new(
-                TelegramNotifier::new(creds).map_err(|e| anyhow!("{e}"))?,
-            )),
+            Ok(Some(creds)) => {
+                let telegram = Arc::new(TelegramNotifier::new(creds).map_err(|e| anyhow!("{e}"))?);
+                let store = open_store(state).await?;
+                let clock = Arc::new(albra_core::ports::SystemClock);
+                let folding = Deferring::folding(telegram, StateRepo::new(store), clock);
+                inner.push(Arc::new(MinPriority::new(
+                    Arc::new(folding),
+                    cfg.notifier.telegram_min(),
+                )));
+            }
             Ok(None) => eprintln!(
                 "warning: notifier.telegram is on but TELEGRAM_BOT_TOKEN / TELEGRAM_CHAT_ID are \
                  not set: console only"
@@ -348,10 +367,41 @@ async fn cmd_notify(
             Err(e) => bail!("Telegram credentials unreadable, nothing sent to Telegram: {e}"),
         }
     }
-    FanoutNotifier::new(inner, cfg.notifier.min_priority)
+    FanoutNotifier::new(inner, Priority::Low)
         .notify(&n)
         .await
         .map_err(|e| anyhow!("notification not delivered: {e}"))
+}
+
+/// `status-report`: this half hour's report, once (see `albra_adapters::status_report`).
+async fn cmd_status_report(
+    cfg: Config,
+    state: &str,
+    env_file: Option<&std::path::Path>,
+) -> Result<()> {
+    use albra_adapters::status_report::{run_once, Outcome};
+    let now = chrono::Utc::now().timestamp_millis();
+    match run_once(&cfg, state, env_file, now)
+        .await
+        .map_err(|e| anyhow!("{e}"))?
+    {
+        Outcome::Sent { telegram, shown } => eprintln!(
+            "status report sent{} ({shown} waiting notification(s) shown)",
+            if telegram {
+                " to Telegram"
+            } else {
+                " (console only)"
+            }
+        ),
+        Outcome::AlreadySent { slot } => eprintln!(
+            "status report of the slot {} already sent: nothing sent",
+            albra_core::domain::utc_minute(slot)
+        ),
+        Outcome::TelegramFailed { error } => eprintln!(
+            "warning: the status report did not reach Telegram ({error}); the next run tries again"
+        ),
+    }
+    Ok(())
 }
 
 async fn cmd_validate(

@@ -209,9 +209,10 @@ pub enum Command {
     /// Send one message through the configured notifier: printed on stdout, and sent to Telegram
     /// when `notifier.telegram` is on and its credentials are set. For operators' scripts
     /// (infra/ec2/albra-job reports failing and missed runs with it). Exits 1 when Telegram is on
-    /// but the message did not reach it.
+    /// but the message did not reach it. A low one is not sent alone: the next status-report
+    /// folds it into its summary.
     Notify {
-        /// low, medium, high or critical (the config's `notifier.min_priority` applies).
+        /// low, medium, high or critical (each channel's minimum in [notifier] applies).
         #[arg(long, default_value = "high", value_parser = ["low", "medium", "high", "critical"])]
         priority: String,
         /// Short machine-readable kind, e.g. job_failed.
@@ -224,6 +225,19 @@ pub enum Command {
         #[arg(required = true)]
         text: Vec<String>,
     },
+    /// Send the status report of the current 30-minute slot (run it every 30 minutes): per
+    /// account equity, today's PnL, paused or halted, open positions and whether each stop is
+    /// on the exchange, jobs that need attention, the low-priority notifications folded into a
+    /// summary and those Telegram did not take in time. Printed on stdout and sent to Telegram.
+    #[command(
+        long_about = None,
+        after_help = "Reads the state store only: no exchange call, no key needed. Once per \
+slot: a rerun in the same half hour sends nothing (unless Telegram did not take the first). \
+Telegram gets notifier.telegram_budget_secs at most; a slow or down Telegram never makes it \
+exit non-zero (the notifications it would have shown wait for the next report). Exits 1 only \
+when the state store cannot be read."
+    )]
+    StatusReport,
     /// The Telegram bot: answer the commands of the allow-listed chats (/status, /pause,
     /// /close_all, … ; /help lists them) through a webhook or a long poll.
     #[command(after_help = TELEGRAM_HELP)]
@@ -410,6 +424,7 @@ impl Command {
             Command::EmergencyStop { .. } => "emergency-stop",
             Command::Validate => "validate",
             Command::Notify { .. } => "notify",
+            Command::StatusReport => "status-report",
             Command::Telegram { .. } => "telegram",
             Command::Indicators { .. } => "indicators",
             Command::Backtest { .. } => "backtest",
@@ -436,7 +451,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 21] = [
+        let cases: [(&[&str], bool); 22] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status", "--json"], false),
@@ -453,6 +468,7 @@ mod tests {
             (&["emergency-stop", "all", "--dry-run"], false),
             (&["validate"], false),
             (&["notify", "--priority", "critical", "sync failing"], false),
+            (&["status-report"], false),
             (&["telegram", "serve", "--listen", "127.0.0.1:9000"], false),
             (
                 &["indicators", "--data", "x.csv", "--indicator", "ema:20"],

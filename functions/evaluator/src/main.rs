@@ -151,6 +151,13 @@ fn iso(ms: i64) -> String {
 /// One Lambda invocation: validate the event fully before anything touches the exchange or state.
 async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
     let ev = ScheduleEvent::parse(payload, EXPECTED_EVENT)?;
+    if let Some(job) = ev.job().filter(|j| *j != "evaluator") {
+        return Err(JobFailure::non_retryable(format!(
+            "rejected event: the evaluator runs no job `{job}` (is this another function's \
+             schedule?); {EXPECTED_EVENT}"
+        )));
+    }
+    rt.app.telegram_budget.renew();
     let (Some(tf), Some(at)) = (ev.timeframe(), ev.time_ms(EXPECTED_EVENT)?) else {
         return Err(JobFailure::non_retryable(format!(
             "rejected event: `time` and `timeframe` are both required; {EXPECTED_EVENT}"

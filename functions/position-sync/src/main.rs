@@ -4,6 +4,8 @@
 //!
 //! With `AWS_LAMBDA_RUNTIME_API` set it is a Lambda function instead: the app is built once per
 //! cold start and each scheduled event runs one reconciliation. Both worlds call [`sync_once`].
+//! An event with `"job": "status-report"` (its own 30-minute schedule) sends the status report
+//! instead (`albra_adapters::status_report`), reading the state only.
 
 use albra_adapters::lambda::{self, JobFailure, Runtime, ScheduleEvent};
 use albra_core::config;
@@ -17,7 +19,10 @@ use std::time::Instant;
 const JOB: &str = "position-sync";
 const EXPECTED_EVENT: &str =
     "expected a JSON object {} or {\"time\": \"<RFC 3339 scheduled time>\"} \
-(the schedule's Input), or an EventBridge Scheduled Event";
+(the schedule's Input), optionally with \"job\": \"position-sync\" or \"status-report\", or an \
+EventBridge Scheduled Event";
+/// The job a scheduled event may ask for instead of the sync.
+const STATUS_REPORT: &str = "status-report";
 
 #[derive(Parser)]
 #[command(
@@ -64,9 +69,40 @@ async fn sync_once(rt: &Runtime) -> JobReport {
     report
 }
 
+/// The status report of the event's slot (its scheduled time, else now): reads the state
+/// only, and a slow or down Telegram does not fail it.
+async fn status_report(rt: &Runtime, at: Option<i64>) -> Result<Value, JobFailure> {
+    let now = match at {
+        Some(t) => t,
+        None => rt.app.exchange_now().await,
+    };
+    let e = &rt.app.engine;
+    let outcome = albra_adapters::status_report::send(
+        &e.config,
+        &e.repo,
+        rt.app.telegram.as_deref(),
+        &rt.app.telegram_budget,
+        now,
+    )
+    .await
+    .map_err(|err| JobFailure::retryable(format!("{STATUS_REPORT} failed: {err}")))?;
+    println!("{STATUS_REPORT}: {outcome:?}");
+    Ok(json!({"job": STATUS_REPORT, "outcome": format!("{outcome:?}")}))
+}
+
 /// One Lambda invocation: the event is validated before anything touches the exchange or state.
 async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
     let ev = ScheduleEvent::parse(payload, EXPECTED_EVENT)?;
+    rt.app.telegram_budget.renew();
+    match ev.job() {
+        None | Some(JOB) => {}
+        Some(STATUS_REPORT) => return status_report(rt, ev.time_ms(EXPECTED_EVENT)?).await,
+        Some(other) => {
+            return Err(JobFailure::non_retryable(format!(
+                "rejected event: no job `{other}` in this function; {EXPECTED_EVENT}"
+            )))
+        }
+    }
     if ev.timeframe().is_some() {
         return Err(JobFailure::non_retryable(format!(
             "rejected event: position-sync takes no timeframe (is this the evaluator's schedule?); \

@@ -15,6 +15,11 @@ use std::sync::Arc;
 const BODY_LIMIT: usize = 20 << 20;
 
 pub(super) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let at = std::time::Instant::now();
+    let delay = shared.lock().delay;
+    if let Some(d) = delay {
+        tokio::time::sleep(d).await;
+    }
     let Some((token, method)) = route(req.uri().path()) else {
         return envelope(&Err(ApiError::new(404, "Not Found")));
     };
@@ -29,13 +34,13 @@ pub(super) async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> R
         Err(e) => (Params::default(), Err(e)),
         Ok(params) => {
             if let Some(fault) = take_fault(&shared, &method) {
-                return record_fault(&shared, &method, &params, fault);
+                return record_fault(&shared, &method, &params, fault, at);
             }
             let result = methods::run(&shared, &method, &params).await;
             (params, result)
         }
     };
-    record(&shared, &method, &params, &result);
+    record(&shared, &method, &params, &result, at);
     envelope(&result)
 }
 
@@ -108,7 +113,13 @@ fn take_fault(shared: &Shared, method: &str) -> Option<Fault> {
     shared.lock().faults.get_mut(method)?.pop_front()
 }
 
-fn record_fault(shared: &Shared, method: &str, params: &Params, fault: Fault) -> Response {
+fn record_fault(
+    shared: &Shared,
+    method: &str,
+    params: &Params,
+    fault: Fault,
+    at: std::time::Instant,
+) -> Response {
     let error = match fault {
         Fault::RetryAfter(s) => ApiError {
             status: 429,
@@ -119,7 +130,7 @@ fn record_fault(shared: &Shared, method: &str, params: &Params, fault: Fault) ->
         Fault::Status(status) => ApiError::new(status, "Bad Gateway"),
     };
     let result = Err(error);
-    record(shared, method, params, &result);
+    record(shared, method, params, &result, at);
     if fault == Fault::Status(502) {
         // The real Bot API's proxy answers a 502 with its own HTML page, not Telegram's JSON.
         let page = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n\
@@ -135,7 +146,13 @@ fn record_fault(shared: &Shared, method: &str, params: &Params, fault: Fault) ->
     envelope(&result)
 }
 
-fn record(shared: &Shared, method: &str, params: &Params, result: &Result<Value, ApiError>) {
+fn record(
+    shared: &Shared,
+    method: &str,
+    params: &Params,
+    result: &Result<Value, ApiError>,
+    at: std::time::Instant,
+) {
     let text = params.str("text").or_else(|| params.str("caption"));
     let call = BotCall {
         method: method.to_string(),
@@ -147,6 +164,7 @@ fn record(shared: &Shared, method: &str, params: &Params, result: &Result<Value,
         params: params.map.clone(),
         status: result.as_ref().map_or_else(|e| e.status, |_| 200),
         description: result.as_ref().err().map(|e| e.description.clone()),
+        at,
     };
     shared.lock().calls.push(call);
 }

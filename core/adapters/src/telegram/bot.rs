@@ -194,6 +194,10 @@ impl Bot {
     /// Handle one update at wall-clock time `now` (ms). Never panics; errors are answered in
     /// the chat or logged.
     pub async fn handle(&self, update: &Update, now: i64) -> Handled {
+        // The bot lives for days: each update is a job of its own with a fresh Telegram budget
+        // for the notifications its commands raise (a close's exit notice), as each scheduled
+        // job gets one; without this the budget would run out once and stay spent.
+        self.app.telegram_budget.renew();
         let Some(inc) = read(update) else {
             return Handled::Ignored(Ignored::Unsupported);
         };

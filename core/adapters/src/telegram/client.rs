@@ -2,9 +2,11 @@
 //! parameter and result types and sent by our own reqwest client (see `transport`), so the
 //! outbound policy of `crate::http` holds for every call.
 //!
-//! Every method takes the caller's `deadline`: retries and Telegram's `retry_after` waits never
-//! run past it (a job has a budget, and a notification is not worth blowing it).
+//! Every method takes the caller's `deadline`: retries, Telegram's `retry_after` waits and the
+//! per-chat rate limit (`ratelimit`, applied to every message sent) never run past it (a job has
+//! a budget, and a notification is not worth blowing it).
 
+use super::ratelimit::{is_group, ChatLimiter};
 use super::text::{split_html, tg_len, CAPTION_LIMIT, MESSAGE_LIMIT};
 use super::transport::{Payload, RetryPolicy, TelegramError, Transport};
 use albra_core::ports::Secret;
@@ -18,6 +20,7 @@ use frankenstein::types::{
 use frankenstein::updates::{Update, WebhookInfo};
 use frankenstein::ParseMode;
 use serde::Serialize;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -29,6 +32,8 @@ const MAX_POLL: Duration = Duration::from_secs(50);
 /// A Telegram Bot API client for one bot.
 pub struct BotClient {
     transport: Transport,
+    /// The process's per-chat limits (see `ratelimit`).
+    limiter: Arc<ChatLimiter>,
 }
 
 impl BotClient {
@@ -63,6 +68,7 @@ impl BotClient {
                 retry: RetryPolicy::default(),
                 timeout: TIMEOUT,
             },
+            limiter: ChatLimiter::process(),
         })
     }
 
@@ -101,6 +107,7 @@ impl BotClient {
                         .map(ReplyMarkup::InlineKeyboardMarkup),
                 )
                 .build();
+            self.chat_slot("sendMessage", chat, deadline).await?;
             let sent: Sent = self.json("sendMessage", &params, deadline).await?;
             ids.push(sent.message_id);
         }
@@ -187,6 +194,7 @@ impl BotClient {
             fields,
             file: ("photo", "chart.png", "image/png", png),
         };
+        self.chat_slot(METHOD, chat, deadline).await?;
         let sent: Sent = self
             .transport
             .call(METHOD, &payload, Duration::ZERO, deadline)
@@ -262,6 +270,24 @@ impl BotClient {
     /// The bot itself (checks the token).
     pub async fn get_me(&self, deadline: Instant) -> Result<User, TelegramError> {
         self.json("getMe", &serde_json::json!({}), deadline).await
+    }
+
+    /// Waits for `chat`'s next message slot, or fails at once when it falls past `deadline`.
+    async fn chat_slot(
+        &self,
+        method: &'static str,
+        chat: &str,
+        deadline: Instant,
+    ) -> Result<(), TelegramError> {
+        let key = format!("{}#{chat}", self.transport.base);
+        self.limiter
+            .wait(&key, is_group(chat), deadline)
+            .await
+            .map_err(|wait| TelegramError::ChatRateLimited {
+                method,
+                wait,
+                left: deadline.saturating_duration_since(Instant::now()),
+            })
     }
 
     async fn json<T: serde::de::DeserializeOwned>(

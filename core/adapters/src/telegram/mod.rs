@@ -5,6 +5,8 @@
 //! - `transport.rs`: one call over the wire through the outbound policy of [`crate::http`]
 //!   (the bot token travels in the URL), what is retried and how long it may wait
 //!   ([`TelegramError`], [`RetryPolicy`]).
+//! - `ratelimit.rs`: the per-chat limits every message sent waits for (one a second, twenty a
+//!   minute to a group), per process.
 //! - `text.rs`: Telegram's text rules: HTML escaping, splitting long texts ([`split_html`]).
 //! - `bot.rs`: [`bot::Bot`], the bot itself: the update guards (allow-listed chat, once per
 //!   update, age limit), the commands through the query/command layer, confirmations, audit.
@@ -15,6 +17,7 @@
 
 pub mod bot;
 mod client;
+mod ratelimit;
 mod text;
 mod transport;
 pub mod webhook;
@@ -63,6 +66,19 @@ impl TelegramNotifier {
 
     fn from_client(client: BotClient, chat: String) -> Self {
         TelegramNotifier { client, chat }
+    }
+
+    /// Sends `html` as it is (already escaped where it must be) to the chat, within `deadline`:
+    /// the status report, which is laid out as HTML.
+    pub async fn send_html(
+        &self,
+        html: &str,
+        deadline: tokio::time::Instant,
+    ) -> Result<(), TelegramError> {
+        self.client
+            .send_message(&self.chat, html, None, deadline)
+            .await
+            .map(drop)
     }
 
     /// The notification as the message text (HTML, everything it carries escaped).

@@ -39,6 +39,17 @@ pub enum TelegramError {
         retry_after: Duration,
         left: Duration,
     },
+    /// The chat's own rate limit (one message a second, twenty a minute to a group) would have
+    /// the message wait past the caller's deadline; it was not sent.
+    #[error(
+        "{method}: the chat's rate limit (1 message/s, 20/min to a group) needs a wait of \
+         {wait:?}, which would pass the deadline ({left:?} left); not sent"
+    )]
+    ChatRateLimited {
+        method: &'static str,
+        wait: Duration,
+        left: Duration,
+    },
     /// 5xx or network failures until the attempts or the deadline ran out.
     #[error("{method}: failed after {attempts} attempt(s): {last}")]
     Unavailable {
