@@ -1244,3 +1244,72 @@ async fn the_telegram_webhook_function_answers_only_deliveries_carrying_the_secr
         "a foreign chat was answered"
     );
 }
+
+/// The 30-minute status report's schedule in Lambda: the position-sync function runs it on
+/// `{"job":"status-report"}` with the Telegram credentials from SSM, and sends one message per
+/// half hour (the same slot delivered again sends nothing); the account's open position is in it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_status_report_event_sends_one_report_per_half_hour_from_the_sync_function() {
+    use albra_tests::telegram_server::TelegramTestServer;
+    let w = World::start().await;
+    let close = w.signal_open + Timeframe::H1.millis();
+    let mut ev = w.spawn("evaluator");
+    let o = w.api.invoke(&scheduler_event(close), &mut ev).await;
+    assert!(o.ok, "{o:?}");
+    drop(ev);
+
+    let tg = TelegramTestServer::start().await;
+    let ssm = aws_sdk_ssm::Client::new(&w.moto.sdk_config().await);
+    for (name, value) in [
+        ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
+        ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
+    ] {
+        ssm.put_parameter()
+            .name(name)
+            .value(value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+    let cfg = w.dir.path().join("albra.toml");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, text.replace("telegram = false", "telegram = true")).unwrap();
+
+    let api = RuntimeApi::start().await;
+    let mut f = w.spawn_with(
+        "position-sync",
+        &[
+            ("AWS_LAMBDA_RUNTIME_API", api.addr.clone()),
+            ("ALBRA_TELEGRAM_API_URL", tg.url.clone()),
+        ],
+    );
+    let event = format!(
+        r#"{{"job":"status-report","time":"{}","execution_id":"e1","attempt":"1","schedule_arn":"arn:aws:scheduler:us-east-1:123456789012:schedule/default/albra-test-status-report"}}"#,
+        iso(close + 30 * 60_000)
+    );
+    let o = api.invoke(&event, &mut f).await;
+    assert!(o.ok, "{o:?}\n{}", f.output());
+    assert_eq!(o.json()["job"], "status-report", "{}", o.body);
+    let sent = tg.calls_to("sendMessage");
+    assert_eq!(sent.len(), 1, "{sent:?}\n{}", f.output());
+    assert_eq!(sent[0].chat_id.as_deref(), Some("4242"));
+    let text = sent[0].text.clone().unwrap_or_default();
+    assert!(
+        text.contains("main") && text.contains("BTCUSDT"),
+        "the report names the account and its open position: {text}"
+    );
+
+    // The same slot again (a retry, a second schedule target): nothing more is sent.
+    let o = api.invoke(&event, &mut f).await;
+    assert!(o.ok, "{o:?}");
+    assert!(o.body.contains("AlreadySent"), "{}", o.body);
+    assert_eq!(
+        tg.calls_to("sendMessage").len(),
+        1,
+        "sent twice in one slot"
+    );
+    // No order was sent by the report.
+    assert_eq!(w.orders_posted(), 1);
+}
