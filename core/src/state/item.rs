@@ -7,7 +7,7 @@
 use crate::domain::{AccountState, Position, TradeRecord};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{AuditRecord, JobRun, PendingConfirm, RunMarker, SeenUpdate};
+use crate::state::{AuditRecord, EquityPoint, JobRun, PendingConfirm, RunMarker, SeenUpdate};
 
 /// A state type the repo stores, as one variant of [`Item`].
 pub trait Stored: Clone + Send + Sync + 'static {
@@ -75,6 +75,8 @@ items! {
     Shares(ShareBook),
     /// `JOB#{job}`.
     Job(JobRun),
+    /// `EQUITY#{bucket start:013}`.
+    Equity(EquityPoint),
     /// `BOT` / `UPDATE#{update_id}`.
     Seen(SeenUpdate),
     /// `BOT` / `CONFIRM#{nonce}`.
