@@ -24,6 +24,7 @@ pub mod paper;
 pub mod ports;
 pub mod query;
 pub mod replay;
+pub mod report;
 pub mod risk;
 pub mod shares;
 pub mod signals;
