@@ -14,6 +14,7 @@
 
 pub mod app;
 pub mod binance;
+pub mod chart;
 pub mod emf;
 pub mod fuzzing;
 pub mod http;
@@ -22,3 +23,4 @@ pub mod lambda_event;
 pub mod secrets;
 pub mod store;
 pub mod telegram;
+pub mod web;
