@@ -29,6 +29,7 @@ pub mod risk;
 pub mod shares;
 pub mod signals;
 pub mod state;
+pub mod status_report;
 pub mod store;
 pub mod strategy;
 pub mod walkforward;

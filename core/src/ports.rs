@@ -350,6 +350,11 @@ pub trait Exchange: Send + Sync {
     async fn equity(&self) -> Result<Notional, ExchangeError> {
         Ok(self.account().await?.equity)
     }
+    /// The weight the exchange last said this IP used in the current minute (Binance's
+    /// `X-MBX-USED-WEIGHT-1M`); `None` for an exchange that meters nothing (the paper one).
+    fn used_weight_1m(&self) -> Option<u32> {
+        None
+    }
     /// Non-zero positions only.
     async fn positions(&self) -> Result<Vec<ExchangePosition>, ExchangeError>;
     async fn symbol_config(&self, symbol: &Symbol) -> Result<SymbolConfig, ExchangeError>;

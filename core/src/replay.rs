@@ -1,6 +1,6 @@
 //! Replay: the live jobs over recorded candles. A simulated clock walks the data minute by minute;
 //! `evaluate` runs a few seconds after every candle close of each configured timeframe and
-//! `sync_positions` every simulated 60 s, against the paper exchange and a fresh store the caller opens (the CLI: an SQLite file).
+//! `sync_with_history` (the sync, leaving an equity point per 15 minutes for `albra report`) every simulated 60 s, against the paper exchange and a fresh store the caller opens (the CLI: an SQLite file).
 //! Nothing here decides anything: it only drives the same [`Engine`] the scheduled jobs run.
 
 use crate::config::Config;
@@ -240,7 +240,7 @@ pub async fn run(
         if !in_gap(m - 1) {
             let now = m + SYNC_OFFSET_MS;
             clock.set(now);
-            absorb(engine.sync_positions(now).await, &mut summary_errors);
+            absorb(engine.sync_with_history(now).await, &mut summary_errors);
             syncs += 1;
             for tf in &tfs {
                 // A close whose candle the data covers whole: the first, partial one is not

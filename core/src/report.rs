@@ -1,313 +1,337 @@
-//! The status report every 30 minutes (`albra status-report`): what the store says of each
-//! account (equity, today's PnL, paused or halted, open positions and whether each has its stop
-//! on the exchange), the jobs that need attention, and the notifications that waited for it
-//! (`notify::Deferring`): the LOW ones folded into one summary, and those Telegram did not take
-//! in time listed. Everything is read from the state through the query layer and laid out with
-//! the bot's renderers (`crate::bot::render`): this module computes no figure of its own. It is
-//! pure apart from [`gather`]; the sending (once per 30-minute slot) is the caller's.
+//! Periodic reports (`albra report`, and the curves of the bot's `/chart`): one period's figures
+//! per account and per strategy, computed purely from what the store holds — the live sync's
+//! equity points ([`EquityPoint`], one per 15 minutes) and the closed trades — and the report's
+//! `now`. Front ends lay a [`Report`] out and compute no figure of their own.
+//!
+//! The definitions, once:
+//! - **Period**: whole UTC days. `daily` is the last complete UTC day before the one holding
+//!   `now`, `weekly` the seven complete days before it: a report of a closed period gives the
+//!   same figures whenever it is run.
+//! - **Return**: last equity point of the period over its first, minus one.
+//! - **Max drawdown**: the largest fall of equity from its running peak over the period's
+//!   points, as a fraction of that peak (0 … 1).
+//! - **Sharpe**: the daily returns of the period (each day's close, its last point, over the
+//!   previous close; the first day's over the last point before the period, or the period's
+//!   first point), mean over sample standard deviation, risk-free rate 0, times √365 (futures
+//!   trade every day). At least two daily returns are needed: a daily report has none.
+//! - **Trades, win rate, fees, funding, PnL**: the trades that closed in the period
+//!   ([`PerformanceRow::of`], the query layer's figures). Funding is what those trades carried
+//!   (received or paid while open, already part of their PnL); funding on positions still open
+//!   is not in any figure until they close.
+//! - **API weight**: the exchange's `X-MBX-USED-WEIGHT-1M` as each equity point recorded it
+//!   (the IP's weight in that minute, the sync's requests included): its peak and mean.
+//!
+//! Sharpe and drawdown are the account's (equity is recorded per account); a strategy's row has
+//! its trades' figures and its PnL as a fraction of the account's starting equity.
 
-use crate::bot::render::{self, escape};
-use crate::config::Config;
-use crate::domain::{utc_minute, PositionStatus};
-use crate::ports::{Notification, Priority};
-use crate::query::queries::{self, JobHealth, JobState, PositionRow, RiskCheck, StatusReport};
-use crate::query::QueryError;
-use crate::state::{Deferral, DeferredNotice, StateRepo, Versioned};
+use crate::domain::{AccountId, StrategyId, TradeRecord};
+use crate::query::queries::PerformanceRow;
+use crate::state::EquityPoint;
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+use serde::Serialize;
 use std::collections::BTreeMap;
 
-/// The report's period: one per slot, however often it runs.
-pub const SLOT_MS: i64 = 30 * 60 * 1000;
-/// How many of the newest folded lines the summary quotes in full.
-pub const NEWEST_LINES: usize = 5;
+const DAY_MS: i64 = 86_400_000;
 
-/// The start (ms) of the 30-minute slot `now` falls in.
-pub fn slot_of(now: i64) -> i64 {
-    now.div_euclid(SLOT_MS) * SLOT_MS
+/// Which period a report covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReportKind {
+    Daily,
+    Weekly,
 }
 
-/// The report's event id: the same for every run in one slot, so the stored dedupe lets one
-/// through.
-pub fn event_id(slot: i64) -> String {
-    format!("status-report:{slot}")
+impl ReportKind {
+    pub fn parse(s: &str) -> Option<ReportKind> {
+        match s {
+            "daily" => Some(ReportKind::Daily),
+            "weekly" => Some(ReportKind::Weekly),
+            _ => None,
+        }
+    }
+
+    fn days(self) -> i64 {
+        match self {
+            ReportKind::Daily => 1,
+            ReportKind::Weekly => 7,
+        }
+    }
 }
 
-/// What one report shows.
-pub struct Digest {
-    pub slot: i64,
-    pub status: StatusReport,
-    pub positions: Vec<PositionRow>,
-    pub risk: Vec<RiskCheck>,
-    pub health: Vec<JobHealth>,
-    /// The notifications waiting for this report, oldest first, with their versions (the
-    /// caller removes what it showed).
-    pub deferred: Vec<Versioned<DeferredNotice>>,
+/// The span `[start, end)` (ms) a report covers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Window {
+    pub start: i64,
+    pub end: i64,
 }
 
-/// Reads everything the report shows, at `now`.
-pub async fn gather(repo: &StateRepo, cfg: &Config, now: i64) -> Result<Digest, QueryError> {
-    let positions = queries::positions(repo, cfg, None).await?;
-    Ok(Digest {
-        slot: slot_of(now),
-        status: queries::status(repo, cfg).await?,
-        positions: positions
-            .into_iter()
-            .filter(|p| p.status != PositionStatus::Closed)
-            .collect(),
-        risk: queries::risk_check(repo, cfg, None, now).await?,
-        health: queries::job_health(repo, cfg, None, now).await?,
-        deferred: repo.deferred_notices().await?,
+impl Window {
+    /// The complete UTC days of a `kind` report before the day holding `now`.
+    pub fn of(kind: ReportKind, now: i64) -> Window {
+        let end = now.div_euclid(DAY_MS) * DAY_MS;
+        Window {
+            start: end - kind.days() * DAY_MS,
+            end,
+        }
+    }
+
+    /// From when equity points are needed: one day before the window, for the close before its
+    /// first day.
+    pub fn points_from(&self) -> i64 {
+        self.start - DAY_MS
+    }
+
+    fn holds(&self, t: i64) -> bool {
+        t >= self.start && t < self.end
+    }
+}
+
+/// What the store holds of one account for a report: its equity points from
+/// [`Window::points_from`] to the window's end, oldest first, and its closed trades (any; those
+/// outside the window are left out here).
+#[derive(Clone, Debug)]
+pub struct AccountData {
+    pub account: AccountId,
+    pub points: Vec<EquityPoint>,
+    pub trades: Vec<TradeRecord>,
+}
+
+/// A report: per account, its equity figures, its strategies' and its total trade figures.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Report {
+    pub kind: ReportKind,
+    pub window: Window,
+    pub accounts: Vec<AccountReport>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct AccountReport {
+    pub account: AccountId,
+    /// `None`: no equity point in the period (see `notes`).
+    pub equity: Option<EquityFigures>,
+    /// One row per strategy with trades closed in the period.
+    pub strategies: Vec<TradeFigures>,
+    /// Every trade of the account closed in the period (`strategy: None`).
+    pub total: TradeFigures,
+    /// `None`: no point of the period carried the exchange's weight (the paper exchange).
+    pub api_weight: Option<ApiWeight>,
+    /// The period's equity points with their drawdown, for charts.
+    pub curve: Vec<CurvePoint>,
+    /// What the figures leave out or could not be computed from, in words.
+    pub notes: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct EquityFigures {
+    pub start_equity: Decimal,
+    pub end_equity: Decimal,
+    /// `end_equity / start_equity - 1`; `None` when the start is not positive.
+    pub return_frac: Option<f64>,
+    /// Largest fall from the running peak, as a fraction of it (0 … 1).
+    pub max_drawdown: f64,
+    /// Annualised (√365) Sharpe of the daily returns; `None` with fewer than two of them or
+    /// none that differ.
+    pub sharpe: Option<f64>,
+    pub daily_returns: usize,
+    pub points: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TradeFigures {
+    /// `None`: every strategy of the account.
+    pub strategy: Option<StrategyId>,
+    pub trades: usize,
+    pub wins: usize,
+    /// `None` without trades.
+    pub win_rate: Option<Decimal>,
+    pub pnl: Decimal,
+    pub fees: Decimal,
+    pub funding: Decimal,
+    /// PnL over the account's starting equity; `None` without a positive starting equity.
+    pub return_frac: Option<f64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct ApiWeight {
+    /// Equity points that carried the gauge.
+    pub samples: usize,
+    pub peak_1m: u32,
+    pub mean_1m: f64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct CurvePoint {
+    pub at: i64,
+    pub equity: f64,
+    /// Fall from the running peak as a fraction of it (0 … 1).
+    pub drawdown: f64,
+}
+
+/// The `kind` report of the window [`Window::of`] `now`, over each account's data.
+pub fn build(kind: ReportKind, now: i64, data: &[AccountData]) -> Report {
+    let window = Window::of(kind, now);
+    Report {
+        kind,
+        window,
+        accounts: data.iter().map(|d| account_report(&window, d)).collect(),
+    }
+}
+
+fn account_report(w: &Window, d: &AccountData) -> AccountReport {
+    let inside: Vec<&EquityPoint> = d.points.iter().filter(|p| w.holds(p.at)).collect();
+    let before = d.points.iter().rfind(|p| p.at < w.start);
+    let curve = curve(&inside);
+    let equity = equity_figures(w, before, &inside, &curve);
+    let start = equity.as_ref().map(|e| e.start_equity);
+    let trades: Vec<&TradeRecord> = d.trades.iter().filter(|t| w.holds(t.exit_time)).collect();
+    let mut by_strategy: BTreeMap<&StrategyId, Vec<&TradeRecord>> = BTreeMap::new();
+    for t in &trades {
+        by_strategy.entry(&t.strategy).or_default().push(t);
+    }
+    let strategies = by_strategy
+        .into_iter()
+        .map(|(s, ts)| trade_figures(&d.account, Some(s.clone()), &ts, start))
+        .collect();
+    let mut notes = Vec::new();
+    if equity.is_none() {
+        notes.push("no equity points in the period: return, Sharpe and drawdown need the position-sync's readings (one per 15 minutes; backtests record none)".into());
+    } else if equity.as_ref().is_some_and(|e| e.sharpe.is_none()) {
+        notes.push(
+            "Sharpe: needs at least two differing daily returns (a weekly report has up to seven)"
+                .into(),
+        );
+    }
+    if trades.is_empty() {
+        notes.push("no trades closed in the period".into());
+    }
+    notes.push("funding: what the trades closed in the period received or paid while open (part of their PnL); funding on positions still open is not included".into());
+    let api_weight = api_weight(&inside);
+    if api_weight.is_none() {
+        notes.push("API weight: not reported by the exchange for this period's readings".into());
+    }
+    AccountReport {
+        account: d.account.clone(),
+        equity,
+        total: trade_figures(&d.account, None, &trades, start),
+        strategies,
+        api_weight,
+        curve,
+        notes,
+    }
+}
+
+fn f(x: Decimal) -> f64 {
+    x.to_f64().unwrap_or(0.0)
+}
+
+/// The equity curve of `points` (oldest first) with each point's drawdown: what `/chart` draws.
+pub fn equity_curve(points: &[EquityPoint]) -> Vec<CurvePoint> {
+    curve(&points.iter().collect::<Vec<_>>())
+}
+
+/// Each point with its fall from the running peak (0 while the peak is not positive).
+fn curve(points: &[&EquityPoint]) -> Vec<CurvePoint> {
+    let mut peak = f64::MIN;
+    points
+        .iter()
+        .map(|p| {
+            let e = f(p.equity);
+            peak = peak.max(e);
+            let drawdown = if peak > 0.0 {
+                ((peak - e) / peak).clamp(0.0, 1.0)
+            } else {
+                0.0
+            };
+            CurvePoint {
+                at: p.at,
+                equity: e,
+                drawdown,
+            }
+        })
+        .collect()
+}
+
+fn equity_figures(
+    w: &Window,
+    before: Option<&EquityPoint>,
+    inside: &[&EquityPoint],
+    curve: &[CurvePoint],
+) -> Option<EquityFigures> {
+    let (first, last) = (inside.first()?, inside.last()?);
+    let (start, end) = (first.equity, last.equity);
+    let returns = daily_returns(w, before.unwrap_or(first), inside);
+    Some(EquityFigures {
+        start_equity: start,
+        end_equity: end,
+        return_frac: (start > Decimal::ZERO).then(|| f(end) / f(start) - 1.0),
+        max_drawdown: curve.iter().map(|c| c.drawdown).fold(0.0, f64::max),
+        sharpe: sharpe(&returns),
+        daily_returns: returns.len(),
+        points: inside.len(),
     })
 }
 
-/// The report as Telegram HTML.
-pub fn render(d: &Digest) -> String {
-    let mut out = format!("<b>Status report</b> {}\n", utc_minute(d.slot));
-    out.push_str(&render::status(&d.status));
-    out.push_str(&positions(&d.positions));
-    out.push_str(&halts(&d.risk));
-    let attention: Vec<JobHealth> = d
-        .health
-        .iter()
-        .filter(|h| h.state() != JobState::Ok)
-        .cloned()
-        .collect();
-    if attention.is_empty() {
-        out.push_str("Jobs: all ok\n");
-    } else {
-        out.push_str(&render::health(&attention));
+/// Each day's close (its last point) over the previous close, the first over `base`. A day
+/// without a point has no close; the next day's return then spans both.
+fn daily_returns(w: &Window, base: &EquityPoint, inside: &[&EquityPoint]) -> Vec<f64> {
+    let mut closes: BTreeMap<i64, f64> = BTreeMap::new();
+    for p in inside {
+        closes.insert((p.at - w.start).div_euclid(DAY_MS), f(p.equity));
     }
-    let notices: Vec<&DeferredNotice> = d.deferred.iter().map(|v| &v.value).collect();
-    out.push_str(&undelivered(&notices));
-    out.push_str(&folded(&notices));
-    out
-}
-
-/// The open positions, each saying whether its stop is on the exchange (a MANUAL one has none
-/// of ours).
-fn positions(rows: &[PositionRow]) -> String {
-    if rows.is_empty() {
-        return "No open positions.\n".into();
-    }
-    let mut out = String::from("<b>Open positions</b>\n");
-    for p in rows {
-        let stop = match (p.is_manual, p.unprotected, p.stop_loss) {
-            (true, ..) => "manual, no stop of ours".to_string(),
-            _ if p.status == PositionStatus::Pending => "entry pending".to_string(),
-            (_, true, _) => "<b>STOP NOT ON THE EXCHANGE</b>".to_string(),
-            (_, _, Some(s)) => format!("stop {s} on the exchange"),
-            (_, _, None) => "no stop".to_string(),
-        };
-        out.push_str(&format!(
-            "{} {}/{} <b>{}</b> {} @ {}: {stop} [{}]\n",
-            escape(p.account.as_str()),
-            escape(p.strategy.as_str()),
-            escape(p.symbol.as_str()),
-            p.side,
-            p.qty,
-            p.entry_price,
-            escape(&p.label),
-        ));
-    }
-    out
-}
-
-/// The halted accounts, one line each (nothing when every account trades).
-fn halts(checks: &[RiskCheck]) -> String {
-    let mut out = String::new();
-    for c in checks.iter().filter(|c| c.enabled) {
-        if let Some(until) = c.halted_until {
-            out.push_str(&format!(
-                "<b>{}</b>: HALTED by the daily loss limit until {}\n",
-                escape(c.account.as_str()),
-                utc_minute(until)
-            ));
+    let mut prev = f(base.equity);
+    let mut out = Vec::new();
+    for close in closes.into_values() {
+        if prev > 0.0 {
+            out.push(close / prev - 1.0);
         }
+        prev = close;
     }
     out
 }
 
-/// The notifications Telegram did not take in time (CRITICAL and HIGH first), each in full.
-pub fn undelivered(notices: &[&DeferredNotice]) -> String {
-    let mut late: Vec<&Notification> = notices
-        .iter()
-        .filter(|d| d.reason == Deferral::Undelivered)
-        .map(|d| &d.notification)
-        .collect();
-    if late.is_empty() {
-        return String::new();
+/// Mean over sample standard deviation, times √365; `None` below two returns or with no spread.
+pub fn sharpe(returns: &[f64]) -> Option<f64> {
+    if returns.len() < 2 {
+        return None;
     }
-    late.sort_by_key(|n| (std::cmp::Reverse(n.priority), n.time));
-    let mut out = format!("<b>Not delivered in time</b> ({})\n", late.len());
-    for n in late {
-        let mark = if n.priority >= Priority::High {
-            "❗ "
-        } else {
-            ""
-        };
-        out.push_str(&format!("{mark}{}\n", line(n)));
-    }
-    out
+    let n = returns.len() as f64;
+    let mean = returns.iter().sum::<f64>() / n;
+    let var = returns.iter().map(|r| (r - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    let sd = var.sqrt();
+    (sd > 1e-12 && sd.is_finite()).then(|| mean / sd * 365f64.sqrt())
 }
 
-/// The LOW notifications as one summary: how many per account and kind, then the newest few.
-pub fn folded(notices: &[&DeferredNotice]) -> String {
-    let low: Vec<&Notification> = notices
-        .iter()
-        .filter(|d| d.reason == Deferral::Folded)
-        .map(|d| &d.notification)
-        .collect();
-    if low.is_empty() {
-        return String::new();
+fn trade_figures(
+    account: &AccountId,
+    strategy: Option<StrategyId>,
+    trades: &[&TradeRecord],
+    start_equity: Option<Decimal>,
+) -> TradeFigures {
+    let row = PerformanceRow::of(account, strategy, trades.iter().copied());
+    TradeFigures {
+        trades: row.trades,
+        wins: row.wins,
+        win_rate: (row.trades > 0).then_some(row.win_rate),
+        funding: trades.iter().map(|t| t.funding.get()).sum(),
+        return_frac: start_equity
+            .filter(|s| *s > Decimal::ZERO)
+            .map(|s| f(row.total_pnl) / f(s)),
+        pnl: row.total_pnl,
+        fees: row.fees,
+        strategy: row.strategy,
     }
-    let mut counts: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-    for n in &low {
-        *counts
-            .entry((n.account.as_str(), n.kind.as_str()))
-            .or_default() += 1;
-    }
-    let mut out = format!("<b>Low-priority</b> ({})\n", low.len());
-    for ((account, kind), count) in counts {
-        out.push_str(&format!("{} {}: {count}\n", escape(account), escape(kind)));
-    }
-    let mut newest = low.clone();
-    newest.sort_by_key(|n| std::cmp::Reverse(n.time));
-    out.push_str("newest:\n");
-    for n in newest.into_iter().take(NEWEST_LINES) {
-        out.push_str(&format!("{}\n", line(n)));
-    }
-    out
 }
 
-/// One notification as a line: time, priority, account, kind, text (escaped).
-fn line(n: &Notification) -> String {
-    escape(&format!(
-        "{} {:?} [{}] {}: {}",
-        utc_minute(n.time),
-        n.priority,
-        n.account,
-        n.kind,
-        n.text
-    ))
-}
-
-/// The HTML as plain text, for the console.
-pub fn plain(html: &str) -> String {
-    let mut out = String::with_capacity(html.len());
-    let mut in_tag = false;
-    for c in html.chars() {
-        match c {
-            '<' => in_tag = true,
-            '>' if in_tag => in_tag = false,
-            c if !in_tag => out.push(c),
-            _ => {}
-        }
-    }
-    out.replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
+fn api_weight(points: &[&EquityPoint]) -> Option<ApiWeight> {
+    let ws: Vec<u32> = points.iter().filter_map(|p| p.api_weight_1m).collect();
+    let peak_1m = *ws.iter().max()?;
+    Some(ApiWeight {
+        samples: ws.len(),
+        peak_1m,
+        mean_1m: ws.iter().map(|&w| f64::from(w)).sum::<f64>() / ws.len() as f64,
+    })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::domain::AccountId;
-
-    fn d(account: &str, kind: &str, p: Priority, time: i64, reason: Deferral) -> DeferredNotice {
-        DeferredNotice {
-            notification: Notification {
-                event_id: format!("{account}:{kind}:{time}"),
-                account: AccountId::new(account),
-                priority: p,
-                kind: kind.into(),
-                text: format!("<{kind}> at {time}"),
-                time,
-            },
-            reason,
-        }
-    }
-
-    #[test]
-    fn low_notifications_fold_into_counts_and_the_newest_lines() {
-        let mut all = Vec::new();
-        for i in 0..7 {
-            all.push(d(
-                "main",
-                "skipped",
-                Priority::Low,
-                i * 60_000,
-                Deferral::Folded,
-            ));
-        }
-        all.push(d(
-            "sub1",
-            "heartbeat",
-            Priority::Low,
-            3_000,
-            Deferral::Folded,
-        ));
-        all.push(d(
-            "main",
-            "entry",
-            Priority::High,
-            5_000,
-            Deferral::Undelivered,
-        ));
-        let refs: Vec<&DeferredNotice> = all.iter().collect();
-        let text = folded(&refs);
-        assert!(text.starts_with("<b>Low-priority</b> (8)\n"), "{text}");
-        assert!(
-            text.contains("main skipped: 7\nsub1 heartbeat: 1\n"),
-            "{text}"
-        );
-        assert_eq!(text.matches(" Low [").count(), NEWEST_LINES, "{text}");
-        assert!(
-            text.contains("&lt;skipped&gt; at 360000"),
-            "newest first: {text}"
-        );
-        assert!(
-            !text.contains("at 0\n"),
-            "the oldest is only counted: {text}"
-        );
-        assert!(!text.contains("entry"), "{text}");
-    }
-
-    #[test]
-    fn undelivered_lists_the_urgent_first_in_full() {
-        let all = [
-            d(
-                "main",
-                "entry",
-                Priority::Medium,
-                1_000,
-                Deferral::Undelivered,
-            ),
-            d(
-                "main",
-                "liquidation",
-                Priority::Critical,
-                2_000,
-                Deferral::Undelivered,
-            ),
-            d("main", "skipped", Priority::Low, 3_000, Deferral::Folded),
-        ];
-        let refs: Vec<&DeferredNotice> = all.iter().collect();
-        let text = undelivered(&refs);
-        let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[0], "<b>Not delivered in time</b> (2)");
-        assert!(
-            lines[1].starts_with("❗ ") && lines[1].contains("liquidation"),
-            "{text}"
-        );
-        assert!(lines[2].contains("Medium [main] entry"), "{text}");
-        assert_eq!(undelivered(&[]), "");
-    }
-
-    #[test]
-    fn slots_are_half_hours_and_their_ids_deterministic() {
-        let t = 1_795_266_000_000; // 13:00 UTC
-        assert_eq!(slot_of(t + 29 * 60_000), t);
-        assert_eq!(slot_of(t + 30 * 60_000), t + SLOT_MS);
-        assert_eq!(event_id(slot_of(t + 1)), event_id(slot_of(t + 1_700_000)));
-        assert_eq!(plain("<b>a</b> &lt;1&gt; &amp;"), "a <1> &");
-    }
-}
+mod tests;

@@ -40,6 +40,8 @@ pub struct BotCall {
     pub reply_markup: Option<Value>,
     /// Bytes of the uploaded `photo`.
     pub photo_len: Option<usize>,
+    /// The uploaded `photo` itself (the tests check what a picture holds).
+    pub photo: Option<Vec<u8>>,
     /// Every parameter (query, JSON, form or multipart text field).
     pub params: Map<String, Value>,
     /// HTTP status of the answer.

@@ -66,7 +66,7 @@ fn config_dir(notifier: &str) -> tempfile::TempDir {
 }
 
 fn slot_now() -> i64 {
-    albra_core::report::slot_of(chrono::Utc::now().timestamp_millis())
+    albra_core::status_report::slot_of(chrono::Utc::now().timestamp_millis())
 }
 
 #[tokio::test]

@@ -328,3 +328,125 @@ fn the_read_commands_find_what_a_replay_left() {
         "{err}"
     );
 }
+
+/// The UTC day after the one holding `ms`, as `--on` takes it (the daily report is then that day).
+fn day_after(ms: i64) -> String {
+    let next = chrono::DateTime::from_timestamp_millis(ms).unwrap() + chrono::Duration::days(1);
+    next.format("%Y-%m-%d").to_string()
+}
+
+fn num(v: &Value) -> f64 {
+    v.as_f64().unwrap_or_else(|| panic!("a number: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_reads_the_syncs_equity_points_and_writes_a_page_or_json() {
+    let env = Env::entered(&TestConfig::default()).await;
+    let main = AccountId::new("main");
+    // The mark price moves 2 % (against a long, for a short); 16 minutes on, the next sync's
+    // point falls in the next 15-minute bucket. A rerun in the same bucket records nothing more.
+    let t1 = env.signal.eval_time();
+    let entry = env.repo().positions(&main).await.unwrap()[0]
+        .value
+        .entry_price
+        .get();
+    env.server
+        .set_mark_price("BTCUSDT", entry * Decimal::new(98, 2));
+    env.server.set_time(t1 + 16 * 60_000);
+    assert!(env.sync().await.ok());
+    assert!(env.sync().await.ok());
+    let points = env
+        .repo()
+        .equity_points(&main, t1 - 3_600_000, t1 + 3_600_000)
+        .await
+        .unwrap();
+    assert_eq!(points.len(), 2, "one point per bucket: {points:?}");
+    let (e1, e2) = (points[0].equity, points[1].equity);
+    assert_ne!(e1, e2, "the mark price moved the equity");
+    // The gauge the exchange sent with the sync's last answers, as recorded.
+    let weights: Vec<u32> = points.iter().map(|p| p.api_weight_1m.unwrap()).collect();
+    assert!(weights.iter().all(|w| *w > 0), "{weights:?}");
+
+    let on = day_after(t1);
+    let r = json(
+        &env.albra(&["report", "--type", "daily", "--on", &on, "--json"])
+            .await,
+    );
+    let a = &r["accounts"][0];
+    assert_eq!(a["account"], "main");
+    let eq = &a["equity"];
+    assert_eq!((dec(&eq["start_equity"]), dec(&eq["end_equity"])), (e1, e2));
+    assert_eq!(eq["points"], 2);
+    let (f1, f2) = (
+        e1.to_string().parse::<f64>().unwrap(),
+        e2.to_string().parse::<f64>().unwrap(),
+    );
+    assert!(
+        (num(&eq["return_frac"]) - (f2 / f1 - 1.0)).abs() < 1e-12,
+        "{eq}"
+    );
+    let mdd = ((f1 - f2) / f1).max(0.0);
+    assert!((num(&eq["max_drawdown"]) - mdd).abs() < 1e-12, "{eq}");
+    assert!(
+        eq["sharpe"].is_null(),
+        "a daily report has one daily return"
+    );
+    assert_eq!(a["total"]["trades"], 0);
+    assert!(a["total"]["win_rate"].is_null());
+    let w = &a["api_weight"];
+    assert_eq!(w["samples"], 2);
+    assert_eq!(w["peak_1m"], weights.iter().max().copied().unwrap());
+    assert!(a["notes"]
+        .to_string()
+        .contains("no trades closed in the period"));
+
+    // The day before holds nothing: said in words, no NaN.
+    let empty = env
+        .albra(&[
+            "report",
+            "--type",
+            "daily",
+            "--on",
+            &day_after(t1 - 86_400_000),
+        ])
+        .await;
+    assert!(
+        empty.ok() && empty.stdout.contains("no equity points"),
+        "{empty}"
+    );
+    let table = env
+        .albra(&["report", "--type", "weekly", "--on", &on])
+        .await;
+    assert!(
+        table.ok() && table.stdout.contains("max drawdown"),
+        "{table}"
+    );
+    assert!(!table.stdout.contains("NaN"), "{table}");
+
+    let html = env
+        .albra(&["report", "--type", "daily", "--on", &on, "-o", "r.html"])
+        .await;
+    assert!(html.ok(), "{html}");
+    let page = std::fs::read_to_string(env.dir().join("r.html")).unwrap();
+    assert!(
+        page.contains(albra_adapters::web::UPLOT_JS),
+        "uPlot is inlined"
+    );
+    assert!(
+        page.contains(&format!("\"equity\":{f2:?}")) || page.contains(&format!("\"equity\":{f2}")),
+        "the curve is in the page"
+    );
+    assert!(page.contains("Account main"));
+    let js = env
+        .albra(&["report", "--type", "daily", "--on", &on, "-o", "r.json"])
+        .await;
+    assert!(js.ok(), "{js}");
+    let saved: Value =
+        serde_json::from_str(&std::fs::read_to_string(env.dir().join("r.json")).unwrap()).unwrap();
+    assert_eq!(saved, r);
+    let txt = env
+        .albra(&["report", "--type", "daily", "-o", "r.txt"])
+        .await;
+    assert!(!txt.ok() && txt.stderr.contains(".txt"), "{txt}");
+    assert!(!env.dir().join("r.txt").exists());
+}

@@ -440,3 +440,54 @@ async fn set_webhook_registers_the_secret_and_poll_answers_from_get_updates() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chart_sends_the_syncs_equity_as_a_png() {
+    // The sync after the entry left one equity point; a second one 16 minutes on, after the mark
+    // price fell 3 %, gives the line a slope and the drawdown a depth.
+    let env = Env::entered(&TestConfig::default()).await;
+    let main = AccountId::new("main");
+    let entry = env.repo().positions(&main).await.unwrap()[0]
+        .value
+        .entry_price
+        .get();
+    env.server
+        .set_mark_price("BTCUSDT", entry * Decimal::new(97, 2));
+    env.server.set_time(env.signal.eval_time() + 16 * 60_000);
+    assert!(env.sync().await.ok());
+    let served = serve(&env).await;
+    let help = served.say("/help").await;
+    assert!(text(&help).contains("/chart [ACCOUNT]"), "{help:?}");
+
+    assert_eq!(served.say_in(CHAT, 0, "/chart main").await, 200);
+    let photos = served.tg.calls_to("sendPhoto");
+    assert_eq!(photos.len(), 1, "{:?}", served.tg.calls());
+    let png = photos[0].photo.clone().expect("a picture");
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n", "PNG signature");
+    assert_eq!(&png[12..16], b"IHDR");
+    let size = |at: usize| u32::from_be_bytes(png[at..at + 4].try_into().unwrap());
+    assert_eq!((size(16), size(20)), (800, 500), "IHDR width and height");
+    let caption = photos[0].text.clone().unwrap_or_default();
+    assert_eq!(
+        photos[0].chat_id.as_deref(),
+        Some(CHAT.to_string().as_str())
+    );
+    assert!(caption.contains("main (blue)"), "{caption}");
+    let points = env.repo().equity_points(&main, 0, i64::MAX).await.unwrap();
+    assert_eq!(points.len(), 2);
+    let last = format!(
+        "{:.2}",
+        points[1].equity.to_string().parse::<f64>().unwrap()
+    );
+    assert!(
+        caption.contains(&format!("→ {last} USDT")),
+        "{caption} / {last}"
+    );
+
+    let unknown = served.say("/chart nosuch").await;
+    assert!(
+        text(&unknown).contains("no account `nosuch`"),
+        "{unknown:?}"
+    );
+    assert_eq!(served.tg.calls_to("sendPhoto").len(), 1);
+}

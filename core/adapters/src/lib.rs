@@ -15,6 +15,7 @@
 
 pub mod app;
 pub mod binance;
+pub mod chart;
 pub mod emf;
 pub mod fuzzing;
 pub mod http;
@@ -24,3 +25,4 @@ pub mod secrets;
 pub mod status_report;
 pub mod store;
 pub mod telegram;
+pub mod web;

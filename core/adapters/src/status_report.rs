@@ -11,8 +11,8 @@ use crate::store::open_store;
 use crate::telegram::TelegramNotifier;
 use albra_core::config::Config;
 use albra_core::notify::{SendBudget, StoredDedupe};
-use albra_core::report;
 use albra_core::state::StateRepo;
+use albra_core::status_report as report;
 use std::path::Path;
 
 /// How a run went.

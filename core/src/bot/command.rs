@@ -47,6 +47,10 @@ pub enum BotCommand {
         weeks: u32,
     },
     Performance,
+    /// Equity and drawdown of the last seven days as a picture (every account when `None`).
+    Chart {
+        account: Option<String>,
+    },
     Risk,
     Health,
     Help,
@@ -116,6 +120,11 @@ pub const COMMANDS: &[(&str, &str, &str)] = &[
         "/performance",
         "figures per account and strategy",
     ),
+    (
+        "chart",
+        "/chart [ACCOUNT]",
+        "equity and drawdown of the last 7 days, as a picture",
+    ),
     ("risk", "/risk", "limits and what needs attention"),
     ("health", "/health", "last run of every job"),
     ("help", "/help", "this list"),
@@ -184,6 +193,7 @@ impl BotCommand {
                 weeks: number(usage, args.first(), 1..=52)?.unwrap_or(4),
             },
             "performance" => BotCommand::Performance,
+            "chart" => BotCommand::Chart { account: arg(0) },
             "risk" => BotCommand::Risk,
             "health" => BotCommand::Health,
             _ => BotCommand::Help,
@@ -232,6 +242,7 @@ impl BotCommand {
             BotCommand::Daily { days } => format!("/daily {days}"),
             BotCommand::Weekly { weeks } => format!("/weekly {weeks}"),
             BotCommand::Performance => "/performance".into(),
+            BotCommand::Chart { account } => format!("/chart{}", opt(account)),
             BotCommand::Risk => "/risk".into(),
             BotCommand::Health => "/health".into(),
             BotCommand::Help => "/help".into(),
@@ -335,6 +346,13 @@ mod tests {
             ("/profit 30", BotCommand::Profit { days: Some(30) }),
             ("/daily", BotCommand::Daily { days: 7 }),
             ("/weekly 8", BotCommand::Weekly { weeks: 8 }),
+            ("/chart", BotCommand::Chart { account: None }),
+            (
+                "/chart main",
+                BotCommand::Chart {
+                    account: Some("main".into()),
+                },
+            ),
             ("/help", BotCommand::Help),
         ];
         for (text, want) in cases {

@@ -3,6 +3,7 @@
 //! text that came from outside (ids, names, error messages) is escaped.
 
 use super::command::COMMANDS;
+use crate::domain::AccountId;
 use crate::query::commands::{
     CloseOutcome, ClosePlan, EmergencyOutcome, EmergencyPlan, SyncOutcome,
 };
@@ -194,6 +195,42 @@ pub fn health(rows: &[JobHealth]) -> String {
         ));
     }
     out
+}
+
+/// The caption of the `/chart` picture: what it shows, and each account's line by its colour
+/// (`colours[i]` for the `i`-th curve with points) with its first and last equity and deepest
+/// drawdown; accounts without points are named as such.
+pub fn chart_caption(
+    curves: &[(AccountId, Vec<crate::report::CurvePoint>)],
+    colours: &[&str],
+) -> String {
+    let mut out = String::from("<b>Equity (top) and drawdown (below), last 7 days</b>\n");
+    let mut drawn = 0;
+    for (account, c) in curves {
+        let name = escape(account.as_str());
+        let (Some(first), Some(last)) = (c.first(), c.last()) else {
+            out.push_str(&format!("{name}: no equity points\n"));
+            continue;
+        };
+        let deepest = c.iter().map(|p| p.drawdown).fold(0.0, f64::max);
+        let colour = colours
+            .get(drawn % colours.len().max(1))
+            .copied()
+            .unwrap_or("");
+        drawn += 1;
+        out.push_str(&format!(
+            "{name} ({colour}): {:.2} → {:.2} USDT, max drawdown {:.2}%\n",
+            first.equity,
+            last.equity,
+            deepest * 100.0
+        ));
+    }
+    out
+}
+
+/// `/chart` when no account has an equity point in the last 7 days.
+pub fn chart_empty() -> String {
+    "No equity points in the last 7 days: the position-sync records one per 15 minutes.".into()
 }
 
 pub fn help() -> String {

@@ -72,6 +72,11 @@ pub enum JobFailure {
         account: AccountId,
         error: Arc<EngineError>,
     },
+    /// The sync's equity point (what reports read) could not be written; the sync itself stands.
+    EquityNotRecorded {
+        account: AccountId,
+        error: Arc<EngineError>,
+    },
     /// A job was asked for an account it does not run.
     UnknownAccount(AccountId),
     /// The account's open algo orders could not be listed; the sync looked each stop up instead.
@@ -97,6 +102,7 @@ impl JobFailure {
             | JobFailure::AfterEntry { error, .. }
             | JobFailure::SyncFailed { error, .. }
             | JobFailure::RunNotRecorded { error, .. }
+            | JobFailure::EquityNotRecorded { error, .. }
             | JobFailure::AlgoOrdersUnreadable { error, .. } => Some(error),
             JobFailure::Unprotected { .. } | JobFailure::UnknownAccount(_) => None,
         }
@@ -118,6 +124,9 @@ impl std::fmt::Display for JobFailure {
             }
             JobFailure::RunNotRecorded { account, error } => {
                 write!(f, "{account}: sync run not recorded: {error}")
+            }
+            JobFailure::EquityNotRecorded { account, error } => {
+                write!(f, "{account}: equity point not recorded: {error}")
             }
             JobFailure::UnknownAccount(account) => {
                 write!(f, "{account}: no such account in this engine")

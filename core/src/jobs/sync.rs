@@ -46,33 +46,66 @@ fn drop_closed(stored: &mut Vec<Versioned<Position>>, closed: &mut Vec<Position>
     closed.extend(gone.into_iter().map(|v| v.value));
 }
 
+/// What a sync leaves in the store beside what it reconciles.
+#[derive(Clone, Copy)]
+struct Records {
+    /// Each account's run ([`Engine::record_sync_run`]), for job health.
+    runs: bool,
+    /// Each account's equity point of the bucket ([`StateRepo::record_equity_point`]), for
+    /// reports. Backtests, which sync on every changed candle, leave none: a report reads live
+    /// or replayed history, and a backtest has its own equity curve.
+    equity: bool,
+}
+
 impl Engine {
-    /// Reconcile every enabled account's stored positions with the exchange. Replay and
-    /// backtests drive the reconciliation with this; the scheduled job runs [`Engine::sync_job`].
+    /// Reconcile every enabled account's stored positions with the exchange, recording nothing
+    /// else: backtests drive the reconciliation with this; replay runs
+    /// [`Engine::sync_with_history`], the scheduled job [`Engine::sync_job`].
     pub async fn sync_positions(&self, now: i64) -> JobReport {
-        self.sync_accounts(now, false).await
+        let records = Records {
+            runs: false,
+            equity: false,
+        };
+        self.sync_accounts(now, records).await
     }
 
-    /// The position-sync job: [`Engine::sync_positions`], and each account's run left in the
-    /// store for job health ([`Engine::record_sync_run`]).
+    /// [`Engine::sync_positions`], and each account's equity point left in the store (at most
+    /// one per [`crate::state::EQUITY_BUCKET_MS`]): replay, so `albra report` reads what it did.
+    pub async fn sync_with_history(&self, now: i64) -> JobReport {
+        let records = Records {
+            runs: false,
+            equity: true,
+        };
+        self.sync_accounts(now, records).await
+    }
+
+    /// The position-sync job: [`Engine::sync_positions`], and each account's run (job health)
+    /// and equity point (reports) left in the store.
     pub async fn sync_job(&self, now: i64) -> JobReport {
-        self.sync_accounts(now, true).await
+        let records = Records {
+            runs: true,
+            equity: true,
+        };
+        self.sync_accounts(now, records).await
     }
 
-    async fn sync_accounts(&self, now: i64, record_runs: bool) -> JobReport {
+    async fn sync_accounts(&self, now: i64, records: Records) -> JobReport {
         // Accounts are reconciled at once (they share nothing), their reports joined in
         // configuration order.
         let parts =
             futures::future::join_all(self.accounts.iter().filter(|a| a.config.enabled).map(
                 |acct| async move {
                     let mut part = JobReport::default();
-                    if let Err(e) = self.sync_account(acct, now, &mut part).await {
+                    let r = self
+                        .sync_account(acct, now, records.equity, &mut part)
+                        .await;
+                    if let Err(e) = r {
                         part.errors.push(JobFailure::SyncFailed {
                             account: acct.config.id.clone(),
                             error: Arc::new(e),
                         });
                     }
-                    if record_runs {
+                    if records.runs {
                         self.record_sync_run(&acct.config.id, now, &mut part).await;
                     }
                     part
@@ -98,7 +131,7 @@ impl Engine {
                 .push(JobFailure::UnknownAccount(account.clone()));
             return report;
         };
-        if let Err(e) = self.sync_account(acct, now, &mut report).await {
+        if let Err(e) = self.sync_account(acct, now, true, &mut report).await {
             report.errors.push(JobFailure::SyncFailed {
                 account: account.clone(),
                 error: Arc::new(e),
@@ -132,6 +165,30 @@ impl Engine {
         }
     }
 
+    /// Leave the account's equity (and the exchange's weight gauge) as the equity point of the
+    /// bucket holding `now`. A failure to write it is one more error of the run, never a reason
+    /// to undo what the sync did.
+    async fn record_equity_point(
+        &self,
+        account: &AccountId,
+        equity: Notional,
+        api_weight_1m: Option<u32>,
+        now: i64,
+        report: &mut JobReport,
+    ) {
+        let point = crate::state::EquityPoint {
+            at: now,
+            equity: equity.get(),
+            api_weight_1m,
+        };
+        if let Err(e) = self.repo.record_equity_point(account, &point).await {
+            report.errors.push(JobFailure::EquityNotRecorded {
+                account: account.clone(),
+                error: Arc::new(e.into()),
+            });
+        }
+    }
+
     /// The advisory portfolio view across accounts: warnings in the report and one notification
     /// per warning and day. It never closes or blocks anything.
     async fn portfolio_view(&self, now: i64, report: &mut JobReport) {
@@ -159,11 +216,13 @@ impl Engine {
     /// orders beside the stored positions; repair protection first; record what the exchange
     /// did (pending entries, exit fills, fired stops) and whose fills moved each net; then apply
     /// the pure reconciliation plans of [`reconcile`] (share verdicts, paused strategies, the
-    /// MANUAL share); last, reshape stops, date the share books and fold the account's equity.
+    /// MANUAL share); last, reshape stops, date the share books and fold the account's equity
+    /// (and, with `history`, leave it as the bucket's equity point).
     pub(super) async fn sync_account(
         &self,
         acct: &AccountRuntime,
         now: i64,
+        history: bool,
         report: &mut JobReport,
     ) -> Result<(), EngineError> {
         let account = &acct.config.id;
@@ -229,6 +288,10 @@ impl Engine {
         let snap = ex.account().await?;
         self.observe_account_then(&acct.config, snap.equity, now, |_| ())
             .await?;
+        if history {
+            self.record_equity_point(account, snap.equity, ex.used_weight_1m(), now, report)
+                .await;
+        }
         let open = stored.iter().filter(|v| v.value.is_open()).count();
         report.note(format!(
             "{account}: {open} open position(s), equity {} USDT",

@@ -9,6 +9,7 @@ use crate::domain::{
 };
 use crate::jobs::{AccountRuntime, SYNC_JOB, SYNC_RECORD_REFRESH_MS};
 use crate::ports::AccountSnapshot;
+use crate::report;
 use crate::risk;
 use crate::state::{RunStage, StateRepo};
 use rust_decimal::Decimal;
@@ -289,6 +290,45 @@ pub async fn performance(
     }
     rows.extend(totals);
     Ok(PerformanceReport { since, rows })
+}
+
+/// `report`: the `kind` report ([`crate::report`]) of every account, or one, for the period
+/// before `now`: each account's equity points of the period (and the day before it) and its
+/// closed trades, handed to the pure [`report::build`].
+pub async fn report(
+    repo: &StateRepo,
+    cfg: &Config,
+    account: Option<&str>,
+    kind: report::ReportKind,
+    now: i64,
+) -> Result<report::Report, QueryError> {
+    let w = report::Window::of(kind, now);
+    let mut data = Vec::new();
+    for a in select_accounts(cfg, account)? {
+        data.push(report::AccountData {
+            account: a.id.clone(),
+            points: repo.equity_points(&a.id, w.points_from(), w.end).await?,
+            trades: repo.trades(&a.id).await?,
+        });
+    }
+    Ok(report::build(kind, now, &data))
+}
+
+/// Each account's (or the one named) equity curve over `[from, to)` with its drawdown, from the
+/// sync's equity points: what the bot's `/chart` draws.
+pub async fn equity_history(
+    repo: &StateRepo,
+    cfg: &Config,
+    account: Option<&str>,
+    from: i64,
+    to: i64,
+) -> Result<Vec<(AccountId, Vec<report::CurvePoint>)>, QueryError> {
+    let mut out = Vec::new();
+    for a in select_accounts(cfg, account)? {
+        let points = repo.equity_points(&a.id, from, to).await?;
+        out.push((a.id.clone(), report::equity_curve(&points)));
+    }
+    Ok(out)
 }
 
 /// A calendar period for [`pnl_by_period`]: trading days (from the configured day start) or

@@ -1232,3 +1232,33 @@ async fn balance_reads_each_exchange_beside_the_stored_equity() {
     );
     assert_eq!(b.state_equity, Some(dec!(10000)));
 }
+
+#[tokio::test]
+async fn only_the_job_and_replay_syncs_leave_equity_points_one_per_bucket() {
+    let s = setup();
+    let now = s.at(eval_time(s.signal.0));
+    let main = AccountId::new(MAIN);
+    let points = |from: i64| {
+        let repo = s.engine.repo.clone();
+        let main = main.clone();
+        async move { repo.equity_points(&main, from, i64::MAX).await.unwrap() }
+    };
+    // What backtests run records no point.
+    assert!(s.engine.sync_positions(now).await.ok());
+    assert!(points(0).await.is_empty());
+    // The job, then a replay's sync in the same 15 minutes: one point, the first reading.
+    assert!(s.engine.sync_job(now).await.ok());
+    assert!(s.engine.sync_with_history(now + 60_000).await.ok());
+    let first = points(0).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!((first[0].at, first[0].equity), (now, dec!(10000)));
+    assert_eq!(
+        first[0].api_weight_1m, None,
+        "the paper exchange meters nothing"
+    );
+    // The next bucket gets its own.
+    let later = s.at(now + crate::state::EQUITY_BUCKET_MS);
+    assert!(s.engine.sync_with_history(later).await.ok());
+    assert_eq!(points(0).await.len(), 2);
+    assert_eq!(points(later).await.len(), 1, "read from a time on");
+}

@@ -7,7 +7,9 @@
 use crate::domain::{AccountState, Position, TradeRecord};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{AuditRecord, DeferredNotice, JobRun, PendingConfirm, RunMarker, SeenUpdate};
+use crate::state::{
+    AuditRecord, DeferredNotice, EquityPoint, JobRun, PendingConfirm, RunMarker, SeenUpdate,
+};
 
 /// A state type the repo stores, as one variant of [`Item`].
 pub trait Stored: Clone + Send + Sync + 'static {
@@ -75,6 +77,8 @@ items! {
     Shares(ShareBook),
     /// `JOB#{job}`.
     Job(JobRun),
+    /// `EQUITY#{bucket start:013}`.
+    Equity(EquityPoint),
     /// `BOT` / `UPDATE#{update_id}`.
     Seen(SeenUpdate),
     /// `BOT` / `CONFIRM#{nonce}`.

@@ -14,7 +14,9 @@ use crate::domain::{AccountId, AccountState, Position, StrategyId, TradeRecord};
 use crate::ports::{Expect, StateStore, StoreError};
 use crate::risk::StrategyStats;
 use crate::shares::ShareBook;
-use crate::state::{AuditRecord, DeferredNotice, JobRun, PendingConfirm, RunMarker, SeenUpdate};
+use crate::state::{
+    AuditRecord, DeferredNotice, EquityPoint, JobRun, PendingConfirm, RunMarker, SeenUpdate,
+};
 use crate::store::memory::Update;
 use serde::{de::DeserializeOwned, Serialize};
 use std::collections::HashMap;
@@ -79,6 +81,7 @@ fn encode_item(item: &Item) -> String {
         Item::Stats(v) => encode(v),
         Item::Shares(v) => encode(v),
         Item::Job(v) => encode(v),
+        Item::Equity(v) => encode(v),
         Item::Seen(v) => encode(v),
         Item::Confirm(v) => encode(v),
         Item::Audit(v) => encode(v),
@@ -101,6 +104,7 @@ fn decode_fresh(kind: Kind, pk: &str, sk: &str, body: &str) -> Result<Item, Stor
         Kind::Stats => decode_as::<StrategyStats>(body),
         Kind::Shares => decode_as::<ShareBook>(body),
         Kind::Job => decode_as::<JobRun>(body),
+        Kind::Equity => decode_as::<EquityPoint>(body),
         Kind::Seen => decode_as::<SeenUpdate>(body),
         Kind::Confirm => decode_as::<PendingConfirm>(body),
         Kind::Audit => decode_as::<AuditRecord>(body),

@@ -11,6 +11,7 @@
 //! | `ACCT#{acct}`  | `RUN#{tf}#{strategy}#{symbol}#{open_time}` | run marker (TTL 14 days)  |
 //! | `ACCT#{acct}`  | `SHARES#{symbol}`                          | [`ShareBook`]             |
 //! | `ACCT#{acct}`  | `JOB#{job}`                                | [`JobRun`] (last run)     |
+//! | `ACCT#{acct}`  | `EQUITY#{bucket start:013}`                | [`EquityPoint`] (TTL 400 days) |
 //!
 //! Every write is conditional (create-if-absent or version match), so two jobs never overwrite
 //! each other; a conflict surfaces as [`StoreError::Conflict`] and the job stops for that item.
@@ -45,16 +46,29 @@ pub use operator::{AuditRecord, Deferral, DeferredNotice, PendingConfirm, SeenUp
 /// How long run markers are kept (DynamoDB TTL).
 pub const RUN_MARKER_TTL_SECS: i64 = 14 * 24 * 3600;
 
-/// Expiry (epoch seconds) of a run marker claimed at `now`. Counted from the later of the job's
-/// time and the wall clock: TTL is housekeeping, and a replay or test running on historical time
-/// must not write markers that a store's expiry sweep deletes at once (that would let the same
-/// candle be evaluated twice).
+/// How long equity points are kept (DynamoDB TTL): a year of reports and a month to spare.
+pub const EQUITY_TTL_SECS: i64 = 400 * 24 * 3600;
+
+/// An account keeps at most one equity point per bucket of this length (ms), the first reading
+/// in it: 96 a day, enough for daily returns and a drawdown curve, few enough for a report to
+/// read a week of them at once.
+pub const EQUITY_BUCKET_MS: i64 = 15 * 60_000;
+
+/// Expiry (epoch seconds) of a run marker claimed at `now`.
 fn marker_expiry(now_ms: i64) -> i64 {
+    expiry(now_ms, RUN_MARKER_TTL_SECS)
+}
+
+/// Expiry (epoch seconds) `ttl_secs` after `now`. Counted from the later of the job's time and
+/// the wall clock: TTL is housekeeping, and a replay or test running on historical time must not
+/// write items that a store's expiry sweep deletes at once (for run markers, that would let the
+/// same candle be evaluated twice).
+fn expiry(now_ms: i64, ttl_secs: i64) -> i64 {
     let wall = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
-    now_ms.max(wall) / 1000 + RUN_MARKER_TTL_SECS
+    now_ms.max(wall) / 1000 + ttl_secs
 }
 
 /// A value with the version it was read at (for the conditional write that follows).
@@ -104,6 +118,21 @@ pub struct JobRun {
     pub ok: bool,
     /// The first error, or a short summary of a run without errors.
     pub outcome: String,
+}
+
+/// One reading of an account's equity by a live sync (`EQUITY#{bucket start}`), the history that
+/// reports compute returns, Sharpe and drawdown from. Backtests record none.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct EquityPoint {
+    /// Job time of the reading (ms).
+    pub at: i64,
+    /// Wallet balance plus unrealised PnL (USDT).
+    pub equity: rust_decimal::Decimal,
+    /// The exchange's `X-MBX-USED-WEIGHT-1M` after the sync's reads: the weight the IP used in
+    /// that minute, this sync's requests included (every job of the host shares it). `None`
+    /// where the exchange reports none (the paper exchange) or no answer carried it yet.
+    #[serde(default)]
+    pub api_weight_1m: Option<u32>,
 }
 
 /// The answer to [`StateRepo::claim_run`].
@@ -204,6 +233,11 @@ pub(crate) fn pos_sk_parts<'a>(strategy: &'a StrategyId, symbol: &'a Symbol) -> 
 
 pub(crate) fn pos_sk(strategy: &StrategyId, symbol: &Symbol) -> String {
     concat(&pos_sk_parts(strategy, symbol))
+}
+
+/// The sort key of the equity point of the bucket starting at `start` (ms).
+fn equity_sk(start: i64) -> String {
+    format!("EQUITY#{start:013}")
 }
 
 /// The sort key of a strategy's stats item.
@@ -349,6 +383,47 @@ impl StateRepo {
             Err(e) if e.is_conflict() => Ok(()),
             Err(e) => Err(e),
         }
+    }
+
+    /// Record `point` as the account's equity point of its [`EQUITY_BUCKET_MS`] bucket, unless
+    /// the bucket has one (create-if-absent on the bucket's key, so reruns and concurrent syncs
+    /// write it once). `Ok(false)`: the bucket already had its point.
+    pub async fn record_equity_point(
+        &self,
+        account: &AccountId,
+        point: &EquityPoint,
+    ) -> Result<bool, StoreError> {
+        let sk = equity_sk(point.at - point.at.rem_euclid(EQUITY_BUCKET_MS));
+        let expires = Some(expiry(point.at, EQUITY_TTL_SECS));
+        match self
+            .put(&pk(account), &sk, point, Expect::Absent, expires)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The account's equity points taken in `[from, to)` (ms), oldest first. The store is asked
+    /// for the keys sharing the two bounds' longest common prefix, not the whole history.
+    pub async fn equity_points(
+        &self,
+        account: &AccountId,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<EquityPoint>, StoreError> {
+        let (a, b) = (equity_sk(from.max(0)), equity_sk(to.max(0)));
+        let common = a.bytes().zip(b.bytes()).take_while(|(x, y)| x == y).count();
+        let mut points: Vec<EquityPoint> = self
+            .query(&pk(account), &a[..common])
+            .await?
+            .into_iter()
+            .map(|v| v.value)
+            .filter(|p: &EquityPoint| p.at >= from && p.at < to)
+            .collect();
+        points.sort_by_key(|p| p.at);
+        Ok(points)
     }
 
     /// Claim the evaluation of one candle for (account, strategy, symbol, timeframe) until

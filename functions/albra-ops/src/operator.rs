@@ -127,6 +127,158 @@ pub async fn positions(
     Ok(())
 }
 
+/// What `albra report` was asked for (see its `--help`).
+pub struct ReportArgs {
+    pub kind: String,
+    pub on: Option<String>,
+    pub account: Option<String>,
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// How a report file is written, from its extension.
+enum ReportFile {
+    Html,
+    Json,
+}
+
+fn report_file(path: &Path) -> Result<ReportFile> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("");
+    match ext.to_ascii_lowercase().as_str() {
+        "html" | "htm" => Ok(ReportFile::Html),
+        "json" => Ok(ReportFile::Json),
+        "" => bail!(
+            "report file {} has no extension: use .html or .json",
+            path.display()
+        ),
+        _ => bail!(
+            "report file {}: unsupported extension .{ext} (use .html or .json)",
+            path.display()
+        ),
+    }
+}
+
+/// `report`: the period's figures per account and strategy, laid out as a table, JSON or a file.
+pub async fn report(cfg: Config, state: &str, args: ReportArgs, out: Output) -> Result<()> {
+    let kind = albra_core::report::ReportKind::parse(&args.kind)
+        .ok_or_else(|| anyhow!("--type {}: use daily or weekly", args.kind))?;
+    let file = args.output.as_deref().map(report_file).transpose()?;
+    let now = match &args.on {
+        Some(d) => chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d")
+            .with_context(|| format!("--on {d}: expected YYYY-MM-DD"))?
+            .and_hms_opt(0, 0, 0)
+            .map(|t| t.and_utc().timestamp_millis())
+            .ok_or_else(|| anyhow!("--on {d}: not a day"))?,
+        None => wall_ms(),
+    };
+    let repo = repo(state).await?;
+    let report = queries::report(&repo, &cfg, args.account.as_deref(), kind, now).await?;
+    match (file, args.output) {
+        (Some(ReportFile::Html), Some(path)) => {
+            let page = albra_adapters::web::report_html(&report, wall_ms())?;
+            write_report(&path, &page)
+        }
+        (Some(ReportFile::Json), Some(path)) => {
+            write_report(&path, &serde_json::to_string_pretty(&report)?)
+        }
+        _ if out.json => print_json(&report),
+        _ => {
+            print_report(&report);
+            Ok(())
+        }
+    }
+}
+
+fn write_report(path: &Path, text: &str) -> Result<()> {
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("report written to {}", path.display());
+    Ok(())
+}
+
+fn opt_pct(fraction: Option<f64>) -> String {
+    fraction.map_or("n/a".into(), |f| format!("{:.2}%", f * 100.0))
+}
+
+/// The report as text: per account, its figures, then its strategies' trade figures.
+fn print_report(r: &albra_core::report::Report) {
+    println!(
+        "{:?} report, {} to {}",
+        r.kind,
+        at(r.window.start),
+        at(r.window.end)
+    );
+    for a in &r.accounts {
+        println!("\naccount {}", a.account);
+        let mut rows = Vec::new();
+        if let Some(e) = &a.equity {
+            rows.push(vec![
+                "equity".into(),
+                format!(
+                    "{} -> {} USDT",
+                    e.start_equity.round_dp(2),
+                    e.end_equity.round_dp(2)
+                ),
+            ]);
+            rows.push(vec!["return".into(), opt_pct(e.return_frac)]);
+            rows.push(vec!["max drawdown".into(), opt_pct(Some(e.max_drawdown))]);
+            let sharpe = e.sharpe.map_or_else(
+                || format!("n/a ({} daily return(s))", e.daily_returns),
+                |s| format!("{s:.2}"),
+            );
+            rows.push(vec!["Sharpe (daily, x sqrt 365)".into(), sharpe]);
+        }
+        let t = &a.total;
+        rows.push(vec![
+            "trades (wins)".into(),
+            format!("{} ({})", t.trades, t.wins),
+        ]);
+        rows.push(vec![
+            "win rate".into(),
+            t.win_rate.map_or("n/a".into(), pct),
+        ]);
+        rows.push(vec!["PnL".into(), t.pnl.round_dp(2).to_string()]);
+        rows.push(vec!["fees".into(), t.fees.round_dp(2).to_string()]);
+        rows.push(vec!["funding".into(), t.funding.round_dp(2).to_string()]);
+        let weight = a.api_weight.map_or("not reported".into(), |w| {
+            format!(
+                "peak {}, mean {:.1} ({} readings)",
+                w.peak_1m, w.mean_1m, w.samples
+            )
+        });
+        rows.push(vec!["API weight used (1m)".into(), weight]);
+        println!("{}", table(&["figure", "value"], &[1], rows));
+        if !a.strategies.is_empty() {
+            let header = [
+                "strategy",
+                "trades",
+                "win rate",
+                "PnL",
+                "fees",
+                "funding",
+                "of equity",
+            ];
+            let cells = a
+                .strategies
+                .iter()
+                .map(|s| {
+                    vec![
+                        or_dash(s.strategy.as_ref()),
+                        s.trades.to_string(),
+                        s.win_rate.map_or("n/a".into(), pct),
+                        s.pnl.round_dp(2).to_string(),
+                        s.fees.round_dp(2).to_string(),
+                        s.funding.round_dp(2).to_string(),
+                        opt_pct(s.return_frac),
+                    ]
+                })
+                .collect();
+            println!("{}", table(&header, &[1, 2, 3, 4, 5, 6], cells));
+        }
+        for n in &a.notes {
+            println!("  note: {n}");
+        }
+    }
+}
+
 /// `performance`: per account and strategy, then the account's total.
 pub async fn performance(
     cfg: Config,

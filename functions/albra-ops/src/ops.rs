@@ -71,6 +71,21 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
         Command::Performance { days, account, out } => {
             operator::performance(cfg, &state, account, days, out).await
         }
+        Command::Report {
+            kind,
+            on,
+            account,
+            output,
+            out,
+        } => {
+            let args = operator::ReportArgs {
+                kind,
+                on,
+                account,
+                output,
+            };
+            operator::report(cfg, &state, args, out).await
+        }
         Command::RiskCheck { account, out } => {
             operator::risk_check(cfg, &state, account, out).await
         }

@@ -69,6 +69,20 @@ pub struct Output {
     pub json: bool,
 }
 
+const REPORT_HELP: &str = "\
+Definitions: return = last equity point of the period over its first, minus one; max drawdown = \
+largest fall from the running peak over the period, as a fraction of the peak; Sharpe = mean over \
+sample standard deviation of the daily returns (each UTC day's last point over the previous one), \
+risk-free rate 0, times sqrt(365), and n/a with fewer than two daily returns (so always in a daily \
+report); funding = what the trades closed in the period carried (positions still open: not yet); \
+API weight = X-MBX-USED-WEIGHT-1M as each equity point recorded it (peak and mean).
+
+Examples:
+  albra report --type daily                       yesterday (UTC), every account, as a table
+  albra report --type weekly --json               the last seven days as JSON
+  albra report --type weekly -o week.html         a page with equity and drawdown charts
+  albra report --type daily --on 2025-12-31 --state state/replay   after `make run`";
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Drive the evaluator at every candle close and the sync every simulated 60 s over a candle
@@ -133,6 +147,28 @@ pub enum Command {
         /// Only this account.
         #[arg(long)]
         account: Option<String>,
+        #[command(flatten)]
+        out: Output,
+    },
+    /// A period's report per account and strategy: return, Sharpe, max drawdown (from the equity
+    /// the position-sync records every 15 minutes), trades, win rate, PnL, fees, funding and the
+    /// API weight used. A table on the terminal, JSON with --json, or a file with -o.
+    #[command(after_help = REPORT_HELP)]
+    Report {
+        /// daily: the last complete UTC day; weekly: the seven complete UTC days before today.
+        #[arg(long = "type", value_parser = ["daily", "weekly"])]
+        kind: String,
+        /// Report as if run on this UTC day (YYYY-MM-DD): the daily report is then the day
+        /// before it. For stores that hold past data, e.g. after `make run`.
+        #[arg(long)]
+        on: Option<String>,
+        /// Only this account.
+        #[arg(long)]
+        account: Option<String>,
+        /// Write the report to FILE instead: .html (a self-contained page with equity and
+        /// drawdown charts) or .json.
+        #[arg(short = 'o', long = "output")]
+        output: Option<PathBuf>,
         #[command(flatten)]
         out: Output,
     },
@@ -414,6 +450,7 @@ impl Command {
             Command::Positions { .. } => "positions",
             Command::Balance { .. } => "balance",
             Command::Performance { .. } => "performance",
+            Command::Report { .. } => "report",
             Command::RiskCheck { .. } => "risk-check",
             Command::Health { .. } => "health",
             Command::ListStrategies { .. } => "list-strategies",

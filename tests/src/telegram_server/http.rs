@@ -161,6 +161,7 @@ fn record(
         parse_mode: params.str("parse_mode"),
         reply_markup: params.json("reply_markup"),
         photo_len: params.files.get("photo").map(Vec::len),
+        photo: params.files.get("photo").cloned(),
         params: params.map.clone(),
         status: result.as_ref().map_or_else(|e| e.status, |_| 200),
         description: result.as_ref().err().map(|e| e.description.clone()),

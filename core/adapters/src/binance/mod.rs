@@ -684,6 +684,10 @@ impl Exchange for BinanceClient {
         Ok(self.fetch_time().await?.0)
     }
 
+    fn used_weight_1m(&self) -> Option<u32> {
+        BinanceClient::used_weight_1m(self)
+    }
+
     async fn closed_klines(
         &self,
         symbol: &Symbol,

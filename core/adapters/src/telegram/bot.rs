@@ -10,6 +10,7 @@ use super::api::types::{InlineKeyboardButton, InlineKeyboardMarkup, MaybeInacces
 use super::api::updates::{Update, UpdateContent};
 use super::BotClient;
 use crate::app::{self, App, Mode};
+use crate::chart;
 use albra_core::bot::{render, BotCommand, ParseError};
 use albra_core::config::Config;
 use albra_core::query::{commands, queries, QueryError};
@@ -112,15 +113,21 @@ enum Kind<'a> {
     },
 }
 
-/// An answer: its HTML, and whether the command did what was asked (the audit's `ok`).
+/// An answer: its HTML (a picture's caption when there is one), whether the command did what
+/// was asked (the audit's `ok`), and a PNG to send with it.
 struct Reply {
     html: String,
     ok: bool,
+    photo: Option<Vec<u8>>,
 }
 
 impl Reply {
     fn ok(html: String) -> Reply {
-        Reply { html, ok: true }
+        Reply {
+            html,
+            ok: true,
+            photo: None,
+        }
     }
 }
 
@@ -271,12 +278,16 @@ impl Bot {
                     render::escape(&e.to_string())
                 ),
                 ok: false,
+                photo: None,
             },
         };
         if cmd.changes_state() {
             self.audit(inc, &cmd.text(), &reply, now).await;
         }
-        self.send(inc.chat, &reply.html, None).await;
+        match reply.photo {
+            Some(png) => self.send_photo(inc.chat, png, &reply.html).await,
+            None => self.send(inc.chat, &reply.html, None).await,
+        }
         Handled::Answered
     }
 
@@ -314,6 +325,7 @@ impl Bot {
             BotCommand::Weekly { weeks } => {
                 period(repo, cfg, queries::Period::Week, *weeks, now).await?
             }
+            BotCommand::Chart { account } => return self.chart(account.as_deref()).await,
             BotCommand::Risk => render::risk(&queries::risk_check(repo, cfg, None, now).await?),
             BotCommand::Health => render::health(&queries::job_health(repo, cfg, None, now).await?),
             BotCommand::Help => render::help(),
@@ -322,6 +334,37 @@ impl Bot {
             }
         };
         Ok(Reply::ok(html))
+    }
+
+    /// `/chart`: the last 7 days' equity and drawdown of one account or all, as a picture. The
+    /// days are the exchange clock's, which dates the sync's equity points.
+    async fn chart(&self, account: Option<&str>) -> Result<Reply, QueryError> {
+        const WEEK_MS: i64 = 7 * 86_400_000;
+        let now = self.app.exchange_now().await;
+        let curves =
+            queries::equity_history(self.repo(), self.cfg(), account, now - WEEK_MS, now + 1)
+                .await?;
+        let drawn: Vec<&[_]> = curves
+            .iter()
+            .map(|(_, c)| c.as_slice())
+            .filter(|c| !c.is_empty())
+            .collect();
+        if drawn.is_empty() {
+            return Ok(Reply::ok(render::chart_empty()));
+        }
+        let colours: Vec<&str> = chart::COLOURS.iter().map(|(name, _)| *name).collect();
+        match chart::equity_png(&drawn) {
+            Ok(png) => Ok(Reply {
+                html: render::chart_caption(&curves, &colours),
+                ok: true,
+                photo: Some(png),
+            }),
+            Err(e) => Ok(Reply {
+                html: render::escape(&e.to_string()),
+                ok: false,
+                photo: None,
+            }),
+        }
     }
 
     /// Pause (or resume) one account, or every configured account (`/stop`, `/resume`).
@@ -509,6 +552,7 @@ impl Bot {
             Err(e) => Reply {
                 html: format!("{what}: {}", render::escape(&e.to_string())),
                 ok: false,
+                photo: None,
             },
         };
         self.audit(inc, &pending.command, &reply, now).await;
@@ -530,6 +574,7 @@ impl Bot {
                 Ok(Reply {
                     ok: o.errors.is_empty() && o.still_open == 0,
                     html: render::close_outcome(&o),
+                    photo: None,
                 })
             }
             Ok(BotCommand::CloseAll { account }) => {
@@ -571,6 +616,18 @@ impl Bot {
             .await
         {
             tracing::warn!(error = %e, chat, "Telegram reply not sent");
+        }
+    }
+
+    /// Send a picture with its HTML caption.
+    async fn send_photo(&self, chat: i64, png: Vec<u8>, caption: &str) {
+        let deadline = Instant::now() + REPLY_BUDGET;
+        if let Err(e) = self
+            .client
+            .send_photo(&chat.to_string(), png, Some(caption), deadline)
+            .await
+        {
+            tracing::warn!(error = %e, chat, "Telegram picture not sent");
         }
     }
 
