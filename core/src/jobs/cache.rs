@@ -30,6 +30,10 @@ pub struct StrategyCache {
     /// or wrote it: a process that syncs again and again (scheduler, replay) need not read an
     /// unchanged book every minute.
     books: std::sync::Mutex<BookDates>,
+    /// The equity bucket each account's point was last recorded (or found already recorded) in
+    /// by this process: a sync every minute writes the bucket's point once, not fifteen
+    /// conditional puts of which fourteen fail (each a round trip, and a write unit in DynamoDB).
+    equity_buckets: std::sync::Mutex<std::collections::HashMap<AccountId, i64>>,
 }
 
 impl StrategyCache {
@@ -69,6 +73,15 @@ impl StrategyCache {
     pub(super) fn book_dated(&self, account: &AccountId, sym: &Symbol) -> Option<i64> {
         let books = self.books.lock().expect("book dates");
         books.get(account)?.get(sym).copied()
+    }
+    /// Whether this process already has `account`'s point of `bucket` in the store.
+    pub(super) fn equity_recorded(&self, account: &AccountId, bucket: i64) -> bool {
+        let b = self.equity_buckets.lock().expect("equity buckets");
+        b.get(account) == Some(&bucket)
+    }
+    pub(super) fn mark_equity_recorded(&self, account: &AccountId, bucket: i64) {
+        let mut b = self.equity_buckets.lock().expect("equity buckets");
+        b.insert(account.clone(), bucket);
     }
     pub(super) fn date_book(&self, account: &AccountId, sym: &Symbol, as_of: i64) {
         let mut books = self.books.lock().expect("book dates");

@@ -176,16 +176,22 @@ impl Engine {
         now: i64,
         report: &mut JobReport,
     ) {
+        let bucket = crate::state::equity_bucket(now);
+        if self.cache.equity_recorded(account, bucket) {
+            return;
+        }
         let point = crate::state::EquityPoint {
             at: now,
             equity: equity.get(),
             api_weight_1m,
         };
-        if let Err(e) = self.repo.record_equity_point(account, &point).await {
-            report.errors.push(JobFailure::EquityNotRecorded {
+        match self.repo.record_equity_point(account, &point).await {
+            // Written now, or by an earlier run or another process: either way it is there.
+            Ok(_) => self.cache.mark_equity_recorded(account, bucket),
+            Err(e) => report.errors.push(JobFailure::EquityNotRecorded {
                 account: account.clone(),
                 error: Arc::new(e.into()),
-            });
+            }),
         }
     }
 

@@ -54,6 +54,11 @@ pub const EQUITY_TTL_SECS: i64 = 400 * 24 * 3600;
 /// read a week of them at once.
 pub const EQUITY_BUCKET_MS: i64 = 15 * 60_000;
 
+/// The start (ms) of the [`EQUITY_BUCKET_MS`] bucket holding `at`.
+pub fn equity_bucket(at: i64) -> i64 {
+    at - at.rem_euclid(EQUITY_BUCKET_MS)
+}
+
 /// Expiry (epoch seconds) of a run marker claimed at `now`.
 fn marker_expiry(now_ms: i64) -> i64 {
     expiry(now_ms, RUN_MARKER_TTL_SECS)
@@ -393,7 +398,7 @@ impl StateRepo {
         account: &AccountId,
         point: &EquityPoint,
     ) -> Result<bool, StoreError> {
-        let sk = equity_sk(point.at - point.at.rem_euclid(EQUITY_BUCKET_MS));
+        let sk = equity_sk(equity_bucket(point.at));
         let expires = Some(expiry(point.at, EQUITY_TTL_SECS));
         match self
             .put(&pk(account), &sk, point, Expect::Absent, expires)
