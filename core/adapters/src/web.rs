@@ -86,4 +86,20 @@ mod tests {
         );
         assert!(page.contains("peak 7, mean 7"));
     }
+
+    /// The inlined uPlot is the version web/package-lock.json pins (web/vendor/README.md says
+    /// how to update both together).
+    #[test]
+    fn the_vendored_chart_library_is_the_locked_version() {
+        let lock: serde_json::Value =
+            serde_json::from_str(include_str!("../../../web/package-lock.json")).unwrap();
+        let version = lock["packages"]["node_modules/uplot"]["version"]
+            .as_str()
+            .expect("uplot in web/package-lock.json");
+        let banner = UPLOT_JS.lines().next().unwrap_or_default();
+        assert!(
+            banner.contains(&format!("(v{version})")),
+            "vendored {banner} but the lockfile pins {version}"
+        );
+    }
 }
