@@ -51,6 +51,8 @@ pub struct ReplaySummary {
     pub fees: Notional,
     /// Every order each account's paper exchange was sent (`--orders-out`).
     pub orders: Vec<(AccountId, OrderJournal)>,
+    /// Job time (ms) of the last minute replayed: the stored history ends there.
+    pub end_time: i64,
 }
 
 impl ReplaySummary {
@@ -315,5 +317,6 @@ pub async fn run(
         max_drawdown: max_dd,
         fees,
         orders: journals,
+        end_time: end,
     })
 }

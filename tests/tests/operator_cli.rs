@@ -320,6 +320,31 @@ fn the_read_commands_find_what_a_replay_left() {
         v["accounts"][0]["figures"]["equity"].is_string(),
         "{status}"
     );
+    // The replay says how to report its last week, and that report has its equity history.
+    let hint = out
+        .lines()
+        .find_map(|l| l.split("`albra report ").nth(1))
+        .and_then(|r| r.split('`').next())
+        .unwrap_or_else(|| panic!("a report command in the summary: {out}"));
+    let args: Vec<&str> = hint
+        .split_whitespace()
+        .take_while(|a| *a != "--state")
+        .collect();
+    let mut report = vec!["report"];
+    report.extend(&args);
+    report.push("--json");
+    let (code, rep, err) = albra(&report);
+    assert_eq!(code, Some(0), "{hint}: {err}");
+    let r: Value = serde_json::from_str(&rep).unwrap();
+    let end: Decimal = r["accounts"][0]["equity"]["end_equity"]
+        .as_str()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("the week's end equity: {rep}"));
+    assert!(end > Decimal::ZERO, "{rep}");
+    // One point per 15 minutes of the week up to where the replay's data ends (this cut of the
+    // file ends six hours into its last day).
+    let points = r["accounts"][0]["curve"].as_array().map_or(0, Vec::len);
+    assert_eq!(points, 7 * 96 - 24, "{rep}");
     // A second replay into the same store is refused, naming it.
     let (code, _, err) = albra(&["replay", "--data", "BTCUSDT-perp-15m.csv"]);
     assert_eq!(code, Some(1));

@@ -197,8 +197,14 @@ async fn cmd_replay(
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
     if let Some((file, spec)) = &kept {
+        // Reports cover whole UTC days before `--on`: the day after the replay's last one
+        // reports the week the replay ended with.
+        let on = chrono::DateTime::from_timestamp_millis(summary.end_time + 86_400_000)
+            .map(|d| d.format("%Y-%m-%d").to_string())
+            .unwrap_or_default();
         println!(
-            "state kept in {}: `albra status --state {spec}` (and positions, performance, health) reads it",
+            "state kept in {}: `albra status --state {spec}` (and positions, performance, health) reads it; \
+             `albra report --type weekly --on {on} --state {spec}` reports its last week",
             file.display()
         );
     }

@@ -488,7 +488,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 22] = [
+        let cases: [(&[&str], bool); 23] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status", "--json"], false),
@@ -506,6 +506,7 @@ mod tests {
             (&["validate"], false),
             (&["notify", "--priority", "critical", "sync failing"], false),
             (&["status-report"], false),
+            (&["report", "--type", "weekly", "-o", "week.html"], false),
             (&["telegram", "serve", "--listen", "127.0.0.1:9000"], false),
             (
                 &["indicators", "--data", "x.csv", "--indicator", "ema:20"],
