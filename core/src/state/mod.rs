@@ -301,6 +301,23 @@ impl StateRepo {
             .await
     }
 
+    /// Write `value` only where nothing is stored yet: `true` when this call created it, `false`
+    /// when it was there already (a rerun, another process, a redelivery): how every record
+    /// that must exist once is written.
+    async fn create<T: Stored>(
+        &self,
+        pk: &str,
+        sk: &str,
+        value: &T,
+        expires_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        match self.put(pk, sk, value, Expect::Absent, expires_at).await {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_conflict() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     async fn delete(&self, pk: &str, sk: &str, expect: Expect) -> Result<(), StoreError> {
         self.backend.delete(pk, sk, expect).await
     }
@@ -400,14 +417,7 @@ impl StateRepo {
     ) -> Result<bool, StoreError> {
         let sk = equity_sk(equity_bucket(point.at));
         let expires = Some(expiry(point.at, EQUITY_TTL_SECS));
-        match self
-            .put(&pk(account), &sk, point, Expect::Absent, expires)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create(&pk(account), &sk, point, expires).await
     }
 
     /// The account's equity points taken in `[from, to)` (ms), oldest first. The store is asked
@@ -625,14 +635,7 @@ impl StateRepo {
     /// Record a closed trade once: `Ok(false)` when a trade with this id is already recorded.
     pub async fn record_trade(&self, t: &TradeRecord) -> Result<bool, StoreError> {
         let sk = format!("TRADE#{:013}#{}", t.exit_time, t.id);
-        match self
-            .put(&pk(&t.account), &sk, t, Expect::Absent, None)
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create(&pk(&t.account), &sk, t, None).await
     }
 
     /// Closed trades of an account, oldest first.

@@ -98,14 +98,8 @@ impl StateRepo {
     ) -> Result<bool, StoreError> {
         let expiry = Some(now / 1000 + keep_secs);
         let seen = SeenUpdate { at: now };
-        match self
-            .put(BOT_PK, &update_sk(update_id), &seen, Expect::Absent, expiry)
+        self.create(BOT_PK, &update_sk(update_id), &seen, expiry)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Take notification `event_id` once across every process that shares the store: `true` for
@@ -118,14 +112,8 @@ impl StateRepo {
     ) -> Result<bool, StoreError> {
         let expiry = Some(now / 1000 + keep_secs);
         let sk = format!("NOTICE#{event_id}");
-        match self
-            .put(BOT_PK, &sk, &SeenUpdate { at: now }, Expect::Absent, expiry)
+        self.create(BOT_PK, &sk, &SeenUpdate { at: now }, expiry)
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
     }
 
     /// Forget notice `event_id`, so a later run may send it again: for a message whose send
@@ -147,11 +135,7 @@ impl StateRepo {
     pub async fn defer_notice(&self, d: &DeferredNotice, now: i64) -> Result<bool, StoreError> {
         let expiry = Some(now / 1000 + DeferredNotice::KEEP_SECS);
         let sk = defer_sk(&d.notification.event_id);
-        match self.put(BOT_PK, &sk, d, Expect::Absent, expiry).await {
-            Ok(_) => Ok(true),
-            Err(e) if e.is_conflict() => Ok(false),
-            Err(e) => Err(e),
-        }
+        self.create(BOT_PK, &sk, d, expiry).await
     }
 
     /// Every deferred notification, oldest first, with its version (to remove it once shown).
@@ -201,11 +185,8 @@ impl StateRepo {
     /// Record a state-changing command.
     pub async fn record_audit(&self, a: &AuditRecord) -> Result<(), StoreError> {
         let sk = format!("AUDIT#{:013}#{:020}", a.at, a.update_id);
-        match self.put(BOT_PK, &sk, a, Expect::Absent, None).await {
-            // The same update recorded twice (a retried write that had landed): one record.
-            Err(e) if e.is_conflict() => Ok(()),
-            r => r.map(drop),
-        }
+        // The same update recorded twice (a retried write that had landed): one record.
+        self.create(BOT_PK, &sk, a, None).await.map(drop)
     }
 
     /// Every audit record, oldest first.
