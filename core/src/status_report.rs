@@ -97,16 +97,7 @@ fn positions(rows: &[PositionRow]) -> String {
             (_, _, Some(s)) => format!("stop {s} on the exchange"),
             (_, _, None) => "no stop".to_string(),
         };
-        out.push_str(&format!(
-            "{} {}/{} <b>{}</b> {} @ {}: {stop} [{}]\n",
-            escape(p.account.as_str()),
-            escape(p.strategy.as_str()),
-            escape(p.symbol.as_str()),
-            p.side,
-            p.qty,
-            p.entry_price,
-            escape(&p.label),
-        ));
+        out.push_str(&render::position_line(p, &format!(": {stop}")));
     }
     out
 }

@@ -80,19 +80,25 @@ pub fn positions(rows: &[PositionRow]) -> String {
     }
     let mut out = String::from("<b>Positions</b>\n");
     for p in rows {
-        out.push_str(&format!(
-            "{} {}/{} <b>{}</b> {} @ {}, stop {} [{}]\n",
-            escape(p.account.as_str()),
-            escape(p.strategy.as_str()),
-            escape(p.symbol.as_str()),
-            p.side,
-            p.qty,
-            p.entry_price,
-            p.stop_loss.map_or("-".into(), |s| s.to_string()),
-            escape(&p.label),
-        ));
+        let stop = p.stop_loss.map_or("-".into(), |s| s.to_string());
+        out.push_str(&position_line(p, &format!(", stop {stop}")));
     }
     out
+}
+
+/// One position as a line: who holds it, side, size and entry, then `stop` (the caller's words
+/// on its stop, HTML already) and its label.
+pub fn position_line(p: &PositionRow, stop: &str) -> String {
+    format!(
+        "{} {}/{} <b>{}</b> {} @ {}{stop} [{}]\n",
+        escape(p.account.as_str()),
+        escape(p.strategy.as_str()),
+        escape(p.symbol.as_str()),
+        p.side,
+        p.qty,
+        p.entry_price,
+        escape(&p.label),
+    )
 }
 
 pub fn balance(rows: &[BalanceRow]) -> String {
