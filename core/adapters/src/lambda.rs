@@ -263,6 +263,14 @@ pub async fn aws_preflight(cfg: &Config, state: &str) -> Result<(), String> {
     }
 }
 
+/// A function that could not start: the reason on stderr, reported to the runtime API in Lambda
+/// ([`report_init_error`]), and the exit code to end the process with.
+pub async fn init_failed(err: InitError) -> std::process::ExitCode {
+    eprintln!("error: {}", err.message);
+    report_init_error(&err).await;
+    std::process::ExitCode::from(err.code)
+}
+
 /// Report a cold-start failure to the runtime API (`/runtime/init/error`), as Lambda expects
 /// from a runtime that cannot start; the process exits after this.
 pub async fn report_init_error(err: &InitError) {

@@ -224,13 +224,7 @@ async fn main() -> ExitCode {
     .await
     {
         Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            if in_lambda {
-                lambda::report_init_error(&e).await;
-            }
-            return ExitCode::from(e.code);
-        }
+        Err(e) => return lambda::init_failed(e).await,
     };
     if in_lambda {
         let rt = &rt;

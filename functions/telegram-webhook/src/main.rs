@@ -88,11 +88,7 @@ async fn main() -> ExitCode {
     }
     let (bot, secret) = match init(&args).await {
         Ok(v) => v,
-        Err(e) => {
-            eprintln!("error: {}", e.message);
-            lambda::report_init_error(&e).await;
-            return ExitCode::from(e.code);
-        }
+        Err(e) => return lambda::init_failed(e).await,
     };
     let (bot, secret) = (&bot, &secret);
     match lambda_http::run(service_fn(move |req| deliver(bot, secret, req))).await {
