@@ -499,22 +499,33 @@ pub fn parse_key_source(s: &str, account: &AccountId) -> Result<KeySource, Strin
 /// Whether orders sent to `base_url` move no real money: a loopback server, Binance's futures
 /// testnet or its demo-trading API. Any other host is taken as real money.
 pub fn is_test_exchange(base_url: &str) -> bool {
+    let host = url_host(base_url);
+    is_loopback_host(&host)
+        || host == "testnet.binancefuture.com"
+        || host == "demo-fapi.binance.com"
+}
+
+/// The host of a base URL, lower-cased, without scheme, user, port or path (`[::1]` → `::1`).
+pub fn url_host(base_url: &str) -> String {
     let rest = base_url
         .trim()
         .split_once("://")
         .map_or(base_url.trim(), |(_, r)| r);
     let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
     let authority = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
-    let host = match authority.strip_prefix('[') {
+    match authority.strip_prefix('[') {
         Some(v6) => v6.split(']').next().unwrap_or_default(),
         None => authority.split(':').next().unwrap_or_default(),
     }
-    .to_ascii_lowercase();
-    let loopback = host == "localhost"
+    .to_ascii_lowercase()
+}
+
+/// Whether `host` (as [`url_host`] gives it) is this machine: `localhost` or a loopback address.
+pub fn is_loopback_host(host: &str) -> bool {
+    host == "localhost"
         || host
             .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
-    loopback || host == "testnet.binancefuture.com" || host == "demo-fapi.binance.com"
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 impl Config {

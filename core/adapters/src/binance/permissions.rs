@@ -17,18 +17,11 @@ pub const SPOT_MAINNET_URL: &str = "https://api.binance.com";
 /// `/sapi` too), none for any other host (testnet, demo).
 pub fn permissions_base(futures_url: &str) -> Option<String> {
     let url = futures_url.trim().trim_end_matches('/');
-    let host = url
-        .split_once("://")
-        .map_or(url, |(_, r)| r)
-        .split(['/', '?', '#'])
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if host == "fapi.binance.com" || host == "fapi.binance.com:443" {
+    let host = albra_core::config::url_host(url);
+    if host == "fapi.binance.com" {
         return Some(SPOT_MAINNET_URL.to_string());
     }
-    let testnet = host.contains("testnet") || host.starts_with("demo-");
-    (albra_core::config::is_test_exchange(url) && !testnet).then(|| url.to_string())
+    albra_core::config::is_loopback_host(&host).then(|| url.to_string())
 }
 
 /// The permissions of one key (the fields `validate` judges; absent ones read as `false`).
