@@ -426,6 +426,21 @@ strategies = ["EMA_CROSS"]
     path
 }
 
+/// SSM SecureStrings in moto, as an operator puts them (`aws ssm put-parameter --type SecureString`).
+async fn put_secure_strings(sdk: &aws_config::SdkConfig, params: &[(&str, &str)]) {
+    let ssm = aws_sdk_ssm::Client::new(sdk);
+    for (name, value) in params {
+        ssm.put_parameter()
+            .name(*name)
+            .value(*value)
+            .r#type(ParameterType::SecureString)
+            .overwrite(true)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
 struct World {
     moto: MotoServer,
     proxy: SsmProxy,
@@ -450,22 +465,16 @@ impl World {
             .create_table_if_missing()
             .await
             .expect("create table");
-        let ssm = aws_sdk_ssm::Client::new(&sdk);
         // Under the stage the functions run in (ALBRA_STAGE=test): `ssm` reads
         // /albra/{stage}/{account}/….
-        for (name, value) in [
-            ("/albra/test/main/binance_api_key", MAIN_KEY),
-            ("/albra/test/main/binance_api_secret", MAIN_SECRET),
-        ] {
-            ssm.put_parameter()
-                .name(name)
-                .value(value)
-                .r#type(ParameterType::SecureString)
-                .overwrite(true)
-                .send()
-                .await
-                .unwrap();
-        }
+        put_secure_strings(
+            &sdk,
+            &[
+                ("/albra/test/main/binance_api_key", MAIN_KEY),
+                ("/albra/test/main/binance_api_secret", MAIN_SECRET),
+            ],
+        )
+        .await;
         let proxy = SsmProxy::start(moto.endpoint()).await;
         let api = RuntimeApi::start().await;
         let dir = tempfile::tempdir().unwrap();
@@ -1175,21 +1184,15 @@ async fn the_telegram_webhook_function_answers_only_deliveries_carrying_the_secr
     use albra_tests::telegram_server::{message_update, TelegramTestServer};
     let w = World::start().await;
     let tg = TelegramTestServer::start().await;
-    let ssm = aws_sdk_ssm::Client::new(&w.moto.sdk_config().await);
-    for (name, value) in [
-        ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
-        ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
-        ("/albra/test/telegram/webhook_secret", WEBHOOK_SECRET),
-    ] {
-        ssm.put_parameter()
-            .name(name)
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
-    }
+    put_secure_strings(
+        &w.moto.sdk_config().await,
+        &[
+            ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
+            ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
+            ("/albra/test/telegram/webhook_secret", WEBHOOK_SECRET),
+        ],
+    )
+    .await;
     let mut f = w.spawn_with(
         "telegram-webhook",
         &[("ALBRA_TELEGRAM_API_URL", tg.url.clone())],
@@ -1259,20 +1262,14 @@ async fn the_status_report_event_sends_one_report_per_half_hour_from_the_sync_fu
     drop(ev);
 
     let tg = TelegramTestServer::start().await;
-    let ssm = aws_sdk_ssm::Client::new(&w.moto.sdk_config().await);
-    for (name, value) in [
-        ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
-        ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
-    ] {
-        ssm.put_parameter()
-            .name(name)
-            .value(value)
-            .r#type(ParameterType::SecureString)
-            .overwrite(true)
-            .send()
-            .await
-            .unwrap();
-    }
+    put_secure_strings(
+        &w.moto.sdk_config().await,
+        &[
+            ("/albra/test/telegram/bot_token", TelegramTestServer::TOKEN),
+            ("/albra/test/telegram/chat_id", &BOT_CHAT.to_string()),
+        ],
+    )
+    .await;
     let cfg = w.dir.path().join("albra.toml");
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, text.replace("telegram = false", "telegram = true")).unwrap();
