@@ -775,6 +775,7 @@ mod tests {
             fees: Notional::new(Decimal::from(fees)),
             funding: Notional::new(Decimal::ZERO),
             reason: "signal".into(),
+            stop_loss: None,
         }
     }
 

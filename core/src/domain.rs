@@ -762,6 +762,9 @@ pub struct TradeRecord {
     /// Why it closed: `signal`, `stop`, `take_profit`, `trailing_stop`, `partial_take_profit_<n>`,
     /// `manual`, `liquidation`, `exchange`.
     pub reason: String,
+    /// The protective stop in force when it closed (charts mark it beside entry and exit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stop_loss: Option<Price>,
 }
 
 /// Per-account state the risk layer and reports need: equity peak, current equity, day start.
@@ -792,7 +795,19 @@ pub struct AccountState {
     /// never counted twice. Hashes, not ids: this state is read and written on every job run.
     #[serde(default)]
     pub counted_trade_keys: std::sync::Arc<Vec<u64>>,
+    /// The exchange's mark price of each symbol the account held, as of `marks_at`: left by the
+    /// live sync and replays (not backtests) with the equity fold that writes this state, and
+    /// what status, the bot and the dashboard value open positions at, without a request of
+    /// their own.
+    #[serde(default, skip_serializing_if = "Marks::is_empty")]
+    pub marks: Marks,
+    /// Job time (ms) of the sync that last changed `marks`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub marks_at: Option<i64>,
 }
+
+/// Mark price per symbol.
+pub type Marks = std::collections::BTreeMap<Symbol, Price>;
 
 /// A stable 64-bit key of a trade id (FNV-1a; the same in every process and version).
 pub fn trade_key(id: &str) -> u64 {

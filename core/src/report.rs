@@ -230,6 +230,42 @@ pub fn equity_curve(points: &[EquityPoint]) -> Vec<CurvePoint> {
     curve(&points.iter().collect::<Vec<_>>())
 }
 
+/// The accounts' combined equity: at each 15-minute bucket any of `series` (each oldest first)
+/// has a point in, the sum of every account's latest reading at or before it, from the first
+/// bucket where every account has one (a sum missing an account would show its start as a
+/// jump). The weight gauge is per host, so the sum carries none.
+pub fn combined_points(series: &[&[EquityPoint]]) -> Vec<EquityPoint> {
+    use crate::state::equity_bucket;
+    let mut buckets: Vec<i64> = series
+        .iter()
+        .flat_map(|s| s.iter().map(|p| equity_bucket(p.at)))
+        .collect();
+    buckets.sort_unstable();
+    buckets.dedup();
+    let mut next = vec![0usize; series.len()];
+    let mut out = Vec::new();
+    for b in buckets {
+        let mut sum = Some(Decimal::ZERO);
+        for (s, i) in series.iter().zip(next.iter_mut()) {
+            while *i < s.len() && equity_bucket(s[*i].at) <= b {
+                *i += 1;
+            }
+            sum = match (sum, i.checked_sub(1)) {
+                (Some(total), Some(last)) => Some(total + s[last].equity),
+                _ => None,
+            };
+        }
+        if let Some(equity) = sum {
+            out.push(EquityPoint {
+                at: b,
+                equity,
+                api_weight_1m: None,
+            });
+        }
+    }
+    out
+}
+
 /// Each point with its fall from the running peak (0 while the peak is not positive).
 fn curve(points: &[&EquityPoint]) -> Vec<CurvePoint> {
     let mut peak = f64::MIN;

@@ -48,7 +48,7 @@ pub async fn gather(repo: &StateRepo, cfg: &Config, now: i64) -> Result<Digest, 
     let positions = queries::positions(repo, cfg, None).await?;
     Ok(Digest {
         slot: slot_of(now),
-        status: queries::status(repo, cfg).await?,
+        status: queries::status(repo, cfg, now).await?,
         positions: positions
             .into_iter()
             .filter(|p| p.status != PositionStatus::Closed)

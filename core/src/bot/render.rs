@@ -337,6 +337,7 @@ mod tests {
         assert_eq!(escape("a<b>&c"), "a&lt;b&gt;&amp;c");
         let r = StatusReport {
             state: "sqlite:x".into(),
+            at: 0,
             accounts: vec![AccountStatus {
                 account: AccountId::new("m<1>"),
                 enabled: true,
@@ -347,10 +348,16 @@ mod tests {
                     mdd_level: 0,
                     paused: true,
                     daily_pnl: dec!(-12.5),
+                    halted_until: None,
+                    marks_at: None,
                 }),
                 open_positions: 2,
                 closed_trades: 9,
                 realized_pnl: dec!(123.456),
+                positions: vec![],
+                unrealized_pnl: None,
+                jobs: vec![],
+                heartbeat_age_ms: None,
             }],
         };
         let text = status(&r);

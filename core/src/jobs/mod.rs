@@ -202,6 +202,7 @@ pub(super) fn closing_trade(
         fees: Notional::ZERO,
         funding: Notional::ZERO,
         reason,
+        stop_loss: pos.stop_loss,
     }
 }
 

@@ -34,6 +34,15 @@ pub(super) fn net_of(positions: &[ExchangePosition]) -> Net {
         .collect()
 }
 
+/// The mark price of every symbol the exchange holds a position on.
+pub(super) fn marks_of(positions: &[ExchangePosition]) -> crate::domain::Marks {
+    positions
+        .iter()
+        .filter(|p| !p.amount.is_zero())
+        .map(|p| (p.symbol.clone(), p.mark_price))
+        .collect()
+}
+
 /// The signed net on `sym` (zero when the exchange holds none).
 pub(super) fn net_amount(net: &Net, sym: &Symbol) -> Decimal {
     net.get(sym).map(|x| x.0).unwrap_or_default()

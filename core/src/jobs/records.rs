@@ -295,7 +295,7 @@ impl Engine {
         equity: Notional,
         now: i64,
     ) -> Result<AccountState, EngineError> {
-        self.observe_account_then(acct, equity, now, AccountState::clone)
+        self.observe_account_then(acct, equity, None, now, AccountState::clone)
             .await
     }
 
@@ -304,21 +304,29 @@ impl Engine {
         &self,
         acct: &AccountConfig,
         equity: Notional,
+        marks: Option<&crate::domain::Marks>,
         now: i64,
         then: impl Fn(&AccountState) -> R + Sync,
     ) -> Result<R, EngineError> {
         let account = &acct.id;
         let limit = self.config.daily_loss_pct(acct);
         // A state that exists and is unchanged is not written, and is left exactly as it was;
-        // events are announced only with the write that records them.
+        // events are announced only with the write that records them. New marks alone are a
+        // change (a flat account's marks go empty once); with an open position equity moves
+        // with them, so they ride on the write the fold makes anyway.
         let (r, day, events) = self
             .repo
             .update_account_state(account, |st, existing| {
                 let before = risk::Observed::of(st);
                 let events = risk::observe_equity_in(st, equity, now, &self.config.risk, limit);
-                let write = !existing || risk::Observed::of(st) != before;
+                let new_marks = marks.filter(|m| **m != st.marks);
+                let write = !existing || risk::Observed::of(st) != before || new_marks.is_some();
                 if write {
                     st.updated_at = now;
+                    if let Some(m) = new_marks {
+                        st.marks = m.clone();
+                        st.marks_at = Some(now);
+                    }
                 } else {
                     before.restore(st);
                 }

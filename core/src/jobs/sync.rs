@@ -292,7 +292,8 @@ impl Engine {
 
         // 5. Account state: equity, its peak, the day's starting equity.
         let snap = ex.account().await?;
-        self.observe_account_then(&acct.config, snap.equity, now, |_| ())
+        let marks = history.then(|| reconcile::marks_of(&ex_positions));
+        self.observe_account_then(&acct.config, snap.equity, marks.as_ref(), now, |_| ())
             .await?;
         if history {
             self.record_equity_point(account, snap.equity, ex.used_weight_1m(), now, report)
@@ -496,7 +497,7 @@ impl Engine {
         for acct in self.accounts.iter().filter(|a| a.config.enabled) {
             let r = match acct.exchange.equity().await {
                 Ok(equity) => {
-                    self.observe_account_then(&acct.config, equity, now, |_| ())
+                    self.observe_account_then(&acct.config, equity, None, now, |_| ())
                         .await
                 }
                 Err(e) => Err(e.into()),

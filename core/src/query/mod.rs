@@ -5,6 +5,8 @@
 //!
 //! - [`queries`]: typed, serialisable answers — status, balance, positions, performance,
 //!   risk check and job health. A front end lays them out; it computes no business figure.
+//! - [`history`]: closed trades under a filter (and as CSV), equity curves per account and
+//!   combined, and the marks of a symbol's candle chart.
 //! - [`commands`]: pause, resume, emergency stop, switch strategy and sync. Each is gathered
 //!   (a [`commands::Snapshot`] of state and exchange), planned by a pure function (the plan is
 //!   the dry run: what would be cancelled, closed or written) and applied through the ports
@@ -12,6 +14,7 @@
 //!   conditional writes).
 
 pub mod commands;
+pub mod history;
 pub mod queries;
 
 use crate::ports::{ExchangeError, StoreError};

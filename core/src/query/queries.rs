@@ -4,7 +4,7 @@
 use super::{select_accounts, QueryError};
 use crate::config::{AccountConfig, Config};
 use crate::domain::{
-    AccountId, AccountState, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
+    AccountId, AccountState, Marks, Position, PositionStatus, Price, Qty, Side, StrategyId, Symbol,
     Timeframe, TradeRecord,
 };
 use crate::jobs::{AccountRuntime, SYNC_JOB, SYNC_RECORD_REFRESH_MS};
@@ -18,11 +18,13 @@ use std::collections::BTreeMap;
 
 const DAY_MS: i64 = 86_400_000;
 
-/// `status`: every configured account's figures from the state store.
+/// `status`: every configured account's figures from the state store, as of `at`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct StatusReport {
     /// Where the state lives (`sqlite:./state/albra.db`, `dynamodb:TABLE`).
     pub state: String,
+    /// When the answer was made (ms): the `now` job ages count from.
+    pub at: i64,
     pub accounts: Vec<AccountStatus>,
 }
 
@@ -36,6 +38,16 @@ pub struct AccountStatus {
     pub closed_trades: usize,
     /// Sum of the closed trades' PnL (net of fees and funding).
     pub realized_pnl: Decimal,
+    /// The open positions (strategy shares and the MANUAL one), each valued at the mark the
+    /// last sync recorded (`figures.marks_at`).
+    pub positions: Vec<PositionRow>,
+    /// Sum of the open positions' unrealised PnL; `None` when one of them has no mark yet.
+    pub unrealized_pnl: Option<Decimal>,
+    /// The last run of each of the account's jobs ([`job_health`]).
+    pub jobs: Vec<JobHealth>,
+    /// `at` less the newest run of any of its jobs: how long since anything ran for the
+    /// account; `None`: nothing ever ran.
+    pub heartbeat_age_ms: Option<i64>,
 }
 
 /// The equity side of an account's state.
@@ -49,10 +61,15 @@ pub struct AccountFigures {
     pub paused: bool,
     /// Realised PnL of the trades closed during the current trading day.
     pub daily_pnl: Decimal,
+    /// New entries are halted until then (ms): the daily loss limit was hit. `None` when no
+    /// halt is in force at the answer's time.
+    pub halted_until: Option<i64>,
+    /// When the sync last recorded the marks positions are valued at (ms).
+    pub marks_at: Option<i64>,
 }
 
 impl AccountFigures {
-    fn of(st: &AccountState) -> AccountFigures {
+    fn of(st: &AccountState, now: i64) -> AccountFigures {
         AccountFigures {
             equity: st.equity.get(),
             peak_equity: st.peak_equity.get(),
@@ -60,28 +77,43 @@ impl AccountFigures {
             mdd_level: st.mdd_level,
             paused: st.paused,
             daily_pnl: st.daily_realized_pnl.get(),
+            halted_until: st.daily_halt_until.filter(|t| *t > now),
+            marks_at: st.marks_at,
         }
     }
 }
 
-/// Every account's status, in configuration order.
-pub async fn status(repo: &StateRepo, cfg: &Config) -> Result<StatusReport, QueryError> {
+/// Every account's status at `now`, in configuration order.
+pub async fn status(repo: &StateRepo, cfg: &Config, now: i64) -> Result<StatusReport, QueryError> {
     let mut accounts = Vec::with_capacity(cfg.accounts.len());
     for a in &cfg.accounts {
-        let st = repo.account_state(&a.id).await?;
-        let positions = repo.positions(&a.id).await?;
+        let st = repo.account_state(&a.id).await?.map(|v| v.value);
+        let marks = st.as_ref().map(|s| &s.marks);
+        let positions: Vec<PositionRow> = repo
+            .positions(&a.id)
+            .await?
+            .iter()
+            .filter(|p| p.value.is_open())
+            .map(|p| PositionRow::of(&p.value, marks))
+            .collect();
         let trades = repo.trades(&a.id).await?;
+        let jobs = account_jobs(repo, cfg, a, now).await?;
         accounts.push(AccountStatus {
             account: a.id.clone(),
             enabled: a.enabled,
-            figures: st.map(|v| AccountFigures::of(&v.value)),
-            open_positions: positions.iter().filter(|p| p.value.is_open()).count(),
+            figures: st.as_ref().map(|v| AccountFigures::of(v, now)),
+            open_positions: positions.len(),
             closed_trades: trades.len(),
             realized_pnl: trades.iter().map(|t| t.pnl.get()).sum(),
+            unrealized_pnl: positions.iter().map(|p| p.unrealized_pnl).sum(),
+            heartbeat_age_ms: jobs.iter().filter_map(|j| j.age_ms).min(),
+            positions,
+            jobs,
         });
     }
     Ok(StatusReport {
         state: repo.describe(),
+        at: now,
         accounts,
     })
 }
@@ -96,6 +128,13 @@ pub struct PositionRow {
     pub qty: Qty,
     pub entry_price: Price,
     pub stop_loss: Option<Price>,
+    pub take_profit: Option<Price>,
+    /// When it was opened (ms).
+    pub opened_at: i64,
+    /// The symbol's mark at the account's last sync (`None`: no sync saw the position yet).
+    pub mark_price: Option<Price>,
+    /// Unrealised PnL of this position at that mark (USDT).
+    pub unrealized_pnl: Option<Decimal>,
     pub status: PositionStatus,
     pub is_manual: bool,
     /// An open strategy position whose stop is not on the exchange.
@@ -121,7 +160,9 @@ pub fn position_label(p: &Position) -> String {
 }
 
 impl PositionRow {
-    pub fn of(p: &Position) -> PositionRow {
+    /// `p` as a row, valued at its symbol's mark in `marks` (the account's last sync's).
+    pub fn of(p: &Position, marks: Option<&Marks>) -> PositionRow {
+        let mark = marks.and_then(|m| m.get(&p.key.symbol)).copied();
         PositionRow {
             account: p.key.account.clone(),
             strategy: p.key.strategy.clone(),
@@ -130,6 +171,12 @@ impl PositionRow {
             qty: p.qty,
             entry_price: p.entry_price,
             stop_loss: p.stop_loss,
+            take_profit: p.take_profit,
+            opened_at: p.opened_at,
+            mark_price: mark,
+            unrealized_pnl: mark
+                .filter(|_| p.is_open())
+                .map(|m| p.unrealized_pnl(m).get()),
             status: p.status,
             is_manual: p.is_manual,
             unprotected: unprotected(p),
@@ -139,7 +186,7 @@ impl PositionRow {
 }
 
 /// Every tracked position of every account (or of `account`), accounts in configuration order,
-/// positions by strategy then symbol.
+/// positions by strategy then symbol, each valued at its account's last sync's marks.
 pub async fn positions(
     repo: &StateRepo,
     cfg: &Config,
@@ -147,8 +194,10 @@ pub async fn positions(
 ) -> Result<Vec<PositionRow>, QueryError> {
     let mut rows = Vec::new();
     for a in select_accounts(cfg, account)? {
+        let st = repo.account_state(&a.id).await?.map(|v| v.value);
+        let marks = st.as_ref().map(|s| &s.marks);
         for p in repo.positions(&a.id).await? {
-            rows.push(PositionRow::of(&p.value));
+            rows.push(PositionRow::of(&p.value, marks));
         }
     }
     Ok(rows)
@@ -778,32 +827,44 @@ pub async fn job_health(
 ) -> Result<Vec<JobHealth>, QueryError> {
     let mut out = Vec::new();
     for a in select_accounts(cfg, account)? {
-        let sync = repo.job_run(&a.id, SYNC_JOB).await?;
-        let last = sync.map(|r| (r.at, r.outcome, true, r.ok));
-        out.push(health_row(&a.id, SYNC_JOB.to_string(), None, last, now));
-        let mut tfs: Vec<Timeframe> = cfg.account_strategies(a).map(|s| s.timeframe).collect();
-        tfs.sort();
-        tfs.dedup();
-        let markers = repo.run_markers(&a.id).await?;
-        for tf in tfs {
-            let last = markers
-                .iter()
-                .filter(|(k, _)| k.tf == tf)
-                .max_by_key(|(k, m)| (m.claimed_at, k.open_time))
-                .map(|(_, m)| {
-                    // A failed evaluation gives its candle back (no marker) or, once it sent an
-                    // order, leaves it `acting`: a done marker is a run that ended as it meant to.
-                    let finished = m.stage == RunStage::Done;
-                    (m.claimed_at, m.outcome.clone(), finished, finished)
-                });
-            out.push(health_row(
-                &a.id,
-                format!("evaluator-{tf}"),
-                Some(tf),
-                last,
-                now,
-            ));
-        }
+        out.extend(account_jobs(repo, cfg, a, now).await?);
+    }
+    Ok(out)
+}
+
+/// [`job_health`] of one account: the sync first, then its evaluator timeframes.
+async fn account_jobs(
+    repo: &StateRepo,
+    cfg: &Config,
+    a: &AccountConfig,
+    now: i64,
+) -> Result<Vec<JobHealth>, QueryError> {
+    let mut out = Vec::new();
+    let sync = repo.job_run(&a.id, SYNC_JOB).await?;
+    let last = sync.map(|r| (r.at, r.outcome, true, r.ok));
+    out.push(health_row(&a.id, SYNC_JOB.to_string(), None, last, now));
+    let mut tfs: Vec<Timeframe> = cfg.account_strategies(a).map(|s| s.timeframe).collect();
+    tfs.sort();
+    tfs.dedup();
+    let markers = repo.run_markers(&a.id).await?;
+    for tf in tfs {
+        let last = markers
+            .iter()
+            .filter(|(k, _)| k.tf == tf)
+            .max_by_key(|(k, m)| (m.claimed_at, k.open_time))
+            .map(|(_, m)| {
+                // A failed evaluation gives its candle back (no marker) or, once it sent an
+                // order, leaves it `acting`: a done marker is a run that ended as it meant to.
+                let finished = m.stage == RunStage::Done;
+                (m.claimed_at, m.outcome.clone(), finished, finished)
+            });
+        out.push(health_row(
+            &a.id,
+            format!("evaluator-{tf}"),
+            Some(tf),
+            last,
+            now,
+        ));
     }
     Ok(out)
 }

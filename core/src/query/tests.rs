@@ -537,6 +537,7 @@ fn trade(strategy: &str, pnl: Decimal, exit_time: i64) -> TradeRecord {
         fees: Notional::new(dec!(0.1)),
         funding: Notional::new(Decimal::ZERO),
         reason: "signal".into(),
+        stop_loss: None,
     }
 }
 
@@ -612,6 +613,9 @@ async fn status_positions_and_risk_from_the_store() {
         consecutive_wins: 3,
         daily_halt_until: Some(NOW + 1000),
         daily_realized_pnl: Notional::new(dec!(-50)),
+        // The last sync saw BTC at 110; ETH has no mark yet.
+        marks: [(Symbol::new(BTC), Price::new(dec!(110)))].into(),
+        marks_at: Some(NOW - 30_000),
         ..Default::default()
     };
     repo.save_account_state(&main, &st, None).await.unwrap();
@@ -642,8 +646,37 @@ async fn status_positions_and_risk_from_the_store() {
         .await
         .unwrap();
 
-    let s = status(&repo, &c).await.unwrap();
+    let s = status(&repo, &c, NOW).await.unwrap();
     let f = s.accounts[0].figures.clone().unwrap();
+    assert_eq!(
+        (f.halted_until, f.marks_at),
+        (Some(NOW + 1000), Some(NOW - 30_000))
+    );
+    // Open positions valued at the sync's marks: long 1 from 100 at 110 is +10; the short
+    // without a mark has none, so neither has the account's sum.
+    let valued: Vec<_> = s.accounts[0]
+        .positions
+        .iter()
+        .map(|p| (p.symbol.0.as_str(), p.mark_price, p.unrealized_pnl))
+        .collect();
+    assert_eq!(
+        valued,
+        [
+            (BTC, Some(Price::new(dec!(110))), Some(dec!(10))),
+            (ETH, None, None)
+        ]
+    );
+    assert_eq!(s.accounts[0].unrealized_pnl, None);
+    // No job ever ran: every job is listed, none has an age.
+    let jobs: Vec<_> = s.accounts[0].jobs.iter().map(|j| j.job.as_str()).collect();
+    assert_eq!(jobs, ["position-sync", "evaluator-15m", "evaluator-1h"]);
+    assert_eq!(s.accounts[0].heartbeat_age_ms, None);
+    // Once the halt has passed it is no longer reported.
+    let later = status(&repo, &c, NOW + 1000).await.unwrap();
+    assert_eq!(
+        later.accounts[0].figures.as_ref().unwrap().halted_until,
+        None
+    );
     assert_eq!(
         (
             f.equity,

@@ -31,6 +31,7 @@ fn trade(strategy: &str, pnl: Decimal, funding: Decimal, exit_time: i64) -> Trad
         fees: Notional::new(dec!(0.5)),
         funding: Notional::new(funding),
         reason: "signal".into(),
+        stop_loss: None,
     }
 }
 
@@ -169,6 +170,69 @@ proptest! {
         prop_assert!(e.return_frac.unwrap() >= -e.max_drawdown - 1e-9);
         if let Some(w) = a.api_weight {
             prop_assert!(w.mean_1m <= f64::from(w.peak_1m) + 1e-9);
+        }
+    }
+}
+
+const Q: i64 = 15 * 60_000;
+
+#[test]
+fn the_combined_curve_sums_each_accounts_latest_reading_once_all_have_one() {
+    let main = [
+        point(Q + 5_000, dec!(100), Some(3)),
+        point(2 * Q + 1, dec!(110), None),
+        point(4 * Q, dec!(90), None),
+    ];
+    // sub1 starts a bucket later and skips the third bucket: its 50 carries forward.
+    let sub1 = [
+        point(2 * Q + 9, dec!(50), None),
+        point(4 * Q + 7, dec!(60), None),
+    ];
+    let got: Vec<_> = combined_points(&[&main, &sub1])
+        .into_iter()
+        .map(|p| (p.at, p.equity, p.api_weight_1m))
+        .collect();
+    assert_eq!(
+        got,
+        [(2 * Q, dec!(160), None), (4 * Q, dec!(150), None)],
+        "no sum before sub1's first reading; each bucket any account has"
+    );
+    assert!(combined_points(&[]).is_empty());
+    assert!(combined_points(&[&main, &[]]).is_empty());
+}
+
+proptest! {
+    /// One account's combined curve is its own readings, one per bucket (the bucket's latest),
+    /// and a sum of accounts is never below any one account's share at the same bucket.
+    #[test]
+    fn combined_points_of_one_account_are_its_bucket_closes(
+        steps in proptest::collection::vec((1i64..3 * Q, 1u32..10_000), 1..60),
+        other in 1u32..10_000,
+    ) {
+        let mut at = 0;
+        let points: Vec<EquityPoint> = steps
+            .iter()
+            .map(|(dt, e)| {
+                at += dt;
+                point(at, Decimal::from(*e), None)
+            })
+            .collect();
+        let one = combined_points(&[&points]);
+        let mut expect: Vec<(i64, Decimal)> = Vec::new();
+        for p in &points {
+            let b = crate::state::equity_bucket(p.at);
+            match expect.last_mut() {
+                Some(last) if last.0 == b => last.1 = p.equity,
+                _ => expect.push((b, p.equity)),
+            }
+        }
+        let got: Vec<_> = one.iter().map(|p| (p.at, p.equity)).collect();
+        prop_assert_eq!(got, expect);
+        let flat = [point(0, Decimal::from(other), None)];
+        let two = combined_points(&[&points, &flat]);
+        prop_assert_eq!(two.len(), one.len());
+        for (s, o) in two.iter().zip(&one) {
+            prop_assert_eq!(s.equity, o.equity + Decimal::from(other));
         }
     }
 }

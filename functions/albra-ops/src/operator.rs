@@ -60,9 +60,9 @@ fn pct(fraction: rust_decimal::Decimal) -> String {
     )
 }
 
-/// `status`: one line per account.
+/// `status`: one line per account, then its open positions and how long since a job ran.
 pub async fn status(cfg: Config, state: &str, out: Output) -> Result<()> {
-    let report = queries::status(&repo(state).await?, &cfg).await?;
+    let report = queries::status(&repo(state).await?, &cfg, wall_ms()).await?;
     if out.json {
         return print_json(&report);
     }
@@ -71,21 +71,45 @@ pub async fn status(cfg: Config, state: &str, out: Output) -> Result<()> {
         let flag = if a.enabled { "" } else { " (disabled)" };
         match &a.figures {
             Some(f) => println!(
-                "{}{flag}: equity {} USDT, peak {}, drawdown {:.2}%, paused {}; {} open position(s); {} closed trade(s), PnL {}",
+                "{}{flag}: equity {} USDT, peak {}, drawdown {:.2}% (MDD level {}), paused {}{}; {} open position(s), unrealised {}; {} closed trade(s), PnL {}, today {}",
                 a.account,
                 f.equity.round_dp(2),
                 f.peak_equity.round_dp(2),
                 f.drawdown_pct.round_dp(2),
+                f.mdd_level,
                 f.paused,
+                f.halted_until
+                    .map_or(String::new(), |t| format!(", entries HALTED until {}", at(t))),
                 a.open_positions,
+                or_dash(a.unrealized_pnl.map(|u| u.round_dp(2))),
                 a.closed_trades,
-                a.realized_pnl.round_dp(2)
+                a.realized_pnl.round_dp(2),
+                f.daily_pnl.round_dp(2),
             ),
             None => println!(
                 "{}{flag}: no state yet (the sync job has not run); {} open position(s)",
                 a.account, a.open_positions
             ),
         }
+        for p in &a.positions {
+            println!(
+                "  {}/{} {} {} @ {}, mark {}, unrealised {}, stop {}, take-profit {} [{}]",
+                p.strategy,
+                p.symbol,
+                p.side,
+                p.qty,
+                p.entry_price,
+                or_dash(p.mark_price),
+                or_dash(p.unrealized_pnl.map(|u| u.round_dp(2))),
+                or_dash(p.stop_loss),
+                or_dash(p.take_profit),
+                p.label
+            );
+        }
+        let heartbeat = a.heartbeat_age_ms.map_or("no job has run".into(), |ms| {
+            format!("last job ran {} ago", age(ms))
+        });
+        println!("  {heartbeat}");
     }
     Ok(())
 }

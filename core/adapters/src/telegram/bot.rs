@@ -295,8 +295,8 @@ impl Bot {
     async fn run(&self, cmd: &BotCommand, now: i64) -> Result<Reply, QueryError> {
         let (repo, cfg) = (self.repo(), self.cfg());
         let html = match cmd {
-            BotCommand::Status => render::status(&queries::status(repo, cfg).await?),
-            BotCommand::Accounts => render::accounts(&queries::status(repo, cfg).await?),
+            BotCommand::Status => render::status(&queries::status(repo, cfg, now).await?),
+            BotCommand::Accounts => render::accounts(&queries::status(repo, cfg, now).await?),
             BotCommand::Balance { account } => {
                 let accts: Vec<_> = commands::runtimes(&self.app.engine, account.as_deref())?
                     .into_iter()
