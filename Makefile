@@ -6,7 +6,7 @@ PY ?= python3
 # The peers' benchmark venv (../shared/bench/peers/setup.sh), used by `make bench` when present.
 PEERS_VENV ?= /tmp/peers/venv
 
-.PHONY: run test build install static venv lint fmt clippy bench clean-state lambda deploy bench-lambda bench-live fuzz chaos
+.PHONY: run test build install static venv browser lint fmt clippy bench clean-state lambda deploy bench-lambda bench-live fuzz chaos
 
 # The replay keeps its store in state/replay (a fresh one each run), where `albra status --state
 # state/replay`, `albra performance --state state/replay` and the other read commands find it.
@@ -56,7 +56,16 @@ $(VENV)/.ready:
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check 'moto[server]==$(MOTO_VERSION)' 'cfn-lint==$(CFN_LINT_VERSION)'
 	touch $@
 
-test: venv
+# Debian's chromium and chromium-driver for the headless-browser tests (tests/src/browser.rs);
+# nothing when both are installed. `apt-get update` only when the install fails without it.
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+browser:
+	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
+	  $(APT_GET) install -y --no-install-recommends chromium chromium-driver \
+	  || { $(APT_GET) update && $(APT_GET) install -y --no-install-recommends chromium chromium-driver; }; \
+	fi
+
+test: venv browser
 	$(CARGO) build --locked --workspace --bins
 	$(CARGO) test --locked --workspace
 
