@@ -16,6 +16,7 @@
 pub mod app;
 pub mod binance;
 pub mod chart;
+pub mod dashboard;
 pub mod emf;
 pub mod fuzzing;
 pub mod http;

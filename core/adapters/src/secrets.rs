@@ -24,6 +24,21 @@ pub const TELEGRAM_CHAT_VAR: &str = "TELEGRAM_CHAT_ID";
 pub const TELEGRAM_WEBHOOK_SECRET_VAR: &str = "TELEGRAM_WEBHOOK_SECRET";
 
 /// Telegram's rule for a webhook secret: 1–256 characters of `A-Z a-z 0-9 _ -`.
+/// The dashboard's access token (environment or `.env`; SSM `/albra/{stage}/dashboard/token` in
+/// Lambda): whoever presents it gets the read-only pages.
+pub const DASHBOARD_TOKEN_VAR: &str = "ALBRA_DASHBOARD_TOKEN";
+/// The shortest dashboard token taken: the token is the only lock on the pages, and a short
+/// one can be guessed.
+pub const DASHBOARD_TOKEN_MIN_LEN: usize = 24;
+
+fn dashboard_token_rule(name: &str) -> String {
+    format!("{name} must be at least {DASHBOARD_TOKEN_MIN_LEN} characters with no spaces (e.g. `openssl rand -hex 24`)")
+}
+
+fn valid_dashboard_token(s: &str) -> bool {
+    s.len() >= DASHBOARD_TOKEN_MIN_LEN && !s.chars().any(char::is_whitespace)
+}
+
 fn valid_webhook_secret(s: &str) -> bool {
     (1..=256).contains(&s.len())
         && s.bytes()
@@ -64,6 +79,11 @@ pub fn ssm_telegram_names(stage: &str) -> (String, String) {
 /// The webhook secret's SecureString in a stage: `/albra/{stage}/telegram/webhook_secret`.
 pub fn ssm_webhook_secret_name(stage: &str) -> String {
     format!("/albra/{stage}/telegram/webhook_secret")
+}
+
+/// The dashboard token's SecureString in a stage: `/albra/{stage}/dashboard/token`.
+pub fn ssm_dashboard_token_name(stage: &str) -> String {
+    format!("/albra/{stage}/dashboard/token")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -231,6 +251,19 @@ impl EnvSecrets {
             // The value is not quoted: it is a secret even when malformed.
             return Err(SecretsError::Missing(format!(
                 "{TELEGRAM_WEBHOOK_SECRET_VAR} must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
+            )));
+        }
+        Ok(s)
+    }
+
+    /// The dashboard token ([`DASHBOARD_TOKEN_VAR`]). Required, and long enough to be no
+    /// guess: the dashboard serves nothing without one.
+    pub fn dashboard_token(&self) -> Result<Secret, SecretsError> {
+        let s = self.require(DASHBOARD_TOKEN_VAR)?;
+        if !valid_dashboard_token(s.expose()) {
+            // The value is not quoted: it is a secret even when too short.
+            return Err(SecretsError::Missing(dashboard_token_rule(
+                DASHBOARD_TOKEN_VAR,
             )));
         }
         Ok(s)
@@ -464,6 +497,25 @@ impl SsmSecrets {
         }
     }
 
+    /// This stage's dashboard token ([`ssm_dashboard_token_name`]), held to the same rule as
+    /// [`EnvSecrets::dashboard_token`].
+    pub async fn dashboard_token(&self) -> Result<Secret, SecretsError> {
+        let name = ssm_dashboard_token_name(&self.stage);
+        let value = self
+            .parameters(&[&name])
+            .await?
+            .into_iter()
+            .next()
+            .flatten();
+        match value {
+            Some(s) if valid_dashboard_token(s.expose()) => Ok(s),
+            Some(_) => Err(SecretsError::Missing(dashboard_token_rule(&format!(
+                "SSM parameter {name}"
+            )))),
+            None => Err(SecretsError::Missing(format!("SSM parameter {name}"))),
+        }
+    }
+
     fn telegram_from(
         stage: &str,
         token: Option<Secret>,
@@ -593,6 +645,15 @@ impl ChainSecrets {
             return self.ssm().await.webhook_secret().await;
         }
         self.env.webhook_secret()
+    }
+
+    /// The dashboard token: [`DASHBOARD_TOKEN_VAR`] from the environment or `.env` when set
+    /// there, else this stage's SSM parameter when `in_lambda` ([`SsmSecrets::dashboard_token`]).
+    pub async fn dashboard_token(&self, in_lambda: bool) -> Result<Secret, SecretsError> {
+        if in_lambda && !self.env.is_set(DASHBOARD_TOKEN_VAR) {
+            return self.ssm().await.dashboard_token().await;
+        }
+        self.env.dashboard_token()
     }
 
     /// Whether the SSM adapter has been built (it is only built on first use).

@@ -1,18 +1,125 @@
-//! The HTML front end's shared pieces, for `albra report -o FILE.html` and next the dashboard:
-//! the page templates in `web/templates` (minijinja, HTML-escaped by default) and the chart
-//! library vendored in `web/vendor/uplot` (uPlot 1.6.32 from npm, MIT, its LICENSE beside it),
-//! inlined into every page so a saved file works offline. Pages lay the query layer's types out
-//! and compute no figure.
+//! The HTML front end's shared pieces, for `albra report -o FILE.html` and the dashboard: the
+//! page templates in `web/templates` (minijinja, HTML-escaped by default), the filters they lay
+//! figures out with, and the chart libraries vendored in `web/vendor` (uPlot 1.6.32, MIT, for
+//! lines; TradingView Lightweight Charts 5.3.0, Apache-2.0, for candles; each from npm with its
+//! LICENSE beside it), inlined into every page so a page works offline and loads nothing from
+//! elsewhere. Pages lay the query layer's types out and compute no figure.
 
 use albra_core::domain::utc_minute;
 use albra_core::report::Report;
-use minijinja::{context, Environment};
+use minijinja::{context, Environment, Value};
 
 /// uPlot's browser build (`uPlot.iife.min.js`, defines the global `uPlot`).
 pub const UPLOT_JS: &str = include_str!("../../../web/vendor/uplot/uPlot.iife.min.js");
 /// uPlot's stylesheet.
 pub const UPLOT_CSS: &str = include_str!("../../../web/vendor/uplot/uPlot.min.css");
+/// Lightweight Charts' standalone build (defines the global `LightweightCharts`).
+pub const LWC_JS: &str = include_str!(
+    "../../../web/vendor/lightweight-charts/lightweight-charts.standalone.production.js"
+);
 const REPORT_TEMPLATE: &str = include_str!("../../../web/templates/report.html");
+
+/// The dashboard's templates, by name (`base.html` is the layout the others extend).
+const DASHBOARD_TEMPLATES: [(&str, &str); 7] = [
+    (
+        "base.html",
+        include_str!("../../../web/templates/dashboard/base.html"),
+    ),
+    (
+        "login.html",
+        include_str!("../../../web/templates/dashboard/login.html"),
+    ),
+    (
+        "overview.html",
+        include_str!("../../../web/templates/dashboard/overview.html"),
+    ),
+    (
+        "equity.html",
+        include_str!("../../../web/templates/dashboard/equity.html"),
+    ),
+    (
+        "trades.html",
+        include_str!("../../../web/templates/dashboard/trades.html"),
+    ),
+    (
+        "performance.html",
+        include_str!("../../../web/templates/dashboard/performance.html"),
+    ),
+    (
+        "chart.html",
+        include_str!("../../../web/templates/dashboard/chart.html"),
+    ),
+];
+
+/// The dashboard's templates with the filters they use, parsed once.
+pub fn dashboard_env() -> Result<Environment<'static>, RenderError> {
+    let mut env = Environment::new();
+    for (name, text) in DASHBOARD_TEMPLATES {
+        env.add_template(name, text).map_err(|source| RenderError {
+            page: "dashboard",
+            source,
+        })?;
+    }
+    env.add_filter("money", money);
+    env.add_filter("sign", sign);
+    env.add_filter("when", when);
+    env.add_filter("age", age);
+    Ok(env)
+}
+
+/// Render `page` of `env` with `ctx`.
+pub fn render(
+    env: &Environment<'_>,
+    page: &'static str,
+    ctx: Value,
+) -> Result<String, RenderError> {
+    env.get_template(page)
+        .and_then(|t| t.render(ctx))
+        .map_err(|source| RenderError { page, source })
+}
+
+/// A figure as the query gave it (decimals arrive as their exact text, floats as numbers).
+fn decimal_of(v: &Value) -> Option<rust_decimal::Decimal> {
+    if let Some(s) = v.as_str() {
+        return s.parse().ok();
+    }
+    let f = f64::try_from(v.clone()).ok()?;
+    rust_decimal::Decimal::from_f64_retain(f)
+}
+
+/// Two decimals, rounded as the bot and the CLI round (`round_dp`; Decimal's own `{:.2}`
+/// truncates); `-` for none.
+fn money(v: Value) -> String {
+    decimal_of(&v).map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.round_dp(2)))
+}
+
+/// `pos`, `neg` or nothing: the class that colours a signed figure.
+fn sign(v: Value) -> &'static str {
+    match decimal_of(&v) {
+        Some(d) if d.is_sign_positive() && !d.is_zero() => "pos",
+        Some(d) if d.is_sign_negative() && !d.is_zero() => "neg",
+        _ => "",
+    }
+}
+
+/// A time (ms) as `2026-01-01 00:15 UTC`; `-` for none.
+fn when(v: Value) -> String {
+    i64::try_from(v).map_or_else(|_| "-".to_string(), utc_minute)
+}
+
+/// A duration (ms) as `45 s`, `12 min`, `3 h 5 min` or `2 d 4 h`.
+pub fn age(v: Value) -> String {
+    let Ok(ms) = i64::try_from(v) else {
+        return "-".to_string();
+    };
+    let s = ms.max(0) / 1000;
+    match s {
+        0..60 => format!("{s} s"),
+        60..3600 => format!("{} min", s / 60),
+        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
+        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
+    }
+}
 
 /// A page could not be rendered (a template that does not fit the data: a bug, not an input).
 #[derive(Debug, thiserror::Error)]
@@ -87,19 +194,62 @@ mod tests {
         assert!(page.contains("peak 7, mean 7"));
     }
 
-    /// The inlined uPlot is the version web/package-lock.json pins (web/vendor/README.md says
-    /// how to update both together).
+    /// Each inlined library is the version web/package-lock.json pins (web/vendor/README.md
+    /// says how to update both together), and none can close its <script> early.
     #[test]
-    fn the_vendored_chart_library_is_the_locked_version() {
+    fn the_vendored_chart_libraries_are_the_locked_versions() {
         let lock: serde_json::Value =
             serde_json::from_str(include_str!("../../../web/package-lock.json")).unwrap();
-        let version = lock["packages"]["node_modules/uplot"]["version"]
-            .as_str()
-            .expect("uplot in web/package-lock.json");
+        let locked = |package: &str| {
+            lock["packages"][format!("node_modules/{package}")]["version"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{package} in web/package-lock.json"))
+                .to_string()
+        };
+        let version = locked("uplot");
         let banner = UPLOT_JS.lines().next().unwrap_or_default();
         assert!(
             banner.contains(&format!("(v{version})")),
             "vendored {banner} but the lockfile pins {version}"
         );
+        let version = locked("lightweight-charts");
+        let banner: String = LWC_JS.lines().take(4).collect();
+        assert!(
+            banner.contains(&format!("Lightweight Charts™ v{version}")),
+            "vendored {banner} but the lockfile pins {version}"
+        );
+        assert!(!LWC_JS.to_ascii_lowercase().contains("</script"));
+    }
+
+    #[test]
+    fn the_filters_lay_figures_out_as_the_bot_does() {
+        assert_eq!(money(Value::from("9795.870232691748")), "9795.87");
+        assert_eq!(
+            money(Value::from("-0.005")),
+            "0.00",
+            "round_dp: half to even"
+        );
+        assert_eq!(money(Value::from(2.5f64)), "2.50");
+        assert_eq!(money(Value::from(())), "-");
+        assert_eq!(
+            (
+                sign(Value::from("-1")),
+                sign(Value::from("0")),
+                sign(Value::from("3"))
+            ),
+            ("neg", "", "pos")
+        );
+        assert_eq!(when(Value::from(0)), "1970-01-01 00:00 UTC");
+        assert_eq!(age(Value::from(42_347_508_750i64)), "490 d 3 h");
+        assert_eq!(age(Value::from(59_999)), "59 s");
+        assert_eq!(age(Value::from(3_660_000)), "1 h 1 min");
+    }
+
+    #[test]
+    fn every_dashboard_template_parses() {
+        let env = dashboard_env().unwrap();
+        for (name, _) in DASHBOARD_TEMPLATES {
+            assert!(env.get_template(name).is_ok(), "{name}");
+        }
     }
 }

@@ -11,6 +11,7 @@ use crate::config::Config;
 use crate::domain::{AccountId, Price, Side, StrategyId, Symbol, Timeframe, TradeRecord};
 use crate::report::{self, CurvePoint};
 use crate::state::{EquityPoint, StateRepo};
+use rust_decimal::Decimal;
 use serde::Serialize;
 
 /// Which closed trades to list: each field narrows; an unset one lets every trade through.
@@ -52,6 +53,41 @@ pub async fn closed_trades(
     }
     out.sort_by(|a, b| (a.exit_time, &a.id).cmp(&(b.exit_time, &b.id)));
     Ok(out)
+}
+
+/// The sums over a list of closed trades (a filtered page's footer).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct TradeTotals {
+    pub trades: usize,
+    /// Net of fees and funding, as each trade's.
+    pub pnl: Decimal,
+    pub fees: Decimal,
+    pub funding: Decimal,
+}
+
+impl TradeTotals {
+    pub fn of(trades: &[TradeRecord]) -> TradeTotals {
+        trades.iter().fold(TradeTotals::default(), |mut t, x| {
+            t.trades += 1;
+            t.pnl += x.pnl.get();
+            t.fees += x.fees.get();
+            t.funding += x.funding.get();
+            t
+        })
+    }
+}
+
+/// When any account's state was last written (ms): where a history page's default window ends,
+/// so a replay's store (whose history is in the past) opens on its last days and a live one on
+/// today. `None` before any sync.
+pub async fn latest_activity(repo: &StateRepo, cfg: &Config) -> Result<Option<i64>, QueryError> {
+    let mut latest = None;
+    for a in &cfg.accounts {
+        if let Some(st) = repo.account_state(&a.id).await? {
+            latest = latest.max(Some(st.value.updated_at));
+        }
+    }
+    Ok(latest)
 }
 
 /// The columns of [`trades_csv`].
@@ -367,6 +403,19 @@ mod tests {
             from: Some(2 * H + 1),
             ..TradeFilter::default()
         }));
+    }
+
+    #[test]
+    fn totals_sum_pnl_fees_and_funding() {
+        let t = [
+            trade("a", "X", "BTCUSDT", 0, H),
+            trade("b", "X", "BTCUSDT", 0, 2 * H),
+        ];
+        let s = TradeTotals::of(&t);
+        assert_eq!(
+            (s.trades, s.pnl, s.fees, s.funding),
+            (2, dec!(-5), dec!(0.2), dec!(-0.02))
+        );
     }
 
     #[test]

@@ -749,10 +749,13 @@ pub struct JobHealth {
     /// minutes for the sync (the spec allows 300 s between syncs when flat, and a sync without
     /// errors refreshes its record every [`SYNC_RECORD_REFRESH_MS`]).
     pub stale: bool,
+    /// The verdict of the fields above ([`JobHealth::state`]), as every front end names it.
+    pub state: JobState,
 }
 
 /// A job's state as every front end names it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum JobState {
     NeverRun,
     /// No run for longer than the job's allowance.
@@ -805,7 +808,7 @@ fn health_row(
 ) -> JobHealth {
     let age_ms = last.as_ref().map(|l| now - l.0);
     let (finished, ok) = last.as_ref().map_or((false, false), |l| (l.2, l.3));
-    JobHealth {
+    let mut h = JobHealth {
         account: account.clone(),
         job,
         last_run: last.as_ref().map(|l| l.0),
@@ -814,7 +817,10 @@ fn health_row(
         ok,
         age_ms,
         stale: age_ms.is_none_or(|a| a > allowance(tf)),
-    }
+        state: JobState::NeverRun,
+    };
+    h.state = h.state();
+    h
 }
 
 /// The last run of the sync and of each evaluator timeframe the account trades, from the sync's

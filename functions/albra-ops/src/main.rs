@@ -2,6 +2,7 @@
 //! and AWS (replay, run, the operator commands, validate). `albra` executes it for those; it can also
 //! be run directly, with the same arguments.
 
+mod dashboard;
 mod operator;
 mod ops;
 mod telegram;

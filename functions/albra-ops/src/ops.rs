@@ -118,6 +118,9 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             }
         },
         Command::StatusReport => cmd_status_report(cfg, &state, env_file).await,
+        Command::Dashboard { listen, data } => {
+            crate::dashboard::serve(cfg, &state, env_file, listen, data).await
+        }
         Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
         Command::Notify {
             priority,

@@ -274,6 +274,20 @@ exit non-zero (the notifications it would have shown wait for the next report). 
 when the state store cannot be read."
     )]
     StatusReport,
+    /// Serve the read-only dashboard: every account's equity, drawdown, today's PnL, open
+    /// positions with their stops, job health; equity charts, closed trades (CSV), performance
+    /// per strategy and a candle chart with the trades marked. Ctrl-C stops.
+    #[command(after_help = DASHBOARD_HELP)]
+    Dashboard {
+        /// Address to listen on. Loopback by default; anything else is plain HTTP that carries
+        /// the token, so put TLS (a reverse proxy) in front of it.
+        #[arg(long, default_value = "127.0.0.1:5000")]
+        listen: std::net::SocketAddr,
+        /// Candle CSV files the chart page draws from (e.g. the replay's data), named
+        /// SYMBOL-…-TF.csv; repeatable. Without one it asks Binance's public klines.
+        #[arg(long = "data")]
+        data: Vec<PathBuf>,
+    },
     /// The Telegram bot: answer the commands of the allow-listed chats (/status, /pause,
     /// /close_all, … ; /help lists them) through a webhook or a long poll.
     #[command(after_help = TELEGRAM_HELP)]
@@ -422,6 +436,20 @@ pub enum TelegramCommand {
     },
 }
 
+const DASHBOARD_HELP: &str = "\
+Access: the pages need the token in ALBRA_DASHBOARD_TOKEN (environment or .env, at least 24 \
+characters, e.g. `openssl rand -hex 24`); the browser trades it once for a session cookie \
+(HttpOnly, Secure, SameSite=Strict, 12 hours). Without a token it does not start.
+
+It reads the state store only (--state): no order, no key, no write. The overview refreshes \
+itself every 30 s; positions are valued at the marks the last position sync recorded. The same \
+pages run in AWS Lambda behind a function URL (the `dashboard` function of infra/template.yaml).
+
+Pages: / (overview), /equity, /trades (and /trades.csv), /performance, /chart, /api/status \
+(the JSON of `albra status --json`).
+
+Example: albra dashboard --state state/replay --data data/BTCUSDT-perp-15m.csv";
+
 pub fn indicators_help() -> String {
     format!(
         "Indicators (NAME:PARAMS, defaults in parentheses):\n{}",
@@ -462,6 +490,7 @@ impl Command {
             Command::Validate => "validate",
             Command::Notify { .. } => "notify",
             Command::StatusReport => "status-report",
+            Command::Dashboard { .. } => "dashboard",
             Command::Telegram { .. } => "telegram",
             Command::Indicators { .. } => "indicators",
             Command::Backtest { .. } => "backtest",
@@ -488,7 +517,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 23] = [
+        let cases: [(&[&str], bool); 24] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status", "--json"], false),
@@ -506,6 +535,7 @@ mod tests {
             (&["validate"], false),
             (&["notify", "--priority", "critical", "sync failing"], false),
             (&["status-report"], false),
+            (&["dashboard", "--listen", "127.0.0.1:5001"], false),
             (&["report", "--type", "weekly", "-o", "week.html"], false),
             (&["telegram", "serve", "--listen", "127.0.0.1:9000"], false),
             (
