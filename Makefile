@@ -98,7 +98,7 @@ bench: static
 # function with cargo-lambda (pip install cargo-lambda, which brings zig) or, without it, with
 # cargo for an installed aarch64-unknown-linux-gnu target and aarch64-linux-gnu-gcc, then stages infra/build/<fn>/ (bootstrap
 # + albra.toml, what the SAM template's CodeUri points at) and infra/build/<fn>.zip.
-LAMBDA_FUNCTIONS := evaluator position-sync telegram-webhook
+LAMBDA_FUNCTIONS := evaluator position-sync telegram-webhook dashboard
 # The packed config: config/albra.toml with every account's keys from SSM (infra/lambda-config.sh).
 LAMBDA_CONFIG ?= config/albra.toml
 STAGE ?= prod

@@ -1130,19 +1130,31 @@ const WEBHOOK_SECRET: &str = "lambda-webhook_secret-0123";
 /// A function URL invocation as Lambda delivers it (the API Gateway v2 HTTP payload a function
 /// URL sends, headers lower-cased): Telegram's POST of `update`, with `secret` in its header.
 fn function_url_event(secret: Option<&str>, update: &Value) -> String {
-    let mut headers = serde_json::json!({
-        "content-type": "application/json",
-        "host": "abcdefghij.lambda-url.us-east-1.on.aws",
-        "x-forwarded-proto": "https",
-    });
+    let mut headers = serde_json::json!({ "content-type": "application/json" });
     if let Some(s) = secret {
         headers["x-telegram-bot-api-secret-token"] = Value::from(s);
     }
+    url_event("POST", "/", headers, &[], &update.to_string())
+}
+
+/// A function URL invocation (payload 2.0) of `method path[?query]` with `headers`, the
+/// `cookies` the browser sends and `body`.
+fn url_event(
+    method: &str,
+    path: &str,
+    mut headers: Value,
+    cookies: &[String],
+    body: &str,
+) -> String {
+    headers["host"] = Value::from("abcdefghij.lambda-url.us-east-1.on.aws");
+    headers["x-forwarded-proto"] = Value::from("https");
+    let (path, query) = path.split_once('?').unwrap_or((path, ""));
     serde_json::json!({
         "version": "2.0",
         "routeKey": "$default",
-        "rawPath": "/",
-        "rawQueryString": "",
+        "rawPath": path,
+        "rawQueryString": query,
+        "cookies": cookies,
         "headers": headers,
         "requestContext": {
             "accountId": "anonymous",
@@ -1150,8 +1162,8 @@ fn function_url_event(secret: Option<&str>, update: &Value) -> String {
             "domainName": "abcdefghij.lambda-url.us-east-1.on.aws",
             "domainPrefix": "abcdefghij",
             "http": {
-                "method": "POST",
-                "path": "/",
+                "method": method,
+                "path": path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": "91.108.6.1",
                 "userAgent": ""
@@ -1162,7 +1174,7 @@ fn function_url_event(secret: Option<&str>, update: &Value) -> String {
             "time": "07/Dec/2026:12:00:00 +0000",
             "timeEpoch": 1_796_644_800_000_i64
         },
-        "body": update.to_string(),
+        "body": body,
         "isBase64Encoded": false
     })
     .to_string()
@@ -1309,4 +1321,104 @@ async fn the_status_report_event_sends_one_report_per_half_hour_from_the_sync_fu
     );
     // No order was sent by the report.
     assert_eq!(w.orders_posted(), 1);
+}
+
+/// The real `dashboard` binary in Lambda mode over the DynamoDB store an evaluation filled,
+/// its token in SSM (never in its environment): a page without the session sends to the login
+/// and the JSON is refused; a wrong token gets 401 and no cookie; the token gets a session
+/// cookie (HttpOnly, Secure, SameSite=Strict) through the function URL's `cookies`, and with it
+/// the overview and `/api/status` show the account and its open position, as the store holds it.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_dashboard_function_serves_its_pages_only_to_a_session() {
+    const TOKEN: &str = "lambda-dashboard-token-0123456789ab";
+    let w = World::start().await;
+    let close = w.signal_open + Timeframe::H1.millis();
+    let mut ev = w.spawn("evaluator");
+    let o = w.api.invoke(&scheduler_event(close), &mut ev).await;
+    assert!(o.ok, "{o:?}");
+    drop(ev);
+    put_secure_strings(
+        &w.moto.sdk_config().await,
+        &[("/albra/test/dashboard/token", TOKEN)],
+    )
+    .await;
+    let mut f = w.spawn("dashboard");
+    let get =
+        |path: &str, cookies: &[String]| url_event("GET", path, serde_json::json!({}), cookies, "");
+
+    let o = w.api.invoke(&get("/", &[]), &mut f).await;
+    assert!(o.ok, "{o:?}\n{}", f.output());
+    let r = o.json();
+    assert_eq!(r["statusCode"], 303, "{}", o.body);
+    assert_eq!(r["headers"]["location"], "/login?next=%2F");
+    let o = w.api.invoke(&get("/api/status", &[]), &mut f).await;
+    assert_eq!(o.json()["statusCode"], 401, "{}", o.body);
+    assert!(!o.body.contains("BTCUSDT"), "{}", o.body);
+
+    let form = serde_json::json!({ "content-type": "application/x-www-form-urlencoded" });
+    let wrong = url_event(
+        "POST",
+        "/login",
+        form.clone(),
+        &[],
+        "token=not-the-token-0123456789abcdef&next=%2F",
+    );
+    let o = w.api.invoke(&wrong, &mut f).await;
+    assert_eq!(o.json()["statusCode"], 401, "{}", o.body);
+    assert!(
+        o.json()["cookies"].as_array().is_none_or(|c| c.is_empty()),
+        "{}",
+        o.body
+    );
+
+    let login = url_event(
+        "POST",
+        "/login",
+        form,
+        &[],
+        &format!("token={TOKEN}&next=%2Fapi%2Fstatus"),
+    );
+    let o = w.api.invoke(&login, &mut f).await;
+    let r = o.json();
+    assert_eq!(r["statusCode"], 303, "{}", o.body);
+    assert_eq!(r["headers"]["location"], "/api/status");
+    let set = r["cookies"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no cookie: {}", o.body));
+    assert!(set.contains("HttpOnly; Secure; SameSite=Strict"), "{set}");
+    let session = vec![set.split(';').next().unwrap().to_string()];
+
+    let o = w.api.invoke(&get("/api/status", &session), &mut f).await;
+    let r = o.json();
+    assert_eq!(r["statusCode"], 200, "{}\n{}", o.body, f.output());
+    let status: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+    let main = &status["accounts"][0];
+    assert_eq!(main["account"], "main");
+    assert_eq!(main["open_positions"], 1, "{status}");
+    assert_eq!(main["positions"][0]["symbol"], "BTCUSDT");
+    let stored = w
+        .repo()
+        .await
+        .positions(&AccountId::new("main"))
+        .await
+        .unwrap();
+    assert_eq!(
+        main["positions"][0]["qty"].as_str().unwrap(),
+        stored[0].value.qty.get().to_string(),
+        "the page shows the store"
+    );
+    assert!(
+        status["state"].as_str().unwrap().starts_with("dynamodb:"),
+        "{status}"
+    );
+
+    let o = w.api.invoke(&get("/", &session), &mut f).await;
+    let r = o.json();
+    assert_eq!(r["statusCode"], 200, "{}", o.body);
+    let page = r["body"].as_str().unwrap();
+    assert!(
+        page.contains("data-account=\"main\"") && page.contains("BTCUSDT"),
+        "{page}"
+    );
+    assert_eq!(r["headers"]["cache-control"], "no-store");
 }

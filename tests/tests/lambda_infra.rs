@@ -148,7 +148,7 @@ fn the_template_matches_what_the_code_writes_and_emits() {
     assert_eq!(globals["Architectures"][0], "arm64");
     assert_eq!(globals["Handler"], "bootstrap");
     let fns = by_type("AWS::Serverless::Function");
-    assert_eq!(fns.len(), 3);
+    assert_eq!(fns.len(), 4);
     for (name, f) in &fns {
         let stmts = f["Properties"]["Policies"][0]["Statement"]
             .as_array()
@@ -440,20 +440,26 @@ fn the_functions_read_only_their_stages_keys() {
         .iter()
         .filter(|(_, r)| r["Type"] == "AWS::Serverless::Function")
         .collect();
-    assert_eq!(fns.len(), 3);
+    assert_eq!(fns.len(), 4);
     for (name, f) in fns {
         let stmts = f["Properties"]["Policies"][0]["Statement"]
             .as_array()
             .unwrap();
         let text = serde_json::to_string(stmts).unwrap();
-        // SSM: this stage's parameters (what core/adapters/src/secrets.rs names), nothing wider.
+        // SSM: this stage's parameters (what core/adapters/src/secrets.rs names), nothing
+        // wider; the dashboard only its token.
+        let (sid, resource) = if name == "DashboardFunction" {
+            ("DashboardToken", "parameter/albra/${Stage}/dashboard/token")
+        } else {
+            ("Keys", "parameter/albra/${Stage}/*")
+        };
         let keys = stmts
             .iter()
-            .find(|s| s["Sid"] == "Keys")
-            .unwrap_or_else(|| panic!("{name}: no Keys statement: {text}"));
+            .find(|s| s["Sid"] == sid)
+            .unwrap_or_else(|| panic!("{name}: no {sid} statement: {text}"));
         assert_eq!(
             keys["Resource"]["Fn::Sub"],
-            "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/albra/${Stage}/*",
+            format!("arn:${{AWS::Partition}}:ssm:${{AWS::Region}}:${{AWS::AccountId}}:{resource}"),
             "{name}"
         );
         assert!(!text.contains("parameter/albra/*"), "{name}: {text}");
@@ -492,34 +498,76 @@ fn the_functions_read_only_their_stages_keys() {
     );
 }
 
-/// The bot's function: behind a function URL without AWS auth (Telegram cannot sign), so the
-/// secret token is its guard; built by `make lambda`; its URL is an output to register.
+/// The function URLs, the bot's and the dashboard's: no AWS auth (Telegram cannot sign, a
+/// browser does not), so the secret token and the session cookie are their guards; built by
+/// `make lambda`; logs kept as the jobs'; each URL an output.
 #[test]
-fn the_telegram_webhook_is_a_function_url_built_and_output() {
+fn the_bot_and_the_dashboard_are_function_urls_built_and_output() {
     let t = template();
-    let f = &t["Resources"]["TelegramWebhookFunction"];
-    assert_eq!(f["Type"], "AWS::Serverless::Function");
-    let p = &f["Properties"];
-    assert_eq!(p["FunctionUrlConfig"]["AuthType"], "NONE");
-    assert_eq!(p["CodeUri"], "build/telegram-webhook/");
-    assert!(p["Timeout"].as_i64().unwrap() <= 60);
-    assert_eq!(
-        p["LoggingConfig"]["LogGroup"]["Ref"], "TelegramWebhookLogGroup",
-        "its logs are kept as long as the jobs'"
-    );
-    // SAM names the URL resource <function>Url.
-    assert_eq!(
-        t["Outputs"]["TelegramWebhookUrl"]["Value"]["Fn::GetAtt"],
-        serde_json::json!(["TelegramWebhookFunctionUrl", "FunctionUrl"])
-    );
     let make = std::fs::read_to_string(root().join("Makefile")).unwrap();
     let built = make
         .lines()
         .find_map(|l| l.strip_prefix("LAMBDA_FUNCTIONS :="))
         .expect("LAMBDA_FUNCTIONS in the Makefile");
-    assert!(
-        built.split_whitespace().any(|f| f == "telegram-webhook"),
-        "make lambda does not build it: {built}"
+    for (resource, dir, output) in [
+        ("TelegramWebhook", "telegram-webhook", "TelegramWebhookUrl"),
+        ("Dashboard", "dashboard", "DashboardUrl"),
+    ] {
+        let f = &t["Resources"][format!("{resource}Function")];
+        assert_eq!(f["Type"], "AWS::Serverless::Function", "{resource}");
+        let p = &f["Properties"];
+        assert_eq!(p["FunctionUrlConfig"]["AuthType"], "NONE");
+        assert_eq!(p["CodeUri"], format!("build/{dir}/"));
+        assert!(p["Timeout"].as_i64().unwrap() <= 60);
+        assert_eq!(
+            p["LoggingConfig"]["LogGroup"]["Ref"],
+            format!("{resource}LogGroup"),
+            "its logs are kept as long as the jobs'"
+        );
+        // SAM names the URL resource <function>Url.
+        assert_eq!(
+            t["Outputs"][output]["Value"]["Fn::GetAtt"],
+            serde_json::json!([format!("{resource}FunctionUrl"), "FunctionUrl"])
+        );
+        assert!(
+            built.split_whitespace().any(|f| f == dir),
+            "make lambda does not build {dir}: {built}"
+        );
+    }
+}
+
+/// The dashboard reads: the state table without a write action, and of SSM only its token.
+#[test]
+fn the_dashboard_can_read_the_table_and_its_token_only() {
+    let t = template();
+    let statements = &t["Resources"]["DashboardFunction"]["Properties"]["Policies"][0]["Statement"];
+    let actions: Vec<String> = statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["Action"].as_array())
+        .flatten()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "dynamodb:GetItem",
+            "dynamodb:Query",
+            "dynamodb:DescribeTable",
+            "ssm:GetParameter",
+            "ssm:GetParameters"
+        ]
+    );
+    let token = statements
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Sid"] == "DashboardToken")
+        .unwrap();
+    assert_eq!(
+        token["Resource"]["Fn::Sub"],
+        "arn:${AWS::Partition}:ssm:${AWS::Region}:${AWS::AccountId}:parameter/albra/${Stage}/dashboard/token"
     );
 }
 

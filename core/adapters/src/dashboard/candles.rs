@@ -127,7 +127,11 @@ mod tests {
             .unwrap();
         let opens: Vec<_> = c.candles.iter().map(|c| c.open_time).collect();
         assert_eq!(opens, [3_600_000, 7_200_000]);
-        assert_eq!(c.candles[0].high.get().to_string(), "108", "the highest of 4..=7");
+        assert_eq!(
+            c.candles[0].high.get().to_string(),
+            "108",
+            "the highest of 4..=7"
+        );
         assert_eq!(c.source, "BTCUSDT-perp-15m.csv resampled to 1h");
         let err = src
             .candles(&Symbol::new("ETHUSDT"), Timeframe::H1, 2, i64::MAX)
