@@ -59,7 +59,7 @@ pub struct BacktestOptions {
 }
 
 /// Performance figures of one equity curve and its trades.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
 pub struct Metrics {
     pub initial_equity: f64,
     pub final_equity: f64,
@@ -663,95 +663,6 @@ fn fill_time(t: i64, tf: Timeframe) -> String {
     chrono::DateTime::from_timestamp_millis(fill_open_time(t, tf))
         .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
         .unwrap_or_default()
-}
-
-/// A self-contained HTML report: a metrics table per run and SVG charts of equity and drawdown.
-pub fn html_report(runs: &[RunResult]) -> String {
-    let mut h = String::from("<!doctype html><html><head><meta charset=\"utf-8\"><title>Albra backtest</title><style>body{font-family:sans-serif;margin:2em;color:#222}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f3f3f3}h2{margin-top:2em}</style></head><body><h1>Albra backtest</h1>");
-    h.push_str("<table><tr><th>strategy</th><th>symbol</th><th>tf</th><th>trades</th><th>return</th><th>CAGR</th><th>Sharpe</th><th>Sortino</th><th>max DD</th><th>win rate</th><th>profit factor</th><th>exposure</th><th>fees</th></tr>");
-    for r in runs {
-        let m = &r.metrics;
-        h.push_str(&format!(
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:+.2}%</td><td>{:+.2}%</td><td>{:.2}</td><td>{:.2}</td><td>{:.2}%</td><td>{:.1}%</td><td>{:.2}</td><td>{:.1}%</td><td>{:.2}</td></tr>",
-            r.strategy, r.symbol, r.timeframe, m.trades, m.total_return * 100.0, m.cagr * 100.0, m.sharpe, m.sortino, m.max_drawdown * 100.0, m.win_rate * 100.0, m.profit_factor, m.exposure * 100.0, m.fees
-        ));
-    }
-    h.push_str("</table>");
-    for r in runs {
-        h.push_str(&format!(
-            "<h2>{} {} {}</h2>",
-            r.strategy, r.symbol, r.timeframe
-        ));
-        h.push_str(&svg_chart(&r.equity, "equity (USDT)", "#2563eb", false));
-        let mut peak = f64::MIN;
-        let dd: Vec<(i64, f64)> = r
-            .equity
-            .iter()
-            .map(|&(t, e)| {
-                peak = peak.max(e);
-                (
-                    t,
-                    if peak > 0.0 {
-                        -(peak - e) / peak * 100.0
-                    } else {
-                        0.0
-                    },
-                )
-            })
-            .collect();
-        h.push_str(&svg_chart(&dd, "drawdown (%)", "#dc2626", true));
-    }
-    h.push_str("</body></html>\n");
-    h
-}
-
-fn svg_chart(points: &[(i64, f64)], label: &str, color: &str, fill: bool) -> String {
-    let (w, hgt) = (900.0, 220.0);
-    if points.len() < 2 {
-        return format!("<p>{label}: not enough points</p>");
-    }
-    // At most ~2000 points keeps the file small; the shape is preserved by keeping extremes.
-    let step = (points.len() / 2000).max(1);
-    let pts: Vec<(i64, f64)> = points
-        .iter()
-        .step_by(step)
-        .copied()
-        .chain(points.last().copied())
-        .collect();
-    let (t0, t1) = (pts[0].0 as f64, pts[pts.len() - 1].0 as f64);
-    let lo = pts.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let hi = pts.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let span = if hi > lo { hi - lo } else { 1.0 };
-    let x = |t: i64| 50.0 + (t as f64 - t0) / (t1 - t0).max(1.0) * (w - 60.0);
-    let y = |v: f64| 10.0 + (hi - v) / span * (hgt - 30.0);
-    let mut path: Vec<String> = pts
-        .iter()
-        .map(|&(t, v)| format!("{:.1},{:.1}", x(t), y(v)))
-        .collect();
-    let body = if fill {
-        path.push(format!(
-            "{:.1},{:.1}",
-            x(pts[pts.len() - 1].0),
-            y(hi.max(0.0))
-        ));
-        path.push(format!("{:.1},{:.1}", x(pts[0].0), y(hi.max(0.0))));
-        format!(
-            "<polygon points=\"{}\" fill=\"{color}\" fill-opacity=\"0.3\" stroke=\"{color}\"/>",
-            path.join(" ")
-        )
-    } else {
-        format!(
-            "<polyline points=\"{}\" fill=\"none\" stroke=\"{color}\" stroke-width=\"1.2\"/>",
-            path.join(" ")
-        )
-    };
-    format!(
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{w}\" height=\"{hgt}\" role=\"img\" aria-label=\"{label}\"><text x=\"50\" y=\"{}\" font-size=\"12\">{label}: {lo:.2} … {hi:.2}</text><line x1=\"50\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"#999\"/>{body}</svg>",
-        hgt - 4.0,
-        hgt - 20.0,
-        w - 10.0,
-        hgt - 20.0
-    )
 }
 
 #[cfg(test)]

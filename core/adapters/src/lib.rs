@@ -26,4 +26,5 @@ pub mod secrets;
 pub mod status_report;
 pub mod store;
 pub mod telegram;
-pub mod web;
+/// The HTML pages (the `albra-web` crate), here under their old path.
+pub use albra_web as web;

@@ -16,6 +16,7 @@
 //! `albra-ops`).
 
 pub mod cli;
+mod report;
 pub mod tools;
 
 use std::process::ExitCode;

@@ -91,8 +91,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 println!("orders written to {}", p.display());
             }
             if let Some(p) = report {
-                std::fs::write(&p, albra_core::backtest::html_report(&runs))
-                    .with_context(|| format!("writing {}", p.display()))?;
+                crate::report::write(&p, &runs, &sim, cfg.as_ref(), &cli.config, Vec::new())?;
                 println!("report written to {}", p.display());
             }
             crate::no_job_errors("backtest", &errors)

@@ -1,53 +1,55 @@
-//! The HTML front end's shared pieces, for `albra report -o FILE.html` and the dashboard: the
+//! Albra's HTML pages (the `albra-web` crate), for `albra report -o FILE.html`, `albra backtest --report`
+//! and the dashboard: the
 //! page templates in `web/templates` (minijinja, HTML-escaped by default), the filters they lay
 //! figures out with, and the chart libraries vendored in `web/vendor` (uPlot 1.6.32, MIT, for
 //! lines; TradingView Lightweight Charts 5.3.0, Apache-2.0, for candles; each from npm with its
 //! LICENSE beside it), inlined into every page so a page works offline and loads nothing from
 //! elsewhere. Pages lay the query layer's types out and compute no figure.
 
+pub mod backtest;
+
 use albra_core::domain::utc_minute;
 use albra_core::report::Report;
 use minijinja::{context, Environment, Value};
 
 /// uPlot's browser build (`uPlot.iife.min.js`, defines the global `uPlot`).
-pub const UPLOT_JS: &str = include_str!("../../../web/vendor/uplot/uPlot.iife.min.js");
+pub const UPLOT_JS: &str = include_str!("../vendor/uplot/uPlot.iife.min.js");
 /// uPlot's stylesheet.
-pub const UPLOT_CSS: &str = include_str!("../../../web/vendor/uplot/uPlot.min.css");
+pub const UPLOT_CSS: &str = include_str!("../vendor/uplot/uPlot.min.css");
 /// Lightweight Charts' standalone build (defines the global `LightweightCharts`).
-pub const LWC_JS: &str = include_str!(
-    "../../../web/vendor/lightweight-charts/lightweight-charts.standalone.production.js"
-);
-const REPORT_TEMPLATE: &str = include_str!("../../../web/templates/report.html");
+pub const LWC_JS: &str =
+    include_str!("../vendor/lightweight-charts/lightweight-charts.standalone.production.js");
+const REPORT_TEMPLATE: &str = include_str!("../templates/report.html");
 
 /// The dashboard's templates, by name (`base.html` is the layout the others extend).
 const DASHBOARD_TEMPLATES: [(&str, &str); 7] = [
     (
         "base.html",
-        include_str!("../../../web/templates/dashboard/base.html"),
+        include_str!("../templates/dashboard/base.html"),
     ),
     (
         "login.html",
-        include_str!("../../../web/templates/dashboard/login.html"),
+        include_str!("../templates/dashboard/login.html"),
     ),
     (
         "overview.html",
-        include_str!("../../../web/templates/dashboard/overview.html"),
+        include_str!("../templates/dashboard/overview.html"),
     ),
     (
         "equity.html",
-        include_str!("../../../web/templates/dashboard/equity.html"),
+        include_str!("../templates/dashboard/equity.html"),
     ),
     (
         "trades.html",
-        include_str!("../../../web/templates/dashboard/trades.html"),
+        include_str!("../templates/dashboard/trades.html"),
     ),
     (
         "performance.html",
-        include_str!("../../../web/templates/dashboard/performance.html"),
+        include_str!("../templates/dashboard/performance.html"),
     ),
     (
         "chart.html",
-        include_str!("../../../web/templates/dashboard/chart.html"),
+        include_str!("../templates/dashboard/chart.html"),
     ),
 ];
 
@@ -60,11 +62,17 @@ pub fn dashboard_env() -> Result<Environment<'static>, RenderError> {
             source,
         })?;
     }
+    add_filters(&mut env);
+    Ok(env)
+}
+
+/// The filters pages lay figures out with: `money` (two decimals), `sign` (`pos`/`neg`),
+/// `when` (ms as a UTC minute), `age` (ms as a duration).
+pub fn add_filters(env: &mut Environment<'_>) {
     env.add_filter("money", money);
     env.add_filter("sign", sign);
     env.add_filter("when", when);
     env.add_filter("age", age);
-    Ok(env)
 }
 
 /// Render `page` of `env` with `ctx`.
@@ -127,6 +135,12 @@ pub fn age(v: Value) -> String {
 pub struct RenderError {
     page: &'static str,
     source: minijinja::Error,
+}
+
+impl RenderError {
+    pub fn new(page: &'static str, source: minijinja::Error) -> RenderError {
+        RenderError { page, source }
+    }
 }
 
 /// The report as one self-contained HTML page: figures, notes, and each account's equity and
@@ -199,7 +213,7 @@ mod tests {
     #[test]
     fn the_vendored_chart_libraries_are_the_locked_versions() {
         let lock: serde_json::Value =
-            serde_json::from_str(include_str!("../../../web/package-lock.json")).unwrap();
+            serde_json::from_str(include_str!("../package-lock.json")).unwrap();
         let locked = |package: &str| {
             lock["packages"][format!("node_modules/{package}")]["version"]
                 .as_str()
