@@ -101,23 +101,13 @@ async fn the_report_shows_the_runs_figures_charts_and_a_sortable_trade_table() {
     assert!(b.count("#parameters tr").await.unwrap() >= 5);
 
     // A click on the PnL header sorts ascending, a second descending.
-    let pnl_header = "#trades-0 thead th:nth-child(8)";
-    b.click(pnl_header).await.unwrap();
-    let first: Decimal = b
-        .text("#trades-0 tbody tr:first-child [data-field='pnl']")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(first, *rounded.iter().min().unwrap());
-    b.click(pnl_header).await.unwrap();
-    let first: Decimal = b
-        .text("#trades-0 tbody tr:first-child [data-field='pnl']")
-        .await
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(first, *rounded.iter().max().unwrap());
+    let first_after_click = || async {
+        b.click("#trades-0 thead th:nth-child(8)").await.unwrap();
+        let top = "#trades-0 tbody tr:first-child [data-field='pnl']";
+        b.text(top).await.unwrap().parse::<Decimal>().unwrap()
+    };
+    assert_eq!(first_after_click().await, *rounded.iter().min().unwrap());
+    assert_eq!(first_after_click().await, *rounded.iter().max().unwrap());
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()

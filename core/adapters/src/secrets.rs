@@ -481,37 +481,33 @@ impl SsmSecrets {
     /// This stage's webhook secret ([`ssm_webhook_secret_name`]), checked against Telegram's rule.
     pub async fn webhook_secret(&self) -> Result<Secret, SecretsError> {
         let name = ssm_webhook_secret_name(&self.stage);
-        let value = self
-            .parameters(&[&name])
-            .await?
-            .into_iter()
-            .next()
-            .flatten();
-        match value {
-            Some(s) if valid_webhook_secret(s.expose()) => Ok(s),
-            // The value is not quoted: it is a secret even when malformed.
-            Some(_) => Err(SecretsError::Missing(format!(
-                "SSM parameter {name} must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)"
-            ))),
-            None => Err(SecretsError::Missing(format!("SSM parameter {name}"))),
-        }
+        self.checked(&name, valid_webhook_secret, || {
+            format!("SSM parameter {name} must be 1-256 characters of A-Z, a-z, 0-9, _ and - (Telegram's rule)")
+        })
+        .await
     }
 
     /// This stage's dashboard token ([`ssm_dashboard_token_name`]), held to the same rule as
     /// [`EnvSecrets::dashboard_token`].
     pub async fn dashboard_token(&self) -> Result<Secret, SecretsError> {
         let name = ssm_dashboard_token_name(&self.stage);
-        let value = self
-            .parameters(&[&name])
-            .await?
-            .into_iter()
-            .next()
-            .flatten();
-        match value {
-            Some(s) if valid_dashboard_token(s.expose()) => Ok(s),
-            Some(_) => Err(SecretsError::Missing(dashboard_token_rule(&format!(
-                "SSM parameter {name}"
-            )))),
+        self.checked(&name, valid_dashboard_token, || {
+            dashboard_token_rule(&format!("SSM parameter {name}"))
+        })
+        .await
+    }
+
+    /// The parameter `name`, which must exist and pass `valid`; `rule` says what a value that
+    /// does not pass breaks (never the value: it is a secret even when malformed).
+    async fn checked(
+        &self,
+        name: &str,
+        valid: fn(&str) -> bool,
+        rule: impl FnOnce() -> String,
+    ) -> Result<Secret, SecretsError> {
+        match self.parameters(&[name]).await?.into_iter().next().flatten() {
+            Some(s) if valid(s.expose()) => Ok(s),
+            Some(_) => Err(SecretsError::Missing(rule())),
             None => Err(SecretsError::Missing(format!("SSM parameter {name}"))),
         }
     }
