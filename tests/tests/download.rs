@@ -393,3 +393,44 @@ async fn bad_days_exit_2_naming_the_flag() {
         "{help}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_download_keeps_its_pages_and_resumes() {
+    let mut candles = harness::btc_15m();
+    candles.truncate(4000);
+    let now = candles.last().unwrap().open_time + DAY;
+    let s = server(&candles, now).await;
+    // The second page is refused (-1021 is not retried on a public request): the run stops.
+    s.add_rule(
+        FaultRule::new("GET", "/fapi/v1/klines", FaultKind::Timestamp1021).when(When::Nth(2)),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let from = day_of(candles[0].open_time);
+    let args = [
+        "--symbol",
+        "BTCUSDT",
+        "--timeframe",
+        "15m",
+        "--from",
+        from.as_str(),
+    ];
+    let r = download(&s, d, &args).await;
+    assert_eq!(r.code, Some(1), "{r}");
+    assert!(
+        r.stderr.contains("BTCUSDT 15m: download stopped (1500 new candles saved in data/BTCUSDT-perp-15m.csv; rerun to resume)"),
+        "{r}"
+    );
+    assert_eq!(
+        file_candles(d, "BTCUSDT"),
+        candles[..1500],
+        "the first page, whole"
+    );
+    let r = download(&s, d, &args).await;
+    assert!(r.ok(), "{r}");
+    assert!(
+        r.stdout.contains("2500 candles added, 4000 in total"),
+        "{r}"
+    );
+    assert_eq!(file_candles(d, "BTCUSDT"), candles);
+}

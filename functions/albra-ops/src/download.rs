@@ -24,6 +24,7 @@ use chrono::NaiveDate;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::io::{IsTerminal, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -220,14 +221,30 @@ async fn download_candles(
         tf,
     );
     let mut meter = Meter::new(&label, progress, expected(&[head_w, tail_w], tf));
-    let head = fetch_candles(pacer, symbol, tf, head_w, now, &mut meter).await?;
-    let tail = fetch_candles(pacer, symbol, tf, tail_w, now, &mut meter).await?;
+    let (mut head, mut tail) = (Vec::new(), Vec::new());
+    // A part of the head is dropped on failure: the file must start at --from or at its old first
+    // candle, or the next run would take the hole for one of Binance's gaps. What arrived of the
+    // tail is kept: it continues the file, and the next run resumes after it.
+    let fetched = match fetch_candles(pacer, (symbol, tf), head_w, now, &mut meter, &mut head).await
+    {
+        Ok(()) => fetch_candles(pacer, (symbol, tf), tail_w, now, &mut meter, &mut tail).await,
+        Err(e) => Err(e),
+    };
     meter.done();
+    if fetched.is_err() {
+        head.clear();
+    }
     let added = head.len() + tail.len();
     let candles = merge_candles(head, existing, tail, tf).with_context(|| label.clone())?;
     if added > 0 {
         write_atomic(&file, &data::candles_csv(&candles))?;
     }
+    fetched.with_context(|| {
+        format!(
+            "{label}: download stopped ({added} new candles saved in {}; rerun to resume)",
+            file.display()
+        )
+    })?;
     let gaps = data::find_gaps(&candles, tf);
     Ok(CandleSummary {
         label,
@@ -284,16 +301,16 @@ fn expected(windows: &[(i64, i64)], tf: Timeframe) -> u64 {
         .sum()
 }
 
-/// Every closed candle in `window`, page after page (each from just after the last one received).
+/// Every closed candle in `window` into `out`, page after page (each from just after the last one
+/// received); on failure `out` holds the pages that arrived.
 async fn fetch_candles(
     pacer: &mut Pacer,
-    symbol: &Symbol,
-    tf: Timeframe,
+    (symbol, tf): (&Symbol, Timeframe),
     (start, end): (i64, i64),
     now: i64,
     meter: &mut Meter,
-) -> Result<Vec<Candle>> {
-    let mut out: Vec<Candle> = Vec::new();
+    out: &mut Vec<Candle>,
+) -> Result<()> {
     let mut from = start;
     while from < end {
         pacer
@@ -309,7 +326,7 @@ async fn fetch_candles(
         meter.advance(page.len() as u64, last.open_time);
         out.extend(page);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// `head`, then the file's candles, then `tail`, checked to be strictly increasing and aligned to
@@ -356,8 +373,18 @@ async fn download_funding(pacer: &mut Pacer, req: &Request, symbol: &Symbol) -> 
         .zip(existing.last())
         .map(|(a, b)| (a.time, b.time));
     let (head_w, tail_w) = funding_windows(span, req.from, end);
-    let head = fetch_funding(pacer, symbol, head_w).await?;
-    let tail = fetch_funding(pacer, symbol, tail_w).await?;
+    let context = || {
+        format!(
+            "{symbol} funding: download stopped, {} left as it was",
+            file.display()
+        )
+    };
+    let head = fetch_funding(pacer, symbol, head_w)
+        .await
+        .with_context(context)?;
+    let tail = fetch_funding(pacer, symbol, tail_w)
+        .await
+        .with_context(context)?;
     let added = head.len() + tail.len();
     let mut rates = head;
     rates.extend(existing);
@@ -518,7 +545,10 @@ where
             ExchangeError::Retryable { retry_after, .. } if attempt < PAGE_ATTEMPTS => {
                 retry_after.unwrap_or(Duration::from_secs(u64::from(attempt)))
             }
-            _ => return Err(error).context(format!("{endpoint} (attempt {attempt})")),
+            _ if attempt > 1 => {
+                return Err(error).context(format!("{endpoint}, attempt {attempt}"))
+            }
+            _ => return Err(error.into()),
         };
         if wait > MAX_RETRY_AFTER {
             bail!(
@@ -602,7 +632,14 @@ fn write_atomic(file: &Path, text: &str) -> Result<()> {
     let dir = dir.unwrap_or(Path::new("."));
     let mut tmp = tempfile::NamedTempFile::new_in(dir)
         .with_context(|| format!("{}: cannot create a temporary file", dir.display()))?;
+    // A temporary file is private (0600); the data file keeps the mode of the one it replaces,
+    // or gets the usual 0644.
+    let mode = std::fs::metadata(file).map_or(0o644, |m| m.permissions().mode());
     tmp.write_all(text.as_bytes())
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(std::fs::Permissions::from_mode(mode))
+        })
         .and_then(|()| tmp.as_file().sync_all())
         .with_context(|| format!("{}: cannot write", file.display()))?;
     tmp.persist(file)
@@ -800,7 +837,7 @@ mod tests {
         .await
         .unwrap_err();
         assert_eq!(calls, PAGE_ATTEMPTS);
-        assert!(format!("{e:#}").contains("attempt 6"), "{e:#}");
+        assert!(format!("{e:#}").contains("GET /x, attempt 6"), "{e:#}");
     }
 
     #[test]
@@ -808,8 +845,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("BTCUSDT-funding.csv");
         write_atomic(&file, "a\n").unwrap();
+        let mode = |f: &Path| std::fs::metadata(f).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&file), 0o644, "readable like any data file");
+        std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o640)).unwrap();
         write_atomic(&file, "b\n").unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), "b\n");
+        assert_eq!(mode(&file), 0o640, "the replaced file's mode is kept");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             1,
