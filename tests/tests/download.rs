@@ -434,3 +434,51 @@ async fn an_interrupted_download_keeps_its_pages_and_resumes() {
     );
     assert_eq!(file_candles(d, "BTCUSDT"), candles);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_names_binance_when_the_environment_does_not() {
+    let candles = &harness::btc_15m()[..300];
+    let s = server(candles, candles[299].open_time + DAY).await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    // The tests' usual config, with Binance's URL in it.
+    let written = harness::write_config(d, &harness::TestConfig::default());
+    let text = std::fs::read_to_string(written).unwrap().replacen(
+        "[binance]\n",
+        &format!("[binance]\nbase_url = \"{}\"\n", s.url),
+        1,
+    );
+    std::fs::create_dir(d.join("config")).unwrap();
+    std::fs::write(d.join("config/albra.toml"), text).unwrap();
+    let from = day_of(candles[0].open_time);
+    let args = [
+        "download",
+        "--symbol",
+        "BTCUSDT",
+        "--timeframe",
+        "1h",
+        "--from",
+        &from,
+    ];
+    // An empty ALBRA_BINANCE_URL counts as unset: the config's base_url is used.
+    let unset = [("ALBRA_BINANCE_URL", String::new())];
+    let r = harness::run("albra", d, "", &args, &unset).await;
+    assert!(r.ok(), "{r}");
+    let mut hours: Vec<i64> = candles.iter().map(|c| c.open_time / 3_600_000).collect();
+    hours.dedup();
+    let hours = hours.len();
+    assert_eq!(
+        data::load_csv(&d.join("data/BTCUSDT-perp-1h.csv"))
+            .unwrap()
+            .len(),
+        hours
+    );
+    // A config named but missing is an error naming it, before anything is asked.
+    let asked = s.requests().len();
+    let mut named = args.to_vec();
+    named.extend(["--config", "nope.toml"]);
+    let r = harness::run("albra", d, &s.url, &named, &[]).await;
+    assert_eq!(r.code, Some(2), "{r}");
+    assert!(r.stderr.contains("nope.toml"), "{r}");
+    assert_eq!(s.requests().len(), asked);
+}

@@ -40,6 +40,8 @@ const PAGE_ATTEMPTS: u32 = 6;
 /// The longest `Retry-After` obeyed; a longer one (an IP ban) ends the run with its length.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const DAY_MS: i64 = 86_400_000;
+/// Where the config is looked for when neither `--config` nor `ALBRA_CONFIG` says.
+const DEFAULT_CONFIG: &str = "config/albra.toml";
 
 /// What to download, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -96,7 +98,8 @@ fn day_start(d: NaiveDate) -> i64 {
 }
 
 /// `albra download`: check the request and the config (exit 2), then download every symbol.
-/// The config is optional here: without the file, Binance is `ALBRA_BINANCE_URL` or mainnet.
+/// The config is optional here: when the default `config/albra.toml` does not exist (and neither
+/// `--config` nor `ALBRA_CONFIG` named another), Binance is `ALBRA_BINANCE_URL` or mainnet.
 pub fn main(config: &Path, req: std::result::Result<Request, String>) -> ExitCode {
     let checked = req.and_then(|req| binance_config(config).map(|cfg| (req, cfg)));
     let (req, cfg) = match checked {
@@ -117,7 +120,7 @@ pub fn main(config: &Path, req: std::result::Result<Request, String>) -> ExitCod
 }
 
 fn binance_config(config: &Path) -> std::result::Result<BinanceConfig, String> {
-    if !config.exists() {
+    if config == Path::new(DEFAULT_CONFIG) && !config.exists() {
         return Ok(BinanceConfig {
             base_url: BinanceConfig::resolve_url(None),
             ..BinanceConfig::default()
