@@ -9,6 +9,15 @@
 //! Missing candles (exchange outages) are *not* errors: the series stays a sequence of the candles
 //! that exist, as the exchange serves them, and each hole is listed in [`CandleSeries::gaps`] so the
 //! caller can warn. Nothing here ever invents a price to fill a gap.
+//!
+//! The funding-rate file beside the candle files is [`funding`]'s (re-exported here).
+
+mod funding;
+
+pub use funding::{
+    funding_csv, funding_file_name, funding_path_for, load_funding_csv, parse_funding_csv,
+    FundingError, FundingRate, FUNDING_HEADER,
+};
 
 use crate::domain::{Candle, Price, Symbol, Timeframe};
 use rust_decimal::Decimal;
@@ -809,6 +818,30 @@ pub fn find_gaps(candles: &[Candle], tf: Timeframe) -> Vec<Gap> {
         .collect()
 }
 
+/// The candle file's text for `candles` (header included, one row per candle in the given order;
+/// each decimal as it was parsed, so prices read from Binance or from a file are written back digit
+/// for digit). [`parse_csv`] reads it back.
+pub fn candles_csv(candles: &[Candle]) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::with_capacity(HEADER.len() + 1 + candles.len() * 48);
+    s.push_str(HEADER);
+    s.push('\n');
+    for c in candles {
+        writeln!(
+            s,
+            "{},{},{},{},{},{}",
+            c.open_time,
+            c.open.get(),
+            c.high.get(),
+            c.low.get(),
+            c.close.get(),
+            c.volume
+        )
+        .expect("writing to a String");
+    }
+    s
+}
+
 /// `2025-07-04 11:45 UTC` for messages.
 fn utc(ms: i64) -> String {
     match chrono::DateTime::from_timestamp_millis(ms) {
@@ -1230,6 +1263,17 @@ mod tests {
             ));
         }
         s
+    }
+
+    #[test]
+    fn written_candles_read_back_digit_for_digit() {
+        let text = format!(
+            "{HEADER}\n{T0},108994.30,109000.00,108900.1,108950.25,12.3450\n{},1,2,0.5,1.5,0\n",
+            T0 + M15
+        );
+        let s = parse_csv(&text, "x-15m.csv").unwrap();
+        assert_eq!(candles_csv(&s.candles), text);
+        assert_eq!(candles_csv(&[]), format!("{HEADER}\n"));
     }
 
     #[test]

@@ -27,7 +27,7 @@ mod render;
 mod signing;
 
 pub use faults::{FaultKind, FaultRule, FiredFault, When};
-pub use market::load_candles_csv;
+pub use market::{funding_rate_at, load_candles_csv, FUNDING_INTERVAL_MS};
 pub use signing::{sign, signed_query};
 
 use albra_core::domain::{Candle, OrderSide};

@@ -3,6 +3,7 @@
 //! be run directly, with the same arguments.
 
 mod dashboard;
+mod download;
 mod operator;
 mod ops;
 mod telegram;

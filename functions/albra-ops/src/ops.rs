@@ -26,6 +26,17 @@ pub fn run(cli: Cli) -> ExitCode {
     if cli.cmd.is_tool() {
         return albra_cli::tools::run(cli);
     }
+    if let Command::Download {
+        symbol,
+        timeframe,
+        from,
+        to,
+        dir,
+    } = cli.cmd
+    {
+        let req = crate::download::request(&symbol, timeframe, from, to, dir);
+        return crate::download::main(&cli.config, req);
+    }
     let mut cfg = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -131,6 +142,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             let n = ops_notification(&priority, kind, account, text.join(" "))?;
             cmd_notify(cfg, &state, n, cli.env_file.as_deref()).await
         }
+        Command::Download { .. } => bail!("`download` runs before the config is loaded"),
         tool => bail!(
             "`{}` is one of albra's candle-file tools, not run here",
             tool.name()

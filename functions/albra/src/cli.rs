@@ -382,6 +382,27 @@ when the state store cannot be read."
         #[arg(long)]
         equity_out: Option<PathBuf>,
     },
+    /// Download closed candles and the funding-rate history of USDⓈ-M perpetuals from Binance's
+    /// public futures API into the files the other commands read; a rerun fetches only what the
+    /// files lack.
+    #[command(after_help = DOWNLOAD_HELP)]
+    Download {
+        /// Symbol(s), comma-separated (e.g. BTCUSDT,ETHUSDT).
+        #[arg(long, value_delimiter = ',', required = true)]
+        symbol: Vec<String>,
+        /// Candle timeframe: 1m, 5m, 15m, 1h or 4h.
+        #[arg(long)]
+        timeframe: Timeframe,
+        /// First UTC day to download (YYYY-MM-DD).
+        #[arg(long, value_parser = utc_day)]
+        from: chrono::NaiveDate,
+        /// Last UTC day to download, included (YYYY-MM-DD); default: up to the last closed candle.
+        #[arg(long, value_parser = utc_day)]
+        to: Option<chrono::NaiveDate>,
+        /// Folder of the files.
+        #[arg(long, default_value = "data")]
+        dir: PathBuf,
+    },
     /// Print one CSV row per closed candle with a strategy's decision and every condition it
     /// checked (the same decision code the jobs run).
     Signals {
@@ -450,6 +471,27 @@ Pages: / (overview), /equity, /trades (and /trades.csv), /performance, /chart, /
 
 Example: albra dashboard --state state/replay --data data/BTCUSDT-perp-15m.csv";
 
+const DOWNLOAD_HELP: &str = "\
+Files (in --dir): <SYMBOL>-perp-<TF>.csv with `open_time,open,high,low,close,volume` (the format \
+backtest, replay and indicators read) and <SYMBOL>-funding.csv with \
+`funding_time,funding_rate,mark_price`; times in ms since the epoch, values as Binance sends them.
+
+Only closed candles are written. When a file exists, only what it lacks is fetched (candles after \
+its last one, and before its first when --from is earlier) and the file is replaced whole once \
+everything arrived. Gaps in Binance's own data (outages) are listed, never filled. Binance is \
+reached at ALBRA_BINANCE_URL, else the config's [binance] base_url, else fapi.binance.com; no \
+key is needed. Requests stay under 1000 of the 2400 weight per minute and obey Retry-After.
+
+Examples:
+  albra download --symbol BTCUSDT,ETHUSDT --timeframe 15m --from 2024-01-01 --to 2024-06-30
+  albra download --symbol BTCUSDT --timeframe 1h --from 2020-01-01      (rerun to bring it up to date)";
+
+/// A `--from`/`--to` value: a UTC day written `YYYY-MM-DD`.
+fn utc_day(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
+        .map_err(|e| format!("`{s}` is not a UTC day written YYYY-MM-DD, e.g. 2024-01-01 ({e})"))
+}
+
 pub fn indicators_help() -> String {
     format!(
         "Indicators (NAME:PARAMS, defaults in parentheses):\n{}",
@@ -496,6 +538,7 @@ impl Command {
             Command::Backtest { .. } => "backtest",
             Command::WalkForward { .. } => "walk-forward",
             Command::Signals { .. } => "signals",
+            Command::Download { .. } => "download",
         }
     }
 }
@@ -517,7 +560,7 @@ mod tests {
                 .unwrap()
                 .cmd
         };
-        let cases: [(&[&str], bool); 24] = [
+        let cases: [(&[&str], bool); 25] = [
             (&["replay", "--data", "x.csv"], false),
             (&["run"], false),
             (&["status", "--json"], false),
@@ -562,6 +605,18 @@ mod tests {
                 &["signals", "--strategy", "EMA_CROSS", "--data", "x.csv"],
                 true,
             ),
+            (
+                &[
+                    "download",
+                    "--symbol",
+                    "BTCUSDT,ETHUSDT",
+                    "--timeframe",
+                    "15m",
+                    "--from",
+                    "2024-01-01",
+                ],
+                false,
+            ),
         ];
         for (args, tool) in cases {
             let cmd = parse(args);
@@ -574,5 +629,40 @@ mod tests {
             .map(|c| c.get_name().to_string())
             .collect();
         assert_eq!(known.len(), cases.len(), "{known:?}");
+    }
+
+    #[test]
+    fn download_days_are_checked_and_named() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(
+                [
+                    "albra",
+                    "download",
+                    "--symbol",
+                    "BTCUSDT",
+                    "--timeframe",
+                    "1h",
+                ]
+                .into_iter()
+                .chain(args.iter().copied()),
+            )
+        };
+        match parse(&["--from", "2024-01-01", "--to", "2024-06-30"])
+            .unwrap()
+            .cmd
+        {
+            Command::Download { from, to, dir, .. } => {
+                assert_eq!(from.to_string(), "2024-01-01");
+                assert_eq!(to.map(|d| d.to_string()).as_deref(), Some("2024-06-30"));
+                assert_eq!(dir, PathBuf::from("data"));
+            }
+            _ => panic!("not download"),
+        }
+        for bad in ["2024-13-01", "01/02/2024", "yesterday"] {
+            let e = parse(&["--from", bad]).err().expect(bad);
+            assert_eq!(e.kind(), clap::error::ErrorKind::ValueValidation, "{bad}");
+            let text = e.to_string();
+            assert!(text.contains("--from") && text.contains(bad), "{text}");
+        }
     }
 }

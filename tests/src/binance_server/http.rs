@@ -146,6 +146,7 @@ enum Endpoint {
     CancelAllAlgos,
     UserTrades,
     Income,
+    FundingRate,
     /// `/sapi/v1/account/apiRestrictions`: served by the spot host on Binance; here beside the
     /// futures endpoints, so one loopback base stands in for both.
     ApiRestrictions,
@@ -178,6 +179,7 @@ impl Endpoint {
             ("DELETE", "/fapi/v1/algoOpenOrders") => CancelAllAlgos,
             ("GET", "/fapi/v1/userTrades") => UserTrades,
             ("GET", "/fapi/v1/income") => Income,
+            ("GET", "/fapi/v1/fundingRate") => FundingRate,
             ("GET", "/sapi/v1/account/apiRestrictions") => ApiRestrictions,
             _ => return None,
         })
@@ -191,6 +193,7 @@ impl Endpoint {
                 | Endpoint::Klines
                 | Endpoint::ExchangeInfo
                 | Endpoint::TickerPrice
+                | Endpoint::FundingRate
         )
     }
 
@@ -200,6 +203,9 @@ impl Endpoint {
         match self {
             Ping | Time | ExchangeInfo | TickerPrice | Leverage | MarginType | QueryOrder
             | CancelOrder | QueryAlgo | CancelAlgo | CancelAllAlgos | ApiRestrictions => 1,
+            // Binance limits it on its own (500 requests per 5 minutes per IP, shared with
+            // fundingInfo); it still counts as one request in the minute's gauge here.
+            FundingRate => 1,
             NewOrder | NewAlgo => 0,
             Klines => match req
                 .get("limit")
@@ -502,6 +508,7 @@ fn dispatch(
             Ok(json!({ "symbol": symbol, "price": price.normalize().to_string(), "time": now }))
         }
         Klines => klines(g, req, now),
+        FundingRate => funding_rate(g, req, now),
         Account => Ok(render::account(&g.x, key, now)),
         ApiRestrictions => Ok(g.x.accounts[key].restrictions.render()),
         PositionRisk => {
@@ -633,6 +640,25 @@ fn klines(g: &Inner, req: &Req, now: i64) -> Result<Value, ApiError> {
         g.x.market
             .klines(symbol, iv, start, end, limit.min(1500) as usize, now);
     Ok(Value::Array(rows.iter().map(|r| r.to_json()).collect()))
+}
+
+/// `GET /fapi/v1/fundingRate`: limit 100 by default, at most 1000.
+fn funding_rate(g: &Inner, req: &Req, now: i64) -> Result<Value, ApiError> {
+    let symbol = required_symbol(g, req)?;
+    let limit = req.int("limit")?.unwrap_or(100);
+    if limit < 1 {
+        return Err(ApiError::invalid("limit"));
+    }
+    let (start, end) = (req.int("startTime")?, req.int("endTime")?);
+    if let (Some(s), Some(e)) = (start, end) {
+        if s > e {
+            return Err(ApiError::bad(-1023, "Start time is greater than end time."));
+        }
+    }
+    let rows =
+        g.x.market
+            .funding(symbol, (start, end), limit.min(1000) as usize, now);
+    Ok(Value::Array(rows))
 }
 
 fn leverage(g: &mut Inner, req: &Req, key: &str) -> Result<Value, ApiError> {

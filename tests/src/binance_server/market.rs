@@ -126,6 +126,17 @@ impl SymbolRules {
     }
 }
 
+/// The test exchange settles funding every 8 hours, at 00:00, 08:00 and 16:00 UTC.
+pub const FUNDING_INTERVAL_MS: i64 = 8 * 3_600_000;
+
+/// The funding rate the test exchange settles at `time_ms`: a function of the settlement's index
+/// alone (-0.00010000 to 0.00020000 in steps of 0.00005, eight decimals as Binance writes them), so
+/// tests can compute what a download must hold.
+pub fn funding_rate_at(time_ms: i64) -> Decimal {
+    let k = time_ms.div_euclid(FUNDING_INTERVAL_MS);
+    Decimal::new((k.rem_euclid(7) - 2) * 5_000, 8)
+}
+
 /// One 12-field kline row before it is rendered.
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) struct KlineRow {
@@ -226,6 +237,53 @@ impl Market {
         } else {
             rows.last().map(|c| c.close.get())
         }
+    }
+
+    /// `GET /fapi/v1/fundingRate` rows of `symbol`: a settlement every [`FUNDING_INTERVAL_MS`]
+    /// (00:00, 08:00, 16:00 UTC) from the first recorded candle on, none after `now`, with time in
+    /// `[start, end]`, oldest first, at most `limit`: from `start` on when it is given, else the
+    /// latest ones (as Binance does). The rate is [`funding_rate_at`]; the mark price is the open of
+    /// the recorded candle containing the settlement, `""` when none does (as in Binance's oldest
+    /// records).
+    pub fn funding(
+        &self,
+        symbol: &str,
+        (start, end): (Option<i64>, Option<i64>),
+        limit: usize,
+        now: i64,
+    ) -> Vec<serde_json::Value> {
+        let Some(first) = self.candles.get(symbol).and_then(|r| r.first()) else {
+            return Vec::new();
+        };
+        let step = FUNDING_INTERVAL_MS;
+        let lo = start.unwrap_or(i64::MIN).max(first.open_time);
+        let hi = end.unwrap_or(i64::MAX).min(now);
+        let (k_lo, k_hi) = ((lo + step - 1).div_euclid(step), hi.div_euclid(step));
+        if k_lo > k_hi {
+            return Vec::new();
+        }
+        let count = (k_hi - k_lo + 1).min(limit as i64);
+        let k_first = if start.is_some() {
+            k_lo
+        } else {
+            k_hi - count + 1
+        };
+        (k_first..k_first + count)
+            .map(|k| {
+                let t = k * step;
+                let mark = self.containing(symbol, t).map_or(String::new(), |c| {
+                    let mut p = c.open.get();
+                    p.rescale(8);
+                    p.to_string()
+                });
+                serde_json::json!({
+                    "symbol": symbol,
+                    "fundingTime": t,
+                    "fundingRate": funding_rate_at(t).to_string(),
+                    "markPrice": mark,
+                })
+            })
+            .collect()
     }
 
     /// Kline rows for `interval_ms` (a multiple of the base timeframe) with open time in
@@ -412,6 +470,35 @@ mod tests {
         assert_eq!(rows[3].volume, Decimal::ZERO);
         assert_eq!(rows[2].close, Decimal::from(103));
         assert_eq!(rows[2].close_time, 3 * M15 - 1);
+    }
+
+    #[test]
+    fn funding_every_eight_hours_from_the_first_candle_up_to_now() {
+        const H8: i64 = FUNDING_INTERVAL_MS;
+        // Candles over the first 2 hours of day 0 only: later settlements have no mark price.
+        let m = market();
+        let times = |rows: &[serde_json::Value]| {
+            rows.iter()
+                .map(|r| r["fundingTime"].as_i64().unwrap())
+                .collect::<Vec<_>>()
+        };
+        let now = 3 * H8 + 1;
+        let all = m.funding("BTCUSDT", (None, None), 1000, now);
+        assert_eq!(times(&all), vec![0, H8, 2 * H8, 3 * H8], "none after now");
+        assert_eq!(all[0]["markPrice"], "100.00000000");
+        assert_eq!(all[1]["markPrice"], "");
+        assert_eq!(all[0]["fundingRate"], "-0.00010000");
+        assert_eq!(funding_rate_at(H8 + 5).to_string(), "-0.00005000");
+        assert_eq!(funding_rate_at(6 * H8), funding_rate_at(13 * H8));
+        // A window, oldest first, limited from its start; without a start the latest ones.
+        let w = m.funding("BTCUSDT", (Some(1), Some(3 * H8)), 2, now);
+        assert_eq!(times(&w), vec![H8, 2 * H8]);
+        let latest = m.funding("BTCUSDT", (None, None), 2, now);
+        assert_eq!(times(&latest), vec![2 * H8, 3 * H8]);
+        assert!(m.funding("ETHUSDT", (None, None), 10, now).is_empty());
+        assert!(m
+            .funding("BTCUSDT", (Some(H8 + 1), Some(2 * H8 - 1)), 10, now)
+            .is_empty());
     }
 
     #[test]

@@ -357,6 +357,77 @@ async fn public_endpoints_and_exchange_info_cache() {
 }
 
 #[tokio::test]
+async fn history_windows_on_the_wire() {
+    let t0 = 1_751_626_800_000_i64;
+    let server = Server::start(move |req, _| match req.path.as_str() {
+        // Three rows: one before the window (a server that ignores startTime), one inside, one
+        // still forming at `now`.
+        "/fapi/v1/klines" => ok(&format!(
+            r#"[[{},"1","2","0.5","1.5","10",0,"0",1,"0","0","0"],
+                [{t0},"1.50","2","1","1.8","11",0,"0",1,"0","0","0"],
+                [{},"1.8","2","1","1.9","1",0,"0",1,"0","0","0"]]"#,
+            t0 - 900_000,
+            t0 + 900_000
+        )),
+        "/fapi/v1/fundingRate" => ok(&format!(
+            r#"[{{"symbol":"BTCUSDT","fundingRate":"0.00010000","fundingTime":{t0},"markPrice":"108994.30"}}]"#
+        )),
+        _ => Reply::Json(404, vec![], "{}".into()),
+    })
+    .await;
+    let c = client(&server.base, false);
+    let btc = Symbol::new("BTCUSDT");
+    let window = (t0, t0 + 10 * 900_000);
+    let k = c
+        .klines_between(&btc, Timeframe::M15, window, 1500, t0 + 1_000_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        k.len(),
+        1,
+        "only the closed candle inside the window: {k:?}"
+    );
+    assert_eq!(
+        (k[0].open_time, k[0].open.get().to_string()),
+        (t0, "1.50".into())
+    );
+    assert_eq!(
+        server.hits("/fapi/v1/klines")[0].query,
+        format!(
+            "symbol=BTCUSDT&interval=15m&startTime={t0}&endTime={}&limit=1500",
+            window.1 - 1
+        )
+    );
+    let f = c.funding_rates(&btc, window, 5000).await.unwrap();
+    assert_eq!(f.len(), 1);
+    assert_eq!(
+        f[0].mark_price.map(|p| p.to_string()),
+        Some("108994.30".into())
+    );
+    let fh = &server.hits("/fapi/v1/fundingRate")[0];
+    assert_eq!(
+        fh.query,
+        format!(
+            "symbol=BTCUSDT&startTime={t0}&endTime={}&limit=1000",
+            window.1 - 1
+        ),
+        "the limit is capped at Binance's 1000"
+    );
+    assert_eq!(fh.api_key, None);
+    // An empty window asks nothing.
+    assert!(c
+        .funding_rates(&btc, (t0, t0), 10)
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(server.hits("/fapi/v1/fundingRate").len(), 1);
+    assert_eq!(klines_weight(1500), 10);
+    assert_eq!(klines_weight(1000), 5);
+    assert_eq!(klines_weight(99), 1);
+    assert_eq!(klines_weight(100), 2);
+}
+
+#[tokio::test]
 async fn recv_window_rejection_resyncs_and_resends_once() {
     // The first clock reading is 30 s off (as after a stale sync); the server enforces recvWindow
     // against its real clock, so only a resynced timestamp gets through.

@@ -22,6 +22,7 @@ mod loopback_tests;
 pub(crate) mod parse;
 pub mod permissions;
 
+use albra_core::data::FundingRate;
 use albra_core::domain::{Candle, Price, Symbol, Timeframe};
 use albra_core::ports::{
     AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, ApiKeys, Exchange, ExchangeError,
@@ -119,7 +120,9 @@ fn backoff(attempt: u32) -> Duration {
 /// Attempts per idempotent request (first try included).
 const GET_ATTEMPTS: u32 = 3;
 /// Most klines one request may ask for.
-const MAX_KLINES: u32 = 1500;
+pub const MAX_KLINES: u32 = 1500;
+/// Most funding rates one request may ask for.
+pub const MAX_FUNDING_RATES: u32 = 1000;
 /// Rows per page for userTrades and income (Binance's maximum).
 const HISTORY_LIMIT: &str = "1000";
 /// Trading rules change rarely; refetch after this long so long-lived processes follow them.
@@ -675,6 +678,86 @@ impl BinanceClient {
         params.push(("limit", HISTORY_LIMIT.to_string()));
         let v = self.call(Method::GET, path, params, Auth::Signed).await?;
         decode(&format!("GET {path}"), &v, parse)
+    }
+}
+
+/// The IP weight Binance charges for one `GET /fapi/v1/klines` of `limit` rows: it prices the
+/// request by what was asked, not by what came back.
+pub fn klines_weight(limit: u32) -> u32 {
+    match limit {
+        0..=99 => 1,
+        100..=499 => 2,
+        500..=1000 => 5,
+        _ => 10,
+    }
+}
+
+/// Market history for research downloads: public, one page per call, over an explicit window.
+impl BinanceClient {
+    /// The closed candles of `symbol` opening in `[start, end)`, oldest first: one page of at
+    /// most `limit` (capped at [`MAX_KLINES`]) from `start` on. A candle still forming at the
+    /// exchange time `now` is never returned, whatever the window says.
+    pub async fn klines_between(
+        &self,
+        symbol: &Symbol,
+        tf: Timeframe,
+        (start, end): (i64, i64),
+        limit: u32,
+        now: i64,
+    ) -> Result<Vec<Candle>, ExchangeError> {
+        if limit == 0 || start >= end {
+            return Ok(Vec::new());
+        }
+        let v = self
+            .call(
+                Method::GET,
+                "/fapi/v1/klines",
+                vec![
+                    ("symbol", symbol.as_str().to_string()),
+                    ("interval", tf.as_str().to_string()),
+                    ("startTime", start.to_string()),
+                    // Binance's endTime is inclusive.
+                    ("endTime", (end - 1).to_string()),
+                    ("limit", limit.min(MAX_KLINES).to_string()),
+                ],
+                Auth::Public,
+            )
+            .await?;
+        let mut rows = decode("GET /fapi/v1/klines", &v, |v| {
+            parse::closed_klines(v, tf, usize::MAX, now)
+        })?;
+        rows.retain(|c| (start..end).contains(&c.open_time));
+        Ok(rows)
+    }
+
+    /// The funding settlements of `symbol` in `[start, end)`, oldest first: one page of at most
+    /// `limit` (capped at [`MAX_FUNDING_RATES`]) from `start` on (`GET /fapi/v1/fundingRate`,
+    /// whose rate limit is its own: 500 requests per 5 minutes per IP).
+    pub async fn funding_rates(
+        &self,
+        symbol: &Symbol,
+        (start, end): (i64, i64),
+        limit: u32,
+    ) -> Result<Vec<FundingRate>, ExchangeError> {
+        if limit == 0 || start >= end {
+            return Ok(Vec::new());
+        }
+        let v = self
+            .call(
+                Method::GET,
+                "/fapi/v1/fundingRate",
+                vec![
+                    ("symbol", symbol.as_str().to_string()),
+                    ("startTime", start.to_string()),
+                    ("endTime", (end - 1).to_string()),
+                    ("limit", limit.min(MAX_FUNDING_RATES).to_string()),
+                ],
+                Auth::Public,
+            )
+            .await?;
+        let mut rows = decode("GET /fapi/v1/fundingRate", &v, parse::funding_rates)?;
+        rows.retain(|r| (start..end).contains(&r.time));
+        Ok(rows)
     }
 }
 

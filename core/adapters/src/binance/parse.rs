@@ -22,6 +22,7 @@
 //! - `trade/rest-api/Account-Trade-List`, `account/rest-api/Get-Income-History` (`tranId` shown
 //!   both as number and string, `tradeId` `""` when not applicable)
 
+use albra_core::data::FundingRate;
 use albra_core::domain::{Candle, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
 use albra_core::ports::{
     AccountSnapshot, AlgoKind, AlgoOrderInfo, AlgoStatus, ExchangeError, ExchangePosition, Income,
@@ -216,6 +217,37 @@ pub(crate) fn closed_klines(
     if out.len() > limit {
         out.drain(..out.len() - limit);
     }
+    Ok(out)
+}
+
+/// `GET /fapi/v1/fundingRate`: `[{"symbol", "fundingRate": "-0.03750000", "fundingTime":
+/// 1570608000000, "markPrice": "34287.54619963"}]`, oldest first. `markPrice` is `""` (or absent)
+/// in Binance's oldest records. Rows come back sorted by time, one per time.
+pub(crate) fn funding_rates(v: &Value) -> Result<Vec<FundingRate>, String> {
+    let mut out = as_array(v, "fundingRate")?
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            (|| {
+                let o = as_obj(row, "funding rate")?;
+                let time = time_in_range("field `fundingTime`", int(o, "fundingTime")?)?;
+                let mark_price = dec_opt(o, "markPrice")?;
+                if mark_price.is_some_and(|p| p <= Decimal::ZERO) {
+                    return Err(format!(
+                        "field `markPrice` {mark_price:?} is not a positive price"
+                    ));
+                }
+                Ok(FundingRate {
+                    time,
+                    rate: dec(o, "fundingRate")?,
+                    mark_price,
+                })
+            })()
+            .map_err(|e: String| format!("[{i}]: {e}"))
+        })
+        .collect::<Result<Vec<_>, String>>()?;
+    out.sort_by_key(|r| r.time);
+    out.dedup_by_key(|r| r.time);
     Ok(out)
 }
 
@@ -1016,6 +1048,44 @@ pub(super) mod tests {
         ))
         .unwrap_err();
         assert!(e.contains("tranId"), "{e}");
+    }
+
+    #[test]
+    fn funding_rates_from_the_documented_shape() {
+        let v = json(
+            r#"[{"symbol":"BTCUSDT","fundingRate":"-0.03750000","fundingTime":1570608000000,"markPrice":"34287.54619963"},
+                {"symbol":"BTCUSDT","fundingRate":"0.00010000","fundingTime":1570636800000,"markPrice":""},
+                {"symbol":"BTCUSDT","fundingRate":"0.00010000","fundingTime":1570579200000}]"#,
+        );
+        let rows = funding_rates(&v).unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.time).collect::<Vec<_>>(),
+            vec![1570579200000, 1570608000000, 1570636800000],
+            "sorted by time"
+        );
+        assert_eq!(rows[1].rate.to_string(), "-0.03750000", "digits kept");
+        assert_eq!(rows[1].mark_price.unwrap().to_string(), "34287.54619963");
+        assert_eq!(rows[0].mark_price, None);
+        assert_eq!(rows[2].mark_price, None);
+        for (bad, want) in [
+            (
+                r#"[{"fundingRate":"0.1"}]"#,
+                "[0]: missing field `fundingTime`",
+            ),
+            (
+                r#"[{"fundingRate":"x","fundingTime":1570608000000}]"#,
+                "`fundingRate`",
+            ),
+            (r#"[{"fundingRate":"0.1","fundingTime":5}]"#, "outside 2017"),
+            (
+                r#"[{"fundingRate":"0.1","fundingTime":1570608000000,"markPrice":"0"}]"#,
+                "markPrice",
+            ),
+            (r#"{"code":-1121}"#, "expected a JSON array"),
+        ] {
+            let e = funding_rates(&json(bad)).unwrap_err();
+            assert!(e.contains(want), "{bad}: {e}");
+        }
     }
 
     #[test]
