@@ -23,8 +23,9 @@ replay, run, status, positions and validate run in albra-ops, installed beside a
 the candle-file tools (indicators, backtest, walk-forward, signals) run in albra itself."
 )]
 pub struct Cli {
-    /// Config file [default: config/albra.toml, and the built-in defaults when that is absent].
-    /// A file named here or in ALBRA_CONFIG must exist; `none` asks for the built-in defaults.
+    /// Config file [default: config/albra.toml; when it is absent the candle-file tools run on
+    /// the built-in defaults]. A file named here or in ALBRA_CONFIG must exist; `none` asks the
+    /// tools for the built-in defaults.
     #[arg(long, global = true, env = "ALBRA_CONFIG")]
     pub config: Option<PathBuf>,
     /// State store: a local path (embedded SQLite; default ./state) or dynamodb:TABLE.
