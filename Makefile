@@ -83,13 +83,13 @@ clean-state:
 bench: static
 	$(CARGO) bench --locked -p albra-core --benches
 	@echo "whole process: albra backtest EMA_CROSS over data/BTCUSDT-spot-1h.csv (51,224 candles), 5 runs:"
-	@for i in 1 2 3 4 5; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off > /dev/null; done
+	@for i in 1 2 3 4 5; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off > /dev/null; done
 	@echo "the same with --full-jobs (the whole evaluation job on every candle: the baseline of the quiet path), 3 runs:"
-	@for i in 1 2 3; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off --full-jobs > /dev/null; done
+	@for i in 1 2 3; do /usr/bin/time -f "  %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --fee 0.0004 --slippage 0 --risk off --full-jobs > /dev/null; done
 	@echo "whole process: each strategy with its defaults and the risk rules on, over the same file:"
-	@for s in EMA_CROSS TFPE ZLMACD_ICHIMOKU ZLHMA_EMA_CROSS; do /usr/bin/time -f "  $$s: %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml backtest --strategy $$s --data data/BTCUSDT-spot-1h.csv > /dev/null 2>/tmp/albra-bench-$$s.err; tail -1 /tmp/albra-bench-$$s.err; done
+	@for s in EMA_CROSS TFPE ZLMACD_ICHIMOKU ZLHMA_EMA_CROSS; do /usr/bin/time -f "  $$s: %e s wall, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none backtest --strategy $$s --data data/BTCUSDT-spot-1h.csv > /dev/null 2>/tmp/albra-bench-$$s.err; tail -1 /tmp/albra-bench-$$s.err; done
 	@echo "whole process: walk-forward of 27 EMA_CROSS parameter sets over the same file (70/30, 30-day step):"
-	@/usr/bin/time -f "  %e s wall, %U s user, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none.toml walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --in-sample 0.7 --step 30d --grid fast=20,50,80 --grid slow=100,200,300 --grid stop_loss_pct=0.02,0.03,0.05 | tail -2
+	@/usr/bin/time -f "  %e s wall, %U s user, %M KB max RSS" $(CARGO_TARGET_DIR)/release/albra --config none walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --in-sample 0.7 --step 30d --grid fast=20,50,80 --grid slow=100,200,300 --grid stop_loss_pct=0.02,0.03,0.05 | tail -2
 	@echo "whole process beside the peers (bench/whole_process.py: each a fresh process that imports, reads the CSV and runs once):"
 	@if [ -x $(PEERS_VENV)/bin/python ]; then $(PEERS_VENV)/bin/python bench/whole_process.py --runs 5; \
 	  else echo "  skipped: no peers' venv at $(PEERS_VENV) (bash ../shared/bench/peers/setup.sh makes it)"; fi

@@ -8,7 +8,7 @@
 #   bench/identical.sh --compare A B      exit 1 and show the differences unless A and B match
 #
 # What it records:
-#   - the README's "Real-data results" rows: each strategy with its defaults (`--config none.toml`)
+#   - the README's "Real-data results" rows: each strategy with its defaults (`--config none`)
 #     on both files at the README's timeframes, the summary and every trade (`--trades-out`);
 #   - the EMA_CROSS reference runs (`--fee 0.0004 --slippage 0 --risk off`): 307 trades on
 #     BTCUSDT-spot-1h.csv and 312 on BTCUSDT-perp-5m.csv, with every trade;
@@ -49,14 +49,14 @@ for row in "TFPE perp-15m 4h" "ZLMACD_ICHIMOKU perp-15m 1h" "ZLHMA_EMA_CROSS per
   read -r strategy file tf <<<"$row"
   name="results-$strategy-$file-$tf"
   step "$name"
-  "$bin/albra" --config none.toml backtest --strategy "$strategy" --timeframe "$tf" \
+  "$bin/albra" --config none backtest --strategy "$strategy" --timeframe "$tf" \
     --data "data/BTCUSDT-$file.csv" --trades-out "$out/$name.trades.csv" 2>&1 | untimed >"$out/$name.txt"
 done
 
 for file in spot-1h perp-5m; do
   name="reference-EMA_CROSS-$file"
   step "$name"
-  "$bin/albra" --config none.toml backtest --strategy EMA_CROSS --data "data/BTCUSDT-$file.csv" \
+  "$bin/albra" --config none backtest --strategy EMA_CROSS --data "data/BTCUSDT-$file.csv" \
     --fee 0.0004 --slippage 0 --risk off --trades-out "$out/$name.trades.csv" 2>&1 | untimed >"$out/$name.txt"
 done
 
@@ -65,7 +65,7 @@ step "make-run-replay"
   >"$out/make-run-replay.txt"
 
 step "walk-forward"
-"$bin/albra" --config none.toml walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \
+"$bin/albra" --config none walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \
   --in-sample 0.7 --step 30d --grid fast=20,50,80 --grid slow=100,200,300 \
   --grid stop_loss_pct=0.02,0.03,0.05 2>&1 | untimed >"$out/walk-forward.txt"
 

@@ -7,7 +7,7 @@ first call excluded), while the issue times `albra backtest` as a whole process.
 both kinds of figure side by side on the same machine, in the same command, so they can be compared
 on equal terms:
 
-* albra            `albra --config none.toml backtest --strategy EMA_CROSS --data FILE --fee 0.0004
+* albra            `albra --config none backtest --strategy EMA_CROSS --data FILE --fee 0.0004
                    --slippage 0 --risk off` (the reference run: event-driven, the live decision,
                    order and paper-fill code);
 * vectorbt-rust    vectorbt 1.0 `Portfolio.from_signals(engine="rust")`, the peers' `full_run`;
@@ -98,7 +98,7 @@ def one(peer, peers_dir, data):
 
 def albra_cmd(binary, data):
     return [
-        str(binary), "--config", "none.toml", "backtest", "--strategy", "EMA_CROSS",
+        str(binary), "--config", "none", "backtest", "--strategy", "EMA_CROSS",
         "--data", str(data), "--fee", "0.0004", "--slippage", "0", "--risk", "off",
     ]
 

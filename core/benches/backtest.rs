@@ -22,7 +22,8 @@ fn bench(c: &mut Criterion) {
         equity: Decimal::from(10_000),
         risk_off: true,
         config: None,
-        progress: false,
+        progress: None,
+        range: None,
         full_jobs: false,
     };
     let mut g = c.benchmark_group("backtest");

@@ -34,6 +34,9 @@ pub enum BacktestError {
     Data(#[from] data::DataError),
     #[error("{0}")]
     Setup(String),
+    /// `--timerange` holds no candle of a file.
+    #[error(transparent)]
+    Range(#[from] crate::timerange::RangeError),
 }
 
 /// What to backtest and how.
@@ -51,8 +54,11 @@ pub struct BacktestOptions {
     pub risk_off: bool,
     /// Strategy parameters, leverage and size from this config when it lists the strategy.
     pub config: Option<Config>,
-    /// Print a progress line on stderr.
-    pub progress: bool,
+    /// Where each run reports its candles done (`None`: nobody watches; no per-candle work).
+    pub progress: Option<crate::progress::Reporter>,
+    /// Trade and report only the candles opening in this range; the strategy still warms up on
+    /// every candle before it, as in a run over the whole file.
+    pub range: Option<crate::timerange::TimeRange>,
     /// Run the full evaluation job on every candle, never the quiet-candle shortcut
     /// ([`FastPath::evaluate_quiet`]): the same results, slower; for checking that claim.
     pub full_jobs: bool,
@@ -122,8 +128,8 @@ struct Curve {
     equity: Vec<(i64, f64)>,
     exposed: Vec<bool>,
     in_position: usize,
-    /// The percentage the bar shows.
-    shown: usize,
+    /// Report progress every this many candles ([`crate::progress::stride`]).
+    stride: usize,
 }
 
 impl Curve {
@@ -141,22 +147,22 @@ impl Curve {
     }
 
     /// Report candle `i` (0-based) of `total` done.
-    fn progress(&mut self, progress: Option<&Progress>, i: usize, total: usize, tf: Timeframe) {
+    fn progress(&self, progress: Option<&Progress>, i: usize, total: usize, tf: Timeframe) {
+        use crate::progress::{due, Count, ProgressLine};
         match progress {
-            Some(Progress::Bar(label)) => {
-                let pct = (i + 1) * 100 / total.max(1);
-                if pct != self.shown {
-                    self.shown = pct;
-                    eprint!("\r{label} {tf}: [{:<50}] {pct:>3}%", "=".repeat(pct / 2));
-                    if i + 1 == total {
-                        eprintln!();
-                    }
-                }
+            Some(Progress::Report { label, to }) if due(i + 1, total, self.stride) => {
+                to.show(&ProgressLine {
+                    label: &format!("{label} {tf}"),
+                    counts: &[Count {
+                        what: "candles",
+                        done: i + 1,
+                        total,
+                    }],
+                    fraction: (i + 1) as f64 / total.max(1) as f64,
+                });
             }
-            Some(Progress::Counter(n)) => {
-                n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            }
-            None => {}
+            Some(Progress::Tick(tick)) => tick(),
+            _ => {}
         }
     }
 }
@@ -313,9 +319,10 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
             ))
         })?;
         for name in &opts.strategies {
-            let bar = opts
-                .progress
-                .then(|| Progress::Bar(format!("{name} {symbol}")));
+            let bar = opts.progress.as_ref().map(|to| Progress::Report {
+                label: format!("{name} {symbol}"),
+                to: to.clone(),
+            });
             let spec = RunSpec {
                 progress: bar.as_ref(),
                 ..RunSpec::default()
@@ -328,10 +335,14 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
 
 /// How a run reports its progress.
 pub enum Progress {
-    /// A bar on stderr, labelled.
-    Bar(String),
-    /// Add every evaluated candle to a shared counter (parallel runs draw one bar).
-    Counter(Arc<std::sync::atomic::AtomicUsize>),
+    /// Its own candles done, under `label` (the timeframe is added).
+    Report {
+        label: String,
+        to: crate::progress::Reporter,
+    },
+    /// Called after every evaluated candle: parallel runs add up into one report (a
+    /// walk-forward's).
+    Tick(Arc<dyn Fn() + Send + Sync>),
 }
 
 /// Variations of one run (a walk-forward's grid point and window).
@@ -422,13 +433,21 @@ pub async fn run_series(
         &resampled
     };
     // Candles are in time order: the window is one slice.
-    let eval = match spec.window {
-        Some((from, to)) => {
+    let eval = match (spec.window, &opts.range) {
+        (Some((from, to)), _) => {
             let a = all.partition_point(|c| c.open_time < from);
             let b = all.partition_point(|c| c.open_time < to).max(a);
             &all[a..b]
         }
-        None => all,
+        (None, Some(range)) => {
+            let sel = range.select(all, None).map_err(|e| e.in_file(path))?;
+            // The first evaluation reads the whole file before the range: a research run feeds
+            // its strategy from the file's first candle and never rebuilds it, so this one
+            // decides each candle of the range as the run over the whole file does.
+            config.jobs.history = config.jobs.history.max(sel.start as u32 + 1);
+            &all[sel.start..sel.end]
+        }
+        (None, None) => all,
     };
     let first = eval
         .first()
@@ -482,7 +501,7 @@ pub async fn run_series(
         equity,
         exposed: Vec::with_capacity(eval.len()),
         in_position: 0,
-        shown: usize::MAX,
+        stride: crate::progress::stride(eval.len()),
     };
     // The account as the last sync saw it (`None`: sync at the next candle).
     let mut synced: Option<SyncView> = None;

@@ -22,6 +22,7 @@ pub mod notify;
 pub mod orders;
 pub mod paper;
 pub mod ports;
+pub mod progress;
 pub mod query;
 pub mod replay;
 pub mod report;
@@ -32,6 +33,7 @@ pub mod state;
 pub mod status_report;
 pub mod store;
 pub mod strategy;
+pub mod timerange;
 pub mod walkforward;
 
 /// Deterministic pseudo-random numbers for unit tests that sweep many inputs (xorshift64).

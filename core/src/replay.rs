@@ -22,6 +22,9 @@ pub enum ReplayError {
     Data(#[from] data::DataError),
     #[error("{0}")]
     Setup(String),
+    /// `--timerange` holds no candle of the file.
+    #[error(transparent)]
+    Range(#[from] crate::timerange::RangeError),
 }
 
 pub struct ReplayOptions {
@@ -29,6 +32,12 @@ pub struct ReplayOptions {
     /// Symbol of the data; by default from the file name (`BTCUSDT-perp-15m.csv`).
     pub symbol: Option<Symbol>,
     pub config: Config,
+    /// Run the jobs over the minutes of the candles opening in this range only. The jobs read
+    /// their `history` from the candles before it, as a run over the whole file does at the
+    /// same candle; positions start flat.
+    pub range: Option<crate::timerange::TimeRange>,
+    /// Where minutes and candles done are reported (`None`: nobody watches).
+    pub progress: Option<crate::progress::Reporter>,
 }
 
 /// What a replay did.
@@ -126,6 +135,64 @@ const EVAL_DELAY_MS: i64 = 3_000;
 /// or take-profit that fired is recorded first), as `albra backtest` and the jobs do.
 const SYNC_OFFSET_MS: i64 = 1_000;
 
+/// A replay's progress: minutes walked and candles closed, reported every
+/// [`crate::progress::stride`] minutes.
+struct Minutes {
+    to: crate::progress::Reporter,
+    label: String,
+    minutes: usize,
+    total: usize,
+    candles: usize,
+    candle_total: usize,
+    stride: usize,
+}
+
+impl Minutes {
+    fn new(
+        to: crate::progress::Reporter,
+        symbol: &Symbol,
+        tf: Timeframe,
+        total: i64,
+        candle_total: usize,
+    ) -> Minutes {
+        let total = total.max(0) as usize;
+        Minutes {
+            to,
+            label: format!("replay {symbol} {tf}"),
+            minutes: 0,
+            total,
+            candles: 0,
+            candle_total,
+            stride: crate::progress::stride(total),
+        }
+    }
+
+    /// One more minute walked; `closes`: a candle of the data closed at it.
+    fn minute(&mut self, closes: bool) {
+        use crate::progress::{due, Count, ProgressLine};
+        self.minutes += 1;
+        self.candles += usize::from(closes);
+        if due(self.minutes, self.total, self.stride) {
+            self.to.show(&ProgressLine {
+                label: &self.label,
+                counts: &[
+                    Count {
+                        what: "minutes",
+                        done: self.minutes,
+                        total: self.total,
+                    },
+                    Count {
+                        what: "candles",
+                        done: self.candles,
+                        total: self.candle_total,
+                    },
+                ],
+                fraction: self.minutes as f64 / self.total.max(1) as f64,
+            });
+        }
+    }
+}
+
 /// Run a replay over `store`, which must be fresh (the caller picks it: the CLI hands an SQLite
 /// file, so the jobs run on the embedded store as they do on EC2); `notifier` receives every
 /// notification as it happens.
@@ -145,13 +212,22 @@ pub async fn run(
         })?,
     };
     let base = series.timeframe;
-    let first = series
-        .candles
+    // The candles replayed: the file's, or those of `--timerange` (the earlier ones stay in the
+    // recorded market, where the jobs read their history).
+    let replayed = match &opts.range {
+        Some(range) => {
+            let sel = range
+                .select(&series.candles, None)
+                .map_err(|e| e.in_file(&opts.data))?;
+            &series.candles[sel.start..sel.end]
+        }
+        None => &series.candles[..],
+    };
+    let first = replayed
         .first()
         .map(|c| c.open_time)
         .ok_or_else(|| ReplayError::Setup("no candles".into()))?;
-    let end = series
-        .candles
+    let end = replayed
         .last()
         .map(|c| c.open_time + base.millis())
         .unwrap_or(first);
@@ -165,7 +241,7 @@ pub async fn run(
             )
         })
         .collect();
-    let (n_candles, n_gaps) = (series.candles.len(), series.gaps.len());
+    let (n_candles, n_gaps) = (replayed.len(), series.gaps.len());
 
     // Only the strategies that trade this symbol at a timeframe the data can serve.
     let mut config = opts.config.clone();
@@ -237,8 +313,14 @@ pub async fn run(
         orders += r.orders_placed;
         errors.extend(r.error_texts());
     };
+    let mut progress = opts
+        .progress
+        .map(|to| Minutes::new(to, &symbol, base, (end - first) / 60_000, n_candles));
     let mut m = first + 60_000;
     while m <= end {
+        if let Some(p) = progress.as_mut() {
+            p.minute(m % base.millis() == 0);
+        }
         if !in_gap(m - 1) {
             let now = m + SYNC_OFFSET_MS;
             clock.set(now);

@@ -199,8 +199,8 @@ pub struct WalkForwardOptions {
     pub objective: Objective,
     /// Worker threads; 0 = every core.
     pub jobs: usize,
-    /// Draw a progress bar on stderr.
-    pub progress: bool,
+    /// Where parameter sets and windows done are reported (`None`: nobody watches).
+    pub progress: Option<crate::progress::Reporter>,
 }
 
 /// One window's verdict.
@@ -313,21 +313,58 @@ fn block_on<F: std::future::Future>(fut: F) -> F::Output {
         .block_on(fut)
 }
 
-/// Draws one bar for all workers from a shared candle counter until `done` is set.
-fn progress_bar(label: String, total: usize, counter: Arc<AtomicUsize>, done: Arc<AtomicUsize>) {
-    let mut shown = usize::MAX;
-    loop {
-        let n = counter.load(Ordering::Relaxed).min(total);
-        let pct = n * 100 / total.max(1);
-        if pct != shown {
-            shown = pct;
-            eprint!("\r{label}: [{:<50}] {pct:>3}%", "=".repeat(pct / 2));
+/// What every worker adds its progress to: candles evaluated (for the percentage), parameter
+/// sets backtested and windows run out of sample; reported as one line.
+struct Tally {
+    label: String,
+    to: crate::progress::Reporter,
+    candles: AtomicUsize,
+    /// Candles of all runs together, and every how many of them to report.
+    total: usize,
+    stride: usize,
+    sets: AtomicUsize,
+    set_total: usize,
+    windows: AtomicUsize,
+    window_total: usize,
+}
+
+impl Tally {
+    fn candle(&self) {
+        let n = self.candles.fetch_add(1, Ordering::Relaxed) + 1;
+        if n.is_multiple_of(self.stride) {
+            self.report();
         }
-        if done.load(Ordering::Relaxed) == 1 {
-            eprintln!();
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    fn set_done(&self) {
+        self.sets.fetch_add(1, Ordering::Relaxed);
+        self.report();
+    }
+
+    fn window_done(&self) {
+        self.windows.fetch_add(1, Ordering::Relaxed);
+        self.report();
+    }
+
+    fn report(&self) {
+        use crate::progress::{Count, ProgressLine};
+        let counts = [
+            Count {
+                what: "parameter sets",
+                done: self.sets.load(Ordering::Relaxed),
+                total: self.set_total,
+            },
+            Count {
+                what: "windows",
+                done: self.windows.load(Ordering::Relaxed),
+                total: self.window_total,
+            },
+        ];
+        self.to.show(&ProgressLine {
+            label: &self.label,
+            counts: &counts,
+            fraction: self.candles.load(Ordering::Relaxed) as f64 / self.total.max(1) as f64,
+        });
     }
 }
 
@@ -387,6 +424,17 @@ pub fn run(opts: &WalkForwardOptions) -> Result<WalkForwardResult, WalkForwardEr
     } else {
         data::resample(&series.candles, series.timeframe, tf, true)
     };
+    // With `--timerange`, windows roll over its candles only; the backtests still warm up on
+    // the candles before it.
+    let eval = match &opts.backtest.range {
+        Some(range) => {
+            let sel = range
+                .select(&eval, None)
+                .map_err(|e| BacktestError::from(e.in_file(&opts.data)))?;
+            &eval[sel.start..sel.end]
+        }
+        None => &eval[..],
+    };
     let eval_candles = eval.len();
     let (Some(first), Some(last)) = (eval.first(), eval.last()) else {
         return Err(WalkForwardError::Setup(format!(
@@ -418,33 +466,36 @@ pub fn run(opts: &WalkForwardOptions) -> Result<WalkForwardResult, WalkForwardEr
     };
     let mut bt = opts.backtest.clone();
     bt.timeframe = Some(tf);
-    bt.progress = false;
+    bt.progress = None;
 
     let oos_candles: usize = wins
         .iter()
         .map(|(_, is_end, oos_end)| ((oos_end - is_end) / tf.millis()) as usize)
         .sum();
     let total = points.len() * eval_candles + oos_candles;
-    let counter = Arc::new(AtomicUsize::new(0));
-    let done = Arc::new(AtomicUsize::new(0));
-    let bar = opts.progress.then(|| {
-        let (c, d) = (counter.clone(), done.clone());
-        let label = format!(
-            "walk-forward {} {symbol} {tf}: {} sets × {} windows",
-            opts.strategy,
-            points.len(),
-            wins.len()
-        );
-        std::thread::spawn(move || progress_bar(label, total, c, d))
+    let tally = opts.progress.as_ref().map(|to| {
+        Arc::new(Tally {
+            label: format!("walk-forward {} {symbol} {tf}", opts.strategy),
+            to: to.clone(),
+            candles: AtomicUsize::new(0),
+            total,
+            stride: crate::progress::stride(total),
+            sets: AtomicUsize::new(0),
+            set_total: points.len(),
+            windows: AtomicUsize::new(0),
+            window_total: wins.len(),
+        })
     });
-    let result = optimise(
-        opts, &bt, &series, &symbol, &points, &wins, threads, &counter,
-    );
-    done.store(1, Ordering::Relaxed);
-    if let Some(b) = bar {
-        let _ = b.join();
-    }
-    let (windows, job_errors) = result?;
+    let (windows, job_errors) = optimise(
+        opts,
+        &bt,
+        &series,
+        &symbol,
+        &points,
+        &wins,
+        threads,
+        tally.as_ref(),
+    )?;
 
     // Chain the out-of-sample runs: each starts from where the last one ended.
     let start_equity = backtest::f(opts.backtest.equity);
@@ -492,24 +543,29 @@ fn optimise(
     points: &[toml::Table],
     wins: &[(i64, i64, i64)],
     threads: usize,
-    counter: &Arc<AtomicUsize>,
+    tally: Option<&Arc<Tally>>,
 ) -> Result<Scored, WalkForwardError> {
-    let progress = Progress::Counter(counter.clone());
+    let progress = tally.map(|t| {
+        let t = t.clone();
+        Progress::Tick(Arc::new(move || t.candle()))
+    });
     // 1. Every parameter set once over the whole file.
     let full = parallel((0..points.len()).collect(), threads, |i| {
         let spec = RunSpec {
             params: Some(&points[i]),
             window: None,
-            progress: Some(&progress),
+            progress: progress.as_ref(),
         };
-        block_on(backtest::run_series(
+        let r = block_on(backtest::run_series(
             bt,
             &opts.data,
             series,
             symbol,
             &opts.strategy,
             &spec,
-        ))
+        ));
+        tally.inspect(|t| t.set_done());
+        r
     })
     .into_iter()
     .collect::<Result<Vec<RunResult>, _>>()?;
@@ -542,16 +598,18 @@ fn optimise(
         let spec = RunSpec {
             params: Some(&points[picks[k].0]),
             window: Some((is_end, oos_end)),
-            progress: Some(&progress),
+            progress: progress.as_ref(),
         };
-        block_on(backtest::run_series(
+        let r = block_on(backtest::run_series(
             bt,
             &opts.data,
             series,
             symbol,
             &opts.strategy,
             &spec,
-        ))
+        ));
+        tally.inspect(|t| t.window_done());
+        r
     })
     .into_iter()
     .collect::<Result<Vec<RunResult>, _>>()?;

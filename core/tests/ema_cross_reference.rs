@@ -23,7 +23,8 @@ async fn backtest_risk_off(file: &str) -> RunResult {
         equity: Decimal::from(10_000),
         risk_off: true,
         config: None,
-        progress: false,
+        progress: None,
+        range: None,
         full_jobs: false,
     };
     let mut runs = backtest::run(&opts).await.unwrap();

@@ -25,7 +25,8 @@ fn opts(risk_off: bool, full_jobs: bool, tf: Option<Timeframe>) -> BacktestOptio
         equity: Decimal::from(10_000),
         risk_off,
         config: None,
-        progress: false,
+        progress: None,
+        range: None,
         full_jobs,
     }
 }

@@ -93,6 +93,8 @@ async fn replay_records_the_exchange_before_it_decides_as_the_backtest_does() {
             data: data.clone(),
             symbol: None,
             config: config.clone(),
+            range: None,
+            progress: None,
         },
         Arc::new(DiscardNotifier),
         Arc::new(MemoryStore::new()),
@@ -109,7 +111,8 @@ async fn replay_records_the_exchange_before_it_decides_as_the_backtest_does() {
         equity: Decimal::from(10_000),
         risk_off: false,
         config: Some(config),
-        progress: false,
+        progress: None,
+        range: None,
         full_jobs: false,
     })
     .await

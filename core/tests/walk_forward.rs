@@ -23,7 +23,8 @@ fn options(jobs: usize) -> WalkForwardOptions {
             equity: Decimal::from(10_000),
             risk_off: false,
             config: None,
-            progress: false,
+            progress: None,
+            range: None,
             full_jobs: false,
         },
         strategy: "EMA_CROSS".into(),
@@ -36,7 +37,7 @@ fn options(jobs: usize) -> WalkForwardOptions {
         ],
         objective: Objective::Sharpe,
         jobs,
-        progress: false,
+        progress: None,
     }
 }
 

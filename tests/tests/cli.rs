@@ -842,3 +842,231 @@ fn albra_leaves_the_aws_sdk_tls_and_sqlite_to_albra_ops() {
         );
     }
 }
+
+/// A `--config` named on the command line or in ALBRA_CONFIG must exist, for the tools and the
+/// other commands alike; without one the default file is read, or the built-in defaults serve and
+/// stderr says so once; `--config none` asks for them.
+#[test]
+fn a_named_config_that_is_missing_is_an_error_never_the_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = sample(dir.path(), 500);
+    let backtest = [
+        "backtest",
+        "--strategy",
+        "EMA_CROSS",
+        "--data",
+        data.to_str().unwrap(),
+    ];
+    fn named<'a>(args: &[&'a str]) -> Vec<&'a str> {
+        [&["--config", "nope.toml"], args].concat()
+    }
+    for args in [
+        named(&backtest),
+        named(&["indicators", "--data", "x.csv", "--indicator", "ema:20"]),
+        named(&["status"]),
+        named(&["replay", "--data", data.to_str().unwrap()]),
+    ] {
+        let (code, out, err) = albra(dir.path(), &args, &[]);
+        assert_eq!(code, Some(2), "{args:?}: {out}\n{err}");
+        assert!(
+            err.starts_with("error: --config nope.toml: no such file"),
+            "{args:?}: {err}"
+        );
+    }
+    let (code, _, err) = albra(dir.path(), &backtest, &[("ALBRA_CONFIG", "nope.toml")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--config nope.toml: no such file"), "{err}");
+
+    // No config named, none at the default path: the built-in defaults, said once.
+    let (code, out, err) = albra(dir.path(), &backtest, &[]);
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(out.contains("EMA_CROSS"), "{out}");
+    assert_eq!(
+        err.matches("no config at config/albra.toml: built-in defaults")
+            .count(),
+        1,
+        "{err}"
+    );
+    // Asked for by name: nothing to say.
+    let (code, out, err) = albra(
+        dir.path(),
+        &[&["--config", "none"], &backtest[..]].concat(),
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.is_empty(), "{err}");
+    // The other commands need a file: a missing default one is still an error naming it.
+    let (code, _, err) = albra(dir.path(), &["status"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("config/albra.toml"), "{err}");
+    let (code, _, err) = albra(dir.path(), &["--config", "none", "status"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--config none") && err.contains("`status` needs a config file"),
+        "{err}"
+    );
+}
+
+/// The rows of a 15m sample's candles opening in `[from, to)` (ms), by their first field.
+fn rows_between(csv: &str, from: i64, to: i64) -> Vec<&str> {
+    csv.lines()
+        .skip(1)
+        .filter(|l| {
+            let t: i64 = l.split(',').next().unwrap().parse().unwrap();
+            t >= from && t < to
+        })
+        .collect()
+}
+
+const AUG1_2025: i64 = 1_754_006_400_000;
+const DAY: i64 = 86_400_000;
+
+/// `--timerange` on the tools: only the range's candles are traded or printed, the strategy
+/// warms up on the earlier ones (signals print exactly the whole run's rows), and a range the
+/// file does not hold, or that does not parse, exits 2 naming the flag. No progress reaches a
+/// stderr that is not a terminal.
+#[test]
+fn timerange_selects_candles_and_keeps_the_warm_up() {
+    let dir = tempfile::tempdir().unwrap();
+    // 2025-07-04 11:45 to 2025-08-15.
+    let data = sample(dir.path(), 4000);
+    let csv = std::fs::read_to_string(&data).unwrap();
+    let data = data.to_str().unwrap();
+    let signals = |extra: &[&str]| {
+        let args = [
+            &[
+                "--config",
+                "none",
+                "signals",
+                "--strategy",
+                "EMA_CROSS",
+                "--data",
+                data,
+            ],
+            extra,
+        ]
+        .concat();
+        let (code, out, err) = albra(dir.path(), &args, &[]);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(err.is_empty(), "{err}");
+        out
+    };
+    let whole = signals(&[]);
+    let ranged = signals(&["--timerange", "20250801-20250810"]);
+    let expected = rows_between(&whole, AUG1_2025, AUG1_2025 + 10 * DAY);
+    assert_eq!(expected.len(), 960);
+    assert_eq!(ranged.lines().skip(1).collect::<Vec<_>>(), expected);
+
+    let backtest = |range: &str| {
+        albra(
+            dir.path(),
+            &[
+                "--config",
+                "none",
+                "backtest",
+                "--strategy",
+                "EMA_CROSS",
+                "--data",
+                data,
+                "--timerange",
+                range,
+            ],
+            &[],
+        )
+    };
+    let (code, out, err) = backtest("20250801-20250810");
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(
+        out.contains("EMA_CROSS        BTCUSDT   15m      960"),
+        "{out}"
+    );
+    assert!(err.is_empty(), "no progress without a terminal: {err:?}");
+
+    let (code, _, err) = backtest("20300101-");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(
+        err.contains("--timerange 20300101-: ")
+            && err.contains("holds no candle in it (its candles run 20250704-20250815)"),
+        "{err}"
+    );
+    for bad in ["20250810-20250801", "2025-08-01", "-"] {
+        let (code, _, err) = backtest(bad);
+        assert_eq!(code, Some(2), "{bad}: {err}");
+        assert!(err.contains("--timerange"), "{bad}: {err}");
+    }
+
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "--config",
+            "none",
+            "walk-forward",
+            "--strategy",
+            "EMA_CROSS",
+            "--data",
+            data,
+            "--timerange",
+            "20250720-",
+            "--in-sample",
+            "0.5",
+            "--step",
+            "7d",
+            "--grid",
+            "fast=8,12",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    assert!(err.is_empty(), "no progress without a terminal: {err:?}");
+    let candles = rows_between(&csv, AUG1_2025 - 12 * DAY, i64::MAX).len();
+    assert!(out.contains(&format!("over {candles} candles")), "{out}");
+    assert!(
+        out.contains("\n  1  2025-07-20 00:00"),
+        "the first window starts the range: {out}"
+    );
+}
+
+/// `replay --timerange`: the jobs run over the range's minutes only (reading their history from
+/// the candles before it); no progress on a stderr that is not a terminal.
+#[test]
+fn replay_over_a_timerange() {
+    let dir = setup();
+    let data = sample(dir.path(), 3000);
+    let csv = std::fs::read_to_string(&data).unwrap();
+    let (code, out, err) = albra(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "albra.toml",
+            "--quiet",
+            "--data",
+            data.to_str().unwrap(),
+            "--timerange",
+            "20250801-",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{out}\n{err}");
+    let candles = rows_between(&csv, AUG1_2025, i64::MAX).len();
+    assert!(
+        out.contains(&format!("replay BTCUSDT 15m: {candles} candles")),
+        "{out}"
+    );
+    assert!(!err.contains('\r') && !err.contains("minutes"), "{err:?}");
+    let (code, _, err) = albra(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "albra.toml",
+            "--data",
+            data.to_str().unwrap(),
+            "--timerange",
+            "-20250101",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--timerange -20250101: "), "{err}");
+}

@@ -15,6 +15,7 @@ use albra_adapters::app;
 use albra_adapters::binance::{
     klines_weight, BinanceClient, BinanceConfig, MAX_FUNDING_RATES, MAX_KLINES,
 };
+use albra_cli::cli::ConfigFile;
 use albra_core::config::Config;
 use albra_core::data::{self, FundingRate, Gap};
 use albra_core::domain::{Candle, Symbol, Timeframe};
@@ -40,8 +41,6 @@ const PAGE_ATTEMPTS: u32 = 6;
 /// The longest `Retry-After` obeyed; a longer one (an IP ban) ends the run with its length.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(600);
 const DAY_MS: i64 = 86_400_000;
-/// Where the config is looked for when neither `--config` nor `ALBRA_CONFIG` says.
-const DEFAULT_CONFIG: &str = "config/albra.toml";
 
 /// What to download, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,7 +99,10 @@ fn day_start(d: NaiveDate) -> i64 {
 /// `albra download`: check the request and the config (exit 2), then download every symbol.
 /// The config is optional here: when the default `config/albra.toml` does not exist (and neither
 /// `--config` nor `ALBRA_CONFIG` named another), Binance is `ALBRA_BINANCE_URL` or mainnet.
-pub fn main(config: &Path, req: std::result::Result<Request, String>) -> ExitCode {
+pub fn main(
+    config: std::result::Result<ConfigFile, String>,
+    req: std::result::Result<Request, String>,
+) -> ExitCode {
     let checked = req.and_then(|req| binance_config(config).map(|cfg| (req, cfg)));
     let (req, cfg) = match checked {
         Ok(v) => v,
@@ -119,15 +121,21 @@ pub fn main(config: &Path, req: std::result::Result<Request, String>) -> ExitCod
     }))
 }
 
-fn binance_config(config: &Path) -> std::result::Result<BinanceConfig, String> {
-    if config == Path::new(DEFAULT_CONFIG) && !config.exists() {
-        return Ok(BinanceConfig {
+/// The Binance settings of the config file, or the defaults (mainnet unless `ALBRA_BINANCE_URL`)
+/// when none is read: downloading needs no account. A named file that is missing is an error.
+fn binance_config(
+    config: std::result::Result<ConfigFile, String>,
+) -> std::result::Result<BinanceConfig, String> {
+    match config? {
+        ConfigFile::Read(path) => {
+            let cfg = Config::load(&path).map_err(|e| e.to_string())?;
+            Ok(app::binance_config(&cfg))
+        }
+        ConfigFile::BuiltIn { .. } => Ok(BinanceConfig {
             base_url: BinanceConfig::resolve_url(None),
             ..BinanceConfig::default()
-        });
+        }),
     }
-    let cfg = Config::load(config).map_err(|e| e.to_string())?;
-    Ok(app::binance_config(&cfg))
 }
 
 /// Download every symbol of `req`, one after the other, printing a summary per file.

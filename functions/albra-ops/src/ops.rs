@@ -8,7 +8,7 @@ use albra_adapters::binance::BinanceClient;
 use albra_adapters::store::open_store;
 use albra_adapters::store::SqliteStore;
 use albra_adapters::telegram::TelegramNotifier;
-use albra_cli::cli::{Cli, Command, TelegramCommand};
+use albra_cli::cli::{Cli, Command, ConfigFile, TelegramCommand, NO_CONFIG};
 use albra_core::config::Config;
 use albra_core::domain::{AccountId, Symbol, Timeframe};
 use albra_core::notify::{ConsoleNotifier, Deferring, FanoutNotifier, MinPriority};
@@ -26,6 +26,8 @@ pub fn run(cli: Cli) -> ExitCode {
     if cli.cmd.is_tool() {
         return albra_cli::tools::run(cli);
     }
+    // Downloading reads the config for Binance's URL only, and needs none.
+    let config = cli.config_file();
     if let Command::Download {
         symbol,
         timeframe,
@@ -35,9 +37,9 @@ pub fn run(cli: Cli) -> ExitCode {
     } = cli.cmd
     {
         let req = crate::download::request(&symbol, timeframe, from, to, dir);
-        return crate::download::main(&cli.config, req);
+        return crate::download::main(config, req);
     }
-    let mut cfg = match Config::load(&cli.config) {
+    let mut cfg = match ops_config(&cli) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
@@ -63,16 +65,44 @@ pub fn run(cli: Cli) -> ExitCode {
     albra_cli::exit_code(rt.block_on(dispatch(cli, cfg)))
 }
 
+/// The config every command here needs: the file named, or the default one. A named file that
+/// is missing, `--config none` and a missing default file are all errors naming the path: these
+/// commands trade, read stores and send messages, and no built-in default says how.
+fn ops_config(cli: &Cli) -> Result<Config, String> {
+    match cli.config_file()? {
+        ConfigFile::Read(p) => Config::load(&p).map_err(|e| e.to_string()),
+        ConfigFile::BuiltIn {
+            missing_default: Some(p),
+        } => Config::load(&p).map_err(|e| e.to_string()),
+        ConfigFile::BuiltIn {
+            missing_default: None,
+        } => Err(format!(
+            "--config {NO_CONFIG}: the built-in defaults serve the candle-file tools only \
+             (indicators, signals, backtest, walk-forward); `{}` needs a config file",
+            cli.cmd.name()
+        )),
+    }
+}
+
 async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
     let state = cli.state.clone().unwrap_or_else(|| "./state".to_string());
     let env_file = cli.env_file.as_deref();
+    let config_path = cli.config_path();
     match cli.cmd {
         Command::Replay {
             data,
             symbol,
             quiet,
             orders_out,
-        } => cmd_replay(cfg, cli.state, data, symbol, quiet, orders_out).await,
+            range,
+        } => {
+            let how = ReplayHow {
+                quiet,
+                orders_out,
+                range: range.timerange,
+            };
+            cmd_replay(cfg, cli.state, data, symbol, how).await
+        }
         Command::Run { live, .. } => cmd_run(cfg, &state, live, cli.env_file.as_deref()).await,
         Command::Status { out } => operator::status(cfg, &state, out).await,
         Command::Positions { account, out } => operator::positions(cfg, &state, account, out).await,
@@ -109,7 +139,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
             strategy,
             dry_run,
         } => {
-            operator::switch_strategy(cfg, &cli.config, &state, &account, &strategy, dry_run).await
+            operator::switch_strategy(cfg, &config_path, &state, &account, &strategy, dry_run).await
         }
         Command::Sync {
             account, dry_run, ..
@@ -132,7 +162,7 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
         Command::Dashboard { listen, data } => {
             crate::dashboard::serve(cfg, &state, env_file, listen, data).await
         }
-        Command::Validate => cmd_validate(cfg, &cli.config, cli.env_file.as_deref()).await,
+        Command::Validate => cmd_validate(cfg, &config_path, cli.env_file.as_deref()).await,
         Command::Notify {
             priority,
             kind,
@@ -150,14 +180,25 @@ async fn dispatch(cli: Cli, cfg: Config) -> Result<()> {
     }
 }
 
+/// How a replay runs and what it writes, beyond its data and store.
+struct ReplayHow {
+    quiet: bool,
+    orders_out: Option<PathBuf>,
+    range: Option<albra_core::timerange::TimeRange>,
+}
+
 async fn cmd_replay(
     cfg: Config,
     state: Option<String>,
     data: PathBuf,
     symbol: Option<String>,
-    quiet: bool,
-    orders_out: Option<PathBuf>,
+    how: ReplayHow,
 ) -> Result<()> {
+    let ReplayHow {
+        quiet,
+        orders_out,
+        range,
+    } = how;
     // `--state` names the store as every other command reads it (a directory holds albra.db),
     // so `albra status --state …` finds what the replay left.
     let kept = match state {
@@ -198,17 +239,28 @@ async fn cmd_replay(
         }
     };
     let store = SqliteStore::open_fast(file)?;
+    // The progress line shares the terminal with the notifications only when they go elsewhere:
+    // a line printed on stdout would land in the middle of it.
+    let progress = (quiet || !std::io::IsTerminal::is_terminal(&std::io::stdout()))
+        .then(albra_cli::progress::Terminal::on_stderr)
+        .flatten();
     let started = std::time::Instant::now();
     let summary = replay::run(
         ReplayOptions {
             data,
             symbol: symbol.map(Symbol::new),
             config: cfg,
+            range,
+            progress: progress
+                .as_ref()
+                .map(albra_cli::progress::Terminal::reporter),
         },
         notifier,
         Arc::new(store),
     )
-    .await?;
+    .await;
+    albra_cli::progress::finish(&progress);
+    let summary = summary?;
     println!("{}", summary.render());
     println!("replayed in {:.1} s", started.elapsed().as_secs_f64());
     if let Some((file, spec)) = &kept {

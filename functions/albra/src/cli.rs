@@ -2,8 +2,9 @@
 
 use albra_core::config;
 use albra_core::domain::Timeframe;
+use albra_core::timerange::TimeRange;
 use clap::{Args, Parser, Subcommand};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Parser)]
 #[command(
@@ -22,9 +23,11 @@ replay, run, status, positions and validate run in albra-ops, installed beside a
 the candle-file tools (indicators, backtest, walk-forward, signals) run in albra itself."
 )]
 pub struct Cli {
-    /// Config file.
-    #[arg(long, global = true, env = "ALBRA_CONFIG", default_value_os_t = config::default_path())]
-    pub config: PathBuf,
+    /// Config file [default: config/albra.toml; when it is absent the candle-file tools run on
+    /// the built-in defaults]. A file named here or in ALBRA_CONFIG must exist; `none` asks the
+    /// tools for the built-in defaults.
+    #[arg(long, global = true, env = "ALBRA_CONFIG")]
+    pub config: Option<PathBuf>,
     /// State store: a local path (embedded SQLite; default ./state) or dynamodb:TABLE.
     #[arg(long, global = true, env = "ALBRA_STATE")]
     pub state: Option<String>,
@@ -34,6 +37,68 @@ pub struct Cli {
     pub env_file: Option<PathBuf>,
     #[command(subcommand)]
     pub cmd: Command,
+}
+
+/// Where a command's config comes from ([`Cli::config_file`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigFile {
+    /// Read this file: the one named, or the default one, which exists.
+    Read(PathBuf),
+    /// The built-in defaults: `--config none`, or (`Some`) the default file is absent.
+    BuiltIn { missing_default: Option<PathBuf> },
+}
+
+/// `--config none`: the built-in defaults, asked for by name (no file is read).
+pub const NO_CONFIG: &str = "none";
+
+impl Cli {
+    /// Where the config comes from: a file named with `--config` or `ALBRA_CONFIG` must exist (a
+    /// typo never falls back to the defaults in silence); without one the default file is read
+    /// when present, else the built-in defaults serve.
+    pub fn config_file(&self) -> Result<ConfigFile, String> {
+        choose_config(
+            self.config.as_deref(),
+            &config::default_path(),
+            Path::exists,
+        )
+    }
+
+    /// The config path as named, or the default one (for messages and commands that edit it).
+    pub fn config_path(&self) -> PathBuf {
+        self.config.clone().unwrap_or_else(config::default_path)
+    }
+}
+
+/// [`Cli::config_file`] with the file system as `exists`.
+pub fn choose_config(
+    named: Option<&Path>,
+    default: &Path,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<ConfigFile, String> {
+    match named {
+        Some(p) if p == Path::new(NO_CONFIG) => Ok(ConfigFile::BuiltIn {
+            missing_default: None,
+        }),
+        Some(p) if exists(p) => Ok(ConfigFile::Read(p.to_path_buf())),
+        Some(p) => Err(format!(
+            "--config {}: no such file (named by --config or ALBRA_CONFIG; `--config {NO_CONFIG}` runs on the built-in defaults)",
+            p.display()
+        )),
+        None if exists(default) => Ok(ConfigFile::Read(default.to_path_buf())),
+        None => Ok(ConfigFile::BuiltIn {
+            missing_default: Some(default.to_path_buf()),
+        }),
+    }
+}
+
+/// `--timerange`, shared by the commands over candle files.
+#[derive(Args, Clone, Copy, Debug, Default)]
+pub struct Range {
+    /// Only the candles of these UTC days: START-END as YYYYMMDD-YYYYMMDD, either side may be
+    /// empty (20240101-, -20241231); END is inclusive. Earlier candles of the file are still
+    /// the strategy's warm-up, so the first candle is decided as in a run over the whole file.
+    #[arg(long, value_name = "START-END", allow_hyphen_values = true)]
+    pub timerange: Option<TimeRange>,
 }
 
 /// How simulated runs (backtest, walk-forward) fill and size.
@@ -87,6 +152,13 @@ Examples:
 pub enum Command {
     /// Drive the evaluator at every candle close and the sync every simulated 60 s over a candle
     /// CSV, with the paper exchange and a fresh embedded store; print notifications and a summary.
+    #[command(
+        after_help = "Examples:\n  albra replay --data data/BTCUSDT-perp-15m.csv --quiet\n  \
+albra replay --data data/BTCUSDT-perp-15m.csv --timerange 20251101-   from November on, the jobs' \
+history read from the candles before\n\n\
+On a terminal, with --quiet or stdout redirected, a replay longer than a second redraws one \
+stderr line: minutes and candles done."
+    )]
     Replay {
         /// Candle CSV (`open_time,open,high,low,close,volume`, open_time in ms).
         #[arg(long)]
@@ -101,6 +173,8 @@ pub enum Command {
         /// `backtest --orders-out`, labelled by account).
         #[arg(long)]
         orders_out: Option<PathBuf>,
+        #[command(flatten)]
+        range: Range,
     },
     /// Long-running local scheduler: evaluators a few seconds after each 15m/1h/4h close and the
     /// sync every 60 s. Paper by default; --live trades real money with the accounts' keys.
@@ -311,6 +385,7 @@ when the state store cannot be read."
     },
     /// Backtest strategies over candle files with the live jobs' code: evaluate after every
     /// close, sync, paper fills (next candle's open, stops from highs/lows); metrics per run.
+    #[command(after_help = BACKTEST_HELP)]
     Backtest {
         /// Strategy name(s), comma-separated.
         #[arg(long, value_delimiter = ',', required = true)]
@@ -322,6 +397,8 @@ when the state store cannot be read."
         /// configured timeframe when the config lists it, else the data's own.
         #[arg(long)]
         timeframe: Option<Timeframe>,
+        #[command(flatten)]
+        range: Range,
         #[command(flatten)]
         sim: SimArgs,
         /// Write every trade as CSV (strategy,symbol,side,entry_time,exit_time,entry_price,
@@ -345,7 +422,9 @@ when the state store cannot be read."
     /// then run fresh (flat, warmed up on earlier candles) over its out-of-sample window.
     #[command(
         name = "walk-forward",
-        after_help = "Example:\n  albra walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \\\n    --in-sample 0.7 --step 30d --grid fast=8,12,20 --grid slow=26,50,100 --grid trend=150,200,300"
+        after_help = "Examples:\n  albra walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv \\\n    --in-sample 0.7 --step 30d --grid fast=8,12,20 --grid slow=26,50,100 --grid trend=150,200,300\n  \
+albra walk-forward --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --timerange 20240101- \\\n    --grid fast=8,12,20   windows over 2024 on, warmed up on the candles before\n\n\
+On a terminal, a run longer than a second redraws one stderr line: parameter sets and windows done."
     )]
     WalkForward {
         /// Registered strategy name.
@@ -370,6 +449,8 @@ when the state store cannot be read."
         /// Evaluate at this timeframe (resamples finer input).
         #[arg(long)]
         timeframe: Option<Timeframe>,
+        #[command(flatten)]
+        range: Range,
         #[command(flatten)]
         sim: SimArgs,
         /// Worker threads (0 = every core).
@@ -405,6 +486,10 @@ when the state store cannot be read."
     },
     /// Print one CSV row per closed candle with a strategy's decision and every condition it
     /// checked (the same decision code the jobs run).
+    #[command(
+        after_help = "Examples:\n  albra signals --strategy EMA_CROSS --data data/BTCUSDT-perp-15m.csv --actions-only\n  \
+albra signals --strategy EMA_CROSS --data data/BTCUSDT-perp-15m.csv --timerange 20251001-20251031"
+    )]
     Signals {
         /// Registered strategy name (see `albra signals --help`).
         #[arg(long)]
@@ -419,8 +504,21 @@ when the state store cannot be read."
         /// Print only candles where the decision is not HOLD.
         #[arg(long)]
         actions_only: bool,
+        #[command(flatten)]
+        range: Range,
     },
 }
+
+const BACKTEST_HELP: &str = "\
+Examples:
+  albra backtest --strategy EMA_CROSS,TFPE --data data/BTCUSDT-perp-15m.csv --timeframe 1h
+  albra backtest --strategy EMA_CROSS --data data/BTCUSDT-perp-15m.csv --timerange 20251001-
+  albra --config none backtest --strategy EMA_CROSS --data data/BTCUSDT-spot-1h.csv --risk off
+
+--timerange trades and reports only the candles of its days; the strategy still reads every \
+earlier candle of the file, so each candle in the range is decided as in the run over the whole \
+file (a position the whole run holds across START is not open here: the range starts flat). \
+On a terminal, a run longer than a second redraws one stderr line: candles done.";
 
 const TELEGRAM_HELP: &str = "Needs TELEGRAM_BOT_TOKEN and TELEGRAM_CHAT_ID (environment or .env); \
 serve and set-webhook also TELEGRAM_WEBHOOK_SECRET (1-256 of A-Z a-z 0-9 _ -), which Telegram sends \
@@ -551,6 +649,87 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn a_named_config_must_exist_and_only_the_default_may_be_missing() {
+        let default = Path::new("config/albra.toml");
+        let only = |present: &'static str| move |p: &Path| p == Path::new(present);
+        let read = |p: &str| Ok(ConfigFile::Read(PathBuf::from(p)));
+        assert_eq!(
+            choose_config(Some(Path::new("my.toml")), default, only("my.toml")),
+            read("my.toml")
+        );
+        let err = choose_config(
+            Some(Path::new("nope.toml")),
+            default,
+            only("config/albra.toml"),
+        )
+        .unwrap_err();
+        assert!(err.starts_with("--config nope.toml: no such file"), "{err}");
+        assert_eq!(
+            choose_config(None, default, only("config/albra.toml")),
+            read("config/albra.toml")
+        );
+        assert_eq!(
+            choose_config(None, default, only("elsewhere")),
+            Ok(ConfigFile::BuiltIn {
+                missing_default: Some(default.to_path_buf())
+            })
+        );
+        assert_eq!(
+            choose_config(Some(Path::new("none")), default, only("config/albra.toml")),
+            Ok(ConfigFile::BuiltIn {
+                missing_default: None
+            })
+        );
+    }
+
+    #[test]
+    fn timerange_parses_on_every_command_over_candles() {
+        for cmd in ["backtest", "walk-forward", "signals", "replay"] {
+            let args = [
+                "albra",
+                cmd,
+                "--strategy",
+                "EMA_CROSS",
+                "--data",
+                "x.csv",
+                "--grid",
+                "fast=5",
+                "--timerange",
+                "20240101-",
+            ];
+            let args: Vec<&str> = match cmd {
+                "walk-forward" => args.to_vec(),
+                "replay" => [&args[..2], &args[4..6], &args[8..]].concat(),
+                _ => [&args[..6], &args[8..]].concat(),
+            };
+            let cli = Cli::try_parse_from(&args).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+            let range = match cli.cmd {
+                Command::Backtest { range, .. }
+                | Command::WalkForward { range, .. }
+                | Command::Signals { range, .. }
+                | Command::Replay { range, .. } => range.timerange,
+                _ => None,
+            };
+            assert_eq!(range.map(|r| r.to_string()).as_deref(), Some("20240101-"));
+        }
+        let bad = Cli::try_parse_from([
+            "albra",
+            "signals",
+            "--strategy",
+            "X",
+            "--data",
+            "x.csv",
+            "--timerange",
+            "20241231-20240101",
+        ]);
+        let e = bad.err().unwrap().to_string();
+        assert!(
+            e.contains("--timerange") && e.contains("END 20240101 is before START 20241231"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! `albra-ops`).
 
 pub mod cli;
+pub mod progress;
 mod report;
 pub mod tools;
 
@@ -31,6 +32,11 @@ pub fn exit_code(r: anyhow::Result<()>) -> ExitCode {
         // The reader went away (`albra indicators … | head`): what it read was right, and there
         // is no one left to tell.
         Err(e) if closed_pipe(&e) => ExitCode::SUCCESS,
+        // A flag's value that does not fit the data is the caller's to fix, as a bad flag is.
+        Err(e) if range_error(&e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
         Err(e) => {
             eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
             ExitCode::from(1)
@@ -48,6 +54,24 @@ pub fn no_job_errors(run: &str, errors: &[String]) -> anyhow::Result<()> {
             errors.len()
         ),
     }
+}
+
+/// Whether `e` is a `--timerange` that holds no candle of its file, however deep the run that
+/// found it.
+fn range_error(e: &anyhow::Error) -> bool {
+    use albra_core::backtest::BacktestError;
+    use albra_core::walkforward::WalkForwardError;
+    matches!(e.downcast_ref(), Some(BacktestError::Range(_)))
+        || matches!(
+            e.downcast_ref(),
+            Some(WalkForwardError::Backtest(BacktestError::Range(_)))
+        )
+        || matches!(
+            e.downcast_ref(),
+            Some(albra_core::replay::ReplayError::Range(_))
+        )
+        || e.downcast_ref::<albra_core::timerange::RangeError>()
+            .is_some()
 }
 
 /// Whether `e` is a write to a pipe whose reader has closed it.

@@ -2,26 +2,23 @@
 //! no exchange, store or AWS, which is why `albra` runs them itself and starts fast (see the crate
 //! docs).
 
-use crate::cli::{Cli, Command, SimArgs};
+use crate::cli::{Cli, Command, ConfigFile, Range, SimArgs};
+use crate::progress::Terminal;
 use albra_core::config::Config;
 use albra_core::domain::Timeframe;
 use anyhow::{anyhow, bail, Context, Result};
 use std::process::ExitCode;
 
-/// Run a candle-file command. The config is read only when the file exists (strategy parameters,
-/// leverage and size for signals, backtest and walk-forward; indicators never need it).
+/// Run a candle-file command. The config gives strategy parameters, leverage and size to
+/// signals, backtest and walk-forward (indicators never need it); without one they run on the
+/// built-in defaults, but a config named and missing is an error (see [`Cli::config_file`]).
 pub fn run(cli: Cli) -> ExitCode {
-    let wants_config = !matches!(cli.cmd, Command::Indicators { .. }) && cli.config.exists();
-    let cfg = if wants_config {
-        match Config::load(&cli.config) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                eprintln!("error: {e}");
-                return ExitCode::from(2);
-            }
+    let cfg = match load_config(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
         }
-    } else {
-        None
     };
     // The multi-threaded runtime, although these commands drive their async code from this
     // thread alone: with a current-thread one the reference backtest took 1.7 ms longer as a
@@ -35,12 +32,32 @@ pub fn run(cli: Cli) -> ExitCode {
     crate::exit_code(r)
 }
 
+/// The config a tool runs with, `None` for the built-in defaults (said once on stderr when the
+/// default file is absent, so a missing file is never a surprise).
+fn load_config(cli: &Cli) -> Result<Option<Config>, String> {
+    let source = cli.config_file()?;
+    if matches!(cli.cmd, Command::Indicators { .. }) {
+        return Ok(None);
+    }
+    match source {
+        ConfigFile::Read(p) => Config::load(&p).map(Some).map_err(|e| e.to_string()),
+        ConfigFile::BuiltIn { missing_default } => {
+            if let Some(p) = missing_default {
+                eprintln!("no config at {}: built-in defaults", p.display());
+            }
+            Ok(None)
+        }
+    }
+}
+
 async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
+    let config_path = cli.config_path();
     match cli.cmd {
         Command::Backtest {
             strategy,
             data,
             timeframe,
+            range,
             sim,
             trades_out,
             orders_out,
@@ -49,10 +66,13 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             for s in &strategy {
                 known_strategy(s, cfg.as_ref())?;
             }
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let opts = sim_options(&sim, strategy, data, timeframe, cfg.clone(), progress);
+            let progress = Terminal::on_stderr();
+            let mut opts = sim_options(&sim, strategy, data, timeframe, cfg.clone(), range);
+            opts.progress = progress.as_ref().map(Terminal::reporter);
             let started = std::time::Instant::now();
-            let runs = albra_core::backtest::run(&opts).await?;
+            let runs = albra_core::backtest::run(&opts).await;
+            crate::progress::finish(&progress);
+            let runs = runs?;
             println!(
                 "{:<16} {:<9} {:<4} {:>7} {:>6} {:>9} {:>8} {:>7} {:>7} {:>8} {:>7} {:>6} {:>9} {:>9} {:>8} {:>10}",
                 "strategy", "symbol", "tf", "candles", "trades", "return", "CAGR", "Sharpe", "Sortino", "max DD", "win", "PF", "avg win", "avg loss", "exposure", "fees"
@@ -91,7 +111,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 println!("orders written to {}", p.display());
             }
             if let Some(p) = report {
-                crate::report::write(&p, &runs, &sim, cfg.as_ref(), &cli.config, Vec::new())?;
+                crate::report::write(&p, &runs, &sim, cfg.as_ref(), &config_path, Vec::new())?;
                 println!("report written to {}", p.display());
             }
             crate::no_job_errors("backtest", &errors)
@@ -104,6 +124,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             grid,
             objective,
             timeframe,
+            range,
             sim,
             jobs,
             windows_out,
@@ -111,6 +132,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
         } => {
             use albra_core::walkforward as wf;
             known_strategy(&strategy, cfg.as_ref())?;
+            let progress = Terminal::on_stderr();
             let axes = grid
                 .iter()
                 .map(|g| wf::GridAxis::parse(g).map_err(|e| anyhow!(e)))
@@ -122,7 +144,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                     vec![data.clone()],
                     timeframe,
                     cfg.clone(),
-                    false,
+                    range,
                 ),
                 strategy,
                 data,
@@ -132,12 +154,14 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 objective: wf::Objective::parse(&objective)
                     .map_err(|e| anyhow!("--objective: {e}"))?,
                 jobs,
-                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                progress: progress.as_ref().map(Terminal::reporter),
             };
             let started = std::time::Instant::now();
             let r = tokio::task::spawn_blocking(move || wf::run(&opts))
                 .await
-                .context("walk-forward worker")??;
+                .context("walk-forward worker")?;
+            crate::progress::finish(&progress);
+            let r = r?;
             let elapsed = started.elapsed().as_secs_f64();
             print_walk_forward(&r, &axes, &objective);
             println!(
@@ -190,6 +214,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             data,
             timeframe,
             actions_only,
+            range,
         } => {
             let sc = cfg.as_ref().and_then(|c| c.strategy(&strategy));
             let params = sc.map(|s| s.params.clone()).unwrap_or_default();
@@ -200,14 +225,26 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             )
             .map_err(|e| anyhow!("{e}"))?;
             let (candles, tf) = load_candles(&data, timeframe.or(sc.map(|s| s.timeframe)))?;
-            let rows = albra_core::signals::run(strat.as_mut(), &candles, tf);
-            let rows: Vec<_> = if actions_only {
-                rows.into_iter()
-                    .filter(|r| r.decision.action != albra_core::strategy::Action::Hold)
-                    .collect()
-            } else {
-                rows
+            // With a range, the strategy is streamed from the file's first candle as in a run
+            // over the whole file, and only the range's rows are kept.
+            let (feed, from) = match range.timerange {
+                Some(r) => {
+                    let sel = r.select(&candles, None).map_err(|e| e.in_file(&data))?;
+                    (
+                        &candles[sel.warm_start..sel.end],
+                        sel.start - sel.warm_start,
+                    )
+                }
+                None => (&candles[..], 0),
             };
+            let rows = albra_core::signals::run(strat.as_mut(), feed, tf);
+            let rows: Vec<_> = rows
+                .into_iter()
+                .skip(from)
+                .filter(|r| {
+                    !actions_only || r.decision.action != albra_core::strategy::Action::Hold
+                })
+                .collect();
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             albra_core::signals::write_csv(&rows, &mut out)?;
             Ok(())
@@ -236,7 +273,7 @@ fn sim_options(
     data: Vec<std::path::PathBuf>,
     timeframe: Option<Timeframe>,
     config: Option<Config>,
-    progress: bool,
+    range: Range,
 ) -> albra_core::backtest::BacktestOptions {
     albra_core::backtest::BacktestOptions {
         strategies,
@@ -247,7 +284,8 @@ fn sim_options(
         equity: sim.equity,
         risk_off: sim.risk == "off",
         config,
-        progress,
+        progress: None,
+        range: range.timerange,
         full_jobs: sim.full_jobs,
     }
 }
