@@ -1,5 +1,6 @@
 //! Recorded candles: loading the project's CSV format (strictly validated, fast), inferring the
-//! timeframe, reporting the exchange's own gaps, and resampling to a coarser timeframe.
+//! timeframe, reporting the exchange's own gaps, and resampling to a coarser timeframe; and the
+//! funding file beside the candles (`funding`: [`parse_funding_csv`], [`funding_path_for`]).
 //!
 //! Format: a header `open_time,open,high,low,close,volume`, then one closed candle per line;
 //! `open_time` in milliseconds since the Unix epoch (UTC, years 1970 to 9999), prices and volume as
@@ -14,6 +15,11 @@ use crate::domain::{Candle, Price, Symbol, Timeframe};
 use rust_decimal::Decimal;
 use std::fmt;
 use std::path::Path;
+
+mod funding;
+pub use funding::{
+    funding_path_for, load_funding_for, parse_funding_csv, FundingRate, FUNDING_HEADER,
+};
 
 /// The header every candle file starts with.
 pub const HEADER: &str = "open_time,open,high,low,close,volume";
@@ -136,6 +142,13 @@ pub enum DataError {
     NoRows { file: String },
     #[error("{file}: cannot infer the timeframe: {detail}")]
     Timeframe { file: String, detail: String },
+    /// A funding file ([`parse_funding_csv`]) that is not one.
+    #[error("{file}:{line}: bad funding file: {detail}")]
+    Funding {
+        file: String,
+        line: usize,
+        detail: String,
+    },
 }
 
 /// Read and validate a candle file (see [`parse_csv`]).
