@@ -57,7 +57,7 @@ fn funding_rows() -> Vec<(i64, Decimal, Option<Decimal>)> {
         .enumerate()
         .map(|(k, t)| {
             let rate = Decimal::new([100, -35, 260, 7][k % 4], 6);
-            let mark = (k % 2 == 0).then(|| Decimal::new(39_876_5 + k as i64 * 10, 1));
+            let mark = (k % 2 == 0).then(|| Decimal::new(398_765 + k as i64 * 10, 1));
             (t, rate, mark)
         })
         .collect()
