@@ -363,7 +363,8 @@ impl PaperExchange {
     }
 
     /// Bring the account up to `clock.now_ms()`: replay every candle that closed since the last
-    /// advance against the open conditional orders, oldest first. Returns `now`.
+    /// advance against the open conditional orders, oldest first, and charge the funding due in
+    /// between, each at its time (`funding.rs`). Returns `now`.
     pub async fn advance(&self) -> Result<i64, ExchangeError> {
         let now = self.clock.now_ms();
         if self.cfg.funding.is_empty() {
