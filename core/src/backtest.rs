@@ -112,8 +112,8 @@ pub struct RunResult {
     pub orders: OrderJournal,
     /// The funding the paper account was charged, and from which file.
     pub funding: FundingCharged,
-    /// The paper wallet after the final close (every position closed: the starting equity plus
-    /// every trade's PnL).
+    /// The paper wallet after the final close: once every position is closed, the starting
+    /// equity plus every trade's PnL (`core/tests/backtest_costs.rs` checks it to the unit).
     pub final_wallet: Decimal,
 }
 

@@ -223,7 +223,6 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
     }
 }
 
-/// `name` is a registered strategy or one the config defines; otherwise the valid names.
 /// A run's funding (what was charged, or that no funding file was found) and its exits by
 /// reason, one line each.
 fn print_costs(r: &RunResult) {
@@ -286,6 +285,7 @@ fn print_breakdowns(runs: &[RunResult], dims: &[Dimension]) {
     }
 }
 
+/// `name` is a registered strategy or one the config defines; otherwise the valid names.
 fn known_strategy(name: &str, cfg: Option<&Config>) -> Result<()> {
     if albra_core::strategy::build(name, &Default::default(), "--strategy").is_err()
         && cfg.and_then(|c| c.strategy(name)).is_none()
