@@ -5,7 +5,14 @@
 //! twice: decisions, sizing, orders, fills, stops and trade records are the same code the
 //! scheduled jobs run. Each (data file, strategy) pair is its own account
 //! with its own starting equity; positions still open after the last candle are closed at its
-//! close.
+//! close (their trades' reason: `end_of_data`).
+//!
+//! Funding: where a funding file lies beside the candle file ([`data::funding_path_for`]), the
+//! paper exchange charges its rates at each funding time a position is open, and the jobs
+//! attribute them to the trades as live ([`RunResult::funding`] says what was charged). Without
+//! one nothing is charged and the run is exactly what it was before funding existed.
+//!
+//! [`breakdown`] cuts a run's trades by month, symbol, exit reason or strategy.
 //!
 //! `--risk off` ([`BacktestOptions::risk_off`]) switches sizing rules and risk limits off: every
 //! entry uses all equity (quantity = equity / fill price, fractional), there is no position
@@ -13,8 +20,9 @@
 //! the account's risk state (equity peak, MDD level, daily loss) is not kept between syncs.
 
 use crate::config::{AccountConfig, Config, RiskOverrides, StrategyConfig};
+use crate::data::FundingRate;
 use crate::data::{self, CandleSeries};
-use crate::domain::{AccountId, Notional, Symbol, Timeframe, TradeRecord};
+use crate::domain::{AccountId, ExitReason, Notional, Symbol, Timeframe, TradeRecord};
 use crate::fastpath::{typed_state::TypedState, FastPath};
 use crate::jobs::{AccountRuntime, Engine, EngineTiming, Sizing, StrategyCache};
 use crate::notify::DiscardNotifier;
@@ -27,6 +35,9 @@ use crate::state::StateRepo;
 use rust_decimal::Decimal;
 use std::path::PathBuf;
 use std::sync::Arc;
+
+mod breakdown;
+pub use breakdown::{breakdown, total, BreakdownRow, Dimension};
 
 #[derive(thiserror::Error, Debug)]
 pub enum BacktestError {
@@ -105,6 +116,30 @@ pub struct RunResult {
     pub quiet_candles: usize,
     /// Every order the run's paper account was sent (`--orders-out`).
     pub orders: OrderJournal,
+    /// The funding the paper account was charged, and from which file.
+    pub funding: FundingCharged,
+    /// The paper wallet after the final close: once every position is closed, the starting
+    /// equity plus every trade's PnL (`core/tests/backtest_costs.rs` checks it to the unit).
+    pub final_wallet: Decimal,
+}
+
+/// Recorded funding a run charges: the file beside the candles and its rates.
+#[derive(Clone, Debug)]
+pub struct FundingFile {
+    pub path: PathBuf,
+    pub rates: Arc<[FundingRate]>,
+}
+
+/// What funding a run's paper account was charged.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct FundingCharged {
+    /// The funding file charged from; `None`: no funding data, nothing charged.
+    pub file: Option<PathBuf>,
+    /// FUNDING_FEE payments booked (one per funding time a position was open).
+    pub payments: usize,
+    /// Their sum, USDT: + received, − paid. Equal to the trades' funding (every position is
+    /// closed at the end).
+    pub total: Decimal,
 }
 
 const EVAL_DELAY_MS: i64 = 3_000;
@@ -318,6 +353,12 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
                 path.display()
             ))
         })?;
+        let funding = data::load_funding_for(path)
+            .map_err(data::DataError::from)?
+            .map(|(path, rates)| FundingFile {
+                path,
+                rates: rates.into(),
+            });
         for name in &opts.strategies {
             let bar = opts.progress.as_ref().map(|to| Progress::Report {
                 label: format!("{name} {symbol}"),
@@ -327,7 +368,9 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
                 progress: bar.as_ref(),
                 ..RunSpec::default()
             };
-            out.push(run_series(opts, path, &series, &symbol, name, &spec).await?);
+            let run =
+                run_series_funded(opts, path, &series, &symbol, name, &spec, funding.as_ref());
+            out.push(run.await?);
         }
     }
     Ok(out)
@@ -356,7 +399,7 @@ pub struct RunSpec<'a> {
     pub progress: Option<&'a Progress>,
 }
 
-/// One backtest of `name` over `series`.
+/// One backtest of `name` over `series`, charging no funding.
 pub async fn run_series(
     opts: &BacktestOptions,
     path: &std::path::Path,
@@ -364,6 +407,19 @@ pub async fn run_series(
     symbol: &Symbol,
     name: &str,
     spec: &RunSpec<'_>,
+) -> Result<RunResult, BacktestError> {
+    run_series_funded(opts, path, series, symbol, name, spec, None).await
+}
+
+/// [`run_series`], charging `funding`'s rates when given.
+pub async fn run_series_funded(
+    opts: &BacktestOptions,
+    path: &std::path::Path,
+    series: &Arc<CandleSeries>,
+    symbol: &Symbol,
+    name: &str,
+    spec: &RunSpec<'_>,
+    funding: Option<&FundingFile>,
 ) -> Result<RunResult, BacktestError> {
     let progress = spec.progress;
     let configured = opts.config.as_ref().and_then(|c| c.strategy(name)).cloned();
@@ -467,6 +523,9 @@ pub async fn run_series(
             .filters
             .insert(symbol.clone(), fractional_filters(symbol));
     }
+    if let Some(f) = funding {
+        paper.funding.insert(symbol.clone(), f.rates.clone());
+    }
     let ex = Arc::new(PaperExchange::new(
         market,
         clock.clone() as Arc<dyn Clock>,
@@ -531,7 +590,8 @@ pub async fn run_series(
             .as_ref()
             .is_some_and(|v| unchanged && v.open_algos.is_empty() && marking.is_of(v));
         if opts.risk_off && !opts.full_jobs && idle {
-            let held = fast.evaluate_quiet_run(tf, &eval[i..], EVAL_DELAY_MS).await;
+            let stretch = before_funding(&eval[i..], tf, &marking, &ex);
+            let held = fast.evaluate_quiet_run(tf, stretch, EVAL_DELAY_MS).await;
             if held > 0 {
                 for (k, c) in eval[i..i + held].iter().enumerate() {
                     curve.mark(c, tf, &marking);
@@ -584,13 +644,16 @@ pub async fn run_series(
         let r = engine.sync_positions(end).await;
         job_errors.extend(r.error_texts());
     }
-    let r = engine.close_positions(None, "end of data", end).await;
+    let r = engine
+        .close_positions(None, ExitReason::EndOfData, end)
+        .await;
     job_errors.extend(r.error_texts());
-    let final_eq = ex
-        .account()
-        .await
+    let account = ex.account().await;
+    let final_eq = account
+        .as_ref()
         .map(|a| f(a.equity.get()))
         .unwrap_or(f64::NAN);
+    let final_wallet = account.map(|a| a.wallet_balance.get()).map_err(setup)?;
     // `eval` is never empty (checked above): the last point is a candle's, not the start.
     if let Some(last) = curve.equity.last_mut() {
         last.1 = final_eq;
@@ -600,6 +663,10 @@ pub async fn run_series(
         .trades(&AccountId::new("backtest"))
         .await
         .map_err(|e| BacktestError::Setup(e.to_string()))?;
+    let funding = match funding {
+        Some(f) => funding_charged(&ex, f).await.map_err(setup)?,
+        None => FundingCharged::default(),
+    };
     let samples = curve.equity.len() - 1;
     let equity = curve.equity;
     let metrics = metrics(&equity, &trades, tf, curve.in_position, samples);
@@ -617,6 +684,55 @@ pub async fn run_series(
         job_errors,
         quiet_candles,
         orders: ex.journal(),
+        funding,
+        final_wallet,
+    })
+}
+
+/// The name of the funding file a run looks for beside `data` (`BTCUSDT-funding.csv`).
+pub fn funding_file_name(data: &std::path::Path) -> String {
+    let path = data::funding_path_for(data);
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path.display().to_string())
+}
+
+/// The candles of a quiet stretch starting at `candles[0]` that are evaluated before the next
+/// funding time while a position is open: a payment moves the wallet the curve is marked with, so
+/// the stretch ends there and the next candle syncs (all of them without funding data or flat).
+fn before_funding<'c>(
+    candles: &'c [crate::domain::Candle],
+    tf: Timeframe,
+    marking: &Marking,
+    ex: &PaperExchange,
+) -> &'c [crate::domain::Candle] {
+    if marking.positions.is_empty() {
+        return candles;
+    }
+    match ex.next_funding_time() {
+        Some(t) => {
+            let n = candles.partition_point(|c| c.close_time(tf) + EVAL_DELAY_MS < t);
+            &candles[..n]
+        }
+        None => candles,
+    }
+}
+
+/// The funding payments `ex` booked from `file`.
+async fn funding_charged(
+    ex: &PaperExchange,
+    file: &FundingFile,
+) -> Result<FundingCharged, crate::ports::ExchangeError> {
+    let rows = ex.income(0).await?;
+    let paid: Vec<Decimal> = rows
+        .iter()
+        .filter(|i| i.income_type == "FUNDING_FEE")
+        .map(|i| i.income.get())
+        .collect();
+    Ok(FundingCharged {
+        file: Some(file.path.clone()),
+        payments: paid.len(),
+        total: paid.iter().sum(),
     })
 }
 
@@ -637,16 +753,18 @@ key_source = "env"
 strategies = ["EMA_CROSS"]
 "#;
 
-/// The trades as CSV: `strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees`
-/// with times as the UTC open of the candle whose price filled (ISO 8601).
+/// The header of [`trades_csv`]. An interface: columns are only ever appended.
+pub const TRADES_CSV_HEADER: &str = "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees,funding,exit_reason\n";
+
+/// The trades as CSV ([`TRADES_CSV_HEADER`]) with times as the UTC open of the candle whose price
+/// filled (ISO 8601); `pnl` is net of `fees` and `funding` (+ received, − paid), `exit_reason`
+/// the trade's [`ExitReason`].
 pub fn trades_csv(runs: &[RunResult]) -> String {
-    let mut s = String::from(
-        "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees\n",
-    );
+    let mut s = String::from(TRADES_CSV_HEADER);
     for r in runs {
         for t in &r.trades {
             s.push_str(&format!(
-                "{},{},{},{},{},{},{},{},{},{}\n",
+                "{},{},{},{},{},{},{},{},{},{},{},{}\n",
                 t.strategy,
                 t.symbol,
                 t.side,
@@ -656,7 +774,9 @@ pub fn trades_csv(runs: &[RunResult]) -> String {
                 t.exit_price,
                 t.qty,
                 t.pnl.get().round_dp(8).normalize(),
-                t.fees.get().round_dp(8).normalize()
+                t.fees.get().round_dp(8).normalize(),
+                t.funding.get().round_dp(8).normalize(),
+                t.reason
             ));
         }
     }

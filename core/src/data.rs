@@ -1,5 +1,6 @@
 //! Recorded candles: loading the project's CSV format (strictly validated, fast), inferring the
-//! timeframe, reporting the exchange's own gaps, and resampling to a coarser timeframe.
+//! timeframe, reporting the exchange's own gaps, and resampling to a coarser timeframe; and the
+//! funding file beside the candles (`funding`: [`parse_funding_csv`], [`funding_path_for`]).
 //!
 //! Format: a header `open_time,open,high,low,close,volume`, then one closed candle per line;
 //! `open_time` in milliseconds since the Unix epoch (UTC, years 1970 to 9999), prices and volume as
@@ -15,8 +16,8 @@
 mod funding;
 
 pub use funding::{
-    funding_csv, funding_file_name, funding_path_for, load_funding_csv, parse_funding_csv,
-    FundingError, FundingRate, FUNDING_HEADER,
+    funding_csv, funding_file_name, funding_path_for, load_funding_csv, load_funding_for,
+    parse_funding_csv, FundingError, FundingRate, FUNDING_HEADER,
 };
 
 use crate::domain::{Candle, Price, Symbol, Timeframe};
@@ -145,6 +146,9 @@ pub enum DataError {
     NoRows { file: String },
     #[error("{file}: cannot infer the timeframe: {detail}")]
     Timeframe { file: String, detail: String },
+    /// A funding file ([`parse_funding_csv`]) that is not one.
+    #[error(transparent)]
+    Funding(#[from] FundingError),
 }
 
 /// Read and validate a candle file (see [`parse_csv`]).

@@ -759,12 +759,53 @@ pub struct TradeRecord {
     /// history (this position's share when several positions held the symbol); part of `pnl`.
     #[serde(default)]
     pub funding: Notional,
-    /// Why it closed: `signal`, `stop`, `take_profit`, `trailing_stop`, `partial_take_profit_<n>`,
-    /// `manual`, `liquidation`, `exchange`.
+    /// Why it closed: an [`ExitReason`] as text (`signal`, `stop`, `take_profit`,
+    /// `trailing_stop`, `partial_take_profit_<n>`, `end_of_data`, `manual`, `emergency_stop`,
+    /// `liquidation`, `exchange`).
     pub reason: String,
     /// The protective stop in force when it closed (charts mark it beside entry and exit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stop_loss: Option<Price>,
+}
+
+/// Why a trade closed, as [`TradeRecord::reason`] records it (its `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitReason {
+    /// The strategy's exit (a close or reverse decision).
+    Signal,
+    /// The protective stop, or a market close because its level was already passed.
+    Stop,
+    TakeProfit,
+    TrailingStop,
+    /// Take-profit step `n` of a strategy's partial exits.
+    PartialTakeProfit(u8),
+    /// A backtest closing what is still open when its data ends.
+    EndOfData,
+    /// The operator's close of chosen positions (`/close`).
+    Manual,
+    /// The operator's emergency stop.
+    EmergencyStop,
+    Liquidation,
+    /// Closed on the exchange by none of our orders.
+    Exchange,
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = match self {
+            ExitReason::Signal => "signal",
+            ExitReason::Stop => "stop",
+            ExitReason::TakeProfit => "take_profit",
+            ExitReason::TrailingStop => "trailing_stop",
+            ExitReason::PartialTakeProfit(n) => return write!(f, "partial_take_profit_{n}"),
+            ExitReason::EndOfData => "end_of_data",
+            ExitReason::Manual => "manual",
+            ExitReason::EmergencyStop => "emergency_stop",
+            ExitReason::Liquidation => "liquidation",
+            ExitReason::Exchange => "exchange",
+        };
+        f.write_str(s)
+    }
 }
 
 /// Per-account state the risk layer and reports need: equity peak, current equity, day start.

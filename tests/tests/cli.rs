@@ -640,7 +640,7 @@ fn backtest_prints_metrics_and_writes_trades_and_report() {
     assert!(out.contains("TFPE"), "{out}");
     let csv = std::fs::read_to_string(&trades).unwrap();
     assert!(csv.starts_with(
-        "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees\n"
+        "strategy,symbol,side,entry_time,exit_time,entry_price,exit_price,qty,pnl,fees,funding,exit_reason\n"
     ));
     assert!(csv.lines().count() > 2, "{csv}");
     // The page itself is checked in a browser (tests/tests/backtest_report.rs).

@@ -95,6 +95,27 @@ pub fn load_funding_csv(path: &Path) -> Result<Vec<FundingRate>, FundingError> {
     parse_funding_csv(&text, &file)
 }
 
+/// Read the funding file beside `candle_path` ([`funding_path_for`]): `Ok(None)` when there is
+/// none (a backtest then charges no funding and says so), its rates otherwise; a file that
+/// exists but cannot be read or parsed is an error.
+pub fn load_funding_for(
+    candle_path: &Path,
+) -> Result<Option<(PathBuf, Vec<FundingRate>)>, FundingError> {
+    let path = funding_path_for(candle_path);
+    let file = path.display().to_string();
+    let text = match std::fs::read_to_string(&path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => {
+            return Err(FundingError::Read {
+                file,
+                detail: e.to_string(),
+            })
+        }
+    };
+    Ok(Some((path, parse_funding_csv(&text, &file)?)))
+}
+
 /// Parse funding CSV text; `source` names it in errors. A file with only the header is an empty
 /// history (a range with no settlement), not an error; a missing header is.
 pub fn parse_funding_csv(text: &str, source: &str) -> Result<Vec<FundingRate>, FundingError> {
@@ -302,5 +323,24 @@ mod tests {
         }];
         std::fs::write(&path, funding_csv(&rates)).unwrap();
         assert_eq!(load_funding_csv(&path).unwrap(), rates);
+    }
+
+    #[test]
+    fn a_missing_file_is_no_data_and_a_present_one_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let candles = dir.path().join("BTCUSDT-perp-1h.csv");
+        assert_eq!(load_funding_for(&candles).unwrap(), None);
+        let funding = dir.path().join("BTCUSDT-funding.csv");
+        std::fs::write(
+            &funding,
+            format!("{FUNDING_HEADER}\n1700000000000,0.0001,\n"),
+        )
+        .unwrap();
+        let (path, rates) = load_funding_for(&candles).unwrap().unwrap();
+        assert_eq!(path, funding);
+        assert_eq!(rates.len(), 1);
+        std::fs::write(&funding, "not,a,funding file\n").unwrap();
+        let err = load_funding_for(&candles).unwrap_err();
+        assert!(err.to_string().contains("BTCUSDT-funding.csv:1"), "{err}");
     }
 }

@@ -50,14 +50,15 @@ impl Engine {
                 self.move_stop(acct, pos, price, &reason, now, report).await
             }
             Step::Close { pos, reason } => {
-                self.exit(ex, pos, &reason, it.open_time, now, report)
-                    .await?;
+                let why = Why::new(ExitReason::Signal, &reason);
+                self.exit(ex, pos, why, it.open_time, now, report).await?;
                 Ok(Outcome::Closed { reason })
             }
             Step::Enter { signal, reverse } => {
                 if let Some(p) = reverse {
                     let why = format!("reverse to {}", signal.side);
-                    self.exit(ex, p, &why, it.open_time, now, report).await?;
+                    let why = Why::new(ExitReason::Signal, &why);
+                    self.exit(ex, p, why, it.open_time, now, report).await?;
                 }
                 self.enter(it, signal, ref_price, &decision, report, ledger)
                     .await

@@ -3,6 +3,20 @@
 
 use super::*;
 
+/// Why a position is closed at market: the reason its trade records and the words the
+/// notifications give (a strategy's own, or the operator's command).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Why<'a> {
+    pub kind: ExitReason,
+    pub text: &'a str,
+}
+
+impl<'a> Why<'a> {
+    pub fn new(kind: ExitReason, text: &'a str) -> Self {
+        Why { kind, text }
+    }
+}
+
 /// The client id of take-profit step `stage` of `pos` (deterministic: a retried step finds it).
 pub(super) fn partial_exit_id(pos: &Position, stage: u8) -> ClientId {
     ClientId::derive(
@@ -55,12 +69,14 @@ pub(super) fn after_partial(
 }
 
 /// The trade of a whole close at market that filled `filled` of `pos` with the figures
-/// `(exit price, gross PnL, exit fee)`: the entry fee and the funding share count in its PnL.
+/// `(exit price, gross PnL, exit fee)` for `reason`: the entry fee and the funding share count in
+/// its PnL.
 pub(super) fn exit_trade(
     pos: &Position,
     filled: Qty,
     (exit_price, gross, exit_fee): (Price, Decimal, Decimal),
     funding: Decimal,
+    reason: ExitReason,
     now: i64,
 ) -> TradeRecord {
     let id = format!("{}:close", pos.entry_client_id);
@@ -68,7 +84,7 @@ pub(super) fn exit_trade(
         pnl: Notional::new(gross - exit_fee - pos.entry_fee.get() + funding),
         fees: Notional::new(exit_fee + pos.entry_fee.get()),
         funding: Notional::new(funding),
-        ..closing_trade(pos, id, filled, (exit_price, now), "signal".into())
+        ..closing_trade(pos, id, filled, (exit_price, now), reason.to_string())
     }
 }
 
@@ -79,7 +95,7 @@ impl Engine {
         &self,
         ex: &dyn Exchange,
         p: Versioned<Position>,
-        reason: &str,
+        why: Why<'_>,
         open_time: i64,
         now: i64,
         report: &mut JobReport,
@@ -93,7 +109,7 @@ impl Engine {
             Intent::Exit,
             0,
         );
-        self.exit_as(ex, p, reason, id, now, report).await
+        self.exit_as(ex, p, why, id, now, report).await
     }
 
     /// [`Engine::exit`] with the closing order's client id given.
@@ -101,13 +117,14 @@ impl Engine {
         &self,
         ex: &dyn Exchange,
         p: Versioned<Position>,
-        reason: &str,
+        why: Why<'_>,
         id: ClientId,
         now: i64,
         report: &mut JobReport,
     ) -> Result<(), EngineError> {
         // `ex` trades this position's account.
         let pos = &p.value;
+        let reason = why.text;
         let filters = ex.symbol_filters(&pos.key.symbol).await?;
         let order = MarketOrder {
             symbol: pos.key.symbol.clone(),
@@ -144,7 +161,7 @@ impl Engine {
             tracing::warn!(position = %pos.key, error = %e, "funding unknown (income history failed)");
             (Decimal::ZERO, Decimal::ZERO)
         });
-        let trade = exit_trade(pos, fill.executed_qty, figures, funding, now);
+        let trade = exit_trade(pos, fill.executed_qty, figures, funding, why.kind, now);
         self.record_trade(&trade).await?;
         self.repo.delete_position(&pos.key, p.version).await?;
         self.notify(
@@ -225,7 +242,7 @@ impl Engine {
             self.exit(
                 acct.exchange.as_ref(),
                 p,
-                reason,
+                Why::new(ExitReason::PartialTakeProfit(stage), reason),
                 Timeframe::M1.last_closed_open(now),
                 now,
                 report,
@@ -269,11 +286,12 @@ impl Engine {
 
     /// Close every open strategy position of the enabled accounts (or of one account) at market,
     /// cancelling their protective orders and recording the trades. MANUAL positions are never
-    /// touched. Used at the end of a backtest and by an emergency stop.
+    /// touched. Used at the end of a backtest and by an emergency stop; `reason` is what the
+    /// trades record.
     pub async fn close_positions(
         &self,
         account: Option<&AccountId>,
-        reason: &str,
+        reason: ExitReason,
         now: i64,
     ) -> JobReport {
         self.close_positions_where(account, reason, now, |_| true)
@@ -285,11 +303,12 @@ impl Engine {
     pub async fn close_positions_where(
         &self,
         account: Option<&AccountId>,
-        reason: &str,
+        reason: ExitReason,
         now: i64,
         wanted: impl Fn(&PositionKey) -> bool,
     ) -> JobReport {
         let mut report = JobReport::default();
+        let text = reason.to_string();
         for acct in self
             .accounts
             .iter()
@@ -311,7 +330,7 @@ impl Engine {
                     .exit(
                         acct.exchange.as_ref(),
                         p,
-                        reason,
+                        Why::new(reason, &text),
                         Timeframe::M1.last_closed_open(now),
                         now,
                         &mut report,
@@ -414,6 +433,7 @@ mod tests {
                 Qty::new(dec!(4)),
                 (Price::new(dec!(110)), gross, fee),
                 funding,
+                ExitReason::Signal,
                 9,
             );
             assert_eq!(
@@ -428,6 +448,24 @@ mod tests {
                 (t.id.as_str(), t.reason.as_str(), t.exit_time),
                 ("e:close", "signal", 9)
             );
+        }
+    }
+
+    /// The trade carries the reason it was closed for, not always `signal`.
+    #[test]
+    fn a_whole_close_records_why_it_closed() {
+        let cases = [
+            (ExitReason::Signal, "signal"),
+            (ExitReason::Stop, "stop"),
+            (ExitReason::EmergencyStop, "emergency_stop"),
+            (ExitReason::Manual, "manual"),
+            (ExitReason::EndOfData, "end_of_data"),
+            (ExitReason::PartialTakeProfit(3), "partial_take_profit_3"),
+        ];
+        for (why, want) in cases {
+            let figures = (Price::new(dec!(110)), dec!(40), dec!(0.4));
+            let t = exit_trade(&pos(), Qty::new(dec!(4)), figures, dec!(0), why, 9);
+            assert_eq!(t.reason, want);
         }
     }
 

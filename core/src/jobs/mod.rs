@@ -17,8 +17,9 @@
 
 use crate::config::{AccountConfig, Config, StrategyConfig};
 use crate::domain::{
-    AccountId, AccountState, Candle, ClientId, ExitKind, ExitOrder, Intent, Notional, Position,
-    PositionKey, PositionStatus, Price, Qty, Side, StrategyId, Symbol, Timeframe, TradeRecord,
+    AccountId, AccountState, Candle, ClientId, ExitKind, ExitOrder, ExitReason, Intent, Notional,
+    Position, PositionKey, PositionStatus, Price, Qty, Side, StrategyId, Symbol, Timeframe,
+    TradeRecord,
 };
 use crate::orders::{self, SubmitPolicy};
 use crate::ports::{
@@ -54,6 +55,7 @@ pub use cache::StrategyCache;
 pub(crate) use cache::{CacheKey, Fed};
 pub use claim::HeldClaim;
 pub(crate) use evaluate::{CandleRunner, Item};
+use exit::Why;
 pub(crate) use gather::{track_best, DecisionInputs, Prepared};
 pub(crate) use margin::MarginLedger;
 use plan::{EntrySignal, Step};

@@ -191,7 +191,8 @@ impl Engine {
             pos.stop_generation + 1,
         );
         let outcome = Outcome::StopPassed { level };
-        self.exit_as(ex, p, &outcome.to_string(), id, now, report)
+        let text = outcome.to_string();
+        self.exit_as(ex, p, Why::new(ExitReason::Stop, &text), id, now, report)
             .await?;
         Ok(outcome)
     }
@@ -358,7 +359,7 @@ impl Engine {
         self.exit(
             ex,
             v.clone(),
-            &reason,
+            Why::new(ExitReason::Stop, &reason),
             Timeframe::M1.last_closed_open(now),
             now,
             report,

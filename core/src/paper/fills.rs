@@ -70,10 +70,10 @@ impl State {
         // Binance books a REALIZED_PNL row for fills that reduce a position and a COMMISSION row
         // for every fill.
         if closed_some {
-            self.push_income(symbol, "REALIZED_PNL", realized, time, trade_id);
+            self.push_income(symbol, "REALIZED_PNL", realized, time, Some(trade_id));
         }
         if !commission.is_zero() {
-            self.push_income(symbol, "COMMISSION", -commission, time, trade_id);
+            self.push_income(symbol, "COMMISSION", -commission, time, Some(trade_id));
         }
         let info = OrderInfo {
             symbol: symbol.clone(),
@@ -98,7 +98,7 @@ impl State {
         kind: &str,
         amount: Decimal,
         time: i64,
-        trade: i64,
+        trade: Option<i64>,
     ) {
         let tran_id = self.next_tran_id;
         self.next_tran_id += 1;
@@ -109,7 +109,7 @@ impl State {
             asset: "USDT".into(),
             time,
             tran_id,
-            trade_id: Some(trade.to_string()),
+            trade_id: trade.map(|t| t.to_string()),
         });
     }
 

@@ -21,7 +21,10 @@
 //! - **Margin**: initial margin = |amount| × mark / leverage per position; equity = wallet +
 //!   unrealised PnL at the latest price; available = equity − initial margin. An order that adds
 //!   exposure needs the initial margin after the fill plus its commission and slippage within equity.
-//!   Liquidation and funding are not modelled.
+//!   Liquidation is not modelled.
+//! - **Funding** is charged at each recorded funding time ([`PaperConfig::funding`]) on the
+//!   position held then, into the wallet, with a `FUNDING_FEE` income row (`funding.rs`); without
+//!   recorded rates none is charged.
 //! - **Conditional orders** (STOP_MARKET, TAKE_PROFIT_MARKET, TRAILING_STOP_MARKET) trigger from
 //!   each closed candle's high and low at the resolution `MarketData::candles_closed_between`
 //!   serves (the recorded timeframe in replay, 1m live). A sell stop fires when low ≤ trigger, a sell
@@ -40,7 +43,7 @@
 //!   will act on a later position of the same direction — exactly the hazard the sync job must
 //!   clean up live, which is why it is kept here.
 
-use crate::data::{resample, CandleSeries};
+use crate::data::{resample, CandleSeries, FundingRate};
 use crate::domain::{Candle, ClientId, Notional, OrderSide, Price, Qty, Symbol, Timeframe};
 use crate::ports::{
     AccountSnapshot, AlgoKind, AlgoOrder, AlgoOrderInfo, AlgoStatus, Clock, Exchange,
@@ -56,10 +59,12 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 mod exchange;
 mod fills;
+mod funding;
 mod journal;
 mod margin;
 mod market;
 mod validation;
+pub use funding::funding_payment;
 pub use journal::{OrderJournal, ORDERS_CSV_HEADER};
 pub use market::{LiveMarket, MarketData, RecordedMarket};
 
@@ -83,6 +88,9 @@ pub struct PaperConfig {
     pub fallback_filters: Option<SymbolFilters>,
     /// Leverage of a symbol until `set_leverage` changes it (Binance's default is 20).
     pub default_leverage: u32,
+    /// Recorded funding rates per symbol, in time order, charged at their times (none: no
+    /// funding is charged).
+    pub funding: HashMap<Symbol, Arc<[FundingRate]>>,
 }
 
 impl Default for PaperConfig {
@@ -94,6 +102,7 @@ impl Default for PaperConfig {
             filters: realistic_filters(),
             fallback_filters: Some(generous_filters(&Symbol::new("OTHER"))),
             default_leverage: 20,
+            funding: HashMap::new(),
         }
     }
 }
@@ -238,6 +247,8 @@ struct State {
     algo_symbols: Vec<Symbol>,
     trades: HashMap<Symbol, Vec<UserTrade>, Fnv>,
     income: Vec<Income>,
+    /// Each symbol's recorded funding still to charge (empty without recorded rates).
+    funding: Vec<funding::FundingCursor>,
     /// Latest price seen per symbol (market price, candle close or fill).
     marks: HashMap<Symbol, Decimal, Fnv>,
     next_order_id: i64,
@@ -310,6 +321,7 @@ impl PaperExchange {
             algo_symbols: Vec::new(),
             trades: HashMap::default(),
             income: Vec::new(),
+            funding: funding::cursors(&cfg, now),
             marks: HashMap::default(),
             // Distinct ranges make an order id mistaken for an algo id (or a trade id) obvious.
             next_order_id: 10_000_001,
@@ -351,9 +363,18 @@ impl PaperExchange {
     }
 
     /// Bring the account up to `clock.now_ms()`: replay every candle that closed since the last
-    /// advance against the open conditional orders, oldest first. Returns `now`.
+    /// advance against the open conditional orders, oldest first, and charge the funding due in
+    /// between, each at its time (`funding.rs`). Returns `now`.
     pub async fn advance(&self) -> Result<i64, ExchangeError> {
         let now = self.clock.now_ms();
+        if self.cfg.funding.is_empty() {
+            return self.advance_to(now).await;
+        }
+        self.advance_funded(now).await
+    }
+
+    /// [`Self::advance`] without funding: replay the candles that closed by `now`.
+    async fn advance_to(&self, now: i64) -> Result<i64, ExchangeError> {
         if let Some(rec) = self.market.as_recorded() {
             if let Some(now) = self.advance_recorded(rec, now)? {
                 return Ok(now);

@@ -13,8 +13,8 @@
 use super::{select_accounts, QueryError};
 use crate::config::Config;
 use crate::domain::{
-    AccountId, AccountState, ClientId, Intent, OrderSide, Position, PositionKey, PositionStatus,
-    Qty, Side, StrategyId, Symbol, Timeframe,
+    AccountId, AccountState, ClientId, ExitReason, Intent, OrderSide, Position, PositionKey,
+    PositionStatus, Qty, Side, StrategyId, Symbol, Timeframe,
 };
 use crate::jobs::{AccountRuntime, Engine};
 use crate::orders;
@@ -371,7 +371,7 @@ pub async fn apply_emergency(
     cancel_resting(ex, engine.timing.submit, &mut out).await;
     if !plan.close.is_empty() {
         let r = engine
-            .close_positions(Some(&plan.account), "emergency_stop", now)
+            .close_positions(Some(&plan.account), ExitReason::EmergencyStop, now)
             .await;
         absorb(&mut out, r);
     }
@@ -585,7 +585,7 @@ pub async fn apply_close(
     for account in accounts {
         let wanted = |k: &PositionKey| plan.close.iter().any(|c| &c.key == k);
         let r = engine
-            .close_positions_where(Some(account), "operator_close", now, wanted)
+            .close_positions_where(Some(account), ExitReason::Manual, now, wanted)
             .await;
         out.errors.extend(r.error_texts());
         out.lines.extend(r.lines);

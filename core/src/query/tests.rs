@@ -1051,18 +1051,32 @@ async fn an_emergency_stop_leaves_the_account_flat_without_orders_and_paused() {
     s.assert_stopped(&out).await;
     // The strategy's trade is recorded with the stop's reason, once.
     let trades = s.engine.repo.trades(&AccountId::new(MAIN)).await.unwrap();
-    assert_eq!(
-        trades
-            .iter()
-            .filter(|t| t.strategy.0 == "EMA_CROSS")
-            .count(),
-        1,
-        "{trades:?}"
-    );
+    let reasons: Vec<&str> = trades
+        .iter()
+        .filter(|t| t.strategy.0 == "EMA_CROSS")
+        .map(|t| t.reason.as_str())
+        .collect();
+    assert_eq!(reasons, ["emergency_stop"], "{trades:?}");
     // Each order went out once; a second stop finds nothing to do.
     assert!(s.orders_by_id().await.values().all(|n| *n == 1));
     let again = s.plan(s.at(now + 120_000)).await;
     assert!(again.is_empty(), "{again:?}");
+}
+
+/// The operator's `/close` records its trade as `manual`, not as a strategy's signal.
+#[tokio::test]
+async fn an_operator_close_records_a_manual_trade() {
+    let s = setup();
+    let now = s.trading_account().await;
+    let plan = plan_close(&s.engine, &Symbol::new(BTC), Some("EMA_CROSS"))
+        .await
+        .unwrap();
+    assert_eq!(plan.close.len(), 1, "{plan:?}");
+    let out = apply_close(&s.engine, &plan, now).await.unwrap();
+    assert_eq!((out.still_open, out.errors.len()), (0, 0), "{out:?}");
+    let trades = s.engine.repo.trades(&AccountId::new(MAIN)).await.unwrap();
+    let reasons: Vec<&str> = trades.iter().map(|t| t.reason.as_str()).collect();
+    assert_eq!(reasons, ["manual"], "{trades:?}");
 }
 
 #[tokio::test]

@@ -402,7 +402,7 @@ when the state store cannot be read."
         #[command(flatten)]
         sim: SimArgs,
         /// Write every trade as CSV (strategy,symbol,side,entry_time,exit_time,entry_price,
-        /// exit_price,qty,pnl,fees).
+        /// exit_price,qty,pnl,fees,funding,exit_reason).
         #[arg(long)]
         trades_out: Option<PathBuf>,
         /// Write every order each run's paper account was sent as CSV (run,symbol,kind,client_id,
@@ -412,6 +412,11 @@ when the state store cannot be read."
         /// Write a self-contained HTML report with equity and drawdown charts.
         #[arg(long)]
         report: Option<PathBuf>,
+        /// After the summary, one table per dimension (comma-separated, any of month, symbol,
+        /// exit, strategy): trades, win rate, PnL, fees and funding per group; months by exit
+        /// time, UTC.
+        #[arg(long, value_delimiter = ',')]
+        breakdown: Vec<albra_core::backtest::Dimension>,
     },
     /// Walk-forward optimisation: pick the best grid point on each in-sample window (by
     /// --objective), trade it blind on the next out-of-sample window, stitch the results.

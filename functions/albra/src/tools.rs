@@ -4,6 +4,7 @@
 
 use crate::cli::{Cli, Command, ConfigFile, Range, SimArgs};
 use crate::progress::Terminal;
+use albra_core::backtest::{self, Dimension, RunResult};
 use albra_core::config::Config;
 use albra_core::domain::Timeframe;
 use anyhow::{anyhow, bail, Context, Result};
@@ -62,6 +63,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             trades_out,
             orders_out,
             report,
+            breakdown,
         } => {
             for s in &strategy {
                 known_strategy(s, cfg.as_ref())?;
@@ -93,6 +95,9 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 }
                 errors.extend(r.job_errors.iter().cloned());
             }
+            for r in &runs {
+                print_costs(r);
+            }
             let quiet: usize = runs.iter().map(|r| r.quiet_candles).sum();
             let candles: usize = runs.iter().map(|r| r.candles).sum();
             println!(
@@ -100,6 +105,7 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 started.elapsed().as_secs_f64(),
                 if opts.full_jobs { ", --full-jobs" } else { "" }
             );
+            print_breakdowns(&runs, &breakdown);
             if let Some(p) = trades_out {
                 std::fs::write(&p, albra_core::backtest::trades_csv(&runs))
                     .with_context(|| format!("writing {}", p.display()))?;
@@ -250,6 +256,68 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
             Ok(())
         }
         other => bail!("`{}` is not a candle-file tool", other.name()),
+    }
+}
+
+/// A run's funding (what was charged, or that no funding file was found) and its exits by
+/// reason, one line each.
+fn print_costs(r: &RunResult) {
+    let label = format!("{} {} {}", r.strategy, r.symbol, r.timeframe);
+    match &r.funding.file {
+        Some(_) => println!(
+            "{label} funding: {} payments, {:.2} USDT",
+            r.funding.payments, r.funding.total
+        ),
+        None => {
+            let expected = backtest::funding_file_name(&r.data);
+            println!("{label} funding: no data (no {expected} beside the candles)");
+        }
+    }
+    let exits: Vec<String> = backtest::breakdown(std::slice::from_ref(r), Dimension::Exit)
+        .iter()
+        .map(|row| format!("{} {}", row.key, row.trades))
+        .collect();
+    let exits = if exits.is_empty() {
+        "none".to_string()
+    } else {
+        exits.join(", ")
+    };
+    println!("{label} exits: {exits}");
+}
+
+/// One table per dimension asked for, with a total line (the same figures as the summary's).
+fn print_breakdowns(runs: &[RunResult], dims: &[Dimension]) {
+    let mut done: Vec<Dimension> = Vec::new();
+    for &d in dims {
+        if done.contains(&d) {
+            continue;
+        }
+        done.push(d);
+        let rows = backtest::breakdown(runs, d);
+        println!();
+        println!(
+            "{:<20} {:>6} {:>6} {:>12} {:>10} {:>10}",
+            format!("by {d}"),
+            "trades",
+            "win",
+            "pnl",
+            "fees",
+            "funding"
+        );
+        for row in rows
+            .iter()
+            .chain(std::iter::once(&backtest::total(&rows, "total")))
+        {
+            println!(
+                "{:<20} {:>6} {:>5.1}% {:>12.2} {:>10.2} {:>10.2}",
+                row.key,
+                row.trades,
+                row.win_rate() * 100.0,
+                row.pnl,
+                row.fees,
+                row.funding
+            );
+        }
     }
 }
 
