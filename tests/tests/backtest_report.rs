@@ -17,6 +17,16 @@ async fn the_report_shows_the_runs_figures_charts_and_a_sortable_trade_table() {
     let rows: Vec<&str> = src.lines().take(6001).collect();
     let data = dir.path().join("BTCUSDT-perp-15m.csv");
     std::fs::write(&data, rows.join("\n") + "\n").unwrap();
+    // Funding every 8 hours over the slice: 0.01 % (longs pay), the mark left to the candles.
+    let first: i64 = rows[1].split(',').next().unwrap().parse().unwrap();
+    let eight = 8 * 3_600_000;
+    let mut funding = String::from("funding_time,funding_rate,mark_price\n");
+    let mut t = first - first.rem_euclid(eight) + eight;
+    while t < first + 6000 * 900_000 {
+        funding.push_str(&format!("{t},0.0001,\n"));
+        t += eight;
+    }
+    std::fs::write(dir.path().join("BTCUSDT-funding.csv"), funding).unwrap();
     let (report, trades) = (dir.path().join("r.html"), dir.path().join("t.csv"));
     let out = Command::new(harness::bin("albra"))
         .current_dir(dir.path())
@@ -108,6 +118,58 @@ async fn the_report_shows_the_runs_figures_charts_and_a_sortable_trade_table() {
     };
     assert_eq!(first_after_click().await, *rounded.iter().min().unwrap());
     assert_eq!(first_after_click().await, *rounded.iter().max().unwrap());
+
+    // The breakdowns add up to the trades, and the exit reasons are the summary's.
+    let totals = b
+        .texts("table.breakdown tr:last-child td:nth-child(2)")
+        .await
+        .unwrap();
+    assert_eq!(totals.len(), 4, "month, symbol, exit, strategy");
+    assert!(
+        totals.iter().all(|t| *t == pnls.len().to_string()),
+        "{totals:?}"
+    );
+    let pnl_totals = b
+        .texts("table.breakdown tr:last-child td:nth-child(4)")
+        .await
+        .unwrap();
+    let sum: Decimal = pnls.iter().sum();
+    assert!(
+        pnl_totals
+            .iter()
+            .all(|t| *t == format!("{:.2}", sum.round_dp(2))),
+        "{pnl_totals:?}"
+    );
+    let exits_line = stdout.lines().find(|l| l.contains(" exits: ")).unwrap();
+    let exit_rows = b.eval("return Array.from(document.querySelectorAll('table.breakdown')).find(function (t) { return t.previousElementSibling.textContent === 'By exit'; }).querySelectorAll('tr').length").await.unwrap();
+    assert_eq!(
+        exit_rows.as_u64().unwrap() as usize,
+        exits_line.split(": ").nth(1).unwrap().split(", ").count() + 2,
+        "a row per reason, a header and a total: {exits_line}"
+    );
+    // Funding: charged per trade, its sum the run's total in the parameters.
+    let funding_col = header.iter().position(|h| *h == "funding").unwrap();
+    let funding: Decimal = csv
+        .lines()
+        .skip(1)
+        .map(|l| {
+            l.split(',')
+                .nth(funding_col)
+                .unwrap()
+                .parse::<Decimal>()
+                .unwrap()
+        })
+        .sum();
+    assert!(
+        funding < Decimal::ZERO || funding > Decimal::ZERO,
+        "funding was charged"
+    );
+    let params = b.text("#parameters").await.unwrap();
+    assert!(
+        params.contains(&format!("payments, {:.2} USDT", funding.round_dp(2))),
+        "{params}"
+    );
+    assert!(params.contains("timerange the whole file"), "{params}");
 
     let shots = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
         .parent()

@@ -3,10 +3,11 @@
 //! command's settings.
 
 use crate::cli::SimArgs;
-use albra_core::backtest::RunResult;
+use albra_core::backtest::{self, Dimension, RunResult};
 use albra_core::config::Config;
 use albra_core::data;
 use albra_core::domain::{Candle, Timeframe};
+use albra_core::timerange::TimeRange;
 use albra_web::backtest::{backtest_html, BacktestPage, Table};
 use anyhow::{Context, Result};
 use std::path::Path;
@@ -55,6 +56,7 @@ fn parameters(
     sim: &SimArgs,
     cfg: Option<&Config>,
     config: &Path,
+    range: Option<&TimeRange>,
 ) -> Vec<(String, String)> {
     let mut p = vec![
         (
@@ -68,6 +70,10 @@ fn parameters(
         ("slippage".into(), sim.slippage.to_string()),
         ("starting equity".into(), format!("{} USDT", sim.equity)),
         ("risk".into(), sim.risk.clone()),
+        (
+            "timerange".into(),
+            range.map_or("the whole file".to_string(), |r| r.to_string()),
+        ),
     ];
     let mut seen = Vec::new();
     for r in runs {
@@ -92,12 +98,55 @@ fn parameters(
         p.push((r.strategy.clone(), value));
     }
     for r in runs {
-        p.push((
-            format!("data ({} {})", r.symbol, r.timeframe),
-            r.data.display().to_string(),
-        ));
+        let run = format!("{} {}", r.symbol, r.timeframe);
+        p.push((format!("data ({run})"), r.data.display().to_string()));
+        let funding = match &r.funding.file {
+            Some(f) => format!(
+                "{}: {} payments, {:.2} USDT",
+                f.display(),
+                r.funding.payments,
+                r.funding.total.round_dp(2)
+            ),
+            None => format!(
+                "no data (no {} beside the candles)",
+                backtest::funding_file_name(&r.data)
+            ),
+        };
+        p.push((format!("funding ({} {run})", r.strategy), funding));
     }
     p
+}
+
+/// The breakdowns of every run's trades, one table per dimension with its total line: the
+/// figures of `backtest::breakdown`, laid out as `--breakdown` prints them.
+fn breakdown_tables(runs: &[RunResult]) -> Vec<Table> {
+    Dimension::ALL
+        .into_iter()
+        .map(|d| {
+            let rows = backtest::breakdown(runs, d);
+            let total = backtest::total(&rows, "total");
+            Table {
+                title: format!("By {d}"),
+                header: ["", "trades", "win rate", "PnL", "fees", "funding"]
+                    .map(String::from)
+                    .to_vec(),
+                rows: rows
+                    .iter()
+                    .chain(std::iter::once(&total))
+                    .map(|r| {
+                        vec![
+                            r.key.clone(),
+                            r.trades.to_string(),
+                            format!("{:.1}%", r.win_rate() * 100.0),
+                            format!("{:.2}", r.pnl.round_dp(2)),
+                            format!("{:.2}", r.fees.round_dp(2)),
+                            format!("{:.2}", r.funding.round_dp(2)),
+                        ]
+                    })
+                    .collect(),
+            }
+        })
+        .collect()
 }
 
 /// Write the report of `runs` to `path`.
@@ -107,14 +156,14 @@ pub fn write(
     sim: &SimArgs,
     cfg: Option<&Config>,
     config: &Path,
-    tables: Vec<Table>,
+    range: Option<&TimeRange>,
 ) -> Result<()> {
     let candles = runs.iter().map(run_candles).collect::<Result<Vec<_>>>()?;
     let page = BacktestPage {
         runs,
         candles,
-        parameters: parameters(runs, sim, cfg, config),
-        tables,
+        parameters: parameters(runs, sim, cfg, config, range),
+        tables: breakdown_tables(runs),
         generated_at: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64),

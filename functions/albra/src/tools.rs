@@ -117,7 +117,14 @@ async fn dispatch(cli: Cli, cfg: Option<Config>) -> Result<()> {
                 println!("orders written to {}", p.display());
             }
             if let Some(p) = report {
-                crate::report::write(&p, &runs, &sim, cfg.as_ref(), &config_path, Vec::new())?;
+                crate::report::write(
+                    &p,
+                    &runs,
+                    &sim,
+                    cfg.as_ref(),
+                    &config_path,
+                    opts.range.as_ref(),
+                )?;
                 println!("report written to {}", p.display());
             }
             crate::no_job_errors("backtest", &errors)
