@@ -58,7 +58,7 @@ $(VENV)/.ready:
 
 # Debian's chromium and chromium-driver for the headless-browser tests (tests/src/browser.rs);
 # nothing when both are installed. `apt-get update` only when the install fails without it.
-APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )apt-get
+APT_GET := $(if $(filter 0,$(shell id -u)),,sudo )env DEBIAN_FRONTEND=noninteractive apt-get
 browser:
 	@if [ -x /usr/bin/chromium ] && [ -x /usr/bin/chromedriver ]; then :; else \
 	  $(APT_GET) install -y --no-install-recommends chromium chromium-driver \
