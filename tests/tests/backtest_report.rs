@@ -160,10 +160,7 @@ async fn the_report_shows_the_runs_figures_charts_and_a_sortable_trade_table() {
                 .unwrap()
         })
         .sum();
-    assert!(
-        funding != Decimal::ZERO,
-        "funding was charged"
-    );
+    assert!(funding != Decimal::ZERO, "funding was charged");
     let params = b.text("#parameters").await.unwrap();
     assert!(
         params.contains(&format!("payments, {:.2} USDT", funding.round_dp(2))),
