@@ -366,10 +366,10 @@ pub async fn run(opts: &BacktestOptions) -> Result<Vec<RunResult>, BacktestError
             });
             let spec = RunSpec {
                 progress: bar.as_ref(),
+                funding: funding.as_ref(),
                 ..RunSpec::default()
             };
-            let run =
-                run_series_funded(opts, path, &series, &symbol, name, &spec, funding.as_ref());
+            let run = run_series(opts, path, &series, &symbol, name, &spec);
             out.push(run.await?);
         }
     }
@@ -397,9 +397,13 @@ pub struct RunSpec<'a> {
     /// history the strategy warms up on, as live. Positions open at the end are closed.
     pub window: Option<(i64, i64)>,
     pub progress: Option<&'a Progress>,
+    /// Funding rates to charge ([`FundingFile`], the file beside the candles); `None` charges
+    /// none (walk-forward's runs).
+    pub funding: Option<&'a FundingFile>,
 }
 
-/// One backtest of `name` over `series`, charging no funding.
+/// One backtest of `name` over `series`, as `spec` varies it (parameters, window, progress,
+/// the funding charged).
 pub async fn run_series(
     opts: &BacktestOptions,
     path: &std::path::Path,
@@ -408,20 +412,7 @@ pub async fn run_series(
     name: &str,
     spec: &RunSpec<'_>,
 ) -> Result<RunResult, BacktestError> {
-    run_series_funded(opts, path, series, symbol, name, spec, None).await
-}
-
-/// [`run_series`], charging `funding`'s rates when given.
-pub async fn run_series_funded(
-    opts: &BacktestOptions,
-    path: &std::path::Path,
-    series: &Arc<CandleSeries>,
-    symbol: &Symbol,
-    name: &str,
-    spec: &RunSpec<'_>,
-    funding: Option<&FundingFile>,
-) -> Result<RunResult, BacktestError> {
-    let progress = spec.progress;
+    let (progress, funding) = (spec.progress, spec.funding);
     let configured = opts.config.as_ref().and_then(|c| c.strategy(name)).cloned();
     let tf = opts
         .timeframe

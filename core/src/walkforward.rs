@@ -555,6 +555,7 @@ fn optimise(
             params: Some(&points[i]),
             window: None,
             progress: progress.as_ref(),
+            funding: None,
         };
         let r = block_on(backtest::run_series(
             bt,
@@ -599,6 +600,7 @@ fn optimise(
             params: Some(&points[picks[k].0]),
             window: Some((is_end, oos_end)),
             progress: progress.as_ref(),
+            funding: None,
         };
         let r = block_on(backtest::run_series(
             bt,

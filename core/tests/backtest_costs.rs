@@ -91,7 +91,13 @@ async fn run(
 ) -> RunResult {
     let path = Path::new("BTCUSDT-1h.csv");
     let symbol = Symbol::new("BTCUSDT");
-    backtest::run_series_funded(o, path, series, &symbol, name, spec, funding)
+    let spec = RunSpec {
+        params: spec.params,
+        window: spec.window,
+        progress: spec.progress,
+        funding,
+    };
+    backtest::run_series(o, path, series, &symbol, name, &spec)
         .await
         .expect("backtest")
 }

@@ -142,7 +142,7 @@ fn walk_forward_picks_in_sample_winners_and_trades_them_blind() {
         let spec = RunSpec {
             params: Some(&r.points[w.best]),
             window: Some((w.oos_start, w.oos_end)),
-            progress: None,
+            ..RunSpec::default()
         };
         let alone = rt
             .block_on(backtest::run_series(
