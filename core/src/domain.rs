@@ -887,9 +887,49 @@ pub fn utc_minute(ms: i64) -> String {
     }
 }
 
+/// A time (ms) to the second as `2026-01-01T00:15:00Z` (ISO 8601, UTC): CSV columns and event
+/// times; the number itself when chrono cannot place it.
+pub fn utc_iso(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_else(|| ms.to_string())
+}
+
+/// How long ago, for a person: `45 s`, `12 min`, `3.5 h` or `2.1 d` (the operator CLI's and the
+/// dashboard's ages).
+pub fn age_text(ms: i64) -> String {
+    let s = ms / 1000;
+    match s {
+        ..120 => format!("{s} s"),
+        120..7200 => format!("{} min", s / 60),
+        7200..172_800 => format!("{:.1} h", s as f64 / 3600.0),
+        _ => format!("{:.1} d", s as f64 / 86_400.0),
+    }
+}
+
+/// A money figure with two decimals, rounded (`round_dp`; Decimal's own `{:.2}` truncates): how
+/// the bot, the dashboard and the reports show USDT.
+pub fn money_text(d: Decimal) -> String {
+    format!("{:.2}", d.round_dp(2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_ages_and_money_as_every_front_end_writes_them() {
+        assert_eq!(utc_iso(1_767_226_500_000), "2026-01-01T00:15:00Z");
+        assert_eq!(utc_iso(i64::MAX), i64::MAX.to_string());
+        let ages = [119_999, 120_000, 7_199_999, 7_200_000, 172_800_000].map(age_text);
+        assert_eq!(ages, ["119 s", "2 min", "119 min", "2.0 h", "2.0 d"]);
+        assert_eq!(
+            money_text(Decimal::new(-5, 3)),
+            "0.00",
+            "round_dp: half to even"
+        );
+        assert_eq!(money_text(Decimal::new(98_158_702, 4)), "9815.87");
+    }
     use rust_decimal_macros::dec;
 
     #[test]

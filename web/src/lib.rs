@@ -8,7 +8,7 @@
 
 pub mod backtest;
 
-use albra_core::domain::utc_minute;
+use albra_core::domain::{age_text, money_text, utc_minute};
 use albra_core::report::Report;
 use minijinja::{context, Environment, Value};
 
@@ -95,10 +95,9 @@ fn decimal_of(v: &Value) -> Option<rust_decimal::Decimal> {
     rust_decimal::Decimal::from_f64_retain(f)
 }
 
-/// Two decimals, rounded as the bot and the CLI round (`round_dp`; Decimal's own `{:.2}`
-/// truncates); `-` for none.
+/// [`money_text`]: two decimals, rounded as the bot rounds; `-` for none.
 fn money(v: Value) -> String {
-    decimal_of(&v).map_or_else(|| "-".to_string(), |d| format!("{:.2}", d.round_dp(2)))
+    decimal_of(&v).map_or_else(|| "-".to_string(), money_text)
 }
 
 /// `pos`, `neg` or nothing: the class that colours a signed figure.
@@ -115,18 +114,9 @@ fn when(v: Value) -> String {
     i64::try_from(v).map_or_else(|_| "-".to_string(), utc_minute)
 }
 
-/// A duration (ms) as `45 s`, `12 min`, `3 h 5 min` or `2 d 4 h`.
+/// A duration (ms) as the operator CLI writes ages ([`age_text`]); `-` for none.
 pub fn age(v: Value) -> String {
-    let Ok(ms) = i64::try_from(v) else {
-        return "-".to_string();
-    };
-    let s = ms.max(0) / 1000;
-    match s {
-        0..60 => format!("{s} s"),
-        60..3600 => format!("{} min", s / 60),
-        3600..86_400 => format!("{} h {} min", s / 3600, s % 3600 / 60),
-        _ => format!("{} d {} h", s / 86_400, s % 86_400 / 3600),
-    }
+    i64::try_from(v).map_or_else(|_| "-".to_string(), age_text)
 }
 
 /// A page could not be rendered (a template that does not fit the data: a bug, not an input).
@@ -254,9 +244,11 @@ mod tests {
             ("neg", "", "pos")
         );
         assert_eq!(when(Value::from(0)), "1970-01-01 00:00 UTC");
-        assert_eq!(age(Value::from(42_347_508_750i64)), "490 d 3 h");
+        // The operator CLI's ages (domain::age_text).
+        assert_eq!(age(Value::from(42_347_508_750i64)), "490.1 d");
         assert_eq!(age(Value::from(59_999)), "59 s");
-        assert_eq!(age(Value::from(3_660_000)), "1 h 1 min");
+        assert_eq!(age(Value::from(3_660_000)), "61 min");
+        assert_eq!(age(Value::from(())), "-");
     }
 
     #[test]

@@ -314,11 +314,7 @@ impl From<crate::lambda_event::EventError> for JobFailure {
 
 /// Refuse an event whose scheduled time is too old or too far ahead of the exchange clock.
 pub fn check_fresh(scheduled: i64, exchange_now: i64) -> Result<(), JobFailure> {
-    let iso = |ms: i64| {
-        chrono::DateTime::from_timestamp_millis(ms)
-            .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-            .unwrap_or_else(|| ms.to_string())
-    };
+    use albra_core::domain::utc_iso as iso;
     if exchange_now - scheduled > MAX_EVENT_AGE_MS {
         return Err(JobFailure::non_retryable(format!(
             "stale event: scheduled for {} but the exchange clock says {} (more than {} s late); \

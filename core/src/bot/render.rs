@@ -27,10 +27,7 @@ pub fn escape(text: &str) -> String {
     out
 }
 
-/// Two decimals, rounded (Decimal's own `{:.2}` truncates).
-fn money(d: Decimal) -> String {
-    format!("{:.2}", d.round_dp(2))
-}
+use crate::domain::money_text as money;
 
 use crate::domain::utc_minute as when;
 

@@ -8,7 +8,9 @@
 use super::queries::PositionRow;
 use super::{select_accounts, QueryError};
 use crate::config::Config;
-use crate::domain::{AccountId, Price, Side, StrategyId, Symbol, Timeframe, TradeRecord};
+use crate::domain::{
+    utc_iso as iso, AccountId, Price, Side, StrategyId, Symbol, Timeframe, TradeRecord,
+};
 use crate::report::{self, CurvePoint};
 use crate::state::{EquityPoint, StateRepo};
 use rust_decimal::Decimal;
@@ -117,13 +119,6 @@ pub fn trades_csv(trades: &[TradeRecord]) -> String {
         ));
     }
     s
-}
-
-/// A time (ms) as `2026-01-01T00:15:00Z`.
-pub fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
 }
 
 /// A field quoted when it holds a comma, a quote or a line break (ids and reasons come from

@@ -438,16 +438,7 @@ fn clip(text: &str, max: usize) -> String {
     }
 }
 
-/// An age in ms as `45 s`, `12 min`, `3.5 h` or `2.1 d`.
-fn age(ms: i64) -> String {
-    let s = ms / 1000;
-    match s {
-        ..120 => format!("{s} s"),
-        120..7200 => format!("{} min", s / 60),
-        7200..172_800 => format!("{:.1} h", s as f64 / 3600.0),
-        _ => format!("{:.1} d", s as f64 / 86_400.0),
-    }
-}
+use albra_core::domain::age_text as age;
 
 /// `list-strategies`.
 pub fn list_strategies(cfg: &Config, out: Output) -> Result<()> {

@@ -142,11 +142,7 @@ async fn evaluate_at(
     Ok((report, now))
 }
 
-fn iso(ms: i64) -> String {
-    chrono::DateTime::from_timestamp_millis(ms)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%SZ").to_string())
-        .unwrap_or_else(|| ms.to_string())
-}
+use albra_core::domain::utc_iso as iso;
 
 /// One Lambda invocation: validate the event fully before anything touches the exchange or state.
 async fn handle(rt: &Runtime, payload: Value) -> Result<Value, JobFailure> {
