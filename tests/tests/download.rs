@@ -38,6 +38,15 @@ async fn download(s: &BinanceTestServer, dir: &Path, args: &[&str]) -> Run {
     harness::run("albra", dir, &s.url, &all, &[]).await
 }
 
+/// `download` of BTCUSDT 15m candles from `from` (to `to`, inclusive, when given).
+async fn download_btc(s: &BinanceTestServer, dir: &Path, from: &str, to: Option<&str>) -> Run {
+    let mut args = vec!["--symbol", "BTCUSDT", "--timeframe", "15m", "--from", from];
+    if let Some(to) = to {
+        args.extend(["--to", to]);
+    }
+    download(s, dir, &args).await
+}
+
 fn day_of(ms: i64) -> String {
     chrono::DateTime::from_timestamp_millis(ms)
         .unwrap()
@@ -134,19 +143,7 @@ async fn downloads_resume_and_leave_up_to_date_files_alone() {
     // Nothing new: both files stay as they are.
     let csv = d.join("data/BTCUSDT-perp-15m.csv");
     let before = std::fs::read(&csv).unwrap();
-    let r = download(
-        &s,
-        d,
-        &[
-            "--symbol",
-            "BTCUSDT",
-            "--timeframe",
-            "15m",
-            "--from",
-            &day_of(from2),
-        ],
-    )
-    .await;
+    let r = download_btc(&s, d, &day_of(from2), None).await;
     assert!(r.ok(), "{r}");
     assert!(
         r.stdout.contains("data/BTCUSDT-perp-15m.csv is up to date"),
@@ -166,19 +163,7 @@ async fn downloads_resume_and_leave_up_to_date_files_alone() {
     let kept: Vec<&str> = text.lines().collect();
     std::fs::write(&csv, kept[..kept.len() - 100].join("\n") + "\n").unwrap();
     let served = s.requests().len();
-    let r = download(
-        &s,
-        d,
-        &[
-            "--symbol",
-            "BTCUSDT",
-            "--timeframe",
-            "15m",
-            "--from",
-            &day_of(t0),
-        ],
-    )
-    .await;
+    let r = download_btc(&s, d, &day_of(t0), None).await;
     assert!(r.ok(), "{r}");
     assert_eq!(file_candles(d, "BTCUSDT"), candles[..5000]);
     assert!(
@@ -215,21 +200,7 @@ async fn an_outage_is_reported_not_filled_and_to_is_inclusive() {
     let d = dir.path();
     let to = day_of(candles[1500].open_time);
     let until = candles[1500].open_time - candles[1500].open_time.rem_euclid(DAY) + DAY;
-    let r = download(
-        &s,
-        d,
-        &[
-            "--symbol",
-            "BTCUSDT",
-            "--timeframe",
-            "15m",
-            "--from",
-            &day_of(candles[0].open_time),
-            "--to",
-            &to,
-        ],
-    )
-    .await;
+    let r = download_btc(&s, d, &day_of(candles[0].open_time), Some(&to)).await;
     assert!(r.ok(), "{r}");
     let want: Vec<Candle> = candles
         .iter()
@@ -244,9 +215,7 @@ async fn an_outage_is_reported_not_filled_and_to_is_inclusive() {
     );
     let line = format!(
         "gap: 12 candle(s) missing after {}",
-        chrono::DateTime::from_timestamp_millis(gone - M15)
-            .unwrap()
-            .format("%Y-%m-%d %H:%M UTC")
+        albra_core::domain::utc_minute(gone - M15)
     );
     assert!(
         r.stdout.contains("1 gap(s) in Binance's data (not filled)") && r.stdout.contains(&line),
@@ -257,21 +226,7 @@ async fn an_outage_is_reported_not_filled_and_to_is_inclusive() {
         expected_funding(&candles, 0, until)
     );
     // A rerun keeps reporting it, and fetches nothing inside it.
-    let r = download(
-        &s,
-        d,
-        &[
-            "--symbol",
-            "BTCUSDT",
-            "--timeframe",
-            "15m",
-            "--from",
-            &day_of(candles[0].open_time),
-            "--to",
-            &to,
-        ],
-    )
-    .await;
+    let r = download_btc(&s, d, &day_of(candles[0].open_time), Some(&to)).await;
     assert!(
         r.ok() && r.stdout.contains("is up to date") && r.stdout.contains(&line),
         "{r}"
@@ -304,19 +259,7 @@ async fn rate_limits_are_waited_out() {
     );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let r = download(
-        &s,
-        d,
-        &[
-            "--symbol",
-            "BTCUSDT",
-            "--timeframe",
-            "15m",
-            "--from",
-            &day_of(candles[0].open_time),
-        ],
-    )
-    .await;
+    let r = download_btc(&s, d, &day_of(candles[0].open_time), None).await;
     assert!(r.ok(), "{r}");
     assert_eq!(file_candles(d, "BTCUSDT"), candles);
     assert_eq!(
